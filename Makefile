@@ -1,0 +1,44 @@
+# The README's two commands: `make run` and `make test`. Everything else is a helper for them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck pytest services demo bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## make run: install, migrate, then the API on :8000 and one worker in the foreground (Ctrl-C stops both)
+run: $(STAMP)
+	@scripts/run
+
+## make test: install, make sure PostgreSQL and Redis run, then lint, type-check and test
+test: $(STAMP) services lint typecheck pytest
+
+services:
+	@scripts/services
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict app
+
+pytest: $(STAMP)
+	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+## make demo: the simulator and the service play shuffled, duplicated lifecycles
+demo: $(STAMP) services
+	$(BIN)/python -m app demo
+
+bench: $(STAMP) services
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Sinch sender ID registration tracker: callbacks in, a converged local copy out."""

@@ -1,0 +1,1 @@
+"""Callback ingestion: prove a callback is Sinch's, keep it durably, answer."""

@@ -1,0 +1,91 @@
+"""Lenient reading of a callback body. Pure.
+
+The body's schema is not documented for this API (SINCH.md), so each field is looked up under the
+names the sister Sinch APIs use, in order, and anything missing or malformed is reported as None:
+the worker settles every doubt with a GET of the registration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.sinch.schemas import parse_sinch_time
+
+REGISTRATION_ID_KEYS = ("resourceId", "registrationId", "id")
+STATUS_KEYS = ("status", "registrationState")
+TIME_KEYS = ("createTime", "timestamp", "eventTime", "updateTime")
+EVENT_ID_KEYS = ("eventId",)
+MAX_ID_LENGTH = 255
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackFields:
+    """What a callback body says. `is_json_object` is False when the body is unusable as a whole."""
+
+    is_json_object: bool
+    event_id: str | None = None
+    registration_id: str | None = None
+    status: str | None = None
+    event_time: datetime | None = None
+
+
+def body_digest(body: bytes) -> str:
+    """The dedup key of a body without an event id."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def dedup_key(fields: CallbackFields, body: bytes) -> str:
+    """The event's identity: Sinch's event id when the body has one, else a hash of the raw bytes.
+
+    Two deliveries with the same key are the same event; history rows name an event by this key.
+    """
+    return fields.event_id if fields.event_id is not None else body_digest(body)
+
+
+def parse_callback(body: bytes) -> CallbackFields:
+    """Read the fields of SINCH.md from a raw body. Never raises."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return CallbackFields(is_json_object=False)
+    if not isinstance(document, dict):
+        return CallbackFields(is_json_object=False)
+    return CallbackFields(
+        is_json_object=True,
+        event_id=_first_id(document, EVENT_ID_KEYS),
+        registration_id=_first_id(document, REGISTRATION_ID_KEYS),
+        status=_first_text(document, STATUS_KEYS),
+        event_time=_first_time(document, TIME_KEYS),
+    )
+
+
+def _first_text(document: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = document.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _first_id(document: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = document.get(key)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            value = str(value)
+        if isinstance(value, str) and value.strip() and len(value.strip()) <= MAX_ID_LENGTH:
+            return value.strip()
+    return None
+
+
+def _first_time(document: dict[str, Any], keys: tuple[str, ...]) -> datetime | None:
+    for key in keys:
+        parsed = parse_sinch_time(document.get(key))
+        if parsed is not None:
+            return parsed
+    return None

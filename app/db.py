@@ -1,0 +1,110 @@
+"""Engine and session factories, and the column types both databases share.
+
+SQLite is the embedded default and PostgreSQL the production database; everything here keeps the
+two behaving alike: times are always timezone-aware UTC, and on SQLite every transaction starts
+with `BEGIN IMMEDIATE`, so a transaction holds the writer lock from its first statement (SQLite's
+stand-in for PostgreSQL's row locks) and waits for it instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.types import TypeDecorator
+
+from app.settings import Settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on both databases.
+
+    PostgreSQL stores `timestamptz`; SQLite has no time zones, so the value is stored as naive UTC
+    (whose text form sorts in time order) and given back its UTC offset when read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are refused: pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC: the one clock the storage layer uses."""
+    return datetime.now(UTC)
+
+
+def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
+    """Build the async engine for `settings.database_url`.
+
+    For SQLite, the file's folder is created, WAL mode lets readers run beside the writer, and
+    `synchronous=FULL` keeps a commit durable across a power cut (the callback endpoint promises
+    that an answered event is on disk).
+    """
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 10)
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("connect_args", {"timeout": 5, "command_timeout": 30})
+        return create_async_engine(url, **kwargs)
+
+    path = settings.sqlite_path()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_async_engine(url, **kwargs)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module so that `_on_begin` decides how a
+        # transaction starts (SQLAlchemy's documented recipe for pysqlite/aiosqlite).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit (routes read them to answer)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def insert_for(dialect_name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT for `table` in the dialect's own form (both offer ON CONFLICT)."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    if dialect_name == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported database dialect {dialect_name!r}")

@@ -1,0 +1,47 @@
+"""What the lifespan builds once per process, and the `Annotated` dependencies that hand it out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from arq import ArqRedis
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.metrics import Metrics
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.callbacks.writer import InboxWriter
+    from app.sinch.client import SinchClient
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+    metrics: Metrics
+    inbox: InboxWriter
+    sinch: SinchClient | None
+    """None when the Sinch credentials are not configured."""
+
+
+def get_resources(request: Request) -> Resources:
+    resources: Resources = request.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    """A session for one request; the route owns the transaction (commits what it changes)."""
+    async with resources.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]

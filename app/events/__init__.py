@@ -1,0 +1,1 @@
+"""Kept callback events: processing steps and the internal API over them."""

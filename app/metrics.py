@@ -1,0 +1,59 @@
+"""Prometheus metrics. One `Metrics` per process, each with its own registry (no module globals).
+
+Labels have bounded cardinality: results, outcomes, reasons and secret positions, never an id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+CALLBACK_RESULTS = ("accepted", "duplicate", "bad_signature", "too_large", "unavailable")
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.callbacks = Counter(
+            "sinch_callbacks", "Callbacks received, by result.", ["result"], registry=r
+        )
+        for result in CALLBACK_RESULTS:
+            self.callbacks.labels(result)
+        self.callback_secret_matches = Counter(
+            "sinch_callback_secret_matches",
+            "Verified callbacks by the position of the secret that matched "
+            "(0 is the current one; others mean Sinch still signs with an older secret).",
+            ["secret"],
+            registry=r,
+        )
+        self.events_processed = Counter(
+            "sinch_events_processed",
+            "Callback events processed, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.processing_lag = Histogram(
+            "sinch_event_processing_lag_seconds",
+            "Time from a callback's arrival to its event being processed.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=r,
+        )
+        self.sinch_gets = Counter(
+            "sinch_registration_gets",
+            "GETs of a registration from Sinch, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.events_by_state = Gauge(
+            "sinch_events",
+            "Kept callback events by state (received is the backlog).",
+            ["state"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

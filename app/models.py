@@ -1,0 +1,145 @@
+"""Every table of the service.
+
+- `callback_events`: the inbox. One row per distinct callback Sinch delivered, kept with its raw
+  bytes before the endpoint answers 200. The worker moves it from `received` to `processed`,
+  `failed` or `invalid`.
+- `registrations`: the local copy of each registration, converging on Sinch's truth.
+- `registration_history`: every status change applied, with Sinch's time of the change.
+- `sync_state`: small named values the worker keeps (the reconciliation watermark).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.db import UTCDateTime
+
+# Named constraints make migrations reproducible and let SQLite's batch mode find them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: JSON(),
+    }
+
+
+class EventState(StrEnum):
+    """Where a kept callback stands. Names are part of the internal API (CONTRACT.md)."""
+
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    FAILED = "failed"
+    INVALID = "invalid"
+
+
+class HistorySource(StrEnum):
+    """What caused a status change: a trusted callback, a GET checking one, or reconciliation."""
+
+    CALLBACK = "callback"
+    REFETCH = "refetch"
+    RECONCILE = "reconcile"
+
+
+class CallbackEvent(Base):
+    __tablename__ = "callback_events"
+    __table_args__ = (
+        Index("ix_callback_events_state_received_at", "state", "received_at"),
+        Index("ix_callback_events_registration_id_id", "registration_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    dedup_key: Mapped[str] = mapped_column(String(255), unique=True)
+    """The event's identity: Sinch's event id when the body has one, else `sha256:<hex of body>`."""
+    event_id: Mapped[str | None] = mapped_column(String(255))
+    """Sinch's event id as sent (None when the body has none)."""
+    registration_id: Mapped[str | None] = mapped_column(String(255))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]]
+    peer: Mapped[str | None] = mapped_column(String(64))
+    secret_index: Mapped[int] = mapped_column(SmallInteger)
+    """Which of `SINCH_CALLBACK_SECRETS` verified the signature (0 is the current one)."""
+    received_at: Mapped[datetime]
+    duplicate_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    state: Mapped[str] = mapped_column(String(16), default=EventState.RECEIVED)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    processed_at: Mapped[datetime | None]
+
+
+class Registration(Base):
+    __tablename__ = "registrations"
+    __table_args__ = (
+        Index("ix_registrations_status_id", "status", "id"),
+        Index("ix_registrations_registration_type_id", "registration_type", "id"),
+        Index("ix_registrations_status_changed_at_id", "status_changed_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[str] = mapped_column(String(64))
+    """Sinch's state name, kept as sent even when this service does not know it."""
+    registration_type: Mapped[str | None] = mapped_column(String(64))
+    status_changed_at: Mapped[datetime | None]
+    """Sinch's time of the newest information applied: recency is judged against it."""
+    last_synced_at: Mapped[datetime | None]
+    """When we last fetched the registration from Sinch (our clock)."""
+    sinch: Mapped[dict[str, Any] | None]
+    """The last full document fetched from Sinch, as Sinch sent it."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RegistrationHistory(Base):
+    __tablename__ = "registration_history"
+    __table_args__ = (
+        Index("ix_registration_history_registration_id_at", "registration_id", "at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    registration_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("registrations.id", ondelete="CASCADE")
+    )
+    from_status: Mapped[str | None] = mapped_column(String(64))
+    to_status: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    """Sinch's time of the change."""
+    source: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str | None] = mapped_column(String(255))
+    """Sinch's event id when a callback caused the change."""
+    recorded_at: Mapped[datetime]
+
+
+class SyncState(Base):
+    __tablename__ = "sync_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

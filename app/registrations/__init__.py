@@ -1,0 +1,1 @@
+"""Registrations: the state machine, the decision, and the local copy."""

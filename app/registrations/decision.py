@@ -1,0 +1,84 @@
+"""The decision: can a callback be trusted as it is, ignored, or must it be checked? Pure.
+
+A callback is a hint; a GET of the registration is the truth. The event is applied as it is only
+when it is newer than everything we know and the transition table allows it; an event older than
+what we know is ignored only when a GET made after the event already told us the truth; everything
+doubtful is checked with a GET.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from app.registrations.states import is_allowed, known_state
+
+
+class Action(StrEnum):
+    APPLY = "applied"
+    IGNORE = "ignored"
+    CHECK = "checked"
+
+
+class Reason(StrEnum):
+    TRUSTED = "trusted"
+    DUPLICATE = "duplicate"
+    SUPERSEDED = "superseded"
+    UNKNOWN_REGISTRATION = "unknown_registration"
+    STALE = "stale"
+    INVALID_TRANSITION = "invalid_transition"
+    UNKNOWN_STATE = "unknown_state"
+    NO_TIME = "no_time"
+    NO_STATE = "no_state"
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """What a callback says about its registration."""
+
+    status: str | None
+    at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFacts:
+    """What we know of the registration: its status, the Sinch time of that knowledge, and when we
+    last fetched it from Sinch (None if never)."""
+
+    status: str
+    status_changed_at: datetime | None
+    last_synced_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: Reason
+
+    @property
+    def outcome(self) -> str:
+        """How the event is recorded, e.g. `applied:trusted`, `checked:stale`."""
+        return f"{self.action.value}:{self.reason.value}"
+
+
+def decide(event: EventFacts, local: LocalFacts | None) -> Decision:
+    if event.status is None:
+        return Decision(Action.CHECK, Reason.NO_STATE)
+    if known_state(event.status) is None:
+        return Decision(Action.CHECK, Reason.UNKNOWN_STATE)
+    if event.at is None:
+        return Decision(Action.CHECK, Reason.NO_TIME)
+    if local is None:
+        return Decision(Action.CHECK, Reason.UNKNOWN_REGISTRATION)
+
+    known_at = local.status_changed_at
+    if known_at is not None and event.at <= known_at:
+        if event.at == known_at and event.status == local.status:
+            return Decision(Action.IGNORE, Reason.DUPLICATE)
+        if local.last_synced_at is not None and local.last_synced_at >= event.at:
+            return Decision(Action.IGNORE, Reason.SUPERSEDED)
+        return Decision(Action.CHECK, Reason.STALE)
+    if not is_allowed(local.status, event.status):
+        return Decision(Action.CHECK, Reason.INVALID_TRANSITION)
+    return Decision(Action.APPLY, Reason.TRUSTED)

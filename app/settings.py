@@ -1,0 +1,83 @@
+"""The one place environment variables are read.
+
+Every variable of CONTRACT.md is a field here; a `.env` file in the working folder is read too, and
+an empty variable counts as unset. Secrets are `SecretStr` so that they never print by accident.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/registrations.db"
+SINCH_PRODUCTION_URL = "https://senderid.registrations.api.sinch.com"
+
+SecretList = Annotated[list[SecretStr], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    # --- CONTRACT.md ---
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = "redis://localhost:6379/0"
+    sinch_project_id: str | None = None
+    sinch_key_id: str | None = None
+    sinch_key_secret: SecretStr | None = None
+    sinch_api_base_url: str = SINCH_PRODUCTION_URL
+    sinch_auth_url: str = "https://auth.sinch.com/oauth2/token"
+    sinch_callback_secrets: SecretList = Field(default_factory=list)
+    internal_api_tokens: SecretList = Field(default_factory=list)
+    callback_max_body_bytes: int = Field(default=1_048_576, gt=0)
+    reconcile_interval_seconds: int = Field(default=900, ge=0)
+
+    # --- the service's own knobs (documented in the README) ---
+    sweep_interval_seconds: int = Field(default=5, ge=1, le=60)
+    """How often the worker re-enqueues inbox rows left `received`."""
+    sweep_grace_seconds: float = Field(default=10.0, ge=0)
+    """How old a `received` row must be before the sweep re-enqueues it."""
+    event_retention_days: int = Field(default=30, ge=1)
+    """Processed events older than this are pruned daily; failed and invalid ones are kept."""
+    job_max_tries: int = Field(default=8, ge=1)
+    """Tries of one event's processing before it is marked `failed` (retryable Sinch errors)."""
+    job_retry_base_seconds: float = Field(default=2.0, gt=0)
+    """First retry delay of an event after a retryable Sinch error; doubles each try (capped)."""
+    sinch_timeout_seconds: float = Field(default=10.0, gt=0)
+    worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    """Port of the worker's own Prometheus endpoint; 0 turns it off."""
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("sinch_callback_secrets", "internal_api_tokens", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    def sqlite_path(self) -> Path | None:
+        """The database file for a SQLite URL (None for PostgreSQL or an in-memory database)."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return Path(url.database)
+
+    def safe_database_url(self) -> str:
+        """The database URL with any password masked: the only form fit for a log line."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+    @property
+    def sinch_credentials_configured(self) -> bool:
+        return bool(self.sinch_project_id and self.sinch_key_id and self.sinch_key_secret)

@@ -1,0 +1,379 @@
+"""The simulator's HTTP face: Sinch-like routes, a token endpoint and the `/_sim/` control API.
+
+`create_simulator_app` builds a fresh `SimulatorState` per app: nothing lives at module level, so
+several simulators can run in one process (one per test, say).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.simulator.delivery import DeliveryOrder, DeliveryResult, deliver, plan_delivery
+from app.simulator.state import (
+    Fault,
+    FaultPaths,
+    RequestKind,
+    SimulatorInputError,
+    SimulatorState,
+    UnknownRegistrationError,
+    list_filters,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Answer(Exception):
+    """Raised by a guard to answer at once with `response` (an error or an injected fault)."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": status, "message": message}}, status_code=status, headers=headers
+    )
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class CreateRegistrationBody(_Body):
+    id: str | None = None
+    registration_type: str | None = Field(default=None, alias="registrationType")
+    status: str | None = None
+    callback_url: str | None = Field(default=None, alias="callbackUrl")
+    at: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    sender_id: str | None = Field(default=None, alias="senderId")
+    extra: dict[str, Any] | None = None
+    lifecycle: list[str] = Field(default_factory=list)
+    """States to move through right after creation, one second apart."""
+
+
+class TransitionBody(_Body):
+    status: str
+    at: str | None = None
+    comment: str | None = None
+
+
+class DeliverBody(_Body):
+    url: str | None = None
+    event_ids: list[str] | None = Field(default=None, alias="eventIds")
+    order: DeliveryOrder = "in_order"
+    duplicates: int = Field(default=0, ge=0)
+    omit: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    delay_seconds: float = Field(default=0.0, ge=0, alias="delaySeconds")
+    concurrency: int = Field(default=1, ge=1, le=200)
+    wait: bool = True
+
+
+class FaultBody(_Body):
+    kind: Literal["status", "hang"]
+    status: int = Field(default=503, ge=400, le=599)
+    retry_after: float | None = Field(default=None, ge=0, alias="retryAfter")
+    count: int = Field(default=1, ge=1)
+    delay_seconds: float = Field(default=0.0, ge=0, alias="delaySeconds")
+    paths: FaultPaths = "api"
+
+
+class CallbackConfigurationBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    hmac_secret: str = Field(min_length=1, alias="hmacSecret")
+
+
+def create_simulator_app(
+    *,
+    project_id: str,
+    key_id: str,
+    key_secret: str,
+    hmac_secret: str,
+    token_ttl_seconds: int = 3600,
+    seed: int | None = None,
+) -> FastAPI:
+    """A Sinch Registrations API simulator for one project, with its own fresh state.
+
+    Public routes follow SINCH.md (paths under `/v1/projects/{projectId}`, `POST /oauth2/token`);
+    the control API under `/_sim/` needs no auth. `seed` makes ids and random choices repeatable.
+    """
+    state = SimulatorState(
+        project_id=project_id,
+        key_id=key_id,
+        key_secret=key_secret,
+        hmac_secret=hmac_secret,
+        token_ttl_seconds=token_ttl_seconds,
+        seed=seed,
+    )
+    background: set[asyncio.Task[list[DeliveryResult]]] = set()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        for task in background:
+            task.cancel()
+
+    app = FastAPI(title="Sinch Registrations API simulator", lifespan=lifespan)
+    app.state.simulator = state
+
+    @app.exception_handler(_Answer)
+    async def answer(_: Request, exc: _Answer) -> Response:
+        return exc.response
+
+    @app.exception_handler(SimulatorInputError)
+    async def bad_input(_: Request, exc: SimulatorInputError) -> Response:
+        return _error(400, str(exc))
+
+    @app.exception_handler(UnknownRegistrationError)
+    async def unknown(_: Request, exc: UnknownRegistrationError) -> Response:
+        return _error(404, f"registration {exc.args[0]} not found")
+
+    async def apply_fault(kind: RequestKind) -> None:
+        fault = state.take_fault(kind)
+        if fault is None:
+            return
+        if fault.kind == "hang":
+            await asyncio.sleep(fault.delay_seconds)
+            return
+        headers = (
+            {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+        )
+        raise _Answer(_error(fault.status, "injected fault", headers))
+
+    def api_guard(stat: str) -> Any:
+        async def guard(
+            request: Request, project_id: Annotated[str, Path(alias="projectId")]
+        ) -> None:
+            state.stats[stat] += 1
+            await apply_fault("api")
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not state.token_is_valid(token.strip()):
+                state.stats["unauthorized"] += 1
+                raise _Answer(_error(401, "Unauthorized", {"WWW-Authenticate": "Bearer"}))
+            if project_id != state.project_id:
+                raise _Answer(_error(404, f"project {project_id} not found"))
+
+        return Depends(guard)
+
+    # --- Sinch-like routes ------------------------------------------------------------------
+
+    @app.post("/oauth2/token")
+    async def token(request: Request) -> Response:
+        state.stats["token"] += 1
+        await apply_fault("token")
+        form = parse_qs((await request.body()).decode("utf-8", errors="replace"))
+        if form.get("grant_type") != ["client_credentials"]:
+            return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        key_id, key_secret = _basic_credentials(request.headers.get("Authorization", ""))
+        if key_id is None:
+            key_id = (form.get("client_id") or [""])[0]
+            key_secret = (form.get("client_secret") or [""])[0]
+        if not state.check_credentials(key_id, key_secret or ""):
+            state.stats["tokenRejected"] += 1
+            return JSONResponse(
+                {"error": "invalid_client"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="sinch"'},
+            )
+        return JSONResponse(
+            {
+                "access_token": state.issue_token(),
+                "token_type": "Bearer",
+                "expires_in": state.token_ttl_seconds,
+                "scope": "",
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    base = "/v1/projects/{projectId}"
+
+    @app.get(f"{base}/registrations", dependencies=[api_guard("listRegistrations")])
+    async def list_registrations(
+        page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 20,
+        page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+        registration_type: Annotated[str | None, Query(alias="registrationType")] = None,
+        registration_state: Annotated[str | None, Query(alias="registrationState")] = None,
+        update_date_from: Annotated[str | None, Query(alias="updateDateFrom")] = None,
+        update_date_to: Annotated[str | None, Query(alias="updateDateTo")] = None,
+        create_date_from: Annotated[str | None, Query(alias="createDateFrom")] = None,
+        create_date_to: Annotated[str | None, Query(alias="createDateTo")] = None,
+        tags: Annotated[list[str] | None, Query()] = None,
+    ) -> dict[str, Any]:
+        filters = list_filters(
+            registration_type=registration_type,
+            registration_state=registration_state,
+            update_date_from=update_date_from,
+            update_date_to=update_date_to,
+            create_date_from=create_date_from,
+            create_date_to=create_date_to,
+            tags=tags or [],
+        )
+        documents, next_token, total = state.list_page(
+            filters, page_size=page_size, page_token=page_token
+        )
+        return {"registrations": documents, "nextPageToken": next_token, "totalSize": total}
+
+    @app.get(
+        f"{base}/registrations/{{registrationId}}", dependencies=[api_guard("getRegistration")]
+    )
+    async def get_registration(
+        registration_id: Annotated[str, Path(alias="registrationId")],
+    ) -> dict[str, Any]:
+        return state.get(registration_id)
+
+    @app.get(f"{base}/callback-configuration", dependencies=[api_guard("callbackConfiguration")])
+    async def get_callback_configuration() -> dict[str, Any]:
+        return {"hmacSecret": state.current_hmac_secret, "projectId": state.project_id}
+
+    @app.put(f"{base}/callback-configuration", dependencies=[api_guard("callbackConfiguration")])
+    async def put_callback_configuration(body: CallbackConfigurationBody) -> dict[str, Any]:
+        state.stats["putCallbackConfiguration"] += 1
+        state.current_hmac_secret = body.hmac_secret
+        return {"hmacSecret": state.current_hmac_secret, "projectId": state.project_id}
+
+    # --- control API ------------------------------------------------------------------------
+
+    @app.get("/_sim/health")
+    async def health() -> dict[str, Any]:
+        return {"ok": True, "projectId": state.project_id}
+
+    @app.post("/_sim/registrations", status_code=201)
+    async def create_registration(body: CreateRegistrationBody) -> dict[str, Any]:
+        document = state.create(
+            registration_id=body.id,
+            registration_type=body.registration_type,
+            status=body.status,
+            callback_url=body.callback_url,
+            at=body.at,
+            tags=body.tags,
+            sender_id=body.sender_id,
+            extra=body.extra,
+        )
+        for status in body.lifecycle:
+            state.transition(document["id"], status)
+        return state.get(document["id"]) if body.lifecycle else document
+
+    @app.get("/_sim/registrations")
+    async def all_registrations() -> list[dict[str, Any]]:
+        return state.all_documents()
+
+    @app.get("/_sim/registrations/{registration_id}")
+    async def truth(registration_id: str) -> dict[str, Any]:
+        return state.get(registration_id)
+
+    @app.post("/_sim/registrations/{registration_id}/transitions", status_code=201)
+    async def transition(registration_id: str, body: TransitionBody) -> dict[str, Any]:
+        return state.transition(registration_id, body.status, at=body.at, comment=body.comment)
+
+    @app.get("/_sim/registrations/{registration_id}/events")
+    async def events_of(registration_id: str) -> list[dict[str, Any]]:
+        return state.events_of(registration_id)
+
+    @app.get("/_sim/events")
+    async def all_events() -> list[dict[str, Any]]:
+        return state.events_named(e["eventId"] for e in state.events)
+
+    @app.post("/_sim/deliver")
+    async def deliver_events(body: DeliverBody, response: Response) -> list[DeliveryResult]:
+        if body.event_ids is None:
+            events = state.events_named(e["eventId"] for e in state.events)
+        else:
+            events = state.events_named(body.event_ids)
+        rng = random.Random(body.seed) if body.seed is not None else state.rng
+        plan = plan_delivery(
+            events, order=body.order, duplicates=body.duplicates, omit=body.omit, rng=rng
+        )
+        url_for: dict[str, str] = {}
+        for event in plan:
+            url = body.url or state.get(event["resourceId"]).get("callbackUrl")
+            if not url:
+                raise SimulatorInputError(
+                    f"no url given and registration {event['resourceId']} has no callbackUrl"
+                )
+            url_for[event["eventId"]] = url
+        job = deliver(
+            plan,
+            url_for=url_for,
+            hmac_secret=state.current_hmac_secret,
+            concurrency=body.concurrency,
+            delay_seconds=body.delay_seconds,
+        )
+        if body.wait:
+            results = await job
+            state.stats["delivered"] += len(results)
+            return results
+        task = asyncio.create_task(job)
+        background.add(task)
+        task.add_done_callback(background.discard)
+        state.stats["delivered"] += len(plan)
+        response.status_code = 202
+        return [
+            DeliveryResult(eventId=e["eventId"], url=url_for[e["eventId"]], status=None, error=None)
+            for e in plan
+        ]
+
+    @app.post("/_sim/faults", status_code=201)
+    async def add_fault(body: FaultBody) -> dict[str, Any]:
+        state.faults.append(
+            Fault(
+                kind=body.kind,
+                count=body.count,
+                paths=body.paths,
+                status=body.status,
+                retry_after=body.retry_after,
+                delay_seconds=body.delay_seconds,
+            )
+        )
+        return {"pending": sum(f.count for f in state.faults)}
+
+    @app.delete("/_sim/faults")
+    async def clear_faults() -> dict[str, Any]:
+        state.faults.clear()
+        return {"pending": 0}
+
+    @app.post("/_sim/tokens/revoke")
+    async def revoke_tokens() -> dict[str, Any]:
+        return {"revoked": state.revoke_tokens()}
+
+    @app.get("/_sim/stats")
+    async def stats() -> dict[str, int]:
+        return state.stats_snapshot()
+
+    @app.post("/_sim/reset")
+    async def reset() -> dict[str, Any]:
+        for task in background:
+            task.cancel()
+        state.reset()
+        return {"ok": True}
+
+    return app
+
+
+def _basic_credentials(header: str) -> tuple[str | None, str | None]:
+    """(key id, key secret) from an HTTP Basic `Authorization` header; (None, None) without one."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    key_id, sep, key_secret = decoded.partition(":")
+    if not sep:
+        return None, None
+    return key_id, key_secret

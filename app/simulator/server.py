@@ -1,0 +1,193 @@
+"""Running the simulator: in the foreground (`python -m app simulator`) or in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Self
+
+import uvicorn
+from fastapi import FastAPI
+
+from app.simulator.app import create_simulator_app
+
+DEFAULT_PROJECT_ID = "sim-project"
+DEFAULT_KEY_ID = "sim-key-id"
+DEFAULT_KEY_SECRET = "sim-key-secret"  # noqa: S105 -- the simulator's own, public, fake credential
+DEFAULT_HMAC_SECRET = "sim-hmac-secret"  # noqa: S105 -- likewise
+
+
+def run_simulator(
+    host: str,
+    port: int,
+    *,
+    project_id: str = DEFAULT_PROJECT_ID,
+    key_id: str = DEFAULT_KEY_ID,
+    key_secret: str = DEFAULT_KEY_SECRET,
+    hmac_secret: str = DEFAULT_HMAC_SECRET,
+    token_ttl_seconds: int = 3600,
+    seed: int | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve the simulator on `host:port` until interrupted (Ctrl-C or SIGTERM)."""
+    app = create_simulator_app(
+        project_id=project_id,
+        key_id=key_id,
+        key_secret=key_secret,
+        hmac_secret=hmac_secret,
+        token_ttl_seconds=token_ttl_seconds,
+        seed=seed,
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+
+
+class SimulatorServer:
+    """The simulator served by uvicorn in a background thread, for tests, benchmarks and demos.
+
+    Use it as a context manager, `with` or `async with`: entering binds `host` (port 0 picks a
+    free port) and waits, at most `startup_timeout_seconds`, until the server accepts requests;
+    leaving stops it. `base_url` is both SINCH_API_BASE_URL and, with `/oauth2/token`,
+    SINCH_AUTH_URL (`auth_url`). The credentials are the simulator's own, fake ones.
+    """
+
+    def __init__(
+        self,
+        *,
+        project_id: str = DEFAULT_PROJECT_ID,
+        key_id: str = DEFAULT_KEY_ID,
+        key_secret: str = DEFAULT_KEY_SECRET,
+        hmac_secret: str = DEFAULT_HMAC_SECRET,
+        token_ttl_seconds: int = 3600,
+        seed: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        startup_timeout_seconds: float = 10.0,
+        log_level: str = "warning",
+    ) -> None:
+        self.project_id = project_id
+        self.key_id = key_id
+        self.key_secret = key_secret
+        self.hmac_secret = hmac_secret
+        self.host = host
+        self.app: FastAPI = create_simulator_app(
+            project_id=project_id,
+            key_id=key_id,
+            key_secret=key_secret,
+            hmac_secret=hmac_secret,
+            token_ttl_seconds=token_ttl_seconds,
+            seed=seed,
+        )
+        self._requested_port = port
+        self._startup_timeout = startup_timeout_seconds
+        self._log_level = log_level
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self._port: int | None = None
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._port is not None else "stopped"
+        return f"SimulatorServer({where}, project_id={self.project_id!r})"
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the simulator is not running")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """`http://host:port`, without `/v1`."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def auth_url(self) -> str:
+        return f"{self.base_url}/oauth2/token"
+
+    def env(self) -> dict[str, str]:
+        """The service's environment variables that point it at this simulator."""
+        return {
+            "SINCH_API_BASE_URL": self.base_url,
+            "SINCH_AUTH_URL": self.auth_url,
+            "SINCH_PROJECT_ID": self.project_id,
+            "SINCH_KEY_ID": self.key_id,
+            "SINCH_KEY_SECRET": self.key_secret,
+            "SINCH_CALLBACK_SECRETS": self.hmac_secret,
+        }
+
+    def start(self) -> None:
+        """Bind, serve in a daemon thread and wait until ready; RuntimeError if it never is."""
+        if self._server is not None:
+            raise RuntimeError("the simulator is already running")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self._requested_port))
+        except OSError:
+            sock.close()
+            raise
+        sock.set_inheritable(True)
+        self._socket = sock
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_level=self._log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+        server = uvicorn.Server(config)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.run,
+            kwargs={"sockets": [sock]},
+            name=f"sinch-simulator-{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while not server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the simulator did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Ask the server to exit and wait for its thread (bounded); safe to call twice."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._socket is not None:
+            self._socket.close()
+        self._server = None
+        self._thread = None
+        self._socket = None
+        self._port = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)

@@ -1,0 +1,23 @@
+"""The Sinch Registrations API client (see SINCH.md for what the API does and does not document)."""
+
+from app.sinch.client import SinchClient, create_http_client
+from app.sinch.errors import (
+    SinchError,
+    SinchNotConfiguredError,
+    SinchNotFoundError,
+    SinchRejectedError,
+    SinchRetryableError,
+)
+from app.sinch.schemas import CallbackConfiguration, SinchRegistration
+
+__all__ = [
+    "CallbackConfiguration",
+    "SinchClient",
+    "SinchError",
+    "SinchNotConfiguredError",
+    "SinchNotFoundError",
+    "SinchRegistration",
+    "SinchRejectedError",
+    "SinchRetryableError",
+    "create_http_client",
+]

@@ -1,0 +1,333 @@
+"""The Sinch Registrations API client: one typed method per operation this service uses.
+
+Every call goes through `SinchClient._call`, which owns the retry policy: a retryable failure
+(timeout, connection error, 5xx, 429) is retried with jittered exponential backoff, honouring
+`Retry-After`, within `max_attempts` and a total deadline; a 401 refreshes the token once and
+retries. Nothing here logs or raises a credential, a token or a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr, ValidationError
+
+from app.settings import Settings
+from app.sinch.auth import TokenProvider, parse_retry_after
+from app.sinch.errors import (
+    SinchError,
+    SinchNotConfiguredError,
+    SinchNotFoundError,
+    SinchRejectedError,
+    SinchRetryableError,
+)
+from app.sinch.schemas import CallbackConfiguration, SinchRegistration
+
+log = logging.getLogger(__name__)
+
+# A list walk that sees this many pages is looping on a cursor, not walking one.
+MAX_PAGES = 100_000
+
+
+def create_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The pooled HTTP client for Sinch, with explicit timeouts (read: `sinch_timeout_seconds`).
+
+    The caller owns it and must `aclose()` it (the lifespan or the worker's shutdown).
+    """
+    read = settings.sinch_timeout_seconds
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(read, connect=min(5.0, read), pool=min(5.0, read)),
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20, keepalive_expiry=30),
+        headers={"User-Agent": "sinch-registrations/0.1"},
+        follow_redirects=False,
+    )
+
+
+def format_sinch_time(value: datetime) -> str:
+    """`value` as Sinch-style ISO 8601 UTC with whole seconds and a `Z` (naive means UTC).
+
+    Fractions of a second are dropped (floored): Sinch keeps whole seconds, so a lower bound
+    rounded down never misses a registration.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+
+
+def _format_filter_time(value: datetime | date) -> str:
+    if isinstance(value, datetime):
+        return format_sinch_time(value)
+    return value.isoformat()
+
+
+class SinchClient:
+    """A client of one Sinch project's Registrations API.
+
+    `http` is shared and owned by the caller. `max_attempts` counts tries of one request (a 401
+    refresh does not count); `deadline_seconds` bounds the whole call including backoff sleeps,
+    which never run past it; `sleep`, `clock` and `rng` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        project_id: str,
+        key_id: str,
+        key_secret: SecretStr,
+        api_base_url: str,
+        auth_url: str,
+        max_attempts: int = 4,
+        deadline_seconds: float = 20.0,
+        backoff_base_seconds: float = 0.2,
+        backoff_max_seconds: float = 5.0,
+        token_refresh_margin_seconds: float = 60.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._http = http
+        self._project_id = project_id
+        self._api_base = api_base_url.rstrip("/")
+        self._max_attempts = max_attempts
+        self._deadline = deadline_seconds
+        self._backoff_base = backoff_base_seconds
+        self._backoff_max = backoff_max_seconds
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._tokens = TokenProvider(
+            http,
+            auth_url=auth_url,
+            key_id=key_id,
+            key_secret=key_secret,
+            refresh_margin_seconds=token_refresh_margin_seconds,
+            clock=clock,
+        )
+
+    def __repr__(self) -> str:
+        return f"SinchClient(project_id={self._project_id!r}, api_base_url={self._api_base!r})"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> SinchClient:
+        """A client for the configured project; SinchNotConfiguredError without credentials."""
+        if not (settings.sinch_project_id and settings.sinch_key_id and settings.sinch_key_secret):
+            raise SinchNotConfiguredError(
+                "Sinch credentials are not configured: set SINCH_PROJECT_ID, SINCH_KEY_ID and "
+                "SINCH_KEY_SECRET"
+            )
+        return cls(
+            http,
+            project_id=settings.sinch_project_id,
+            key_id=settings.sinch_key_id,
+            key_secret=settings.sinch_key_secret,
+            api_base_url=settings.sinch_api_base_url,
+            auth_url=settings.sinch_auth_url,
+        )
+
+    @property
+    def project_id(self) -> str:
+        return self._project_id
+
+    # --- operations -------------------------------------------------------------------------
+
+    async def get_registration(self, registration_id: str) -> SinchRegistration:
+        """The registration's current state at Sinch; SinchNotFoundError when Sinch has none."""
+        path = f"/registrations/{quote(registration_id, safe='')}"
+        body = await self._call("GET", path, operation="get registration")
+        return _parse_registration(body)
+
+    async def list_registrations(
+        self,
+        *,
+        update_date_from: datetime | date | None = None,
+        update_date_to: datetime | date | None = None,
+        create_date_from: datetime | date | None = None,
+        create_date_to: datetime | date | None = None,
+        registration_type: str | None = None,
+        registration_state: str | None = None,
+        tags: Sequence[str] | None = None,
+        market_code: str | None = None,
+        sender_id: str | None = None,
+        order_by: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[SinchRegistration]:
+        """Every registration matching the filters, walking all pages via `pageToken`.
+
+        Filters are Sinch's (SINCH.md); times go out as ISO 8601 UTC whole seconds. Sinch's
+        `updateDateFrom` is inclusive at whole seconds, so a watermark should overlap. Sinch
+        defaults `registrationType` to ALPHANUMERIC_SENDER_ID: pass each type to see them all.
+        Each page is fetched with the client's retry policy; an error stops the walk.
+        """
+        params: list[tuple[str, str]] = [("pageSize", str(page_size))]
+        for name, when in (
+            ("updateDateFrom", update_date_from),
+            ("updateDateTo", update_date_to),
+            ("createDateFrom", create_date_from),
+            ("createDateTo", create_date_to),
+        ):
+            if when is not None:
+                params.append((name, _format_filter_time(when)))
+        for name, text in (
+            ("registrationType", registration_type),
+            ("registrationState", registration_state),
+            ("marketCode", market_code),
+            ("senderId", sender_id),
+            ("orderBy", order_by),
+        ):
+            if text is not None:
+                params.append((name, text))
+        params.extend(("tags", tag) for tag in tags or ())
+
+        page_token: str | None = None
+        seen_tokens: set[str] = set()
+        for _ in range(MAX_PAGES):
+            query = [*params, ("pageToken", page_token)] if page_token else params
+            body = await self._call("GET", "/registrations", params=query, operation="list")
+            documents = body.get("registrations") or []
+            if not isinstance(documents, list):
+                raise SinchError("Sinch answered a registrations list that is not a list")
+            for document in documents:
+                yield _parse_registration(document)
+            next_token = body.get("nextPageToken")
+            if not next_token or not isinstance(next_token, str):
+                return
+            if next_token in seen_tokens:
+                raise SinchError("Sinch answered a page token it had already given (cursor loop)")
+            seen_tokens.add(next_token)
+            page_token = next_token
+        raise SinchError(f"listing registrations went past {MAX_PAGES} pages")
+
+    async def get_callback_configuration(self) -> CallbackConfiguration:
+        """The project's callback configuration (its HMAC secret); 404 for an unknown project."""
+        body = await self._call("GET", "/callback-configuration", operation="get callback config")
+        return _parse_callback_configuration(body)
+
+    async def put_callback_configuration(self, hmac_secret: SecretStr) -> CallbackConfiguration:
+        """Set the secret Sinch signs callbacks with; answers the configuration Sinch stored."""
+        body = await self._call(
+            "PUT",
+            "/callback-configuration",
+            json={"hmacSecret": hmac_secret.get_secret_value()},
+            operation="put callback config",
+        )
+        return _parse_callback_configuration(body)
+
+    # --- transport --------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        params: Sequence[tuple[str, str]] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One API call with the retry policy; answers the JSON object Sinch sent."""
+        url = f"{self._api_base}/v1/projects/{quote(self._project_id, safe='')}{path}"
+        deadline = self._clock() + self._deadline
+        attempt = 0
+        refreshed_after_401 = False
+        while True:
+            attempt += 1
+            token: str | None = None
+            try:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    raise SinchRetryableError(f"Sinch {operation}: deadline exceeded")
+                async with asyncio.timeout(remaining):
+                    token = await self._tokens.token()
+                    response = await self._http.request(
+                        method,
+                        url,
+                        params=tuple(params or ()),
+                        json=json,
+                        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                    )
+                if response.status_code == 401 and not refreshed_after_401:
+                    # The token may have been revoked or expired early: one fresh token, one retry.
+                    refreshed_after_401 = True
+                    self._tokens.invalidate(token)
+                    attempt -= 1
+                    log.info("Sinch %s answered 401; refreshing the token once", operation)
+                    continue
+                return _read_response(response, operation)
+            except TimeoutError:
+                error = SinchRetryableError(f"Sinch {operation}: deadline exceeded")
+            except httpx.TimeoutException as exc:
+                error = SinchRetryableError(f"Sinch {operation} timed out ({type(exc).__name__})")
+            except httpx.TransportError as exc:
+                error = SinchRetryableError(f"Sinch {operation} failed ({type(exc).__name__})")
+            except SinchRetryableError as exc:
+                error = exc
+
+            if attempt >= self._max_attempts:
+                raise error
+            delay = self._backoff(attempt, error.retry_after)
+            if self._clock() + delay >= deadline:
+                raise error
+            log.warning(
+                "Sinch %s: retryable failure (%s), attempt %d of %d, retrying in %.2f s",
+                operation,
+                error.status_code or "no answer",
+                attempt,
+                self._max_attempts,
+                delay,
+            )
+            await self._sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff, or exactly what `Retry-After` asked for."""
+        if retry_after is not None:
+            return retry_after
+        ceiling = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+
+def _read_response(response: httpx.Response, operation: str) -> dict[str, Any]:
+    status = response.status_code
+    if status == 429 or status == 408 or status >= 500:
+        raise SinchRetryableError(
+            f"Sinch {operation} answered {status}",
+            status_code=status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    if status == 404:
+        raise SinchNotFoundError(f"Sinch {operation} answered 404", status_code=status)
+    if status >= 400:
+        raise SinchRejectedError(f"Sinch {operation} answered {status}", status_code=status)
+    try:
+        body = response.json()
+    except ValueError:
+        raise SinchError(f"Sinch {operation} answered a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise SinchError(f"Sinch {operation} answered JSON that is not an object")
+    return body
+
+
+def _parse_registration(document: object) -> SinchRegistration:
+    if not isinstance(document, dict):
+        raise SinchError("Sinch answered a registration that is not a JSON object")
+    try:
+        return SinchRegistration.from_document(document)
+    except ValidationError:
+        raise SinchError("Sinch answered a registration without a usable id or status") from None
+
+
+def _parse_callback_configuration(body: dict[str, Any]) -> CallbackConfiguration:
+    try:
+        return CallbackConfiguration.model_validate(body)
+    except ValidationError:
+        # pydantic's message would quote the input, which holds the secret.
+        raise SinchError("Sinch answered an unreadable callback configuration") from None

@@ -1,0 +1,105 @@
+"""Sinch's documents, parsed leniently.
+
+Sinch adds fields and states without notice (SINCH.md), so every model keeps unknown fields, a
+status is any string, and a time that cannot be read becomes None instead of an error. A
+registration also keeps the exact document Sinch sent, for storage.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Annotated, Any, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SecretStr,
+    model_validator,
+)
+
+
+def parse_sinch_time(value: object) -> datetime | None:
+    """Read a Sinch time as an aware UTC datetime; None when missing or unreadable.
+
+    Sinch writes `2021-11-03T14:30:03` (UTC, no offset); an offset, a `Z` or a bare date is
+    accepted too. A naive value is taken as UTC.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    else:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+LenientTime = Annotated[datetime | None, BeforeValidator(parse_sinch_time)]
+
+
+def _as_text(value: object) -> object:
+    # A number or a boolean where a string is expected is kept as its text rather than refused.
+    if isinstance(value, int | float | bool):
+        return str(value)
+    return value
+
+
+LenientStr = Annotated[str, BeforeValidator(_as_text)]
+
+
+class SinchRegistration(BaseModel):
+    """One registration as Sinch describes it.
+
+    Only `id` and `status` are required. `status` is kept as sent, including states this service
+    does not know. `raw` holds the document exactly as received, however the model was validated.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    id: LenientStr
+    status: LenientStr
+    registration_type: str | None = Field(default=None, alias="registrationType")
+    callback_url: str | None = Field(default=None, alias="callbackUrl")
+    create_time: LenientTime = Field(default=None, alias="createTime")
+    update_time: LenientTime = Field(default=None, alias="updateTime")
+
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_raw(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        registration = handler(data)
+        if isinstance(data, dict):
+            registration._raw = copy.deepcopy(data)
+        return registration
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> Self:
+        """Parse `doc`; raises pydantic's ValidationError when `id` or `status` is missing."""
+        return cls.model_validate(doc)
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        """A copy of the document exactly as Sinch sent it (unknown fields included)."""
+        return copy.deepcopy(self._raw)
+
+
+class CallbackConfiguration(BaseModel):
+    """The project's callback configuration: the secret Sinch signs callbacks with."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    hmac_secret: SecretStr = Field(alias="hmacSecret")
+    project_id: str | None = Field(default=None, alias="projectId")

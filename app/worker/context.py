@@ -1,0 +1,27 @@
+"""The arq context: what the worker builds once at start-up, plus what arq adds per job."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import httpx
+from arq import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.metrics import Metrics
+from app.settings import Settings
+from app.sinch.client import SinchClient
+
+
+class WorkerContext(TypedDict, total=False):
+    # set by arq
+    redis: ArqRedis
+    job_id: str
+    job_try: int
+    # set by on_startup
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    http: httpx.AsyncClient
+    sinch: SinchClient | None
+    metrics: Metrics

@@ -1,0 +1,75 @@
+"""The one place job names, job ids and the Redis connection settings live.
+
+Job ids are derived from the inbox row id, so enqueueing the same row twice while its job is queued
+or running is harmless: arq refuses the second. Jobs keep no result, so once a job is done the same
+id can be enqueued again (a replay, a sweep after a lost job).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from arq import ArqRedis
+from arq.connections import RedisSettings
+from redis.asyncio import BlockingConnectionPool
+from redis.exceptions import RedisError
+
+from app.settings import Settings
+
+PROCESS_EVENT: Final = "process_event"
+REFRESH_REGISTRATION: Final = "refresh_registration"
+
+REDIS_CONNECT_TIMEOUT_SECONDS: Final = 1.0
+REDIS_SOCKET_TIMEOUT_SECONDS: Final = 5.0
+
+log = logging.getLogger(__name__)
+
+
+def event_job_id(row_id: int) -> str:
+    return f"event:{row_id}"
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's settings for the worker: retries a lost connection instead of dying at once."""
+    parsed = RedisSettings.from_dsn(settings.redis_url)
+    parsed.conn_timeout = int(REDIS_CONNECT_TIMEOUT_SECONDS) or 1
+    parsed.conn_retries = 30
+    parsed.conn_retry_delay = 1
+    return parsed
+
+
+def create_redis(settings: Settings) -> ArqRedis:
+    """An arq client that connects lazily, so the API starts (and keeps callbacks) without Redis.
+
+    Timeouts are short: when Redis is down an enqueue fails fast and the sweep catches up later.
+    """
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=64,
+        timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+    )
+    return ArqRedis(pool_or_conn=pool)
+
+
+async def enqueue_event(redis: ArqRedis, row_id: int) -> bool:
+    """Enqueue processing of inbox row `row_id`. False when it was already queued.
+
+    Raises `RedisError` (or `OSError`) when Redis cannot be reached; callers decide whether that
+    matters (for the callback endpoint it does not: the row waits for the sweep).
+    """
+    job = await redis.enqueue_job(PROCESS_EVENT, row_id, _job_id=event_job_id(row_id))
+    return job is not None
+
+
+__all__ = [
+    "PROCESS_EVENT",
+    "REFRESH_REGISTRATION",
+    "RedisError",
+    "create_redis",
+    "enqueue_event",
+    "event_job_id",
+    "redis_settings",
+]

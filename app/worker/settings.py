@@ -1,0 +1,107 @@
+"""The arq worker's settings, built from the service's `Settings`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+from arq import cron, func
+from arq.typing import WorkerCoroutine
+from prometheus_client import start_http_server
+
+from app.db import create_engine, create_sessionmaker
+from app.logs import configure_logging, warn_about_missing_configuration
+from app.metrics import Metrics
+from app.settings import Settings
+from app.sinch.client import SinchClient, create_http_client
+from app.worker import tasks
+from app.worker.context import WorkerContext
+from app.worker.queue import PROCESS_EVENT, redis_settings
+
+log = logging.getLogger(__name__)
+
+
+def every(interval_seconds: int) -> dict[str, Any]:
+    """arq cron fields that fire about every `interval_seconds` (cron fires on clock marks, so an
+    interval that does not divide a minute or an hour is rounded down to one that does)."""
+    if interval_seconds < 60:
+        step = max(1, interval_seconds)
+        return {"second": set(range(0, 60, step))}
+    if interval_seconds < 3600:
+        return {"minute": set(range(0, 60, interval_seconds // 60)), "second": 0}
+    return {"hour": set(range(0, 24, min(interval_seconds // 3600, 24))), "minute": 0, "second": 0}
+
+
+def _job(function: Any) -> WorkerCoroutine:
+    # arq types its context as a plain dict; ours is the `WorkerContext` TypedDict.
+    return cast(WorkerCoroutine, function)
+
+
+def build_worker_settings(settings: Settings) -> type:
+    """A `WorkerSettings` class for arq, holding `settings` in its start-up hook."""
+
+    async def on_startup(ctx: WorkerContext) -> None:
+        configure_logging(settings)
+        warn_about_missing_configuration(settings, log)
+        ctx["settings"] = settings
+        ctx["engine"] = engine = create_engine(settings)
+        ctx["sessionmaker"] = create_sessionmaker(engine)
+        ctx["http"] = http = create_http_client(settings)
+        ctx["sinch"] = (
+            SinchClient.from_settings(settings, http)
+            if settings.sinch_credentials_configured
+            else None
+        )
+        ctx["metrics"] = metrics = Metrics()
+        if settings.worker_metrics_port:
+            try:
+                start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+            except OSError as exc:  # another worker on this host has the port: run without
+                log.warning("worker metrics not served: %s", exc)
+        log.info("worker started", extra={"database": settings.safe_database_url()})
+
+    async def on_shutdown(ctx: WorkerContext) -> None:
+        if "http" in ctx:
+            await ctx["http"].aclose()
+        if "engine" in ctx:
+            await ctx["engine"].dispose()
+        log.info("worker stopped")
+
+    cron_jobs = [
+        cron(_job(tasks.sweep), **every(settings.sweep_interval_seconds), unique=True, timeout=60),
+        cron(_job(tasks.prune_events), hour={3}, minute={17}, second=0, unique=True, timeout=3600),
+    ]
+    if settings.reconcile_interval_seconds > 0:
+        cron_jobs.append(
+            cron(
+                _job(tasks.reconcile_changes),
+                **every(settings.reconcile_interval_seconds),
+                unique=True,
+                run_at_startup=True,
+                timeout=3600,
+            )
+        )
+
+    attributes: dict[str, Any] = {
+        "functions": [
+            # Our own give-up comes at `job_max_tries`; arq's limit is a backstop above it (a job
+            # is also re-run when a worker dies mid-job).
+            func(
+                _job(tasks.process_event),
+                name=PROCESS_EVENT,
+                max_tries=settings.job_max_tries + 2,
+                keep_result=0,
+                timeout=120,
+            ),
+        ],
+        "cron_jobs": cron_jobs,
+        "redis_settings": redis_settings(settings),
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "max_jobs": 20,
+        "keep_result": 0,
+        "job_timeout": 120,
+        "handle_signals": True,
+        "health_check_interval": 30,
+    }
+    return type("WorkerSettings", (), attributes)

@@ -1,0 +1,144 @@
+"""The worker's jobs. Thin: each owns its transactions and calls the service steps.
+
+No network call is made while a transaction is open: the GET that checks an event happens between
+two short transactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import timedelta
+
+from arq import Retry
+
+from app.db import utcnow
+from app.events import processing
+from app.events import repository as events_repository
+from app.events.processing import Finished, MustCheck
+from app.models import EventState
+from app.registrations.reconcile import reconcile
+from app.sinch.errors import SinchNotFoundError, SinchRejectedError, SinchRetryableError
+from app.worker.context import WorkerContext
+from app.worker.queue import enqueue_event
+
+log = logging.getLogger(__name__)
+
+SWEEP_BATCH = 1000
+PRUNE_BATCH = 5000
+MAX_RETRY_DELAY_SECONDS = 300.0
+
+
+def retry_delay(job_try: int, base: float) -> float:
+    """Exponential backoff with full jitter on the upper half: base * 2^(try-1), capped."""
+    ceiling = min(base * 2.0 ** (job_try - 1), MAX_RETRY_DELAY_SECONDS)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+async def process_event(ctx: WorkerContext, row_id: int) -> str:
+    """Process inbox row `row_id`: apply, ignore, or check it with a GET. Answers the outcome."""
+    sessionmaker, metrics = ctx["sessionmaker"], ctx["metrics"]
+    async with sessionmaker.begin() as session:
+        step = await processing.begin(session, row_id, now=utcnow())
+    if isinstance(step, MustCheck):
+        step = await _check(ctx, row_id, step)
+    metrics.events_processed.labels(step.outcome).inc()
+    if step.received_at is not None:
+        metrics.processing_lag.observe((utcnow() - step.received_at).total_seconds())
+    log.info("event processed", extra={"row_id": row_id, "outcome": step.outcome})
+    return step.outcome
+
+
+async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
+    sessionmaker, sinch, settings = ctx["sessionmaker"], ctx["sinch"], ctx["settings"]
+    log_extra = {"row_id": row_id, "registration_id": step.registration_id}
+    if sinch is None:
+        return await _give_up(
+            ctx,
+            row_id,
+            EventState.FAILED,
+            "failed:not_configured",
+            "Sinch credentials are not configured; replay the event once they are",
+        )
+    ctx["metrics"].sinch_gets.labels(step.decision.reason.value).inc()
+    try:
+        snapshot = await sinch.get_registration(step.registration_id)
+    except SinchNotFoundError:
+        return await _give_up(
+            ctx,
+            row_id,
+            EventState.INVALID,
+            "invalid:unknown_at_sinch",
+            "Sinch does not know this registration (404)",
+        )
+    except SinchRejectedError as exc:
+        return await _give_up(ctx, row_id, EventState.FAILED, "failed:rejected", str(exc))
+    except SinchRetryableError as exc:
+        job_try = ctx.get("job_try", 1)
+        if job_try >= settings.job_max_tries:
+            log.warning("event failed after %d tries", job_try, extra=log_extra)
+            return await _give_up(
+                ctx, row_id, EventState.FAILED, "failed:sinch_unavailable", str(exc)
+            )
+        async with sessionmaker.begin() as session:
+            await processing.note_error(session, row_id, str(exc))
+        delay = max(retry_delay(job_try, settings.job_retry_base_seconds), exc.retry_after or 0.0)
+        log.info("event will be retried in %.1fs (%s)", delay, type(exc).__name__, extra=log_extra)
+        raise Retry(defer=timedelta(seconds=delay)) from exc
+
+    async with sessionmaker.begin() as session:
+        return await processing.finish_with_snapshot(
+            session, row_id, snapshot, step.decision, now=utcnow()
+        )
+
+
+async def _give_up(
+    ctx: WorkerContext, row_id: int, state: EventState, outcome: str, error: str
+) -> Finished:
+    async with ctx["sessionmaker"].begin() as session:
+        return await processing.give_up(
+            session, row_id, state=state, outcome=outcome, error=error, now=utcnow()
+        )
+
+
+async def sweep(ctx: WorkerContext) -> int:
+    """Re-enqueue events left `received` past the grace period (Redis was down, a job was lost).
+
+    The inbox, not Redis, is the record of what is left to do. Enqueueing a row whose job is still
+    queued is refused by arq (same job id), so this is harmless when nothing was lost.
+    """
+    cutoff = utcnow() - timedelta(seconds=ctx["settings"].sweep_grace_seconds)
+    async with ctx["sessionmaker"]() as session:
+        row_ids = await events_repository.received_before(session, cutoff, SWEEP_BATCH)
+    enqueued = 0
+    for row_id in row_ids:
+        enqueued += await enqueue_event(ctx["redis"], row_id)
+    if enqueued:
+        log.info("sweep re-enqueued %d events", enqueued)
+    return enqueued
+
+
+async def reconcile_changes(ctx: WorkerContext) -> int:
+    """The periodic reconciliation (a no-op without Sinch credentials)."""
+    sinch = ctx["sinch"]
+    if sinch is None:
+        return 0
+    report = await reconcile(ctx["sessionmaker"], sinch)
+    return report.seen
+
+
+async def prune_events(ctx: WorkerContext) -> int:
+    """Delete processed events past their retention; failed and invalid ones are kept."""
+    cutoff = utcnow() - timedelta(days=ctx["settings"].event_retention_days)
+    total = 0
+    while True:
+        async with ctx["sessionmaker"].begin() as session:
+            deleted = await events_repository.prune(
+                session, processed_before=cutoff, states=(EventState.PROCESSED,), limit=PRUNE_BATCH
+            )
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            break
+    if total:
+        log.info("pruned %d processed events", total)
+    return total

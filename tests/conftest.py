@@ -1,0 +1,106 @@
+"""Fixtures: real PostgreSQL and SQLite, real Redis, the API over real HTTP on loopback.
+
+Database tests take the `database_url` fixture and so run on both databases. Under pytest-xdist
+each test process gets its own PostgreSQL database and its own Redis database index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from app.main import create_app
+from app.settings import Settings
+from tests.support.databases import (
+    copy_sqlite,
+    create_postgres_database,
+    create_sqlite_template,
+    drop_postgres_database,
+    truncate_postgres,
+)
+from tests.support.servers import serve
+
+REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+CALLBACK_SECRET = "current-callback-secret-0123456789"
+OLD_CALLBACK_SECRET = "previous-callback-secret-9876543210"
+API_TOKEN = "internal-token-abcdefghijklmnop"
+DATABASES = ("sqlite", "postgresql")
+
+
+def _worker_number(worker_id: str) -> int:
+    return 0 if worker_id == "master" else int(worker_id.removeprefix("gw"))
+
+
+@pytest.fixture(scope="session")
+def postgres_session_url(worker_id: str) -> Iterator[str]:
+    name = f"sinch_test_{worker_id}"
+    url = create_postgres_database(name)
+    yield url
+    drop_postgres_database(name)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return create_sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
+
+
+@pytest.fixture(params=DATABASES)
+def database_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def database_url(database_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database of the parametrized kind, for this test alone."""
+    if database_kind == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        return copy_sqlite(template, tmp_path)
+    url: str = request.getfixturevalue("postgres_session_url")
+    asyncio.run(truncate_postgres(url))
+    return url
+
+
+@pytest.fixture
+def redis_url(worker_id: str) -> str:
+    """A Redis database index of this test process's own, flushed before the test."""
+    url = f"{REDIS_BASE_URL}/{1 + _worker_number(worker_id) % 15}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
+
+
+def make_settings(database_url: str, redis_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "sinch_callback_secrets": [CALLBACK_SECRET, OLD_CALLBACK_SECRET],
+        "internal_api_tokens": [API_TOKEN],
+        "log_format": "text",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return make_settings(database_url, redis_url)
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the API served from `settings` on a loopback port."""
+    async with (
+        serve(create_app(settings)) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+    ):
+        yield client

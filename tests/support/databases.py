@@ -1,0 +1,84 @@
+"""Real test databases: a PostgreSQL database per test process and a SQLite file per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[2]
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+TABLES = ("registration_history", "registrations", "callback_events", "sync_state")
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def migrate(database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def _plain(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _recreate(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(_plain(admin_url))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def _drop(admin_url: str, name: str) -> None:
+    connection = await asyncpg.connect(_plain(admin_url))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+def create_postgres_database(name: str, *, migrated: bool = True) -> str:
+    """A new, empty (or migrated) PostgreSQL database; answers its async URL."""
+    asyncio.run(_recreate(POSTGRES_ADMIN_URL, name))
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    if migrated:
+        migrate(url)
+    return url
+
+
+def drop_postgres_database(name: str) -> None:
+    asyncio.run(_drop(POSTGRES_ADMIN_URL, name))
+
+
+def create_sqlite_template(folder: Path) -> Path:
+    path = folder / "template.db"
+    migrate(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+def copy_sqlite(template: Path, folder: Path) -> str:
+    target = folder / "service.db"
+    shutil.copyfile(template, target)
+    return f"sqlite+aiosqlite:///{target}"
+
+
+async def truncate_postgres(url: str) -> None:
+    connection = await asyncpg.connect(_plain(url))
+    try:
+        await connection.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
