@@ -72,7 +72,7 @@ async def metrics(resources: ResourcesDep) -> Response:
             rows = await connection.execute(
                 select(CallbackEvent.state, func.count()).group_by(CallbackEvent.state)
             )
-            counts = dict(rows.tuples().all())
+            counts: dict[str, int] = {state: count for state, count in rows}
         for state in EventState:
             resources.metrics.events_by_state.labels(state.value).set(counts.get(state.value, 0))
     except Exception as exc:  # metrics still answer; the gauges keep their last values

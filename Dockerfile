@@ -1,0 +1,44 @@
+# syntax=docker/dockerfile:1
+# The service's one image: the API by default; docker-compose.yml runs the worker and the
+# migrations from the same image with other commands (CONTRACT.md's process commands).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    LOG_FORMAT=json
+
+WORKDIR /app
+
+# A fixed, unprivileged user; it owns only ./var (the default SQLite location), not the code.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
+        --shell /usr/sbin/nologin app \
+    && mkdir -p /app/var \
+    && chown app:app /app/var
+
+# Dependencies in their own layer: rebuilt only when pyproject.toml changes, not on every code
+# edit. The list is read from pyproject.toml itself, so it cannot drift from the project's.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+# The code last. It runs from /app (PYTHONPATH), which is where alembic.ini and `python -m app`
+# expect the repository root to be.
+COPY alembic.ini ./
+COPY migrations ./migrations
+COPY app ./app
+
+USER app
+
+EXPOSE 8000
+
+# The slim image has no curl: ask /healthz with the standard library (urlopen raises on non-2xx).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]

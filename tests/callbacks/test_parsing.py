@@ -1,0 +1,75 @@
+"""Lenient reading of callback bodies (SINCH.md's field names, in order)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.callbacks.parsing import body_digest, dedup_key, parse_callback
+
+
+def test_sinch_shaped_body() -> None:
+    fields = parse_callback(
+        json.dumps(
+            {
+                "eventId": "01HX",
+                "resourceId": "reg-1",
+                "status": "APPROVED",
+                "createTime": "2024-05-01T10:00:00",
+            }
+        ).encode()
+    )
+    assert fields.is_json_object
+    assert fields.event_id == "01HX"
+    assert fields.registration_id == "reg-1"
+    assert fields.status == "APPROVED"
+    assert fields.event_time == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+
+
+def test_fallback_names_and_offsets() -> None:
+    fields = parse_callback(
+        b'{"registrationId": "reg-2", "registrationState": "PENDING",'
+        b' "timestamp": "2024-05-01T12:00:00+02:00"}'
+    )
+    assert fields.registration_id == "reg-2"
+    assert fields.status == "PENDING"
+    assert fields.event_time == datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    assert fields.event_id is None
+    assert parse_callback(b'{"id": "reg-3", "eventTime": "2024-05-01T10:00:00Z"}').event_time
+
+
+def test_unusable_bodies() -> None:
+    assert not parse_callback(b"not json").is_json_object
+    assert not parse_callback(b"[1, 2]").is_json_object
+    assert not parse_callback(b"\xff\xfe").is_json_object
+    fields = parse_callback(b'{"resourceId": 5, "status": "", "createTime": "yesterday"}')
+    assert fields.registration_id == "5"
+    assert fields.status is None
+    assert fields.event_time is None
+
+
+def test_dedup_key_is_the_event_id_else_a_body_hash() -> None:
+    with_id = b'{"eventId": "e-1"}'
+    assert dedup_key(parse_callback(with_id), with_id) == "e-1"
+    without = b'{"resourceId": "r"}'
+    assert dedup_key(parse_callback(without), without) == body_digest(without)
+    assert body_digest(without) != body_digest(without + b" ")
+
+
+@given(st.binary(max_size=2048))
+def test_never_raises(body: bytes) -> None:
+    parse_callback(body)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=20,
+    )
+)
+def test_never_raises_on_any_json(document: object) -> None:
+    parse_callback(json.dumps(document).encode())

@@ -1,0 +1,159 @@
+"""Private servers and service processes for tests, each on its own loopback port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import redis
+
+from tests.support.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def wait_until(predicate: object, *, timeout: float, interval: float = 0.05, what: str) -> None:
+    """Poll `predicate()` until it is truthy; AssertionError naming `what` after `timeout`."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: S110 - not ready yet: poll again
+            pass
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, which the test may stop and start."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        try:
+            wait_until(client.ping, timeout=10, what="private redis to start")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class ServiceProcess:
+    """`uvicorn app.main:app` or `arq app.worker.WorkerSettings` as a real child process."""
+
+    def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.argv = argv
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, *, timeout: float = 20) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        code = self.process.returncode
+        self.process = None
+        return code
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+def service_env(settings_env: Mapping[str, str]) -> dict[str, str]:
+    """Environment for a child service: the given variables, nothing from a stray .env."""
+    return {"LOG_FORMAT": "json", "WORKER_METRICS_PORT": "0", **settings_env}
+
+
+def start_api(env: Mapping[str, str], log_path: Path) -> tuple[ServiceProcess, str]:
+    port = free_port()
+    process = ServiceProcess(
+        [str(VENV_BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        service_env(env),
+        log_path,
+    )
+    process.start()
+    base_url = f"http://127.0.0.1:{port}"
+    wait_until(
+        lambda: httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200,
+        timeout=30,
+        what="the API to start",
+    )
+    return process, base_url
+
+
+def start_worker(env: Mapping[str, str], log_path: Path) -> ServiceProcess:
+    process = ServiceProcess(
+        [str(VENV_BIN / "arq"), "app.worker.WorkerSettings"], service_env(env), log_path
+    )
+    process.start()
+    return process

@@ -1,0 +1,62 @@
+"""Settings: the environment as CONTRACT.md names it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import DEFAULT_DATABASE_URL, Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_are_the_contracts() -> None:
+    settings = Settings()
+    assert settings.database_url == DEFAULT_DATABASE_URL
+    assert settings.is_sqlite
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.sinch_api_base_url == "https://senderid.registrations.api.sinch.com"
+    assert settings.sinch_auth_url == "https://auth.sinch.com/oauth2/token"
+    assert settings.sinch_callback_secrets == []
+    assert settings.internal_api_tokens == []
+    assert settings.callback_max_body_bytes == 1_048_576
+    assert settings.reconcile_interval_seconds == 900
+    assert not settings.sinch_credentials_configured
+
+
+def test_comma_separated_secrets_and_empty_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SINCH_CALLBACK_SECRETS", " new-secret , old-secret ,")
+    monkeypatch.setenv("INTERNAL_API_TOKENS", "only-token")
+    monkeypatch.setenv("REDIS_URL", "")
+    monkeypatch.setenv("CALLBACK_MAX_BODY_BYTES", "")
+    settings = Settings()
+    secrets = [secret.get_secret_value() for secret in settings.sinch_callback_secrets]
+    assert secrets == ["new-secret", "old-secret"]
+    assert [t.get_secret_value() for t in settings.internal_api_tokens] == ["only-token"]
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.callback_max_body_bytes == 1_048_576
+
+
+def test_dotenv_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("RECONCILE_INTERVAL_SECONDS=0\nSINCH_PROJECT_ID=p1\n")
+    settings = Settings()
+    assert settings.reconcile_interval_seconds == 0
+    assert settings.sinch_project_id == "p1"
+
+
+def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SINCH_CALLBACK_SECRETS", "hmac-secret-value")
+    monkeypatch.setenv("INTERNAL_API_TOKENS", "token-value")
+    monkeypatch.setenv("SINCH_KEY_SECRET", "key-secret-value")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://svc:db-password@db/reg")
+    settings = Settings()
+    shown = repr(settings) + str(settings) + settings.safe_database_url()
+    for secret in ("hmac-secret-value", "token-value", "key-secret-value"):
+        assert secret not in shown
+    assert "db-password" not in settings.safe_database_url()
