@@ -1,0 +1,607 @@
+"""Benchmark of `POST /callbacks/sinch/registrations` against a bare FastAPI ceiling, with wrk.
+
+One run measures, at the same concurrency and with the same wrk script:
+1. a bare FastAPI app (bench/bare_app.py) whose one POST route reads the body and answers 200;
+2. the real service (`uvicorn app.main:app`) on a fresh migrated PostgreSQL database, with valid
+   signatures over distinct bodies, each event committed before its 200;
+then prints requests/s, p50 and p99 of both and their ratio, and verifies the run: no non-2xx answer,
+no socket error, no body sent twice, and every 200 is a stored row.
+
+Run from the repository root: `.venv/bin/python bench/callbacks.py` (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+import redis  # noqa: E402
+
+from app.callbacks.signature import sign  # noqa: E402
+from tests.support.databases import (  # noqa: E402
+    POSTGRES_ADMIN_URL,
+    create_postgres_database,
+    drop_postgres_database,
+)
+
+BENCH = ROOT / "bench"
+LUA_SCRIPT = BENCH / "callbacks.lua"
+RESULTS = BENCH / "results"
+CALLBACK_PATH = "/callbacks/sinch/registrations"
+SECRET = "bench-callback-secret"
+DATABASE_NAME = "bench_callbacks"
+REDIS_URL = "redis://127.0.0.1:6379/13"
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 50.0
+SETTLE_SECONDS = 1.0
+WRK_INSTALL_HINT = "wrk is not installed: apt-get update && apt-get install -y wrk"
+
+
+# ----------------------------------------------------------------------------- bodies
+
+
+def write_bodies(path: Path, count: int) -> None:
+    """`count` lines "<signature>\\t<body>", each body a distinct event (its own eventId)."""
+    with path.open("w", encoding="ascii") as out:
+        for _ in range(count):
+            body = json.dumps(
+                {
+                    "eventId": str(uuid.uuid4()),
+                    "eventType": "REGISTRATION_STATUS_UPDATE",
+                    "projectId": "bench",
+                    "resourceId": str(uuid.uuid4()),
+                    "resourceType": "REGISTRATION",
+                    "status": "IN_PROGRESS",
+                    "createTime": "2026-01-01T10:00:00",
+                },
+                separators=(",", ":"),
+            )
+            out.write(f"{sign(body.encode(), SECRET)}\t{body}\n")
+
+
+# ----------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkRun:
+    label: str
+    duration_s: float
+    requests: int
+    """Responses received (any status)."""
+    sent: int
+    """Requests written (the Lua `request()` calls, less wrk's one verification call)."""
+    wrapped: int
+    """How often a thread ran out of distinct bodies and started over."""
+    non_2xx: int
+    socket_errors: dict[str, int]
+    latency_ms: dict[str, float]
+    requests_per_s: float
+    wrk_text_requests_per_s: float | None
+    wrk_text_non_2xx: int
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok_200(self) -> int:
+        # The service answers 200 or a problem (>= 400); wrk counts status > 399 as non-2xx.
+        return self.requests - self.non_2xx
+
+    @property
+    def unanswered(self) -> int:
+        """Requests written but still in flight when wrk stopped (at most one per connection)."""
+        return self.sent - self.requests
+
+
+def run_wrk(
+    label: str,
+    url: str,
+    bodies: Path,
+    lines: tuple[int, int],
+    *,
+    seconds: float,
+    threads: int,
+    connections: int,
+    cpu_pids: Mapping[str, list[int]] | None = None,
+) -> WrkRun:
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        str(bodies),
+        str(lines[0]),
+        str(lines[1]),
+        str(threads),
+        CALLBACK_PATH,
+    ]
+    before = cpu_snapshot(cpu_pids or {})
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 120, check=False
+    )
+    after = cpu_snapshot(cpu_pids or {})
+    if completed.returncode != 0:
+        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr.strip()}")
+    return parse_wrk(label, completed.stdout, cpu_usage(before, after))
+
+
+def parse_wrk(label: str, text: str, cpu: dict[str, float]) -> WrkRun:
+    match = re.search(r"^BENCH_RESULT (\{.*\})$", text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no BENCH_RESULT line in wrk's output:\n{text}")
+    data: dict[str, Any] = json.loads(match.group(1))
+    threads: list[dict[str, int]] = data["threads"]
+    # wrk calls request() once on thread 0 before the run, to check the script (and throws the
+    # request away): that call advanced thread 0's `sent` without writing anything.
+    sent = sum(thread["sent"] for thread in threads) - 1
+    errors: dict[str, int] = data["errors"]
+    text_rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.MULTILINE)
+    text_non_2xx = re.search(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", text, re.MULTILINE)
+    latency = data["latency_us"]
+    duration_s = data["duration_us"] / 1e6
+    return WrkRun(
+        label=label,
+        duration_s=duration_s,
+        requests=data["requests"],
+        sent=sent,
+        wrapped=sum(thread["wrapped"] for thread in threads),
+        non_2xx=errors["status"],
+        socket_errors={key: errors[key] for key in ("connect", "read", "write", "timeout")},
+        latency_ms={key: latency[key] / 1000 for key in latency},
+        requests_per_s=data["requests"] / duration_s,
+        wrk_text_requests_per_s=float(text_rps.group(1)) if text_rps else None,
+        wrk_text_non_2xx=int(text_non_2xx.group(1)) if text_non_2xx else 0,
+        cpu=cpu,
+    )
+
+
+# ----------------------------------------------------------------------------- CPU accounting
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _pids_named(name: str) -> list[int]:
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == name:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def cpu_snapshot(groups: Mapping[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far: per group of processes, and for the whole machine (busy, total)."""
+    snapshot = {
+        name: sum(_process_ticks(pid) for pid in pids) / _CLOCK_TICKS
+        for name, pids in groups.items()
+    }
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = values[3] + values[4]
+    snapshot["machine_busy"] = (sum(values) - idle) / _CLOCK_TICKS
+    snapshot["machine_total"] = sum(values) / _CLOCK_TICKS
+    snapshot["wall"] = time.monotonic()
+    return snapshot
+
+
+def cpu_usage(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Percent of ONE core used by each group over the interval; `machine` is of all cores."""
+    wall = after["wall"] - before["wall"]
+    if wall <= 0:
+        return {}
+    usage = {
+        name: round(100 * (after[name] - before[name]) / wall, 1)
+        for name in before
+        if name not in {"wall", "machine_busy", "machine_total"}
+    }
+    total = after["machine_total"] - before["machine_total"]
+    if total > 0:
+        usage["machine_busy_percent_of_all_cores"] = round(
+            100 * (after["machine_busy"] - before["machine_busy"]) / total, 1
+        )
+    return usage
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def uvicorn_server(
+    app: str, *, cwd: Path, env: dict[str, str], log_path: Path, extra: list[str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`uvicorn <app>` in a subprocess: one process, uvloop/httptools as installed, no access log.
+
+    Yields the base URL once the app answers HTTP (the lifespan has completed by then).
+    """
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        *(extra or []),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_answering(base, process, log_path)
+            yield base, process
+        finally:
+            stop_process(process)
+
+
+def wait_until_answering(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early; its log:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer (the bare app has no /healthz) means it serves
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not answer within 30 s; its log:\n{log_path.read_text()}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)  # uvicorn's graceful stop: runs the lifespan's exit
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def metric_value(base: str, name: str, labels: str) -> float | None:
+    """One sample of the service's /metrics, e.g. ("sinch_callbacks_total", 'result="accepted"')."""
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    match = re.search(rf"^{re.escape(name)}\{{{re.escape(labels)}\}} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+# ----------------------------------------------------------------------------- database
+
+
+def _plain_url(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def query(url: str, sql: str) -> Any:
+    async def run() -> Any:
+        connection = await asyncpg.connect(_plain_url(url))
+        try:
+            return await connection.fetchval(sql)
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
+
+
+def stored_rows(url: str) -> int:
+    """Rows in the inbox once the count stops moving (requests wrk abandoned may still commit)."""
+    count: int = query(url, "SELECT count(*) FROM callback_events")
+    while True:
+        time.sleep(SETTLE_SECONDS / 4)
+        again: int = query(url, "SELECT count(*) FROM callback_events")
+        if again == count:
+            return count
+        count = again
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Target:
+    name: str
+    warmup: WrkRun
+    measured: WrkRun
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+def bench_bare(args: argparse.Namespace, workdir: Path) -> Target:
+    bodies = workdir / "bare-bodies.txt"
+    count = 20_000
+    write_bodies(bodies, count)  # repeats are harmless here: nothing is kept
+    env = {**os.environ}
+    with uvicorn_server(
+        "bare_app:app",
+        cwd=ROOT,
+        env=env,
+        log_path=workdir / "bare.log",
+        extra=["--app-dir", str(BENCH)],
+    ) as (base, process):
+        url = base + CALLBACK_PATH
+        common = {"threads": args.threads, "connections": args.connections}
+        warmup = run_wrk("bare warm-up", url, bodies, (0, count), seconds=args.warmup, **common)
+        measured = run_wrk(
+            "bare",
+            url,
+            bodies,
+            (0, count),
+            seconds=args.duration,
+            cpu_pids={"server": [process.pid], "postgres": [], "redis": []},
+            **common,
+        )
+    return Target("bare FastAPI (ceiling)", warmup, measured)
+
+
+def bench_service(args: argparse.Namespace, workdir: Path, ceiling_rps: float) -> Target:
+    # Enough distinct bodies that even a service as fast as the ceiling never repeats one.
+    per_second = max(ceiling_rps, 1000.0) * 1.5
+    warm_lines = math.ceil(per_second * args.warmup) + 2_000
+    measured_lines = math.ceil(per_second * args.duration) + 2_000
+    bodies = workdir / "service-bodies.txt"
+    write_bodies(bodies, warm_lines + measured_lines)
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    database_url = create_postgres_database(DATABASE_NAME)
+    try:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": REDIS_URL,
+            "SINCH_CALLBACK_SECRETS": SECRET,
+            "LOG_LEVEL": args.log_level,
+        }
+        for assignment in args.service_env:
+            name, _, value = assignment.partition("=")
+            env[name] = value
+        with uvicorn_server(
+            "app.main:app", cwd=args.app_root, env=env, log_path=workdir / "service.log"
+        ) as (base, process):
+            url = base + CALLBACK_PATH
+            common = {"threads": args.threads, "connections": args.connections}
+            rows_start = stored_rows(database_url)
+            warmup = run_wrk(
+                "service warm-up", url, bodies, (0, warm_lines), seconds=args.warmup, **common
+            )
+            rows_after_warmup = stored_rows(database_url)
+            cpu_pids = {
+                "server": [process.pid],
+                "postgres": _pids_named("postgres"),
+                "redis": _pids_named("redis-server"),
+            }
+            measured = run_wrk(
+                "service",
+                url,
+                bodies,
+                (warm_lines, warm_lines + measured_lines),
+                seconds=args.duration,
+                cpu_pids=cpu_pids,
+                **common,
+            )
+            rows_end = stored_rows(database_url)
+            queued_jobs = redis.Redis.from_url(REDIS_URL).zcard("arq:queue")
+            accepted_metric = metric_value(base, "sinch_callbacks_total", 'result="accepted"')
+            duplicates = query(
+                database_url, "SELECT coalesce(sum(duplicate_count), 0) FROM callback_events"
+            )
+        checks: dict[str, Any] = {
+            "rows_warmup": rows_after_warmup - rows_start,
+            "rows_measured": rows_end - rows_after_warmup,
+            "rows_total": rows_end,
+            "accepted_metric": accepted_metric,
+            "duplicates_counted": int(duplicates),
+            "arq_jobs_queued_at_end": int(queued_jobs),  # type: ignore[arg-type]
+        }
+    finally:
+        if not args.keep_database:
+            drop_postgres_database(DATABASE_NAME)
+    return Target("this service (PostgreSQL)", warmup, measured, checks)
+
+
+def verify(bare: Target, service: Target) -> list[str]:
+    """What is wrong with the run; empty when every check passed."""
+    problems: list[str] = []
+    for target in (bare, service):
+        for run in (target.warmup, target.measured):
+            if run.non_2xx or run.wrk_text_non_2xx:
+                problems.append(f"{run.label}: {run.non_2xx} non-2xx answers")
+            if any(run.socket_errors.values()):
+                problems.append(f"{run.label}: socket errors {run.socket_errors}")
+    checks = service.checks
+    for run, rows in ((service.warmup, checks["rows_warmup"]), (service.measured, checks["rows_measured"])):
+        if run.wrapped:
+            problems.append(f"{run.label}: ran out of distinct bodies ({run.wrapped} wraps)")
+        # Every 200 is a row; the only other rows are the requests wrk abandoned in flight when
+        # it stopped (the service keeps those too, it just has nobody left to answer).
+        if rows != run.ok_200 + run.unanswered:
+            problems.append(
+                f"{run.label}: {rows} rows stored, but {run.ok_200} answered 200 "
+                f"+ {run.unanswered} abandoned in flight = {run.ok_200 + run.unanswered}"
+            )
+        if rows < run.ok_200:
+            problems.append(f"{run.label}: fewer rows ({rows}) than 200 answers ({run.ok_200})")
+    if checks["duplicates_counted"]:
+        problems.append(f"{checks['duplicates_counted']} duplicates counted: bodies were repeated")
+    return problems
+
+
+def environment() -> dict[str, Any]:
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    settings = {
+        name: query(POSTGRES_ADMIN_URL, f"SHOW {name}")
+        for name in ("fsync", "synchronous_commit", "wal_sync_method", "server_version")
+    }
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "wrk": (wrk_version.stdout or wrk_version.stderr).splitlines()[0],
+        "git_commit": commit.stdout.strip(),
+        "postgres": settings,
+    }
+
+
+def print_report(bare: Target, service: Target, args: argparse.Namespace) -> tuple[float, bool]:
+    ratio = service.measured.requests_per_s / bare.measured.requests_per_s
+    print()
+    print(
+        f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s measured "
+        f"after {args.warmup:g} s warm-up, POST {CALLBACK_PATH}"
+    )
+    header = f"{'':30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'non-2xx':>8}"
+    print(header)
+    for target in (bare, service):
+        run = target.measured
+        print(
+            f"{target.name:30} {run.requests_per_s:9.0f} {run.latency_ms['p50']:8.2f} "
+            f"{run.latency_ms['p99']:8.2f} {run.latency_ms['max']:8.2f} {run.non_2xx:8d}"
+        )
+    p99 = service.measured.latency_ms["p99"]
+    met = ratio >= TARGET_RATIO and p99 <= TARGET_P99_MS
+    print(
+        f"ratio service/ceiling: {ratio:.3f} (target >= {TARGET_RATIO}); service p99 {p99:.1f} ms "
+        f"(target <= {TARGET_P99_MS:g}): {'MET' if met else 'NOT MET'}"
+    )
+    checks = service.checks
+    run = service.measured
+    print(
+        f"service rows stored in the measured run: {checks['rows_measured']} = "
+        f"{run.ok_200} answered 200 + {run.unanswered} abandoned in flight when wrk stopped; "
+        f"whole run: {checks['rows_total']} rows, accepted counter {checks['accepted_metric']}, "
+        f"arq jobs queued {checks['arq_jobs_queued_at_end']}"
+    )
+    for target in (bare, service):
+        cpu = ", ".join(f"{name} {value:g}%" for name, value in target.measured.cpu.items())
+        print(f"CPU during '{target.name}' (percent of one core): {cpu}")
+    return ratio, met
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=12.0, help="measured seconds per target")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per target")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (2 cores here: 1)")
+    parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another environment variable for the service (diagnostics)",
+    )
+    parser.add_argument(
+        "--app-root",
+        type=Path,
+        default=ROOT,
+        help="folder to serve `app.main:app` from (e.g. a prototype copy of the repository)",
+    )
+    parser.add_argument("--keep-database", action="store_true")
+    args = parser.parse_args(argv)
+
+    if shutil.which("wrk") is None:
+        print(WRK_INSTALL_HINT, file=sys.stderr)
+        return 2
+    RESULTS.mkdir(exist_ok=True)
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="bench-callbacks-") as temp:
+        workdir = Path(temp)
+        bare = bench_bare(args, workdir)
+        print(
+            f"bare: {bare.measured.requests_per_s:.0f} req/s, "
+            f"p99 {bare.measured.latency_ms['p99']:.2f} ms",
+            flush=True,
+        )
+        service = bench_service(args, workdir, bare.measured.requests_per_s)
+        service_log = (workdir / "service.log").read_bytes()
+    log_copy = RESULTS / f"callbacks-{started:%Y%m%dT%H%M%S}-service.log"
+    log_copy.write_bytes(service_log)
+
+    ratio, met = print_report(bare, service, args)
+    problems = verify(bare, service)
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}")
+    if not problems:
+        print("checks: zero non-2xx, zero socket errors, no repeated body, every 200 is a row")
+
+    result = {
+        "started": started.isoformat(),
+        "settings": {key: str(value) for key, value in vars(args).items()},
+        "environment": environment(),
+        "ratio": ratio,
+        "target": {"ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS, "met": met},
+        "problems": problems,
+        "service_log_lines": service_log.count(b"\n"),
+        "service_log_bytes": len(service_log),
+        "targets": {
+            key: {
+                "name": target.name,
+                "warmup": asdict(target.warmup),
+                "measured": asdict(target.measured) | {"ok_200": target.measured.ok_200},
+                "checks": target.checks,
+            }
+            for key, target in (("bare", bare), ("service", service))
+        },
+    }
+    out = RESULTS / f"callbacks-{started:%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results: {out.relative_to(ROOT)}")
+    return 0 if met and not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

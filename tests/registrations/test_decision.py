@@ -1,0 +1,106 @@
+"""The decision, exhaustively over its cases and with hypothesis over times and states."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.registrations.decision import Action, EventFacts, LocalFacts, Reason, decide
+from app.registrations.states import State, is_allowed
+
+T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+
+def local(
+    status: str = "IN_QUEUE", at: datetime | None = T0, synced: datetime | None = None
+) -> LocalFacts:
+    return LocalFacts(status=status, status_changed_at=at, last_synced_at=synced)
+
+
+@pytest.mark.parametrize(
+    ("event", "known", "action", "reason"),
+    [
+        (EventFacts("IN_PROGRESS", T0 + SECOND), local(), Action.APPLY, Reason.TRUSTED),
+        (EventFacts("IN_PROGRESS", T0 + SECOND), None, Action.CHECK, Reason.UNKNOWN_REGISTRATION),
+        (EventFacts(None, T0 + SECOND), local(), Action.CHECK, Reason.NO_STATE),
+        (EventFacts("IN_PROGRESS", None), local(), Action.CHECK, Reason.NO_TIME),
+        (EventFacts("SUSPENDED", T0 + SECOND), local(), Action.CHECK, Reason.UNKNOWN_STATE),
+        (
+            EventFacts("IN_PROGRESS", T0 + SECOND),
+            local("APPROVED"),
+            Action.CHECK,
+            Reason.INVALID_TRANSITION,
+        ),
+        (
+            EventFacts("IN_PROGRESS", T0 + SECOND),
+            local("SUSPENDED"),
+            Action.CHECK,
+            Reason.INVALID_TRANSITION,
+        ),
+        (EventFacts("IN_QUEUE", T0), local("IN_QUEUE"), Action.IGNORE, Reason.DUPLICATE),
+        # Older than what we know, and a GET made after the event already told us the truth.
+        (
+            EventFacts("IN_PROGRESS", T0 - SECOND),
+            local("APPROVED", synced=T0),
+            Action.IGNORE,
+            Reason.SUPERSEDED,
+        ),
+        # Older than what we know, which came from callbacks only: check.
+        (EventFacts("IN_PROGRESS", T0 - SECOND), local("APPROVED"), Action.CHECK, Reason.STALE),
+        (
+            EventFacts("IN_PROGRESS", T0 - SECOND),
+            local("APPROVED", synced=T0 - 2 * SECOND),
+            Action.CHECK,
+            Reason.STALE,
+        ),
+        # Same time, other state: we cannot tell which came last.
+        (EventFacts("IN_PROGRESS", T0), local("PENDING"), Action.CHECK, Reason.STALE),
+        # Same state again, later: something may have happened in between.
+        (
+            EventFacts("IN_QUEUE", T0 + SECOND),
+            local("IN_QUEUE"),
+            Action.CHECK,
+            Reason.INVALID_TRANSITION,
+        ),
+        # Nothing known about the time of the local state: the event is newer.
+        (EventFacts("IN_PROGRESS", T0), local(at=None), Action.APPLY, Reason.TRUSTED),
+    ],
+)
+def test_cases(event: EventFacts, known: LocalFacts | None, action: Action, reason: Reason) -> None:
+    decision = decide(event, known)
+    assert (decision.action, decision.reason) == (action, reason)
+    assert decision.outcome == f"{action.value}:{reason.value}"
+
+
+states = st.sampled_from([*State, "SUSPENDED"]) | st.none()
+times = st.none() | st.integers(-5, 5).map(lambda n: T0 + n * SECOND)
+
+
+@given(
+    status=states,
+    at=times,
+    known_status=st.sampled_from([*State, "SUSPENDED"]),
+    known_at=times,
+    synced=times,
+)
+def test_properties(
+    status: str | None,
+    at: datetime | None,
+    known_status: str,
+    known_at: datetime | None,
+    synced: datetime | None,
+) -> None:
+    decision = decide(EventFacts(status, at), LocalFacts(known_status, known_at, synced))
+    if decision.action is Action.APPLY:
+        # Only what is newer than everything known, by a transition the table allows.
+        assert status is not None and at is not None
+        assert known_at is None or at > known_at
+        assert is_allowed(known_status, status)
+    if decision.action is Action.IGNORE:
+        # Only what we already know, or what a later GET has covered.
+        assert at is not None and known_at is not None and at <= known_at
+        assert (status == known_status and at == known_at) or (synced is not None and synced >= at)
