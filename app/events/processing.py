@@ -18,7 +18,7 @@ from app.models import CallbackEvent, EventState, HistorySource
 from app.registrations import repository
 from app.registrations.decision import Action, Decision, EventFacts, LocalFacts, decide
 from app.registrations.service import apply_event, apply_snapshot
-from app.sinch.schemas import SinchRegistration
+from app.sinch.schemas import SinchRegistration, parse_sinch_time
 
 MAX_ERROR_LENGTH = 2000
 
@@ -86,6 +86,7 @@ async def begin(session: AsyncSession, row_id: int, *, now: datetime) -> Step:
             status=registration.status,
             status_changed_at=registration.status_changed_at,
             last_synced_at=registration.last_synced_at,
+            synced_update_time=parse_sinch_time((registration.sinch or {}).get("updateTime")),
         )
         if registration is not None
         else None

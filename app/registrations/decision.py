@@ -43,12 +43,21 @@ class EventFacts:
 
 @dataclass(frozen=True, slots=True)
 class LocalFacts:
-    """What we know of the registration: its status, the Sinch time of that knowledge, and when we
-    last fetched it from Sinch (None if never)."""
+    """What we know of the registration: its status and the Sinch time of that knowledge, and of
+    our last fetch from Sinch, when it was made (our clock) and the `updateTime` of the document it
+    returned (Sinch's clock). Both say the same thing: a GET shows every change made before it."""
 
     status: str
     status_changed_at: datetime | None
-    last_synced_at: datetime | None
+    last_synced_at: datetime | None = None
+    synced_update_time: datetime | None = None
+
+    def fetched_after(self, moment: datetime) -> bool:
+        """True when our last GET already reflects what happened at `moment`."""
+        return any(
+            known is not None and known >= moment
+            for known in (self.synced_update_time, self.last_synced_at)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +85,7 @@ def decide(event: EventFacts, local: LocalFacts | None) -> Decision:
     if known_at is not None and event.at <= known_at:
         if event.at == known_at and event.status == local.status:
             return Decision(Action.IGNORE, Reason.DUPLICATE)
-        if local.last_synced_at is not None and local.last_synced_at >= event.at:
+        if local.fetched_after(event.at):
             return Decision(Action.IGNORE, Reason.SUPERSEDED)
         return Decision(Action.CHECK, Reason.STALE)
     if not is_allowed(local.status, event.status):

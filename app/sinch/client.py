@@ -74,6 +74,9 @@ class SinchClient:
     `http` is shared and owned by the caller. `max_attempts` counts tries of one request (a 401
     refresh does not count); `deadline_seconds` bounds the whole call including backoff sleeps,
     which never run past it; `sleep`, `clock` and `rng` are injectable for tests.
+
+    Build one per event loop (in the lifespan or the worker's startup): the token lock belongs to
+    the loop that first waits on it.
     """
 
     def __init__(
@@ -288,7 +291,7 @@ class SinchClient:
             await self._sleep(delay)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Full-jitter exponential backoff, or exactly what `Retry-After` asked for."""
+        """Exponential backoff jittered over its upper half, or exactly what `Retry-After` asked."""
         if retry_after is not None:
             return retry_after
         ceiling = min(self._backoff_max, self._backoff_base * 2 ** (attempt - 1))

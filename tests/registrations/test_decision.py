@@ -16,9 +16,17 @@ SECOND = timedelta(seconds=1)
 
 
 def local(
-    status: str = "IN_QUEUE", at: datetime | None = T0, synced: datetime | None = None
+    status: str = "IN_QUEUE",
+    at: datetime | None = T0,
+    synced: datetime | None = None,
+    synced_update: datetime | None = None,
 ) -> LocalFacts:
-    return LocalFacts(status=status, status_changed_at=at, last_synced_at=synced)
+    return LocalFacts(
+        status=status,
+        status_changed_at=at,
+        last_synced_at=synced,
+        synced_update_time=synced_update,
+    )
 
 
 @pytest.mark.parametrize(
@@ -46,6 +54,13 @@ def local(
         (
             EventFacts("IN_PROGRESS", T0 - SECOND),
             local("APPROVED", synced=T0),
+            Action.IGNORE,
+            Reason.SUPERSEDED,
+        ),
+        # ... or the document a GET answered is at least as new as the event.
+        (
+            EventFacts("IN_PROGRESS", T0 - SECOND),
+            local("APPROVED", synced=T0 - 5 * SECOND, synced_update=T0),
             Action.IGNORE,
             Reason.SUPERSEDED,
         ),
@@ -86,6 +101,7 @@ times = st.none() | st.integers(-5, 5).map(lambda n: T0 + n * SECOND)
     known_status=st.sampled_from([*State, "SUSPENDED"]),
     known_at=times,
     synced=times,
+    synced_update=times,
 )
 def test_properties(
     status: str | None,
@@ -93,8 +109,10 @@ def test_properties(
     known_status: str,
     known_at: datetime | None,
     synced: datetime | None,
+    synced_update: datetime | None,
 ) -> None:
-    decision = decide(EventFacts(status, at), LocalFacts(known_status, known_at, synced))
+    known = LocalFacts(known_status, known_at, synced, synced_update)
+    decision = decide(EventFacts(status, at), known)
     if decision.action is Action.APPLY:
         # Only what is newer than everything known, by a transition the table allows.
         assert status is not None and at is not None
@@ -103,4 +121,6 @@ def test_properties(
     if decision.action is Action.IGNORE:
         # Only what we already know, or what a later GET has covered.
         assert at is not None and known_at is not None and at <= known_at
-        assert (status == known_status and at == known_at) or (synced is not None and synced >= at)
+        duplicate = status == known_status and at == known_at
+        covered_by_a_get = any(t is not None and t >= at for t in (synced, synced_update))
+        assert duplicate or covered_by_a_get
