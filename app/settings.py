@@ -54,7 +54,12 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     """Port of the worker's own Prometheus endpoint; 0 turns it off."""
     log_format: Literal["auto", "json", "text"] = "auto"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("sinch_callback_secrets", "internal_api_tokens", mode="before")
     @classmethod

@@ -420,10 +420,13 @@ def test_redis_url_is_redis_service() -> None:
 
 def test_image_defaults_survive_compose() -> None:
     # Compose sets every setting; an empty one counts as unset, which would undo the image's ENV.
-    image_env = dockerfile_env()
-    for name, value in image_env.items():
+    # So with a .env that leaves the variable out, compose's own default must be the image's.
+    bare_env = yaml.safe_load(interpolate(COMPOSE.read_text(), STAND_INS))
+    bare_api_env = bare_env["services"]["api"]["environment"]
+    for name, value in dockerfile_env().items():
         if name in settings_variables():
             assert environment("api")[name] == value, f"compose overrides the image's {name}"
+            assert str(bare_api_env[name]) == value, f"without {name} in .env compose drops it"
 
 
 # --- Dockerfile --------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ async def test_stale_event_after_a_get_is_ignored_without_another_get(
     sim: SimulatorControl, api_url: str, settings: Settings, worker_ctx: WorkerContext
 ) -> None:
     doc = await sim.create_registration(lifecycle=["IN_PROGRESS", "APPROVED"])
-    created, progress, approved = await sim.events(doc["id"])
+    _created, progress, approved = await sim.events(doc["id"])
     [latest] = await deliver(sim, api_url, settings, [approved["eventId"]])
     assert await process_event(worker_ctx, latest) == "checked:unknown_registration"
     before = await gets(sim)

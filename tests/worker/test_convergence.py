@@ -1,0 +1,287 @@
+"""The test that matters most: whatever order, duplicates and omissions, the local copy converges
+on Sinch's truth.
+
+Everything is real: the simulator as Sinch over HTTP, the API and the worker as child processes
+(`uvicorn app.main:app`, `arq app.worker.WorkerSettings`), a private Redis, and each database.
+Hypothesis draws lifecycles (including transitions the table calls invalid and states nobody
+knows) and how their callbacks arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from app.db import create_engine, create_sessionmaker
+from app.models import CallbackEvent, EventState
+from app.registrations.reconcile import reconcile
+from app.registrations.states import State, is_allowed
+from app.settings import Settings
+from app.simulator import SimulatorControl, SimulatorServer
+from app.sinch.client import SinchClient, create_http_client
+from tests.conftest import make_settings
+from tests.support.databases import (
+    copy_sqlite,
+    create_postgres_database,
+    drop_postgres_database,
+)
+from tests.support.processes import PrivateRedis, ServiceProcess, start_api, start_worker
+from tests.support.reads import history, registrations
+
+CALLBACK_PATH = "/callbacks/sinch/registrations"
+UNKNOWN_STATE = "SUSPENDED_BY_CARRIER"  # a state Sinch might add one day
+DRAIN_TIMEOUT_SECONDS = 60.0
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    api_url: str
+    sim: SimulatorServer
+    env: dict[str, str]
+    logs: Path
+    workers: list[ServiceProcess]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_template: Path,
+    worker_id: str,
+) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    pg_name = f"sinch_e2e_{worker_id}"
+    if request.param == "sqlite":
+        database_url = copy_sqlite(sqlite_template, folder)
+    else:
+        database_url = create_postgres_database(pg_name)
+    redis_server = PrivateRedis(folder)
+    redis_server.start()
+    with SimulatorServer(seed=11, key_secret="e2e-key-secret-never-logged") as sim:
+        env = {
+            **sim.env(),
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_server.url,
+            "INTERNAL_API_TOKENS": "e2e-internal-token",
+            "RECONCILE_INTERVAL_SECONDS": "0",  # the test reconciles when it wants to
+            "SWEEP_INTERVAL_SECONDS": "2",
+            "SWEEP_GRACE_SECONDS": "5",
+            "JOB_RETRY_BASE_SECONDS": "0.2",
+        }
+        settings = make_settings(
+            database_url,
+            redis_server.url,
+            sinch_api_base_url=sim.base_url,
+            sinch_auth_url=sim.auth_url,
+            sinch_project_id=sim.project_id,
+            sinch_key_id=sim.key_id,
+            sinch_key_secret=sim.key_secret,
+            sinch_callback_secrets=[sim.hmac_secret],
+        )
+        api, api_url = start_api(env, folder / "api.log")
+        worker = start_worker(env, folder / "worker-1.log")
+        stack = Stack(settings, api_url, sim, env, folder, [worker])
+        try:
+            yield stack
+        finally:
+            for process in [api, *stack.workers]:
+                process.stop()
+            redis_server.stop()
+    if request.param == "postgresql":
+        drop_postgres_database(pg_name)
+
+
+async def _backlog(settings: Settings, registration_ids: list[str]) -> tuple[int, int]:
+    """(events still `received`, events in all) for these registrations."""
+    engine = create_engine(settings)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(CallbackEvent.state, func.count())
+                .where(CallbackEvent.registration_id.in_(registration_ids))
+                .group_by(CallbackEvent.state)
+            )
+            counts = {state: count for state, count in rows}
+    finally:
+        await engine.dispose()
+    return counts.get(EventState.RECEIVED, 0), sum(counts.values())
+
+
+async def drain(settings: Settings, registration_ids: list[str], expected_events: int) -> None:
+    """Wait until every delivered event of these registrations has been processed."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        waiting, total = await _backlog(settings, registration_ids)
+        if waiting == 0 and total >= expected_events:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"events not processed in {DRAIN_TIMEOUT_SECONDS}s: {waiting} waiting")
+
+
+async def run_reconcile(settings: Settings) -> None:
+    engine = create_engine(settings)
+    try:
+        async with create_http_client(settings) as http:
+            await reconcile(create_sessionmaker(engine), SinchClient.from_settings(settings, http))
+    finally:
+        await engine.dispose()
+
+
+async def assert_converged(
+    stack: Stack, sim: SimulatorControl, registration_ids: list[str]
+) -> None:
+    truth = {rid: (await sim.registration(rid))["status"] for rid in registration_ids}
+    local = {r.id: r for r in await registrations(stack.settings) if r.id in truth}
+    assert {rid: r.status for rid, r in local.items()} == truth
+    for rid, registration in local.items():
+        assert registration.sinch is not None or registration.status_changed_at is not None
+        rows = [h for h in await history(stack.settings) if h.registration_id == rid]
+        assert rows, f"{rid} has no history"
+        assert rows[0].from_status is None
+        assert [h.at for h in rows] == sorted(h.at for h in rows), "history out of time order"
+        for before, after in itertools.pairwise(rows):
+            assert after.from_status == before.to_status, "history chain broken"
+        assert rows[-1].to_status == registration.status
+
+
+states = st.sampled_from([*(s.value for s in State if s is not State.DRAFT), UNKNOWN_STATE])
+lifecycles = st.lists(
+    st.lists(states, min_size=0, max_size=5).filter(
+        lambda path: all(a != b for a, b in itertools.pairwise(["IN_QUEUE", *path]))
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+async def _shuffled_scenario(
+    stack: Stack, paths: list[list[str]], seed: int, duplicates: int, omit_mask: list[bool]
+) -> None:
+    async with SimulatorControl(stack.sim.base_url) as sim:
+        ids = [(await sim.create_registration(lifecycle=path))["id"] for path in paths]
+        recorded = [event for rid in ids for event in await sim.events(rid)]
+        omitted = [
+            e["eventId"]
+            for e, drop in zip(recorded, itertools.cycle(omit_mask), strict=False)
+            if drop
+        ]
+        results = await sim.deliver(
+            stack.api_url + CALLBACK_PATH,
+            event_ids=[e["eventId"] for e in recorded],
+            order="shuffled",
+            duplicates=duplicates,
+            omit=omitted,
+            seed=seed,
+            concurrency=4,
+        )
+        assert {result["status"] for result in results} <= {200}
+        delivered = {r["eventId"] for r in results}
+        await drain(stack.settings, ids, len(delivered))
+        if omitted:
+            # A callback that never came is caught by reconciliation.
+            await run_reconcile(stack.settings)
+        await assert_converged(stack, sim, ids)
+
+
+async def _in_order_scenario(stack: Stack, paths: list[list[str]]) -> None:
+    async with SimulatorControl(stack.sim.base_url) as sim:
+        gets_before = (await sim.stats()).get("getRegistration", 0)
+        ids: list[str] = []
+        expected_checks = 0
+        for path in paths:
+            doc = await sim.create_registration()
+            rid = doc["id"]
+            ids.append(rid)
+            expected_checks += 1  # the first event names a registration we do not know
+            sent = 0
+            events = await sim.events(rid)
+            await sim.deliver(stack.api_url + CALLBACK_PATH, event_ids=[events[0]["eventId"]])
+            sent += 1
+            await drain(stack.settings, [rid], sent)
+            for previous, status in itertools.pairwise(["IN_QUEUE", *path]):
+                event = await sim.transition(rid, status)
+                await sim.deliver(stack.api_url + CALLBACK_PATH, event_ids=[event["eventId"]])
+                sent += 1
+                await drain(stack.settings, [rid], sent)
+                expected_checks += not is_allowed(previous, status)
+        gets = (await sim.stats()).get("getRegistration", 0) - gets_before
+        # In order, a GET is made only to learn a registration and to check a transition the
+        # table does not allow: everything else is trusted as it comes.
+        assert gets <= expected_checks, f"{gets} GETs for {expected_checks} doubtful events"
+        await assert_converged(stack, sim, ids)
+
+
+@hypothesis_settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    paths=lifecycles,
+    seed=st.integers(0, 2**16),
+    duplicates=st.integers(0, 4),
+    omit_mask=st.lists(st.booleans(), min_size=1, max_size=6),
+)
+def test_shuffled_duplicated_and_missing_callbacks_converge(
+    stack: Stack, paths: list[list[str]], seed: int, duplicates: int, omit_mask: list[bool]
+) -> None:
+    asyncio.run(_shuffled_scenario(stack, paths, seed, duplicates, omit_mask))
+
+
+@hypothesis_settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(paths=lifecycles)
+def test_in_order_callbacks_need_few_gets(stack: Stack, paths: list[list[str]]) -> None:
+    asyncio.run(_in_order_scenario(stack, paths))
+
+
+def test_two_workers_on_one_registration_cannot_corrupt_it(stack: Stack) -> None:
+    second = start_worker(stack.env, stack.logs / "worker-2.log")
+    stack.workers.append(second)
+
+    async def scenario() -> None:
+        async with SimulatorControl(stack.sim.base_url) as sim:
+            busy = [
+                "IN_PROGRESS",
+                "PENDING",
+                "IN_PROGRESS",
+                "ON_HOLD",
+                "IN_PROGRESS",
+                "PENDING_ATTACHMENTS",
+                "IN_QUEUE",
+                "IN_PROGRESS",
+                "APPROVED",
+                "IN_PROGRESS",
+                "APPROVED",
+            ]
+            ids = [(await sim.create_registration(lifecycle=busy))["id"] for _ in range(3)]
+            results = await sim.deliver(
+                stack.api_url + CALLBACK_PATH,
+                event_ids=[e["eventId"] for rid in ids for e in await sim.events(rid)],
+                order="shuffled",
+                duplicates=20,
+                seed=5,
+                concurrency=8,
+            )
+            assert {r["status"] for r in results} == {200}
+            await drain(stack.settings, ids, len({r["eventId"] for r in results}))
+            await assert_converged(stack, sim, ids)
+
+    asyncio.run(scenario())
+    assert second.process is not None and second.process.poll() is None
