@@ -260,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="which states to prune (repeatable; default processed)",
     )
 
+    demo = commands.add_parser(
+        "demo", help="play lifecycles from the simulator against the service"
+    )
+    demo.add_argument("--registrations", type=int, default=30)
+
     sign_cmd = commands.add_parser("sign", help="print a curl command posting a signed callback")
     sign_cmd.add_argument("--url", default="http://127.0.0.1:8000")
     sign_cmd.add_argument("--registration-id")
@@ -295,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_prune(args.days, args.state or [EventState.PROCESSED]))
         case "sign":
             return _cmd_sign(args)
+        case "demo":
+            from app.demo import run_demo
+
+            return run_demo(args.registrations)
         case "secret":
             return asyncio.run(
                 _secret(

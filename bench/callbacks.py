@@ -458,6 +458,7 @@ def bench_service(args: argparse.Namespace, workdir: Path, ceiling_rps: float) -
                 "postgres": _pids_named("postgres"),
                 "redis": _pids_named("redis-server"),
             }
+            profiler = start_profiler(args, process.pid, workdir)
             measured = run_wrk(
                 "service",
                 url,
@@ -467,6 +468,8 @@ def bench_service(args: argparse.Namespace, workdir: Path, ceiling_rps: float) -
                 cpu_pids=cpu_pids,
                 **common,
             )
+            if profiler is not None:
+                profiler.wait(timeout=60)
             rows_end = stored_rows(plain_db)
             queued_jobs = redis.Redis.from_url(REDIS_URL).zcard("arq:queue")
             accepted = metric_value(base, "sinch_callbacks_total", 'result="accepted"')
@@ -488,6 +491,33 @@ def bench_service(args: argparse.Namespace, workdir: Path, ceiling_rps: float) -
         if not args.keep_database:
             drop_database(DATABASE_NAME)
     return Target("this service (PostgreSQL)", warmup, measured, checks)
+
+
+def start_profiler(
+    args: argparse.Namespace, pid: int, workdir: Path
+) -> subprocess.Popen[bytes] | None:
+    """With `--py-spy BINARY`: sample the service during the measured run (diagnostics only; the
+    profiler takes CPU from this 2-core machine, so a profiled run's figures are not the result)."""
+    if args.py_spy is None:
+        return None
+    out = RESULTS / f"callbacks-{datetime.now(UTC):%Y%m%dT%H%M%S}-service-profile.txt"
+    command = [
+        str(args.py_spy),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(math.floor(args.duration)),
+        "--rate",
+        "100",
+        "--format",
+        "raw",
+        "--nonblocking",
+        "--output",
+        str(out),
+    ]
+    log = (workdir / "py-spy.log").open("wb")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def verify(bare: Target, service: Target) -> list[str]:
@@ -603,6 +633,12 @@ def main(argv: list[str] | None = None) -> int:
         help="folder to serve `app.main:app` from (e.g. a prototype copy of the repository)",
     )
     parser.add_argument("--keep-database", action="store_true")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="BINARY",
+        help="profile the service during the measured run with this py-spy (diagnostics)",
+    )
     args = parser.parse_args(argv)
 
     if shutil.which("wrk") is None:
