@@ -69,6 +69,8 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
     # uvicorn's access log repeats what our own lines say, without ids.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # arq's command line gives its logger a handler of its own: let the root one speak for it.
+    logging.getLogger("arq").handlers.clear()
 
 
 def warn_about_missing_configuration(settings: Settings, log: logging.Logger) -> None:

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     """Tries of one event's processing before it is marked `failed` (retryable Sinch errors)."""
     job_retry_base_seconds: float = Field(default=2.0, gt=0)
     """First retry delay of an event after a retryable Sinch error; doubles each try (capped)."""
+    job_timeout_seconds: int = Field(default=120, ge=1)
+    """Longest one job may run. A job of a worker that died is run again this long (+10 s) later."""
+    shutdown_grace_seconds: int = Field(default=25, ge=0)
+    """On SIGTERM the worker stops taking jobs and lets running ones finish for this long."""
     sinch_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     """Port of the worker's own Prometheus endpoint; 0 turns it off."""

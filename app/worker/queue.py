@@ -13,7 +13,11 @@ from typing import Final
 from arq import ArqRedis
 from arq.connections import RedisSettings
 from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.settings import Settings
 
@@ -31,11 +35,18 @@ def event_job_id(row_id: int) -> str:
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    """arq's settings for the worker: retries a lost connection instead of dying at once."""
+    """arq's settings for the worker, made to ride out a Redis outage.
+
+    arq's poll loop lets a connection error end the worker, so every command is retried instead
+    (backing off to 2 s between tries, for about three minutes) and start-up waits for Redis the
+    same way. Jobs lost with a Redis that restarts empty are re-enqueued by the sweep.
+    """
     parsed = RedisSettings.from_dsn(settings.redis_url)
     parsed.conn_timeout = int(REDIS_CONNECT_TIMEOUT_SECONDS) or 1
-    parsed.conn_retries = 30
-    parsed.conn_retry_delay = 1
+    parsed.conn_retries = 90
+    parsed.conn_retry_delay = 2
+    parsed.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=90)
+    parsed.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
     return parsed
 
 

@@ -67,9 +67,20 @@ def build_worker_settings(settings: Settings) -> type:
             await ctx["engine"].dispose()
         log.info("worker stopped")
 
+    # arq guards every running job with one "in progress" lease sized by the LONGEST timeout of any
+    # job: a job of a worker that died runs again only when that lease expires. So no job gets a
+    # longer timeout than process_event's (a full import belongs to `python -m app reconcile`).
+    timeout = settings.job_timeout_seconds
     cron_jobs = [
-        cron(_job(tasks.sweep), **every(settings.sweep_interval_seconds), unique=True, timeout=60),
-        cron(_job(tasks.prune_events), hour={3}, minute={17}, second=0, unique=True, timeout=3600),
+        cron(
+            _job(tasks.sweep),
+            **every(settings.sweep_interval_seconds),
+            unique=True,
+            timeout=timeout,
+        ),
+        cron(
+            _job(tasks.prune_events), hour={3}, minute={17}, second=0, unique=True, timeout=timeout
+        ),
     ]
     if settings.reconcile_interval_seconds > 0:
         cron_jobs.append(
@@ -78,7 +89,7 @@ def build_worker_settings(settings: Settings) -> type:
                 **every(settings.reconcile_interval_seconds),
                 unique=True,
                 run_at_startup=True,
-                timeout=3600,
+                timeout=timeout,
             )
         )
 
@@ -91,7 +102,7 @@ def build_worker_settings(settings: Settings) -> type:
                 name=PROCESS_EVENT,
                 max_tries=settings.job_max_tries + 2,
                 keep_result=0,
-                timeout=120,
+                timeout=settings.job_timeout_seconds,
             ),
         ],
         "cron_jobs": cron_jobs,
@@ -100,8 +111,10 @@ def build_worker_settings(settings: Settings) -> type:
         "on_shutdown": on_shutdown,
         "max_jobs": 20,
         "keep_result": 0,
-        "job_timeout": 120,
+        "job_timeout": settings.job_timeout_seconds,
         "handle_signals": True,
+        # SIGTERM: stop taking jobs, let running ones finish; what is cut short runs again later.
+        "job_completion_wait": settings.shutdown_grace_seconds,
         "health_check_interval": 30,
     }
     return type("WorkerSettings", (), attributes)

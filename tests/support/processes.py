@@ -131,7 +131,12 @@ class ServiceProcess:
 
 def service_env(settings_env: Mapping[str, str]) -> dict[str, str]:
     """Environment for a child service: the given variables, nothing from a stray .env."""
-    return {"LOG_FORMAT": "json", "WORKER_METRICS_PORT": "0", **settings_env}
+    return {
+        "LOG_FORMAT": "json",
+        "WORKER_METRICS_PORT": "0",
+        "PYTHONUNBUFFERED": "1",
+        **settings_env,
+    }
 
 
 def start_api(env: Mapping[str, str], log_path: Path) -> tuple[ServiceProcess, str]:
@@ -152,8 +157,14 @@ def start_api(env: Mapping[str, str], log_path: Path) -> tuple[ServiceProcess, s
 
 
 def start_worker(env: Mapping[str, str], log_path: Path) -> ServiceProcess:
+    """Start a worker and wait until it has run its start-up (it logs "worker started")."""
     process = ServiceProcess(
         [str(VENV_BIN / "arq"), "app.worker.WorkerSettings"], service_env(env), log_path
     )
     process.start()
+    wait_until(
+        lambda: '"worker started"' in log_path.read_text(errors="replace"),
+        timeout=30,
+        what="the worker to start",
+    )
     return process
