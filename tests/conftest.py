@@ -39,7 +39,7 @@ def _worker_number(worker_id: str) -> int:
 
 @pytest.fixture(scope="session")
 def postgres_session_url(worker_id: str) -> Iterator[str]:
-    name = f"sinch_test_{worker_id}"
+    name = f"sinch_test_{worker_id}_{os.getpid()}"  # unique even beside another test run
     url = create_postgres_database(name)
     yield url
     drop_postgres_database(name)

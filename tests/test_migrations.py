@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path, worker_id
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
         return
-    name = f"sinch_migrations_{worker_id}"
+    name = f"sinch_migrations_{worker_id}_{os.getpid()}"
     yield create_postgres_database(name, migrated=False)
     drop_postgres_database(name)
 

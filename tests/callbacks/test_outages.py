@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,7 +52,7 @@ async def _allow_connections(database: str, allowed: bool) -> None:
 
 @pytest.fixture
 def outage_database(worker_id: str) -> Iterator[str]:
-    name = f"sinch_outage_{worker_id}"
+    name = f"sinch_outage_{worker_id}_{os.getpid()}"
     url = create_postgres_database(name)
     yield url
     asyncio.run(_allow_connections(name, True))

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -77,7 +78,7 @@ def running_stack(
     kind: str, folder: Path, name: str, *, proxy: bool = False, **env: str
 ) -> Iterator[Stack]:
     """Start everything; stop everything; then check that no process logged a secret."""
-    pg_name = f"sinch_fault_{name}"
+    pg_name = f"sinch_fault_{name}_{os.getpid()}"
     if kind == "sqlite":
         database_url = copy_sqlite(create_sqlite_template(folder), folder)
         service_url = database_url

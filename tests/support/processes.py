@@ -99,8 +99,9 @@ class ServiceProcess:
 
     def start(self) -> None:
         log = self.log_path.open("ab")
+        # The log's folder as working folder: a developer's ./.env must not leak into tests.
         self.process = subprocess.Popen(
-            self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            self.argv, cwd=self.log_path.parent, env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
 

@@ -29,6 +29,7 @@ async def sim(sim_server: SimulatorServer) -> AsyncIterator[SimulatorControl]:
     async with SimulatorControl(sim_server.base_url) as control:
         await control.reset()
         yield control
+        await control.reset()  # a test that changed the HMAC secret must not sign the next ones
 
 
 def sim_settings(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ def stack(
     worker_id: str,
 ) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp(f"e2e-{request.param}")
-    pg_name = f"sinch_e2e_{worker_id}"
+    pg_name = f"sinch_e2e_{worker_id}_{os.getpid()}"
     if request.param == "sqlite":
         database_url = copy_sqlite(sqlite_template, folder)
     else:

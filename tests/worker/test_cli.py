@@ -1,0 +1,209 @@
+"""The command line against real services: the simulator as Sinch, a real database and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from app.callbacks.signature import sign
+from app.main import create_app
+from app.settings import Settings
+from app.simulator import SimulatorControl, SimulatorServer
+from app.worker.context import WorkerContext
+from app.worker.queue import event_job_id
+from app.worker.tasks import process_event
+from tests.support.reads import events, registrations
+from tests.support.servers import serve
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    secrets = ",".join(s.get_secret_value() for s in settings.sinch_callback_secrets)
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "SINCH_CALLBACK_SECRETS": secrets,
+        "SINCH_API_BASE_URL": settings.sinch_api_base_url,
+        "SINCH_AUTH_URL": settings.sinch_auth_url,
+        "SINCH_PROJECT_ID": settings.sinch_project_id or "",
+        "SINCH_KEY_ID": settings.sinch_key_id or "",
+        "SINCH_KEY_SECRET": settings.sinch_key_secret.get_secret_value()
+        if settings.sinch_key_secret
+        else "",
+    }
+    return env
+
+
+def _run(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=cli_env(settings),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def run_cli(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `python -m app ...` off the event loop, which serves the API the command may call."""
+    return await asyncio.to_thread(_run, settings, *args, cwd=cwd)
+
+
+@pytest.fixture
+async def api_url(settings: Settings) -> AsyncIterator[str]:
+    async with serve(create_app(settings)) as base_url:
+        yield base_url
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0
+    for command in (
+        "serve",
+        "worker",
+        "migrate",
+        "simulator",
+        "reconcile",
+        "replay",
+        "prune",
+        "sign",
+        "secret",
+        "demo",
+    ):
+        assert command in result.stdout
+
+
+async def test_sign_prints_a_curl_the_service_accepts(
+    settings: Settings, api_url: str, tmp_path: Path
+) -> None:
+    printed = await run_cli(
+        settings, "sign", "--url", api_url, "--status", "APPROVED", cwd=tmp_path
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.startswith("curl ")
+    posted = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-c", printed.stdout],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "HTTP/1.1 200" in posted.stdout, posted.stdout
+    [event] = await events(settings)
+    assert b'"status":"APPROVED"' in event.body
+
+
+async def test_reconcile_full_imports_what_sinch_has(
+    settings: Settings, sim: SimulatorControl, tmp_path: Path
+) -> None:
+    created = [
+        await sim.create_registration(lifecycle=["IN_PROGRESS"]),
+        await sim.create_registration(registration_type="SHORT_CODE"),
+        await sim.create_registration(lifecycle=["IN_PROGRESS", "REJECTED"]),
+    ]
+    result = await run_cli(settings, "reconcile", "--full", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "3 registrations seen" in result.stdout
+    local = {r.id: r.status for r in await registrations(settings)}
+    assert local == {doc["id"]: (await sim.registration(doc["id"]))["status"] for doc in created}
+
+
+async def test_replay_puts_an_event_back_and_enqueues_it(
+    settings: Settings,
+    sim: SimulatorControl,
+    api_url: str,
+    worker_ctx: WorkerContext,
+    tmp_path: Path,
+) -> None:
+    doc = await sim.create_registration()
+    await sim.deliver(api_url + "/callbacks/sinch/registrations")
+    [event] = await events(settings)
+    assert await process_event(worker_ctx, event.id) == "checked:unknown_registration"
+
+    result = await run_cli(settings, "replay", str(event.id), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [event] = await events(settings)
+    assert event.state == "received"
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        queued = {m.decode() for m in await client.zrange("arq:queue", 0, -1)}
+    finally:
+        await client.aclose()
+    assert event_job_id(event.id) in queued
+    assert await process_event(worker_ctx, event.id) == "ignored:duplicate"
+    assert [r.id for r in await registrations(settings)] == [doc["id"]]
+
+    missing = await run_cli(settings, "replay", "999999", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "999999" in missing.stderr
+
+
+async def test_prune_deletes_old_processed_events_and_keeps_the_rest(
+    settings: Settings,
+    sim: SimulatorControl,
+    api_url: str,
+    worker_ctx: WorkerContext,
+    tmp_path: Path,
+    http: httpx.AsyncClient,
+) -> None:
+    await sim.create_registration()
+    await sim.deliver(api_url + "/callbacks/sinch/registrations")
+    body = b"not json"
+    secret = settings.sinch_callback_secrets[0].get_secret_value()
+    await http.post(
+        api_url + "/callbacks/sinch/registrations",
+        content=body,
+        headers={"X-Sinch-Signature": sign(body, secret)},
+    )
+    for event in await events(settings):
+        await process_event(worker_ctx, event.id)
+    assert sorted(e.state for e in await events(settings)) == ["invalid", "processed"]
+
+    kept = await run_cli(settings, "prune", cwd=tmp_path)  # default retention: nothing is that old
+    assert kept.returncode == 0
+    assert len(await events(settings)) == 2
+
+    pruned = await run_cli(settings, "prune", "--days", "0", cwd=tmp_path)
+    assert pruned.returncode == 0, pruned.stderr
+    assert [e.state for e in await events(settings)] == ["invalid"]
+
+
+async def test_secret_show_and_set(
+    settings: Settings, sim_server: SimulatorServer, sim: SimulatorControl, tmp_path: Path
+) -> None:
+    # `sim` resets the simulator before (its first secret back) and so after this test too.
+    shown = await run_cli(settings, "secret", "show", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == sim_server.hmac_secret
+
+    unconfirmed = await run_cli(
+        settings, "secret", "set", "brand-new-secret-0123456789", cwd=tmp_path
+    )
+    assert unconfirmed.returncode == 1
+    assert "SINCH_CALLBACK_SECRETS" in unconfirmed.stderr
+    assert (
+        await run_cli(settings, "secret", "show", cwd=tmp_path)
+    ).stdout.strip() == sim_server.hmac_secret
+
+    generated = await run_cli(settings, "secret", "set", "--yes", cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    new_secret = generated.stdout.strip()
+    assert len(new_secret) >= 32
+    assert (await run_cli(settings, "secret", "show", cwd=tmp_path)).stdout.strip() == new_secret
