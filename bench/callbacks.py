@@ -109,6 +109,14 @@ class WrkRun:
         return self.requests - self.non_2xx
 
     @property
+    def server_cpu_us_per_request(self) -> float | None:
+        """The server process's CPU time per answered request: steadier than req/s when
+        something else competes for the cores."""
+        if "server" not in self.cpu or not self.requests:
+            return None
+        return self.cpu["server"] / 100 * self.duration_s / self.requests * 1e6
+
+    @property
     def unanswered(self) -> int:
         """Requests written but still in flight when wrk stopped (at most one per connection)."""
         return self.sent - self.requests
@@ -123,7 +131,7 @@ def run_wrk(
     seconds: float,
     threads: int,
     connections: int,
-    cpu_pids: Mapping[str, list[int]] | None = None,
+    cpu_pids: Mapping[str, list[int] | str] | None = None,
 ) -> WrkRun:
     command = [
         "wrk",
@@ -218,35 +226,41 @@ def _pids_named(name: str) -> list[int]:
     return pids
 
 
-def cpu_snapshot(groups: Mapping[str, list[int]]) -> dict[str, float]:
-    """CPU seconds so far: per group of processes, and for the whole machine (busy, total)."""
-    snapshot = {
-        name: sum(_process_ticks(pid) for pid in pids) / _CLOCK_TICKS
-        for name, pids in groups.items()
-    }
+Snapshot = dict[str, Any]
+
+
+def cpu_snapshot(groups: Mapping[str, list[int] | str]) -> Snapshot:
+    """CPU ticks so far of each group's processes (given as pids, or as a process name looked up
+    now), and of the whole machine (busy, total)."""
+    processes: dict[str, dict[int, int]] = {}
+    for name, members in groups.items():
+        pids = _pids_named(members) if isinstance(members, str) else members
+        processes[name] = {pid: _process_ticks(pid) for pid in pids}
     values = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     idle = values[3] + values[4]
-    snapshot["machine_busy"] = (sum(values) - idle) / _CLOCK_TICKS
-    snapshot["machine_total"] = sum(values) / _CLOCK_TICKS
-    snapshot["wall"] = time.monotonic()
-    return snapshot
+    return {
+        "processes": processes,
+        "machine_busy": sum(values) - idle,
+        "machine_total": sum(values),
+        "wall": time.monotonic(),
+    }
 
 
-def cpu_usage(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Percent of ONE core used by each group over the interval; `machine` is of all cores."""
+def cpu_usage(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """Percent of ONE core used by each group over the interval (a process that ended meanwhile
+    loses its last ticks; one that started counts whole); `machine...` is of all cores."""
     wall = after["wall"] - before["wall"]
     if wall <= 0:
         return {}
-    usage = {
-        name: round(100 * (after[name] - before[name]) / wall, 1)
-        for name in before
-        if name not in {"wall", "machine_busy", "machine_total"}
-    }
+    usage: dict[str, float] = {}
+    for name, ticks in after["processes"].items():
+        old = before["processes"].get(name, {})
+        spent = sum(max(now - old.get(pid, 0), 0) for pid, now in ticks.items())
+        usage[name] = round(100 * spent / _CLOCK_TICKS / wall, 1)
     total = after["machine_total"] - before["machine_total"]
     if total > 0:
-        usage["machine_busy_percent_of_all_cores"] = round(
-            100 * (after["machine_busy"] - before["machine_busy"]) / total, 1
-        )
+        busy = after["machine_busy"] - before["machine_busy"]
+        usage["machine_busy_percent_of_all_cores"] = round(100 * busy / total, 1)
     return usage
 
 
@@ -415,7 +429,7 @@ def bench_bare(args: argparse.Namespace, workdir: Path) -> Target:
             bodies,
             (0, count),
             seconds=args.duration,
-            cpu_pids={"server": [process.pid], "postgres": [], "redis": []},
+            cpu_pids={"server": [process.pid]},
             **common,
         )
     return Target("bare FastAPI (ceiling)", warmup, measured)
@@ -453,10 +467,10 @@ def bench_service(args: argparse.Namespace, workdir: Path, ceiling_rps: float) -
                 "service warm-up", url, bodies, (0, warm_lines), seconds=args.warmup, **common
             )
             rows_after_warmup = stored_rows(plain_db)
-            cpu_pids = {
+            cpu_pids: dict[str, list[int] | str] = {
                 "server": [process.pid],
-                "postgres": _pids_named("postgres"),
-                "redis": _pids_named("redis-server"),
+                "postgres": "postgres",
+                "redis": "redis-server",
             }
             profiler = start_profiler(args, process.pid, workdir)
             measured = run_wrk(
@@ -580,13 +594,17 @@ def print_report(bare: Target, service: Target, args: argparse.Namespace) -> tup
         f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s measured "
         f"after {args.warmup:g} s warm-up, POST {CALLBACK_PATH}"
     )
-    header = f"{'':30} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'non-2xx':>8}"
-    print(header)
+    print(
+        f"{'':28} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-2xx':>7} "
+        f"{'server CPU/request':>18}"
+    )
     for target in (bare, service):
         run = target.measured
+        per_request = run.server_cpu_us_per_request
         print(
-            f"{target.name:30} {run.requests_per_s:9.0f} {run.latency_ms['p50']:8.2f} "
-            f"{run.latency_ms['p99']:8.2f} {run.latency_ms['max']:8.2f} {run.non_2xx:8d}"
+            f"{target.name:28} {run.requests_per_s:8.0f} {run.latency_ms['p50']:7.2f} "
+            f"{run.latency_ms['p99']:7.2f} {run.latency_ms['max']:7.2f} {run.non_2xx:7d} "
+            f"{'' if per_request is None else f'{per_request:.0f} us':>18}"
         )
     p99 = service.measured.latency_ms["p99"]
     met = ratio >= TARGET_RATIO and p99 <= TARGET_P99_MS
@@ -685,7 +703,12 @@ def main(argv: list[str] | None = None) -> int:
             key: {
                 "name": target.name,
                 "warmup": asdict(target.warmup),
-                "measured": asdict(target.measured) | {"ok_200": target.measured.ok_200},
+                "measured": asdict(target.measured)
+                | {
+                    "ok_200": target.measured.ok_200,
+                    "unanswered": target.measured.unanswered,
+                    "server_cpu_us_per_request": target.measured.server_cpu_us_per_request,
+                },
                 "checks": target.checks,
             }
             for key, target in (("bare", bare), ("service", service))
