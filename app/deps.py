@@ -30,7 +30,8 @@ class Resources:
     """None when the Sinch credentials are not configured."""
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
+    # async: a plain function would be run in a worker thread on every request.
     resources: Resources = request.state.resources
     return resources
 

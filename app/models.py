@@ -73,6 +73,7 @@ class CallbackEvent(Base):
     __table_args__ = (
         Index("ix_callback_events_state_received_at", "state", "received_at"),
         Index("ix_callback_events_registration_id_id", "registration_id", "id"),
+        Index("ix_callback_events_state_id", "state", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -101,6 +102,13 @@ class Registration(Base):
         Index("ix_registrations_status_id", "status", "id"),
         Index("ix_registrations_registration_type_id", "registration_type", "id"),
         Index("ix_registrations_status_changed_at_id", "status_changed_at", "id"),
+        Index("ix_registrations_status_status_changed_at_id", "status", "status_changed_at", "id"),
+        Index(
+            "ix_registrations_registration_type_status_changed_at_id",
+            "registration_type",
+            "status_changed_at",
+            "id",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)

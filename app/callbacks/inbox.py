@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
@@ -62,8 +62,19 @@ async def store_callbacks(
         .returning(TABLE.c.id, TABLE.c.dedup_key)
     )
     rows = [
-        {**asdict(callback), "state": EventState.RECEIVED, "duplicate_count": 0}
-        for callback in first.values()
+        {
+            "dedup_key": c.dedup_key,
+            "event_id": c.event_id,
+            "registration_id": c.registration_id,
+            "body": c.body,
+            "headers": c.headers,
+            "peer": c.peer,
+            "secret_index": c.secret_index,
+            "received_at": c.received_at,
+            "state": EventState.RECEIVED,
+            "duplicate_count": 0,
+        }
+        for c in first.values()
     ]
     result = await connection.execute(statement, rows)
     inserted: dict[str, int] = {key: row_id for row_id, key in result.all()}

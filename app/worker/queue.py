@@ -8,10 +8,14 @@ id can be enqueued again (a replay, a sweep after a lost job).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Final
 
 from arq import ArqRedis
 from arq.connections import RedisSettings
+from arq.constants import default_queue_name, expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -65,6 +69,42 @@ def create_redis(settings: Settings) -> ArqRedis:
     return ArqRedis(pool_or_conn=pool)
 
 
+# arq's enqueue, for many jobs in one atomic call: a job is added (its key, then its queue entry)
+# only when neither its key nor a kept result exists, exactly the check arq makes per job.
+_ENQUEUE_MANY = """
+local added = 0
+for i = 3, #ARGV, 3 do
+  local id = ARGV[i]
+  if redis.call('EXISTS', ARGV[1] .. id, ARGV[2] .. id) == 0 then
+    redis.call('PSETEX', ARGV[1] .. id, expires_extra_ms, ARGV[i + 2])
+    redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
+    added = added + 1
+  end
+end
+return added
+""".replace("expires_extra_ms", str(expires_extra_ms))
+
+
+async def enqueue_events(redis: ArqRedis, row_ids: Sequence[int]) -> int:
+    """Enqueue processing of many inbox rows in one Redis round trip; answers how many were new.
+
+    The jobs are the ones `enqueue_event` makes (same ids, same payload), so a worker cannot tell
+    them apart. Raises like `enqueue_event` when Redis cannot be reached.
+    """
+    if not row_ids:
+        return 0
+    now = timestamp_ms()
+    arguments: list[str | bytes | int] = [job_key_prefix, result_key_prefix]
+    for row_id in row_ids:
+        arguments += [
+            event_job_id(row_id),
+            now,
+            serialize_job(PROCESS_EVENT, (row_id,), {}, None, now),
+        ]
+    added = await redis.eval(_ENQUEUE_MANY, 1, default_queue_name, *arguments)  # type: ignore[arg-type,misc]
+    return int(added)
+
+
 async def enqueue_event(redis: ArqRedis, row_id: int) -> bool:
     """Enqueue processing of inbox row `row_id`. False when it was already queued.
 
@@ -81,6 +121,7 @@ __all__ = [
     "RedisError",
     "create_redis",
     "enqueue_event",
+    "enqueue_events",
     "event_job_id",
     "redis_settings",
 ]

@@ -1,0 +1,117 @@
+"""Shapes shared by the internal API's documents: the camelCase base model, times, and problems.
+
+Problem documents themselves are made by app/problems.py; `problem_responses` only describes them
+in the OpenAPI document, so routes can list the errors they answer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
+from pydantic.alias_generators import to_camel
+
+from app.problems import PROBLEM_MEDIA_TYPE
+
+
+class ApiModel(BaseModel):
+    """A document of the internal API: camelCase field names (FastAPI serializes by alias),
+    built from ORM rows by attribute."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, from_attributes=True, frozen=True
+    )
+
+
+def _iso_with_offset(value: datetime) -> str:
+    # pydantic would write UTC as `Z`; the contract asks for an offset, so `+00:00` it is.
+    return value.astimezone(UTC).isoformat()
+
+
+ApiTime = Annotated[
+    datetime,
+    PlainSerializer(_iso_with_offset, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+"""A time in an answer: ISO 8601 in UTC with its offset, e.g. `2026-01-01T10:00:00+00:00`."""
+
+
+class Problem(BaseModel):
+    """An error answer (RFC 9457)."""
+
+    type: str = Field(default="about:blank", description="Always `about:blank`.")
+    title: str = Field(description="The HTTP status's phrase, or a short title of the problem.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str | None = Field(default=None, description="What went wrong, for a human.")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="On 422: each invalid parameter's location (`loc`), message and type.",
+    )
+
+
+# Inline rather than a `$ref`: FastAPI files a response `model` under application/json only.
+PROBLEM_SCHEMA: dict[str, Any] = Problem.model_json_schema()
+
+_DESCRIPTIONS = {
+    400: "The request is malformed (for example, a cursor this listing did not hand out).",
+    401: "No bearer token, a token that is not accepted, or no token configured at all.",
+    404: "Not found.",
+    422: "A parameter is not valid; `errors` says which.",
+    502: "Sinch answered something this service cannot use.",
+    503: "Sinch cannot be reached now, or is not configured.",
+}
+
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "The authentication scheme: `Bearer`.",
+            "schema": {"type": "string"},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again, when Sinch said so.",
+            "required": False,
+            "schema": {"type": "string"},
+        }
+    },
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses, each a problem document."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {
+            "description": _DESCRIPTIONS[status],
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}},
+        }
+        if status in _HEADERS:
+            entry["headers"] = _HEADERS[status]
+        responses[status] = entry
+    return responses
+
+
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+"""Text parameters (ids, states) hold no control characters: PostgreSQL refuses NUL in text."""
+MAX_TEXT_LENGTH = 255
+
+
+def _as_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is past the largest datetime in UTC
+        raise ValueError("the time is out of range once converted to UTC") from None
+
+
+QueryTime = Annotated[AwareDatetime, AfterValidator(_as_utc)]
+"""A time parameter: ISO 8601 with an offset (a time without one is refused), read as UTC."""

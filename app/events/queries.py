@@ -1,0 +1,84 @@
+"""Read-side SQL of the internal API over kept callback events. Never writes.
+
+Listings are newest first, keyset-paginated on the id (ids only grow, so a walk never sees a row
+twice and never misses one that existed when it started): the primary key without a filter,
+(state, id) with `state`, (registration_id, id) with `registrationId` (migrations 0001, 0002).
+The raw body and headers are never loaded: they can be large and no answer shows them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import load_only
+
+from app.models import CallbackEvent, EventState
+
+MAX_ROW_ID = 2**63 - 1
+"""The largest id either database stores (BIGINT, SQLite INTEGER)."""
+
+_SHOWN = load_only(
+    CallbackEvent.id,
+    CallbackEvent.dedup_key,
+    CallbackEvent.registration_id,
+    CallbackEvent.state,
+    CallbackEvent.outcome,
+    CallbackEvent.attempts,
+    CallbackEvent.last_error,
+    CallbackEvent.received_at,
+    CallbackEvent.processed_at,
+    CallbackEvent.duplicate_count,
+    raiseload=True,
+)
+
+
+class EventKey(BaseModel):
+    """Where a listing of events stopped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: int = Field(ge=1, le=MAX_ROW_ID)
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilters:
+    state: EventState | None = None
+    registration_id: str | None = None
+
+
+def event_statement(row_id: int) -> Select[CallbackEvent]:
+    return select(CallbackEvent).where(CallbackEvent.id == row_id).options(_SHOWN)
+
+
+async def get_event(session: AsyncSession, row_id: int) -> CallbackEvent | None:
+    result = await session.execute(event_statement(row_id))
+    return result.scalar_one_or_none()
+
+
+def list_statement(
+    filters: EventFilters, *, before: EventKey | None, limit: int
+) -> Select[CallbackEvent]:
+    """Events matching `filters` older than `before`, newest first, at most `limit` of them."""
+    statement = select(CallbackEvent).options(_SHOWN)
+    if filters.state is not None:
+        statement = statement.where(CallbackEvent.state == filters.state)
+    if filters.registration_id is not None:
+        statement = statement.where(CallbackEvent.registration_id == filters.registration_id)
+    if before is not None:
+        statement = statement.where(CallbackEvent.id < before.id)
+    return statement.order_by(CallbackEvent.id.desc()).limit(limit)
+
+
+async def list_events(
+    session: AsyncSession, filters: EventFilters, *, before: EventKey | None, limit: int
+) -> Sequence[CallbackEvent]:
+    result = await session.execute(list_statement(filters, before=before, limit=limit))
+    return result.scalars().all()
+
+
+def key_of(event: CallbackEvent) -> EventKey:
+    return EventKey(id=event.id)

@@ -1,0 +1,112 @@
+"""Internal API over kept callback events (`/v1/events`). HTTP only: parse, call, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from redis.exceptions import RedisError
+
+from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
+from app.auth import require_token
+from app.deps import ResourcesDep, SessionDep
+from app.events import queries
+from app.events.processing import reset_for_replay
+from app.events.schemas import EventOut, EventPage
+from app.models import EventState
+from app.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, optional_cursor, page
+from app.problems import ProblemError
+from app.worker.queue import enqueue_event
+
+log = logging.getLogger(__name__)
+
+ENQUEUE_TIMEOUT_SECONDS = 3.0
+
+router = APIRouter(
+    prefix="/v1/events",
+    tags=["events"],
+    dependencies=[Depends(require_token)],
+    responses=problem_responses(401, 422),
+)
+
+EventRowId = Annotated[
+    int,
+    Path(alias="id", ge=1, le=queries.MAX_ROW_ID, description="The event's `id` (not `eventId`)."),
+]
+
+_NOT_FOUND = "No event with this id is kept."
+
+
+@router.get(
+    "",
+    operation_id="listEvents",
+    summary="List kept callback events, newest first",
+    responses=problem_responses(400),
+)
+async def list_events(
+    session: SessionDep,
+    state: Annotated[EventState | None, Query(description="Only events in this state.")] = None,
+    registration_id: Annotated[
+        str | None,
+        Query(
+            alias="registrationId",
+            min_length=1,
+            max_length=MAX_TEXT_LENGTH,
+            pattern=PRINTABLE_PATTERN,
+            description="Only events about this registration.",
+        ),
+    ] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> EventPage:
+    filters = queries.EventFilters(state=state, registration_id=registration_id)
+    before = optional_cursor(cursor, queries.EventKey)
+    rows = await queries.list_events(session, filters, before=before, limit=limit + 1)
+    items, next_cursor = page(rows, limit, queries.key_of)
+    return EventPage(items=[EventOut.model_validate(row) for row in items], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{id}",
+    operation_id="getEvent",
+    summary="One kept callback event (without its body and headers)",
+    responses=problem_responses(404),
+)
+async def get_event(session: SessionDep, row_id: EventRowId) -> EventOut:
+    event = await queries.get_event(session, row_id)
+    if event is None:
+        raise ProblemError(404, _NOT_FOUND)
+    return EventOut.model_validate(event)
+
+
+@router.post(
+    "/{id}/replay",
+    operation_id="replayEvent",
+    summary="Process the event again",
+    description="Puts the event back to `received` and queues its processing. Answers 202 even "
+    "when the queue cannot be reached: the worker's sweep picks up `received` events.",
+    status_code=202,
+    responses=problem_responses(404),
+)
+async def replay_event(
+    resources: ResourcesDep, session: SessionDep, row_id: EventRowId
+) -> EventOut:
+    async with session.begin():
+        if not await reset_for_replay(session, row_id):
+            raise ProblemError(404, _NOT_FOUND)
+        event = await queries.get_event(session, row_id)
+        assert event is not None  # locked by reset_for_replay until the commit
+        answer = EventOut.model_validate(event)
+    try:
+        async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
+            await enqueue_event(resources.redis, row_id)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(
+            "replay not enqueued (%s); the sweep will pick it up",
+            type(exc).__name__,
+            extra={"row_id": row_id},
+        )
+    log.info("event replay requested", extra={"row_id": row_id})
+    return answer

@@ -1,0 +1,122 @@
+"""Read-side SQL of the internal API over registrations and their history. Never writes.
+
+Statement builders are separate from their execution so that the query-plan test EXPLAINs the
+very SQL the routes run. Every listing is keyset-paginated on an index (migrations 0001, 0002):
+
+- no filter, ordered by id: the primary key;
+- `status` (with or without `registrationType`), by id: (status, id);
+- `registrationType`, by id: (registration_type, id);
+- `updatedSince`, by (status_changed_at, id): (status_changed_at, id);
+- `updatedSince` and `status`: (status, status_changed_at, id);
+- `updatedSince` and `registrationType`: (registration_type, status_changed_at, id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN
+from app.models import Registration, RegistrationHistory
+
+
+class _Key(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IdKey(_Key):
+    """Where a listing ordered by id stopped."""
+
+    id: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=PRINTABLE_PATTERN)
+
+
+class ChangedKey(IdKey):
+    """Where a listing ordered by (statusChangedAt, id) stopped."""
+
+    at: AwareDatetime
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationFilters:
+    status: str | None = None
+    registration_type: str | None = None
+    updated_since: datetime | None = None
+    """Only registrations whose `status_changed_at` is at or after it; orders by that time."""
+
+    @property
+    def by_change(self) -> bool:
+        return self.updated_since is not None
+
+
+def registration_statement(registration_id: str) -> Select[Registration]:
+    return select(Registration).where(Registration.id == registration_id)
+
+
+async def get_registration(session: AsyncSession, registration_id: str) -> Registration | None:
+    result = await session.execute(registration_statement(registration_id))
+    return result.scalar_one_or_none()
+
+
+def list_statement(
+    filters: RegistrationFilters, *, after: IdKey | None, limit: int
+) -> Select[Registration]:
+    """Registrations matching `filters` after the key `after`, in the listing's order.
+
+    Without `updatedSince` the order is by id: ids never change, so a walk sees every row that
+    existed when it started exactly once. With it, the order is by (status_changed_at, id), the
+    natural feed of changes: that time only grows (the recency guard), so a row changed during a
+    walk moves behind the cursor and is seen again with its newer state, never lost. `after` must
+    be a `ChangedKey` then. Asks for `limit` rows (callers pass one more to detect a next page).
+    """
+    statement = select(Registration)
+    if filters.status is not None:
+        statement = statement.where(Registration.status == filters.status)
+    if filters.registration_type is not None:
+        statement = statement.where(Registration.registration_type == filters.registration_type)
+    if filters.updated_since is not None:
+        statement = statement.where(Registration.status_changed_at >= filters.updated_since)
+        if after is not None:
+            assert isinstance(after, ChangedKey)
+            statement = statement.where(
+                tuple_(Registration.status_changed_at, Registration.id) > (after.at, after.id)
+            )
+        statement = statement.order_by(Registration.status_changed_at, Registration.id)
+    else:
+        if after is not None:
+            statement = statement.where(Registration.id > after.id)
+        statement = statement.order_by(Registration.id)
+    return statement.limit(limit)
+
+
+async def list_registrations(
+    session: AsyncSession, filters: RegistrationFilters, *, after: IdKey | None, limit: int
+) -> Sequence[Registration]:
+    result = await session.execute(list_statement(filters, after=after, limit=limit))
+    return result.scalars().all()
+
+
+def key_of(filters: RegistrationFilters, registration: Registration) -> IdKey:
+    """The sort key of `registration` in the listing `filters` select."""
+    if filters.by_change:
+        assert registration.status_changed_at is not None  # the filter excludes NULL
+        return ChangedKey(id=registration.id, at=registration.status_changed_at)
+    return IdKey(id=registration.id)
+
+
+def history_statement(registration_id: str) -> Select[RegistrationHistory]:
+    return (
+        select(RegistrationHistory)
+        .where(RegistrationHistory.registration_id == registration_id)
+        .order_by(RegistrationHistory.at, RegistrationHistory.id)
+    )
+
+
+async def history(session: AsyncSession, registration_id: str) -> Sequence[RegistrationHistory]:
+    """Every status change of the registration, oldest first (Sinch's time, then arrival)."""
+    result = await session.execute(history_statement(registration_id))
+    return result.scalars().all()

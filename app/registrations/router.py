@@ -1,0 +1,193 @@
+"""Internal API over registrations (`/v1/registrations`). HTTP only: parse, call, answer.
+
+Reads come from the local copy, never from Sinch; only `refresh` calls Sinch, and it does so before
+its transaction begins, so no database lock is held across the network call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api_schemas import (
+    MAX_TEXT_LENGTH,
+    PRINTABLE_PATTERN,
+    QueryTime,
+    problem_responses,
+)
+from app.auth import require_token
+from app.db import utcnow
+from app.deps import Resources, ResourcesDep, SessionDep
+from app.models import HistorySource
+from app.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, optional_cursor, page
+from app.problems import ProblemError
+from app.registrations import queries
+from app.registrations.schemas import HistoryItem, HistoryOut, RegistrationOut, RegistrationPage
+from app.registrations.service import apply_snapshot
+from app.sinch.errors import SinchError, SinchNotFoundError, SinchRetryableError
+from app.sinch.schemas import SinchRegistration
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(
+    prefix="/v1/registrations",
+    tags=["registrations"],
+    dependencies=[Depends(require_token)],
+    responses=problem_responses(401, 422),
+)
+
+RegistrationId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        pattern=PRINTABLE_PATTERN,
+        alias="id",
+        description="The registration's id (Sinch's).",
+    ),
+]
+
+
+async def _get_or_404(session: AsyncSession, registration_id: str) -> RegistrationOut:
+    registration = await queries.get_registration(session, registration_id)
+    if registration is None:
+        raise ProblemError(404, "No registration with this id is known here.")
+    return RegistrationOut.model_validate(registration)
+
+
+@router.get(
+    "",
+    operation_id="listRegistrations",
+    summary="List registrations",
+    description="Ordered by id; with `updatedSince`, by (`statusChangedAt`, id), oldest first, "
+    "so a registration changed during a walk shows up again with its newer state.",
+    responses=problem_responses(400),
+)
+async def list_registrations(
+    session: SessionDep,
+    status: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_TEXT_LENGTH,
+            pattern=PRINTABLE_PATTERN,
+            description="Only registrations in this state (Sinch's name, e.g. `APPROVED`).",
+        ),
+    ] = None,
+    registration_type: Annotated[
+        str | None,
+        Query(
+            alias="registrationType",
+            min_length=1,
+            max_length=MAX_TEXT_LENGTH,
+            pattern=PRINTABLE_PATTERN,
+            description="Only registrations of this type (e.g. `ALPHANUMERIC_SENDER_ID`).",
+        ),
+    ] = None,
+    updated_since: Annotated[
+        QueryTime | None,
+        Query(
+            alias="updatedSince",
+            description="Only registrations whose `statusChangedAt` is at or after this time "
+            "(ISO 8601 with an offset).",
+        ),
+    ] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> RegistrationPage:
+    filters = queries.RegistrationFilters(
+        status=status, registration_type=registration_type, updated_since=updated_since
+    )
+    key_model = queries.ChangedKey if filters.by_change else queries.IdKey
+    after = optional_cursor(cursor, key_model)
+    rows = await queries.list_registrations(session, filters, after=after, limit=limit + 1)
+    items, next_cursor = page(rows, limit, lambda row: queries.key_of(filters, row))
+    return RegistrationPage(
+        items=[RegistrationOut.model_validate(row) for row in items], next_cursor=next_cursor
+    )
+
+
+@router.get(
+    "/{id}",
+    operation_id="getRegistration",
+    summary="One registration, as kept locally",
+    responses=problem_responses(404),
+)
+async def get_registration(session: SessionDep, registration_id: RegistrationId) -> RegistrationOut:
+    return await _get_or_404(session, registration_id)
+
+
+@router.get(
+    "/{id}/history",
+    operation_id="getRegistrationHistory",
+    summary="A registration's status changes, oldest first",
+    responses=problem_responses(404),
+)
+async def get_history(session: SessionDep, registration_id: RegistrationId) -> HistoryOut:
+    if await queries.get_registration(session, registration_id) is None:
+        raise ProblemError(404, "No registration with this id is known here.")
+    rows = await queries.history(session, registration_id)
+    return HistoryOut(items=[HistoryItem.model_validate(row) for row in rows])
+
+
+@router.post(
+    "/{id}/refresh",
+    operation_id="refreshRegistration",
+    summary="Fetch the registration from Sinch now and apply it",
+    description="Applies Sinch's document with the recency guard (newer local news is kept) and "
+    "answers the registration as kept afterwards. Works for a registration not yet known here.",
+    responses=problem_responses(404, 502, 503),
+)
+async def refresh_registration(
+    resources: ResourcesDep,
+    session: SessionDep,
+    registration_id: RegistrationId,
+) -> RegistrationOut:
+    snapshot = await _fetch(resources, registration_id)
+    async with session.begin():
+        await apply_snapshot(
+            session, snapshot, source=HistorySource.REFETCH, event_id=None, now=utcnow()
+        )
+        registration = await _get_or_404(session, registration_id)
+    log.info("registration refreshed", extra={"registration_id": registration_id})
+    return registration
+
+
+async def _fetch(resources: Resources, registration_id: str) -> SinchRegistration:
+    """GET the registration from Sinch, every failure turned into its problem answer.
+
+    The Sinch client's messages hold no secret, but they are still not echoed: they name Sinch's
+    URLs and statuses, which are none of the caller's business beyond "unavailable".
+    """
+    if resources.sinch is None:
+        raise ProblemError(503, "Sinch credentials not configured.")
+    try:
+        snapshot = await resources.sinch.get_registration(registration_id)
+    except SinchNotFoundError:
+        raise ProblemError(404, "Sinch has no registration with this id.") from None
+    except SinchRetryableError as exc:
+        log.warning(
+            "refresh: Sinch unavailable (%s)",
+            exc.status_code or "no answer",
+            extra={"registration_id": registration_id},
+        )
+        headers = (
+            {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+            if exc.retry_after is not None
+            else None
+        )
+        raise ProblemError(503, "Sinch is unavailable; try again later.", headers=headers) from None
+    except SinchError as exc:
+        log.warning(
+            "refresh: Sinch answer unusable (%s)",
+            type(exc).__name__,
+            extra={"registration_id": registration_id},
+        )
+        raise ProblemError(502, "Sinch answered something this service cannot use.") from None
+    if snapshot.id != registration_id:
+        raise ProblemError(502, "Sinch answered a different registration than the one asked for.")
+    return snapshot

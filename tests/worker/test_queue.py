@@ -1,0 +1,37 @@
+"""Batched enqueueing makes exactly the jobs arq's own `enqueue_job` makes."""
+
+from __future__ import annotations
+
+from arq.jobs import Job
+
+from app.settings import Settings
+from app.worker.queue import (
+    PROCESS_EVENT,
+    create_redis,
+    enqueue_event,
+    enqueue_events,
+    event_job_id,
+)
+from tests.conftest import make_settings
+
+
+async def test_enqueue_events_matches_arq_and_skips_queued_jobs(redis_url: str) -> None:
+    settings: Settings = make_settings("sqlite+aiosqlite:///:memory:", redis_url)
+    redis = create_redis(settings)
+    try:
+        assert await enqueue_events(redis, [1, 2]) == 2
+        assert await enqueue_events(redis, [2, 3]) == 1  # 2 is queued already
+        assert await enqueue_event(redis, 3) is False  # and arq's own check agrees
+        assert await enqueue_events(redis, []) == 0
+
+        batched = await Job(event_job_id(1), redis).info()
+        assert await enqueue_event(redis, 4) is True
+        single = await Job(event_job_id(4), redis).info()
+        assert batched is not None
+        assert single is not None
+        assert (batched.function, batched.args, batched.kwargs) == (PROCESS_EVENT, (1,), {})
+        assert (single.function, single.args) == (PROCESS_EVENT, (4,))
+        queued = await redis.zrange("arq:queue", 0, -1)
+        assert sorted(queued) == sorted(event_job_id(n).encode() for n in (1, 2, 3, 4))
+    finally:
+        await redis.aclose()
