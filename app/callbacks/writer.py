@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.callbacks.inbox import NewCallback, Stored, store_callbacks
+from app.callbacks.inbox import NewCallback, Stored, store_callbacks, store_callbacks_asyncpg
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,25 @@ class InboxWriter:
                 for _ in batch:
                     self._queue.task_done()
 
+    async def _commit(self, callbacks: list[NewCallback]) -> list[Stored]:
+        if self._engine.dialect.name != "postgresql":
+            async with self._engine.begin() as connection:
+                return await store_callbacks(connection, callbacks)
+        # PostgreSQL: straight through asyncpg on a pooled connection (see inbox.py for why).
+        async with self._engine.connect() as connection:
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            try:
+                async with driver.transaction():
+                    return await store_callbacks_asyncpg(driver, callbacks)
+            except Exception:
+                await connection.invalidate()  # its state is unknown: never reuse it
+                raise
+
     async def _write(self, batch: list[_Pending]) -> None:
         try:
-            async with self._engine.begin() as connection:
-                results = await store_callbacks(connection, [callback for callback, _ in batch])
+            results = await self._commit([callback for callback, _ in batch])
         except Exception as exc:  # every waiting request answers 503; nothing was kept
             log.warning("inbox commit failed for %d callbacks: %s", len(batch), type(exc).__name__)
             for _, future in batch:

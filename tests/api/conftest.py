@@ -1,0 +1,158 @@
+"""Fixtures for the internal API's tests: the simulator as Sinch, an authorized client, and ways
+to put data in through the service's own code paths (apply_snapshot, signed callbacks, the
+processing steps the worker runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.callbacks.signature import sign
+from app.db import create_engine, create_sessionmaker, utcnow
+from app.models import HistorySource
+from app.registrations.service import apply_snapshot
+from app.settings import Settings
+from app.simulator import SimulatorControl, SimulatorServer
+from app.sinch.schemas import SinchRegistration
+from tests.conftest import API_TOKEN, CALLBACK_SECRET, make_settings
+from tests.support.servers import serve
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+PROBLEM = "application/problem+json"
+CALLBACK_PATH = "/callbacks/sinch/registrations"
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[SimulatorServer]:
+    with SimulatorServer(seed=11, key_secret="sim-key-secret-never-logged") as server:
+        yield server
+
+
+@pytest.fixture
+async def sim(sim_server: SimulatorServer) -> AsyncIterator[SimulatorControl]:
+    async with SimulatorControl(sim_server.base_url) as control:
+        await control.reset()
+        yield control
+
+
+def api_settings(
+    sim_server: SimulatorServer, database_url: str, redis_url: str, **overrides: Any
+) -> Settings:
+    """The service pointed at the simulator as Sinch; callbacks signed with CALLBACK_SECRET."""
+    values: dict[str, Any] = {
+        "sinch_api_base_url": sim_server.base_url,
+        "sinch_auth_url": sim_server.auth_url,
+        "sinch_project_id": sim_server.project_id,
+        "sinch_key_id": sim_server.key_id,
+        "sinch_key_secret": sim_server.key_secret,
+        **overrides,
+    }
+    return make_settings(database_url, redis_url, **values)
+
+
+@pytest.fixture
+def settings(sim_server: SimulatorServer, database_url: str, redis_url: str) -> Settings:
+    return api_settings(sim_server, database_url, redis_url)
+
+
+@pytest.fixture
+async def v1(api: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the same server as `api`, sending the bearer token."""
+    async with httpx.AsyncClient(base_url=api.base_url, headers=AUTH, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+def sinch_document(
+    registration_id: str,
+    status: str = "IN_QUEUE",
+    *,
+    at: datetime | None = None,
+    registration_type: str = "ALPHANUMERIC_SENDER_ID",
+) -> dict[str, Any]:
+    when = (at or datetime(2026, 1, 1, 10, 0, tzinfo=UTC)).astimezone(UTC)
+    return {
+        "id": registration_id,
+        "status": status,
+        "registrationType": registration_type,
+        "createTime": "2026-01-01T09:00:00",
+        "updateTime": when.replace(tzinfo=None).isoformat(),
+        "senderId": "ACME",
+    }
+
+
+async def put_registration(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    registration_id: str,
+    status: str = "IN_QUEUE",
+    *,
+    at: datetime | None = None,
+    registration_type: str = "ALPHANUMERIC_SENDER_ID",
+    source: HistorySource = HistorySource.RECONCILE,
+) -> None:
+    """Apply a Sinch document as the worker would, in its own transaction."""
+    document = sinch_document(registration_id, status, at=at, registration_type=registration_type)
+    async with sessionmaker.begin() as session:
+        await apply_snapshot(
+            session,
+            SinchRegistration.from_document(document),
+            source=source,
+            event_id=None,
+            now=utcnow(),
+        )
+
+
+async def post_callback(client: httpx.AsyncClient, body: bytes) -> None:
+    """Deliver a callback through the real endpoint, signed with the current secret."""
+    response = await client.post(
+        CALLBACK_PATH,
+        content=body,
+        headers={"X-Sinch-Signature": sign(body, CALLBACK_SECRET)},
+    )
+    assert response.status_code == 200, response.text
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    return body
+
+
+@contextmanager
+def served_in_thread(app: FastAPI) -> Iterator[str]:
+    """Serve `app` (tests/support/servers.serve) on its own event loop in a thread, for callers
+    that make blocking requests (schemathesis uses `requests`); yields the base URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="api-under-test", daemon=True)
+    thread.start()
+    server = serve(app)
+    try:
+        base_url = asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(30)
+        try:
+            yield base_url
+        finally:
+            asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

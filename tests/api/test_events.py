@@ -1,0 +1,231 @@
+"""`/v1/events`: list, show and replay kept callbacks, over real HTTP, on both databases.
+
+Events reach the inbox through the real callback endpoint and are processed by the steps the
+worker runs (app.events.processing), so every state is one the service itself produces.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import redis.asyncio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import utcnow
+from app.events import processing
+from app.main import create_app
+from app.models import EventState
+from app.settings import Settings
+from app.worker.queue import event_job_id
+from tests.api.conftest import AUTH, assert_problem, post_callback, put_registration
+from tests.api.test_registrations import forged
+from tests.conftest import make_settings
+from tests.support.reads import events
+from tests.support.servers import free_port, serve
+
+Sessions = async_sessionmaker[AsyncSession]
+FIELDS = {
+    "id",
+    "eventId",
+    "registrationId",
+    "state",
+    "outcome",
+    "attempts",
+    "lastError",
+    "receivedAt",
+    "processedAt",
+    "duplicateCount",
+}
+
+
+def callback(event_id: str | None, registration_id: str, status: str, at: str) -> bytes:
+    document = {
+        "eventType": "REGISTRATION_STATUS_UPDATE",
+        "resourceId": registration_id,
+        "resourceType": "REGISTRATION",
+        "status": status,
+        "createTime": at,
+    }
+    if event_id is not None:
+        document["eventId"] = event_id
+    return json.dumps(document).encode()
+
+
+async def kept_ids(settings: Settings) -> list[int]:
+    return [event.id for event in await events(settings)]
+
+
+async def process(sessionmaker: Sessions, row_id: int) -> None:
+    async with sessionmaker.begin() as session:
+        step = await processing.begin(session, row_id, now=utcnow())
+    assert isinstance(step, processing.Finished), step
+
+
+async def fail(sessionmaker: Sessions, row_id: int) -> None:
+    async with sessionmaker.begin() as session:
+        await processing.give_up(
+            session,
+            row_id,
+            state=EventState.FAILED,
+            outcome="failed:retries_exhausted",
+            error="Sinch get registration answered 503",
+            now=utcnow(),
+        )
+
+
+@pytest.fixture
+async def four_events(
+    api: httpx.AsyncClient, settings: Settings, sessionmaker: Sessions
+) -> dict[str, int]:
+    """One event in each state, oldest first: processed, received, failed, invalid."""
+    await put_registration(sessionmaker, "reg-a", "IN_QUEUE", at=datetime(2026, 1, 1, tzinfo=UTC))
+    await post_callback(api, callback("e-1", "reg-a", "IN_PROGRESS", "2026-01-01T11:00:00"))
+    await post_callback(api, callback("e-1", "reg-a", "IN_PROGRESS", "2026-01-01T11:00:00"))
+    await post_callback(api, callback(None, "reg-b", "APPROVED", "2026-01-01T11:00:00"))
+    await post_callback(api, callback("e-3", "reg-a", "APPROVED", "2026-01-01T12:00:00"))
+    await post_callback(api, b"not json at all")
+    processed, received, failed, invalid = await kept_ids(settings)
+    await process(sessionmaker, processed)
+    await fail(sessionmaker, failed)
+    await process(sessionmaker, invalid)
+    return {"processed": processed, "received": received, "failed": failed, "invalid": invalid}
+
+
+async def test_show_one_event(v1: httpx.AsyncClient, four_events: dict[str, int]) -> None:
+    response = await v1.get(f"/v1/events/{four_events['processed']}")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == FIELDS  # never the body or the headers
+    assert body["id"] == four_events["processed"]
+    assert body["eventId"] == "e-1"
+    assert body["registrationId"] == "reg-a"
+    assert body["state"] == "processed"
+    assert body["outcome"] == "applied:trusted"
+    assert body["attempts"] == 1
+    assert body["lastError"] is None
+    assert body["duplicateCount"] == 1
+    assert body["receivedAt"].endswith("+00:00")
+    assert body["processedAt"].endswith("+00:00")
+    assert body["processedAt"] >= body["receivedAt"]
+
+    derived = (await v1.get(f"/v1/events/{four_events['received']}")).json()
+    assert derived["eventId"].startswith("sha256:")
+    assert (derived["state"], derived["outcome"], derived["processedAt"]) == (
+        "received",
+        None,
+        None,
+    )
+    failed = (await v1.get(f"/v1/events/{four_events['failed']}")).json()
+    assert (failed["state"], failed["lastError"]) == (
+        "failed",
+        "Sinch get registration answered 503",
+    )
+    invalid = (await v1.get(f"/v1/events/{four_events['invalid']}")).json()
+    assert (invalid["state"], invalid["registrationId"]) == ("invalid", None)
+
+
+async def test_unknown_event_is_404(v1: httpx.AsyncClient) -> None:
+    assert_problem(await v1.get("/v1/events/999999"), 404)
+    assert_problem(await v1.post("/v1/events/999999/replay"), 404)
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-1", "1.5", str(2**63)])
+async def test_bad_event_ids_are_422(v1: httpx.AsyncClient, bad: str) -> None:
+    assert_problem(await v1.get(f"/v1/events/{bad}"), 422)
+    assert_problem(await v1.post(f"/v1/events/{bad}/replay"), 422)
+
+
+async def test_list_newest_first_with_filters_and_pages(
+    v1: httpx.AsyncClient, four_events: dict[str, int]
+) -> None:
+    async def walk(**params: object) -> list[int]:
+        seen: list[int] = []
+        cursor: str | None = None
+        while True:
+            query = {**params, **({"cursor": cursor} if cursor else {})}
+            response = await v1.get("/v1/events", params=query)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert all(set(item) == FIELDS for item in body["items"])
+            seen.extend(item["id"] for item in body["items"])
+            cursor = body["nextCursor"]
+            if cursor is None:
+                return seen
+
+    newest_first = sorted(four_events.values(), reverse=True)
+    assert await walk() == newest_first
+    assert await walk(limit=1) == newest_first
+    assert await walk(limit=3) == newest_first
+    for state, row_id in four_events.items():
+        assert await walk(state=state) == [row_id]
+    assert await walk(registrationId="reg-a", limit=1) == [
+        four_events["failed"],
+        four_events["processed"],
+    ]
+    assert await walk(registrationId="reg-a", state="failed") == [four_events["failed"]]
+    assert await walk(registrationId="nobody") == []
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"state": "done"}, 422),
+        ({"limit": "0"}, 422),
+        ({"limit": "501"}, 422),
+        ({"registrationId": "a\x01b"}, 422),
+        ({"cursor": "%%%"}, 400),
+        ({"cursor": forged({"id": "7"}) + "x"}, 400),
+        ({"cursor": forged({"id": 0})}, 400),
+        ({"cursor": forged({"id": 2**63})}, 400),
+        ({"cursor": forged({"id": "reg-1"})}, 400),
+    ],
+)
+async def test_bad_list_parameters_are_problems(
+    v1: httpx.AsyncClient, params: dict[str, str], status: int
+) -> None:
+    assert_problem(await v1.get("/v1/events", params=params), status)
+
+
+async def test_replay_resets_and_enqueues(
+    v1: httpx.AsyncClient, settings: Settings, four_events: dict[str, int]
+) -> None:
+    row_id = four_events["failed"]
+    queue = redis.asyncio.Redis.from_url(settings.redis_url)
+    try:
+        await queue.flushdb()  # forget the jobs the callback endpoint queued on arrival
+        response = await v1.post(f"/v1/events/{row_id}/replay")
+        assert response.status_code == 202, response.text
+        body = response.json()
+        assert set(body) == FIELDS
+        assert (body["id"], body["state"], body["outcome"], body["processedAt"]) == (
+            row_id,
+            "received",
+            None,
+            None,
+        )
+        assert await queue.exists(f"arq:job:{event_job_id(row_id)}") == 1
+    finally:
+        await queue.aclose()
+    assert (await v1.get(f"/v1/events/{row_id}")).json() == body
+
+    processed = (await v1.post(f"/v1/events/{four_events['processed']}/replay")).json()
+    assert processed["state"] == "received"
+
+
+async def test_replay_answers_202_while_redis_is_down(
+    database_url: str, sessionmaker: Sessions
+) -> None:
+    settings = make_settings(database_url, f"redis://127.0.0.1:{free_port()}/0")
+    async with (
+        serve(create_app(settings)) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+    ):
+        await post_callback(client, callback("e-9", "reg-z", "APPROVED", "2026-01-01T11:00:00"))
+        [row_id] = await kept_ids(settings)
+        await fail(sessionmaker, row_id)
+        response = await client.post(f"/v1/events/{row_id}/replay", headers=AUTH)
+        assert response.status_code == 202
+        assert response.json()["state"] == "received"  # the sweep will find it

@@ -1,0 +1,205 @@
+"""On PostgreSQL, the internal API's reads use an index, never a sequential scan.
+
+The SQL EXPLAINed is the routes' own: the statement builders of the queries modules, compiled for
+the connection's dialect with the values inlined. The tables hold enough rows (and statistics, by
+ANALYZE) for the planner to prefer a sequential scan where no index fits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Select, insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.db import create_engine
+from app.events import queries as event_queries
+from app.events.queries import EventFilters
+from app.models import CallbackEvent, EventState, Registration, RegistrationHistory
+from app.registrations import queries as registration_queries
+from app.registrations.queries import RegistrationFilters
+from app.settings import Settings
+from tests.support.databases import truncate_postgres
+
+REGISTRATIONS = 5_000
+EVENTS = 20_000
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+TYPES = ("ALPHANUMERIC_SENDER_ID", "LONG_NUMBER", "SHORT_CODE", "RCS_AGENT")
+STATUSES = ("IN_QUEUE", "IN_PROGRESS", "APPROVED", "REJECTED", "PENDING", "ON_HOLD")
+# As in production: nearly every event is processed; the ones people look for are rare.
+STATE_WEIGHTS = {
+    EventState.PROCESSED: 94,
+    EventState.RECEIVED: 3,
+    EventState.FAILED: 2,
+    EventState.INVALID: 1,
+}
+LIMIT = 51  # what the routes ask for with the default limit of 50
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_session_url: str) -> Iterator[str]:
+    asyncio.run(truncate_postgres(postgres_session_url))
+    yield postgres_session_url
+    asyncio.run(truncate_postgres(postgres_session_url))
+
+
+@pytest.fixture
+async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(Settings(_env_file=None, database_url=postgres_url))  # type: ignore[call-arg]
+    async with engine.begin() as connection:
+        if not (await connection.execute(text("SELECT count(*) FROM registrations"))).scalar():
+            await fill(connection)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def fill(connection: AsyncConnection) -> None:
+    rng = random.Random(5)
+    now = datetime.now(UTC)
+    registrations: list[dict[str, Any]] = [
+        {
+            "id": f"{rng.getrandbits(64):016x}-{number}",
+            "status": rng.choice(STATUSES),
+            "registration_type": rng.choice(TYPES),
+            "status_changed_at": T0 + timedelta(seconds=rng.randrange(30 * 86_400)),
+            "last_synced_at": now,
+            "sinch": {"id": str(number), "senderId": "ACME" * 10},
+            "created_at": now,
+            "updated_at": now,
+        }
+        for number in range(REGISTRATIONS)
+    ]
+    await connection.execute(insert(Registration), registrations)
+    events = [
+        {
+            "dedup_key": f"event-{number}",
+            "event_id": f"event-{number}",
+            "registration_id": rng.choice(registrations)["id"],
+            "body": b"{}" * 50,
+            "headers": {"content-type": "application/json"},
+            "secret_index": 0,
+            "received_at": now,
+            "state": rng.choices(list(STATE_WEIGHTS), list(STATE_WEIGHTS.values()))[0],
+            "attempts": 1,
+        }
+        for number in range(EVENTS)
+    ]
+    await connection.execute(insert(CallbackEvent), events)
+    history = [
+        {
+            "registration_id": registration["id"],
+            "from_status": None,
+            "to_status": registration["status"],
+            "at": registration["status_changed_at"],
+            "source": "reconcile",
+            "recorded_at": now,
+        }
+        for registration in registrations
+    ]
+    await connection.execute(insert(RegistrationHistory), history)
+    for table in ("registrations", "registration_history", "callback_events"):
+        await connection.execute(text(f"ANALYZE {table}"))
+
+
+async def explain(engine: AsyncEngine, statement: Select[Any]) -> str:
+    async with engine.connect() as connection:
+        sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+        rows = await connection.execute(text(f"EXPLAIN {sql}"))
+        return "\n".join(row[0] for row in rows)
+
+
+def assert_indexed(plan: str, *indexes: str) -> None:
+    """No sequential scan, and the rows come from one of `indexes` (the ones meant for the case):
+    an index scan (plain, backward or index-only: "using <index>") or a bitmap index scan."""
+    assert "Seq Scan" not in plan, plan
+    assert any(
+        f"using {index} " in plan or f"Bitmap Index Scan on {index} " in plan for index in indexes
+    ), plan
+
+
+SINCE = T0 + timedelta(days=10)
+AFTER_ID = registration_queries.IdKey(id="8")
+AFTER_CHANGE = registration_queries.ChangedKey(id="8", at=T0 + timedelta(days=12))
+BY_STATUS = "ix_registrations_status_id"
+BY_TYPE = "ix_registrations_registration_type_id"
+BY_CHANGE = "ix_registrations_status_changed_at_id"
+BY_STATUS_CHANGE = "ix_registrations_status_status_changed_at_id"
+BY_TYPE_CHANGE = "ix_registrations_registration_type_status_changed_at_id"
+FILTERS = {
+    "none": (RegistrationFilters(), ["pk_registrations"]),
+    "status": (RegistrationFilters(status="APPROVED"), [BY_STATUS]),
+    "type": (RegistrationFilters(registration_type="SHORT_CODE"), [BY_TYPE]),
+    "status+type": (
+        RegistrationFilters(status="APPROVED", registration_type="SHORT_CODE"),
+        [BY_STATUS, BY_TYPE],
+    ),
+    "since": (RegistrationFilters(updated_since=SINCE), [BY_CHANGE]),
+    "since+status": (
+        RegistrationFilters(updated_since=SINCE, status="REJECTED"),
+        [BY_STATUS_CHANGE],
+    ),
+    "since+type": (
+        RegistrationFilters(updated_since=SINCE, registration_type="LONG_NUMBER"),
+        [BY_TYPE_CHANGE],
+    ),
+    "all": (
+        RegistrationFilters(
+            updated_since=SINCE, status="REJECTED", registration_type="LONG_NUMBER"
+        ),
+        [BY_STATUS_CHANGE, BY_TYPE_CHANGE],
+    ),
+}
+
+
+@pytest.mark.parametrize(("filters", "indexes"), FILTERS.values(), ids=FILTERS.keys())
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "next-page"])
+async def test_registration_list_uses_its_index(
+    engine: AsyncEngine,
+    filters: registration_queries.RegistrationFilters,
+    indexes: list[str],
+    paged: bool,
+) -> None:
+    after = (AFTER_CHANGE if filters.by_change else AFTER_ID) if paged else None
+    statement = registration_queries.list_statement(filters, after=after, limit=LIMIT)
+    assert_indexed(await explain(engine, statement), *indexes)
+
+
+async def test_registration_get_and_history_use_an_index(engine: AsyncEngine) -> None:
+    statement = registration_queries.registration_statement("x-1")
+    assert_indexed(await explain(engine, statement), "pk_registrations")
+    statement = registration_queries.history_statement("x-1")
+    assert_indexed(await explain(engine, statement), "ix_registration_history_registration_id_at")
+
+
+BY_STATE = "ix_callback_events_state_id"
+BY_REGISTRATION = "ix_callback_events_registration_id_id"
+EVENT_FILTERS = {
+    "none": (EventFilters(), ["pk_callback_events"]),
+    "state": (EventFilters(state=EventState.FAILED), [BY_STATE]),
+    "registration": (EventFilters(registration_id="x-1"), [BY_REGISTRATION]),
+    "both": (
+        EventFilters(state=EventState.FAILED, registration_id="x-1"),
+        [BY_REGISTRATION, BY_STATE],
+    ),
+}
+
+
+@pytest.mark.parametrize(("filters", "indexes"), EVENT_FILTERS.values(), ids=EVENT_FILTERS.keys())
+@pytest.mark.parametrize("paged", [False, True], ids=["first-page", "next-page"])
+async def test_event_list_uses_its_index(
+    engine: AsyncEngine, filters: event_queries.EventFilters, indexes: list[str], paged: bool
+) -> None:
+    before = event_queries.EventKey(id=EVENTS // 2) if paged else None
+    statement = event_queries.list_statement(filters, before=before, limit=LIMIT)
+    assert_indexed(await explain(engine, statement), *indexes)
+
+
+async def test_event_get_uses_an_index(engine: AsyncEngine) -> None:
+    assert_indexed(await explain(engine, event_queries.event_statement(42)), "pk_callback_events")
