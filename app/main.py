@@ -80,8 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.include_router(health_router)
+    # Routes are matched in order: the callback endpoint, the hot path, is tried first.
     app.include_router(callbacks_router)
+    app.include_router(health_router)
     app.include_router(registrations_router)
     app.include_router(events_router)
     return app
