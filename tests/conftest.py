@@ -17,6 +17,7 @@ import redis
 
 from app.main import create_app
 from app.settings import Settings
+from app.simulator import SimulatorControl, SimulatorServer
 from tests.support.databases import (
     copy_sqlite,
     create_postgres_database,
@@ -104,3 +105,21 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(base_url=base_url, timeout=30) as client,
     ):
         yield client
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[SimulatorServer]:
+    """The simulator as Sinch, over HTTP on loopback, for the whole run (directories may override
+    it with other credentials)."""
+    with SimulatorServer(seed=11, key_secret="sim-key-secret-never-logged") as server:
+        yield server
+
+
+@pytest.fixture
+async def sim(sim_server: SimulatorServer) -> AsyncIterator[SimulatorControl]:
+    """Control of the simulator, reset before and after the test (a test that changes the HMAC
+    secret must not sign the next test's callbacks with it)."""
+    async with SimulatorControl(sim_server.base_url) as control:
+        await control.reset()
+        yield control
+        await control.reset()

@@ -21,7 +21,7 @@ from app.db import create_engine, create_sessionmaker, utcnow
 from app.models import HistorySource
 from app.registrations.service import apply_snapshot
 from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
+from app.simulator import SimulatorServer
 from app.sinch.schemas import SinchRegistration
 from tests.conftest import API_TOKEN, CALLBACK_SECRET, make_settings
 from tests.support.servers import serve
@@ -29,19 +29,6 @@ from tests.support.servers import serve
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 PROBLEM = "application/problem+json"
 CALLBACK_PATH = "/callbacks/sinch/registrations"
-
-
-@pytest.fixture(scope="session")
-def sim_server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(seed=11, key_secret="sim-key-secret-never-logged") as server:
-        yield server
-
-
-@pytest.fixture
-async def sim(sim_server: SimulatorServer) -> AsyncIterator[SimulatorControl]:
-    async with SimulatorControl(sim_server.base_url) as control:
-        await control.reset()
-        yield control
 
 
 def api_settings(

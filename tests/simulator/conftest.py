@@ -5,14 +5,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from app.simulator import SimulatorControl, SimulatorServer
+from app.simulator import SimulatorServer
 from tests.simulator.sim_receiver import Receiver
 
 
@@ -20,13 +20,6 @@ from tests.simulator.sim_receiver import Receiver
 def sim_server() -> Iterator[SimulatorServer]:
     with SimulatorServer(seed=11, hmac_secret="simulator-hmac-secret-ü") as server:
         yield server
-
-
-@pytest.fixture
-async def sim(sim_server: SimulatorServer) -> AsyncIterator[SimulatorControl]:
-    async with SimulatorControl(sim_server.base_url) as control:
-        await control.reset()
-        yield control
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.simulator import SimulatorControl, SimulatorServer
+from app.simulator import SimulatorServer
 from app.sinch import SinchClient
 from tests.sinch.sinch_support import ClientFactory, client_for
 
@@ -17,13 +17,6 @@ from tests.sinch.sinch_support import ClientFactory, client_for
 def sim_server() -> Iterator[SimulatorServer]:
     with SimulatorServer(seed=4, key_secret="key-secret-never-shown-4711") as server:
         yield server
-
-
-@pytest.fixture
-async def sim(sim_server: SimulatorServer) -> AsyncIterator[SimulatorControl]:
-    async with SimulatorControl(sim_server.base_url) as control:
-        await control.reset()
-        yield control
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -10,26 +10,12 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
+from app.simulator import SimulatorServer
 from app.worker.context import WorkerContext
 from app.worker.queue import create_redis
 from app.worker.settings import build_worker_settings
 from tests.conftest import make_settings
 from tests.support.servers import serve
-
-
-@pytest.fixture(scope="session")
-def sim_server() -> Iterator[SimulatorServer]:
-    with SimulatorServer(seed=7, key_secret="sim-key-secret-never-logged") as server:
-        yield server
-
-
-@pytest.fixture
-async def sim(sim_server: SimulatorServer) -> AsyncIterator[SimulatorControl]:
-    async with SimulatorControl(sim_server.base_url) as control:
-        await control.reset()
-        yield control
-        await control.reset()  # a test that changed the HMAC secret must not sign the next ones
 
 
 def sim_settings(
