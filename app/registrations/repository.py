@@ -10,11 +10,35 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_for
-from app.models import Registration, RegistrationHistory, SyncState
+from app.models import HistorySource, Registration, RegistrationHistory, SyncState
+
+REGISTRATIONS = cast(Table, Registration.__table__)
+HISTORY = cast(Table, RegistrationHistory.__table__)
+
+# A trusted callback's two writes, as Core statements built once (building a statement per event
+# costs more than running it). Parameters: p_registration, p_from, p_to, p_at, p_event, p_now.
+ADD_CALLBACK_HISTORY = insert(HISTORY).values(
+    registration_id=bindparam("p_registration"),
+    from_status=bindparam("p_from"),
+    to_status=bindparam("p_to"),
+    at=bindparam("p_at"),
+    source=HistorySource.CALLBACK.value,
+    event_id=bindparam("p_event"),
+    recorded_at=bindparam("p_now"),
+)
+MOVE_STATUS = (
+    update(REGISTRATIONS)
+    .where(REGISTRATIONS.c.id == bindparam("p_registration"))
+    .values(
+        status=bindparam("p_to"),
+        status_changed_at=bindparam("p_at"),
+        updated_at=bindparam("p_now"),
+    )
+)
 
 
 async def lock(session: AsyncSession, registration_id: str) -> Registration | None:

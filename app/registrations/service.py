@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import HistorySource, Registration
+from app.models import HistorySource
 from app.registrations import repository
 from app.sinch.schemas import SinchRegistration
 
@@ -23,31 +23,6 @@ class SnapshotResult:
     applied: bool
     """False when the snapshot was older than what the registration already holds."""
     status_changed: bool
-
-
-def apply_event(
-    session: AsyncSession,
-    registration: Registration,
-    *,
-    status: str,
-    at: datetime,
-    event_id: str,
-    now: datetime,
-) -> None:
-    """Apply a trusted callback to a locked registration (the decision has checked recency)."""
-    repository.add_history(
-        session,
-        registration_id=registration.id,
-        from_status=registration.status,
-        to_status=status,
-        at=at,
-        source=HistorySource.CALLBACK,
-        event_id=event_id,
-        recorded_at=now,
-    )
-    registration.status = status
-    registration.status_changed_at = at
-    registration.updated_at = now
 
 
 async def apply_snapshot(

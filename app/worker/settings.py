@@ -110,6 +110,9 @@ def build_worker_settings(settings: Settings) -> type:
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "max_jobs": 20,
+        # arq reads at most 100 jobs per poll and polls every 0.5 s by default: a cap near 200
+        # jobs/s, and up to half a second of waiting per event. Polling Redis is cheap.
+        "poll_delay": 0.05,
         "keep_result": 0,
         "job_timeout": settings.job_timeout_seconds,
         "handle_signals": True,
