@@ -70,7 +70,10 @@ def configure_logging(settings: Settings) -> None:
     # uvicorn's access log repeats what our own lines say, without ids.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # arq's command line gives its logger a handler of its own: let the root one speak for it.
+    # Its two lines per job repeat the worker's own line per event (which carries the ids), at a
+    # cost the worker feels: keep only its warnings.
     logging.getLogger("arq").handlers.clear()
+    logging.getLogger("arq.worker").setLevel(logging.WARNING)
 
 
 def warn_about_missing_configuration(settings: Settings, log: logging.Logger) -> None:
