@@ -37,8 +37,11 @@ pytest: $(STAMP)
 demo: $(STAMP) services
 	$(BIN)/python -m app demo
 
+## make bench: the three benchmarks of bench/ (see bench/README.md); wants an otherwise idle machine
 bench: $(STAMP) services
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/callbacks.py; \
+	$(BIN)/python bench/worker.py; \
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
