@@ -43,6 +43,7 @@ import httpx  # noqa: E402
 import redis  # noqa: E402
 
 from app.callbacks.signature import sign  # noqa: E402
+from bench.procstat import CLOCK_TICKS, pids_named, process_ticks  # noqa: E402
 
 BENCH = ROOT / "bench"
 LUA_SCRIPT = BENCH / "callbacks.lua"
@@ -205,26 +206,6 @@ def parse_wrk(label: str, text: str, cpu: dict[str, float]) -> WrkRun:
 
 # ----------------------------------------------------------------------------- CPU accounting
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _process_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _pids_named(name: str) -> list[int]:
-    pids: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == name:
-                    pids.append(int(entry.name))
-    return pids
-
 
 Snapshot = dict[str, Any]
 
@@ -234,8 +215,8 @@ def cpu_snapshot(groups: Mapping[str, list[int] | str]) -> Snapshot:
     now), and of the whole machine (busy, total)."""
     processes: dict[str, dict[int, int]] = {}
     for name, members in groups.items():
-        pids = _pids_named(members) if isinstance(members, str) else members
-        processes[name] = {pid: _process_ticks(pid) for pid in pids}
+        pids = pids_named(members) if isinstance(members, str) else members
+        processes[name] = {pid: process_ticks(pid) for pid in pids}
     values = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     idle = values[3] + values[4]
     return {
@@ -256,7 +237,7 @@ def cpu_usage(before: Snapshot, after: Snapshot) -> dict[str, float]:
     for name, ticks in after["processes"].items():
         old = before["processes"].get(name, {})
         spent = sum(max(now - old.get(pid, 0), 0) for pid, now in ticks.items())
-        usage[name] = round(100 * spent / _CLOCK_TICKS / wall, 1)
+        usage[name] = round(100 * spent / CLOCK_TICKS / wall, 1)
     total = after["machine_total"] - before["machine_total"]
     if total > 0:
         busy = after["machine_busy"] - before["machine_busy"]

@@ -59,6 +59,7 @@ from app.models import CallbackEvent, EventState, Registration, RegistrationHist
 from app.settings import Settings  # noqa: E402
 from app.simulator.server import SimulatorServer  # noqa: E402
 from app.worker.queue import create_redis, enqueue_event  # noqa: E402
+from bench.procstat import CLOCK_TICKS, pids_named, process_ticks  # noqa: E402
 from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -100,27 +101,6 @@ def free_port() -> int:
         return port
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _process_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def _pids_named(name: str) -> list[int]:
-    pids: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == name:
-                    pids.append(int(entry.name))
-    return pids
-
-
 class CpuMeter:
     """CPU used over an interval, in percent of ONE core, by groups of processes; and the whole
     machine's busy share of all cores (what else ran meanwhile skews every figure here)."""
@@ -131,12 +111,12 @@ class CpuMeter:
 
     def _snapshot(self) -> dict[str, float]:
         snapshot = {
-            name: sum(_process_ticks(pid) for pid in pids) / _CLOCK_TICKS
+            name: sum(process_ticks(pid) for pid in pids) / CLOCK_TICKS
             for name, pids in self._groups().items()
         }
         values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        snapshot["_busy"] = (sum(values) - values[3] - values[4]) / _CLOCK_TICKS
-        snapshot["_total"] = sum(values) / _CLOCK_TICKS
+        snapshot["_busy"] = (sum(values) - values[3] - values[4]) / CLOCK_TICKS
+        snapshot["_total"] = sum(values) / CLOCK_TICKS
         snapshot["_wall"] = time.monotonic()
         return snapshot
 
@@ -166,8 +146,8 @@ class CpuMeter:
 def service_cpu_groups(worker: subprocess.Popen[bytes] | None, api: int | None = None) -> Any:
     def groups() -> dict[str, list[int]]:
         found: dict[str, list[int]] = {
-            "postgres": _pids_named("postgres"),
-            "redis": _pids_named("redis-server"),
+            "postgres": pids_named("postgres"),
+            "redis": pids_named("redis-server"),
             "bench": [os.getpid()],
         }
         if worker is not None:
@@ -339,7 +319,7 @@ async def arq_ceiling(
         meter = CpuMeter(
             lambda: {
                 "worker": [process.pid],
-                "redis": _pids_named("redis-server"),
+                "redis": pids_named("redis-server"),
                 "bench": [os.getpid()],
             }
         )

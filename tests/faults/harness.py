@@ -56,6 +56,8 @@ class Stack:
     api: ServiceProcess | None = None
     api_url: str = ""
     workers: list[ServiceProcess] = field(default_factory=list)
+    supervised: bool = False
+    """Restart a worker that exits, as the deployment's supervisor would (see `drain`)."""
     _log_count: itertools.count[int] = field(default_factory=itertools.count)
 
     def start_api(self) -> str:
@@ -68,6 +70,16 @@ class Stack:
         worker = start_worker(self.env, self.folder / f"worker-{next(self._log_count)}.log")
         self.workers.append(worker)
         return worker
+
+    def restart_dead_workers(self) -> int:
+        """What the deployment's supervisor does (Compose: `restart: unless-stopped`): start a
+        new worker for each one that exited. Answers how many were restarted."""
+        dead = [w for w in self.workers if w.process is None or w.process.poll() is not None]
+        for worker in dead:
+            self.workers.remove(worker)
+            worker.stop()
+            self.start_worker()
+        return len(dead)
 
     def logs(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.folder.glob("*.log"))
@@ -239,6 +251,8 @@ async def drain(stack: Stack, load: Load, *, limit_seconds: float = 90) -> dict[
         waiting = [k for k in load.bodies if kept.get(k) in (None, EventState.RECEIVED)]
         if not waiting:
             return kept
+        if stack.supervised:
+            stack.restart_dead_workers()
         assert time.monotonic() < deadline, f"{len(waiting)} events never processed"
         await asyncio.sleep(0.2)
 
