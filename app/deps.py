@@ -23,6 +23,8 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    reader: async_sessionmaker[AsyncSession]
+    """Sessions for routes that only read (see `create_reader`)."""
     redis: ArqRedis
     metrics: Metrics
     inbox: InboxWriter
@@ -46,3 +48,12 @@ async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_read_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    """A session for a route that only reads: no transaction to begin or roll back."""
+    async with resources.reader() as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from app.callbacks.enqueuer import Enqueuer
 from app.callbacks.router import router as callbacks_router
 from app.callbacks.writer import InboxWriter
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_reader, create_sessionmaker
 from app.deps import Resources
 from app.events.router import router as events_router
 from app.health import router as health_router
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
+            reader=create_reader(engine),
             redis=redis,
             metrics=Metrics(),
             inbox=inbox,

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
 from app.auth import require_token
-from app.deps import ResourcesDep, SessionDep
+from app.deps import ReadSessionDep, ResourcesDep, SessionDep
 from app.events import queries
 from app.events.processing import reset_for_replay
 from app.events.schemas import EventOut, EventPage
@@ -46,7 +46,7 @@ _NOT_FOUND = "No event with this id is kept."
     responses=problem_responses(400),
 )
 async def list_events(
-    session: SessionDep,
+    session: ReadSessionDep,
     state: Annotated[EventState | None, Query(description="Only events in this state.")] = None,
     registration_id: Annotated[
         str | None,
@@ -74,7 +74,7 @@ async def list_events(
     summary="One kept callback event (without its body and headers)",
     responses=problem_responses(404),
 )
-async def get_event(session: SessionDep, row_id: EventRowId) -> EventOut:
+async def get_event(session: ReadSessionDep, row_id: EventRowId) -> EventOut:
     event = await queries.get_event(session, row_id)
     if event is None:
         raise ProblemError(404, _NOT_FOUND)

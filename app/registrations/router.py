@@ -21,7 +21,7 @@ from app.api_schemas import (
 )
 from app.auth import require_token
 from app.db import utcnow
-from app.deps import Resources, ResourcesDep, SessionDep
+from app.deps import ReadSessionDep, Resources, ResourcesDep, SessionDep
 from app.models import HistorySource
 from app.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, optional_cursor, page
 from app.problems import ProblemError
@@ -68,7 +68,7 @@ async def _get_or_404(session: AsyncSession, registration_id: str) -> Registrati
     responses=problem_responses(400),
 )
 async def list_registrations(
-    session: SessionDep,
+    session: ReadSessionDep,
     status: Annotated[
         str | None,
         Query(
@@ -117,7 +117,9 @@ async def list_registrations(
     summary="One registration, as kept locally",
     responses=problem_responses(404),
 )
-async def get_registration(session: SessionDep, registration_id: RegistrationId) -> RegistrationOut:
+async def get_registration(
+    session: ReadSessionDep, registration_id: RegistrationId
+) -> RegistrationOut:
     return await _get_or_404(session, registration_id)
 
 
@@ -127,7 +129,7 @@ async def get_registration(session: SessionDep, registration_id: RegistrationId)
     summary="A registration's status changes, oldest first",
     responses=problem_responses(404),
 )
-async def get_history(session: SessionDep, registration_id: RegistrationId) -> HistoryOut:
+async def get_history(session: ReadSessionDep, registration_id: RegistrationId) -> HistoryOut:
     if await queries.get_registration(session, registration_id) is None:
         raise ProblemError(404, "No registration with this id is known here.")
     rows = await queries.history(session, registration_id)
