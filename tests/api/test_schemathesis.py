@@ -9,7 +9,6 @@ happy answers are checked against the schema too, not only the 404s.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -44,7 +43,6 @@ CHECKS = [
     response_schema_conformance,
 ]
 EXAMPLES_PER_OPERATION = 25
-BUDGET_SECONDS = 60
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -74,7 +72,6 @@ def base_url(settings: Settings) -> Iterator[str]:
 def test_the_api_keeps_its_openapi_promises(
     base_url: str, settings: Settings, sim: SimulatorControl
 ) -> None:
-    started = time.monotonic()
     registration_id, event_id = asyncio.run(seed(settings, base_url))
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     operations = [
@@ -106,6 +103,3 @@ def test_the_api_keeps_its_openapi_promises(
             case.call_and_validate(base_url=base_url, headers=AUTH, checks=CHECKS, timeout=30)
 
         exercise()
-
-    elapsed = time.monotonic() - started
-    assert elapsed < BUDGET_SECONDS, f"schemathesis took {elapsed:.0f} s"
