@@ -75,6 +75,7 @@ FILL = [
     FROM generate_series(1, {events}) AS n
     """,
     "VACUUM ANALYZE",  # and no autovacuum competing with the measurement
+    "CHECKPOINT",  # nor the bulk load's dirty pages being written out during it
 ]
 
 
