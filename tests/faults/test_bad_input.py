@@ -22,7 +22,7 @@ from app.callbacks.parsing import dedup_key, parse_callback
 from app.db import create_engine
 from app.models import CallbackEvent, EventState
 from app.simulator import sign
-from tests.faults.harness import CALLBACK_PATH, HMAC_SECRET, Stack, running_stack
+from tests.support.stack import CALLBACK_PATH, HMAC_SECRET, Stack, running_stack
 
 MAX_BODY = 4096
 

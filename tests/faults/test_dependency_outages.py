@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.simulator import SimulatorControl
-from tests.faults.harness import (
+from tests.support.stack import (
     assert_converged,
     assert_every_200_is_kept,
     make_load,

@@ -7,7 +7,7 @@ import signal
 from pathlib import Path
 
 from app.simulator import SimulatorControl
-from tests.faults.harness import (
+from tests.support.stack import (
     assert_converged,
     assert_every_200_is_kept,
     make_load,

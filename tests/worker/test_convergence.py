@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -28,81 +25,34 @@ from app.models import CallbackEvent, EventState
 from app.registrations.reconcile import reconcile
 from app.registrations.states import State, is_allowed
 from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
+from app.simulator import SimulatorControl
 from app.sinch.client import SinchClient, create_http_client
-from tests.conftest import make_settings
-from tests.support.databases import (
-    copy_sqlite,
-    create_postgres_database,
-    drop_postgres_database,
-)
-from tests.support.processes import PrivateRedis, ServiceProcess, start_api, start_worker
 from tests.support.reads import history, registrations
+from tests.support.stack import CALLBACK_PATH, Stack, running_stack
 
-CALLBACK_PATH = "/callbacks/sinch/registrations"
 UNKNOWN_STATE = "SUSPENDED_BY_CARRIER"  # a state Sinch might add one day
 DRAIN_TIMEOUT_SECONDS = 60.0
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    api_url: str
-    sim: SimulatorServer
-    env: dict[str, str]
-    logs: Path
-    workers: list[ServiceProcess]
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stack(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    sqlite_template: Path,
-    worker_id: str,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_id: str
 ) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp(f"e2e-{request.param}")
-    pg_name = f"sinch_e2e_{worker_id}_{os.getpid()}"
-    if request.param == "sqlite":
-        database_url = copy_sqlite(sqlite_template, folder)
-    else:
-        database_url = create_postgres_database(pg_name)
-    redis_server = PrivateRedis(folder)
-    redis_server.start()
-    with SimulatorServer(seed=11, key_secret="e2e-key-secret-never-logged") as sim:
-        env = {
-            **sim.env(),
-            "DATABASE_URL": database_url,
-            "REDIS_URL": redis_server.url,
-            "INTERNAL_API_TOKENS": "e2e-internal-token",
-            "RECONCILE_INTERVAL_SECONDS": "0",  # the test reconciles when it wants to
-            "SWEEP_INTERVAL_SECONDS": "2",
-            "SWEEP_GRACE_SECONDS": "5",
-            "JOB_RETRY_BASE_SECONDS": "0.2",
-        }
-        settings = make_settings(
-            database_url,
-            redis_server.url,
-            sinch_api_base_url=sim.base_url,
-            sinch_auth_url=sim.auth_url,
-            sinch_project_id=sim.project_id,
-            sinch_key_id=sim.key_id,
-            sinch_key_secret=sim.key_secret,
-            sinch_callback_secrets=[sim.hmac_secret],
-        )
-        api, api_url = start_api(env, folder / "api.log")
-        worker = start_worker(env, folder / "worker-1.log")
-        stack = Stack(settings, api_url, sim, env, folder, [worker])
-        try:
-            yield stack
-        finally:
-            for process in [api, *stack.workers]:
-                process.stop()
-            redis_server.stop()
-    if request.param == "postgresql":
-        drop_postgres_database(pg_name)
+    with running_stack(
+        request.param,
+        folder,
+        f"e2e_{worker_id}",
+        RECONCILE_INTERVAL_SECONDS="0",  # the test reconciles when it wants to
+        SWEEP_INTERVAL_SECONDS="2",
+        SWEEP_GRACE_SECONDS="5",
+        JOB_TIMEOUT_SECONDS="120",
+    ) as running:
+        running.start_api()
+        running.start_worker()
+        yield running
 
 
 async def _backlog(settings: Settings, registration_ids: list[str]) -> tuple[int, int]:
@@ -253,8 +203,7 @@ def test_in_order_callbacks_need_few_gets(stack: Stack, paths: list[list[str]]) 
 
 
 def test_two_workers_on_one_registration_cannot_corrupt_it(stack: Stack) -> None:
-    second = start_worker(stack.env, stack.logs / "worker-2.log")
-    stack.workers.append(second)
+    second = stack.start_worker()
 
     async def scenario() -> None:
         async with SimulatorControl(stack.sim.base_url) as sim:

@@ -1,4 +1,6 @@
-"""What every fault test shares: the real stack, a stream of signed callbacks, and the checks.
+"""The whole service as real processes, a stream of signed callbacks, and the checks on both.
+
+Used by the fault suite and the end-to-end convergence test.
 
 The stack is the simulator as Sinch, the API and worker as child processes, a private Redis, and a
 database (PostgreSQL, optionally behind a proxy the test can cut; or SQLite). The load keeps, per
