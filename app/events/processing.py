@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.callbacks.parsing import parse_callback
 from app.models import CallbackEvent, EventState, HistorySource
@@ -98,17 +98,30 @@ _APPLY_IN_ONE = _FINISH.add_cte(repository.ADD_CALLBACK_HISTORY.cte("h")).add_ct
 )
 
 
-async def begin(session: AsyncSession, row_id: int, *, now: datetime) -> Step:
+_FINISH_INVALID = _COUNT_TRY.values(
+    state=EventState.INVALID.value,
+    outcome=bindparam("p_outcome"),
+    processed_at=bindparam("p_now"),
+    last_error=bindparam("p_error"),
+)
+_LOCK_EVENT = (
+    select(EVENTS.c.state, EVENTS.c.body, EVENTS.c.received_at)
+    .where(EVENTS.c.id == bindparam("p_row"))
+    .with_for_update()
+)
+
+
+async def begin(connection: AsyncConnection, row_id: int, *, now: datetime) -> Step:
     """Decide what event `row_id` needs; apply or ignore it now when no GET is needed.
 
-    The event's row and its registration's row stay locked until the caller's transaction ends. An
-    event that is not `received` (already processed, or gone) is left as it is: processing the
-    same event twice changes nothing the second time.
+    Core on a plain connection, not the ORM: this is the worker's hot path. The event's row and its
+    registration's row stay locked until the caller's transaction ends. An event that is not
+    `received` (already processed, or gone) is left as it is: processing the same event twice
+    changes nothing the second time.
     """
-    connection = await session.connection()
     row = (await connection.execute(_LOCK_WITH_REGISTRATION, {"p_row": row_id})).first()
     if row is None:
-        return await _begin_unknown(session, row_id, now)
+        return await _begin_unknown(connection, row_id, now)
     state, body, received_at, event_id, registration_id, status, changed_at, synced_at, updated = (
         row
     )
@@ -147,24 +160,34 @@ async def begin(session: AsyncSession, row_id: int, *, now: datetime) -> Step:
     return Finished(outcome=decision.outcome, received_at=received_at)
 
 
-async def _begin_unknown(session: AsyncSession, row_id: int, now: datetime) -> Step:
+async def _begin_unknown(connection: AsyncConnection, row_id: int, now: datetime) -> Step:
     """`begin` for an event whose registration is not known here: it is invalid or must be
     checked (a registration we do not know can only be learnt from a GET)."""
-    event = await lock_event(session, row_id)
-    if event is None:
+    row = (await connection.execute(_LOCK_EVENT, {"p_row": row_id})).first()
+    if row is None:
         return Finished(outcome="missing")
-    if event.state != EventState.RECEIVED:
+    state, body, received_at = row
+    if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
-    event.attempts += 1
-
-    fields = parse_callback(event.body)
+    fields = parse_callback(body)
+    invalid = None
     if not fields.is_json_object:
-        event.last_error = "the body is not a JSON object"
-        return _finish(event, EventState.INVALID, "invalid:not_json", now)
-    if fields.registration_id is None:
-        event.last_error = "the body names no registration (resourceId, registrationId or id)"
-        return _finish(event, EventState.INVALID, "invalid:no_registration_id", now)
-    # Created meanwhile by another process? Then the GET below is merely one more than needed.
+        invalid = ("invalid:not_json", "the body is not a JSON object")
+    elif fields.registration_id is None:
+        invalid = (
+            "invalid:no_registration_id",
+            "the body names no registration (resourceId, registrationId or id)",
+        )
+    if invalid is not None:
+        outcome, error = invalid
+        await connection.execute(
+            _FINISH_INVALID,
+            {"p_row": row_id, "p_outcome": outcome, "p_now": now, "p_error": error},
+        )
+        return Finished(outcome=outcome, received_at=received_at)
+    await connection.execute(_COUNT_TRY, {"p_row": row_id})
+    # Created meanwhile by another process? Then the GET is merely one more than needed.
+    assert fields.registration_id is not None
     decision = decide(EventFacts(status=fields.status, at=fields.event_time), None)
     return MustCheck(registration_id=fields.registration_id, decision=decision)
 

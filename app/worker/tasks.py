@@ -37,9 +37,9 @@ def retry_delay(job_try: int, base: float) -> float:
 
 async def process_event(ctx: WorkerContext, row_id: int) -> str:
     """Process inbox row `row_id`: apply, ignore, or check it with a GET. Answers the outcome."""
-    sessionmaker, metrics = ctx["sessionmaker"], ctx["metrics"]
-    async with sessionmaker.begin() as session:
-        step = await processing.begin(session, row_id, now=utcnow())
+    metrics = ctx["metrics"]
+    async with ctx["engine"].begin() as connection:
+        step = await processing.begin(connection, row_id, now=utcnow())
     if isinstance(step, MustCheck):
         step = await _check(ctx, row_id, step)
     metrics.events_processed.labels(step.outcome).inc()

@@ -60,7 +60,7 @@ async def kept_ids(settings: Settings) -> list[int]:
 
 async def process(sessionmaker: Sessions, row_id: int) -> None:
     async with sessionmaker.begin() as session:
-        step = await processing.begin(session, row_id, now=utcnow())
+        step = await processing.begin(await session.connection(), row_id, now=utcnow())
     assert isinstance(step, processing.Finished), step
 
 
