@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -151,3 +152,11 @@ class SyncState(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+# The tables themselves, typed as such, for the Core statements of the hot paths (the callback
+# inbox's bulk insert, the worker's apply).
+CALLBACK_EVENTS = cast(Table, CallbackEvent.__table__)
+REGISTRATIONS = cast(Table, Registration.__table__)
+REGISTRATION_HISTORY = cast(Table, RegistrationHistory.__table__)
+SYNC_STATE = cast(Table, SyncState.__table__)

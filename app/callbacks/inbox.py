@@ -7,15 +7,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import insert_for
-from app.models import CallbackEvent, EventState
+from app.models import CALLBACK_EVENTS, EventState
 
-TABLE = cast(Table, CallbackEvent.__table__)  # Core, not ORM: the hot path inserts in bulk
+TABLE = CALLBACK_EVENTS  # Core, not ORM: the hot path inserts in bulk
 
 
 @dataclass(frozen=True, slots=True)

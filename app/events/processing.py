@@ -2,20 +2,21 @@
 
 The worker's task strings them together (app/worker/tasks.py): `begin` decides and, when it can,
 finishes the event at once; when the event must be checked, the task GETs the registration outside
-any transaction and hands the answer to `finish_with_snapshot`.
+any transaction and hands the answer to `finish_with_snapshot`. `begin` is the worker's hot path
+and runs in Core on a plain connection; the rarer steps use an ORM session.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.callbacks.parsing import parse_callback
-from app.models import CallbackEvent, EventState, HistorySource
+from app.models import CALLBACK_EVENTS, REGISTRATIONS, CallbackEvent, EventState, HistorySource
 from app.registrations import repository
 from app.registrations.decision import Action, Decision, EventFacts, LocalFacts, decide
 from app.registrations.service import apply_snapshot
@@ -60,30 +61,30 @@ def _finish(event: CallbackEvent, state: EventState, outcome: str, now: datetime
     return Finished(outcome=outcome, received_at=event.received_at)
 
 
-EVENTS = cast(Table, CallbackEvent.__table__)
-
 # The event and its registration, both locked, in one round trip. An inner join: an event whose
 # registration is not known here (or that names none) goes the general way, `_begin_unknown`.
 _LOCK_WITH_REGISTRATION = (
     select(
-        EVENTS.c.state,
-        EVENTS.c.body,
-        EVENTS.c.received_at,
-        EVENTS.c.dedup_key,
-        repository.REGISTRATIONS.c.id,
-        repository.REGISTRATIONS.c.status,
-        repository.REGISTRATIONS.c.status_changed_at,
-        repository.REGISTRATIONS.c.last_synced_at,
-        repository.REGISTRATIONS.c.sinch["updateTime"].as_string(),
+        CALLBACK_EVENTS.c.state,
+        CALLBACK_EVENTS.c.body,
+        CALLBACK_EVENTS.c.received_at,
+        CALLBACK_EVENTS.c.dedup_key,
+        REGISTRATIONS.c.id,
+        REGISTRATIONS.c.status,
+        REGISTRATIONS.c.status_changed_at,
+        REGISTRATIONS.c.last_synced_at,
+        REGISTRATIONS.c.sinch["updateTime"].as_string(),
     )
     .join_from(
-        EVENTS, repository.REGISTRATIONS, repository.REGISTRATIONS.c.id == EVENTS.c.registration_id
+        CALLBACK_EVENTS, REGISTRATIONS, REGISTRATIONS.c.id == CALLBACK_EVENTS.c.registration_id
     )
-    .where(EVENTS.c.id == bindparam("p_row"))
+    .where(CALLBACK_EVENTS.c.id == bindparam("p_row"))
     .with_for_update()
 )
 _COUNT_TRY = (
-    update(EVENTS).where(EVENTS.c.id == bindparam("p_row")).values(attempts=EVENTS.c.attempts + 1)
+    update(CALLBACK_EVENTS)
+    .where(CALLBACK_EVENTS.c.id == bindparam("p_row"))
+    .values(attempts=CALLBACK_EVENTS.c.attempts + 1)
 )
 _FINISH = _COUNT_TRY.values(
     state=bindparam("p_state"),
@@ -105,8 +106,8 @@ _FINISH_INVALID = _COUNT_TRY.values(
     last_error=bindparam("p_error"),
 )
 _LOCK_EVENT = (
-    select(EVENTS.c.state, EVENTS.c.body, EVENTS.c.received_at)
-    .where(EVENTS.c.id == bindparam("p_row"))
+    select(CALLBACK_EVENTS.c.state, CALLBACK_EVENTS.c.body, CALLBACK_EVENTS.c.received_at)
+    .where(CALLBACK_EVENTS.c.id == bindparam("p_row"))
     .with_for_update()
 )
 

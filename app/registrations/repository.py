@@ -8,20 +8,25 @@ serializes all writers and so every registration too.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import insert_for
-from app.models import HistorySource, Registration, RegistrationHistory, SyncState
-
-REGISTRATIONS = cast(Table, Registration.__table__)
-HISTORY = cast(Table, RegistrationHistory.__table__)
+from app.models import (
+    REGISTRATION_HISTORY,
+    REGISTRATIONS,
+    SYNC_STATE,
+    HistorySource,
+    Registration,
+    RegistrationHistory,
+    SyncState,
+)
 
 # A trusted callback's two writes, as Core statements built once (building a statement per event
 # costs more than running it). Parameters: p_registration, p_from, p_to, p_at, p_event, p_now.
-ADD_CALLBACK_HISTORY = insert(HISTORY).values(
+ADD_CALLBACK_HISTORY = insert(REGISTRATION_HISTORY).values(
     registration_id=bindparam("p_registration"),
     from_status=bindparam("p_from"),
     to_status=bindparam("p_to"),
@@ -55,7 +60,7 @@ async def lock(session: AsyncSession, registration_id: str) -> Registration | No
 async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> bool:
     """Insert a registration unless one with its id exists (another process may be inserting it
     at this very moment: the loser of that race sees False and then locks the winner's row)."""
-    table = cast(Table, Registration.__table__)
+    table = REGISTRATIONS
     statement = (
         insert_for(session.get_bind().dialect.name, table)
         .values(**values)
@@ -97,7 +102,7 @@ async def get_mark(session: AsyncSession, name: str) -> datetime | None:
 
 
 async def set_mark(session: AsyncSession, name: str, value: datetime, *, now: datetime) -> None:
-    table = cast(Table, SyncState.__table__)
+    table = SYNC_STATE
     statement = insert_for(session.get_bind().dialect.name, table).values(
         name=name, value=value, updated_at=now
     )
