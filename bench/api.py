@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import asyncpg  # type: ignore[import-untyped]  # noqa: E402
 import httpx  # noqa: E402
 
 from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 DATABASE = "bench_api"
 TOKEN = "bench-api-token"
@@ -77,13 +77,6 @@ FILL = [
     "VACUUM ANALYZE",  # and no autovacuum competing with the measurement
     "CHECKPOINT",  # nor the bulk load's dirty pages being written out during it
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def fill(url: str, registrations: int, events: int) -> None:

@@ -22,7 +22,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ import redis  # noqa: E402
 
 from app.callbacks.signature import sign  # noqa: E402
 from bench.procstat import CLOCK_TICKS, pids_named, process_ticks  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 BENCH = ROOT / "bench"
 LUA_SCRIPT = BENCH / "callbacks.lua"
@@ -246,13 +246,6 @@ def cpu_usage(before: Snapshot, after: Snapshot) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -61,6 +60,7 @@ from app.simulator.server import SimulatorServer  # noqa: E402
 from app.worker.queue import create_redis, enqueue_event  # noqa: E402
 from bench.procstat import CLOCK_TICKS, pids_named, process_ticks  # noqa: E402
 from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
+from tests.support.servers import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DATABASE_NAME = "bench_worker"
@@ -92,13 +92,6 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
     return ordered[rank - 1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class CpuMeter:

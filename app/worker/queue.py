@@ -26,7 +26,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.settings import Settings
 
 PROCESS_EVENT: Final = "process_event"
-REFRESH_REGISTRATION: Final = "refresh_registration"
 
 REDIS_CONNECT_TIMEOUT_SECONDS: Final = 1.0
 REDIS_SOCKET_TIMEOUT_SECONDS: Final = 5.0
@@ -117,7 +116,6 @@ async def enqueue_event(redis: ArqRedis, row_id: int) -> bool:
 
 __all__ = [
     "PROCESS_EVENT",
-    "REFRESH_REGISTRATION",
     "RedisError",
     "create_redis",
     "enqueue_event",
