@@ -13,9 +13,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.callbacks.endpoint import CALLBACK_PATH, OPENAPI_OPERATION, CallbackEndpoint
 from app.callbacks.enqueuer import Enqueuer
-from app.callbacks.router import router as callbacks_router
 from app.callbacks.writer import InboxWriter
 from app.db import create_engine, create_reader, create_sessionmaker
 from app.deps import Resources
@@ -30,6 +32,32 @@ from app.sinch.client import SinchClient, create_http_client
 from app.worker.queue import create_redis
 
 log = logging.getLogger(__name__)
+
+
+class ServiceAPI(FastAPI):
+    """FastAPI, with POSTs to the callback endpoint answered in front of its middleware stack.
+
+    The callback endpoint is the hot path: Sinch may deliver thousands of callbacks a second, and
+    FastAPI's middleware layers cost about as much CPU per request as verifying and keeping a
+    callback does (bench/README.md). The endpoint needs none of them: it is a plain ASGI app that
+    reads its own body, answers its own errors as problem documents and runs no dependencies.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        endpoint = CallbackEndpoint()
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if (
+                scope["type"] == "http"
+                and scope["path"] == CALLBACK_PATH
+                and scope["method"] == "POST"
+            ):
+                await endpoint(scope, receive, send)
+            else:
+                await stack(scope, receive, send)
+
+        return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -74,19 +102,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
             log.info("api stopped")
 
-    app = FastAPI(
+    app = ServiceAPI(
         title="Sinch sender ID registrations",
         summary="Keeps a converged local copy of Sinch sender ID registrations.",
         version="0.1.0",
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    # Routes are matched in order: the callback endpoint, the hot path, is tried first.
-    app.include_router(callbacks_router)
+    # POSTs to the callback endpoint never reach the router (`ServiceAPI`); the route is there
+    # for the other methods' 405. FastAPI does not describe a plain ASGI route by itself.
+    app.router.routes.append(
+        Route(CALLBACK_PATH, CallbackEndpoint(), methods=["POST"], include_in_schema=False)
+    )
     app.include_router(health_router)
     app.include_router(registrations_router)
     app.include_router(events_router)
+    _describe_callback_endpoint(app)
     return app
+
+
+def _describe_callback_endpoint(app: FastAPI) -> None:
+    describe_routes = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = describe_routes()
+        schema["paths"].setdefault(CALLBACK_PATH, {})["post"] = OPENAPI_OPERATION
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ exception text back, so no secret can leak through an error answer.
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -39,6 +40,34 @@ class ProblemError(Exception):
         self.headers = headers
 
 
+def problem_document(
+    status: int,
+    detail: str | None = None,
+    *,
+    title: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A problem document with `type` about:blank, the status's phrase as title, and `detail`."""
+    document: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+    }
+    if detail:
+        document["detail"] = detail
+    if extra:
+        document.update(extra)
+    return document
+
+
+def problem_body(status: int, detail: str | None = None) -> bytes:
+    """`problem_document` encoded as `problem_response` encodes it, for plain ASGI endpoints."""
+    # Starlette's JSONResponse encoding, so that both kinds of endpoint answer the same bytes.
+    return json.dumps(
+        problem_document(status, detail), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode("utf-8")
+
+
 def problem_response(
     status: int,
     detail: str | None = None,
@@ -47,17 +76,13 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
-    """A problem document with `type` about:blank, the status's phrase as title, and `detail`."""
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title or HTTPStatus(status).phrase,
-        "status": status,
-    }
-    if detail:
-        body["detail"] = detail
-    if extra:
-        body.update(extra)
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+    """`problem_document` as an answer of media type `application/problem+json`."""
+    return JSONResponse(
+        problem_document(status, detail, title=title, extra=extra),
+        status_code=status,
+        headers=headers,
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
 
 
 async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:

@@ -71,8 +71,8 @@ class InboxWriter:
             raise RuntimeError("InboxWriter.store() called before start()")
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((callback, future))
-        # Shield: a caller that goes away must not cancel the shared batch's future.
-        return await asyncio.shield(future)
+        # A caller that goes away cancels its own future only; the writer skips answered futures.
+        return await future
 
     async def _run(self) -> None:
         while True:
@@ -95,8 +95,7 @@ class InboxWriter:
             driver = raw.driver_connection
             assert driver is not None
             try:
-                async with driver.transaction():
-                    return await store_callbacks_asyncpg(driver, callbacks)
+                return await store_callbacks_asyncpg(driver, callbacks)
             except Exception:
                 await connection.invalidate()  # its state is unknown: never reuse it
                 raise
