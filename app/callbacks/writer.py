@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.callbacks.inbox import NewCallback, Stored, store_callbacks, store_callbacks_asyncpg
 
@@ -23,6 +24,10 @@ log = logging.getLogger(__name__)
 OnCommitted = Callable[[Sequence[int]], Awaitable[None]]
 
 _Pending = tuple[NewCallback, "asyncio.Future[Stored]"]
+
+# A batch that takes longer has hit a database that hangs: its callers (who give up at the same
+# time) answer 503, and the writer starts over on a new connection instead of waiting forever.
+BATCH_TIMEOUT_SECONDS = 15.0
 
 
 class InboxWriter:
@@ -75,34 +80,36 @@ class InboxWriter:
         return await future
 
     async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._write(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+        held = _HeldConnection(self._engine)
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                while len(batch) < self._max_batch and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                try:
+                    await self._write(batch, held)
+                finally:
+                    for _ in batch:
+                        self._queue.task_done()
+        finally:
+            await held.release()
 
-    async def _commit(self, callbacks: list[NewCallback]) -> list[Stored]:
+    async def _commit(self, callbacks: list[NewCallback], held: _HeldConnection) -> list[Stored]:
         if self._engine.dialect.name != "postgresql":
             async with self._engine.begin() as connection:
                 return await store_callbacks(connection, callbacks)
-        # PostgreSQL: straight through asyncpg on a pooled connection (see inbox.py for why).
-        async with self._engine.connect() as connection:
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
-            try:
-                return await store_callbacks_asyncpg(driver, callbacks)
-            except Exception:
-                await connection.invalidate()  # its state is unknown: never reuse it
-                raise
-
-    async def _write(self, batch: list[_Pending]) -> None:
+        # PostgreSQL: straight through asyncpg (see inbox.py for why).
+        driver = await held.driver()
         try:
-            results = await self._commit([callback for callback, _ in batch])
+            return await store_callbacks_asyncpg(driver, callbacks)
+        except BaseException:
+            await held.discard()  # its state is unknown: never reuse it
+            raise
+
+    async def _write(self, batch: list[_Pending], held: _HeldConnection) -> None:
+        try:
+            async with asyncio.timeout(BATCH_TIMEOUT_SECONDS):
+                results = await self._commit([callback for callback, _ in batch], held)
         except Exception as exc:  # every waiting request answers 503; nothing was kept
             log.warning("inbox commit failed for %d callbacks: %s", len(batch), type(exc).__name__)
             for _, future in batch:
@@ -118,3 +125,48 @@ class InboxWriter:
                 await self._on_committed(new_ids)
             except Exception:  # the sweep re-enqueues whatever was not enqueued
                 log.exception("after-commit hook failed")
+
+
+class _HeldConnection:
+    """One pooled PostgreSQL connection that a writer keeps between batches.
+
+    Checking a connection out of the pool per batch costs more than the batch's INSERT: the
+    pool's pre-ping is a transaction begun and rolled back. A held connection is checked by
+    asyncpg's own `is_closed()` instead (a connection the server closed, on a restart or an
+    outage, is noticed without a round trip) and is discarded after any failure.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self._driver: Any = None
+
+    async def driver(self) -> Any:
+        """The asyncpg connection, connecting first when there is none or it was closed."""
+        if self._driver is not None and self._driver.is_closed():
+            await self.discard()
+        if self._driver is None:
+            connection = await self._engine.connect()
+            try:
+                raw = await connection.get_raw_connection()
+            except BaseException:
+                await connection.close()
+                raise
+            self._connection, self._driver = connection, raw.driver_connection
+        return self._driver
+
+    async def discard(self) -> None:
+        """Drop the connection for good (the pool opens a new one next time)."""
+        connection, self._connection, self._driver = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def release(self) -> None:
+        """Give the connection back to the pool."""
+        connection, self._connection, self._driver = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
