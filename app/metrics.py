@@ -21,8 +21,10 @@ class Metrics:
         self.callbacks = Counter(
             "sinch_callbacks", "Callbacks received, by result.", ["result"], registry=r
         )
-        for result in CALLBACK_RESULTS:
-            self.callbacks.labels(result)
+        # Bound once: the callback endpoint counts every request.
+        self.callback_results = {
+            result: self.callbacks.labels(result) for result in CALLBACK_RESULTS
+        }
         self.callback_secret_matches = Counter(
             "sinch_callback_secret_matches",
             "Verified callbacks by the position of the secret that matched "

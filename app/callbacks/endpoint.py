@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -21,7 +21,7 @@ from app.callbacks.parsing import dedup_key, parse_callback
 from app.callbacks.signature import SIGNATURE_HEADER, matching_secret
 from app.db import utcnow
 from app.deps import Resources
-from app.problems import problem_body
+from app.problems import PROBLEM_MEDIA_TYPE, problem_body
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,6 @@ COMMIT_TIMEOUT_SECONDS = 15.0
 # a MAC of the body, not a secret) so that a kept event can be re-verified.
 _UNKEPT_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 _SIGNATURE = SIGNATURE_HEADER.lower().encode("latin-1")
-_OK_START = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
-_EMPTY_BODY = {"type": "http.response.body", "body": b""}
 
 
 class BodyTooLarge(Exception):
@@ -75,55 +73,58 @@ async def read_capped_body(receive: Receive, declared: int | None, limit: int) -
     return b"".join(chunks)
 
 
-async def _answer_problem(send: Send, status: int, detail: str) -> None:
+class Answer(NamedTuple):
+    """An answer as its two ASGI messages."""
+
+    start: Message
+    body: Message
+
+
+def problem_answer(status: int, detail: str) -> Answer:
     body = problem_body(status, detail)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode("ascii")),
-            ],
-        }
+    headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode("ascii")),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    return Answer(
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": body},
     )
-    await send({"type": "http.response.body", "body": body})
+
+
+OK = Answer(
+    {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]},
+    {"type": "http.response.body", "body": b""},
+)
 
 
 class CallbackEndpoint:
     """The endpoint, as an ASGI app; the lifespan's `Resources` come from the scope's state."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # This app runs outside FastAPI's middleware (see app.main.ServiceAPI), so it answers its
-        # own unexpected errors the way the rest of the API does: logged, and a 500 problem.
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
-            await self._handle(scope, receive, tracking_send)
+            answer = await self.handle(scope, receive)
         except Exception as exc:
+            # This app runs outside FastAPI's middleware (see app.main.ServiceAPI), so it answers
+            # its own unexpected errors the way the rest of the API does: logged, and a problem.
             log.error(
                 "unhandled error on the callback endpoint: %s", type(exc).__name__, exc_info=exc
             )
-            if not started:
-                await _answer_problem(
-                    send, 500, "An unexpected error occurred; it has been logged."
-                )
+            answer = problem_answer(500, "An unexpected error occurred; it has been logged.")
+        if answer is not None:
+            await send(answer.start)
+            await send(answer.body)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive) -> Answer | None:
+        """Verify, keep and decide the answer; None when the caller left before its body came."""
         resources: Resources = scope["state"]["resources"]
         settings = resources.settings
-        metrics = resources.metrics
+        counted = resources.metrics.callback_results
         if not settings.sinch_callback_secrets:
-            metrics.callbacks.labels("unavailable").inc()
-            await _answer_problem(
-                send, 503, "Callbacks cannot be verified: no callback secret is configured."
+            counted["unavailable"].inc()
+            return problem_answer(
+                503, "Callbacks cannot be verified: no callback secret is configured."
             )
-            return
 
         headers: dict[str, str] = {}
         signature: str | None = None
@@ -142,18 +143,16 @@ class CallbackEndpoint:
         try:
             body = await read_capped_body(receive, declared, limit)
         except ClientGone:  # the caller left before sending its body: nobody to answer
-            return
+            return None
         except BodyTooLarge:
-            metrics.callbacks.labels("too_large").inc()
-            await _answer_problem(send, 413, f"The body exceeds {limit} bytes.")
-            return
+            counted["too_large"].inc()
+            return problem_answer(413, f"The body exceeds {limit} bytes.")
 
         secret_index = matching_secret(body, signature, settings.sinch_callback_secrets)
         if secret_index is None:
-            metrics.callbacks.labels("bad_signature").inc()
-            await _answer_problem(send, 401, "The callback's signature could not be verified.")
-            return
-        metrics.callback_secret_matches.labels(str(secret_index)).inc()
+            counted["bad_signature"].inc()
+            return problem_answer(401, "The callback's signature could not be verified.")
+        resources.metrics.callback_secret_matches.labels(str(secret_index)).inc()
 
         fields = parse_callback(body)
         client = scope.get("client")
@@ -171,17 +170,16 @@ class CallbackEndpoint:
             async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
                 stored = await resources.inbox.store(callback)
         except Exception as exc:
-            metrics.callbacks.labels("unavailable").inc()
+            counted["unavailable"].inc()
             log.warning(
                 "callback not kept: database unavailable (%s)",
                 type(exc).__name__,
                 extra={"event_id": fields.event_id, "registration_id": fields.registration_id},
             )
-            await _answer_problem(send, 503, "The callback could not be stored; retry later.")
-            return
+            return problem_answer(503, "The callback could not be stored; retry later.")
 
         result = "duplicate" if stored.duplicate else "accepted"
-        metrics.callbacks.labels(result).inc()
+        counted[result].inc()
         log.info(
             "callback %s",
             result,
@@ -191,8 +189,7 @@ class CallbackEndpoint:
                 "row_id": stored.row_id,
             },
         )
-        await send(_OK_START)
-        await send(_EMPTY_BODY)
+        return OK
 
 
 OPENAPI_OPERATION: dict[str, Any] = {

@@ -215,3 +215,15 @@ async def test_error_answers_never_echo_secrets(api: httpx.AsyncClient) -> None:
     text = response.text
     for secret in ("current-callback-secret-0123456789", OLD_CALLBACK_SECRET, API_TOKEN):
         assert secret not in text
+
+
+async def test_other_methods_are_405_and_the_route_is_described(api: httpx.AsyncClient) -> None:
+    # POSTs are answered in front of FastAPI (app.main.ServiceAPI); every other method still
+    # reaches its router, and the OpenAPI document still describes the endpoint.
+    response = await api.get(CALLBACK_PATH)
+    assert response.status_code == 405
+    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["allow"] == "POST"
+    operation = (await api.get("/openapi.json")).json()["paths"][CALLBACK_PATH]["post"]
+    assert {"200", "401", "413", "503"} <= set(operation["responses"])
+    assert operation["parameters"][0]["name"] == "X-Sinch-Signature"
