@@ -15,6 +15,7 @@ from sqlalchemy import DateTime, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -117,3 +118,13 @@ def insert_for(dialect_name: str, table: Table) -> postgresql.Insert | sqlite.In
     if dialect_name == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database dialect {dialect_name!r}")
+
+
+async def driver_connection(connection: AsyncConnection) -> Any:
+    """The DBAPI driver's own connection under `connection` (asyncpg's, on PostgreSQL).
+
+    For the few hot statements written for asyncpg directly; they run outside any SQLAlchemy
+    transaction, so each commits on its own.
+    """
+    raw = await connection.get_raw_connection()
+    return raw.driver_connection

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.callbacks.inbox import NewCallback, Stored, store_callbacks, store_callbacks_asyncpg
+from app.db import driver_connection
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +149,11 @@ class _HeldConnection:
         if self._driver is None:
             connection = await self._engine.connect()
             try:
-                raw = await connection.get_raw_connection()
+                driver = await driver_connection(connection)
             except BaseException:
                 await connection.close()
                 raise
-            self._connection, self._driver = connection, raw.driver_connection
+            self._connection, self._driver = connection, driver
         return self._driver
 
     async def discard(self) -> None:

@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.callbacks.parsing import parse_callback
+from app.callbacks.parsing import CallbackFields, parse_callback
 from app.models import CALLBACK_EVENTS, REGISTRATIONS, CallbackEvent, EventState, HistorySource
 from app.registrations import repository
 from app.registrations.decision import Action, Decision, EventFacts, LocalFacts, decide
 from app.registrations.service import apply_snapshot
-from app.sinch.schemas import SinchRegistration, parse_sinch_time
+from app.sinch.schemas import SinchRegistration
 
 MAX_ERROR_LENGTH = 2000
 
@@ -112,6 +112,12 @@ _LOCK_EVENT = (
 )
 
 
+def judge(body: bytes, local: LocalFacts | None) -> tuple[CallbackFields, Decision]:
+    """What the kept `body` says, and the decision about it given what is known here."""
+    fields = parse_callback(body)
+    return fields, decide(EventFacts(status=fields.status, at=fields.event_time), local)
+
+
 async def begin(connection: AsyncConnection, row_id: int, *, now: datetime) -> Step:
     """Decide what event `row_id` needs; apply or ignore it now when no GET is needed.
 
@@ -128,14 +134,7 @@ async def begin(connection: AsyncConnection, row_id: int, *, now: datetime) -> S
     )
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
-    fields = parse_callback(body)
-    local = LocalFacts(
-        status=status,
-        status_changed_at=changed_at,
-        last_synced_at=synced_at,
-        synced_update_time=parse_sinch_time(updated),
-    )
-    decision = decide(EventFacts(status=fields.status, at=fields.event_time), local)
+    fields, decision = judge(body, LocalFacts.of(status, changed_at, synced_at, updated))
     if decision.action is Action.CHECK:
         await connection.execute(_COUNT_TRY, {"p_row": row_id})
         return MustCheck(registration_id=registration_id, decision=decision)
@@ -170,7 +169,7 @@ async def _begin_unknown(connection: AsyncConnection, row_id: int, now: datetime
     state, body, received_at = row
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
-    fields = parse_callback(body)
+    fields, decision = judge(body, None)
     invalid = None
     if not fields.is_json_object:
         invalid = ("invalid:not_json", "the body is not a JSON object")
@@ -189,7 +188,6 @@ async def _begin_unknown(connection: AsyncConnection, row_id: int, now: datetime
     await connection.execute(_COUNT_TRY, {"p_row": row_id})
     # Created meanwhile by another process? Then the GET is merely one more than needed.
     assert fields.registration_id is not None
-    decision = decide(EventFacts(status=fields.status, at=fields.event_time), None)
     return MustCheck(registration_id=fields.registration_id, decision=decision)
 
 

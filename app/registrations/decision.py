@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from app.registrations.states import is_allowed, known_state
+from app.sinch.schemas import parse_sinch_time
 
 
 class Action(StrEnum):
@@ -51,6 +52,17 @@ class LocalFacts:
     status_changed_at: datetime | None
     last_synced_at: datetime | None = None
     synced_update_time: datetime | None = None
+
+    @classmethod
+    def of(
+        cls,
+        status: str,
+        status_changed_at: datetime | None,
+        last_synced_at: datetime | None,
+        synced_update_time: str | None,
+    ) -> LocalFacts:
+        """The facts as stored: `synced_update_time` is the text of the kept document's field."""
+        return cls(status, status_changed_at, last_synced_at, parse_sinch_time(synced_update_time))
 
     def fetched_after(self, moment: datetime) -> bool:
         """True when our last GET already reflects what happened at `moment`."""

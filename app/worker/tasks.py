@@ -12,10 +12,10 @@ from datetime import timedelta
 
 from arq import Retry
 
-from app.db import utcnow
-from app.events import processing
+from app.db import driver_connection, utcnow
+from app.events import optimistic, processing
 from app.events import repository as events_repository
-from app.events.processing import Finished, MustCheck
+from app.events.processing import Finished, MustCheck, Step
 from app.models import EventState
 from app.registrations.reconcile import reconcile
 from app.sinch.errors import SinchNotFoundError, SinchRejectedError, SinchRetryableError
@@ -37,9 +37,16 @@ def retry_delay(job_try: int, base: float) -> float:
 
 async def process_event(ctx: WorkerContext, row_id: int) -> str:
     """Process inbox row `row_id`: apply, ignore, or check it with a GET. Answers the outcome."""
-    metrics = ctx["metrics"]
-    async with ctx["engine"].begin() as connection:
-        step = await processing.begin(connection, row_id, now=utcnow())
+    metrics, engine = ctx["metrics"], ctx["engine"]
+    step: Step | None = None
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as connection:
+            step = await optimistic.try_begin(
+                await driver_connection(connection), row_id, now=utcnow()
+            )
+    if step is None:
+        async with engine.begin() as connection:
+            step = await processing.begin(connection, row_id, now=utcnow())
     if isinstance(step, MustCheck):
         step = await _check(ctx, row_id, step)
     metrics.events_processed.labels(step.outcome).inc()

@@ -1,0 +1,78 @@
+"""PostgreSQL's lock-free way of processing an event (app/events/optimistic.py) gives way when the
+registration changes between its read and its write, and then nothing of it is written."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import driver_connection, utcnow
+from app.events import optimistic
+from app.models import REGISTRATIONS
+from app.settings import Settings
+from app.simulator import SimulatorControl
+from app.worker.context import WorkerContext
+from app.worker.tasks import process_event
+from tests.support.reads import events, history, registrations
+from tests.worker.test_process_event import deliver
+
+pytestmark = pytest.mark.parametrize("database_kind", ["postgresql"])
+
+
+async def wait_until_someone_waits_for_a_lock(engine: AsyncEngine) -> None:
+    async with asyncio.timeout(10), engine.connect() as connection:
+        while not (
+            await connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        ):
+            await asyncio.sleep(0.01)
+
+
+async def test_registration_changed_after_the_read_is_decided_again_on_locked_rows(
+    sim: SimulatorControl, api_url: str, settings: Settings, worker_ctx: WorkerContext
+) -> None:
+    doc = await sim.create_registration()
+    [created] = await sim.events(doc["id"])
+    [first] = await deliver(sim, api_url, settings, [created["eventId"]])
+    assert await process_event(worker_ctx, first) == "checked:unknown_registration"
+    moved = await sim.transition(doc["id"], "IN_PROGRESS")
+    [second] = await deliver(sim, api_url, settings, [moved["eventId"]])
+    [registration] = await registrations(settings)
+    assert registration.status_changed_at is not None
+    later = registration.status_changed_at + timedelta(days=1)
+
+    engine: AsyncEngine = worker_ctx["engine"]
+    # Another process has the registration's row locked and is moving it past this event: the
+    # read sees the row as it was (the event looks trusted), the write waits for the lock.
+    async with engine.connect() as other:
+        await other.begin()
+        await other.execute(
+            update(REGISTRATIONS)
+            .where(REGISTRATIONS.c.id == doc["id"])
+            .values(status_changed_at=later)
+        )
+        async with engine.connect() as connection:
+            attempt = asyncio.create_task(
+                optimistic.try_begin(await driver_connection(connection), second, now=utcnow())
+            )
+            await wait_until_someone_waits_for_a_lock(engine)
+            await other.commit()
+            assert await asyncio.wait_for(attempt, 10) is None
+
+    [registration] = await registrations(settings)
+    assert registration.status == "IN_QUEUE"
+    assert registration.status_changed_at == later
+    assert [h.to_status for h in await history(settings)] == ["IN_QUEUE"]
+    [*_, kept] = await events(settings)
+    assert (kept.state, kept.attempts, kept.outcome) == ("received", 0, None)
+
+    # The job takes the locked way: the event is now older than what is known, so it is checked.
+    assert await process_event(worker_ctx, second) == "checked:stale"
