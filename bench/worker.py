@@ -245,6 +245,8 @@ class Ceiling:
     """None: arq's default (0.5 s), as the service runs."""
     job_logs: bool
     """arq's two INFO lines per job written (arq's default) or silenced."""
+    uvloop: bool
+    """The worker's event loop: uvloop (as the service's worker runs) or asyncio's own."""
     jobs: int
     completed: int
     seconds: float
@@ -285,7 +287,7 @@ def queue_drained(client: redis.Redis) -> bool:
 
 
 async def arq_ceiling(
-    jobs: int, poll_delay: float | None, stamp: str, *, job_logs: bool = True
+    jobs: int, poll_delay: float | None, stamp: str, *, job_logs: bool = True, uvloop: bool = False
 ) -> Ceiling:
     await fill_noop_queue(NOOP_REDIS_URL, jobs)
     stats_file = RESULTS / f"worker-{stamp}-noop-stats.json"
@@ -296,9 +298,12 @@ async def arq_ceiling(
         "BENCH_STATS_FILE": str(stats_file),
         "BENCH_POLL_DELAY": "" if poll_delay is None else str(poll_delay),
         "BENCH_JOB_LOGS": "1" if job_logs else "0",
+        "BENCH_UVLOOP": "1" if uvloop else "0",
     }
-    label = ("default" if poll_delay is None else f"poll{poll_delay:g}") + (
-        "" if job_logs else "-nologs"
+    label = (
+        ("default" if poll_delay is None else f"poll{poll_delay:g}")
+        + ("" if job_logs else "-nologs")
+        + ("-uvloop" if uvloop else "")
     )
     log_path = RESULTS / f"worker-{stamp}-noop-{label}.log"
     client = redis.Redis.from_url(NOOP_REDIS_URL)
@@ -332,6 +337,7 @@ async def arq_ceiling(
     return Ceiling(
         poll_delay_s=poll_delay,
         job_logs=job_logs,
+        uvloop=uvloop,
         jobs=jobs,
         completed=int(stats["jobs"]),
         seconds=round(seconds, 3),
@@ -927,17 +933,19 @@ async def service_phases(args: argparse.Namespace, stamp: str, results: dict[str
 async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if not args.skip_ceiling:
-        # No poll delay (arq's machinery alone), with and without arq's per-job log lines; and
-        # arq's default poll delay, which the service runs with.
+        # No poll delay (arq's machinery alone), with and without arq's per-job log lines, on
+        # asyncio's loop and on uvloop (which the service's worker runs on); and arq's default
+        # poll delay.
         ceilings = [
             await arq_ceiling(args.noop_jobs, 0.0, stamp),
             await arq_ceiling(args.noop_jobs, 0.0, stamp, job_logs=False),
+            await arq_ceiling(args.noop_jobs, 0.0, stamp, job_logs=False, uvloop=True),
             await arq_ceiling(args.noop_jobs_default, None, stamp),
         ]
         results["ceilings"] = [asdict(c) for c in ceilings]
         for c in ceilings:
             print(
-                f"arq ceiling ({ceiling_label(c.poll_delay_s, c.job_logs)}): "
+                f"arq ceiling ({ceiling_label(c.poll_delay_s, c.job_logs, c.uvloop)}): "
                 f"{c.jobs_per_s:.0f} jobs/s",
                 flush=True,
             )
@@ -945,9 +953,13 @@ async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     return results
 
 
-def ceiling_label(poll_delay: float | None, job_logs: bool) -> str:
+def ceiling_label(poll_delay: float | None, job_logs: bool, uvloop: bool) -> str:
     delay = "arq default 0.5 s" if poll_delay is None else f"{poll_delay:g} s"
-    return f"poll_delay {delay}, " + ("job logs" if job_logs else "no job logs")
+    return (
+        f"poll {delay}, "
+        + ("job logs" if job_logs else "no job logs")
+        + (", uvloop" if uvloop else "")
+    )
 
 
 def _row(label: str, value: str, target: str = "") -> str:
@@ -960,7 +972,7 @@ def summarize(results: dict[str, Any]) -> str:
     for c in ceilings:
         lines.append(
             _row(
-                f"arq no-op, 1 process, {ceiling_label(c['poll_delay_s'], c['job_logs'])}",
+                f"arq no-op, {ceiling_label(c['poll_delay_s'], c['job_logs'], c['uvloop'])}",
                 f"{c['jobs_per_s']:.0f} /s",
             )
         )

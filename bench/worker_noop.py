@@ -69,6 +69,13 @@ def _attributes() -> dict[str, Any]:
     return attributes
 
 
+if os.environ.get("BENCH_UVLOOP") == "1":  # the event loop the service's worker runs on
+    import asyncio
+
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
 WorkerSettings = (
     type("WorkerSettings", (), _attributes()) if "BENCH_REDIS_URL" in os.environ else None
 )
