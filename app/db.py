@@ -8,6 +8,9 @@ stand-in for PostgreSQL's row locks) and waits for it instead of failing half-wa
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,10 +124,65 @@ def insert_for(dialect_name: str, table: Table) -> postgresql.Insert | sqlite.In
 
 
 async def driver_connection(connection: AsyncConnection) -> Any:
-    """The DBAPI driver's own connection under `connection` (asyncpg's, on PostgreSQL).
-
-    For the few hot statements written for asyncpg directly; they run outside any SQLAlchemy
-    transaction, so each commits on its own.
-    """
+    """The DBAPI driver's own connection under `connection` (asyncpg's, on PostgreSQL)."""
     raw = await connection.get_raw_connection()
     return raw.driver_connection
+
+
+class DriverConnections:
+    """asyncpg connections kept out of the engine's pool between uses, lent one use at a time.
+
+    For the few hot statements written for asyncpg directly (the callback inbox, the worker's
+    lock-free step); they run outside any SQLAlchemy transaction, so each statement commits on its
+    own. Checking a connection out of SQLAlchemy's pool and back costs about as much CPU as such a
+    statement (greenlet switches, pool events, the API's pre-ping round trips), so up to `keep`
+    idle connections are kept here instead; more are returned to the pool. A connection the server
+    closed (a restart, an outage) is noticed without a round trip (asyncpg's `is_closed()`) and
+    replaced; one whose use raised is dropped, as its state is unknown.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, keep: int) -> None:
+        self._engine = engine
+        self._keep = keep
+        self._idle: list[tuple[AsyncConnection, Any]] = []
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """Lend an asyncpg connection for one use."""
+        connection, driver = await self._take()
+        try:
+            yield driver
+        except BaseException:
+            await _drop(connection)
+            raise
+        if len(self._idle) < self._keep:
+            self._idle.append((connection, driver))
+        else:
+            await connection.close()
+
+    async def _take(self) -> tuple[AsyncConnection, Any]:
+        while self._idle:
+            connection, driver = self._idle.pop()
+            if not driver.is_closed():
+                return connection, driver
+            await _drop(connection)
+        connection = await self._engine.connect()
+        try:
+            return connection, await driver_connection(connection)
+        except BaseException:
+            await connection.close()
+            raise
+
+    async def close(self) -> None:
+        """Give the idle connections back to the pool."""
+        idle, self._idle = self._idle, []
+        for connection, _ in idle:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
+async def _drop(connection: AsyncConnection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.invalidate()
+    with contextlib.suppress(Exception):
+        await connection.close()

@@ -23,7 +23,7 @@ from typing import Any
 
 from arq.connections import RedisSettings
 
-MAX_JOBS = 20  # app/worker/settings.py: build_worker_settings
+MAX_JOBS = 20  # app/worker/settings.py: MAX_JOBS
 NOOP = "noop"
 
 _stats: dict[str, float] = {"jobs": 0, "first_start": 0.0, "last_end": 0.0}

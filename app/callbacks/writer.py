@@ -13,12 +13,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.callbacks.inbox import NewCallback, Stored, store_callbacks, store_callbacks_asyncpg
-from app.db import driver_connection
+from app.db import DriverConnections
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,7 @@ class InboxWriter:
         self._writers = writers
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._connections = DriverConnections(engine, keep=writers)
 
     def start(self) -> None:
         # SQLite has a single writer: parallel transactions would only queue on its lock.
@@ -71,6 +71,7 @@ class InboxWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self._connections.close()
 
     async def store(self, callback: NewCallback) -> Stored:
         if not self._tasks:
@@ -81,36 +82,28 @@ class InboxWriter:
         return await future
 
     async def _run(self) -> None:
-        held = _HeldConnection(self._engine)
-        try:
-            while True:
-                batch = [await self._queue.get()]
-                while len(batch) < self._max_batch and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                try:
-                    await self._write(batch, held)
-                finally:
-                    for _ in batch:
-                        self._queue.task_done()
-        finally:
-            await held.release()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
 
-    async def _commit(self, callbacks: list[NewCallback], held: _HeldConnection) -> list[Stored]:
+    async def _commit(self, callbacks: list[NewCallback]) -> list[Stored]:
         if self._engine.dialect.name != "postgresql":
             async with self._engine.begin() as connection:
                 return await store_callbacks(connection, callbacks)
         # PostgreSQL: straight through asyncpg (see inbox.py for why).
-        driver = await held.driver()
-        try:
+        async with self._connections.connection() as driver:
             return await store_callbacks_asyncpg(driver, callbacks)
-        except BaseException:
-            await held.discard()  # its state is unknown: never reuse it
-            raise
 
-    async def _write(self, batch: list[_Pending], held: _HeldConnection) -> None:
+    async def _write(self, batch: list[_Pending]) -> None:
         try:
             async with asyncio.timeout(BATCH_TIMEOUT_SECONDS):
-                results = await self._commit([callback for callback, _ in batch], held)
+                results = await self._commit([callback for callback, _ in batch])
         except Exception as exc:  # every waiting request answers 503; nothing was kept
             log.warning("inbox commit failed for %d callbacks: %s", len(batch), type(exc).__name__)
             for _, future in batch:
@@ -126,48 +119,3 @@ class InboxWriter:
                 await self._on_committed(new_ids)
             except Exception:  # the sweep re-enqueues whatever was not enqueued
                 log.exception("after-commit hook failed")
-
-
-class _HeldConnection:
-    """One pooled PostgreSQL connection that a writer keeps between batches.
-
-    Checking a connection out of the pool per batch costs more than the batch's INSERT: the
-    pool's pre-ping is a transaction begun and rolled back. A held connection is checked by
-    asyncpg's own `is_closed()` instead (a connection the server closed, on a restart or an
-    outage, is noticed without a round trip) and is discarded after any failure.
-    """
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._connection: AsyncConnection | None = None
-        self._driver: Any = None
-
-    async def driver(self) -> Any:
-        """The asyncpg connection, connecting first when there is none or it was closed."""
-        if self._driver is not None and self._driver.is_closed():
-            await self.discard()
-        if self._driver is None:
-            connection = await self._engine.connect()
-            try:
-                driver = await driver_connection(connection)
-            except BaseException:
-                await connection.close()
-                raise
-            self._connection, self._driver = connection, driver
-        return self._driver
-
-    async def discard(self) -> None:
-        """Drop the connection for good (the pool opens a new one next time)."""
-        connection, self._connection, self._driver = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.invalidate()
-            with contextlib.suppress(Exception):
-                await connection.close()
-
-    async def release(self) -> None:
-        """Give the connection back to the pool."""
-        connection, self._connection, self._driver = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()

@@ -8,6 +8,7 @@ import httpx
 from arq import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.db import DriverConnections
 from app.metrics import Metrics
 from app.settings import Settings
 from app.sinch.client import SinchClient
@@ -21,6 +22,8 @@ class WorkerContext(TypedDict, total=False):
     # set by on_startup
     settings: Settings
     engine: AsyncEngine
+    connections: DriverConnections
+    """asyncpg connections for the lock-free step of `process_event` (PostgreSQL)."""
     sessionmaker: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
     sinch: SinchClient | None

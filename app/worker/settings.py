@@ -9,7 +9,7 @@ from arq import cron, func
 from arq.typing import WorkerCoroutine
 from prometheus_client import start_http_server
 
-from app.db import create_engine, create_sessionmaker
+from app.db import DriverConnections, create_engine, create_sessionmaker
 from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.settings import Settings
@@ -19,6 +19,9 @@ from app.worker.context import WorkerContext
 from app.worker.queue import PROCESS_EVENT, redis_settings
 
 log = logging.getLogger(__name__)
+
+MAX_JOBS = 20
+WORKER_HELD_CONNECTIONS = 8  # of the engine's pool (10, and 10 more on demand)
 
 
 def every(interval_seconds: int) -> dict[str, Any]:
@@ -49,6 +52,8 @@ def build_worker_settings(settings: Settings) -> type:
         # re-enqueues that event. The API keeps the ping: it answers callers.
         ctx["engine"] = engine = create_engine(settings, pool_pre_ping=False)
         ctx["sessionmaker"] = create_sessionmaker(engine)
+        # Fewer than the pool holds, so that sessions always find a connection.
+        ctx["connections"] = DriverConnections(engine, keep=WORKER_HELD_CONNECTIONS)
         ctx["http"] = http = create_http_client(settings)
         ctx["sinch"] = (
             SinchClient.from_settings(settings, http)
@@ -66,6 +71,8 @@ def build_worker_settings(settings: Settings) -> type:
     async def on_shutdown(ctx: WorkerContext) -> None:
         if "http" in ctx:
             await ctx["http"].aclose()
+        if "connections" in ctx:
+            await ctx["connections"].close()
         if "engine" in ctx:
             await ctx["engine"].dispose()
         log.info("worker stopped")
@@ -112,7 +119,7 @@ def build_worker_settings(settings: Settings) -> type:
         "redis_settings": redis_settings(settings),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
-        "max_jobs": 20,
+        "max_jobs": MAX_JOBS,
         # arq reads at most 100 jobs per poll and polls every 0.5 s by default: a cap near 200
         # jobs/s, and up to half a second of waiting per event. Polling Redis is cheap.
         "poll_delay": 0.05,

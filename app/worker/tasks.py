@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from arq import Retry
 
-from app.db import driver_connection, utcnow
+from app.db import utcnow
 from app.events import optimistic, processing
 from app.events import repository as events_repository
 from app.events.processing import Finished, MustCheck, Step
@@ -40,10 +40,8 @@ async def process_event(ctx: WorkerContext, row_id: int) -> str:
     metrics, engine = ctx["metrics"], ctx["engine"]
     step: Step | None = None
     if engine.dialect.name == "postgresql":
-        async with engine.connect() as connection:
-            step = await optimistic.try_begin(
-                await driver_connection(connection), row_id, now=utcnow()
-            )
+        async with ctx["connections"].connection() as driver:
+            step = await optimistic.try_begin(driver, row_id, now=utcnow())
     if step is None:
         async with engine.begin() as connection:
             step = await processing.begin(connection, row_id, now=utcnow())
