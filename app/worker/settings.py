@@ -47,10 +47,7 @@ def build_worker_settings(settings: Settings) -> type:
         configure_logging(settings)
         warn_about_missing_configuration(settings, log)
         ctx["settings"] = settings
-        # No ping before each checkout (a round trip per job): after a database restart the
-        # first job on a dead connection fails, SQLAlchemy drops the whole pool, and the sweep
-        # re-enqueues that event. The API keeps the ping: it answers callers.
-        ctx["engine"] = engine = create_engine(settings, pool_pre_ping=False)
+        ctx["engine"] = engine = create_engine(settings)
         ctx["sessionmaker"] = create_sessionmaker(engine)
         # Fewer than the pool holds, so that sessions always find a connection.
         ctx["connections"] = DriverConnections(engine, keep=WORKER_HELD_CONNECTIONS)
