@@ -150,7 +150,7 @@ class DriverConnections:
     For the few hot statements written for asyncpg directly (the callback inbox, the worker's
     lock-free step); they run outside any SQLAlchemy transaction, so each statement commits on its
     own. Checking a connection out of SQLAlchemy's pool and back costs about as much CPU as such a
-    statement (greenlet switches, pool events, the API's pre-ping round trips), so up to `keep`
+    statement (greenlet switches, pool events, the reset on return), so up to `keep`
     idle connections are kept here instead; more are returned to the pool. A connection the server
     closed (a restart, an outage) is noticed without a round trip (asyncpg's `is_closed()`) and
     replaced; one whose use raised is dropped, as its state is unknown.
