@@ -44,7 +44,7 @@ class InboxWriter:
         *,
         on_committed: OnCommitted | None = None,
         max_batch: int = 256,
-        writers: int = 2,
+        writers: int = 3,
     ) -> None:
         self._engine = engine
         self._on_committed = on_committed
