@@ -4,7 +4,7 @@ The endpoint is the service's hot path (every Sinch callback lands here, possibl
 is a plain ASGI app rather than a FastAPI route: it reads the scope and the body itself and writes
 its answer in two `send` calls. FastAPI's per-request machinery (dependency solving, request and
 response objects, exception middleware) cost more CPU than verifying and keeping the callback; see
-bench/README.md for the figures. The route is still described in the OpenAPI document
+the README's performance section. The route is still described in the OpenAPI document
 (`OPENAPI_OPERATION`), and its error answers are the same problem documents as everywhere else.
 """
 
