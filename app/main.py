@@ -39,7 +39,7 @@ class ServiceAPI(FastAPI):
 
     The callback endpoint is the hot path: Sinch may deliver thousands of callbacks a second, and
     FastAPI's middleware layers cost about as much CPU per request as verifying and keeping a
-    callback does (bench/README.md). The endpoint needs none of them: it is a plain ASGI app that
+    callback does (README, Performance). The endpoint needs none of them: a plain ASGI app that
     reads its own body, answers its own errors as problem documents and runs no dependencies.
     """
 

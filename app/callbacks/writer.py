@@ -104,7 +104,9 @@ class InboxWriter:
         try:
             async with asyncio.timeout(BATCH_TIMEOUT_SECONDS):
                 results = await self._commit([callback for callback, _ in batch])
-        except Exception as exc:  # every waiting request answers 503; nothing was kept
+        except Exception as exc:
+            # Every waiting request answers 503. The batch's new rows may be kept all the same (when
+            # only the duplicate-count UPDATE failed): Sinch's retries of them count as duplicates.
             log.warning("inbox commit failed for %d callbacks: %s", len(batch), type(exc).__name__)
             for _, future in batch:
                 if not future.done():
