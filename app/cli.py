@@ -36,8 +36,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_worker(_args: argparse.Namespace) -> int:
     from arq.worker import run_worker
 
+    from app.worker import use_uvloop
     from app.worker.settings import build_worker_settings
 
+    use_uvloop()
     run_worker(build_worker_settings(Settings()))
     return 0
 
