@@ -50,13 +50,21 @@ class Settings(BaseSettings):
     """Tries of one event's processing before it is marked `failed` (retryable Sinch errors)."""
     job_retry_base_seconds: float = Field(default=2.0, gt=0)
     """First retry delay of an event after a retryable Sinch error; doubles each try (capped)."""
-    job_timeout_seconds: int = Field(default=120, ge=1)
-    """Longest one job may run. A job of a worker that died is run again this long (+10 s) later."""
+    job_timeout_seconds: int = Field(default=45, ge=1)
+    """Longest one job may run. A job of a worker that died is run again this long (+10 s) later,
+    so the default keeps that under a minute; it must exceed one Sinch call's deadline."""
     shutdown_grace_seconds: int = Field(default=25, ge=0)
     """On SIGTERM the worker stops taking jobs and lets running ones finish for this long."""
     sinch_timeout_seconds: float = Field(default=10.0, gt=0)
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     """Port of the worker's own Prometheus endpoint; 0 turns it off."""
+    worker_metrics_host: str = "127.0.0.1"
+    """Address the worker's Prometheus endpoint binds to (loopback unless set)."""
+    event_time_skew_seconds: float = Field(default=300.0, ge=0)
+    """A callback claiming a time later than our clock plus this is doubtful: checked with a GET,
+    never trusted (Sinch's clock may be ahead; a forged or broken time must not rule)."""
+    callback_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Longest a callback's body may take to arrive; a client that trickles it is cut off (408)."""
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
