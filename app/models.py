@@ -119,7 +119,10 @@ class Registration(Base):
     status_changed_at: Mapped[datetime | None]
     """Sinch's time of the newest information applied: recency is judged against it."""
     last_synced_at: Mapped[datetime | None]
-    """When we last fetched the registration from Sinch (our clock)."""
+    """When the fetch from Sinch whose document is applied began (our clock)."""
+    callback_applied_at: Mapped[datetime | None]
+    """When a trusted callback last moved the status (our clock): a snapshot fetched after it
+    outranks it, whatever time the callback claimed (app/registrations/service.py)."""
     sinch: Mapped[dict[str, Any] | None]
     """The last full document fetched from Sinch, as Sinch sent it."""
     created_at: Mapped[datetime]
@@ -144,6 +147,8 @@ class RegistrationHistory(Base):
     event_id: Mapped[str | None] = mapped_column(String(255))
     """Sinch's event id when a callback caused the change."""
     recorded_at: Mapped[datetime]
+    note: Mapped[str | None] = mapped_column(Text)
+    """Why the change needs explaining, e.g. a snapshot overruling a callback's claim."""
 
 
 class SyncState(Base):

@@ -59,7 +59,10 @@ POSTGRES_VARIABLES = {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
 # resolve the compose file with stand-ins.
 STAND_INS = {"POSTGRES_PASSWORD": "stand-in-password"}
 # Where .env.example deliberately departs from the code's default, and why.
-PRODUCTION_OVERRIDES = {"LOG_FORMAT": "json"}  # containers log JSON lines; default is auto
+PRODUCTION_OVERRIDES = {
+    "LOG_FORMAT": "json",  # containers log JSON lines; default is auto
+    "WORKER_METRICS_HOST": "0.0.0.0",  # scraped from the compose network; default is loopback
+}
 
 _INTERPOLATION = re.compile(
     r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])?(?P<arg>[^}]*)\}"

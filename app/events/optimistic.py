@@ -15,7 +15,7 @@ same tests hold both to it: the worker's tests run on both databases, PostgreSQL
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.events.processing import Finished, MustCheck, Step, judge
@@ -44,7 +44,8 @@ WITH event AS (
     FOR UPDATE
 ), moved AS (
     UPDATE registrations
-    SET status = $5::varchar, status_changed_at = $6::timestamptz, updated_at = $3::timestamptz
+    SET status = $5::varchar, status_changed_at = $6::timestamptz,
+        callback_applied_at = $3::timestamptz, updated_at = $3::timestamptz
     WHERE id = $4::varchar AND status = $7::varchar
       AND status_changed_at IS NOT DISTINCT FROM $8::timestamptz
       AND last_synced_at IS NOT DISTINCT FROM $9::timestamptz
@@ -66,7 +67,7 @@ def _changed(status: str) -> bool:
     return not status.endswith(" 0")
 
 
-async def try_begin(driver: Any, row_id: int, *, now: datetime) -> Step | None:
+async def try_begin(driver: Any, row_id: int, *, now: datetime, skew: timedelta) -> Step | None:
     """`processing.begin` without locks, on the asyncpg connection `driver` in autocommit.
 
     None when this way cannot settle the event: its registration is not known here, or the
@@ -80,7 +81,8 @@ async def try_begin(driver: Any, row_id: int, *, now: datetime) -> Step | None:
     )
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
-    fields, decision = judge(body, LocalFacts.of(status, changed_at, synced_at, updated))
+    local = LocalFacts.of(status, changed_at, synced_at, updated)
+    fields, decision = judge(body, local, now=now, skew=skew)
     if decision.action is Action.CHECK:
         await driver.execute(_COUNT_TRY, row_id)
         return MustCheck(registration_id=registration_id, decision=decision)

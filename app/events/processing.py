@@ -9,7 +9,7 @@ and runs in Core on a plain connection; the rarer steps use an ORM session.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -112,13 +112,18 @@ _LOCK_EVENT = (
 )
 
 
-def judge(body: bytes, local: LocalFacts | None) -> tuple[CallbackFields, Decision]:
-    """What the kept `body` says, and the decision about it given what is known here."""
+def judge(
+    body: bytes, local: LocalFacts | None, *, now: datetime, skew: timedelta
+) -> tuple[CallbackFields, Decision]:
+    """What the kept `body` says, and the decision about it given what is known here at `now`."""
     fields = parse_callback(body)
-    return fields, decide(EventFacts(status=fields.status, at=fields.event_time), local)
+    event = EventFacts(status=fields.status, at=fields.event_time)
+    return fields, decide(event, local, now=now, skew=skew)
 
 
-async def begin(connection: AsyncConnection, row_id: int, *, now: datetime) -> Step:
+async def begin(
+    connection: AsyncConnection, row_id: int, *, now: datetime, skew: timedelta
+) -> Step:
     """Decide what event `row_id` needs; apply or ignore it now when no GET is needed.
 
     Core on a plain connection, not the ORM: this is the worker's hot path. The event's row and its
@@ -128,13 +133,14 @@ async def begin(connection: AsyncConnection, row_id: int, *, now: datetime) -> S
     """
     row = (await connection.execute(_LOCK_WITH_REGISTRATION, {"p_row": row_id})).first()
     if row is None:
-        return await _begin_unknown(connection, row_id, now)
+        return await _begin_unknown(connection, row_id, now, skew)
     state, body, received_at, event_id, registration_id, status, changed_at, synced_at, updated = (
         row
     )
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
-    fields, decision = judge(body, LocalFacts.of(status, changed_at, synced_at, updated))
+    local = LocalFacts.of(status, changed_at, synced_at, updated)
+    fields, decision = judge(body, local, now=now, skew=skew)
     if decision.action is Action.CHECK:
         await connection.execute(_COUNT_TRY, {"p_row": row_id})
         return MustCheck(registration_id=registration_id, decision=decision)
@@ -160,7 +166,9 @@ async def begin(connection: AsyncConnection, row_id: int, *, now: datetime) -> S
     return Finished(outcome=decision.outcome, received_at=received_at)
 
 
-async def _begin_unknown(connection: AsyncConnection, row_id: int, now: datetime) -> Step:
+async def _begin_unknown(
+    connection: AsyncConnection, row_id: int, now: datetime, skew: timedelta
+) -> Step:
     """`begin` for an event whose registration is not known here: it is invalid or must be
     checked (a registration we do not know can only be learnt from a GET)."""
     row = (await connection.execute(_LOCK_EVENT, {"p_row": row_id})).first()
@@ -169,7 +177,7 @@ async def _begin_unknown(connection: AsyncConnection, row_id: int, now: datetime
     state, body, received_at = row
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
-    fields, decision = judge(body, None)
+    fields, decision = judge(body, None, now=now, skew=skew)
     invalid = None
     if not fields.is_json_object:
         invalid = ("invalid:not_json", "the body is not a JSON object")
@@ -197,9 +205,11 @@ async def finish_with_snapshot(
     snapshot: SinchRegistration,
     decision: Decision,
     *,
+    fetched_at: datetime,
     now: datetime,
 ) -> Finished:
-    """Apply the registration fetched to check event `row_id` and mark the event processed.
+    """Apply the registration fetched (the GET began at `fetched_at`) to check event `row_id` and
+    mark the event processed.
 
     The snapshot is applied even if another process finished the event meanwhile: it is Sinch's
     truth, and the recency guard keeps it from overwriting anything newer.
@@ -207,7 +217,12 @@ async def finish_with_snapshot(
     event = await lock_event(session, row_id)
     event_id = event.dedup_key if event is not None else None
     await apply_snapshot(
-        session, snapshot, source=HistorySource.REFETCH, event_id=event_id, now=now
+        session,
+        snapshot,
+        source=HistorySource.REFETCH,
+        event_id=event_id,
+        fetched_at=fetched_at,
+        now=now,
     )
     if event is None or event.state != EventState.RECEIVED:
         return Finished(outcome="already_done")

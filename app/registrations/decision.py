@@ -1,15 +1,15 @@
 """The decision: can a callback be trusted as it is, ignored, or must it be checked? Pure.
 
 A callback is a hint; a GET of the registration is the truth. The event is applied as it is only
-when it is newer than everything we know and the transition table allows it; an event older than
-what we know is ignored only when a GET made after the event already told us the truth; everything
-doubtful is checked with a GET.
+when it is newer than everything we know, not later than our clock (plus a bounded skew), and the
+transition table allows it; an event older than what we know is ignored only when a GET made after
+the event already told us the truth; everything doubtful is checked with a GET.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from app.registrations.states import is_allowed, known_state
@@ -32,6 +32,12 @@ class Reason(StrEnum):
     UNKNOWN_STATE = "unknown_state"
     NO_TIME = "no_time"
     NO_STATE = "no_state"
+    FUTURE_TIME = "future_time"
+
+
+DEFAULT_SKEW = timedelta(minutes=5)
+"""How far a callback's time may run ahead of our clock and still be trusted (Sinch's clock and
+ours are not the same clock). The worker takes its value from `EVENT_TIME_SKEW_SECONDS`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +89,22 @@ class Decision:
         return f"{self.action.value}:{self.reason.value}"
 
 
-def decide(event: EventFacts, local: LocalFacts | None) -> Decision:
+def decide(
+    event: EventFacts, local: LocalFacts | None, *, now: datetime, skew: timedelta = DEFAULT_SKEW
+) -> Decision:
+    """Trust, ignore or check `event`, given what is known here and our clock `now`.
+
+    An event claiming a time later than `now + skew` is checked, never trusted: applied as it is,
+    a time in the future would outrank every real callback that follows it.
+    """
     if event.status is None:
         return Decision(Action.CHECK, Reason.NO_STATE)
     if known_state(event.status) is None:
         return Decision(Action.CHECK, Reason.UNKNOWN_STATE)
     if event.at is None:
         return Decision(Action.CHECK, Reason.NO_TIME)
+    if event.at > now + skew:
+        return Decision(Action.CHECK, Reason.FUTURE_TIME)
     if local is None:
         return Decision(Action.CHECK, Reason.UNKNOWN_REGISTRATION)
 

@@ -112,11 +112,13 @@ def history_statement(registration_id: str) -> Select[RegistrationHistory]:
     return (
         select(RegistrationHistory)
         .where(RegistrationHistory.registration_id == registration_id)
-        .order_by(RegistrationHistory.at, RegistrationHistory.id)
+        # The order applied, not Sinch's `at`: a snapshot that overrules a callback from the
+        # future carries an earlier `at` than the row it corrects.
+        .order_by(RegistrationHistory.id)
     )
 
 
 async def history(session: AsyncSession, registration_id: str) -> Sequence[RegistrationHistory]:
-    """Every status change of the registration, oldest first (Sinch's time, then arrival)."""
+    """Every status change of the registration, in the order it was applied here."""
     result = await session.execute(history_statement(registration_id))
     return result.scalars().all()

@@ -54,8 +54,14 @@ async def reconcile(
         ):
             seen += 1
             async with sessionmaker.begin() as session:
+                # The page's fetch began after `started`: the run's start is a safe (early) bound.
                 result = await apply_snapshot(
-                    session, snapshot, source=HistorySource.RECONCILE, event_id=None, now=utcnow()
+                    session,
+                    snapshot,
+                    source=HistorySource.RECONCILE,
+                    event_id=None,
+                    fetched_at=started,
+                    now=utcnow(),
                 )
             changed += result.status_changed
 

@@ -41,6 +41,7 @@ MOVE_STATUS = (
     .values(
         status=bindparam("p_to"),
         status_changed_at=bindparam("p_at"),
+        callback_applied_at=bindparam("p_now"),
         updated_at=bindparam("p_now"),
     )
 )
@@ -81,6 +82,7 @@ def add_history(
     source: str,
     event_id: str | None,
     recorded_at: datetime,
+    note: str | None = None,
 ) -> None:
     session.add(
         RegistrationHistory(
@@ -91,6 +93,7 @@ def add_history(
             source=source,
             event_id=event_id,
             recorded_at=recorded_at,
+            note=note,
         )
     )
 

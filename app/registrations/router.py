@@ -149,10 +149,16 @@ async def refresh_registration(
     session: SessionDep,
     registration_id: RegistrationId,
 ) -> RegistrationOut:
+    fetched_at = utcnow()
     snapshot = await _fetch(resources, registration_id)
     async with session.begin():
         await apply_snapshot(
-            session, snapshot, source=HistorySource.REFETCH, event_id=None, now=utcnow()
+            session,
+            snapshot,
+            source=HistorySource.REFETCH,
+            event_id=None,
+            fetched_at=fetched_at,
+            now=utcnow(),
         )
         registration = await _get_or_404(session, registration_id)
     log.info("registration refreshed", extra={"registration_id": registration_id})

@@ -43,7 +43,16 @@ class HistoryItem(ApiModel):
     at: ApiTime = Field(description="Sinch's time of the change.")
     source: HistorySource
     event_id: str | None = Field(description="The callback event's id when a callback caused it.")
+    note: str | None = Field(
+        default=None,
+        description="Why the change needs explaining; null for most rows. Set when Sinch's "
+        "document overruled a status a callback had set (a hint never outranks the truth).",
+    )
 
 
 class HistoryOut(ApiModel):
-    items: list[HistoryItem] = Field(description="Oldest first.")
+    items: list[HistoryItem] = Field(
+        description="Oldest first, in the order the changes were applied here (so each row's "
+        "fromStatus is the toStatus of the row before it, even when a snapshot corrected a "
+        "callback that claimed a later time)."
+    )

@@ -1,9 +1,13 @@
 """Applying what we learn to the local copy, with the recency guard. Runs inside the caller's
 transaction; never commits and never calls the network.
 
-Recency is monotonic per registration: `status_changed_at` holds Sinch's time of the newest
-information applied, and nothing older than it overwrites the registration, whichever process gets
-there first (the row lock makes the check and the write one step).
+Recency per registration: callbacks are ordered among themselves by the Sinch time they claim
+(`status_changed_at` holds the newest one applied), but a hint never outranks the truth. A snapshot
+(a GET) shows everything Sinch did before the fetch began, so it wins over every callback applied
+before that moment, whatever time the callback claimed; between two snapshots the later fetch wins.
+Only a callback applied after the fetch began can keep its status against a snapshot, and only when
+it claims a later Sinch time than the document's `updateTime`. The row lock makes the check and the
+write one step, whichever process gets there first.
 """
 
 from __future__ import annotations
@@ -21,8 +25,38 @@ from app.sinch.schemas import SinchRegistration
 @dataclass(frozen=True, slots=True)
 class SnapshotResult:
     applied: bool
-    """False when the snapshot was older than what the registration already holds."""
+    """False when the registration already holds newer news (a later fetch, or a callback applied
+    after this fetch began that claims a later time than the document)."""
     status_changed: bool
+    overruled: bool = False
+    """True when the snapshot corrected a status that a callback had set."""
+
+
+def snapshot_wins(
+    *,
+    fetched_at: datetime,
+    update_time: datetime | None,
+    last_synced_at: datetime | None,
+    callback_applied_at: datetime | None,
+    status_changed_at: datetime | None,
+) -> bool:
+    """Whether a snapshot fetched at `fetched_at` (our clock) with Sinch's `update_time` replaces
+    the local registration. Pure; the rule is the module's docstring."""
+    if last_synced_at is not None and fetched_at < last_synced_at:
+        return False  # a later fetch was applied already
+    if callback_applied_at is None or callback_applied_at <= fetched_at:
+        return True  # every callback applied so far happened before Sinch answered this fetch
+    return (
+        update_time is not None
+        and status_changed_at is not None
+        and update_time >= status_changed_at
+    )
+
+
+def overrule_note(status: str, claimed_at: datetime | None) -> str:
+    """The history note of a snapshot that corrects a status a callback had set."""
+    claimed = claimed_at.isoformat() if claimed_at is not None else "no time"
+    return f"Sinch's document overruled a callback that said {status} at {claimed}"
 
 
 async def apply_snapshot(
@@ -31,20 +65,23 @@ async def apply_snapshot(
     *,
     source: HistorySource,
     event_id: str | None,
+    fetched_at: datetime,
     now: datetime,
 ) -> SnapshotResult:
     """Make the local registration say what Sinch's document says, unless we hold newer news.
 
-    The snapshot's time is its `updateTime` (the fetch time when Sinch gives none). A status change
-    adds a history row; the same status only refreshes the document and `last_synced_at`.
+    `fetched_at` is when the GET (or the listing) that answered `snapshot` began, on our clock; it
+    becomes `last_synced_at`. The snapshot's Sinch time is its `updateTime` (`fetched_at` when Sinch
+    gives none). A status change adds a history row; one that corrects a callback's status says so
+    in its note. The same status only refreshes the document and the times.
     """
-    at = snapshot.update_time or now
+    at = snapshot.update_time or fetched_at
     values = {
         "id": snapshot.id,
         "status": snapshot.status,
         "registration_type": snapshot.registration_type,
         "status_changed_at": at,
-        "last_synced_at": now,
+        "last_synced_at": fetched_at,
         "sinch": snapshot.raw,
         "created_at": now,
         "updated_at": now,
@@ -65,10 +102,20 @@ async def apply_snapshot(
     registration = await repository.lock(session, snapshot.id)
     if registration is None:  # deleted between the two statements: nothing to guard against
         raise RuntimeError(f"registration {snapshot.id} vanished while being written")
-    if registration.status_changed_at is not None and at < registration.status_changed_at:
+    if not snapshot_wins(
+        fetched_at=fetched_at,
+        update_time=snapshot.update_time,
+        last_synced_at=registration.last_synced_at,
+        callback_applied_at=registration.callback_applied_at,
+        status_changed_at=registration.status_changed_at,
+    ):
         return SnapshotResult(applied=False, status_changed=False)
 
     changed = registration.status != snapshot.status
+    # A callback's claim outranked by the document: the hint set a status Sinch does not confirm.
+    overruled = changed and (
+        registration.status_changed_at is not None and at < registration.status_changed_at
+    )
     if changed:
         repository.add_history(
             session,
@@ -79,11 +126,14 @@ async def apply_snapshot(
             source=source,
             event_id=event_id,
             recorded_at=now,
+            note=overrule_note(registration.status, registration.status_changed_at)
+            if overruled
+            else None,
         )
         registration.status = snapshot.status
     registration.status_changed_at = at
     registration.registration_type = snapshot.registration_type or registration.registration_type
     registration.sinch = snapshot.raw
-    registration.last_synced_at = now
+    registration.last_synced_at = fetched_at
     registration.updated_at = now
-    return SnapshotResult(applied=True, status_changed=changed)
+    return SnapshotResult(applied=True, status_changed=changed, overruled=overruled)

@@ -38,13 +38,14 @@ def retry_delay(job_try: int, base: float) -> float:
 async def process_event(ctx: WorkerContext, row_id: int) -> str:
     """Process inbox row `row_id`: apply, ignore, or check it with a GET. Answers the outcome."""
     metrics, engine = ctx["metrics"], ctx["engine"]
+    skew = timedelta(seconds=ctx["settings"].event_time_skew_seconds)
     step: Step | None = None
     if engine.dialect.name == "postgresql":
         async with ctx["connections"].connection() as driver:
-            step = await optimistic.try_begin(driver, row_id, now=utcnow())
+            step = await optimistic.try_begin(driver, row_id, now=utcnow(), skew=skew)
     if step is None:
         async with engine.begin() as connection:
-            step = await processing.begin(connection, row_id, now=utcnow())
+            step = await processing.begin(connection, row_id, now=utcnow(), skew=skew)
     if isinstance(step, MustCheck):
         step = await _check(ctx, row_id, step)
     metrics.events_processed.labels(step.outcome).inc()
@@ -66,6 +67,7 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
             "Sinch credentials are not configured; replay the event once they are",
         )
     ctx["metrics"].sinch_gets.labels(step.decision.reason.value).inc()
+    fetched_at = utcnow()
     try:
         snapshot = await sinch.get_registration(step.registration_id)
     except SinchNotFoundError:
@@ -93,7 +95,7 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
 
     async with sessionmaker.begin() as session:
         return await processing.finish_with_snapshot(
-            session, row_id, snapshot, step.decision, now=utcnow()
+            session, row_id, snapshot, step.decision, fetched_at=fetched_at, now=utcnow()
         )
 
 

@@ -102,6 +102,7 @@ async def put_registration(
             SinchRegistration.from_document(document),
             source=source,
             event_id=None,
+            fetched_at=utcnow(),
             now=utcnow(),
         )
 

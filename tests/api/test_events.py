@@ -18,6 +18,7 @@ from app.db import utcnow
 from app.events import processing
 from app.main import create_app
 from app.models import EventState
+from app.registrations.decision import DEFAULT_SKEW
 from app.settings import Settings
 from app.worker.queue import event_job_id
 from tests.api.conftest import AUTH, assert_problem, post_callback, put_registration
@@ -60,7 +61,9 @@ async def kept_ids(settings: Settings) -> list[int]:
 
 async def process(sessionmaker: Sessions, row_id: int) -> None:
     async with sessionmaker.begin() as session:
-        step = await processing.begin(await session.connection(), row_id, now=utcnow())
+        step = await processing.begin(
+            await session.connection(), row_id, now=utcnow(), skew=DEFAULT_SKEW
+        )
     assert isinstance(step, processing.Finished), step
 
 

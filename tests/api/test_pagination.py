@@ -42,6 +42,7 @@ async def seed(sessionmaker: Sessions, rng: random.Random) -> dict[str, tuple[st
                 SinchRegistration.from_document(document),
                 source=HistorySource.RECONCILE,
                 event_id=None,
+                fetched_at=utcnow(),
                 now=utcnow(),
             )
             rows[registration_id] = (status, at)

@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.registrations.decision import Action, EventFacts, LocalFacts, Reason, decide
+from app.registrations.decision import DEFAULT_SKEW, Action, EventFacts, LocalFacts, Reason, decide
 from app.registrations.states import State, is_allowed
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
+NOW = T0 + 10 * SECOND  # the worker's clock in these cases
 
 
 def local(
@@ -83,21 +84,37 @@ def local(
         ),
         # Nothing known about the time of the local state: the event is newer.
         (EventFacts("IN_PROGRESS", T0), local(at=None), Action.APPLY, Reason.TRUSTED),
+        # A time ahead of our clock by more than the skew: Sinch's clock, or the event, is wrong.
+        (
+            EventFacts("IN_PROGRESS", NOW + DEFAULT_SKEW + SECOND),
+            local(),
+            Action.CHECK,
+            Reason.FUTURE_TIME,
+        ),
+        (
+            EventFacts("IN_PROGRESS", NOW.replace(year=2036)),
+            None,
+            Action.CHECK,
+            Reason.FUTURE_TIME,
+        ),
+        # Ahead, but within the skew: clocks differ a little.
+        (EventFacts("IN_PROGRESS", NOW + DEFAULT_SKEW), local(), Action.APPLY, Reason.TRUSTED),
     ],
 )
 def test_cases(event: EventFacts, known: LocalFacts | None, action: Action, reason: Reason) -> None:
-    decision = decide(event, known)
+    decision = decide(event, known, now=NOW)
     assert (decision.action, decision.reason) == (action, reason)
     assert decision.outcome == f"{action.value}:{reason.value}"
 
 
 states = st.sampled_from([*State, "SUSPENDED"]) | st.none()
 times = st.none() | st.integers(-5, 5).map(lambda n: T0 + n * SECOND)
+event_times = times | st.integers(-3, 3).map(lambda n: NOW + DEFAULT_SKEW + n * SECOND)
 
 
 @given(
     status=states,
-    at=times,
+    at=event_times,
     known_status=st.sampled_from([*State, "SUSPENDED"]),
     known_at=times,
     synced=times,
@@ -112,10 +129,14 @@ def test_properties(
     synced_update: datetime | None,
 ) -> None:
     known = LocalFacts(known_status, known_at, synced, synced_update)
-    decision = decide(EventFacts(status, at), known)
+    decision = decide(EventFacts(status, at), known, now=NOW)
+    if at is not None and at > NOW + DEFAULT_SKEW:
+        # A time from the future never decides anything by itself.
+        assert decision.action is Action.CHECK
     if decision.action is Action.APPLY:
         # Only what is newer than everything known, by a transition the table allows.
         assert status is not None and at is not None
+        assert at <= NOW + DEFAULT_SKEW
         assert known_at is None or at > known_at
         assert is_allowed(known_status, status)
     if decision.action is Action.IGNORE:

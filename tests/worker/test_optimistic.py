@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db import driver_connection, utcnow
 from app.events import optimistic
 from app.models import REGISTRATIONS
+from app.registrations.decision import DEFAULT_SKEW
 from app.settings import Settings
 from app.simulator import SimulatorControl
 from app.worker.context import WorkerContext
@@ -61,7 +62,9 @@ async def test_registration_changed_after_the_read_is_decided_again_on_locked_ro
         )
         async with engine.connect() as connection:
             attempt = asyncio.create_task(
-                optimistic.try_begin(await driver_connection(connection), second, now=utcnow())
+                optimistic.try_begin(
+                    await driver_connection(connection), second, now=utcnow(), skew=DEFAULT_SKEW
+                )
             )
             await wait_until_someone_waits_for_a_lock(engine)
             await other.commit()
