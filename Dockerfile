@@ -19,12 +19,14 @@ RUN groupadd --system --gid 10001 app \
     && mkdir -p /app/var \
     && chown app:app /app/var
 
-# Dependencies in their own layer: rebuilt only when pyproject.toml changes, not on every code
-# edit. The list is read from pyproject.toml itself, so it cannot drift from the project's.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
+# Dependencies in their own layer: rebuilt only when the lock changes, not on every code edit.
+# Exactly the versions of uv.lock (the ones the tests ran against), checked against its hashes.
+COPY pyproject.toml uv.lock ./
+RUN pip install uv==0.13.8 \
+    && uv export --frozen --no-dev --no-emit-project --format requirements.txt \
+        -o /tmp/requirements.txt \
+    && pip install --require-hashes --no-deps -r /tmp/requirements.txt \
+    && pip uninstall -y uv \
     && rm /tmp/requirements.txt
 
 # The code last. It runs from /app (PYTHONPATH), which is where alembic.ini and `python -m app`

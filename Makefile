@@ -3,14 +3,21 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# uv installs exactly what uv.lock holds (the versions the tests ran against); the Dockerfile and CI
+# install from the same file. `uv lock` after changing pyproject.toml's dependencies.
+UV_VERSION := 0.13.8
+UV := UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
+STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test lint typecheck pytest services demo bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/uv:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+
+# --inexact: keep uv itself in the environment.
+$(STAMP): pyproject.toml uv.lock | $(BIN)/uv
+	$(UV) sync --frozen --inexact --extra dev
 	@touch $(STAMP)
 
 ## make run: install, migrate, then the API on :8000 and one worker in the foreground (Ctrl-C stops both)

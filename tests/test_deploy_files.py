@@ -14,6 +14,7 @@ import inspect
 import json
 import re
 import shlex
+import tomllib
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,7 @@ from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
+PYPROJECT = ROOT / "pyproject.toml"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -464,9 +466,24 @@ def test_dockerfile_installs_dependencies_before_the_code() -> None:
     install = next(i for i, (kw, args) in enumerate(steps) if kw == "RUN" and "pip install" in args)
     copies = [(i, args.split()) for i, (kw, args) in enumerate(steps) if kw == "COPY"]
     before = [sources for i, sources in copies if i < install]
-    assert before == [["pyproject.toml", "./"]], f"copied before installing: {before}"
+    assert before == [["pyproject.toml", "uv.lock", "./"]], f"copied before installing: {before}"
     copied = {Path(args[0]).as_posix() for i, args in copies if i > install}
     assert {"app", "migrations", "alembic.ini"} <= copied
+
+
+def test_dockerfile_installs_exactly_the_lock() -> None:
+    install = next(args for kw, args in dockerfile() if kw == "RUN" and "pip install" in args)
+    assert "uv export --frozen --no-dev" in install
+    assert "--require-hashes" in install
+
+
+def test_the_lock_pins_the_arq_that_the_enqueue_script_was_written_for() -> None:
+    pinned: list[str] = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+    [arq] = [d for d in pinned if d.startswith("arq")]
+    assert arq.startswith("arq=="), "the Lua enqueue relies on arq's internals: pin it exactly"
+    locked = tomllib.loads((ROOT / "uv.lock").read_text())["package"]
+    [entry] = [p for p in locked if p["name"] == "arq"]
+    assert arq == f"arq=={entry['version']}"
 
 
 def test_dockerfile_runs_the_api_and_checks_healthz() -> None:
