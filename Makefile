@@ -46,9 +46,9 @@ demo: $(STAMP) services
 
 ## make bench: the three benchmarks of bench/ (see bench/README.md); wants an otherwise idle machine
 bench: $(STAMP) services
-	$(BIN)/python bench/callbacks.py; \
-	$(BIN)/python bench/worker.py; \
-	$(BIN)/python bench/api.py
+	$(BIN)/python -m bench.callbacks; \
+	$(BIN)/python -m bench.worker; \
+	$(BIN)/python -m bench.api
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -5,9 +5,10 @@ callback events, serves `uvicorn app.main:app` on it, and measures over real HTT
 1. GET /v1/registrations/{id} for random ids (target p99 <= 10 ms);
 2. GET /v1/registrations?status=...&limit=50, one filtered page, first pages and pages reached by
    cursor (target p99 <= 25 ms).
-Requests go 4 at a time from an async httpx client; latency is measured per request on the client.
+Requests go `--concurrency` at a time (default 1) from an async httpx client; latency is measured
+per request on the client.
 
-Run from the repository root: `.venv/bin/python bench/api.py` (about 2 minutes, most of it filling
+Run from the repository root: `.venv/bin/python -m bench.api` (about a minute, most of it filling
 the database).
 """
 
@@ -15,30 +16,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
-import statistics
-import subprocess
-import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import asyncpg  # type: ignore[import-untyped]
+import httpx
 
-import asyncpg  # type: ignore[import-untyped]  # noqa: E402
-import httpx  # noqa: E402
-
-from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
-from tests.support.servers import free_port  # noqa: E402
+from bench.support import (
+    RESULTS,
+    create_database,
+    database_url,
+    describe_machine,
+    drop_database,
+    latency_summary,
+    table,
+    timestamp,
+    uvicorn_server,
+    write_results,
+)
 
 DATABASE = "bench_api"
 TOKEN = "bench-api-token"
-RESULTS = ROOT / "bench" / "results"
 STATES = ["IN_QUEUE", "IN_PROGRESS", "APPROVED", "REJECTED", "PENDING", "ON_HOLD"]
 TYPES = ["ALPHANUMERIC_SENDER_ID", "LONG_NUMBER", "SHORT_CODE", "RCS_AGENT"]
 
@@ -79,9 +79,8 @@ FILL = [
 ]
 
 
-async def fill(url: str, registrations: int, events: int) -> None:
-    plain = url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await asyncpg.connect(plain)
+async def fill(registrations: int, events: int) -> None:
+    connection = await asyncpg.connect(database_url(DATABASE))
     try:
         for statement in FILL:
             started = time.monotonic()
@@ -95,14 +94,8 @@ async def fill(url: str, registrations: int, events: int) -> None:
         await connection.close()
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def measure(
-    client: httpx.AsyncClient, paths: list[str], concurrency: int
-) -> dict[str, float]:
+async def measure(client: httpx.AsyncClient, paths: list[str], concurrency: int) -> dict[str, Any]:
+    """GET every path, `concurrency` at a time: req/s and latency (ms) measured per request."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue = list(reversed(paths))
@@ -122,9 +115,7 @@ async def measure(
     return {
         "requests": len(latencies),
         "requests_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(percentile(latencies, 0.99), 2),
-        "max_ms": round(max(latencies), 2),
+        "latency_ms": latency_summary(latencies, digits=2),
     }
 
 
@@ -143,33 +134,19 @@ async def cursor_paths(client: httpx.AsyncClient, count: int, rng: random.Random
     return paths[:count]
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     rng = random.Random(7)  # repeatable choice of ids
-    url: str = args.database_url
     print(f"filling {args.registrations:,} registrations and {args.events:,} events ...")
-    await fill(url, args.registrations, args.events)
-    port = free_port()
-    log = (RESULTS / "api-service.log").open("wb")
-    env = {**os.environ, "DATABASE_URL": url, "INTERNAL_API_TOKENS": TOKEN, "LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any measurement
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--no-access-log"],
-        cwd=RESULTS,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
+    await fill(args.registrations, args.events)
+    env = {**os.environ, "DATABASE_URL": args.database_url, "INTERNAL_API_TOKENS": TOKEN}
+    env["LOG_LEVEL"] = "WARNING"
+    # Served from bench/results/, so that no .env of the repository's root is read.
+    with uvicorn_server(
+        "app.main:app", cwd=RESULTS, env=env, log_path=RESULTS / f"api-{stamp}-service.log"
+    ) as server:
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10
+            base_url=server.base_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
         ) as client:
-            for _ in range(200):
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
             ids = [
                 f"/v1/registrations/reg-{rng.randint(1, args.registrations):06d}"
                 for _ in range(args.requests)
@@ -180,15 +157,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
             later_pages = await cursor_paths(client, args.requests // 2, rng)
             await measure(client, ids[:200] + first_pages[:100], args.concurrency)  # warm-up
-            results = {
+            return {
                 "get_registration": await measure(client, ids, args.concurrency),
                 "filtered_page": await measure(client, first_pages + later_pages, args.concurrency),
             }
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-        log.close()
-    return results
 
 
 def main() -> int:
@@ -200,27 +172,27 @@ def main() -> int:
     # measure this machine's two cores shared by the server, PostgreSQL and the Python client.
     parser.add_argument("--concurrency", type=int, default=1, help="clients at once (default 1)")
     args = parser.parse_args()
+    stamp = timestamp()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    args.database_url = create_postgres_database(DATABASE)
+    args.database_url = create_database(DATABASE)
     try:
-        results = asyncio.run(run(args))
+        results = asyncio.run(run(args, stamp))
     finally:
-        drop_postgres_database(DATABASE)
+        drop_database(DATABASE)
     targets = {"get_registration": 10.0, "filtered_page": 25.0}
     print(f"\nGET over HTTP, {args.concurrency} at a time, {args.requests} requests each")
-    print(f"{'':20} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  target p99")
+    rows: list[list[object]] = [["", "req/s", "p50 ms", "p99 ms", "max ms", "target p99"]]
     met = True
     for name, figures in results.items():
-        ok = figures["p99_ms"] <= targets[name]
+        latency = figures["latency_ms"]
+        ok = latency["p99"] <= targets[name]
         met &= ok
-        print(
-            f"{name:20} {figures['requests_per_s']:>8} {figures['p50_ms']:>8} "
-            f"{figures['p99_ms']:>8} {figures['max_ms']:>8}  <= {targets[name]} "
-            f"{'met' if ok else 'NOT MET'}"
-        )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (RESULTS / f"api-{stamp}.json").write_text(
-        json.dumps({"args": vars(args), "results": results}, indent=2)
+        verdict = f"<= {targets[name]} {'met' if ok else 'NOT MET'}"
+        figures_ms = [latency["p50"], latency["p99"], latency["max"]]
+        rows.append([name, figures["requests_per_s"], *figures_ms, verdict])
+    print(table(rows))
+    write_results(
+        "api", stamp, {"args": vars(args), "environment": describe_machine(), "results": results}
     )
     return 0 if met else 1
 

@@ -1,6 +1,6 @@
 """The ceiling for bench/callbacks.py: FastAPI with one POST route that reads the body, answers 200.
 
-Served exactly like the real service (`uvicorn bare_app:app --app-dir bench`), on the callback's
+Served exactly like the real service (`uvicorn bench.bare_app:app`), on the callback's
 path, so the same wrk script drives both.
 """
 

@@ -7,80 +7,70 @@ One run measures, at the same concurrency and with the same wrk script:
 then prints requests/s, p50 and p99 of both and their ratio, and verifies the run: no non-2xx
 answer, no socket error, no body sent twice, and every 200 is a stored row.
 
-Run from the repository root: `.venv/bin/python bench/callbacks.py` (see bench/README.md).
+Run from the repository root: `.venv/bin/python -m bench.callbacks` (see bench/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import json
 import math
 import os
-import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import httpx
+import redis
 
-import asyncpg  # type: ignore[import-untyped]  # noqa: E402
-import httpx  # noqa: E402
-import redis  # noqa: E402
+from app.callbacks.signature import sign
+from bench.support import (
+    BENCH,
+    CALLBACK_PATH,
+    RESULTS,
+    ROOT,
+    CpuMeter,
+    ProcessGroups,
+    callback_body,
+    create_database,
+    database_url,
+    describe_machine,
+    drop_database,
+    flush_redis,
+    postgres_value,
+    redis_url,
+    start_profiler,
+    table,
+    timestamp,
+    uvicorn_server,
+    warn_if_busy,
+    write_results,
+)
 
-from app.callbacks.signature import sign  # noqa: E402
-from bench.procstat import CLOCK_TICKS, pids_named, process_ticks  # noqa: E402
-from tests.support.servers import free_port  # noqa: E402
-
-BENCH = ROOT / "bench"
 LUA_SCRIPT = BENCH / "callbacks.lua"
-RESULTS = BENCH / "results"
-CALLBACK_PATH = "/callbacks/sinch/registrations"
 SECRET = "bench-callback-secret"
 DATABASE_NAME = "bench_callbacks"
-REDIS_URL = "redis://127.0.0.1:6379/13"
-POSTGRES_ADMIN_URL = os.environ.get(
-    "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+REDIS_URL = redis_url(13)
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 SETTLE_SECONDS = 1.0
 WRK_INSTALL_HINT = "wrk is not installed: apt-get update && apt-get install -y wrk"
 
 
-# ----------------------------------------------------------------------------- bodies
-
-
 def write_bodies(path: Path, count: int) -> None:
     """`count` lines "<signature>\\t<body>", each body a distinct event (its own eventId)."""
     with path.open("w", encoding="ascii") as out:
         for _ in range(count):
-            body = json.dumps(
-                {
-                    "eventId": str(uuid.uuid4()),
-                    "eventType": "REGISTRATION_STATUS_UPDATE",
-                    "projectId": "bench",
-                    "resourceId": str(uuid.uuid4()),
-                    "resourceType": "REGISTRATION",
-                    "status": "IN_PROGRESS",
-                    "createTime": "2026-01-01T10:00:00",
-                },
-                separators=(",", ":"),
-            )
-            out.write(f"{sign(body.encode(), SECRET)}\t{body}\n")
+            body = callback_body(str(uuid.uuid4()), "IN_PROGRESS", "2026-01-01T10:00:00", "bench")
+            out.write(f"{sign(body, SECRET)}\t{body.decode()}\n")
 
 
 # ----------------------------------------------------------------------------- wrk
@@ -100,7 +90,6 @@ class WrkRun:
     socket_errors: dict[str, int]
     latency_ms: dict[str, float]
     requests_per_s: float
-    wrk_text_requests_per_s: float | None
     wrk_text_non_2xx: int
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -128,16 +117,17 @@ def run_wrk(
     url: str,
     bodies: Path,
     lines: tuple[int, int],
+    args: argparse.Namespace,
     *,
     seconds: float,
-    threads: int,
-    connections: int,
-    cpu_pids: Mapping[str, list[int] | str] | None = None,
+    cpu_groups: ProcessGroups | None = None,
 ) -> WrkRun:
+    """wrk with callbacks.lua sending lines [first, last) of `bodies` to `url`; the CPU of
+    `cpu_groups`, of wrk itself and of the rest of the machine meanwhile."""
     command = [
         "wrk",
-        f"-t{threads}",
-        f"-c{connections}",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
         f"-d{seconds:g}s",
         "--timeout",
         "10s",
@@ -149,28 +139,23 @@ def run_wrk(
         str(bodies),
         str(lines[0]),
         str(lines[1]),
-        str(threads),
+        str(args.threads),
         CALLBACK_PATH,
     ]
+    meter = CpuMeter(cpu_groups or {})
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        before = cpu_snapshot(cpu_pids or {})
+        meter.start()
+        began = time.monotonic()
         process = subprocess.Popen(command, stdout=out, stderr=err)
         _, status, rusage = os.wait4(process.pid, 0)  # wrk's own CPU time, from the kernel
         process.returncode = os.waitstatus_to_exitcode(status)
-        after = cpu_snapshot(cpu_pids or {})
+        wrk_cpu = 100 * (rusage.ru_utime + rusage.ru_stime) / (time.monotonic() - began)
+        cpu = meter.stop(known={"wrk": round(wrk_cpu, 1)})
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
     if process.returncode != 0:
         raise RuntimeError(f"wrk failed ({process.returncode}): {stderr.strip()}")
-    cpu = cpu_usage(before, after)
-    cpu["wrk"] = round(
-        100 * (rusage.ru_utime + rusage.ru_stime) / (after["wall"] - before["wall"]), 1
-    )
-    # Everything else busy on the machine meanwhile (another test run skews the figures).
-    busy_cores = cpu.get("machine_busy_percent_of_all_cores", 0.0) * (os.cpu_count() or 1)
-    known = sum(value for name, value in cpu.items() if name != "machine_busy_percent_of_all_cores")
-    cpu["other"] = round(max(busy_cores - known, 0.0), 1)
     return parse_wrk(label, stdout, cpu)
 
 
@@ -184,7 +169,6 @@ def parse_wrk(label: str, text: str, cpu: dict[str, float]) -> WrkRun:
     # request away): that call advanced thread 0's `sent` without writing anything.
     sent = sum(thread["sent"] for thread in threads) - 1
     errors: dict[str, int] = data["errors"]
-    text_rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.MULTILINE)
     text_non_2xx = re.search(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", text, re.MULTILINE)
     latency = data["latency_us"]
     duration_s = data["duration_us"] / 1e6
@@ -198,109 +182,12 @@ def parse_wrk(label: str, text: str, cpu: dict[str, float]) -> WrkRun:
         socket_errors={key: errors[key] for key in ("connect", "read", "write", "timeout")},
         latency_ms={key: latency[key] / 1000 for key in latency},
         requests_per_s=data["requests"] / duration_s,
-        wrk_text_requests_per_s=float(text_rps.group(1)) if text_rps else None,
         wrk_text_non_2xx=int(text_non_2xx.group(1)) if text_non_2xx else 0,
         cpu=cpu,
     )
 
 
-# ----------------------------------------------------------------------------- CPU accounting
-
-
-Snapshot = dict[str, Any]
-
-
-def cpu_snapshot(groups: Mapping[str, list[int] | str]) -> Snapshot:
-    """CPU ticks so far of each group's processes (given as pids, or as a process name looked up
-    now), and of the whole machine (busy, total)."""
-    processes: dict[str, dict[int, int]] = {}
-    for name, members in groups.items():
-        pids = pids_named(members) if isinstance(members, str) else members
-        processes[name] = {pid: process_ticks(pid) for pid in pids}
-    values = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = values[3] + values[4]
-    return {
-        "processes": processes,
-        "machine_busy": sum(values) - idle,
-        "machine_total": sum(values),
-        "wall": time.monotonic(),
-    }
-
-
-def cpu_usage(before: Snapshot, after: Snapshot) -> dict[str, float]:
-    """Percent of ONE core used by each group over the interval (a process that ended meanwhile
-    loses its last ticks; one that started counts whole); `machine...` is of all cores."""
-    wall = after["wall"] - before["wall"]
-    if wall <= 0:
-        return {}
-    usage: dict[str, float] = {}
-    for name, ticks in after["processes"].items():
-        old = before["processes"].get(name, {})
-        spent = sum(max(now - old.get(pid, 0), 0) for pid, now in ticks.items())
-        usage[name] = round(100 * spent / CLOCK_TICKS / wall, 1)
-    total = after["machine_total"] - before["machine_total"]
-    if total > 0:
-        busy = after["machine_busy"] - before["machine_busy"]
-        usage["machine_busy_percent_of_all_cores"] = round(100 * busy / total, 1)
-    return usage
-
-
-# ----------------------------------------------------------------------------- servers
-
-
-@contextlib.contextmanager
-def uvicorn_server(
-    app: str, *, cwd: Path, env: dict[str, str], log_path: Path, extra: list[str] | None = None
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`uvicorn <app>` in a subprocess: one process, uvloop/httptools as installed, no access log.
-
-    Yields the base URL once the app answers HTTP (the lifespan has completed by then).
-    """
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        *(extra or []),
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_answering(base, process, log_path)
-            yield base, process
-        finally:
-            stop_process(process)
-
-
-def wait_until_answering(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early; its log:\n{log_path.read_text()[-3000:]}")
-        try:
-            httpx.get(f"{base}/healthz", timeout=1)  # any answer: the bare app has no /healthz
-        except httpx.TransportError:
-            time.sleep(0.1)
-        else:
-            return
-    raise RuntimeError(f"server did not answer within 30 s; its log:\n{log_path.read_text()}")
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)  # uvicorn's graceful stop: runs the lifespan's exit
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+# ----------------------------------------------------------------------------- the service
 
 
 def metric_value(base: str, name: str, labels: str) -> float | None:
@@ -313,65 +200,15 @@ def metric_value(base: str, name: str, labels: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-# ----------------------------------------------------------------------------- database
-
-
-def database_url(name: str, driver: str = "postgresql") -> str:
-    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
-    return f"{base}/{name}".replace("postgresql://", f"{driver}://", 1)
-
-
-def query(url: str, sql: str) -> Any:
-    """The first value of `sql`'s answer (`url` is a plain postgresql:// URL)."""
-
-    async def run() -> Any:
-        connection = await asyncpg.connect(url)
-        try:
-            return await connection.fetchval(sql)
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
-
-
-def create_database(name: str, app_root: Path) -> str:
-    """A fresh database migrated with `alembic upgrade head`; answers its SQLAlchemy async URL."""
-    query(POSTGRES_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    query(POSTGRES_ADMIN_URL, f'CREATE DATABASE "{name}"')
-    async_url = database_url(name, "postgresql+asyncpg")
-    subprocess.run(
-        [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"],
-        cwd=app_root,
-        env={**os.environ, "DATABASE_URL": async_url},
-        check=True,
-        capture_output=True,
-    )
-    return async_url
-
-
-def drop_database(name: str) -> None:
-    query(POSTGRES_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def stored_rows(url: str) -> int:
     """Rows in the inbox once the count stops moving (requests wrk abandoned may still commit)."""
-    count: int = query(url, "SELECT count(*) FROM callback_events")
+    count: int = postgres_value(url, "SELECT count(*) FROM callback_events")
     while True:
         time.sleep(SETTLE_SECONDS)
-        again: int = query(url, "SELECT count(*) FROM callback_events")
+        again: int = postgres_value(url, "SELECT count(*) FROM callback_events")
         if again == count:
             return count
         count = again
-
-
-def machine_busy(seconds: float = 1.0) -> float:
-    """Percent of all cores busy over `seconds`: what else runs on the machine right now."""
-    before = cpu_snapshot({})
-    time.sleep(seconds)
-    return cpu_usage(before, cpu_snapshot({})).get("machine_busy_percent_of_all_cores", 0.0)
-
-
-# ----------------------------------------------------------------------------- the run
 
 
 @dataclass
@@ -386,30 +223,26 @@ def bench_bare(args: argparse.Namespace, workdir: Path) -> Target:
     bodies = workdir / "bare-bodies.txt"
     count = 20_000
     write_bodies(bodies, count)  # repeats are harmless here: nothing is kept
-    env = {**os.environ}
     with uvicorn_server(
-        "bare_app:app",
-        cwd=ROOT,
-        env=env,
-        log_path=workdir / "bare.log",
-        extra=["--app-dir", str(BENCH)],
-    ) as (base, process):
-        url = base + CALLBACK_PATH
-        common = {"threads": args.threads, "connections": args.connections}
-        warmup = run_wrk("bare warm-up", url, bodies, (0, count), seconds=args.warmup, **common)
+        "bench.bare_app:app", cwd=ROOT, env=os.environ, log_path=workdir / "bare.log"
+    ) as server:
+        url = server.base_url + CALLBACK_PATH
+        warmup = run_wrk("bare warm-up", url, bodies, (0, count), args, seconds=args.warmup)
         measured = run_wrk(
             "bare",
             url,
             bodies,
             (0, count),
+            args,
             seconds=args.duration,
-            cpu_pids={"server": [process.pid]},
-            **common,
+            cpu_groups={"server": [server.process.pid]},
         )
     return Target("bare FastAPI (ceiling)", warmup, measured)
 
 
-def bench_service(args: argparse.Namespace, workdir: Path, ceiling_rps: float) -> Target:
+def bench_service(
+    args: argparse.Namespace, workdir: Path, stamp: str, ceiling_rps: float
+) -> Target:
     # Enough distinct bodies that even a service as fast as the ceiling never repeats one.
     per_second = max(ceiling_rps, 1000.0) * 1.5
     warm_lines = math.ceil(per_second * args.warmup) + 2_000
@@ -417,9 +250,10 @@ def bench_service(args: argparse.Namespace, workdir: Path, ceiling_rps: float) -
     bodies = workdir / "service-bodies.txt"
     write_bodies(bodies, warm_lines + measured_lines)
 
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    flush_redis(REDIS_URL)
     service_db = create_database(DATABASE_NAME, args.app_root)
     plain_db = database_url(DATABASE_NAME)
+    log_path = workdir / "service.log"
     try:
         env = {
             **os.environ,
@@ -432,39 +266,43 @@ def bench_service(args: argparse.Namespace, workdir: Path, ceiling_rps: float) -
             name, _, value = assignment.partition("=")
             env[name] = value
         with uvicorn_server(
-            "app.main:app", cwd=args.app_root, env=env, log_path=workdir / "service.log"
-        ) as (base, process):
-            url = base + CALLBACK_PATH
-            common = {"threads": args.threads, "connections": args.connections}
+            "app.main:app", cwd=args.app_root, env=env, log_path=log_path
+        ) as server:
+            url = server.base_url + CALLBACK_PATH
             rows_start = stored_rows(plain_db)
             warmup = run_wrk(
-                "service warm-up", url, bodies, (0, warm_lines), seconds=args.warmup, **common
+                "service warm-up", url, bodies, (0, warm_lines), args, seconds=args.warmup
             )
             rows_after_warmup = stored_rows(plain_db)
-            cpu_pids: dict[str, list[int] | str] = {
-                "server": [process.pid],
-                "postgres": "postgres",
-                "redis": "redis-server",
-            }
-            profiler = start_profiler(args, process.pid, workdir)
+            profiler = start_profiler(
+                args.py_spy,
+                server.process.pid,
+                RESULTS / f"callbacks-{stamp}-service-profile.txt",
+                rate=100,
+                seconds=math.floor(args.duration),
+            )
             measured = run_wrk(
                 "service",
                 url,
                 bodies,
                 (warm_lines, warm_lines + measured_lines),
+                args,
                 seconds=args.duration,
-                cpu_pids=cpu_pids,
-                **common,
+                cpu_groups={
+                    "server": [server.process.pid],
+                    "postgres": "postgres",
+                    "redis": "redis-server",
+                },
             )
             if profiler is not None:
                 profiler.wait(timeout=60)
             rows_end = stored_rows(plain_db)
-            queued_jobs = redis.Redis.from_url(REDIS_URL).zcard("arq:queue")
-            accepted = metric_value(base, "sinch_callbacks_total", 'result="accepted"')
-            duplicates = query(
+            queued_jobs: int = redis.Redis.from_url(REDIS_URL).zcard("arq:queue")  # type: ignore[assignment]
+            accepted = metric_value(server.base_url, "sinch_callbacks_total", 'result="accepted"')
+            duplicates = postgres_value(
                 plain_db, "SELECT coalesce(sum(duplicate_count), 0) FROM callback_events"
             )
-        log_text = (workdir / "service.log").read_bytes()
+        log_text = log_path.read_bytes()
         checks: dict[str, Any] = {
             "log_lines": log_text.count(b"\n"),
             "log_bytes": len(log_text),
@@ -473,39 +311,14 @@ def bench_service(args: argparse.Namespace, workdir: Path, ceiling_rps: float) -
             "rows_total": rows_end,
             "accepted_metric": None if accepted is None else int(accepted),
             "duplicates_counted": int(duplicates),
-            "arq_jobs_queued_at_end": int(queued_jobs),  # type: ignore[arg-type]
+            "arq_jobs_queued_at_end": int(queued_jobs),
         }
     finally:
-        if not args.keep_database:
-            drop_database(DATABASE_NAME)
+        drop_database(DATABASE_NAME)
     return Target("this service (PostgreSQL)", warmup, measured, checks)
 
 
-def start_profiler(
-    args: argparse.Namespace, pid: int, workdir: Path
-) -> subprocess.Popen[bytes] | None:
-    """With `--py-spy BINARY`: sample the service during the measured run (diagnostics only; the
-    profiler takes CPU from this 2-core machine, so a profiled run's figures are not the result)."""
-    if args.py_spy is None:
-        return None
-    out = RESULTS / f"callbacks-{datetime.now(UTC):%Y%m%dT%H%M%S}-service-profile.txt"
-    command = [
-        str(args.py_spy),
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(math.floor(args.duration)),
-        "--rate",
-        "100",
-        "--format",
-        "raw",
-        "--nonblocking",
-        "--output",
-        str(out),
-    ]
-    log = (workdir / "py-spy.log").open("wb")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+# ----------------------------------------------------------------------------- the run
 
 
 def verify(bare: Target, service: Target) -> list[str]:
@@ -539,47 +352,30 @@ def verify(bare: Target, service: Target) -> list[str]:
     return problems
 
 
-def environment() -> dict[str, Any]:
-    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    settings = {
-        name: query(POSTGRES_ADMIN_URL, f"SHOW {name}")
-        for name in ("fsync", "synchronous_commit", "wal_sync_method", "server_version")
-    }
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "wrk": (wrk_version.stdout or wrk_version.stderr).splitlines()[0],
-        "git_commit": commit.stdout.strip(),
-        "postgres": settings,
-    }
-
-
 def print_report(bare: Target, service: Target, args: argparse.Namespace) -> tuple[float, bool]:
     ratio = service.measured.requests_per_s / bare.measured.requests_per_s
-    print()
     print(
-        f"wrk -t{args.threads} -c{args.connections}, {args.duration:g} s measured "
+        f"\nwrk -t{args.threads} -c{args.connections}, {args.duration:g} s measured "
         f"after {args.warmup:g} s warm-up, POST {CALLBACK_PATH}"
     )
-    print(
-        f"{'':28} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'non-2xx':>7} "
-        f"{'server CPU/request':>18}"
-    )
+    rows: list[list[object]] = [
+        ["", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "server CPU/request"]
+    ]
     for target in (bare, service):
         run = target.measured
         per_request = run.server_cpu_us_per_request
-        print(
-            f"{target.name:28} {run.requests_per_s:8.0f} {run.latency_ms['p50']:7.2f} "
-            f"{run.latency_ms['p99']:7.2f} {run.latency_ms['max']:7.2f} {run.non_2xx:7d} "
-            f"{'' if per_request is None else f'{per_request:.0f} us':>18}"
+        rows.append(
+            [
+                target.name,
+                f"{run.requests_per_s:.0f}",
+                f"{run.latency_ms['p50']:.2f}",
+                f"{run.latency_ms['p99']:.2f}",
+                f"{run.latency_ms['max']:.2f}",
+                run.non_2xx,
+                "" if per_request is None else f"{per_request:.0f} us",
+            ]
         )
+    print(table(rows))
     p99 = service.measured.latency_ms["p99"]
     met = ratio >= TARGET_RATIO and p99 <= TARGET_P99_MS
     print(
@@ -624,7 +420,6 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT,
         help="folder to serve `app.main:app` from (e.g. a prototype copy of the repository)",
     )
-    parser.add_argument("--keep-database", action="store_true")
     parser.add_argument(
         "--py-spy",
         type=Path,
@@ -638,13 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     RESULTS.mkdir(exist_ok=True)
     started = datetime.now(UTC)
-    busy_before = machine_busy()
-    if busy_before > 15:
-        print(
-            f"WARNING: the machine is already {busy_before:.0f}% busy before the benchmark "
-            "(another test run?): the figures will be low and noisy",
-            file=sys.stderr,
-        )
+    stamp = timestamp(started)
+    busy_before = warn_if_busy()
     with tempfile.TemporaryDirectory(prefix="bench-callbacks-") as temp:
         workdir = Path(temp)
         bare = bench_bare(args, workdir)
@@ -653,10 +443,9 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {bare.measured.latency_ms['p99']:.2f} ms",
             flush=True,
         )
-        service = bench_service(args, workdir, bare.measured.requests_per_s)
+        service = bench_service(args, workdir, stamp, bare.measured.requests_per_s)
         service_log = (workdir / "service.log").read_bytes()
-    log_copy = RESULTS / f"callbacks-{started:%Y%m%dT%H%M%S}-service.log"
-    log_copy.write_bytes(service_log)
+    (RESULTS / f"callbacks-{stamp}-service.log").write_bytes(service_log)
 
     ratio, met = print_report(bare, service, args)
     problems = verify(bare, service)
@@ -665,10 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     if not problems:
         print("checks: zero non-2xx, zero socket errors, no repeated body, every 200 is a row")
 
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     result = {
         "started": started.isoformat(),
         "settings": {key: str(value) for key, value in vars(args).items()},
-        "environment": environment(),
+        "environment": describe_machine()
+        | {"wrk": (wrk_version.stdout or wrk_version.stderr).splitlines()[0]},
         "ratio": ratio,
         "target": {"ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS, "met": met},
         "problems": problems,
@@ -688,9 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             for key, target in (("bare", bare), ("service", service))
         },
     }
-    out = RESULTS / f"callbacks-{started:%Y%m%dT%H%M%S}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results: {out.relative_to(ROOT)}")
+    write_results("callbacks", stamp, result)
     return 0 if met and not problems else 1
 
 

@@ -14,7 +14,7 @@ One run measures, on this machine:
    signed callbacks POSTed to `uvicorn app.main:app` (which commits, then enqueues), the same
    worker applying them; lag = processed_at - received_at of each row, p50/p99.
 
-Run from the repository root: `.venv/bin/python bench/worker.py` (about two minutes). It prints a
+Run from the repository root: `.venv/bin/python -m bench.worker` (about two minutes). It prints a
 summary table and writes bench/results/worker-<time>.json plus the processes' logs beside it.
 `--app-root /tmp/copy` runs the worker and the API from a copy of the repository (to measure a
 change before making it); `--worker-env NAME=VALUE` adds to their environment.
@@ -27,47 +27,62 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import redis
+import redis.asyncio as aredis
+from arq.jobs import serialize_job
+from pydantic import SecretStr
+from sqlalchemy import Table, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-import httpx  # noqa: E402
-import redis  # noqa: E402
-import redis.asyncio as aredis  # noqa: E402
-from arq.jobs import serialize_job  # noqa: E402
-from pydantic import SecretStr  # noqa: E402
-from sqlalchemy import Table, func, insert, select  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncEngine  # noqa: E402
+from app.callbacks.inbox import NewCallback, store_callbacks
+from app.callbacks.signature import SIGNATURE_HEADER, sign
+from app.db import create_engine, utcnow
+from app.models import CallbackEvent, EventState, Registration, RegistrationHistory
+from app.settings import Settings
+from app.simulator.server import SimulatorServer
+from app.worker.queue import create_redis, enqueue_event
+from bench.support import (
+    CALLBACK_PATH,
+    MACHINE_BUSY,
+    OTHER,
+    RESULTS,
+    ROOT,
+    CpuMeter,
+    ProcessGroups,
+    callback_body,
+    cpu_ms_per_item,
+    create_database,
+    describe_machine,
+    drop_database,
+    flush_redis,
+    latency_summary,
+    log_tail,
+    percentile,
+    redis_url,
+    running,
+    start_profiler,
+    stop_process,
+    table,
+    timestamp,
+    uvicorn_server,
+    wait_for_log,
+    write_results,
+)
 
-from app.callbacks.inbox import NewCallback, store_callbacks  # noqa: E402
-from app.callbacks.signature import SIGNATURE_HEADER, sign  # noqa: E402
-from app.db import create_engine, utcnow  # noqa: E402
-from app.models import CallbackEvent, EventState, Registration, RegistrationHistory  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from app.simulator.server import SimulatorServer  # noqa: E402
-from app.worker.queue import create_redis, enqueue_event  # noqa: E402
-from bench.procstat import CLOCK_TICKS, pids_named, process_ticks  # noqa: E402
-from tests.support.databases import create_postgres_database, drop_postgres_database  # noqa: E402
-from tests.support.servers import free_port  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
 DATABASE_NAME = "bench_worker"
-REDIS_HOST = "redis://127.0.0.1:6379"
-SERVICE_REDIS_URL = f"{REDIS_HOST}/12"
-NOOP_REDIS_URL = f"{REDIS_HOST}/11"
-CALLBACK_PATH = "/callbacks/sinch/registrations"
+SERVICE_REDIS_URL = redis_url(12)
+NOOP_REDIS_URL = redis_url(11)
 TARGET_RATIO = 0.4
 TARGET_P99_MS = 250.0
 ENQUEUE_CONCURRENCY = 64
@@ -77,9 +92,7 @@ EVENTS = cast(Table, CallbackEvent.__table__)
 HISTORY = cast(Table, RegistrationHistory.__table__)
 # The service's own variables are set here, not inherited (LOG_LEVEL stays at its default, INFO).
 SERVICE_VARIABLES = frozenset(name.upper() for name in Settings.model_fields)
-
-
-# ----------------------------------------------------------------------------- small helpers
+ARQ = str(Path(sys.executable).parent / "arq")
 
 
 def sinch_time(value: datetime) -> str:
@@ -87,153 +100,18 @@ def sinch_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (`fraction` in 0..1) of a non-empty sequence."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-class CpuMeter:
-    """CPU used over an interval, in percent of ONE core, by groups of processes; and the whole
-    machine's busy share of all cores (what else ran meanwhile skews every figure here)."""
-
-    def __init__(self, groups: Callable[[], Mapping[str, list[int]]]) -> None:
-        self._groups = groups
-        self._start: dict[str, float] = {}
-
-    def _snapshot(self) -> dict[str, float]:
-        snapshot = {
-            name: sum(process_ticks(pid) for pid in pids) / CLOCK_TICKS
-            for name, pids in self._groups().items()
-        }
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        snapshot["_busy"] = (sum(values) - values[3] - values[4]) / CLOCK_TICKS
-        snapshot["_total"] = sum(values) / CLOCK_TICKS
-        snapshot["_wall"] = time.monotonic()
-        return snapshot
-
-    def start(self) -> None:
-        self._start = self._snapshot()
-
-    def stop(self) -> dict[str, float]:
-        end, start = self._snapshot(), self._start
-        wall = end["_wall"] - start["_wall"]
-        usage = {
-            f"{name}_percent_of_one_core": round(100 * (end[name] - start.get(name, 0.0)) / wall, 1)
-            for name in end
-            if not name.startswith("_")
-        }
-        total = end["_total"] - start["_total"]
-        cores = os.cpu_count() or 1
-        if total > 0:
-            busy = 100 * (end["_busy"] - start["_busy"]) / total
-            usage["machine_busy_percent_of_all_cores"] = round(busy, 1)
-            # Everything else that ran meanwhile (tests, other benchmarks) competes for the cores.
-            ours = sum(value for name, value in usage.items() if name.endswith("_one_core"))
-            usage["others_percent_of_one_core"] = round(max(busy * cores - ours, 0.0), 1)
-        usage["cores"] = cores
-        return usage
-
-
-def service_cpu_groups(worker: subprocess.Popen[bytes] | None, api: int | None = None) -> Any:
-    def groups() -> dict[str, list[int]]:
-        found: dict[str, list[int]] = {
-            "postgres": pids_named("postgres"),
-            "redis": pids_named("redis-server"),
-            "bench": [os.getpid()],
-        }
-        if worker is not None:
-            found["worker"] = [worker.pid]
-        if api is not None:
-            found["api"] = [api]
-        return found
-
+def service_cpu_groups(
+    worker: subprocess.Popen[bytes], api: subprocess.Popen[bytes] | None = None
+) -> ProcessGroups:
+    groups: dict[str, list[int] | str] = {
+        "postgres": "postgres",
+        "redis": "redis-server",
+        "bench": [os.getpid()],
+        "worker": [worker.pid],
+    }
+    if api is not None:
+        groups["api"] = [api.pid]
     return groups
-
-
-# ----------------------------------------------------------------------------- processes
-
-
-def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@contextlib.contextmanager
-def started(
-    command: list[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    log_path: Path,
-    stop_signal: int,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`command` in a subprocess logging to `log_path`, stopped with `stop_signal` on leaving."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=dict(env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            yield process
-        finally:
-            stop_process(process, stop_signal)
-
-
-def log_text(log_path: Path, tail: int = 3000) -> str:
-    return log_path.read_text(errors="replace")[-tail:]
-
-
-def log_head(log_path: Path, size: int = 65536) -> str:
-    with log_path.open("rb") as log:
-        return log.read(size).decode(errors="replace")
-
-
-async def wait_for_log(
-    process: subprocess.Popen[bytes], log_path: Path, needle: str, limit_s: float = 30.0
-) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited early; its log:\n{log_text(log_path)}")
-        if needle in log_head(log_path):
-            return
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"{needle!r} not logged within {limit_s} s:\n{log_text(log_path)}")
-
-
-ARQ = str(Path(sys.executable).parent / "arq")
-
-
-def start_profiler(py_spy: str | None, pid: int, stamp: str) -> subprocess.Popen[bytes] | None:
-    """py-spy sampling process `pid` into bench/results/worker-<stamp>-profile.txt (collapsed
-    stacks: one line per stack, its sample count last), when a py-spy binary is given."""
-    if not py_spy:
-        return None
-    out = RESULTS / f"worker-{stamp}-profile.txt"
-    command = [
-        py_spy,
-        "record",
-        "--pid",
-        str(pid),
-        "--format",
-        "raw",
-        "--rate",
-        "250",
-        "--nonblocking",
-    ]
-    command += ["--output", str(out)]
-    log = (RESULTS / f"worker-{stamp}-profile.log").open("wb")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 # ----------------------------------------------------------------------------- 1. arq's ceiling
@@ -254,11 +132,6 @@ class Ceiling:
     worker_cpu_ms_per_job: float
     """The worker process's CPU time per job: steadier than jobs/s when other work competes."""
     cpu: dict[str, float] = field(default_factory=dict)
-
-
-def cpu_ms_per_item(cpu: Mapping[str, float], name: str, seconds: float, items: int) -> float:
-    share = cpu.get(f"{name}_percent_of_one_core", 0.0) / 100
-    return round(share * seconds * 1000 / items, 3) if items else 0.0
 
 
 async def fill_noop_queue(url: str, jobs: int) -> None:
@@ -307,26 +180,15 @@ async def arq_ceiling(
     )
     log_path = RESULTS / f"worker-{stamp}-noop-{label}.log"
     client = redis.Redis.from_url(NOOP_REDIS_URL)
-    with started(
-        [ARQ, "bench.worker_noop.WorkerSettings"],
-        cwd=ROOT,
-        env=env,
-        log_path=log_path,
-        stop_signal=signal.SIGINT,
-    ) as process:
-        meter = CpuMeter(
-            lambda: {
-                "worker": [process.pid],
-                "redis": pids_named("redis-server"),
-                "bench": [os.getpid()],
-            }
-        )
-        await wait_for_log(process, log_path, "Starting worker")
+    command = [ARQ, "bench.worker_noop.WorkerSettings"]
+    with running(command, cwd=ROOT, env=env, log_path=log_path) as process:
+        meter = CpuMeter({"worker": [process.pid], "redis": "redis-server", "bench": [os.getpid()]})
+        wait_for_log(process, log_path, "Starting worker")
         meter.start()
         began = time.monotonic()
         while not queue_drained(client):
             if process.poll() is not None or time.monotonic() > began + 180:
-                raise RuntimeError(f"no-op worker stalled; log:\n{log_text(log_path)}")
+                raise RuntimeError(f"no-op worker stalled; log:\n{log_tail(log_path)}")
             await asyncio.sleep(0.05)
         cpu = meter.stop()
         metered = time.monotonic() - began
@@ -400,22 +262,6 @@ async def seed_registrations(engine: AsyncEngine, ids: Sequence[str], at: dateti
         ]
         async with engine.begin() as connection:
             await connection.execute(insert(REGISTRATIONS), rows)
-
-
-def callback_body(registration_id: str, status: str, at: datetime, project_id: str) -> bytes:
-    """A callback body as Sinch sends it (SINCH.md; the simulator's shape)."""
-    return json.dumps(
-        {
-            "eventId": str(uuid.uuid4()),
-            "eventType": "REGISTRATION_STATUS_UPDATE",
-            "projectId": project_id,
-            "resourceId": registration_id,
-            "resourceType": "REGISTRATION",
-            "status": status,
-            "createTime": sinch_time(at),
-        },
-        separators=(",", ":"),
-    ).encode()
 
 
 async def store_inbox_rows(
@@ -686,54 +532,6 @@ async def lag_rows(engine: AsyncEngine, first_row: int) -> list[tuple[datetime, 
         return [(row[0], row[1]) for row in result]
 
 
-@contextlib.asynccontextmanager
-async def api_server(
-    app_root: Path, env: Mapping[str, str], log_path: Path
-) -> AsyncIterator[tuple[int, subprocess.Popen[bytes]]]:
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "app.main:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-    ]
-    base = f"http://127.0.0.1:{port}"
-    with started(
-        command, cwd=app_root, env=env, log_path=log_path, stop_signal=signal.SIGINT
-    ) as process:
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient() as client:
-            while True:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the API did not start:\n{log_text(log_path)}")
-                try:
-                    await client.get(f"{base}/healthz", timeout=1)
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-                else:
-                    break
-        yield port, process
-
-
-# ----------------------------------------------------------------------------- the run
-
-
-def ms_summary(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    return {
-        "p50": round(percentile(values, 0.50), 1),
-        "p90": round(percentile(values, 0.90), 1),
-        "p99": round(percentile(values, 0.99), 1),
-        "max": round(max(values), 1),
-    }
-
-
 @dataclass
 class Service:
     """What the service phases share: the database, the simulator, the environment."""
@@ -769,7 +567,8 @@ async def fill_backlog(service: Service, events: int) -> Backlog:
     ids = [f"bench-tp-{n:06d}-{uuid.uuid4().hex[:8]}" for n in range(events)]
     await seed_registrations(engine, ids, service.known_at)
     bodies = [
-        (rid, callback_body(rid, "IN_PROGRESS", service.event_at, service.project)) for rid in ids
+        (rid, callback_body(rid, "IN_PROGRESS", sinch_time(service.event_at), service.project))
+        for rid in ids
     ]
     row_ids = await store_inbox_rows(engine, bodies, service.secret)
     await enqueue_all(service.settings, row_ids)
@@ -785,8 +584,9 @@ async def throughput_phase(
     first_row = min(row_ids)
     gets_before = service.gets()
     meter = CpuMeter(service_cpu_groups(worker))
-    await wait_for_log(worker, worker_log, "worker started")
-    profiler = start_profiler(service.args.py_spy, worker.pid, service.stamp)
+    wait_for_log(worker, worker_log, "worker started")
+    profile = RESULTS / f"worker-{service.stamp}-profile.txt"
+    profiler = start_profiler(service.args.py_spy, worker.pid, profile, rate=250)
     meter.start()
     ready = time.perf_counter()
     await wait_until_processed(engine, first_row, worker, limit_s=150)
@@ -818,19 +618,22 @@ async def lag_phase(service: Service, worker: subprocess.Popen[bytes]) -> Lag:
     total = round(args.rate * (args.seconds + args.warmup))
     ids = [f"bench-lag-{n:06d}-{uuid.uuid4().hex[:8]}" for n in range(total)]
     await seed_registrations(engine, ids, service.known_at)
-    bodies = [callback_body(rid, "IN_PROGRESS", service.event_at, service.project) for rid in ids]
+    at = sinch_time(service.event_at)
+    bodies = [callback_body(rid, "IN_PROGRESS", at, service.project) for rid in ids]
     async with engine.connect() as connection:
         last_row = await connection.scalar(select(func.coalesce(func.max(EVENTS.c.id), 0)))
     first_row = int(last_row or 0) + 1
     api_log = RESULTS / f"worker-{service.stamp}-api.log"
     print(f"posting {total} callbacks at {args.rate:g}/s", flush=True)
-    async with api_server(args.app_root, service.env, api_log) as (port, api):
+    with uvicorn_server(
+        "app.main:app", cwd=args.app_root, env=service.env, log_path=api_log
+    ) as api:
         gets_before = service.gets()
-        meter = CpuMeter(service_cpu_groups(worker, api.pid))
+        meter = CpuMeter(service_cpu_groups(worker, api.process))
         meter.start()
         sent_at = time.time()
         statuses, latencies, drift = await post_steadily(
-            "127.0.0.1", port, bodies, service.secret, args.rate
+            "127.0.0.1", api.port, bodies, service.secret, args.rate
         )
         await wait_until_processed(engine, first_row, worker, limit_s=120)
         cpu = meter.stop()
@@ -859,8 +662,8 @@ async def lag_phase(service: Service, worker: subprocess.Popen[bytes]) -> Lag:
         other_answers=others,
         achieved_rate_per_s=round((len(measured) - 1) / span, 1) if span else 0.0,
         measured_events=len(measured),
-        lag_ms=ms_summary(lags),
-        post_ms=ms_summary([s * 1000 for s in latencies]),
+        lag_ms=latency_summary(lags),
+        post_ms=latency_summary([s * 1000 for s in latencies]),
         send_drift_ms_p99=round(percentile(drift, 0.99) * 1000, 1),
         gets=gets,
         problems=problems,
@@ -870,10 +673,8 @@ async def lag_phase(service: Service, worker: subprocess.Popen[bytes]) -> Lag:
 
 
 async def service_phases(args: argparse.Namespace, stamp: str, results: dict[str, Any]) -> None:
-    database_url = await asyncio.to_thread(create_postgres_database, DATABASE_NAME)
-    client = redis.Redis.from_url(SERVICE_REDIS_URL)
-    client.flushdb()
-    client.close()
+    database_url = await asyncio.to_thread(create_database, DATABASE_NAME, args.app_root)
+    flush_redis(SERVICE_REDIS_URL)
     try:
         async with SimulatorServer() as simulator:
             extra = dict(item.split("=", 1) for item in args.worker_env)
@@ -907,7 +708,7 @@ async def service_phases(args: argparse.Namespace, stamp: str, results: dict[str
             worker_log = RESULTS / f"worker-{stamp}-worker.log"
             try:
                 backlog = await fill_backlog(service, args.events)
-                with started(
+                with running(
                     [ARQ, "app.worker.WorkerSettings"],
                     cwd=args.app_root,
                     env=env,
@@ -926,8 +727,7 @@ async def service_phases(args: argparse.Namespace, stamp: str, results: dict[str
             finally:
                 await engine.dispose()
     finally:
-        if not args.keep_database:
-            await asyncio.to_thread(drop_postgres_database, DATABASE_NAME)
+        await asyncio.to_thread(drop_database, DATABASE_NAME)
 
 
 async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
@@ -962,76 +762,59 @@ def ceiling_label(poll_delay: float | None, job_logs: bool, uvloop: bool) -> str
     )
 
 
-def _row(label: str, value: str, target: str = "") -> str:
-    return f"{label:<58} {value:>14}  {target}"
-
-
 def summarize(results: dict[str, Any]) -> str:
-    lines = ["", _row("measure", "value", "target"), "-" * 88]
+    rows: list[list[object]] = [["measure", "value", "target"]]
     ceilings = results.get("ceilings", [])
     for c in ceilings:
-        lines.append(
-            _row(
-                f"arq no-op, {ceiling_label(c['poll_delay_s'], c['job_logs'], c['uvloop'])}",
-                f"{c['jobs_per_s']:.0f} /s",
-            )
-        )
-        lines.append(_row("  worker CPU per job", f"{c['worker_cpu_ms_per_job']:.3f} ms"))
+        label = ceiling_label(c["poll_delay_s"], c["job_logs"], c["uvloop"])
+        rows.append([f"arq no-op, {label}", f"{c['jobs_per_s']:.0f} /s"])
+        rows.append(["  worker CPU per job", f"{c['worker_cpu_ms_per_job']:.3f} ms"])
     tp = results["throughput"]
-    lines.append(
-        _row("worker: in-order events, distinct registrations", f"{tp['events_per_s']:.0f} /s")
-    )
-    lines.append(_row("  worker CPU per event", f"{tp['worker_cpu_ms_per_event']:.3f} ms"))
-    lines.append(_row("  PostgreSQL CPU per event", f"{tp['postgres_cpu_ms_per_event']:.3f} ms"))
+    rows.append(["worker: in-order events, distinct registrations", f"{tp['events_per_s']:.0f} /s"])
+    rows.append(["  worker CPU per event", f"{tp['worker_cpu_ms_per_event']:.3f} ms"])
+    rows.append(["  PostgreSQL CPU per event", f"{tp['postgres_cpu_ms_per_event']:.3f} ms"])
     if ceilings:
         best = max(ceilings, key=lambda c: c["jobs_per_s"])
         ratio = tp["events_per_s"] / best["jobs_per_s"] if best["jobs_per_s"] else 0.0
         verdict = "ok" if ratio >= TARGET_RATIO else "MISSED"
-        lines.append(
-            _row("  ratio to the best arq ceiling", f"{ratio:.2f}", f">= {TARGET_RATIO} {verdict}")
+        rows.append(
+            ["  ratio to the best arq ceiling", f"{ratio:.2f}", f">= {TARGET_RATIO} {verdict}"]
         )
         if tp["worker_cpu_ms_per_event"]:
             cpu_ratio = best["worker_cpu_ms_per_job"] / tp["worker_cpu_ms_per_event"]
-            lines.append(
-                _row("  same, by worker CPU per item (load-independent)", f"{cpu_ratio:.2f}")
-            )
-    for name, cpu in [("throughput", tp["cpu"])] + (
+            rows.append(["  same, by worker CPU per item (load-independent)", f"{cpu_ratio:.2f}"])
+    phases = [("throughput", tp["cpu"])] + (
         [("lag", results["lag"]["cpu"])] if "lag" in results else []
-    ):
-        lines.append(
-            _row(
+    )
+    for name, cpu in phases:
+        rows.append(
+            [
                 f"  {name}: machine busy (all cores) / others (one core)",
-                f"{cpu.get('machine_busy_percent_of_all_cores', 0):.0f}% / "
-                f"{cpu.get('others_percent_of_one_core', 0):.0f}%",
-            )
+                f"{cpu.get(MACHINE_BUSY, 0):.0f}% / {cpu.get(OTHER, 0):.0f}%",
+            ]
         )
     problems = list(tp["problems"])
     if "lag" in results:
         lag = results["lag"]
         lag_ms = lag["lag_ms"]
         rate = format(lag["rate_per_s"], "g")
-        lines.append(
-            _row(f"lag at {rate} events/s, p50", f"{lag_ms.get('p50', float('nan')):.1f} ms")
-        )
+        rows.append([f"lag at {rate} events/s, p50", f"{lag_ms.get('p50', float('nan')):.1f} ms"])
         verdict = "ok" if lag_ms.get("p99", float("inf")) <= TARGET_P99_MS else "MISSED"
-        lines.append(
-            _row(
+        rows.append(
+            [
                 f"lag at {rate} events/s, p99",
                 f"{lag_ms.get('p99', float('nan')):.1f} ms",
                 f"<= {TARGET_P99_MS:g} ms {verdict}",
-            )
+            ]
         )
-        lines.append(_row("  achieved arrival rate", f"{lag['achieved_rate_per_s']:.0f} /s"))
-        lines.append(
-            _row(
-                "  POST latency p50 / p99",
-                f"{lag['post_ms'].get('p50', 0):.0f} / {lag['post_ms'].get('p99', 0):.0f} ms",
-            )
+        rows.append(["  achieved arrival rate", f"{lag['achieved_rate_per_s']:.0f} /s"])
+        post = lag["post_ms"]
+        rows.append(
+            ["  POST latency p50 / p99", f"{post.get('p50', 0):.0f} / {post.get('p99', 0):.0f} ms"]
         )
         problems += lag["problems"]
-    lines.append(_row("verification", "ok" if not problems else "FAILED"))
-    lines.extend(f"  - {problem}" for problem in problems)
-    return "\n".join(lines)
+    rows.append(["verification", "ok" if not problems else "FAILED"])
+    return "\n".join(["", table(rows), *(f"  - {problem}" for problem in problems)])
 
 
 def main() -> int:
@@ -1062,7 +845,6 @@ def main() -> int:
     )
     parser.add_argument("--skip-ceiling", action="store_true", help="no arq ceiling runs")
     parser.add_argument("--skip-lag", action="store_true", help="no steady-rate lag run")
-    parser.add_argument("--keep-database", action="store_true")
     parser.add_argument(
         "--py-spy",
         metavar="PATH",
@@ -1072,7 +854,7 @@ def main() -> int:
     args.app_root = args.app_root.resolve()
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    stamp = timestamp()
     started_at = time.monotonic()
     results = asyncio.run(run(args, stamp))
     print(summarize(results))
@@ -1081,13 +863,10 @@ def main() -> int:
         "command": " ".join(sys.argv),
         "app_root": str(args.app_root),
         "worker_env": args.worker_env,
-        "python": platform.python_version(),
-        "cores": os.cpu_count(),
         "seconds": round(time.monotonic() - started_at, 1),
     }
-    out = RESULTS / f"worker-{stamp}.json"
-    out.write_text(json.dumps(results, indent=2, default=str))
-    print(f"\nresults: {out.relative_to(ROOT)} ({results['meta']['seconds']} s)")
+    results["environment"] = describe_machine()
+    write_results("worker", stamp, results)
     problems = results["throughput"]["problems"] + results.get("lag", {}).get("problems", [])
     return 1 if problems else 0
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the service, run as modules from the repository root (see bench/README.md)."""
