@@ -6,13 +6,15 @@ in the OpenAPI document, so routes can list the errors they answer.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -62,10 +64,9 @@ class Problem(BaseModel):
 PROBLEM_SCHEMA: dict[str, Any] = Problem.model_json_schema()
 
 _DESCRIPTIONS = {
-    400: "The request is malformed (for example, a cursor this listing did not hand out).",
     401: "No bearer token, a token that is not accepted, or no token configured at all.",
     404: "Not found.",
-    422: "A parameter is not valid; `errors` says which.",
+    422: "A parameter is not valid (a cursor included); `errors` says which.",
     502: "Sinch answered something this service cannot use.",
     503: "Sinch cannot be reached now, or is not configured.",
 }
@@ -106,12 +107,30 @@ PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 MAX_TEXT_LENGTH = 255
 
 
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339_text(value: object) -> object:
+    # pydantic also reads a number ("0.5") as seconds since 1970: the document says date-time.
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise ValueError("expected a date-time with an offset (RFC 3339)")
+
+
 def _as_utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is past the largest datetime in UTC
-        raise ValueError("the time is out of range once converted to UTC") from None
+    except OverflowError:
+        # A valid date-time that exists only with its offset, e.g. 9999-12-31T23:59:59-05:00 (past
+        # the largest datetime in UTC): read as that end, which no stored time passes either.
+        offset = value.utcoffset()
+        west = offset is not None and offset < timedelta(0)
+        return (datetime.max if west else datetime.min).replace(tzinfo=UTC)
 
 
-QueryTime = Annotated[AwareDatetime, AfterValidator(_as_utc)]
-"""A time parameter: ISO 8601 with an offset (a time without one is refused), read as UTC."""
+QueryTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_as_utc)]
+"""A time parameter: an RFC 3339 date-time with an offset (a time without one is refused), read as
+UTC; one past either end of datetime's range once in UTC is read as that end."""

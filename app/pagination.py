@@ -1,30 +1,41 @@
-"""Keyset pagination: opaque cursors, the `limit` and `cursor` query parameters, and pages.
+"""Keyset pagination: cursors, the `limit` and `cursor` query parameters, and pages.
 
-A cursor is the base64url (unpadded) form of the JSON of the last row's sort key, as a pydantic
-model of the listing's own (`extra="forbid"`, so a cursor of one ordering is refused by another).
-Clients must treat it as opaque: pass back `nextCursor` unchanged. The next page holds the rows
-strictly after that key in the listing's order, so a walk never repeats or skips a row whose key
-does not change, however many rows are inserted meanwhile, and no query ever uses OFFSET.
+A cursor is the last row's sort key as text, `<time>:<id>`: `<time>` is the key's time in
+microseconds since 0001-01-01T00:00:00Z (empty when the listing's order has no time) and `<id>` the
+row's id. Clients must treat it as opaque (pass back `nextCursor` unchanged, URL-encoded like any
+parameter value: an id may hold `&`, `+` or `#`), but it is no secret and not signed: every string
+that matches a listing's declared pattern (`TEXT_ID_CURSOR_PATTERN`, `ROW_ID_CURSOR_PATTERN`, in
+the OpenAPI document too) names a position in that listing, so a well-formed cursor is never
+refused, whoever made it, and anything else is refused by validation (422) like every other
+invalid parameter. The next page holds the rows strictly after that key in the listing's order, so
+a walk never repeats or skips a row whose key does not change, however many rows are inserted
+meanwhile, and no query ever uses OFFSET.
+
+Reading a cursor is a split and an int(): no base64, no JSON, nothing that can overflow (a time
+past either end of datetime's range is read as that end).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Sequence
-from typing import Annotated, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, ValidationError
 
+from app.api_schemas import MAX_TEXT_LENGTH
 from app.problems import ProblemError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-MAX_CURSOR_LENGTH = 1024
 
 KeyT = TypeVar("KeyT", bound=BaseModel)
 RowT = TypeVar("RowT")
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+_MAX_MICROSECONDS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+_TIME_DIGITS = 18  # _MAX_MICROSECONDS has 18 digits
 
 LimitQuery = Annotated[
     int,
@@ -34,40 +45,88 @@ LimitQuery = Annotated[
         description=f"Largest number of items on the page (1 to {MAX_LIMIT}).",
     ),
 ]
-CursorQuery = Annotated[
-    str | None,
-    Query(
-        min_length=1,
-        max_length=MAX_CURSOR_LENGTH,
-        description="`nextCursor` of the previous page, unchanged; absent for the first page.",
-    ),
-]
+
+
+TEXT_ID_CURSOR_PATTERN = rf"^[0-9]{{0,{_TIME_DIGITS}}}:[^\x00-\x1f\x7f]{{1,{MAX_TEXT_LENGTH}}}$"
+"""Cursors of keys with a text id (app.api_schemas' printable text of at most MAX_TEXT_LENGTH
+characters), with or without a time: exactly what the registration listing's keys accept."""
+ROW_ID_CURSOR_PATTERN = r"^:[1-9][0-9]{0,17}$"
+"""Cursors of keys with a row number (below 10**18, far beyond what a BIGINT sequence reaches)."""
+
+
+def _cursor_query(pattern: str) -> Any:
+    return Query(
+        pattern=pattern,
+        max_length=_TIME_DIGITS + 1 + MAX_TEXT_LENGTH,
+        description="`nextCursor` of the previous page, unchanged (URL-encoded like any value); "
+        "absent for the first page.",
+    )
+
+
+TextIdCursorQuery = Annotated[str | None, _cursor_query(TEXT_ID_CURSOR_PATTERN)]
+RowIdCursorQuery = Annotated[str | None, _cursor_query(ROW_ID_CURSOR_PATTERN)]
 
 
 class InvalidCursorError(ProblemError):
-    """A cursor this listing did not hand out (or one of another listing): 400."""
+    """A cursor that names no position of this listing: 422, like any invalid parameter.
+
+    Unreachable over HTTP (the declared pattern refuses such cursors first); kept so that
+    `decode_cursor` has one answer for callers that skip that validation.
+    """
 
     def __init__(self) -> None:
         super().__init__(
-            400,
-            "The cursor is not valid for this listing: pass back a nextCursor unchanged.",
-            title="Invalid cursor",
+            422,
+            "The request is not valid; see `errors`.",
+            extra={
+                "errors": [
+                    {
+                        "loc": ["query", "cursor"],
+                        "msg": "Not a cursor of this listing: pass back a nextCursor unchanged.",
+                        "type": "cursor",
+                    }
+                ]
+            },
         )
 
 
+def _microseconds(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def _time(digits: str) -> datetime:
+    # Clamped: every real row's time lies within datetime's range, so the position "after a time
+    # past the end" selects the same rows as "after the end" (and likewise at the start).
+    microseconds = min(int(digits), _MAX_MICROSECONDS) if digits else 0
+    return _EPOCH + timedelta(microseconds=microseconds)
+
+
 def encode_cursor(key: BaseModel) -> str:
-    """The opaque cursor of a sort key."""
-    return base64.urlsafe_b64encode(key.model_dump_json().encode()).rstrip(b"=").decode("ascii")
+    """The cursor of a sort key: a model with an `id` (text or int) and, optionally, `at`."""
+    fields = key.model_dump()
+    at = fields.get("at")
+    time = str(_microseconds(at)) if isinstance(at, datetime) else ""
+    return f"{time}:{fields['id']}"
 
 
 def decode_cursor(cursor: str, model: type[KeyT]) -> KeyT:
-    """The sort key a cursor holds, validated by `model`; `InvalidCursorError` for anything else."""
+    """The sort key a cursor names, validated by `model`; `InvalidCursorError` for anything else.
+
+    A model with an `at` reads a cursor without a time as the earliest time (so a cursor of a
+    listing by id starts a listing by time at its beginning); a model without one ignores it.
+    """
+    time, separator, key_id = cursor.partition(":")
+    if not separator or len(time) > _TIME_DIGITS:
+        raise InvalidCursorError
+    if time and not (time.isascii() and time.isdigit()):  # isdigit() alone admits "²" and "٣"
+        raise InvalidCursorError
+    values: dict[str, object] = {"id": key_id}
+    if "at" in model.model_fields:
+        values["at"] = _time(time)
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return model.model_validate_json(raw)
-    except (ValueError, binascii.Error, ValidationError):
-        # ValidationError is a ValueError; named for the reader. Its text is not echoed: it would
-        # quote the caller's input.
+        return model.model_validate(values)
+    except ValidationError:
+        # Its text is not echoed: it would quote the caller's input.
         raise InvalidCursorError from None
 
 

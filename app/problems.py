@@ -32,12 +32,15 @@ class ProblemError(Exception):
         *,
         title: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail or title or HTTPStatus(status).phrase)
         self.status = status
         self.detail = detail
         self.title = title or HTTPStatus(status).phrase
         self.headers = headers
+        self.extra = extra
+        """More members of the problem document (e.g. `errors`); never the caller's input."""
 
 
 def problem_document(
@@ -87,7 +90,9 @@ def problem_response(
 
 async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc.status, exc.detail, title=exc.title, headers=exc.headers)
+    return problem_response(
+        exc.status, exc.detail, title=exc.title, headers=exc.headers, extra=exc.extra
+    )
 
 
 async def _on_http_exception(_request: Request, exc: Exception) -> JSONResponse:

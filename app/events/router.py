@@ -16,7 +16,13 @@ from app.events import queries
 from app.events.processing import reset_for_replay
 from app.events.schemas import EventOut, EventPage
 from app.models import EventState
-from app.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, optional_cursor, page
+from app.pagination import (
+    DEFAULT_LIMIT,
+    LimitQuery,
+    RowIdCursorQuery,
+    optional_cursor,
+    page,
+)
 from app.problems import ProblemError
 from app.worker.queue import enqueue_event
 
@@ -43,7 +49,6 @@ _NOT_FOUND = "No event with this id is kept."
     "",
     operation_id="listEvents",
     summary="List kept callback events, newest first",
-    responses=problem_responses(400),
 )
 async def list_events(
     session: ReadSessionDep,
@@ -59,7 +64,7 @@ async def list_events(
         ),
     ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: CursorQuery = None,
+    cursor: RowIdCursorQuery = None,
 ) -> EventPage:
     filters = queries.EventFilters(state=state, registration_id=registration_id)
     before = optional_cursor(cursor, queries.EventKey)

@@ -23,7 +23,13 @@ from app.auth import require_token
 from app.db import utcnow
 from app.deps import ReadSessionDep, Resources, ResourcesDep, SessionDep
 from app.models import HistorySource
-from app.pagination import DEFAULT_LIMIT, CursorQuery, LimitQuery, optional_cursor, page
+from app.pagination import (
+    DEFAULT_LIMIT,
+    LimitQuery,
+    TextIdCursorQuery,
+    optional_cursor,
+    page,
+)
 from app.problems import ProblemError
 from app.registrations import queries
 from app.registrations.schemas import HistoryItem, HistoryOut, RegistrationOut, RegistrationPage
@@ -65,7 +71,6 @@ async def _get_or_404(session: AsyncSession, registration_id: str) -> Registrati
     summary="List registrations",
     description="Ordered by id; with `updatedSince`, by (`statusChangedAt`, id), oldest first, "
     "so a registration changed during a walk shows up again with its newer state.",
-    responses=problem_responses(400),
 )
 async def list_registrations(
     session: ReadSessionDep,
@@ -97,7 +102,7 @@ async def list_registrations(
         ),
     ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: CursorQuery = None,
+    cursor: TextIdCursorQuery = None,
 ) -> RegistrationPage:
     filters = queries.RegistrationFilters(
         status=status, registration_type=registration_type, updated_since=updated_since

@@ -24,10 +24,13 @@ from pydantic import (
 
 
 def parse_sinch_time(value: object) -> datetime | None:
-    """Read a Sinch time as an aware UTC datetime; None when missing or unreadable.
+    """Read a Sinch time as an aware UTC datetime; None when missing, unreadable or out of range.
 
     Sinch writes `2021-11-03T14:30:03` (UTC, no offset); an offset, a `Z` or a bare date is
-    accepted too. A naive value is taken as UTC.
+    accepted too. A naive value is taken as UTC. Never raises on anything a JSON document holds,
+    nor on a datetime with a fixed offset: a time that exists only with its offset
+    (`9999-12-31T23:59:59-14:00` is past the largest datetime once in UTC,
+    `0001-01-01T00:00:00+14:00` before the smallest) is None like any other unreadable time.
     """
     if isinstance(value, datetime):
         parsed = value
@@ -37,13 +40,18 @@ def parse_sinch_time(value: object) -> datetime | None:
             text = text[:-1] + "+00:00"
         try:
             parsed = datetime.fromisoformat(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             return None
     else:
         return None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        # OverflowError past either end of datetime's range. ValueError from a datetime handed in
+        # with a tzinfo whose offset is unusable (e.g. 24 h or more).
+        return None
 
 
 LenientTime = Annotated[datetime | None, BeforeValidator(parse_sinch_time)]

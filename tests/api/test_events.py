@@ -179,11 +179,11 @@ async def test_list_newest_first_with_filters_and_pages(
         ({"limit": "0"}, 422),
         ({"limit": "501"}, 422),
         ({"registrationId": "a\x01b"}, 422),
-        ({"cursor": "%%%"}, 400),
-        ({"cursor": forged({"id": "7"}) + "x"}, 400),
-        ({"cursor": forged({"id": 0})}, 400),
-        ({"cursor": forged({"id": 2**63})}, 400),
-        ({"cursor": forged({"id": "reg-1"})}, 400),
+        ({"cursor": "%%%"}, 422),
+        ({"cursor": forged({"id": "7"}) + "x"}, 422),
+        ({"cursor": forged({"id": 0})}, 422),
+        ({"cursor": forged({"id": 2**63})}, 422),
+        ({"cursor": forged({"id": "reg-1"})}, 422),
     ],
 )
 async def test_bad_list_parameters_are_problems(

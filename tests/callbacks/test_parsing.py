@@ -73,3 +73,19 @@ def test_never_raises(body: bytes) -> None:
 )
 def test_never_raises_on_any_json(document: object) -> None:
     parse_callback(json.dumps(document).encode())
+
+
+def test_a_time_out_of_range_in_utc_is_no_time() -> None:
+    # It used to raise OverflowError: the endpoint answered 500 and kept nothing.
+    for text in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+        body = json.dumps(
+            {"eventId": "e-1", "resourceId": "reg-1", "status": "APPROVED", "createTime": text}
+        ).encode()
+        fields = parse_callback(body)
+        assert fields.is_json_object
+        assert (fields.event_id, fields.registration_id, fields.status) == (
+            "e-1",
+            "reg-1",
+            "APPROVED",
+        )
+        assert fields.event_time is None
