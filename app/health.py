@@ -1,16 +1,19 @@
-"""`/healthz` (the process runs), `/readyz` (the database and Redis answer) and `/metrics`."""
+"""`/healthz` (the process runs), `/readyz` (the database answers, Redis answers and can hold
+arq's queue) and `/metrics`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Response
+from arq import ArqRedis
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from sqlalchemy import func, select, text
 
 from app.deps import ResourcesDep
@@ -21,6 +24,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 CHECK_TIMEOUT_SECONDS = 2.0
+REDIS_PROBE_KEY = "arq:readyz-probe"
+"""Written (with a short expiry) by every /readyz: whether Redis takes writes is known only by
+writing. In arq's key space, where the service needs write rights anyway."""
+REDIS_PROBE_TTL_MS = 10_000
 
 
 class Health(BaseModel):
@@ -35,29 +42,96 @@ async def healthz() -> Health:
 
 
 async def _check(probe: Awaitable[object]) -> str:
+    """Answers "ok" or one short line saying what is wrong: the probe's own answer when it gives
+    a string, else the exception's class name."""
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
-            await probe
+            verdict = await probe
     except TimeoutError:
         return "timeout"
     except Exception as exc:
         # The class name only: driver messages can carry host names or user names.
         return f"error: {type(exc).__name__}"
+    return verdict if isinstance(verdict, str) else "ok"
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1048576:.1f} MiB"
+
+
+async def redis_verdict(redis: ArqRedis) -> str:
+    """Answers "ok" or why Redis cannot hold arq's queue: it refuses writes (`maxmemory`
+    reached under `noeviction`, a write probe refused, a read-only replica) or it may evict keys
+    (any `maxmemory-policy` but `noeviction`: queued jobs would silently vanish). One round trip:
+    INFO memory and a small write, pipelined. What Redis does not tell (INFO refused, as hosted
+    Redis may) is unknown, not a failure. Raises when Redis cannot be reached."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.info("memory")
+        pipe.set(REDIS_PROBE_KEY, b"1", px=REDIS_PROBE_TTL_MS)
+        memory, written = await pipe.execute(raise_on_error=False)
+    if isinstance(written, OutOfMemoryError):
+        if isinstance(memory, dict) and memory.get("maxmemory"):
+            return (
+                f"full: refuses writes (used {_mib(memory.get('used_memory', 0))}"
+                f" of maxmemory {_mib(memory['maxmemory'])})"
+            )
+        return "full: refuses writes (OOM)"
+    if isinstance(written, ReadOnlyError):
+        return "read-only: refuses writes (a replica)"
+    if isinstance(written, Exception) and not isinstance(written, ResponseError):
+        raise written  # the connection failed mid-probe: let `_check` name it
+    if not isinstance(memory, dict):
+        return "ok"  # INFO refused: eviction and memory unknown; the write went through
+    return _memory_verdict(memory)
+
+
+def _memory_verdict(memory: dict[str, Any]) -> str:
+    # An evicting Redis at its limit evicts rather than refuses: the policy is the news then.
+    policy = memory.get("maxmemory_policy")
+    if policy is not None and policy != "noeviction":
+        return f"evicts keys (maxmemory-policy {policy}); arq needs noeviction"
+    used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+    if limit and used >= limit:
+        return f"full: used {_mib(used)} of maxmemory {_mib(limit)}, writes are refused"
     return "ok"
+
+
+def _announce(request: Request, redis: str) -> None:
+    """Log a Redis that cannot hold the queue once per episode and kind, loudly (probes come every
+    few seconds), and say when it is fine again. Kept per app, on its state."""
+    kind = None if redis == "ok" or redis.startswith(("error", "timeout")) else redis.split(":")[0]
+    state = request.app.state
+    announced: str | None = getattr(state, "redis_problem_announced", None)
+    if kind == announced:
+        return
+    state.redis_problem_announced = kind
+    if kind is not None:
+        log.error("Redis cannot hold the job queue: %s (/readyz answers 503)", redis)
+    elif announced is not None:
+        log.warning("Redis can hold the job queue again (was: %s)", announced)
 
 
 @router.get(
     "/readyz",
     response_model=Health,
-    summary="The database and Redis answer",
-    responses={503: {"model": Health, "description": "A dependency does not answer."}},
+    summary="The database answers; Redis answers and can hold the job queue",
+    responses={
+        503: {
+            "model": Health,
+            "description": "A dependency does not answer, or Redis refuses writes or may evict "
+            "queued jobs; `checks` says which and why.",
+        }
+    },
 )
-async def readyz(resources: ResourcesDep) -> JSONResponse:
+async def readyz(request: Request, resources: ResourcesDep) -> JSONResponse:
     async def ping_database() -> None:
         async with resources.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
-    database, redis = await asyncio.gather(_check(ping_database()), _check(resources.redis.ping()))
+    database, redis = await asyncio.gather(
+        _check(ping_database()), _check(redis_verdict(resources.redis))
+    )
+    _announce(request, redis)
     ok = database == "ok" and redis == "ok"
     health = Health(
         status="ok" if ok else "unavailable", checks={"database": database, "redis": redis}

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import httpx
+import logging
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
+import pytest
+
+from app.health import REDIS_PROBE_KEY
 from app.main import create_app
 from tests.conftest import make_settings
+from tests.support.databases import copy_sqlite
+from tests.support.processes import private_redis
 from tests.support.servers import free_port, serve
 
 
@@ -40,3 +48,99 @@ async def test_readyz_names_the_database_when_it_is_down(redis_url: str) -> None
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] != "ok"
     assert ready.json()["checks"]["redis"] == "ok"
+
+
+class _Records(logging.Handler):
+    """What `app.health` logs (the app's logging set-up replaces the root's handlers, so pytest's
+    caplog would see nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def at(self, level: int) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno == level]
+
+
+@pytest.fixture
+def health_log() -> Iterator[_Records]:
+    handler = _Records()
+    logger = logging.getLogger("app.health")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    return copy_sqlite(sqlite_template, tmp_path)
+
+
+async def _readyz(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
+    response = await client.get("/readyz")
+    checks: dict[str, str] = response.json()["checks"]
+    return response.status_code, checks
+
+
+async def test_readyz_refuses_a_full_redis_and_logs_it_once(
+    sqlite_url: str, tmp_path: Path, health_log: _Records
+) -> None:
+    with private_redis(tmp_path, ("--maxmemory", "64mb")) as server:
+        app = create_app(make_settings(sqlite_url, server.url))
+        async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+            assert await _readyz(client) == (200, {"database": "ok", "redis": "ok"})
+            # The write probe expires by itself.
+            with server.client() as redis_client:
+                assert 0 < redis_client.pttl(REDIS_PROBE_KEY) <= 10_000
+
+            server.fill()
+            for _ in range(3):
+                status, checks = await _readyz(client)
+                assert status == 503
+                assert checks["database"] == "ok"
+                assert checks["redis"].startswith("full: "), checks
+                assert "maxmemory" in checks["redis"]
+            errors = health_log.at(logging.ERROR)
+            assert len(errors) == 1, errors
+            assert "Redis cannot hold the job queue: full" in errors[0]
+
+            server.free()
+            assert await _readyz(client) == (200, {"database": "ok", "redis": "ok"})
+            assert len(health_log.at(logging.WARNING)) == 1
+            assert len(health_log.at(logging.ERROR)) == 1
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-lru", "allkeys-random"])
+async def test_readyz_refuses_a_redis_that_evicts_keys(
+    sqlite_url: str, tmp_path: Path, policy: str, health_log: _Records
+) -> None:
+    with private_redis(tmp_path, ("--maxmemory", "64mb", "--maxmemory-policy", policy)) as server:
+        app = create_app(make_settings(sqlite_url, server.url))
+        async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+            for _ in range(2):
+                status, checks = await _readyz(client)
+                assert status == 503
+                assert checks["redis"] == (
+                    f"evicts keys (maxmemory-policy {policy}); arq needs noeviction"
+                )
+            assert len(health_log.at(logging.ERROR)) == 1
+
+            with server.client() as redis_client:
+                redis_client.config_set("maxmemory-policy", "noeviction")
+            assert await _readyz(client) == (200, {"database": "ok", "redis": "ok"})
+
+
+async def test_readyz_takes_a_redis_that_refuses_info_as_unknown_not_failed(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    # Hosted Redis may refuse INFO or CONFIG: what it does not tell is not held against it.
+    hidden = ("--rename-command", "INFO", "", "--rename-command", "CONFIG", "")
+    with private_redis(tmp_path, hidden) as server:
+        app = create_app(make_settings(sqlite_url, server.url))
+        async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+            assert await _readyz(client) == (200, {"database": "ok", "redis": "ok"})

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # A list walk that sees this many pages is looping on a cursor, not walking one.
 MAX_PAGES = 100_000
+# Longest one call may take, retries and backoff sleeps included.
+DEFAULT_DEADLINE_SECONDS = 20.0
 
 
 def create_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -89,7 +91,7 @@ class SinchClient:
         api_base_url: str,
         auth_url: str,
         max_attempts: int = 4,
-        deadline_seconds: float = 20.0,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
         backoff_base_seconds: float = 0.2,
         backoff_max_seconds: float = 5.0,
         token_refresh_margin_seconds: float = 60.0,
@@ -122,8 +124,17 @@ class SinchClient:
         return f"SinchClient(project_id={self._project_id!r}, api_base_url={self._api_base!r})"
 
     @classmethod
-    def from_settings(cls, settings: Settings, http: httpx.AsyncClient) -> SinchClient:
-        """A client for the configured project; SinchNotConfiguredError without credentials."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> SinchClient:
+        """A client for the configured project; SinchNotConfiguredError without credentials.
+
+        `deadline_seconds` bounds each call, retries and backoff included (the worker keeps it
+        below its job timeout)."""
         if not (settings.sinch_project_id and settings.sinch_key_id and settings.sinch_key_secret):
             raise SinchNotConfiguredError(
                 "Sinch credentials are not configured: set SINCH_PROJECT_ID, SINCH_KEY_ID and "
@@ -136,6 +147,7 @@ class SinchClient:
             key_secret=settings.sinch_key_secret,
             api_base_url=settings.sinch_api_base_url,
             auth_url=settings.sinch_auth_url,
+            deadline_seconds=deadline_seconds,
         )
 
     @property

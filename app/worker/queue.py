@@ -7,9 +7,11 @@ id can be enqueued again (a replay, a sweep after a lost job).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Final
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, TypeVar
 
 from arq import ArqRedis
 from arq.connections import RedisSettings
@@ -20,7 +22,7 @@ from redis.asyncio import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.settings import Settings
@@ -37,19 +39,105 @@ def event_job_id(row_id: int) -> str:
     return f"event:{row_id}"
 
 
-def redis_settings(settings: Settings) -> RedisSettings:
-    """arq's settings for the worker, made to ride out a Redis outage.
+T = TypeVar("T")
 
-    arq's poll loop lets a connection error end the worker, so every command is retried instead
-    (backing off to 2 s between tries, for about three minutes) and start-up waits for Redis the
-    same way. Jobs lost with a Redis that restarts empty are re-enqueued by the sweep.
+WRITE_REFUSALS: Final = (OutOfMemoryError, ReadOnlyError)
+"""Redis answering but refusing writes: full (`maxmemory` reached under `noeviction`; inside
+MULTI it refuses every queued command, even DEL) or a read-only replica (after a failover)."""
+REFUSAL_LOG_HOLD_SECONDS: Final = 60.0
+
+
+class _WriteRefusals:
+    """One process-wide account of Redis refusing writes, so that the worker says so loudly but
+    at most once a minute (not once per command, connection or flip at the edge of maxmemory),
+    and says when a refused command finally went through."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+        self.announced_at: float | None = None
+        self.unresolved = False
+
+    def refused_one(self, error: RedisError) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if self.announced_at is not None and now - self.announced_at < REFUSAL_LOG_HOLD_SECONDS:
+            return
+        self.announced_at, self.unresolved = now, True
+        why = "maxmemory reached" if isinstance(error, OutOfMemoryError) else "read-only replica"
+        log.error(
+            "Redis refuses writes (%s; %d refused so far); the worker keeps running and retries "
+            "until Redis takes them (free memory or raise maxmemory; arq needs maxmemory-policy "
+            "noeviction). Callbacks are still kept; the sweep enqueues them afterwards.",
+            why,
+            self.refused,
+        )
+
+    def accepted(self) -> None:
+        if not self.unresolved:
+            return
+        self.unresolved = False
+        log.warning("Redis accepts writes again (%d refused commands so far)", self.refused)
+
+
+write_refusals = _WriteRefusals()
+
+
+class RideOutRetry(Retry):
+    """redis-py's retry, plus: a refused write (`WRITE_REFUSALS`) is retried for as long as Redis
+    refuses it, without spending the budget kept for connection errors.
+
+    A full Redis still answers, and frees room only when an operator or an expiry does: giving up
+    (arq then ends the worker, and a new one ends again at once) helps nobody, while waiting keeps
+    running jobs' bookkeeping (a MULTI that finishes a job) intact until it can be written. Inside
+    WATCH, redis-py turns any retried error into WatchError at once, which arq reads as "another
+    worker has it"; backing off BEFORE that keeps arq's poll loop from spinning on a full Redis.
+    """
+
+    __slots__ = ()
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
+    ) -> T:
+        self._backoff.reset()  # type: ignore[no-untyped-call]
+        failures = refusals = 0
+        while True:
+            try:
+                result = await do()
+            except self._supported_errors as error:
+                if isinstance(error, WRITE_REFUSALS):
+                    refusals += 1
+                    write_refusals.refused_one(error)
+                    await asyncio.sleep(self._backoff.compute(refusals))
+                    await fail(error)  # may raise (WatchError inside WATCH): arq handles that
+                    continue
+                failures += 1
+                await fail(error)
+                if self._retries >= 0 and failures > self._retries:
+                    raise
+                backoff = self._backoff.compute(failures)
+                if backoff > 0:
+                    await asyncio.sleep(backoff)
+            else:
+                if refusals:
+                    write_refusals.accepted()
+                return result
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's settings for the worker, made to ride out a Redis outage and a full Redis.
+
+    arq's poll loop lets a Redis error end the worker, so commands are retried instead: through a
+    connection outage backing off to 2 s between tries, for about three minutes (start-up waits
+    for Redis the same way); while Redis refuses writes (`maxmemory` reached, a read-only replica)
+    for as long as that lasts (`RideOutRetry`). Jobs lost with a Redis that restarts empty, and
+    callbacks that could not be enqueued, are enqueued by the sweep.
     """
     parsed = RedisSettings.from_dsn(settings.redis_url)
     parsed.conn_timeout = int(REDIS_CONNECT_TIMEOUT_SECONDS) or 1
     parsed.conn_retries = 90
     parsed.conn_retry_delay = 2
-    parsed.retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=90)
-    parsed.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
+    parsed.retry = RideOutRetry(ExponentialBackoff(cap=2.0, base=0.1), retries=90)
+    parsed.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError, *WRITE_REFUSALS]
     return parsed
 
 
@@ -116,7 +204,9 @@ async def enqueue_event(redis: ArqRedis, row_id: int) -> bool:
 
 __all__ = [
     "PROCESS_EVENT",
+    "WRITE_REFUSALS",
     "RedisError",
+    "RideOutRetry",
     "create_redis",
     "enqueue_event",
     "enqueue_events",

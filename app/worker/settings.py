@@ -13,10 +13,10 @@ from app.db import DriverConnections, create_engine, create_sessionmaker
 from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.settings import Settings
-from app.sinch.client import SinchClient, create_http_client
+from app.sinch.client import DEFAULT_DEADLINE_SECONDS, SinchClient, create_http_client
 from app.worker import tasks
 from app.worker.context import WorkerContext
-from app.worker.queue import PROCESS_EVENT, redis_settings
+from app.worker.queue import PROCESS_EVENT, RedisError, redis_settings
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,31 @@ def every(interval_seconds: int) -> dict[str, Any]:
     if interval_seconds < 3600:
         return {"minute": set(range(0, 60, interval_seconds // 60)), "second": 0}
     return {"hour": set(range(0, 24, min(interval_seconds // 3600, 24))), "minute": 0, "second": 0}
+
+
+def sinch_deadline_seconds(job_timeout_seconds: float) -> float:
+    """The total deadline of one Sinch call in the worker (retries and backoff included): the
+    client's own, but never more than half the job timeout. A slow Sinch then ends as our
+    retryable error (noted on the event, retried with backoff) well before arq cancels the job,
+    and the rest of the job (two short transactions) has the other half."""
+    return min(DEFAULT_DEADLINE_SECONDS, job_timeout_seconds / 2)
+
+
+async def warn_about_eviction(ctx: WorkerContext) -> None:
+    """Say loudly at start-up when Redis may evict keys: arq's queued jobs would silently vanish
+    (the sweep finds their events only after `SWEEP_GRACE_SECONDS`). Unknown is not a failure:
+    hosted Redis may refuse INFO."""
+    try:
+        memory = await ctx["redis"].info("memory")
+    except RedisError:
+        return
+    policy = memory.get("maxmemory_policy")
+    if policy is not None and policy != "noeviction":
+        log.error(
+            "Redis maxmemory-policy is %s: it evicts keys, so queued jobs can vanish; "
+            "arq needs noeviction",
+            policy,
+        )
 
 
 def _job(function: Any) -> WorkerCoroutine:
@@ -52,17 +77,25 @@ def build_worker_settings(settings: Settings) -> type:
         # Fewer than the pool holds, so that sessions always find a connection.
         ctx["connections"] = DriverConnections(engine, keep=WORKER_HELD_CONNECTIONS)
         ctx["http"] = http = create_http_client(settings)
+        deadline = sinch_deadline_seconds(settings.job_timeout_seconds)
         ctx["sinch"] = (
-            SinchClient.from_settings(settings, http)
+            SinchClient.from_settings(settings, http, deadline_seconds=deadline)
             if settings.sinch_credentials_configured
             else None
         )
         ctx["metrics"] = metrics = Metrics()
         if settings.worker_metrics_port:
             try:
-                start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+                # Loopback unless WORKER_METRICS_HOST says otherwise: metrics name hosts and
+                # counts that nobody outside the machine needs to read.
+                start_http_server(
+                    settings.worker_metrics_port,
+                    addr=settings.worker_metrics_host,
+                    registry=metrics.registry,
+                )
             except OSError as exc:  # another worker on this host has the port: run without
                 log.warning("worker metrics not served: %s", exc)
+        await warn_about_eviction(ctx)
         log.info("worker started", extra={"database": settings.safe_database_url()})
 
     async def on_shutdown(ctx: WorkerContext) -> None:
@@ -75,8 +108,11 @@ def build_worker_settings(settings: Settings) -> type:
         log.info("worker stopped")
 
     # arq guards every running job with one "in progress" lease sized by the LONGEST timeout of any
-    # job: a job of a worker that died runs again only when that lease expires. So no job gets a
-    # longer timeout than process_event's (a full import belongs to `python -m app reconcile`).
+    # job (+10 s): a job of a worker that died runs again only when that lease expires, so a dead
+    # worker's events wait JOB_TIMEOUT_SECONDS + 10 s (55 s by default). No job gets a longer
+    # timeout than process_event's; each fits it: process_event makes at most one Sinch call
+    # (`sinch_deadline_seconds`), the crons stop at their own budget (`tasks.cron_budget`), and a
+    # full import belongs to `python -m app reconcile`.
     timeout = settings.job_timeout_seconds
     cron_jobs = [
         cron(

@@ -6,8 +6,10 @@ two short transactions.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import time
 from datetime import timedelta
 
 from arq import Retry
@@ -20,13 +22,21 @@ from app.models import EventState
 from app.registrations.reconcile import reconcile
 from app.sinch.errors import SinchNotFoundError, SinchRejectedError, SinchRetryableError
 from app.worker.context import WorkerContext
-from app.worker.queue import enqueue_event
+from app.worker.queue import enqueue_events
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 1000
 PRUNE_BATCH = 5000
 MAX_RETRY_DELAY_SECONDS = 300.0
+CRON_BUDGET_SHARE = 0.75
+"""Share of the job timeout a cron may spend before it stops by itself (arq would cancel it)."""
+
+
+def cron_budget(ctx: WorkerContext) -> float:
+    """Seconds a cron job may run: below the job timeout, so it ends on its own terms (committed
+    work kept, a log line saying what is left) rather than being cancelled by arq."""
+    return ctx["settings"].job_timeout_seconds * CRON_BUDGET_SHARE
 
 
 def retry_delay(job_try: int, base: float) -> float:
@@ -112,31 +122,50 @@ async def sweep(ctx: WorkerContext) -> int:
     """Re-enqueue events left `received` past the grace period (Redis was down, a job was lost).
 
     The inbox, not Redis, is the record of what is left to do. Enqueueing a row whose job is still
-    queued is refused by arq (same job id), so this is harmless when nothing was lost.
+    queued is refused (same job id), so this is harmless when nothing was lost. One query and one
+    Redis round trip per run (at most `SWEEP_BATCH` rows), so it always fits its timeout.
     """
     cutoff = utcnow() - timedelta(seconds=ctx["settings"].sweep_grace_seconds)
     async with ctx["sessionmaker"]() as session:
         row_ids = await events_repository.received_before(session, cutoff, SWEEP_BATCH)
-    enqueued = 0
-    for row_id in row_ids:
-        enqueued += await enqueue_event(ctx["redis"], row_id)
+    enqueued = await enqueue_events(ctx["redis"], row_ids)
     if enqueued:
         log.info("sweep re-enqueued %d events", enqueued)
     return enqueued
 
 
 async def reconcile_changes(ctx: WorkerContext) -> int:
-    """The periodic reconciliation (a no-op without Sinch credentials)."""
+    """The periodic reconciliation (a no-op without Sinch credentials), bounded by `cron_budget`.
+
+    Each registration is applied in its own transaction, so a run that stops at its budget keeps
+    what it applied; the watermark moves only when a run finishes, so the next run starts from the
+    same point. A first import or a long backlog belongs to `python -m app reconcile`.
+    """
     sinch = ctx["sinch"]
     if sinch is None:
         return 0
-    report = await reconcile(ctx["sessionmaker"], sinch)
+    budget = cron_budget(ctx)
+    try:
+        async with asyncio.timeout(budget):
+            report = await reconcile(ctx["sessionmaker"], sinch)
+    except TimeoutError:
+        log.warning(
+            "reconciliation stopped at its %.0f s budget without finishing (the watermark did not "
+            "move); if this repeats, run `python -m app reconcile` once",
+            budget,
+        )
+        return 0
     return report.seen
 
 
 async def prune_events(ctx: WorkerContext) -> int:
-    """Delete processed events past their retention; failed and invalid ones are kept."""
+    """Delete processed events past their retention; failed and invalid ones are kept.
+
+    Works in batches of `PRUNE_BATCH` rows, each its own transaction, and stops starting new ones
+    once `cron_budget` is spent; what is left goes in the next run.
+    """
     cutoff = utcnow() - timedelta(days=ctx["settings"].event_retention_days)
+    stop_at = time.monotonic() + cron_budget(ctx)
     total = 0
     while True:
         async with ctx["sessionmaker"].begin() as session:
@@ -145,6 +174,9 @@ async def prune_events(ctx: WorkerContext) -> int:
             )
         total += deleted
         if deleted < PRUNE_BATCH:
+            break
+        if time.monotonic() >= stop_at:
+            log.info("pruning stopped at its time budget; the next run continues")
             break
     if total:
         log.info("pruned %d processed events", total)

@@ -38,9 +38,11 @@ def wait_until(predicate: object, *, timeout: float, interval: float = 0.05, wha
 class PrivateRedis:
     """A redis-server of the test's own on a free port, which the test may stop and start."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.folder = folder
+        self.extra_args = extra_args
+        """More redis-server options, e.g. ("--rename-command", "INFO", "")."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,6 +63,7 @@ class PrivateRedis:
                 "no",
                 "--dir",
                 str(self.folder),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -77,10 +80,37 @@ class PrivateRedis:
             self.process.wait(timeout=10)
             self.process = None
 
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=2, socket_timeout=5)
+
+    def fill(self, *, headroom: int = 1 << 20) -> None:
+        """Cap Redis at `headroom` bytes above what it holds now (policy `noeviction`, arq's), then
+        write filler keys until it refuses a write: from then on it refuses every write (OOM)."""
+        with self.client() as client:
+            client.config_set("maxmemory-policy", "noeviction")
+            client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + headroom)
+            for index in range(100_000):
+                try:
+                    client.set(f"test-filler:{index}", b"x" * 16384)
+                except redis.exceptions.OutOfMemoryError:
+                    break
+            else:
+                raise AssertionError("Redis never refused a write")
+            # Just over the cap, a client's buffers freed would make room again: stay well over.
+            used = int(client.info("memory")["used_memory"])
+            client.config_set("maxmemory", used - min(headroom, used) // 4)
+
+    def free(self) -> None:
+        """Delete the filler keys of `fill` (DEL is allowed on a full Redis): room again."""
+        with self.client() as client:
+            keys = list(client.scan_iter("test-filler:*", count=1000))
+            for start in range(0, len(keys), 1000):
+                client.delete(*keys[start : start + 1000])
+
 
 @contextmanager
-def private_redis(folder: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(folder)
+def private_redis(folder: Path, extra_args: tuple[str, ...] = ()) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(folder, extra_args)
     server.start()
     try:
         yield server

@@ -1,0 +1,77 @@
+"""A worker SIGKILLed while it holds jobs: how long arq's in-progress leases keep those events from
+any other worker, and that a second worker processes them once the leases expire.
+
+arq marks a started job with an `arq:in-progress:<job id>` key whose expiry is the longest job
+timeout + 10 s; a worker that dies never deletes it, so nobody runs the job before it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from app.simulator import SimulatorControl
+from tests.support.stack import Load, Stack, assert_converged, make_load, running_stack, send
+
+LEASE_PREFIX = "arq:in-progress:event:"
+
+
+async def _kill_while_a_get_hangs(stack: Stack, registrations: int) -> tuple[Load, dict[str, int]]:
+    """Send the callbacks of `registrations` lifecycles while every Sinch GET hangs, SIGKILL the
+    only worker as soon as one GET has arrived (its job is then running), and answer the load and
+    the leases left behind: job id -> milliseconds to live."""
+    [worker] = stack.workers
+    load = await make_load(stack, registrations)
+    async with SimulatorControl(stack.sim.base_url) as sim:
+        await sim.inject_fault("hang", delay_seconds=60, count=1000, paths="api")
+        await send(load, stack.api_url, list(load.bodies))
+        assert not load.unanswered()
+        for _ in range(500):
+            if (await sim.stats()).get("getRegistration", 0) >= 1:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the worker never asked Sinch")
+        worker.signal(signal.SIGKILL)
+        worker.kill()
+        stack.workers.remove(worker)
+        await sim.clear_faults()
+    with stack.redis.client() as client:
+        keys = [key.decode() for key in client.scan_iter(LEASE_PREFIX + "*")]
+        leases = {key.removeprefix("arq:in-progress:"): int(client.pttl(key)) for key in keys}
+    return load, leases
+
+
+def test_a_dead_workers_jobs_are_held_less_than_a_minute(tmp_path: Path, worker_id: str) -> None:
+    # JOB_TIMEOUT_SECONDS empty: the default, as deployed.
+    with running_stack(
+        "postgresql", tmp_path, f"lease_default_{worker_id}", JOB_TIMEOUT_SECONDS=""
+    ) as stack:
+        stack.start_api()
+        stack.start_worker()
+        _, leases = asyncio.run(_kill_while_a_get_hangs(stack, 2))
+    assert leases, "the dead worker held no job"
+    # Each held event is processed again as soon as its lease expires: within a minute.
+    assert all(0 < ttl <= 60_000 for ttl in leases.values()), leases
+
+
+def test_a_dead_workers_job_is_processed_by_a_second_worker(tmp_path: Path, worker_id: str) -> None:
+    # A short job timeout keeps the test short; the lease is that + 10 s.
+    with running_stack(
+        "postgresql", tmp_path, f"lease_rerun_{worker_id}", JOB_TIMEOUT_SECONDS="3"
+    ) as stack:
+        stack.start_api()
+        stack.start_worker()
+
+        async def scenario() -> None:
+            load, leases = await _kill_while_a_get_hangs(stack, 2)
+            assert leases, "the dead worker held no job"
+            assert all(0 < ttl <= 13_000 for ttl in leases.values()), leases
+            stack.start_worker()
+            # Including the held ones: each is run again once its lease expires.
+            await assert_converged(stack, load)
+            with stack.redis.client() as client:
+                assert not list(client.scan_iter(LEASE_PREFIX + "*"))
+
+        asyncio.run(scenario())
