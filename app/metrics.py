@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-CALLBACK_RESULTS = ("accepted", "duplicate", "bad_signature", "too_large", "unavailable")
+CALLBACK_RESULTS = (
+    "accepted",
+    "duplicate",
+    "bad_signature",
+    "too_large",
+    "too_slow",
+    "unavailable",
+)
 
 
 @dataclass

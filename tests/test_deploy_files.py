@@ -35,8 +35,9 @@ PYPROJECT = ROOT / "pyproject.toml"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 
-SERVICES = {"postgres", "redis", "migrate", "api", "worker"}
+SERVICES = {"postgres", "redis", "migrate", "api", "worker", "proxy"}
 APP_SERVICES = ("migrate", "api", "worker")
 API_COMMAND = ["uvicorn", "app.main:app"]
 WORKER_COMMAND = ["arq", "app.worker.WorkerSettings"]
@@ -310,11 +311,9 @@ def test_app_waits_for_migrations_and_redis(name: str) -> None:
 def test_api_port_agrees_everywhere() -> None:
     command_port = int(option(command("api"), "--port"))
 
-    ports = service("api")["ports"]
-    assert len(ports) == 1
-    published = str(ports[0]).split(":")
-    assert published[-1] == str(command_port), "compose publishes another port than uvicorn's"
-    assert published[-2] == str(command_port)
+    # Only the proxy is published; the API is reached through it (see the nginx tests below).
+    assert "ports" not in service("api"), "the API must be reached through the proxy only"
+    assert [str(item) for item in service("api")["expose"]] == [str(command_port)]
 
     (exposed,) = dockerfile_args("EXPOSE")
     assert exposed.split("/")[0] == str(command_port)
@@ -515,3 +514,152 @@ def test_dockerignore_keeps_the_build_sources_and_drops_secrets() -> None:
         assert not ignored(needed), f".dockerignore drops {needed}, which the image copies"
     for dropped in (".env", ".venv", ".git", "var"):
         assert ignored(dropped), f".dockerignore lets {dropped} into the build context"
+
+
+# --- the reverse proxy in front of the API (deploy/nginx.conf) --------------------------------
+
+
+NginxBlock = list[tuple[str, list[str], Any]]
+"""(directive, arguments, the nested block or None) in order."""
+
+_NGINX_TOKEN = re.compile(
+    r"""\s+|#[^\n]*"""  # blanks and comments
+    r"""|"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'"""  # quoted arguments
+    r"""|([{};])|([^\s{};"'#]+)"""  # punctuation, bare words
+)
+
+
+def parse_nginx(text: str) -> NginxBlock:
+    """nginx's configuration syntax: directives ending in `;`, blocks in braces, `#` comments,
+    quoted arguments. Raises AssertionError on anything unbalanced."""
+    stack: list[NginxBlock] = [[]]
+    words: list[str] = []
+    position = 0
+    while position < len(text):
+        match = _NGINX_TOKEN.match(text, position)
+        assert match is not None, f"nginx.conf: cannot read {text[position : position + 20]!r}"
+        position = match.end()
+        quoted = match[1] if match[1] is not None else match[2]
+        if quoted is not None:
+            words.append(quoted)
+        elif match[4] is not None:
+            words.append(match[4])
+        elif match[3] == ";":
+            assert words, "nginx.conf: an empty directive"
+            stack[-1].append((words[0], words[1:], None))
+            words = []
+        elif match[3] == "{":
+            assert words, "nginx.conf: a block without a name"
+            block: NginxBlock = []
+            stack[-1].append((words[0], words[1:], block))
+            stack.append(block)
+            words = []
+        elif match[3] == "}":
+            assert not words and len(stack) > 1, "nginx.conf: unbalanced braces"
+            stack.pop()
+    assert not words and len(stack) == 1, "nginx.conf: unterminated directive or block"
+    return stack[0]
+
+
+def nginx_blocks(block: NginxBlock, name: str) -> list[tuple[list[str], NginxBlock]]:
+    return [(args, inner) for directive, args, inner in block if directive == name and inner]
+
+
+def nginx_values(block: NginxBlock, name: str) -> list[list[str]]:
+    return [args for directive, args, inner in block if directive == name and inner is None]
+
+
+def nginx_value(block: NginxBlock, name: str) -> str:
+    values = nginx_values(block, name)
+    assert len(values) == 1 and len(values[0]) == 1, f"nginx.conf: {name} is {values}"
+    return values[0][0]
+
+
+def nginx_seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+)(ms|s|m)?", value)
+    assert match, f"not an nginx time: {value}"
+    return int(match[1]) * {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}[match[2]]
+
+
+def nginx_bytes(value: str) -> int:
+    match = re.fullmatch(r"(\d+)([kKmM])?", value)
+    assert match, f"not an nginx size: {value}"
+    return int(match[1]) * {"": 1, "k": 1024, "m": 1024 * 1024}[(match[2] or "").lower()]
+
+
+@cache
+def nginx() -> NginxBlock:
+    return parse_nginx(NGINX_CONF.read_text())
+
+
+def nginx_server() -> NginxBlock:
+    [(_, http)] = nginx_blocks(nginx(), "http")
+    [(_, server)] = nginx_blocks(http, "server")
+    return server
+
+
+def nginx_location() -> NginxBlock:
+    [(args, location)] = nginx_blocks(nginx_server(), "location")
+    assert args == ["/"], "every path must go through the proxy's one location"
+    return location
+
+
+def test_the_proxy_runs_the_official_nginx_with_this_config() -> None:
+    proxy = service("proxy")
+    image, _, tag = proxy["image"].partition(":")
+    assert image == "nginx"
+    # `server ... resolve` in an upstream needs nginx 1.27.3 or later (any 1.27.x image now is).
+    major, minor, *_ = (int(part) for part in re.findall(r"\d+", tag))
+    assert (major, minor) >= (1, 27), f"nginx {tag} predates the upstream `resolve` parameter"
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert NGINX_CONF.is_file()
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+
+
+def test_the_proxy_is_published_where_the_api_was_and_forwards_to_the_api_port() -> None:
+    listen = nginx_value(nginx_server(), "listen")
+    [published] = service("proxy")["ports"]
+    host_port, container_port = str(published).split(":")[-2:]
+    assert container_port == listen
+    assert host_port == option(command("api"), "--port")  # clients keep the same URL
+
+    [(upstream_args, upstream)] = nginx_blocks(nginx_blocks(nginx(), "http")[0][1], "upstream")
+    [server] = nginx_values(upstream, "server")
+    assert server[0] == f"api:{option(command('api'), '--port')}"
+    assert "api" in SERVICES
+    assert nginx_value(nginx_location(), "proxy_pass") == f"http://{upstream_args[0]}"
+
+
+def test_the_proxy_bounds_slow_clients_within_the_services_own_deadlines() -> None:
+    server = nginx_server()
+    read_timeout = Settings.model_fields["callback_read_timeout_seconds"].default
+    for name in ("client_header_timeout", "client_body_timeout", "send_timeout"):
+        assert 1 <= nginx_seconds(nginx_value(server, name)) <= read_timeout, name
+
+    from app.callbacks.endpoint import COMMIT_TIMEOUT_SECONDS
+
+    location = nginx_location()
+    assert nginx_seconds(nginx_value(location, "proxy_connect_timeout")) <= 10
+    # The API answers within its own deadlines; the proxy must not give up before it does.
+    assert nginx_seconds(nginx_value(location, "proxy_read_timeout")) > COMMIT_TIMEOUT_SECONDS
+    assert nginx_seconds(nginx_value(location, "proxy_send_timeout")) > 0
+
+
+def test_the_proxy_passes_whole_bodies_and_headers_unchanged() -> None:
+    server, location = nginx_server(), nginx_location()
+    cap = Settings.model_fields["callback_max_body_bytes"].default
+    max_body = nginx_bytes(nginx_value(server, "client_max_body_size"))
+    # A bit above the API's cap: the API answers its own 413 (a problem document).
+    assert cap < max_body <= cap * 1.25
+    # Bodies are held in memory, never in a temporary file, and sent on only once complete.
+    assert nginx_bytes(nginx_value(server, "client_body_buffer_size")) >= max_body
+    assert nginx_value(location, "proxy_request_buffering") == "on"
+    # Nothing drops or rewrites the signature header or the body.
+    headers = {args[0].lower() for args in nginx_values(location, "proxy_set_header")}
+    assert "x-sinch-signature" not in headers
+    assert "content-length" not in headers
+    for directive in ("proxy_pass_request_body", "proxy_pass_request_headers"):
+        assert nginx_values(location, directive) in ([], [["on"]])
+    assert nginx_values(server, "underscores_in_headers") in ([], [["off"]])
+    directives = {directive for directive, _, _ in server + location}
+    assert not directives & {"proxy_set_body", "sub_filter", "rewrite", "proxy_hide_header"}

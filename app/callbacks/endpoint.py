@@ -38,6 +38,57 @@ class BodyTooLarge(Exception):
     pass
 
 
+class ReadDeadlines:
+    """Cuts off body reads that outlast their deadline, for two dict operations per read.
+
+    uvicorn bounds neither how long headers nor how long a body may take to arrive, so a client
+    trickling its body would hold its connection and its request open for ever. `asyncio.timeout`
+    per request would bound it, but it arms and disarms a loop timer each time, which costs several
+    microseconds on the hot path; instead the reads in progress are kept in a dict, and while any
+    is, one timer looks at them every `tick` seconds and cancels the task of each that is overdue.
+    A read is so cut off between its deadline and one tick later.
+
+    Use: `begin(task, timeout)` before the read, `end(task)` after it (in a `finally`), and on
+    `CancelledError` during the read ask `cut_off(task)`: True means the cancellation was this
+    deadline's, and has been taken back; False means it came from elsewhere and must propagate.
+    """
+
+    def __init__(self) -> None:
+        self._reads: dict[asyncio.Task[Any], float] = {}
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tick = 1.0
+
+    def begin(self, task: asyncio.Task[Any], timeout: float) -> None:
+        loop = task.get_loop()
+        self._reads[task] = loop.time() + timeout
+        if self._timer is None or self._loop is not loop:
+            # First read since the reads ran out (or on a new loop, as in tests): arm the timer.
+            self._loop = loop
+            self._tick = min(max(timeout / 4, 0.01), 1.0)
+            self._timer = loop.call_later(self._tick, self._look)
+
+    def end(self, task: asyncio.Task[Any]) -> None:
+        del self._reads[task]
+
+    def cut_off(self, task: asyncio.Task[Any]) -> bool:
+        if task not in self._cut:
+            return False
+        self._cut.discard(task)
+        # Another cancellation (a server shutting down) asked meanwhile must still happen.
+        return task.uncancel() == 0
+
+    def _look(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        for task, deadline in list(self._reads.items()):
+            if deadline <= now and task not in self._cut:
+                self._cut.add(task)
+                task.cancel()
+        self._timer = self._loop.call_later(self._tick, self._look) if self._reads else None
+
+
 class ClientGone(Exception):
     pass
 
@@ -92,6 +143,18 @@ def problem_answer(status: int, detail: str) -> Answer:
     )
 
 
+def _closing(answer: Answer) -> Answer:
+    """`answer`, closing the connection after it (the rest of the request is not read)."""
+    headers = [*answer.start["headers"], (b"connection", b"close")]
+    return Answer({**answer.start, "headers": headers}, answer.body)
+
+
+# Sent when the body did not arrive in time; the connection is closed, as what is left of the body
+# may still trickle in and must not be read as a next request.
+TOO_SLOW = _closing(
+    problem_answer(408, "The body did not arrive in time; send it again, whole and faster.")
+)
+
 OK = Answer(
     {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]},
     {"type": "http.response.body", "body": b""},
@@ -99,7 +162,15 @@ OK = Answer(
 
 
 class CallbackEndpoint:
-    """The endpoint, as an ASGI app; the lifespan's `Resources` come from the scope's state."""
+    """The endpoint, as an ASGI app; the lifespan's `Resources` come from the scope's state.
+
+    A body must arrive whole within `callback_read_timeout_seconds`; one that does not is answered
+    408 and the connection closed, and one whose client leaves before it is complete gets no
+    answer. Neither is kept.
+    """
+
+    def __init__(self) -> None:
+        self._deadlines = ReadDeadlines()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -140,6 +211,9 @@ class CallbackEndpoint:
                 headers[name] = value
 
         limit = settings.callback_max_body_bytes
+        task = asyncio.current_task()
+        assert task is not None
+        self._deadlines.begin(task, settings.callback_read_timeout_seconds)
         try:
             body = await read_capped_body(receive, declared, limit)
         except ClientGone:  # the caller left before sending its body: nobody to answer
@@ -147,6 +221,13 @@ class CallbackEndpoint:
         except BodyTooLarge:
             counted["too_large"].inc()
             return problem_answer(413, f"The body exceeds {limit} bytes.")
+        except asyncio.CancelledError:
+            if not self._deadlines.cut_off(task):
+                raise
+            counted["too_slow"].inc()
+            return TOO_SLOW
+        finally:
+            self._deadlines.end(task)
 
         secret_index = matching_secret(body, signature, settings.sinch_callback_secrets)
         if secret_index is None:
@@ -213,6 +294,7 @@ OPENAPI_OPERATION: dict[str, Any] = {
     "responses": {
         "200": {"description": "Kept durably (or already kept)."},
         "401": {"description": "Missing or wrong signature."},
+        "408": {"description": "Body not received in full within CALLBACK_READ_TIMEOUT_SECONDS."},
         "413": {"description": "Body larger than CALLBACK_MAX_BODY_BYTES."},
         "503": {"description": "No callback secret configured, or the database cannot commit."},
     },

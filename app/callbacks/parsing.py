@@ -2,7 +2,9 @@
 
 The body's schema is not documented for this API (SINCH.md), so each field is looked up under the
 names the sister Sinch APIs use, in order, and anything missing or malformed is reported as None:
-the worker settles every doubt with a GET of the registration.
+the worker settles every doubt with a GET of the registration. The endpoint (for the ids it keeps in
+their own columns) and the worker (for what it decides) read a body with this same function, so
+both see the same ids: an id no database could store as text is malformed, hence None, for both.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ STATUS_KEYS = ("status", "registrationState")
 TIME_KEYS = ("createTime", "timestamp", "eventTime", "updateTime")
 EVENT_ID_KEYS = ("eventId",)
 MAX_ID_LENGTH = 255
+# A registration id is a segment of the URL the worker GETs; these two would name another resource
+# (URL normalisation removes them), so such an id cannot be checked with Sinch: it is unusable.
+DOT_SEGMENTS = frozenset({".", ".."})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +62,7 @@ def parse_callback(body: bytes) -> CallbackFields:
     return CallbackFields(
         is_json_object=True,
         event_id=_first_id(document, EVENT_ID_KEYS),
-        registration_id=_first_id(document, REGISTRATION_ID_KEYS),
+        registration_id=_first_id(document, REGISTRATION_ID_KEYS, refused=DOT_SEGMENTS),
         status=_first_text(document, STATUS_KEYS),
         event_time=_first_time(document, TIME_KEYS),
     )
@@ -71,16 +76,43 @@ def _first_text(document: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     return None
 
 
-def _first_id(document: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+def _first_id(
+    document: dict[str, Any], keys: tuple[str, ...], refused: frozenset[str] = frozenset()
+) -> str | None:
     for key in keys:
         value = document.get(key)
         if isinstance(value, bool):
             continue
         if isinstance(value, int):
             value = str(value)
-        if isinstance(value, str) and value.strip() and len(value.strip()) <= MAX_ID_LENGTH:
-            return value.strip()
+        if isinstance(value, str):
+            value = value.strip()
+            if (
+                value
+                and len(value) <= MAX_ID_LENGTH
+                and value not in refused
+                and is_storable_text(value)
+            ):
+                return value
     return None
+
+
+def is_storable_text(value: str) -> bool:
+    """Whether both databases can keep `value` as text: no NUL (PostgreSQL refuses it in text) and
+    no lone surrogate (JSON can spell one, `\\ud800`, but no UTF-8 encoder accepts it).
+
+    An id that fails this is unusable, so it is treated as absent: the event is then identified by
+    its body's digest, and one without a usable registration id ends `invalid`.
+    """
+    if value.isascii():  # the usual case, and then only NUL can be wrong
+        return "\x00" not in value
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _first_time(document: dict[str, Any], keys: tuple[str, ...]) -> datetime | None:

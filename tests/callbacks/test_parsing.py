@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,3 +90,11 @@ def test_a_time_out_of_range_in_utc_is_no_time() -> None:
             "APPROVED",
         )
         assert fields.event_time is None
+
+
+@pytest.mark.parametrize("dots", [".", "..", " .. "])
+def test_a_registration_id_that_is_a_dot_segment_is_unusable(dots: str) -> None:
+    # GET .../registrations/.. would fetch another resource: such an id cannot be checked.
+    fields = parse_callback(json.dumps({"resourceId": dots, "id": "reg-1"}).encode())
+    assert fields.registration_id == "reg-1"
+    assert parse_callback(json.dumps({"resourceId": dots}).encode()).registration_id is None
