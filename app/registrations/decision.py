@@ -35,6 +35,9 @@ class Reason(StrEnum):
     FUTURE_TIME = "future_time"
 
 
+TIME_RESOLUTION = timedelta(seconds=1)
+"""Sinch's times have whole seconds (`2021-11-03T14:30:03`)."""
+
 DEFAULT_SKEW = timedelta(minutes=5)
 """How far a callback's time may run ahead of our clock and still be trusted (Sinch's clock and
 ours are not the same clock). The worker takes its value from `EVENT_TIME_SKEW_SECONDS`."""
@@ -71,11 +74,16 @@ class LocalFacts:
         return cls(status, status_changed_at, last_synced_at, parse_sinch_time(synced_update_time))
 
     def fetched_after(self, moment: datetime) -> bool:
-        """True when our last GET already reflects what happened at `moment`."""
-        return any(
-            known is not None and known >= moment
-            for known in (self.synced_update_time, self.last_synced_at)
-        )
+        """True when our last GET certainly reflects what happened at `moment` (Sinch's time).
+
+        Sinch's times have whole seconds, so a change stamped `moment` may have happened up to a
+        second later: the document covers it only when its `updateTime` is later than `moment`
+        (an equal one may predate a second change in the same second), and our fetch only when it
+        began at least `TIME_RESOLUTION` after `moment`. Doubt costs a GET, never a lost change.
+        """
+        if self.synced_update_time is not None and self.synced_update_time > moment:
+            return True
+        return self.last_synced_at is not None and self.last_synced_at >= moment + TIME_RESOLUTION
 
 
 @dataclass(frozen=True, slots=True)

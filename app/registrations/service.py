@@ -6,8 +6,8 @@ Recency per registration: callbacks are ordered among themselves by the Sinch ti
 (a GET) shows everything Sinch did before the fetch began, so it wins over every callback applied
 before that moment, whatever time the callback claimed; between two snapshots the later fetch wins.
 Only a callback applied after the fetch began can keep its status against a snapshot, and only when
-it claims a later Sinch time than the document's `updateTime`. The row lock makes the check and the
-write one step, whichever process gets there first.
+it claims a Sinch time no earlier than the document's `updateTime`. The row lock makes the check
+and the write one step, whichever process gets there first.
 """
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ def snapshot_wins(
         return False  # a later fetch was applied already
     if callback_applied_at is None or callback_applied_at <= fetched_at:
         return True  # every callback applied so far happened before Sinch answered this fetch
+    # Whole seconds on both sides: an equal time cannot tell which came first, and the callback,
+    # delivered while the GET ran, is the likelier news.
     return (
         update_time is not None
         and status_changed_at is not None
-        and update_time >= status_changed_at
+        and update_time > status_changed_at
     )
 
 

@@ -160,7 +160,11 @@ class SinchClient:
         """The registration's current state at Sinch; SinchNotFoundError when Sinch has none."""
         path = f"/registrations/{quote(registration_id, safe='')}"
         body = await self._call("GET", path, operation="get registration")
-        return _parse_registration(body)
+        registration = _parse_registration(body)
+        if registration.id != registration_id:
+            # Applied as it is, it would overwrite another registration's local copy.
+            raise SinchError("Sinch answered a different registration than the one asked for")
+        return registration
 
     async def list_registrations(
         self,

@@ -20,7 +20,12 @@ from app.events import repository as events_repository
 from app.events.processing import Finished, MustCheck, Step
 from app.models import EventState
 from app.registrations.reconcile import reconcile
-from app.sinch.errors import SinchNotFoundError, SinchRejectedError, SinchRetryableError
+from app.sinch.errors import (
+    SinchError,
+    SinchNotFoundError,
+    SinchRejectedError,
+    SinchRetryableError,
+)
 from app.worker.context import WorkerContext
 from app.worker.queue import enqueue_events
 
@@ -102,6 +107,11 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
         delay = max(retry_delay(job_try, settings.job_retry_base_seconds), exc.retry_after or 0.0)
         log.info("event will be retried in %.1fs (%s)", delay, type(exc).__name__, extra=log_extra)
         raise Retry(defer=timedelta(seconds=delay)) from exc
+    except SinchError as exc:
+        # An answer this service cannot use (not a registration, another registration): not
+        # worth retrying at once, but Sinch may answer better later, so the event is replayable.
+        log.warning("Sinch answer unusable: %s", exc, extra=log_extra)
+        return await _give_up(ctx, row_id, EventState.FAILED, "failed:unusable_answer", str(exc))
 
     async with sessionmaker.begin() as session:
         return await processing.finish_with_snapshot(

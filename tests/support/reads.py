@@ -36,6 +36,5 @@ async def history(settings: Settings) -> Sequence[Any]:
         settings,
         RegistrationHistory,
         RegistrationHistory.registration_id,
-        RegistrationHistory.at,
         RegistrationHistory.id,
     )

@@ -274,7 +274,8 @@ async def assert_converged(stack: Stack, load: Load) -> None:
         assert chain[0].from_status is None
         for before, after in itertools.pairwise(chain):
             assert after.from_status == before.to_status
-            assert after.at >= before.at
+            # Sinch's time moves back only where a snapshot overruled a callback (and says so).
+            assert after.at >= before.at or after.note is not None
 
 
 @contextlib.asynccontextmanager
