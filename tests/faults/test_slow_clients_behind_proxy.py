@@ -34,8 +34,6 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").e
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 BOUND = 15.0  # every wait below is bounded by this
 
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
-
 
 def render(api_port: int, proxy_port: int, folder: Path) -> str:
     """deploy/nginx.conf for loopback; each replaced piece must be found exactly once."""
@@ -65,7 +63,7 @@ def render(api_port: int, proxy_port: int, folder: Path) -> str:
 
 @contextlib.contextmanager
 def running_nginx(config: str, folder: Path, port: int) -> Iterator[None]:
-    assert NGINX is not None
+    assert NGINX is not None, "nginx is missing: `make test` installs it (scripts/services)"
     path = folder / "nginx.conf"
     path.write_text(config)
     checked = subprocess.run(
