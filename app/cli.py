@@ -19,9 +19,9 @@ from app.callbacks.signature import SIGNATURE_HEADER, sign
 from app.db import create_engine, create_sessionmaker, utcnow
 from app.events import processing
 from app.events import repository as events_repository
+from app.jobs import create_redis, enqueue_event
 from app.models import EventState
 from app.settings import Settings
-from app.worker.queue import create_redis, enqueue_event
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,13 +23,13 @@ from app.db import create_engine, create_reader, create_sessionmaker
 from app.deps import Resources
 from app.events.router import router as events_router
 from app.health import router as health_router
+from app.jobs import create_redis
 from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.problems import install_problem_handlers
 from app.registrations.router import router as registrations_router
 from app.settings import Settings
 from app.sinch.client import SinchClient, create_http_client
-from app.worker.queue import create_redis
 
 log = logging.getLogger(__name__)
 

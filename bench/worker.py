@@ -48,10 +48,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.callbacks.inbox import NewCallback, store_callbacks
 from app.callbacks.signature import SIGNATURE_HEADER, sign
 from app.db import create_engine, utcnow
+from app.jobs import create_redis, enqueue_event
 from app.models import CallbackEvent, EventState, Registration, RegistrationHistory
 from app.settings import Settings
 from app.simulator.server import SimulatorServer
-from app.worker.queue import create_redis, enqueue_event
 from bench.support import (
     CALLBACK_PATH,
     MACHINE_BUSY,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from arq import ArqRedis
 
-from app.worker.queue import enqueue_events
+from app.jobs import enqueue_events
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from app.deps import ReadSessionDep, ResourcesDep, SessionDep
 from app.events import queries
 from app.events.processing import reset_for_replay
 from app.events.schemas import EventOut, EventPage
+from app.jobs import enqueue_event
 from app.models import EventState
 from app.pagination import (
     DEFAULT_LIMIT,
@@ -24,7 +25,6 @@ from app.pagination import (
     page,
 )
 from app.problems import ProblemError
-from app.worker.queue import enqueue_event
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from arq.typing import WorkerCoroutine
 from prometheus_client import start_http_server
 
 from app.db import DriverConnections, create_engine, create_sessionmaker
+from app.jobs import PROCESS_EVENT, RedisError, redis_settings
 from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.settings import Settings
 from app.sinch.client import DEFAULT_DEADLINE_SECONDS, SinchClient, create_http_client
 from app.worker import tasks
 from app.worker.context import WorkerContext
-from app.worker.queue import PROCESS_EVENT, RedisError, redis_settings
 
 log = logging.getLogger(__name__)
 

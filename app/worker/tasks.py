@@ -18,6 +18,7 @@ from app.db import utcnow
 from app.events import optimistic, processing
 from app.events import repository as events_repository
 from app.events.processing import Finished, MustCheck, Step
+from app.jobs import enqueue_events
 from app.models import EventState
 from app.registrations.reconcile import reconcile
 from app.sinch.errors import (
@@ -27,7 +28,6 @@ from app.sinch.errors import (
     SinchRetryableError,
 )
 from app.worker.context import WorkerContext
-from app.worker.queue import enqueue_events
 
 log = logging.getLogger(__name__)
 

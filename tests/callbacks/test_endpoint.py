@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.callbacks.signature import sign
+from app.jobs import event_job_id
 from app.main import create_app
 from app.settings import Settings
-from app.worker.queue import event_job_id
 from tests.callbacks.conftest import CALLBACK_PATH, event_body, post_signed
 from tests.conftest import API_TOKEN, OLD_CALLBACK_SECRET, make_settings
 from tests.support.reads import events

@@ -14,11 +14,11 @@ import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
 from app.db import create_engine, create_sessionmaker
+from app.jobs import create_redis, event_job_id
 from app.main import create_app
 from app.metrics import Metrics
 from app.worker import tasks
 from app.worker.context import WorkerContext
-from app.worker.queue import create_redis, event_job_id
 from tests.callbacks.conftest import event_body, post_signed
 from tests.conftest import make_settings
 from tests.support.databases import (

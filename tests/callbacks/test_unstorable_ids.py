@@ -23,9 +23,9 @@ from app.callbacks.inbox import NewCallback
 from app.callbacks.parsing import body_digest, parse_callback
 from app.callbacks.writer import InboxWriter
 from app.db import create_engine, utcnow
+from app.jobs import create_redis
 from app.settings import Settings
 from app.worker.context import WorkerContext
-from app.worker.queue import create_redis
 from app.worker.settings import build_worker_settings
 from app.worker.tasks import process_event
 from tests.callbacks.conftest import event_body, post_signed

@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import pytest
 
+from app.jobs import create_redis
 from app.main import create_app
 from app.settings import Settings
 from app.simulator import SimulatorServer
 from app.worker.context import WorkerContext
-from app.worker.queue import create_redis
 from app.worker.settings import build_worker_settings
 from tests.conftest import make_settings
 from tests.support.servers import serve

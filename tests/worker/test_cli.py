@@ -14,11 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.callbacks.signature import sign
+from app.jobs import event_job_id
 from app.main import create_app
 from app.settings import Settings
 from app.simulator import SimulatorControl, SimulatorServer
 from app.worker.context import WorkerContext
-from app.worker.queue import event_job_id
 from app.worker.tasks import process_event
 from tests.support.reads import events, registrations
 from tests.support.servers import serve

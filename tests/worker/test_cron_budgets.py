@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from app.jobs import create_redis
 from app.registrations import repository
 from app.registrations.reconcile import WATERMARK
 from app.settings import Settings
 from app.simulator import SimulatorControl, SimulatorServer
 from app.sinch.errors import SinchRetryableError
 from app.worker.context import WorkerContext
-from app.worker.queue import create_redis
 from app.worker.settings import build_worker_settings
 from app.worker.tasks import cron_budget, reconcile_changes
 from tests.worker.conftest import sim_settings

@@ -1,5 +1,8 @@
 """The one place job names, job ids and the Redis connection settings live.
 
+A leaf module: the API (callbacks, replay) and the worker both enqueue through it, and it imports
+neither, so neither package imports the other.
+
 Job ids are derived from the inbox row id, so enqueueing the same row twice while its job is queued
 or running is harmless: arq refuses the second. Jobs keep no result, so once a job is done the same
 id can be enqueued again (a replay, a sweep after a lost job).
