@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The service's one image: the API by default; docker-compose.yml runs the worker and the
-# migrations from the same image with other commands (CONTRACT.md's process commands).
+# migrations from the same image with other commands (docs/api.md's process commands).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -1,4 +1,9 @@
-"""The command line: `python -m app <command>` (also installed as `sinch-registrations`)."""
+"""The command line: `python -m app <command>` (also installed as `sinch-registrations`).
+
+A door to the same functions the API and the worker use (reconciliation, replay, pruning), never a
+second implementation. Each command is a function taking the parsed arguments and answering the
+exit status; a failure the user can act on is one line on stderr and a non-zero status.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,54 @@ import secrets as secrets_module
 import shlex
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from app.callbacks.signature import SIGNATURE_HEADER, sign
 from app.db import create_engine, create_sessionmaker, utcnow
-from app.events import processing
 from app.events import repository as events_repository
-from app.jobs import create_redis, enqueue_event
+from app.events import service as events_service
+from app.jobs import create_redis
 from app.models import EventState
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+CALLBACK_PATH = "/callbacks/sinch/registrations"
+
+
+class CommandError(Exception):
+    """A failure the user can act on: printed as one line, exit status 1 (or `status`)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise CommandError(f"configuration refused: {problems}", status=2) from None
+
+
+def _require_sinch(settings: Settings) -> None:
+    if not settings.sinch_credentials_configured:
+        raise CommandError(
+            "Sinch credentials are not configured (SINCH_PROJECT_ID, SINCH_KEY_ID, "
+            "SINCH_KEY_SECRET)",
+            status=2,
+        )
+
+
+# --- processes ------------------------------------------------------------------------------------
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -40,7 +78,7 @@ def _cmd_worker(_args: argparse.Namespace) -> int:
     from app.worker.settings import build_worker_settings
 
     use_uvloop()
-    run_worker(build_worker_settings(Settings()))
+    run_worker(build_worker_settings(_settings()))
     return 0
 
 
@@ -68,96 +106,92 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _reconcile(full: bool) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return run_demo(args.registrations)
+
+
+# --- operations on the data -----------------------------------------------------------------------
+
+
+async def _reconcile(args: argparse.Namespace) -> int:
     from app.registrations.reconcile import reconcile
     from app.sinch.client import SinchClient, create_http_client
 
-    settings = Settings()
-    if not settings.sinch_credentials_configured:
-        print(
-            "Sinch credentials are not configured (SINCH_PROJECT_ID, SINCH_KEY_ID, "
-            "SINCH_KEY_SECRET)",
-            file=sys.stderr,
-        )
-        return 2
+    settings = _settings()
+    _require_sinch(settings)
     engine = create_engine(settings)
     try:
         async with create_http_client(settings) as http:
             report = await reconcile(
-                create_sessionmaker(engine), SinchClient.from_settings(settings, http), full=full
+                create_sessionmaker(engine),
+                SinchClient.from_settings(settings, http),
+                full=args.full,
             )
     finally:
         await engine.dispose()
-    print(
-        f"reconciled: {report.seen} registrations seen, {report.changed} changed "
-        f"(since {report.since.isoformat() if report.since else 'the start'})"
-    )
+    since = report.since.isoformat() if report.since else "the start"
+    print(f"reconciled: {report.seen} registrations seen, {report.changed} changed (since {since})")
     return 0
 
 
-async def _replay(event_ids: Sequence[int], failed: bool) -> int:
-    settings = Settings()
+async def _replay(args: argparse.Namespace) -> int:
+    if not args.event_ids and not args.failed:
+        raise CommandError("replay needs EVENT_ID ... or --failed", status=2)
+    settings = _settings()
+    if not settings.sinch_credentials_configured:
+        print(
+            "warning: Sinch credentials are not configured: events that need a GET will fail "
+            "again (failed:not_configured)",
+            file=sys.stderr,
+        )
     engine = create_engine(settings)
     sessionmaker = create_sessionmaker(engine)
     redis = create_redis(settings)
     try:
-        ids = list(event_ids)
-        if failed:
+        row_ids = list(args.event_ids)
+        if args.failed:
             async with sessionmaker() as session:
-                ids = await events_repository.ids_in_state(session, EventState.FAILED)
-        missing = []
-        for done, row_id in enumerate(ids, start=1):
-            async with sessionmaker.begin() as session:
-                found = await processing.reset_for_replay(session, row_id)
-            if not found:
-                missing.append(row_id)
-                continue
-            await enqueue_event(redis, row_id)
-            if len(ids) > 1:
-                _progress(done, len(ids))
-        if len(ids) > 1:
-            print(file=sys.stderr)
-        print(f"replaying {len(ids) - len(missing)} events")
-        if missing:
-            print(f"unknown event ids: {', '.join(map(str, missing))}", file=sys.stderr)
-            return 1
-        return 0
+                row_ids += await events_repository.ids_in_state(session, EventState.FAILED)
+        report = await events_service.replay(sessionmaker, redis, row_ids)
     finally:
         await redis.aclose()
         await engine.dispose()
-
-
-def _progress(done: int, total: int, width: int = 40) -> None:
-    filled = width * done // total
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr)
-
-
-async def _prune(days: int | None, states: Sequence[str]) -> int:
-    settings = Settings()
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
-    cutoff = utcnow() - timedelta(days=days if days is not None else settings.event_retention_days)
-    total = 0
-    try:
-        while True:
-            async with sessionmaker.begin() as session:
-                deleted = await events_repository.prune(
-                    session,
-                    processed_before=cutoff,
-                    states=tuple(EventState(state) for state in states),
-                    limit=5000,
-                )
-            total += deleted
-            if deleted < 5000:
-                break
-    finally:
-        await engine.dispose()
-    print(f"pruned {total} events ({', '.join(states)}) processed before {cutoff.isoformat()}")
+    print(f"replaying {len(report.replayed)} events")
+    if report.not_enqueued:
+        print(
+            f"warning: Redis refused {report.not_enqueued} of them; the worker's sweep enqueues "
+            "them once Redis answers",
+            file=sys.stderr,
+        )
+    if report.unknown:
+        raise CommandError(f"unknown event ids: {', '.join(map(str, report.unknown))}")
     return 0
 
 
+async def _prune(args: argparse.Namespace) -> int:
+    settings = _settings()
+    days = args.days if args.days is not None else settings.event_retention_days
+    states = [EventState(state) for state in (args.state or [EventState.PROCESSED])]
+    cutoff = utcnow() - timedelta(days=days)
+    engine = create_engine(settings)
+    try:
+        total, _ = await events_service.prune(
+            create_sessionmaker(engine), processed_before=cutoff, states=states
+        )
+    finally:
+        await engine.dispose()
+    names = ", ".join(state.value for state in states)
+    print(f"pruned {total} events ({names}) processed before {cutoff.isoformat()}")
+    return 0
+
+
+# --- callbacks and the secret ---------------------------------------------------------------------
+
+
 def sample_callback(registration_id: str, status: str) -> bytes:
-    """A callback body shaped like Sinch's (SINCH.md)."""
+    """A callback body shaped like Sinch's (docs/sinch.md)."""
     body = {
         "eventId": str(uuid.uuid4()),
         "eventType": "REGISTRATION_STATUS_UPDATE",
@@ -171,147 +205,219 @@ def sample_callback(registration_id: str, status: str) -> bytes:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = _settings()
     if not settings.sinch_callback_secrets:
-        print("SINCH_CALLBACK_SECRETS is not set: there is no secret to sign with", file=sys.stderr)
-        return 2
-    body = sample_callback(args.registration_id or str(uuid.uuid4()), args.status)
+        raise CommandError(
+            "SINCH_CALLBACK_SECRETS is not set: there is no secret to sign with", status=2
+        )
+    registration_id = args.registration_id or str(uuid.uuid4())
+    body = sample_callback(registration_id, args.status)
     signature = sign(body, settings.sinch_callback_secrets[0].get_secret_value())
-    url = args.url.rstrip("/") + "/callbacks/sinch/registrations"
+    base = args.url.rstrip("/")
     print(
         "curl -sS -i -X POST "
         f"-H 'Content-Type: application/json' -H '{SIGNATURE_HEADER}: {signature}' "
-        f"--data-binary {shlex.quote(body.decode())} {shlex.quote(url)}"
+        f"--data-binary {shlex.quote(body.decode())} {shlex.quote(base + CALLBACK_PATH)}"
+    )
+    # On stderr, so that `eval "$(python -m app sign)"` runs the curl alone.
+    print(
+        f"registration id: {registration_id}\n"
+        "its result once the worker has processed it (TOKEN: one of INTERNAL_API_TOKENS):\n"
+        f'  curl -sS -H "Authorization: Bearer $TOKEN" '
+        f"{shlex.quote(f'{base}/v1/events?registrationId={registration_id}')}",
+        file=sys.stderr,
     )
     return 0
 
 
-async def _secret(action: str, value: str | None, *, confirmed: bool) -> int:
+async def _secret_show(_args: argparse.Namespace) -> int:
     from app.sinch.client import SinchClient, create_http_client
 
-    settings = Settings()
-    if not settings.sinch_credentials_configured:
-        print("Sinch credentials are not configured", file=sys.stderr)
-        return 2
+    settings = _settings()
+    _require_sinch(settings)
     async with create_http_client(settings) as http:
-        client = SinchClient.from_settings(settings, http)
-        if action == "show":
-            configuration = await client.get_callback_configuration()
-            print(configuration.hmac_secret.get_secret_value())
-            return 0
-        new_secret = value or secrets_module.token_urlsafe(32)
-        current = [s.get_secret_value() for s in settings.sinch_callback_secrets]
-        print("Safe rotation, one step at a time:", file=sys.stderr)
-        print(
-            "  1. accept both secrets on every API process and restart them:\n"
-            "     SINCH_CALLBACK_SECRETS=<new secret>" + (",<current secret>" if current else ""),
-            file=sys.stderr,
+        configuration = await SinchClient.from_settings(settings, http).get_callback_configuration()
+    print(configuration.hmac_secret.get_secret_value())
+    return 0
+
+
+async def _secret_set(args: argparse.Namespace) -> int:
+    from app.sinch.client import SinchClient, create_http_client
+
+    settings = _settings()
+    _require_sinch(settings)
+    new_secret = args.value or secrets_module.token_urlsafe(32)
+    current = [s.get_secret_value() for s in settings.sinch_callback_secrets]
+    print("Safe rotation, one step at a time:", file=sys.stderr)
+    print(
+        "  1. accept both secrets on every API process and restart them:\n"
+        "     SINCH_CALLBACK_SECRETS=<new secret>" + (",<current secret>" if current else ""),
+        file=sys.stderr,
+    )
+    if not args.yes:
+        print("Not changed. Re-run with --yes once step 1 is deployed.", file=sys.stderr)
+        return 1
+    async with create_http_client(settings) as http:
+        await SinchClient.from_settings(settings, http).put_callback_configuration(
+            SecretStr(new_secret)
         )
-        if not confirmed:
-            print("Not changed. Re-run with --yes once step 1 is deployed.", file=sys.stderr)
-            return 1
-        await client.put_callback_configuration(SecretStr(new_secret))
-        print("  2. done: Sinch now signs with the new secret", file=sys.stderr)
-        print(
-            '  3. once sinch_callback_secret_matches{secret="1"} stops growing, drop the old '
-            "secret from SINCH_CALLBACK_SECRETS",
-            file=sys.stderr,
-        )
-        print(new_secret)
-        return 0
+    print("  2. done: Sinch now signs with the new secret", file=sys.stderr)
+    print(
+        '  3. once sinch_callback_secret_matches{secret="1"} stops growing, drop the old '
+        "secret from SINCH_CALLBACK_SECRETS",
+        file=sys.stderr,
+    )
+    print(new_secret)
+    return 0
+
+
+# --- the parser -----------------------------------------------------------------------------------
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {value}")
+    return value
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _sync(function: Callable[[argparse.Namespace], Any]) -> Command:
+    """A command from an async function of the arguments."""
+
+    def run(args: argparse.Namespace) -> int:
+        status: int = asyncio.run(function(args))
+        return status
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
         prog="python -m app",
-        description="Track Sinch sender ID registrations: callbacks in, a converged copy out.",
+        description="Track Sinch sender ID registrations: callbacks in, a converged copy out. "
+        "Configuration comes from the environment and ./.env (see the README).",
+        formatter_class=formatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    def command(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, formatter_class=formatter
+        )
+        sub.set_defaults(func=func)
+        return sub
 
-    commands.add_parser("worker", help="run one arq worker")
+    serve = command("serve", "run the HTTP API (uvicorn)", _cmd_serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on")
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
 
-    migrate = commands.add_parser("migrate", help="upgrade the database schema")
-    migrate.add_argument("revision", nargs="?", default="head")
+    command("worker", "run one arq worker (as `arq app.worker.WorkerSettings`)", _cmd_worker)
 
-    simulator = commands.add_parser("simulator", help="run the Sinch simulator (a fake Sinch)")
-    simulator.add_argument("--host", default="127.0.0.1")
-    simulator.add_argument("--port", type=int, default=8010)
-    simulator.add_argument("--project-id", default="sim-project")
-    simulator.add_argument("--key-id", default="sim-key")
-    simulator.add_argument("--key-secret", default="sim-key-secret")
-    simulator.add_argument("--hmac-secret", default="sim-hmac-secret")
+    migrate = command("migrate", "upgrade the database schema (alembic)", _cmd_migrate)
+    migrate.add_argument("revision", nargs="?", default="head", help="target revision")
 
-    reconcile = commands.add_parser("reconcile", help="apply what changed at Sinch")
-    reconcile.add_argument("--full", action="store_true", help="import every registration")
+    simulator = command("simulator", "run the Sinch simulator: a fake Sinch", _cmd_simulator)
+    simulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    simulator.add_argument("--port", type=_port, default=8010, help="port to listen on")
+    simulator.add_argument("--project-id", default="sim-project", help="its project id")
+    simulator.add_argument("--key-id", default="sim-key", help="its access key id")
+    simulator.add_argument("--key-secret", default="sim-key-secret", help="its access key secret")
+    simulator.add_argument(
+        "--hmac-secret", default="sim-hmac-secret", help="the secret it signs callbacks with"
+    )
 
-    replay = commands.add_parser("replay", help="process events again")
-    replay.add_argument("event_ids", nargs="*", type=int, metavar="EVENT_ID")
+    reconcile = command(
+        "reconcile", "apply what changed at Sinch since the last reconciliation", _sync(_reconcile)
+    )
+    reconcile.add_argument(
+        "--full", action="store_true", help="import every registration, not just recent changes"
+    )
+
+    replay = command("replay", "process kept events again", _sync(_replay))
+    replay.add_argument(
+        "event_ids", nargs="*", type=int, metavar="EVENT_ID", help="ids of kept events"
+    )
     replay.add_argument("--failed", action="store_true", help="replay every failed event")
 
-    prune = commands.add_parser("prune", help="delete old processed (or failed/invalid) events")
-    prune.add_argument("--days", type=int, help="older than this (default EVENT_RETENTION_DAYS)")
+    prune = command("prune", "delete old processed (or failed/invalid) events", _sync(_prune))
+    prune.add_argument(
+        "--days",
+        type=_non_negative,
+        help="processed more than this many days ago (default: EVENT_RETENTION_DAYS)",
+    )
     prune.add_argument(
         "--state",
         action="append",
-        choices=[EventState.PROCESSED, EventState.FAILED, EventState.INVALID],
-        help="which states to prune (repeatable; default processed)",
+        choices=[state.value for state in EventState if state is not EventState.RECEIVED],
+        help="which states to prune, repeatable (default: processed)",
     )
 
-    demo = commands.add_parser(
-        "demo", help="play lifecycles from the simulator against the service"
+    demo = command(
+        "demo", "play shuffled lifecycles from the simulator against the service", _cmd_demo
     )
-    demo.add_argument("--registrations", type=int, default=30)
+    demo.add_argument("--registrations", type=int, default=30, help="how many lifecycles")
 
-    sign_cmd = commands.add_parser("sign", help="print a curl command posting a signed callback")
-    sign_cmd.add_argument("--url", default="http://127.0.0.1:8000")
-    sign_cmd.add_argument("--registration-id")
-    sign_cmd.add_argument("--status", default="IN_PROGRESS")
+    sign_command = command("sign", "print a curl command posting a signed test callback", _cmd_sign)
+    sign_command.add_argument("--url", default="http://127.0.0.1:8000", help="the API's base URL")
+    sign_command.add_argument(
+        "--registration-id", help="registration the callback names (default: a new random id)"
+    )
+    sign_command.add_argument("--status", default="IN_PROGRESS", help="status it reports")
 
-    secret = commands.add_parser("secret", help="the Sinch callback HMAC secret")
+    secret = commands.add_parser(
+        "secret", help="the Sinch callback HMAC secret", formatter_class=formatter
+    )
     secret_commands = secret.add_subparsers(dest="secret_command", required=True)
-    secret_commands.add_parser("show", help="print the secret Sinch signs callbacks with")
-    secret_set = secret_commands.add_parser("set", help="set a new secret (generated if omitted)")
-    secret_set.add_argument("value", nargs="?")
-    secret_set.add_argument("--yes", action="store_true", help="step 1 is deployed: change it")
+    show = secret_commands.add_parser(
+        "show", help="print the secret Sinch signs callbacks with", formatter_class=formatter
+    )
+    show.set_defaults(func=_sync(_secret_show))
+    secret_set = secret_commands.add_parser(
+        "set", help="set a new secret (generated when omitted)", formatter_class=formatter
+    )
+    secret_set.set_defaults(func=_sync(_secret_set))
+    secret_set.add_argument("value", nargs="?", help="the new secret")
+    secret_set.add_argument(
+        "--yes", action="store_true", help="step 1 (every API accepts both) is deployed: change it"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    match args.command:
-        case "serve":
-            return _cmd_serve(args)
-        case "worker":
-            return _cmd_worker(args)
-        case "migrate":
-            return _cmd_migrate(args)
-        case "simulator":
-            return _cmd_simulator(args)
-        case "reconcile":
-            return asyncio.run(_reconcile(args.full))
-        case "replay":
-            if not args.event_ids and not args.failed:
-                build_parser().error("replay needs EVENT_ID ... or --failed")
-            return asyncio.run(_replay(args.event_ids, args.failed))
-        case "prune":
-            return asyncio.run(_prune(args.days, args.state or [EventState.PROCESSED]))
-        case "sign":
-            return _cmd_sign(args)
-        case "demo":
-            from app.demo import run_demo
+    func: Command = args.func
+    try:
+        return func(args)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line, not a traceback: name what failed, never a secret
+        from app.sinch.errors import SinchError
 
-            return run_demo(args.registrations)
-        case "secret":
-            return asyncio.run(
-                _secret(
-                    args.secret_command,
-                    getattr(args, "value", None),
-                    confirmed=bool(getattr(args, "yes", False)),
-                )
-            )
-    return 2
+        if isinstance(exc, SinchError):
+            print(f"error: Sinch: {exc}", file=sys.stderr)
+        else:
+            print(f"error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else "(no message)"

@@ -9,10 +9,10 @@ stand-in for PostgreSQL's row locks) and waits for it instead of failing half-wa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import DateTime, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator
 
 from app.settings import Settings
@@ -136,6 +138,41 @@ def insert_for(dialect_name: str, table: Table) -> postgresql.Insert | sqlite.In
     if dialect_name == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"unsupported database dialect {dialect_name!r}")
+
+
+class DriverStatement:
+    """A Core statement compiled once for asyncpg, to run on a driver connection directly.
+
+    The PostgreSQL fast paths (the worker's lock-free step) run the very statements the general
+    path runs through SQLAlchemy, not a hand-written copy: what differs is only who sends them.
+    Values a statement binds itself (an enum's value, a literal) travel as parameters too, as
+    SQLAlchemy sends them. Column types' own conversions are not applied: pass values asyncpg
+    takes as they are (aware datetimes, str, int).
+    """
+
+    def __init__(self, statement: ClauseElement) -> None:
+        dialect: Dialect = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self.sql = compiled.string
+        self._names = tuple(compiled.positiontup or ())
+        self._bound = dict(compiled.params)
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments for `params` (by name), in the statement's order."""
+        return [params[name] if name in params else self._bound[name] for name in self._names]
+
+    async def execute(self, driver: Any, params: Mapping[str, Any]) -> str:
+        """Run it on asyncpg connection `driver`; answers the command status (`UPDATE 1`)."""
+        status: str = await driver.execute(self.sql, *self.args(params))
+        return status
+
+    async def fetchrow(self, driver: Any, params: Mapping[str, Any]) -> Any:
+        return await driver.fetchrow(self.sql, *self.args(params))
+
+
+def changed_rows(status: str) -> int:
+    """The row count of an asyncpg command status (`UPDATE 3` -> 3, `INSERT 0 1` -> 1)."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def driver_connection(connection: AsyncConnection) -> Any:

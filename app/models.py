@@ -53,7 +53,7 @@ class Base(DeclarativeBase):
 
 
 class EventState(StrEnum):
-    """Where a kept callback stands. Names are part of the internal API (CONTRACT.md)."""
+    """Where a kept callback stands. Names are part of the internal API (docs/api.md)."""
 
     RECEIVED = "received"
     PROCESSED = "processed"
@@ -145,7 +145,8 @@ class RegistrationHistory(Base):
     """Sinch's time of the change."""
     source: Mapped[str] = mapped_column(String(16))
     event_id: Mapped[str | None] = mapped_column(String(255))
-    """Sinch's event id when a callback caused the change."""
+    """Sinch's event id of the callback that caused the change (or whose check did); None when
+    the callback had none, or when no callback was involved."""
     recorded_at: Mapped[datetime]
     note: Mapped[str | None] = mapped_column(Text)
     """Why the change needs explaining, e.g. a snapshot overruling a callback's claim."""

@@ -1,6 +1,6 @@
 """The one place environment variables are read.
 
-Every variable of CONTRACT.md is a field here; a `.env` file in the working folder is read too, and
+Every variable of docs/api.md is a field here; a `.env` file in the working folder is read too, and
 an empty variable counts as unset. Secrets are `SecretStr` so that they never print by accident.
 """
 
@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/registrations.db"
 SINCH_PRODUCTION_URL = "https://senderid.registrations.api.sinch.com"
+DEFAULT_SINCH_MAX_ATTEMPTS = 4
 
 SecretList = Annotated[list[SecretStr], NoDecode]
 
@@ -26,7 +27,7 @@ class Settings(BaseSettings):
         env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True
     )
 
-    # --- CONTRACT.md ---
+    # --- docs/api.md ---
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = "redis://localhost:6379/0"
     sinch_project_id: str | None = None
@@ -56,6 +57,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: int = Field(default=25, ge=0)
     """On SIGTERM the worker stops taking jobs and lets running ones finish for this long."""
     sinch_timeout_seconds: float = Field(default=10.0, gt=0)
+    sinch_max_attempts: int = Field(default=DEFAULT_SINCH_MAX_ATTEMPTS, ge=1, le=10)
+    """Tries of one Sinch call (backoff and `Retry-After` between them, all within the call's 20 s
+    deadline) for every caller but the event job: `refresh`, reconciliation, the command line. The
+    event job makes one try per job try and leaves retrying to arq (`JOB_MAX_TRIES`), so an event
+    costs at most `JOB_MAX_TRIES` GETs."""
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     """Port of the worker's own Prometheus endpoint; 0 turns it off."""
     worker_metrics_host: str = "127.0.0.1"

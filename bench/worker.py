@@ -45,9 +45,9 @@ from pydantic import SecretStr
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.callbacks.inbox import NewCallback, store_callbacks
 from app.callbacks.signature import SIGNATURE_HEADER, sign
 from app.db import create_engine, utcnow
+from app.events.repository import NewCallback, store_callbacks
 from app.jobs import create_redis, enqueue_event
 from app.models import CallbackEvent, EventState, Registration, RegistrationHistory
 from app.settings import Settings

@@ -2,7 +2,7 @@
 
 No Docker engine runs where the tests run, so nothing here builds or starts a container. Instead
 the files are parsed and every command, port and variable in them is checked against the code it
-names (CONTRACT.md's process commands, `Settings`' fields, the routes), so they cannot rot silently.
+names (docs/api.md's process commands, `Settings`' fields, the routes), so they cannot rot silently.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ APP_SERVICES = ("migrate", "api", "worker")
 API_COMMAND = ["uvicorn", "app.main:app"]
 WORKER_COMMAND = ["arq", "app.worker.WorkerSettings"]
 MIGRATE_COMMAND = ["alembic", "upgrade", "head"]
-# CONTRACT.md's environment variables (fixed names).
+# docs/api.md's environment variables (fixed names).
 CONTRACT_VARIABLES = {
     "DATABASE_URL",
     "REDIS_URL",

@@ -1,4 +1,4 @@
-"""`/healthz` and `/readyz` as CONTRACT.md says, over real HTTP."""
+"""`/healthz` and `/readyz` as docs/api.md says, over real HTTP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings: the environment as CONTRACT.md names it."""
+"""Settings: the environment as docs/api.md names it."""
 
 from __future__ import annotations
 

@@ -16,11 +16,11 @@ from typing import Any, NamedTuple
 
 from starlette.types import Message, Receive, Scope, Send
 
-from app.callbacks.inbox import NewCallback
-from app.callbacks.parsing import dedup_key, parse_callback
 from app.callbacks.signature import SIGNATURE_HEADER, matching_secret
 from app.db import utcnow
 from app.deps import Resources
+from app.events.parsing import dedup_key, parse_callback
+from app.events.repository import NewCallback
 from app.problems import PROBLEM_MEDIA_TYPE, problem_body
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.callbacks.inbox import NewCallback, Stored, store_callbacks, store_callbacks_asyncpg
-from app.callbacks.parsing import body_digest
 from app.db import DriverConnections
+from app.events.parsing import body_digest
+from app.events.repository import NewCallback, Stored, store_callbacks, store_callbacks_asyncpg
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,13 @@
-"""The steps of processing one kept callback event. Each runs inside the caller's transaction.
+"""The steps of processing one kept callback event.
 
 The worker's task strings them together (app/worker/tasks.py): `begin` decides and, when it can,
 finishes the event at once; when the event must be checked, the task GETs the registration outside
-any transaction and hands the answer to `finish_with_snapshot`. `begin` is the worker's hot path
-and runs in Core on a plain connection; the rarer steps use an ORM session.
+any transaction and hands the answer to `finish_with_snapshot`. On PostgreSQL the task first tries
+`try_begin`: the same step without locks, whose one write checks that nothing it read has changed.
+
+Every write goes through the module that owns its table: `app.events.repository` for the event,
+`app.registrations.repository` for the registration and its history. Both ways run the same
+statement definitions; `try_begin` sends them compiled for asyncpg (`DriverStatement`).
 """
 
 from __future__ import annotations
@@ -12,17 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.callbacks.parsing import CallbackFields, parse_callback
-from app.models import CALLBACK_EVENTS, REGISTRATIONS, CallbackEvent, EventState, HistorySource
-from app.registrations import repository
+from app.db import DriverStatement, changed_rows
+from app.events import repository as events
+from app.events.parsing import CallbackFields, parse_callback
+from app.models import CALLBACK_EVENTS, EventState, HistorySource
+from app.registrations import repository as registrations
 from app.registrations.decision import Action, Decision, EventFacts, LocalFacts, decide
 from app.registrations.service import apply_snapshot
 from app.sinch.schemas import SinchRegistration
-
-MAX_ERROR_LENGTH = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,73 +47,34 @@ class MustCheck:
 
 Step = Finished | MustCheck
 
-
-async def lock_event(session: AsyncSession, row_id: int) -> CallbackEvent | None:
-    result = await session.execute(
-        select(CallbackEvent)
-        .where(CallbackEvent.id == row_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+# A trusted event on PostgreSQL: its three writes in ONE statement (data-modifying CTEs). The event
+# row is locked for the statement and must still be `received`; the registration moves only if it
+# is still as read (the guard of MOVE_BY_CALLBACK); a history row follows the move; the event is
+# finished only if the registration moved. Under the locked way the guards always hold.
+_STILL_RECEIVED = (
+    select(CALLBACK_EVENTS.c.id)
+    .where(
+        CALLBACK_EVENTS.c.id == bindparam("p_row"),
+        CALLBACK_EVENTS.c.state == EventState.RECEIVED.value,
     )
-    return result.scalar_one_or_none()
-
-
-def _finish(event: CallbackEvent, state: EventState, outcome: str, now: datetime) -> Finished:
-    event.state = state
-    event.outcome = outcome
-    event.processed_at = now
-    return Finished(outcome=outcome, received_at=event.received_at)
-
-
-# The event and its registration, both locked, in one round trip. An inner join: an event whose
-# registration is not known here (or that names none) goes the general way, `_begin_unknown`.
-_LOCK_WITH_REGISTRATION = (
-    select(
-        CALLBACK_EVENTS.c.state,
-        CALLBACK_EVENTS.c.body,
-        CALLBACK_EVENTS.c.received_at,
-        CALLBACK_EVENTS.c.dedup_key,
-        REGISTRATIONS.c.id,
-        REGISTRATIONS.c.status,
-        REGISTRATIONS.c.status_changed_at,
-        REGISTRATIONS.c.last_synced_at,
-        REGISTRATIONS.c.sinch["updateTime"].as_string(),
-    )
-    .join_from(
-        CALLBACK_EVENTS, REGISTRATIONS, REGISTRATIONS.c.id == CALLBACK_EVENTS.c.registration_id
-    )
-    .where(CALLBACK_EVENTS.c.id == bindparam("p_row"))
     .with_for_update()
+    .cte("event")
 )
-_COUNT_TRY = (
-    update(CALLBACK_EVENTS)
-    .where(CALLBACK_EVENTS.c.id == bindparam("p_row"))
-    .values(attempts=CALLBACK_EVENTS.c.attempts + 1)
+_MOVED, _HISTORY = registrations.callback_writes_as_ctes(exists(select(_STILL_RECEIVED.c.id)))
+APPLY_IN_ONE = (
+    events.FINISH.where(exists(select(_MOVED.c.id)))
+    .add_cte(_STILL_RECEIVED)
+    .add_cte(_MOVED)
+    .add_cte(_HISTORY)
 )
-_FINISH = _COUNT_TRY.values(
-    state=bindparam("p_state"),
-    outcome=bindparam("p_outcome"),
-    processed_at=bindparam("p_now"),
-    last_error=None,
-)
-# PostgreSQL: a trusted event's three writes in one statement (data-modifying CTEs), so applying
-# an event costs two round trips inside its transaction: lock, write.
-_APPLY_IN_ONE = _FINISH.add_cte(repository.ADD_CALLBACK_HISTORY.cte("h")).add_cte(
-    repository.MOVE_STATUS.cte("r")
-)
+_LOCK_WITH_REGISTRATION = events.READ_WITH_REGISTRATION.with_for_update()
+_LOCK_EVENT = events.READ_EVENT.with_for_update()
 
-
-_FINISH_INVALID = _COUNT_TRY.values(
-    state=EventState.INVALID.value,
-    outcome=bindparam("p_outcome"),
-    processed_at=bindparam("p_now"),
-    last_error=bindparam("p_error"),
-)
-_LOCK_EVENT = (
-    select(CALLBACK_EVENTS.c.state, CALLBACK_EVENTS.c.body, CALLBACK_EVENTS.c.received_at)
-    .where(CALLBACK_EVENTS.c.id == bindparam("p_row"))
-    .with_for_update()
-)
+# The lock-free way's statements: the same definitions, compiled for asyncpg once.
+_DRIVER_READ = DriverStatement(events.READ_WITH_REGISTRATION)
+_DRIVER_COUNT_TRY = DriverStatement(events.COUNT_TRY)
+_DRIVER_FINISH = DriverStatement(events.FINISH)
+_DRIVER_APPLY = DriverStatement(APPLY_IN_ONE)
 
 
 def judge(
@@ -119,6 +84,28 @@ def judge(
     fields = parse_callback(body)
     event = EventFacts(status=fields.status, at=fields.event_time)
     return fields, decide(event, local, now=now, skew=skew)
+
+
+def _apply_params(
+    row_id: int, decision: Decision, fields: CallbackFields, read: Any, now: datetime
+) -> dict[str, Any]:
+    """The parameters of a trusted event's writes; `read` is the READ_WITH_REGISTRATION row."""
+    _, _, _, sinch_event_id, registration_id, status, changed_at, synced_at, _ = read
+    return {
+        **events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now),
+        "p_registration": registration_id,
+        "p_from": status,
+        "p_read_at": changed_at,
+        "p_read_synced": synced_at,
+        "p_to": fields.status,
+        "p_at": fields.event_time,
+        "p_event": sinch_event_id,
+    }
+
+
+def _local(read: Any) -> LocalFacts:
+    _, _, _, _, _, status, changed_at, synced_at, update_time = read
+    return LocalFacts.of(status, changed_at, synced_at, update_time)
 
 
 async def begin(
@@ -131,38 +118,57 @@ async def begin(
     `received` (already processed, or gone) is left as it is: processing the same event twice
     changes nothing the second time.
     """
-    row = (await connection.execute(_LOCK_WITH_REGISTRATION, {"p_row": row_id})).first()
-    if row is None:
+    read = (await connection.execute(_LOCK_WITH_REGISTRATION, {"p_row": row_id})).first()
+    if read is None:
         return await _begin_unknown(connection, row_id, now, skew)
-    state, body, received_at, event_id, registration_id, status, changed_at, synced_at, updated = (
-        row
-    )
+    state, body, received_at = read[0], read[1], read[2]
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
-    local = LocalFacts.of(status, changed_at, synced_at, updated)
-    fields, decision = judge(body, local, now=now, skew=skew)
+    fields, decision = judge(body, _local(read), now=now, skew=skew)
     if decision.action is Action.CHECK:
-        await connection.execute(_COUNT_TRY, {"p_row": row_id})
-        return MustCheck(registration_id=registration_id, decision=decision)
-    params: dict[str, Any] = {
-        "p_row": row_id,
-        "p_state": EventState.PROCESSED.value,
-        "p_outcome": decision.outcome,
-        "p_now": now,
-        "p_registration": registration_id,
-        "p_from": status,
-        "p_to": fields.status,
-        "p_at": fields.event_time,
-        "p_event": event_id,
-    }
+        await connection.execute(events.COUNT_TRY, {"p_row": row_id})
+        return MustCheck(registration_id=read[4], decision=decision)
     if decision.action is Action.IGNORE:
-        await connection.execute(_FINISH, params)
-    elif connection.dialect.name == "postgresql":
-        await connection.execute(_APPLY_IN_ONE, params)
+        params = events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now)
+        await connection.execute(events.FINISH, params)
+        return Finished(outcome=decision.outcome, received_at=received_at)
+    params = _apply_params(row_id, decision, fields, read, now)
+    if connection.dialect.name == "postgresql":
+        await connection.execute(APPLY_IN_ONE, params)
     else:  # SQLite runs in-process: three statements cost no more than one
-        await connection.execute(repository.ADD_CALLBACK_HISTORY, params)
-        await connection.execute(repository.MOVE_STATUS, params)
-        await connection.execute(_FINISH, params)
+        await connection.execute(registrations.MOVE_BY_CALLBACK, params)
+        await connection.execute(registrations.ADD_CALLBACK_HISTORY, params)
+        await connection.execute(events.FINISH, params)
+    return Finished(outcome=decision.outcome, received_at=received_at)
+
+
+async def try_begin(driver: Any, row_id: int, *, now: datetime, skew: timedelta) -> Step | None:
+    """`begin` without locks, on the asyncpg connection `driver` in autocommit (PostgreSQL).
+
+    Reads without locks, decides, then writes in one statement that first checks that nothing the
+    decision rests on has changed: the event is still `received` and the registration still has
+    the status, `statusChangedAt` and `lastSyncedAt` that were read. None when this way cannot
+    settle the event (its registration is not known here, or something changed): the caller then
+    runs `begin`, which decides again on locked rows.
+    """
+    read = await _DRIVER_READ.fetchrow(driver, {"p_row": row_id})
+    if read is None:
+        return None
+    state, body, received_at = read[0], read[1], read[2]
+    if state != EventState.RECEIVED:
+        return Finished(outcome="already_done")
+    fields, decision = judge(body, _local(read), now=now, skew=skew)
+    if decision.action is Action.CHECK:
+        await _DRIVER_COUNT_TRY.execute(driver, {"p_row": row_id})
+        return MustCheck(registration_id=read[4], decision=decision)
+    if decision.action is Action.IGNORE:
+        params = events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now)
+        if not changed_rows(await _DRIVER_FINISH.execute(driver, params)):
+            return Finished(outcome="already_done")
+        return Finished(outcome=decision.outcome, received_at=received_at)
+    params = _apply_params(row_id, decision, fields, read, now)
+    if not changed_rows(await _DRIVER_APPLY.execute(driver, params)):
+        return None  # processed meanwhile, or its registration moved: decide again, locked
     return Finished(outcome=decision.outcome, received_at=received_at)
 
 
@@ -171,10 +177,10 @@ async def _begin_unknown(
 ) -> Step:
     """`begin` for an event whose registration is not known here: it is invalid or must be
     checked (a registration we do not know can only be learnt from a GET)."""
-    row = (await connection.execute(_LOCK_EVENT, {"p_row": row_id})).first()
-    if row is None:
+    read = (await connection.execute(_LOCK_EVENT, {"p_row": row_id})).first()
+    if read is None:
         return Finished(outcome="missing")
-    state, body, received_at = row
+    state, body, received_at = read
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
     fields, decision = judge(body, None, now=now, skew=skew)
@@ -184,16 +190,14 @@ async def _begin_unknown(
     elif fields.registration_id is None:
         invalid = (
             "invalid:no_registration_id",
-            "the body names no registration (resourceId, registrationId or id)",
+            "the body names no usable registration (resourceId, registrationId or id)",
         )
     if invalid is not None:
         outcome, error = invalid
-        await connection.execute(
-            _FINISH_INVALID,
-            {"p_row": row_id, "p_outcome": outcome, "p_now": now, "p_error": error},
-        )
+        params = events.finish_params(row_id, EventState.INVALID, outcome, now, error)
+        await connection.execute(events.FINISH, params)
         return Finished(outcome=outcome, received_at=received_at)
-    await connection.execute(_COUNT_TRY, {"p_row": row_id})
+    await connection.execute(events.COUNT_TRY, {"p_row": row_id})
     # Created meanwhile by another process? Then the GET is merely one more than needed.
     assert fields.registration_id is not None
     return MustCheck(registration_id=fields.registration_id, decision=decision)
@@ -212,22 +216,22 @@ async def finish_with_snapshot(
     mark the event processed.
 
     The snapshot is applied even if another process finished the event meanwhile: it is Sinch's
-    truth, and the recency guard keeps it from overwriting anything newer.
+    truth, and the recency rule keeps it from overwriting anything newer.
     """
-    event = await lock_event(session, row_id)
-    event_id = event.dedup_key if event is not None else None
+    event = await events.lock_event(session, row_id)
     await apply_snapshot(
         session,
         snapshot,
         source=HistorySource.REFETCH,
-        event_id=event_id,
+        event_id=event.event_id if event is not None else None,
         fetched_at=fetched_at,
         now=now,
     )
     if event is None or event.state != EventState.RECEIVED:
         return Finished(outcome="already_done")
-    event.last_error = None
-    return _finish(event, EventState.PROCESSED, decision.outcome, now)
+    params = events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now)
+    await session.execute(events.FINISH_CHECKED, params)
+    return Finished(outcome=decision.outcome, received_at=event.received_at)
 
 
 async def give_up(
@@ -240,26 +244,10 @@ async def give_up(
     now: datetime,
 ) -> Finished:
     """Mark event `row_id` `failed` (replayable) or `invalid` with the error that decided it."""
-    event = await lock_event(session, row_id)
+    event = await events.lock_event(session, row_id)
     if event is None or event.state != EventState.RECEIVED:
         return Finished(outcome="already_done")
-    event.last_error = error[:MAX_ERROR_LENGTH]
-    return _finish(event, state, outcome, now)
-
-
-async def note_error(session: AsyncSession, row_id: int, error: str) -> None:
-    """Record the error of a try that will be retried; the event stays `received`."""
-    event = await lock_event(session, row_id)
-    if event is not None and event.state == EventState.RECEIVED:
-        event.last_error = error[:MAX_ERROR_LENGTH]
-
-
-async def reset_for_replay(session: AsyncSession, row_id: int) -> bool:
-    """Put event `row_id` back to `received` so it is processed again. False if it is unknown."""
-    event = await lock_event(session, row_id)
-    if event is None:
-        return False
-    event.state = EventState.RECEIVED
-    event.outcome = None
-    event.processed_at = None
-    return True
+    await session.execute(
+        events.FINISH_CHECKED, events.finish_params(row_id, state, outcome, now, error)
+    )
+    return Finished(outcome=outcome, received_at=event.received_at)

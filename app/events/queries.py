@@ -24,6 +24,7 @@ MAX_ROW_ID = 2**63 - 1
 _SHOWN = load_only(
     CallbackEvent.id,
     CallbackEvent.dedup_key,
+    CallbackEvent.event_id,
     CallbackEvent.registration_id,
     CallbackEvent.state,
     CallbackEvent.outcome,

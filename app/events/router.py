@@ -13,7 +13,7 @@ from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_response
 from app.auth import require_token
 from app.deps import ReadSessionDep, ResourcesDep, SessionDep
 from app.events import queries
-from app.events.processing import reset_for_replay
+from app.events.repository import reset_for_replay
 from app.events.schemas import EventOut, EventPage
 from app.jobs import enqueue_event
 from app.models import EventState

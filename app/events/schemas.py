@@ -1,4 +1,4 @@
-"""Documents of the internal API about kept callback events (CONTRACT.md names the fields).
+"""Documents of the internal API about kept callback events (docs/api.md lists the fields).
 
 The raw body and headers are never part of an answer: they may hold anything Sinch sent.
 """
@@ -14,11 +14,14 @@ from app.models import EventState
 class EventOut(ApiModel):
     """One kept callback event."""
 
-    id: int = Field(description="The inbox row's id: the `{id}` of /v1/events/{id}.")
-    event_id: str = Field(
-        validation_alias="dedup_key",
-        serialization_alias="eventId",
-        description="Sinch's event id, or `sha256:<hex>` of the body when the body has none.",
+    id: int = Field(description="The event's id here: the `{id}` of /v1/events/{id}.")
+    event_id: str | None = Field(
+        description="Sinch's event id (the body's `eventId`); null when the body has none."
+    )
+    dedup_key: str = Field(
+        description="The event's identity for deduplication: Sinch's event id, or "
+        "`sha256:<hex>` of the raw body when it has none. Deliveries with the same key are one "
+        "event (counted in `duplicateCount`)."
     )
     registration_id: str | None = Field(description="Null when the body names no registration.")
     state: EventState

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 WATERMARK = "reconcile_watermark"
 OVERLAP = timedelta(minutes=10)
-# Sinch lists one type per request, ALPHANUMERIC_SENDER_ID unless told (SINCH.md).
+# Sinch lists one type per request, ALPHANUMERIC_SENDER_ID unless told (docs/sinch.md).
 REGISTRATION_TYPES = ("ALPHANUMERIC_SENDER_ID", "LONG_NUMBER", "SHORT_CODE", "RCS_AGENT")
 
 

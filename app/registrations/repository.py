@@ -1,8 +1,17 @@
-"""SQL over registrations and their history. Nothing here commits: callers own the transaction.
+"""The one module that writes `registrations` and `registration_history` (and the worker's named
+marks in `sync_state`). Nothing here commits: callers own the transaction.
 
 Locking: `lock()` takes the registration's row lock on PostgreSQL (`SELECT ... FOR UPDATE`); on
 SQLite every transaction already holds the writer lock from its start (see app/db.py), which
 serializes all writers and so every registration too.
+
+A trusted callback's writes are Core statements built once (building a statement per event costs
+more than running it), used three ways from the same definitions: as they are on SQLite, joined
+into one statement with the event's own write on PostgreSQL (`callback_writes_as_ctes`), and that
+statement compiled for asyncpg on the worker's lock-free way (app/events/processing.py).
+Parameters: p_registration, p_from (the status as read), p_read_at and p_read_synced (its
+`status_changed_at` and `last_synced_at` as read), p_to, p_at (the event's time), p_event (Sinch's
+event id, or None), p_now.
 """
 
 from __future__ import annotations
@@ -10,10 +19,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import CTE, ColumnElement, String, bindparam, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_for
+from app.db import UTCDateTime, insert_for
 from app.models import (
     REGISTRATION_HISTORY,
     REGISTRATIONS,
@@ -24,27 +33,71 @@ from app.models import (
     SyncState,
 )
 
-# A trusted callback's two writes, as Core statements built once (building a statement per event
-# costs more than running it). Parameters: p_registration, p_from, p_to, p_at, p_event, p_now.
-ADD_CALLBACK_HISTORY = insert(REGISTRATION_HISTORY).values(
-    registration_id=bindparam("p_registration"),
-    from_status=bindparam("p_from"),
-    to_status=bindparam("p_to"),
-    at=bindparam("p_at"),
-    source=HistorySource.CALLBACK.value,
-    event_id=bindparam("p_event"),
-    recorded_at=bindparam("p_now"),
-)
-MOVE_STATUS = (
+_REGISTRATION = bindparam("p_registration", type_=String())
+_FROM = bindparam("p_from", type_=String())
+_TO = bindparam("p_to", type_=String())
+_AT = bindparam("p_at", type_=UTCDateTime())
+_EVENT = bindparam("p_event", type_=String())
+_NOW = bindparam("p_now", type_=UTCDateTime())
+
+# The registration moves only if it is still as the decision read it: under row locks that always
+# holds; on the lock-free way it is the optimistic check (nothing is written when it fails).
+MOVE_BY_CALLBACK = (
     update(REGISTRATIONS)
-    .where(REGISTRATIONS.c.id == bindparam("p_registration"))
-    .values(
-        status=bindparam("p_to"),
-        status_changed_at=bindparam("p_at"),
-        callback_applied_at=bindparam("p_now"),
-        updated_at=bindparam("p_now"),
+    .where(
+        REGISTRATIONS.c.id == _REGISTRATION,
+        REGISTRATIONS.c.status == _FROM,
+        REGISTRATIONS.c.status_changed_at.is_not_distinct_from(
+            bindparam("p_read_at", type_=UTCDateTime())
+        ),
+        REGISTRATIONS.c.last_synced_at.is_not_distinct_from(
+            bindparam("p_read_synced", type_=UTCDateTime())
+        ),
     )
+    .values(status=_TO, status_changed_at=_AT, callback_applied_at=_NOW, updated_at=_NOW)
 )
+_HISTORY_COLUMNS = (
+    "registration_id",
+    "from_status",
+    "to_status",
+    "at",
+    "source",
+    "event_id",
+    "recorded_at",
+)
+ADD_CALLBACK_HISTORY = insert(REGISTRATION_HISTORY).values(
+    registration_id=_REGISTRATION,
+    from_status=_FROM,
+    to_status=_TO,
+    at=_AT,
+    source=HistorySource.CALLBACK.value,
+    event_id=_EVENT,
+    recorded_at=_NOW,
+)
+
+
+def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE]:
+    """The trusted callback's two writes as PostgreSQL CTEs, for one statement with the event's
+    own write: `moved` (the id of the moved registration, if `when` and the guard held) and the
+    history row for each moved registration. The caller adds both with `add_cte`."""
+    moved = MOVE_BY_CALLBACK.where(when).returning(REGISTRATIONS.c.id).cte("moved")
+    history = (
+        insert(REGISTRATION_HISTORY)
+        .from_select(
+            _HISTORY_COLUMNS,
+            select(
+                moved.c.id,
+                _FROM,
+                _TO,
+                _AT,
+                literal(HistorySource.CALLBACK.value, String()),
+                _EVENT,
+                _NOW,
+            ),
+        )
+        .cte("history")
+    )
+    return moved, history
 
 
 async def lock(session: AsyncSession, registration_id: str) -> Registration | None:
@@ -70,6 +123,25 @@ async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> boo
     )
     result = await session.execute(statement)
     return result.scalar_one_or_none() is not None
+
+
+def record_snapshot(
+    registration: Registration,
+    *,
+    status: str,
+    at: datetime,
+    registration_type: str | None,
+    document: dict[str, Any],
+    fetched_at: datetime,
+    now: datetime,
+) -> None:
+    """Overwrite the locked `registration` with a snapshot (written when the session flushes)."""
+    registration.status = status
+    registration.status_changed_at = at
+    registration.registration_type = registration_type or registration.registration_type
+    registration.sinch = document
+    registration.last_synced_at = fetched_at
+    registration.updated_at = now
 
 
 def add_history(

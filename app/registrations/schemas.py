@@ -1,4 +1,4 @@
-"""Documents of the internal API about registrations (CONTRACT.md names the fields)."""
+"""Documents of the internal API about registrations (docs/api.md lists the fields)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,10 @@ class HistoryItem(ApiModel):
     to_status: str
     at: ApiTime = Field(description="Sinch's time of the change.")
     source: HistorySource
-    event_id: str | None = Field(description="The callback event's id when a callback caused it.")
+    event_id: str | None = Field(
+        description="Sinch's event id of the callback that caused the change (or whose check "
+        "did); null when no callback was involved or it carried no id."
+    )
     note: str | None = Field(
         default=None,
         description="Why the change needs explaining; null for most rows. Set when Sinch's "

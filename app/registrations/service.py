@@ -132,10 +132,13 @@ async def apply_snapshot(
             if overruled
             else None,
         )
-        registration.status = snapshot.status
-    registration.status_changed_at = at
-    registration.registration_type = snapshot.registration_type or registration.registration_type
-    registration.sinch = snapshot.raw
-    registration.last_synced_at = fetched_at
-    registration.updated_at = now
+    repository.record_snapshot(
+        registration,
+        status=snapshot.status,
+        at=at,
+        registration_type=snapshot.registration_type,
+        document=snapshot.raw,
+        fetched_at=fetched_at,
+        now=now,
+    )
     return SnapshotResult(applied=True, status_changed=changed, overruled=overruled)

@@ -1,10 +1,10 @@
 """Registration states and the transition table. Pure data: no I/O.
 
-Sinch documents the states but no transitions (SINCH.md), so the table below is derived from what
-each state means. It decides *trust*, not truth: an event whose transition is not listed is never
-dropped, it is checked with a GET of the registration and the GET's answer is applied. So a table
-that is too strict costs a GET, and one that is too loose could let a stale hint stand until the
-next reconciliation: when in doubt, leave a transition out.
+Sinch documents the states but no transitions (docs/sinch.md), so the table below is derived from
+what each state means. It decides *trust*, not truth: an event whose transition is not listed is
+never dropped, it is checked with a GET of the registration and the GET's answer is applied. So a
+table that is too strict costs a GET, and one that is too loose could let a stale hint stand until
+the next reconciliation: when in doubt, leave a transition out.
 """
 
 from __future__ import annotations

@@ -109,8 +109,9 @@ def create_simulator_app(
 ) -> FastAPI:
     """A Sinch Registrations API simulator for one project, with its own fresh state.
 
-    Public routes follow SINCH.md (paths under `/v1/projects/{projectId}`, `POST /oauth2/token`);
-    the control API under `/_sim/` needs no auth. `seed` makes ids and random choices repeatable.
+    Public routes follow docs/sinch.md (paths under `/v1/projects/{projectId}`, and `POST
+    /oauth2/token`); the control API under `/_sim/` needs no auth. `seed` makes ids and random
+    choices repeatable.
     """
     state = SimulatorState(
         project_id=project_id,

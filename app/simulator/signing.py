@@ -1,4 +1,4 @@
-"""How the simulator signs callbacks, the way Sinch does (SINCH.md).
+"""How the simulator signs callbacks, the way Sinch does (docs/sinch.md).
 
 Deliberately separate from `app.callbacks.signature`: the simulator plays Sinch, and a test that
 checked the service's verifier against the verifier's own signer would prove nothing.

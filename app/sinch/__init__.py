@@ -1,4 +1,4 @@
-"""The Sinch Registrations API client (see SINCH.md for what the API does and does not document)."""
+"""The Sinch Registrations API client (docs/sinch.md: what the API does and does not document)."""
 
 from app.sinch.client import SinchClient, create_http_client
 from app.sinch.errors import (

@@ -1,9 +1,11 @@
 """The Sinch Registrations API client: one typed method per operation this service uses.
 
-Every call goes through `SinchClient._call`, which owns the retry policy: a retryable failure
-(timeout, connection error, 5xx, 429) is retried with jittered exponential backoff, honouring
-`Retry-After`, within `max_attempts` and a total deadline; a 401 refreshes the token once and
-retries. Nothing here logs or raises a credential, a token or a secret.
+Every call goes through `SinchClient._call`, which owns the in-call retry policy: a retryable
+failure (timeout, connection error, 5xx, 429) is retried with jittered exponential backoff,
+honouring `Retry-After`, within `max_attempts` (`SINCH_MAX_ATTEMPTS`) and a total deadline; a 401
+refreshes the token once and sends the request again, which is not counted as an attempt. A caller
+that owns its own retries (the worker's event job, retried by arq) asks for one attempt per call.
+Nothing here logs or raises a credential, a token or a secret.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from app.settings import Settings
+from app.settings import DEFAULT_SINCH_MAX_ATTEMPTS, Settings
 from app.sinch.auth import TokenProvider, parse_retry_after
 from app.sinch.errors import (
     SinchError,
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 MAX_PAGES = 100_000
 # Longest one call may take, retries and backoff sleeps included.
 DEFAULT_DEADLINE_SECONDS = 20.0
+# Tries of one request unless told otherwise: `SINCH_MAX_ATTEMPTS`'s default.
+DEFAULT_MAX_ATTEMPTS = DEFAULT_SINCH_MAX_ATTEMPTS
 
 
 def create_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -74,7 +78,8 @@ class SinchClient:
     """A client of one Sinch project's Registrations API.
 
     `http` is shared and owned by the caller. `max_attempts` counts tries of one request (a 401
-    refresh does not count); `deadline_seconds` bounds the whole call including backoff sleeps,
+    refresh does not count), and a call may lower it for itself (`get_registration`'s
+    `max_attempts`); `deadline_seconds` bounds the whole call including backoff sleeps,
     which never run past it; `sleep`, `clock` and `rng` are injectable for tests.
 
     Build one per event loop (in the lifespan or the worker's startup): the token lock belongs to
@@ -90,7 +95,7 @@ class SinchClient:
         key_secret: SecretStr,
         api_base_url: str,
         auth_url: str,
-        max_attempts: int = 4,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
         backoff_base_seconds: float = 0.2,
         backoff_max_seconds: float = 5.0,
@@ -133,8 +138,8 @@ class SinchClient:
     ) -> SinchClient:
         """A client for the configured project; SinchNotConfiguredError without credentials.
 
-        `deadline_seconds` bounds each call, retries and backoff included (the worker keeps it
-        below its job timeout)."""
+        Each call is tried up to `settings.sinch_max_attempts` times; `deadline_seconds` bounds
+        each call, retries and backoff included (the worker keeps it below its job timeout)."""
         if not (settings.sinch_project_id and settings.sinch_key_id and settings.sinch_key_secret):
             raise SinchNotConfiguredError(
                 "Sinch credentials are not configured: set SINCH_PROJECT_ID, SINCH_KEY_ID and "
@@ -147,6 +152,7 @@ class SinchClient:
             key_secret=settings.sinch_key_secret,
             api_base_url=settings.sinch_api_base_url,
             auth_url=settings.sinch_auth_url,
+            max_attempts=settings.sinch_max_attempts,
             deadline_seconds=deadline_seconds,
         )
 
@@ -156,10 +162,18 @@ class SinchClient:
 
     # --- operations -------------------------------------------------------------------------
 
-    async def get_registration(self, registration_id: str) -> SinchRegistration:
-        """The registration's current state at Sinch; SinchNotFoundError when Sinch has none."""
+    async def get_registration(
+        self, registration_id: str, *, max_attempts: int | None = None
+    ) -> SinchRegistration:
+        """The registration's current state at Sinch; SinchNotFoundError when Sinch has none.
+
+        `max_attempts` overrides the client's for this call: a caller that retries the whole
+        operation itself (the worker's event job) passes 1, so retries are counted in one place.
+        """
         path = f"/registrations/{quote(registration_id, safe='')}"
-        body = await self._call("GET", path, operation="get registration")
+        body = await self._call(
+            "GET", path, operation="get registration", max_attempts=max_attempts
+        )
         registration = _parse_registration(body)
         if registration.id != registration_id:
             # Applied as it is, it would overwrite another registration's local copy.
@@ -183,7 +197,7 @@ class SinchClient:
     ) -> AsyncIterator[SinchRegistration]:
         """Every registration matching the filters, walking all pages via `pageToken`.
 
-        Filters are Sinch's (SINCH.md); times go out as ISO 8601 UTC whole seconds. Sinch's
+        Filters are Sinch's (docs/sinch.md); times go out as ISO 8601 UTC whole seconds. Sinch's
         `updateDateFrom` is inclusive at whole seconds, so a watermark should overlap. Sinch
         defaults `registrationType` to ALPHANUMERIC_SENDER_ID: pass each type to see them all.
         Each page is fetched with the client's retry policy; an error stops the walk.
@@ -252,8 +266,14 @@ class SinchClient:
         operation: str,
         params: Sequence[tuple[str, str]] | None = None,
         json: dict[str, Any] | None = None,
+        max_attempts: int | None = None,
     ) -> dict[str, Any]:
-        """One API call with the retry policy; answers the JSON object Sinch sent."""
+        """One API call with the retry policy (at most `max_attempts` tries, the client's when
+        None); answers the JSON object Sinch sent."""
+        if max_attempts is None:
+            max_attempts = self._max_attempts
+        elif max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
         url = f"{self._api_base}/v1/projects/{quote(self._project_id, safe='')}{path}"
         deadline = self._clock() + self._deadline
         attempt = 0
@@ -291,7 +311,7 @@ class SinchClient:
             except SinchRetryableError as exc:
                 error = exc
 
-            if attempt >= self._max_attempts:
+            if attempt >= max_attempts:
                 raise error
             delay = self._backoff(attempt, error.retry_after)
             if self._clock() + delay >= deadline:
@@ -301,7 +321,7 @@ class SinchClient:
                 operation,
                 error.status_code or "no answer",
                 attempt,
-                self._max_attempts,
+                max_attempts,
                 delay,
             )
             await self._sleep(delay)

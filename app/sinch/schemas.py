@@ -1,6 +1,6 @@
 """Sinch's documents, parsed leniently.
 
-Sinch adds fields and states without notice (SINCH.md), so every model keeps unknown fields, a
+Sinch adds fields and states without notice (docs/sinch.md), so every model keeps unknown fields, a
 status is any string, and a time that cannot be read becomes None instead of an error. A
 registration also keeps the exact document Sinch sent, for storage.
 """

@@ -36,10 +36,10 @@ def every(interval_seconds: int) -> dict[str, Any]:
 
 
 def sinch_deadline_seconds(job_timeout_seconds: float) -> float:
-    """The total deadline of one Sinch call in the worker (retries and backoff included): the
-    client's own, but never more than half the job timeout. A slow Sinch then ends as our
-    retryable error (noted on the event, retried with backoff) well before arq cancels the job,
-    and the rest of the job (two short transactions) has the other half."""
+    """The total deadline of one Sinch call in the worker (the event job's single try, or a
+    cron's tries and backoff): the client's own, but never more than half the job timeout. A slow
+    Sinch then ends as our retryable error (noted on the event, retried with backoff) well before
+    arq cancels the job, and the rest of the job (two short transactions) has the other half."""
     return min(DEFAULT_DEADLINE_SECONDS, job_timeout_seconds / 2)
 
 

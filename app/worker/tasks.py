@@ -15,7 +15,7 @@ from datetime import timedelta
 from arq import Retry
 
 from app.db import utcnow
-from app.events import optimistic, processing
+from app.events import processing, service
 from app.events import repository as events_repository
 from app.events.processing import Finished, MustCheck, Step
 from app.jobs import enqueue_events
@@ -32,10 +32,13 @@ from app.worker.context import WorkerContext
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 1000
-PRUNE_BATCH = 5000
 MAX_RETRY_DELAY_SECONDS = 300.0
 CRON_BUDGET_SHARE = 0.75
 """Share of the job timeout a cron may spend before it stops by itself (arq would cancel it)."""
+SINCH_ATTEMPTS_PER_TRY = 1
+"""Tries of the GET that checks an event, per try of its job. Retrying is the job's (arq `Retry`
+with `retry_delay`, at most `JOB_MAX_TRIES` tries), never also the client's: one event costs at
+most `JOB_MAX_TRIES` GETs (a 401's token refresh sends one again, and is not a try)."""
 
 
 def cron_budget(ctx: WorkerContext) -> float:
@@ -57,7 +60,7 @@ async def process_event(ctx: WorkerContext, row_id: int) -> str:
     step: Step | None = None
     if engine.dialect.name == "postgresql":
         async with ctx["connections"].connection() as driver:
-            step = await optimistic.try_begin(driver, row_id, now=utcnow(), skew=skew)
+            step = await processing.try_begin(driver, row_id, now=utcnow(), skew=skew)
     if step is None:
         async with engine.begin() as connection:
             step = await processing.begin(connection, row_id, now=utcnow(), skew=skew)
@@ -84,7 +87,9 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
     ctx["metrics"].sinch_gets.labels(step.decision.reason.value).inc()
     fetched_at = utcnow()
     try:
-        snapshot = await sinch.get_registration(step.registration_id)
+        snapshot = await sinch.get_registration(
+            step.registration_id, max_attempts=SINCH_ATTEMPTS_PER_TRY
+        )
     except SinchNotFoundError:
         return await _give_up(
             ctx,
@@ -103,7 +108,7 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
                 ctx, row_id, EventState.FAILED, "failed:sinch_unavailable", str(exc)
             )
         async with sessionmaker.begin() as session:
-            await processing.note_error(session, row_id, str(exc))
+            await events_repository.note_error(session, row_id, str(exc))
         delay = max(retry_delay(job_try, settings.job_retry_base_seconds), exc.retry_after or 0.0)
         log.info("event will be retried in %.1fs (%s)", delay, type(exc).__name__, extra=log_extra)
         raise Retry(defer=timedelta(seconds=delay)) from exc
@@ -171,23 +176,15 @@ async def reconcile_changes(ctx: WorkerContext) -> int:
 async def prune_events(ctx: WorkerContext) -> int:
     """Delete processed events past their retention; failed and invalid ones are kept.
 
-    Works in batches of `PRUNE_BATCH` rows, each its own transaction, and stops starting new ones
-    once `cron_budget` is spent; what is left goes in the next run.
+    Works in batches (`service.PRUNE_BATCH` rows), each its own transaction, and stops starting
+    new ones once `cron_budget` is spent; what is left goes in the next run.
     """
     cutoff = utcnow() - timedelta(days=ctx["settings"].event_retention_days)
-    stop_at = time.monotonic() + cron_budget(ctx)
-    total = 0
-    while True:
-        async with ctx["sessionmaker"].begin() as session:
-            deleted = await events_repository.prune(
-                session, processed_before=cutoff, states=(EventState.PROCESSED,), limit=PRUNE_BATCH
-            )
-        total += deleted
-        if deleted < PRUNE_BATCH:
-            break
-        if time.monotonic() >= stop_at:
-            log.info("pruning stopped at its time budget; the next run continues")
-            break
+    total, complete = await service.prune(
+        ctx["sessionmaker"], processed_before=cutoff, stop_at=time.monotonic() + cron_budget(ctx)
+    )
+    if not complete:
+        log.info("pruning stopped at its time budget; the next run continues")
     if total:
         log.info("pruned %d processed events", total)
     return total

@@ -16,7 +16,6 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.callbacks.signature import sign
 from app.db import create_engine, create_sessionmaker, utcnow
 from app.models import HistorySource
 from app.registrations.service import apply_snapshot
@@ -25,6 +24,7 @@ from app.simulator import SimulatorServer
 from app.sinch.schemas import SinchRegistration
 from tests.conftest import API_TOKEN, CALLBACK_SECRET, make_settings
 from tests.support.servers import serve
+from tests.support.signing import sign
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 PROBLEM = "application/problem+json"

@@ -6,17 +6,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import httpx
 import pytest
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db import utcnow
 from app.main import create_app
-from app.registrations import queries
+from app.models import HistorySource, Registration
+from app.registrations.service import apply_snapshot
 from app.simulator import SimulatorControl
-from tests.api.conftest import AUTH, assert_problem, put_registration
+from app.sinch.schemas import SinchRegistration
+from tests.api.conftest import AUTH, assert_problem, put_registration, sinch_document
 from tests.conftest import make_settings
 from tests.support.servers import serve
 
@@ -271,27 +276,102 @@ async def test_refresh_without_sinch_credentials_is_503(database_url: str, redis
         assert body["detail"] == "Sinch credentials not configured."
 
 
+async def wait_for_sinch_get(sim: SimulatorControl) -> None:
+    """Until the simulator has received a GET of a registration (bounded, polling)."""
+    async with asyncio.timeout(10):
+        while (await sim.stats())["getRegistration"] < 1:
+            await asyncio.sleep(0.01)
+
+
 async def test_refresh_holds_no_transaction_during_the_sinch_call(
-    v1: httpx.AsyncClient, sim: SimulatorControl, sessionmaker: Sessions
+    v1: httpx.AsyncClient, sim: SimulatorControl, sessionmaker: Sessions, database_kind: str
 ) -> None:
-    """While Sinch hangs, the registration can be written by others (no lock is held)."""
-    doc = await sim.create_registration()
+    """The race of a refresh with a write that lands while the refresh waits for Sinch: the write
+    goes through at once (no transaction, no lock is held across the GET), and the refresh, whose
+    fetch began before that write's, keeps it (between two fetches the later one wins)."""
+    doc = await sim.create_registration(lifecycle=["IN_PROGRESS"])  # what the refresh will get
     await put_registration(sessionmaker, doc["id"], "IN_QUEUE", at=T0)
-    await sim.inject_fault("hang", delay_seconds=1.5, count=1)
+    # Long enough for the write below to commit while the GET is held (it takes milliseconds).
+    await sim.inject_fault("hang", delay_seconds=2, count=1)
     refresh = asyncio.create_task(v1.post(f"/v1/registrations/{doc['id']}/refresh"))
-    await asyncio.sleep(0.5)
-    async with asyncio.timeout(1.0):  # would wait for the hang if a lock were held
-        await put_registration(sessionmaker, doc["id"], "IN_QUEUE", at=T0 + timedelta(seconds=1))
-    assert (await refresh).status_code == 200
+    await wait_for_sinch_get(sim)  # the refresh is inside its Sinch call now
 
-
-def test_the_list_never_pages_by_offset() -> None:
-    statement = queries.list_statement(
-        queries.RegistrationFilters(updated_since=T0),
-        after=queries.ChangedKey(id="x", at=T0),
-        limit=51,
+    # Another process applies a document it fetched later than the refresh began its GET.
+    later = SinchRegistration.from_document(
+        sinch_document(doc["id"], "APPROVED", at=T0 + timedelta(seconds=1))
     )
-    assert statement._offset_clause is None
+    async with sessionmaker.begin() as session:
+        if database_kind == "postgresql":
+            open_transactions = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+                )
+            )
+            assert open_transactions == 0, "a transaction is open across the Sinch call"
+            # A lock held by the refresh is an error here, not a wait.
+            await session.execute(
+                select(Registration.id)
+                .where(Registration.id == doc["id"])
+                .with_for_update(nowait=True)
+            )
+        # (On SQLite every transaction holds the writer lock: this one would wait for the
+        # refresh's, and the refresh would then answer its own document.)
+        await apply_snapshot(
+            session,
+            later,
+            source=HistorySource.RECONCILE,
+            event_id=None,
+            fetched_at=utcnow(),
+            now=utcnow(),
+        )
+    assert not refresh.done(), "the write committed only after the refresh had finished"
+
+    response = await refresh
+    assert response.status_code == 200, response.text
+    # The refresh's older fetch lost to the later one, and it answers what is kept.
+    assert response.json()["status"] == "APPROVED"
+    assert response.json()["sinch"]["updateTime"] == "2026-01-01T10:00:01"
+    history = (await v1.get(f"/v1/registrations/{doc['id']}/history")).json()["items"]
+    assert [(i["fromStatus"], i["toStatus"], i["source"]) for i in history] == [
+        (None, "IN_QUEUE", "reconcile"),
+        ("IN_QUEUE", "APPROVED", "reconcile"),
+    ]
+
+    # A refresh begun after that write applies Sinch's document.
+    assert (await v1.post(f"/v1/registrations/{doc['id']}/refresh")).json()["status"] == (
+        "IN_PROGRESS"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "at"),
+    [
+        pytest.param({}, lambda n: T0, id="by-id"),
+        pytest.param(
+            {"updatedSince": "2026-01-01T00:00:00+00:00"},
+            lambda n: T0 + timedelta(minutes=n),
+            id="by-change",
+        ),
+    ],
+)
+async def test_the_next_page_follows_the_cursor_not_an_offset(
+    v1: httpx.AsyncClient,
+    sessionmaker: Sessions,
+    params: dict[str, str],
+    at: Callable[[int], datetime],
+) -> None:
+    for number in range(1, 6):
+        await put_registration(sessionmaker, f"reg-{number}", at=at(number))
+    first = (await v1.get("/v1/registrations", params={**params, "limit": "2"})).json()
+    assert [item["id"] for item in first["items"]] == ["reg-1", "reg-2"]
+
+    # A row that sorts before the cursor: an offset of 2 would now answer reg-2 a second time.
+    await put_registration(sessionmaker, "reg-0", at=at(0))
+    query = {**params, "limit": "2", "cursor": first["nextCursor"]}
+    second = (await v1.get("/v1/registrations", params=query)).json()
+
+    assert [item["id"] for item in second["items"]] == ["reg-3", "reg-4"]
 
 
 @pytest.mark.parametrize("bad", ["a%00b", "tab%09in", "x" * 256])

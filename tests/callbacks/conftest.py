@@ -5,8 +5,8 @@ import uuid
 
 import httpx
 
-from app.callbacks.signature import sign
 from tests.conftest import CALLBACK_SECRET
+from tests.support.signing import sign
 
 CALLBACK_PATH = "/callbacks/sinch/registrations"
 

@@ -1,4 +1,4 @@
-"""CONTRACT.md's callback table, row by row, on both databases, over real HTTP."""
+"""docs/api.md's callback table, row by row, on both databases, over real HTTP."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from app.callbacks.signature import sign
 from app.jobs import event_job_id
 from app.main import create_app
 from app.settings import Settings
@@ -18,6 +17,7 @@ from tests.callbacks.conftest import CALLBACK_PATH, event_body, post_signed
 from tests.conftest import API_TOKEN, OLD_CALLBACK_SECRET, make_settings
 from tests.support.reads import events
 from tests.support.servers import serve
+from tests.support.signing import sign
 
 PROBLEM = "application/problem+json"
 

@@ -2,27 +2,44 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from app.callbacks.signature import matching_secret, sign
+from app.callbacks import signature as verifier
+from app.callbacks.signature import matching_secret
+from tests.support.signing import RFC_2202_HMAC_SHA1, sign
 
 SECRETS = [SecretStr("current"), SecretStr("previous")]
 
 
-def test_known_vectors() -> None:
-    # RFC 2202 test case 2 for HMAC-SHA1.
-    assert sign(b"what do ya want for nothing?", "Jefe") == (
-        "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
-    )
+# The RFC 2202 cases whose keys are text (UTF-8), as a callback secret is.
+TEXT_KEY_VECTORS = [v for v in RFC_2202_HMAC_SHA1 if all(byte < 0x80 for byte in v[0])]
+
+
+@pytest.mark.parametrize(("key", "data", "digest"), RFC_2202_HMAC_SHA1)
+def test_the_test_signer_matches_rfc_2202(key: bytes, data: bytes, digest: str) -> None:
+    # The signer every callback test uses, proven against the published vectors, not against
+    # the verifier it is there to check.
+    assert sign(data, key) == digest
+
+
+@pytest.mark.parametrize(("key", "data", "digest"), TEXT_KEY_VECTORS)
+def test_the_verifier_accepts_the_rfc_2202_digests(key: bytes, data: bytes, digest: str) -> None:
+    secret = key.decode("utf-8")
+    assert matching_secret(data, digest, [SecretStr("other"), SecretStr(secret)]) == 1
+    assert matching_secret(data, digest, [SecretStr("other")]) is None
+    assert verifier.sign(data, secret) == digest  # what `python -m app sign` prints
+
+
+def test_text_key_vectors_are_there() -> None:
+    assert len(TEXT_KEY_VECTORS) == 4  # cases 1, 2, 4 and 5
+
+
+def test_the_current_and_the_previous_secret_are_told_apart() -> None:
     body = b'{"eventId":"e1","status":"APPROVED"}'
-    expected = hmac.new(b"current", body, hashlib.sha1).hexdigest()
-    assert sign(body, "current") == expected
-    assert matching_secret(body, expected, SECRETS) == 0
+    assert matching_secret(body, sign(body, "current"), SECRETS) == 0
     assert matching_secret(body, sign(body, "previous"), SECRETS) == 1
 
 

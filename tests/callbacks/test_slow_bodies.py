@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from app.callbacks.signature import sign
 from app.main import create_app
 from app.settings import Settings
 from tests.callbacks.conftest import CALLBACK_PATH, event_body, post_signed
 from tests.conftest import CALLBACK_SECRET, make_settings
 from tests.support.reads import events
 from tests.support.servers import serve
+from tests.support.signing import sign
 
 READ_TIMEOUT = 0.5
 # Every wait below is bounded by this, far above READ_TIMEOUT plus the endpoint's check interval.

@@ -19,10 +19,10 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from app.callbacks.inbox import NewCallback
-from app.callbacks.parsing import body_digest, parse_callback
 from app.callbacks.writer import InboxWriter
 from app.db import create_engine, utcnow
+from app.events.parsing import body_digest, parse_callback
+from app.events.repository import NewCallback
 from app.jobs import create_redis
 from app.settings import Settings
 from app.worker.context import WorkerContext

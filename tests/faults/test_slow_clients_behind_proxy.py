@@ -22,13 +22,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from app.callbacks.signature import sign
 from app.main import create_app
 from app.settings import Settings
 from tests.callbacks.conftest import CALLBACK_PATH, event_body, post_signed
 from tests.conftest import CALLBACK_SECRET, make_settings
 from tests.support.reads import events
 from tests.support.servers import free_port, serve
+from tests.support.signing import sign
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"

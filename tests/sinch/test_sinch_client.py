@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -27,15 +26,23 @@ from tests.sinch.sinch_support import ClientFactory, client_for
 KEY_SECRET = "key-secret-never-shown-4711"
 
 
-class RecordingSleep:
-    """A sleep that records each delay and sleeps for real (delays in these tests are short)."""
+class FakeClock:
+    """The client's clock and sleep: a sleep records its delay and moves the clock on at once."""
 
     def __init__(self) -> None:
+        self.now = 1_000.0
         self.delays: list[float] = []
 
-    async def __call__(self, delay: float) -> None:
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, delay: float) -> None:
         self.delays.append(delay)
-        await asyncio.sleep(delay)
+        self.now += delay
+        await asyncio.sleep(0)  # still a suspension point, as a real sleep is
 
 
 # --- tokens ---------------------------------------------------------------------------------
@@ -57,23 +64,25 @@ async def test_one_token_request_for_50_concurrent_calls(
     assert stats["getRegistration"] == 50
 
 
-async def test_token_refreshed_before_it_expires(http: httpx.AsyncClient) -> None:
-    async with (
-        SimulatorServer(token_ttl_seconds=1) as server,
-        SimulatorControl(server.base_url) as sim,
-    ):
-        registration = await sim.create_registration()
-        client = client_for(server, http)
-        await client.get_registration(registration["id"])
-        await client.get_registration(registration["id"])
-        assert (await sim.stats())["token"] == 1
+async def test_token_refreshed_before_it_expires(
+    sim: SimulatorControl, make_client: ClientFactory
+) -> None:
+    # The simulator's tokens live 3600 s; the client refreshes 60 s (its margin) before that.
+    registration = await sim.create_registration()
+    clock = FakeClock()
+    client = make_client(clock=clock, sleep=clock.sleep, token_refresh_margin_seconds=60)
+    await client.get_registration(registration["id"])
 
-        await asyncio.sleep(1.05)
-        await client.get_registration(registration["id"])
+    clock.advance(3539.5)
+    await client.get_registration(registration["id"])
+    assert (await sim.stats())["token"] == 1  # still within its life less the margin
 
-        stats = await sim.stats()
-        assert stats["token"] == 2
-        assert stats["unauthorized"] == 0  # refreshed ahead of expiry, not after a refusal
+    clock.advance(0.5)
+    await client.get_registration(registration["id"])
+
+    stats = await sim.stats()
+    assert stats["token"] == 2
+    assert stats["unauthorized"] == 0  # refreshed ahead of expiry, not after a refusal
 
 
 async def test_token_refreshed_once_after_a_401(
@@ -217,14 +226,16 @@ async def test_list_filters_by_state(sim: SimulatorControl, make_client: ClientF
 async def test_503_is_retried(sim: SimulatorControl, make_client: ClientFactory) -> None:
     registration = await sim.create_registration()
     await sim.inject_fault("status", status=503, count=2)
-    sleep = RecordingSleep()
+    clock = FakeClock()
 
-    found = await make_client(sleep=sleep).get_registration(registration["id"])
+    found = await make_client(clock=clock, sleep=clock.sleep).get_registration(registration["id"])
 
     assert found.id == registration["id"]
     assert (await sim.stats())["getRegistration"] == 3
-    assert len(sleep.delays) == 2
-    assert all(0 < d <= 0.05 for d in sleep.delays)
+    # Jittered over the upper half of 0.01 s, then of 0.02 s (client_for's backoff).
+    assert len(clock.delays) == 2
+    assert 0.005 <= clock.delays[0] <= 0.01
+    assert 0.01 <= clock.delays[1] <= 0.02
 
 
 async def test_retries_stop_after_max_attempts(
@@ -239,17 +250,52 @@ async def test_retries_stop_after_max_attempts(
     assert (await sim.stats())["getRegistration"] == 3
 
 
-async def test_429_honours_retry_after(sim: SimulatorControl, make_client: ClientFactory) -> None:
-    registration = await sim.create_registration()
-    await sim.inject_fault("status", status=429, retry_after=0.3, count=1)
-    sleep = RecordingSleep()
+async def test_a_call_may_ask_for_one_attempt(
+    sim: SimulatorControl, make_client: ClientFactory
+) -> None:
+    # The worker's event job retries the whole job itself: its GET is tried once, whatever the
+    # client's own `max_attempts`.
+    await sim.inject_fault("status", status=503, count=10)
+    clock = FakeClock()
+    client = make_client(max_attempts=4, clock=clock, sleep=clock.sleep)
 
-    started = time.monotonic()
-    found = await make_client(sleep=sleep).get_registration(registration["id"])
+    with pytest.raises(SinchRetryableError) as caught:
+        await client.get_registration("whatever", max_attempts=1)
+
+    assert caught.value.status_code == 503
+    assert clock.delays == []
+    assert (await sim.stats())["getRegistration"] == 1
+
+
+async def test_one_attempt_still_refreshes_the_token_after_a_401(
+    sim: SimulatorControl, make_client: ClientFactory
+) -> None:
+    registration = await sim.create_registration()
+    client = make_client()
+    await client.get_registration(registration["id"])
+    await sim.revoke_tokens()
+
+    found = await client.get_registration(registration["id"], max_attempts=1)
 
     assert found.id == registration["id"]
-    assert sleep.delays == [0.3]
-    assert time.monotonic() - started >= 0.3
+    stats = await sim.stats()
+    assert (stats["token"], stats["unauthorized"], stats["getRegistration"]) == (2, 1, 3)
+
+
+async def test_zero_attempts_is_refused(make_client: ClientFactory) -> None:
+    with pytest.raises(ValueError, match="max_attempts"):
+        await make_client().get_registration("whatever", max_attempts=0)
+
+
+async def test_429_honours_retry_after(sim: SimulatorControl, make_client: ClientFactory) -> None:
+    registration = await sim.create_registration()
+    await sim.inject_fault("status", status=429, retry_after=7, count=1)
+    clock = FakeClock()
+
+    found = await make_client(clock=clock, sleep=clock.sleep).get_registration(registration["id"])
+
+    assert found.id == registration["id"]
+    assert clock.delays == [7]  # exactly what Retry-After asked, not the backoff's 0.01 s
     assert (await sim.stats())["getRegistration"] == 2
 
 
@@ -257,13 +303,15 @@ async def test_retry_after_past_the_deadline_raises_at_once(
     sim: SimulatorControl, make_client: ClientFactory
 ) -> None:
     await sim.inject_fault("status", status=503, retry_after=30, count=1)
-    sleep = RecordingSleep()
+    clock = FakeClock()
 
     with pytest.raises(SinchRetryableError) as caught:
-        await make_client(sleep=sleep, deadline_seconds=5).get_registration("whatever")
+        await make_client(clock=clock, sleep=clock.sleep, deadline_seconds=5).get_registration(
+            "whatever"
+        )
 
     assert caught.value.retry_after == 30
-    assert sleep.delays == []
+    assert clock.delays == []
     assert (await sim.stats())["getRegistration"] == 1
 
 
@@ -293,12 +341,11 @@ async def test_read_timeouts_are_retried_then_raised(
         client = client_for(sim_server, http, max_attempts=2)
         await client.get_callback_configuration()  # the token first, so only the API hangs
         await sim.inject_fault("hang", delay_seconds=1.0, count=2)
-        started = time.monotonic()
 
-        with pytest.raises(SinchRetryableError) as caught:
+        # Waiting out a hang would answer 200: raising at all means each try timed out.
+        with pytest.raises(SinchRetryableError, match="timed out") as caught:
             await client.get_callback_configuration()
 
-    assert time.monotonic() - started < 0.9
     assert caught.value.status_code is None
     assert (await sim.stats())["callbackConfiguration"] == 3
 
@@ -318,12 +365,13 @@ async def test_the_deadline_bounds_the_whole_call(
     sim: SimulatorControl, make_client: ClientFactory
 ) -> None:
     await sim.inject_fault("hang", delay_seconds=1.0, count=1)
-    started = time.monotonic()
 
-    with pytest.raises(SinchRetryableError):
+    # Waiting out the hang would answer 404 (SinchNotFoundError, not retryable); the read
+    # timeout (2 s, the `http` fixture's) is longer than the hang, so only the deadline can cut it.
+    with pytest.raises(SinchRetryableError, match="deadline exceeded"):
         await make_client(deadline_seconds=0.3).get_registration("whatever")
 
-    assert time.monotonic() - started < 0.8
+    assert (await sim.stats())["getRegistration"] == 1  # no try after the deadline
 
 
 async def test_connection_errors_are_retryable(http: httpx.AsyncClient) -> None:
@@ -458,3 +506,31 @@ async def test_from_settings_talks_to_the_configured_sinch(
     assert found.id == registration["id"]
     assert http.timeout.read == 3.0
     assert http.timeout.connect is not None
+
+
+async def test_from_settings_tries_each_call_sinch_max_attempts_times(
+    sim_server: SimulatorServer, sim: SimulatorControl
+) -> None:
+    settings = _settings(
+        sinch_project_id=sim_server.project_id,
+        sinch_key_id=sim_server.key_id,
+        sinch_key_secret=sim_server.key_secret,
+        sinch_api_base_url=sim_server.base_url,
+        sinch_auth_url=sim_server.auth_url,
+        sinch_max_attempts=2,
+    )
+    # `Retry-After: 0`: the client's backoff between tries is then no wait at all.
+    await sim.inject_fault("status", status=503, retry_after=0, count=10)
+    http = create_http_client(settings)
+    try:
+        with pytest.raises(SinchRetryableError):
+            await SinchClient.from_settings(settings, http).get_registration("whatever")
+    finally:
+        await http.aclose()
+
+    assert (await sim.stats())["getRegistration"] == 2
+
+
+def test_sinch_max_attempts_is_at_least_one() -> None:
+    with pytest.raises(ValueError, match="sinch_max_attempts"):
+        _settings(sinch_max_attempts=0)

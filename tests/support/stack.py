@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from app.db import create_engine
 from app.models import CallbackEvent, EventState
 from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer, sign
+from app.simulator import SimulatorControl, SimulatorServer
 from tests.conftest import make_settings
 from tests.support.databases import (
     copy_sqlite,
@@ -38,6 +38,7 @@ from tests.support.databases import (
 from tests.support.processes import PrivateRedis, ServiceProcess, start_api, start_worker
 from tests.support.proxy import TcpProxy
 from tests.support.reads import history, registrations
+from tests.support.signing import sign
 
 CALLBACK_PATH = "/callbacks/sinch/registrations"
 KEY_SECRET = "fault-key-secret-must-never-be-logged"

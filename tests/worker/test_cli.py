@@ -13,7 +13,6 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from app.callbacks.signature import sign
 from app.jobs import event_job_id
 from app.main import create_app
 from app.settings import Settings
@@ -22,6 +21,7 @@ from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
 from tests.support.reads import events, registrations
 from tests.support.servers import serve
+from tests.support.signing import sign
 
 
 def cli_env(settings: Settings) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""PostgreSQL's lock-free way of processing an event (app/events/optimistic.py) gives way when the
+"""PostgreSQL's lock-free way of processing an event (`processing.try_begin`) gives way when the
 registration changes between its read and its write, and then nothing of it is written."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import driver_connection, utcnow
-from app.events import optimistic
+from app.events import processing
 from app.models import REGISTRATIONS
 from app.registrations.decision import DEFAULT_SKEW
 from app.settings import Settings
@@ -62,7 +62,7 @@ async def test_registration_changed_after_the_read_is_decided_again_on_locked_ro
         )
         async with engine.connect() as connection:
             attempt = asyncio.create_task(
-                optimistic.try_begin(
+                processing.try_begin(
                     await driver_connection(connection), second, now=utcnow(), skew=DEFAULT_SKEW
                 )
             )

@@ -12,12 +12,12 @@ import httpx
 import pytest
 from arq import Retry
 
-from app.callbacks.signature import sign
 from app.settings import Settings
 from app.simulator import SimulatorControl
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
 from tests.support.reads import events, history, registrations
+from tests.support.signing import sign
 
 CALLBACK_PATH = "/callbacks/sinch/registrations"
 
@@ -198,7 +198,7 @@ async def test_retryable_failure_retries_then_fails_and_stays_replayable(
     # Sinch is back: the failed event is replayed and converges.
     await sim.clear_faults()
     from app.db import create_engine, create_sessionmaker
-    from app.events.processing import reset_for_replay
+    from app.events.repository import reset_for_replay
 
     engine = create_engine(settings)
     try:

@@ -1,10 +1,11 @@
 """Lenient reading of a callback body. Pure.
 
-The body's schema is not documented for this API (SINCH.md), so each field is looked up under the
-names the sister Sinch APIs use, in order, and anything missing or malformed is reported as None:
-the worker settles every doubt with a GET of the registration. The endpoint (for the ids it keeps in
-their own columns) and the worker (for what it decides) read a body with this same function, so
-both see the same ids: an id no database could store as text is malformed, hence None, for both.
+The body's schema is not documented for this API (docs/sinch.md), so each field is looked up under
+the names the sister Sinch APIs use, in order, and anything missing or malformed is reported as
+None: the worker settles every doubt with a GET of the registration. The endpoint (for the ids it
+keeps in their own columns) and the worker (for what it decides) read a body with this same
+function, so both see the same ids: an id no database could store as text is malformed, hence None,
+for both.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def dedup_key(fields: CallbackFields, body: bytes) -> str:
 
 
 def parse_callback(body: bytes) -> CallbackFields:
-    """Read the fields of SINCH.md from a raw body. Never raises."""
+    """Read the fields of docs/sinch.md from a raw body. Never raises."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):

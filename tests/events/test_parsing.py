@@ -1,4 +1,4 @@
-"""Lenient reading of callback bodies (SINCH.md's field names, in order)."""
+"""Lenient reading of callback bodies (docs/sinch.md's field names, in order)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.callbacks.parsing import body_digest, dedup_key, parse_callback
+from app.events.parsing import body_digest, dedup_key, parse_callback
 
 
 def test_sinch_shaped_body() -> None:
