@@ -23,14 +23,13 @@ from app.callbacks.writer import InboxWriter
 from app.db import create_engine, utcnow
 from app.events.parsing import body_digest, parse_callback
 from app.events.repository import NewCallback
-from app.jobs import create_redis
 from app.settings import Settings
 from app.worker.context import WorkerContext
-from app.worker.settings import build_worker_settings
 from app.worker.tasks import process_event
 from tests.callbacks.conftest import event_body, post_signed
 from tests.conftest import make_settings
 from tests.support.reads import events
+from tests.support.worker import worker_context
 
 # As the JSON of a callback spells them: the body's bytes are plain ASCII.
 NUL = "\\u0000"
@@ -57,14 +56,8 @@ BAD_BODIES = [NUL_EVENT_ID, SURROGATE_RESOURCE_ID, SURROGATE_EVENT_ID]
 async def worker_ctx(settings: Settings) -> AsyncIterator[WorkerContext]:
     """The context the real worker builds at start-up; no Sinch is configured (none is needed:
     an event without a usable registration id is invalid without a GET)."""
-    worker_settings: Any = build_worker_settings(settings)
-    ctx: WorkerContext = {"redis": create_redis(settings), "job_try": 1}
-    await worker_settings.on_startup(ctx)
-    try:
+    async with worker_context(settings) as ctx:
         yield ctx
-    finally:
-        await worker_settings.on_shutdown(ctx)
-        await ctx["redis"].aclose()
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ from typing import Any
 import httpx
 import pytest
 
-from app.jobs import create_redis
 from app.main import create_app
 from app.settings import Settings
 from app.simulator import SimulatorServer
 from app.worker.context import WorkerContext
-from app.worker.settings import build_worker_settings
 from tests.conftest import make_settings
 from tests.support.servers import serve
+from tests.support.worker import worker_context
 
 
 def sim_settings(
@@ -52,14 +51,8 @@ async def api_url(settings: Settings) -> AsyncIterator[str]:
 @pytest.fixture
 async def worker_ctx(settings: Settings) -> AsyncIterator[WorkerContext]:
     """The context the real worker builds at start-up (its own `on_startup`), for one test."""
-    worker_settings: Any = build_worker_settings(settings)
-    ctx: WorkerContext = {"redis": create_redis(settings), "job_try": 1}
-    await worker_settings.on_startup(ctx)
-    try:
+    async with worker_context(settings) as ctx:
         yield ctx
-    finally:
-        await worker_settings.on_shutdown(ctx)
-        await ctx["redis"].aclose()
 
 
 @pytest.fixture

@@ -4,19 +4,15 @@ deadline in the worker and the reconcile cron's own budget, against the simulato
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from app.jobs import create_redis
 from app.registrations import repository
 from app.registrations.reconcile import WATERMARK
 from app.settings import Settings
 from app.simulator import SimulatorControl, SimulatorServer
 from app.sinch.errors import SinchRetryableError
 from app.worker.context import WorkerContext
-from app.worker.settings import build_worker_settings
 from app.worker.tasks import cron_budget, reconcile_changes
 from tests.worker.conftest import sim_settings
 
@@ -28,24 +24,12 @@ def settings(sim_server: SimulatorServer, database_url: str, redis_url: str) -> 
     return sim_settings(sim_server, database_url, redis_url, job_timeout_seconds=JOB_TIMEOUT)
 
 
-@pytest.fixture
-async def short_ctx(settings: Settings) -> AsyncIterator[WorkerContext]:
-    worker_settings: Any = build_worker_settings(settings)
-    ctx: WorkerContext = {"redis": create_redis(settings), "job_try": 1}
-    await worker_settings.on_startup(ctx)
-    try:
-        yield ctx
-    finally:
-        await worker_settings.on_shutdown(ctx)
-        await ctx["redis"].aclose()
-
-
 async def test_a_hanging_sinch_get_ends_before_the_job_timeout(
-    short_ctx: WorkerContext, sim: SimulatorControl
+    worker_ctx: WorkerContext, sim: SimulatorControl
 ) -> None:
     registration = await sim.create_registration()
     await sim.inject_fault("hang", delay_seconds=30, count=100, paths="api")
-    sinch = short_ctx["sinch"]
+    sinch = worker_ctx["sinch"]
     assert sinch is not None
     # As arq bounds the job: the client must give up on its own first (our retryable error, noted
     # on the event and retried with backoff), not be cut off by the job's timeout.
@@ -55,12 +39,12 @@ async def test_a_hanging_sinch_get_ends_before_the_job_timeout(
 
 
 async def test_reconcile_stops_at_its_budget_and_keeps_the_watermark(
-    short_ctx: WorkerContext, sim: SimulatorControl
+    worker_ctx: WorkerContext, sim: SimulatorControl
 ) -> None:
     await sim.create_registration()
     # Each list request (one per registration type) takes most of the budget.
     await sim.inject_fault("hang", delay_seconds=0.9, count=100, paths="api")
-    assert cron_budget(short_ctx) < JOB_TIMEOUT
-    assert await reconcile_changes(short_ctx) == 0
-    async with short_ctx["sessionmaker"]() as session:
+    assert cron_budget(worker_ctx) < JOB_TIMEOUT
+    assert await reconcile_changes(worker_ctx) == 0
+    async with worker_ctx["sessionmaker"]() as session:
         assert await repository.get_mark(session, WATERMARK) is None
