@@ -412,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from app.sinch.errors import SinchError
 
         if isinstance(exc, SinchError):
-            print(f"error: Sinch: {exc}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
         else:
             print(f"error: {type(exc).__name__}: {_first_line(exc)}", file=sys.stderr)
         return 1

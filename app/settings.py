@@ -74,6 +74,17 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
+    @field_validator("sinch_api_base_url")
+    @classmethod
+    def _base_without_version(cls, value: str) -> str:
+        # The client adds /v1/projects/{id}/... itself; a base ending in /v1 would ask /v1/v1/...
+        # and every GET would be a 404 ("unknown at Sinch"): refuse it at start instead.
+        if value.rstrip("/").endswith("/v1"):
+            raise ValueError(
+                f"must be the host without /v1 (the service adds it): {value.rstrip('/')[:-3]}"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

@@ -27,6 +27,14 @@ class _Token:
         return f"_Token(value='**********', expires_at={self.expires_at!r})"
 
 
+def safe_url(url: str) -> str:
+    """`url` fit for a message: without any user or password it may carry."""
+    try:
+        return str(httpx.URL(url).copy_with(username=None, password=None))
+    except (httpx.InvalidURL, TypeError):
+        return "(an unreadable URL)"
+
+
 class TokenProvider:
     """Fetches and caches the bearer token.
 
@@ -91,11 +99,13 @@ class TokenProvider:
             )
         except httpx.TimeoutException as exc:
             raise SinchRetryableError(
-                f"Sinch token request timed out ({type(exc).__name__})"
+                f"Sinch token request to {safe_url(self._auth_url)} timed out "
+                f"({type(exc).__name__})"
             ) from None
         except httpx.TransportError as exc:
             raise SinchRetryableError(
-                f"Sinch token request failed ({type(exc).__name__})"
+                f"Sinch token request to {safe_url(self._auth_url)} failed "
+                f"({type(exc).__name__}; check SINCH_AUTH_URL)"
             ) from None
         status = response.status_code
         if status == 429 or status >= 500:

@@ -23,7 +23,7 @@ import httpx
 from pydantic import SecretStr, ValidationError
 
 from app.settings import DEFAULT_SINCH_MAX_ATTEMPTS, Settings
-from app.sinch.auth import TokenProvider, parse_retry_after
+from app.sinch.auth import TokenProvider, parse_retry_after, safe_url
 from app.sinch.errors import (
     SinchError,
     SinchNotConfiguredError,
@@ -305,9 +305,15 @@ class SinchClient:
             except TimeoutError:
                 error = SinchRetryableError(f"Sinch {operation}: deadline exceeded")
             except httpx.TimeoutException as exc:
-                error = SinchRetryableError(f"Sinch {operation} timed out ({type(exc).__name__})")
+                error = SinchRetryableError(
+                    f"Sinch {operation} at {safe_url(self._api_base)} timed out "
+                    f"({type(exc).__name__})"
+                )
             except httpx.TransportError as exc:
-                error = SinchRetryableError(f"Sinch {operation} failed ({type(exc).__name__})")
+                error = SinchRetryableError(
+                    f"Sinch {operation} at {safe_url(self._api_base)} failed "
+                    f"({type(exc).__name__}; check SINCH_API_BASE_URL)"
+                )
             except SinchRetryableError as exc:
                 error = exc
 
