@@ -7,45 +7,56 @@ BIN := $(VENV)/bin
 # install from the same file. `uv lock` after changing pyproject.toml's dependencies.
 UV_VERSION := 0.13.8
 UV := UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
-STAMP := $(VENV)/.installed-dev
+# What running needs, and that plus the test tools (the dev extra): one stamp each.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test lint typecheck pytest services demo bench clean
 
 $(BIN)/uv:
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	@test -x $(BIN)/python || { echo "install: creating $(VENV) ($(PYTHON) -m venv)"; \
+		$(PYTHON) -m venv $(VENV); }
+	@echo "install: uv $(UV_VERSION) into $(VENV) (pip)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-# --inexact: keep uv itself in the environment.
-$(STAMP): pyproject.toml uv.lock | $(BIN)/uv
+# --inexact: keep uv itself (and, for `run`, test tools installed before) in the environment.
+$(RUN_STAMP): pyproject.toml uv.lock | $(BIN)/uv
+	@echo "install: the service's dependencies, as uv.lock pins them (uv sync, test tools left out)"
+	$(UV) sync --frozen --inexact
+	@touch $(RUN_STAMP)
+
+$(DEV_STAMP): pyproject.toml uv.lock | $(BIN)/uv
+	@echo "install: the service's dependencies and the test tools, as uv.lock pins them (uv sync)"
 	$(UV) sync --frozen --inexact --extra dev
-	@touch $(STAMP)
+	@touch $(DEV_STAMP) $(RUN_STAMP)
 
-## make run: install, migrate, then the API on :8000 and one worker in the foreground (Ctrl-C stops both)
-run: $(STAMP)
+## make run: install, check, migrate, then the API on :8000 and one worker in the foreground (and,
+## without Sinch credentials, the Sinch simulator on :8010: the sandbox); Ctrl-C stops them
+run: $(RUN_STAMP)
 	@scripts/run
 
 ## make test: install, make sure PostgreSQL and Redis run, then lint, type-check and test
-test: $(STAMP) services lint typecheck pytest
+test: $(DEV_STAMP) services lint typecheck pytest
 
 services:
 	@scripts/services
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict app
 
-pytest: $(STAMP)
+pytest: $(DEV_STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-## make demo: the simulator and the service play shuffled, duplicated lifecycles
-demo: $(STAMP) services
+## make demo: the simulator and the service play shuffled, duplicated lifecycles (Redis db 14)
+demo: $(RUN_STAMP) services
 	$(BIN)/python -m app demo
 
 ## make bench: the three benchmarks of bench/ (see bench/README.md); wants an otherwise idle machine
-bench: $(STAMP) services
+bench: $(DEV_STAMP) services
 	$(BIN)/python -m bench.callbacks; \
 	$(BIN)/python -m bench.worker; \
 	$(BIN)/python -m bench.api

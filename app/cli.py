@@ -27,7 +27,7 @@ from app.events import repository as events_repository
 from app.events import service as events_service
 from app.jobs import create_redis
 from app.models import EventState
-from app.settings import Settings
+from app.settings import Settings, describe_refusal
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLBACK_PATH = "/callbacks/sinch/registrations"
@@ -45,11 +45,7 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise CommandError(f"configuration refused: {problems}", status=2) from None
+        raise CommandError(f"configuration refused: {describe_refusal(exc)}", status=2) from None
 
 
 def _require_sinch(settings: Settings) -> None:
@@ -74,11 +70,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_worker(_args: argparse.Namespace) -> int:
     from arq.worker import run_worker
 
+    from app.logs import configure_logging
     from app.worker import use_uvloop
     from app.worker.settings import build_worker_settings
 
-    use_uvloop()
-    run_worker(build_worker_settings(_settings()))
+    settings = _settings()
+    # As `arq app.worker.WorkerSettings` does: the service's log format from arq's first line on.
+    use_uvloop(lambda: configure_logging(settings))
+    run_worker(build_worker_settings(settings))
     return 0
 
 
@@ -86,9 +85,20 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from alembic import command
     from alembic.config import Config
 
+    settings = _settings()
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
-    command.upgrade(config, args.revision)
+    try:
+        command.upgrade(config, args.revision)
+    except Exception as exc:
+        from alembic.util import CommandError as AlembicCommandError
+
+        if isinstance(exc, AlembicCommandError):
+            raise CommandError(f"migrate: {_first_line(exc)}", status=2) from None
+        raise CommandError(
+            f"the database at {settings.safe_database_url()} (DATABASE_URL) cannot be upgraded: "
+            f"{type(exc).__name__}: {_first_line(exc)}; start it or fix DATABASE_URL"
+        ) from None
     return 0
 
 
@@ -109,7 +119,34 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
-    return run_demo(args.registrations)
+    return run_demo(args.registrations, redis_db=args.redis_db)
+
+
+async def _sandbox_play(args: argparse.Namespace) -> int:
+    from app.sandbox import SandboxError, curl_commands, play, token_command
+
+    settings = _settings()
+    if not settings.internal_api_tokens:
+        raise CommandError(
+            "INTERNAL_API_TOKENS is not set: run this in the folder where `make run` runs "
+            "(it reads ./.env)",
+            status=2,
+        )
+    lifecycle = [state.strip() for state in args.lifecycle.split(",") if state.strip()]
+    try:
+        registration_id = await play(
+            api_url=args.api_url,
+            simulator_url=args.simulator_url,
+            token=settings.internal_api_tokens[0].get_secret_value(),
+            lifecycle=lifecycle,
+            step_timeout=args.timeout,
+        )
+    except SandboxError as exc:
+        raise CommandError(str(exc)) from None
+    print("\nSee it through the API (the first line sets TOKEN without printing it):")
+    for line in [token_command(), *curl_commands(args.api_url.rstrip("/"), registration_id)]:
+        print(f"  {line}")
+    return 0
 
 
 # --- operations on the data -----------------------------------------------------------------------
@@ -220,9 +257,13 @@ def _cmd_sign(args: argparse.Namespace) -> int:
         f"--data-binary {shlex.quote(body.decode())} {shlex.quote(base + CALLBACK_PATH)}"
     )
     # On stderr, so that `eval "$(python -m app sign)"` runs the curl alone.
+    from app.sandbox import token_command
+
     print(
         f"registration id: {registration_id}\n"
-        "its result once the worker has processed it (TOKEN: one of INTERNAL_API_TOKENS):\n"
+        "its result once the worker has processed it (the first line sets TOKEN, one of "
+        "INTERNAL_API_TOKENS, without printing it):\n"
+        f"  {token_command()}\n"
         f'  curl -sS -H "Authorization: Bearer $TOKEN" '
         f"{shlex.quote(f'{base}/v1/events?registrationId={registration_id}')}",
         file=sys.stderr,
@@ -305,6 +346,8 @@ def _sync(function: Callable[[argparse.Namespace], Any]) -> Command:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from app.simulator import server as sim
+
     formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
         prog="python -m app",
@@ -334,11 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulator = command("simulator", "run the Sinch simulator: a fake Sinch", _cmd_simulator)
     simulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
     simulator.add_argument("--port", type=_port, default=8010, help="port to listen on")
-    simulator.add_argument("--project-id", default="sim-project", help="its project id")
-    simulator.add_argument("--key-id", default="sim-key", help="its access key id")
-    simulator.add_argument("--key-secret", default="sim-key-secret", help="its access key secret")
+    simulator.add_argument("--project-id", default=sim.DEFAULT_PROJECT_ID, help="its project id")
+    simulator.add_argument("--key-id", default=sim.DEFAULT_KEY_ID, help="its access key id")
     simulator.add_argument(
-        "--hmac-secret", default="sim-hmac-secret", help="the secret it signs callbacks with"
+        "--key-secret", default=sim.DEFAULT_KEY_SECRET, help="its access key secret"
+    )
+    simulator.add_argument(
+        "--hmac-secret",
+        default=sim.DEFAULT_HMAC_SECRET,
+        help="the secret it signs callbacks with",
     )
 
     reconcile = command(
@@ -371,6 +418,47 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", "play shuffled lifecycles from the simulator against the service", _cmd_demo
     )
     demo.add_argument("--registrations", type=int, default=30, help="how many lifecycles")
+    demo.add_argument(
+        "--redis-db",
+        type=_non_negative,
+        default=14,
+        help="Redis database (of REDIS_URL's server) the demo's worker alone uses; emptied first",
+    )
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="play against the sandbox `make run` starts without Sinch credentials",
+        description="Play against the sandbox `make run` starts without Sinch credentials: the "
+        "built-in simulator as Sinch.",
+        formatter_class=formatter,
+    )
+    sandbox_commands = sandbox.add_subparsers(
+        dest="sandbox_command", required=True, metavar="COMMAND"
+    )
+    play_help = (
+        "create a registration at the simulator, deliver its lifecycle's callbacks to the API one "
+        "by one and wait until the API's copy shows each state; then print the curl commands "
+        "that show it"
+    )
+    play = sandbox_commands.add_parser(
+        "play", help=play_help, description=play_help, formatter_class=formatter
+    )
+    play.set_defaults(func=_sync(_sandbox_play))
+    play.add_argument("--api-url", default="http://127.0.0.1:8000", help="the API's base URL")
+    play.add_argument(
+        "--simulator-url", default="http://127.0.0.1:8010", help="the simulator's base URL"
+    )
+    play.add_argument(
+        "--lifecycle",
+        default="IN_PROGRESS,APPROVED",
+        help="comma-separated states the registration moves through after IN_QUEUE",
+    )
+    play.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the API's copy to show each state",
+    )
 
     sign_command = command("sign", "print a curl command posting a signed test callback", _cmd_sign)
     sign_command.add_argument("--url", default="http://127.0.0.1:8000", help="the API's base URL")

@@ -3,7 +3,9 @@
 Starts the simulator, migrates a fresh SQLite database in a temporary folder, runs the API and a
 worker as child processes pointed at the simulator, delivers a few dozen lifecycles as shuffled and
 duplicated callbacks, waits for the worker to drain them, and prints local state against Sinch's
-truth (the simulator's). Needs only a Redis (`REDIS_URL`).
+truth (the simulator's). Needs only a Redis (`REDIS_URL`): its worker uses a database of that
+server of its own (14 by default, emptied first), so a worker of `make run` cannot take its jobs.
+The temporary folder goes at the end; it is kept, and named, when something went wrong.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
+import redis
 from sqlalchemy import func, select
 
 from app.db import create_engine
@@ -123,16 +128,75 @@ async def _play(sim: SimulatorServer, api_url: str, settings: Settings, count: i
     return 1 if mismatches else 0
 
 
-def run_demo(count: int = 30) -> int:
+WHAT_TO_LOOK_AT = """
+What to look at:
+  - each row: the local copy (this service) against Sinch's truth (the simulator), after the
+    callbacks came shuffled and duplicated;
+  - the GETs: a callback that was out of order, unknown or doubtful was checked with a GET from
+    Sinch instead of trusted (docs/architecture.md walks one callback through);
+  - one registration at a time, through the API: `make run`, then in another terminal
+    `.venv/bin/python -m app sandbox play` (README, first section)."""
+
+
+def redis_db_of(redis_url: str) -> int:
+    parts = urlsplit(redis_url)
+    query = parse_qs(parts.query)
+    if "db" in query:
+        return int(query["db"][0])
+    path = parts.path.strip("/")
+    return int(path) if parts.scheme != "unix" and path.isdigit() else 0
+
+
+def demo_redis_url(redis_url: str, db: int) -> str:
+    """REDIS_URL's server, database `db`."""
+    parts = urlsplit(redis_url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"]
+    if parts.scheme == "unix":
+        return f"unix://{parts.netloc}{parts.path}?{urlencode([*query, ('db', str(db))])}"
+    return urlunsplit(parts._replace(path=f"/{db}", query=urlencode(query)))
+
+
+def _empty_redis_db(url: str) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def run_demo(count: int = 30, redis_db: int = 14) -> int:
     base = Settings()
+    if redis_db_of(base.redis_url) == redis_db:
+        print(
+            f"error: REDIS_URL uses Redis database {redis_db}, which the demo empties: "
+            "choose another with --redis-db",
+            file=sys.stderr,
+        )
+        return 2
+    redis_url = demo_redis_url(base.redis_url, redis_db)
+    _empty_redis_db(redis_url)
     folder = Path(tempfile.mkdtemp(prefix="sinch-demo-"))
+    try:
+        status = _run_demo(count, folder, redis_url)
+    except BaseException:
+        print(f"\nthe demo failed: its logs are kept in {folder / 'service.log'}", file=sys.stderr)
+        raise
+    if status:
+        print(f"\nsome registrations differ: the logs are kept in {folder / 'service.log'}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        print(WHAT_TO_LOOK_AT)
+    return status
+
+
+def _run_demo(count: int, folder: Path, redis_url: str) -> int:
     database_url = f"sqlite+aiosqlite:///{folder / 'demo.db'}"
     with SimulatorServer(seed=2026) as sim:
         env = {
             **os.environ,
             **sim.env(),
             "DATABASE_URL": database_url,
-            "REDIS_URL": base.redis_url,
+            "REDIS_URL": redis_url,
             "INTERNAL_API_TOKENS": "demo-token",
             "RECONCILE_INTERVAL_SECONDS": "0",
             "WORKER_METRICS_PORT": "0",
@@ -169,7 +233,11 @@ def run_demo(count: int = 30) -> int:
         try:
             api_url = f"http://127.0.0.1:{port}"
             _wait_healthy(api_url + "/healthz")
-            print(f"simulator at {sim.base_url}, service at {api_url}, logs in {folder}")
+            print(
+                f"simulator at {sim.base_url}, service at {api_url} (Redis database "
+                f"{redis_db_of(redis_url)}), logs in {folder} (removed at the end unless "
+                "something fails)"
+            )
             return asyncio.run(_play(sim, api_url, settings, count))
         finally:
             for process in processes:

@@ -1,5 +1,5 @@
 """`/healthz` (the process runs), `/readyz` (the database answers, Redis answers and can hold
-arq's queue) and `/metrics`."""
+arq's queue, a callback secret is configured) and `/metrics`."""
 
 from __future__ import annotations
 
@@ -28,12 +28,16 @@ REDIS_PROBE_KEY = "arq:readyz-probe"
 """Written (with a short expiry) by every /readyz: whether Redis takes writes is known only by
 writing. In arq's key space, where the service needs write rights anyway."""
 REDIS_PROBE_TTL_MS = 10_000
+UNVERIFIABLE_CALLBACKS = "not configured: callbacks answer 503"
+"""`callbackSecret` on /readyz while SINCH_CALLBACK_SECRETS is empty: the callback endpoint
+refuses everything (`app/callbacks/endpoint.py`), so the process is not ready for Sinch."""
 
 
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
-    """`database` and `redis` on /readyz: "ok" or what went wrong; empty on /healthz."""
+    """`database`, `redis` and `callbackSecret` on /readyz: "ok" or what is wrong; empty on
+    /healthz."""
 
 
 @router.get("/healthz", response_model=Health, summary="The process is running")
@@ -114,12 +118,16 @@ def _announce(request: Request, redis: str) -> None:
 @router.get(
     "/readyz",
     response_model=Health,
-    summary="The database answers; Redis answers and can hold the job queue",
+    summary="The database answers; Redis answers and can hold the job queue; callbacks can be "
+    "verified",
+    description="`checks` has `database`, `redis` and `callbackSecret`, each `ok` or what is "
+    "wrong. `callbackSecret` is `not configured: callbacks answer 503` while "
+    "SINCH_CALLBACK_SECRETS is empty: such a process keeps no callback.",
     responses={
         503: {
             "model": Health,
-            "description": "A dependency does not answer, or Redis refuses writes or may evict "
-            "queued jobs; `checks` says which and why.",
+            "description": "A dependency does not answer, Redis refuses writes or may evict "
+            "queued jobs, or no callback secret is configured; `checks` says which and why.",
         }
     },
 )
@@ -132,10 +140,10 @@ async def readyz(request: Request, resources: ResourcesDep) -> JSONResponse:
         _check(ping_database()), _check(redis_verdict(resources.redis))
     )
     _announce(request, redis)
-    ok = database == "ok" and redis == "ok"
-    health = Health(
-        status="ok" if ok else "unavailable", checks={"database": database, "redis": redis}
-    )
+    secret = "ok" if resources.settings.sinch_callback_secrets else UNVERIFIABLE_CALLBACKS
+    checks = {"database": database, "redis": redis, "callbackSecret": secret}
+    ok = all(verdict == "ok" for verdict in checks.values())
+    health = Health(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
 

@@ -20,6 +20,7 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's message again, with terminal colour codes
 }
 
 
@@ -75,8 +76,30 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+THIRD_PARTY_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "arq")
+"""Loggers that uvicorn's and arq's command lines give handlers and formats of their own (each runs
+`logging.config.dictConfig` at start): `configure_logging` takes them back to the root's handler."""
+
+
+class _NoArqJobLines(logging.Filter):
+    """Drops arq's two INFO lines per job (`  0.01s → job(...)`, `  0.02s ← job ● ...`) and its
+    retry lines: the worker's own line per event says the same with the ids, and formatting and
+    writing them costs the worker time it feels. arq's start-up, shutdown and health lines, and
+    its warnings and errors, pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and str(record.msg).startswith("%6.2fs"))
+
+
+_NO_ARQ_JOB_LINES = _NoArqJobLines()
+
+
 def configure_logging(settings: Settings) -> None:
-    """Send the root logger to stderr in the configured format (auto: text on a terminal)."""
+    """Send every log line of the process, uvicorn's and arq's included, to stderr through one
+    handler in the configured format (auto: text on a terminal). Idempotent.
+
+    uvicorn's access lines and arq's per-job lines repeat what the service's own lines say (with
+    the ids): they are written only at `LOG_LEVEL=DEBUG`."""
     use_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )
@@ -84,20 +107,28 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    level = logging.getLevelName(settings.log_level.upper())
+    root.setLevel(level)
     # Fields no formatter here prints, each costing time on every record (the logging HOWTO's
     # "Optimization" section): the caller's file and line, thread, process.
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    # uvicorn's access log repeats what our own lines say, without ids.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    # arq's command line gives its logger a handler of its own: let the root one speak for it.
-    # Its two lines per job repeat the worker's own line per event (which carries the ids), at a
-    # cost the worker feels: keep only its warnings.
-    logging.getLogger("arq").handlers.clear()
-    logging.getLogger("arq.worker").setLevel(logging.WARNING)
+    for name in THIRD_PARTY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)  # LOG_LEVEL decides, not uvicorn's or arq's defaults
+        logger.propagate = True
+    verbose = level <= logging.DEBUG
+    # Without a handler on its way, uvicorn does not even build its access line (it asks
+    # `hasHandlers()` per connection): the callback endpoint's hot path stays as measured.
+    logging.getLogger("uvicorn.access").propagate = verbose
+    arq_worker = logging.getLogger("arq.worker")
+    if verbose:
+        arq_worker.removeFilter(_NO_ARQ_JOB_LINES)
+    else:
+        arq_worker.addFilter(_NO_ARQ_JOB_LINES)
 
 
 def warn_about_missing_configuration(settings: Settings, log: logging.Logger) -> None:
@@ -109,7 +140,7 @@ def warn_about_missing_configuration(settings: Settings, log: logging.Logger) ->
     if not settings.internal_api_tokens:
         log.error("INTERNAL_API_TOKENS is not set: the internal API refuses every caller")
     if not settings.sinch_credentials_configured:
-        log.error(
+        log.warning(
             "SINCH_PROJECT_ID, SINCH_KEY_ID or SINCH_KEY_SECRET is not set: registrations "
             "cannot be fetched from Sinch, so doubtful events fail and reconciliation is off"
         )

@@ -21,6 +21,7 @@ from app.callbacks.enqueuer import Enqueuer
 from app.callbacks.writer import InboxWriter
 from app.db import create_engine, create_reader, create_sessionmaker
 from app.deps import Resources
+from app.docs import install_docs
 from app.events.router import router as events_router
 from app.health import router as health_router
 from app.jobs import create_redis
@@ -107,8 +108,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Keeps a converged local copy of Sinch sender ID registrations.",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's pages load their assets from CDNs; app/docs.py serves its own.
+        docs_url=None,
+        redoc_url=None,
     )
     install_problem_handlers(app)
+    install_docs(app)
     # POSTs to the callback endpoint never reach the router (`ServiceAPI`); the route is there
     # for the other methods' 405. FastAPI does not describe a plain ASGI route by itself.
     app.router.routes.append(
@@ -134,5 +139,10 @@ def _describe_callback_endpoint(app: FastAPI) -> None:
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        return create_app()
+        # uvicorn has configured its own logging (its handlers and formats) and now loads the app,
+        # before its first line ("Started server process"): from here on every line goes through
+        # the service's formatter. The lifespan configures it again (idempotent) for other hosts.
+        settings = Settings()
+        configure_logging(settings)
+        return create_app(settings)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

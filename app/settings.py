@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -115,3 +115,11 @@ class Settings(BaseSettings):
     @property
     def sinch_credentials_configured(self) -> bool:
         return bool(self.sinch_project_id and self.sinch_key_id and self.sinch_key_secret)
+
+
+def describe_refusal(exc: ValidationError) -> str:
+    """One line naming each refused variable and why (never its value: it may be a secret)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+        for error in exc.errors()
+    )

@@ -16,6 +16,8 @@ from tests.support.databases import copy_sqlite
 from tests.support.processes import private_redis
 from tests.support.servers import free_port, serve
 
+ALL_OK = {"database": "ok", "redis": "ok", "callbackSecret": "ok"}
+
 
 async def test_healthz_and_readyz_answer_ok(api: httpx.AsyncClient) -> None:
     health = await api.get("/healthz")
@@ -24,7 +26,7 @@ async def test_healthz_and_readyz_answer_ok(api: httpx.AsyncClient) -> None:
 
     ready = await api.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    assert ready.json() == {"status": "ok", "checks": ALL_OK}
 
 
 async def test_readyz_names_redis_when_it_is_down(database_url: str) -> None:
@@ -38,6 +40,27 @@ async def test_readyz_names_redis_when_it_is_down(database_url: str) -> None:
     assert body["status"] == "unavailable"
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["redis"] != "ok"
+
+
+async def test_readyz_is_not_ready_without_a_callback_secret(
+    database_url: str, redis_url: str
+) -> None:
+    # An empty SINCH_CALLBACK_SECRETS (e.g. a copied .env.example): callbacks answer 503, so the
+    # process is not ready for Sinch, though its database and Redis answer.
+    app = create_app(make_settings(database_url, redis_url, sinch_callback_secrets=[]))
+    async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
+        ready = await client.get("/readyz")
+        callback = await client.post("/callbacks/sinch/registrations", content=b"{}")
+    assert ready.status_code == 503
+    assert ready.json() == {
+        "status": "unavailable",
+        "checks": {
+            "database": "ok",
+            "redis": "ok",
+            "callbackSecret": "not configured: callbacks answer 503",
+        },
+    }
+    assert callback.status_code == 503
 
 
 async def test_readyz_names_the_database_when_it_is_down(redis_url: str) -> None:
@@ -93,7 +116,7 @@ async def test_readyz_refuses_a_full_redis_and_logs_it_once(
     with private_redis(tmp_path, ("--maxmemory", "64mb")) as server:
         app = create_app(make_settings(sqlite_url, server.url))
         async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
-            assert await _readyz(client) == (200, {"database": "ok", "redis": "ok"})
+            assert await _readyz(client) == (200, ALL_OK)
             # The write probe expires by itself.
             with server.client() as redis_client:
                 assert 0 < redis_client.pttl(REDIS_PROBE_KEY) <= 10_000
@@ -110,7 +133,7 @@ async def test_readyz_refuses_a_full_redis_and_logs_it_once(
             assert "Redis cannot hold the job queue: full" in errors[0]
 
             server.free()
-            assert await _readyz(client) == (200, {"database": "ok", "redis": "ok"})
+            assert await _readyz(client) == (200, ALL_OK)
             assert len(health_log.at(logging.WARNING)) == 1
             assert len(health_log.at(logging.ERROR)) == 1
 
@@ -132,7 +155,7 @@ async def test_readyz_refuses_a_redis_that_evicts_keys(
 
             with server.client() as redis_client:
                 redis_client.config_set("maxmemory-policy", "noeviction")
-            assert await _readyz(client) == (200, {"database": "ok", "redis": "ok"})
+            assert await _readyz(client) == (200, ALL_OK)
 
 
 async def test_readyz_takes_a_redis_that_refuses_info_as_unknown_not_failed(
@@ -143,4 +166,4 @@ async def test_readyz_takes_a_redis_that_refuses_info_as_unknown_not_failed(
     with private_redis(tmp_path, hidden) as server:
         app = create_app(make_settings(sqlite_url, server.url))
         async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
-            assert await _readyz(client) == (200, {"database": "ok", "redis": "ok"})
+            assert await _readyz(client) == (200, ALL_OK)

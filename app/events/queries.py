@@ -3,7 +3,8 @@
 Listings are newest first, keyset-paginated on the id (ids only grow, so a walk never sees a row
 twice and never misses one that existed when it started): the primary key without a filter,
 (state, id) with `state`, (registration_id, id) with `registrationId` (migrations 0001, 0002).
-The raw body and headers are never loaded: they can be large and no answer shows them.
+The headers are never loaded. The body is, only to read what it claims (a status and its time,
+`EventOut.of`); no answer shows it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _SHOWN = load_only(
     CallbackEvent.dedup_key,
     CallbackEvent.event_id,
     CallbackEvent.registration_id,
+    CallbackEvent.body,  # parsed for `claimedStatus`, `claimedAt`
     CallbackEvent.state,
     CallbackEvent.outcome,
     CallbackEvent.attempts,

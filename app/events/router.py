@@ -70,7 +70,7 @@ async def list_events(
     before = optional_cursor(cursor, queries.EventKey)
     rows = await queries.list_events(session, filters, before=before, limit=limit + 1)
     items, next_cursor = page(rows, limit, queries.key_of)
-    return EventPage(items=[EventOut.model_validate(row) for row in items], next_cursor=next_cursor)
+    return EventPage(items=[EventOut.of(row) for row in items], next_cursor=next_cursor)
 
 
 @router.get(
@@ -83,7 +83,7 @@ async def get_event(session: ReadSessionDep, row_id: EventRowId) -> EventOut:
     event = await queries.get_event(session, row_id)
     if event is None:
         raise ProblemError(404, _NOT_FOUND)
-    return EventOut.model_validate(event)
+    return EventOut.of(event)
 
 
 @router.post(
@@ -103,7 +103,7 @@ async def replay_event(
             raise ProblemError(404, _NOT_FOUND)
         event = await queries.get_event(session, row_id)
         assert event is not None  # locked by reset_for_replay until the commit
-        answer = EventOut.model_validate(event)
+        answer = EventOut.of(event)
     try:
         async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
             await enqueue_event(resources.redis, row_id)

@@ -20,6 +20,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.docs import install_docs
 from app.simulator.delivery import DeliveryOrder, DeliveryResult, deliver, plan_delivery
 from app.simulator.state import (
     Fault,
@@ -129,7 +130,13 @@ def create_simulator_app(
         for task in background:
             task.cancel()
 
-    app = FastAPI(title="Sinch Registrations API simulator", lifespan=lifespan)
+    app = FastAPI(
+        title="Sinch Registrations API simulator",
+        lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs: no CDN
+        redoc_url=None,
+    )
+    install_docs(app)
     app.state.simulator = state
 
     @app.exception_handler(_Answer)
@@ -249,11 +256,26 @@ def create_simulator_app(
 
     # --- control API ------------------------------------------------------------------------
 
-    @app.get("/_sim/health")
+    @app.get(
+        "/_sim/health",
+        tags=["simulator control"],
+        summary="Is the simulator up",
+        description="Answers its project id. No auth, like every `/_sim` route.",
+    )
     async def health() -> dict[str, Any]:
         return {"ok": True, "projectId": state.project_id}
 
-    @app.post("/_sim/registrations", status_code=201)
+    @app.post(
+        "/_sim/registrations",
+        status_code=201,
+        tags=["simulator control"],
+        summary="Create a registration",
+        description=(
+            "Creates a registration (default IN_QUEUE, ALPHANUMERIC_SENDER_ID) and records its "
+            "creation callback; `lifecycle` states are applied right after, one second apart, each "
+            "recording a callback. Answers the document as Sinch would."
+        ),
+    )
     async def create_registration(body: CreateRegistrationBody) -> dict[str, Any]:
         document = state.create(
             registration_id=body.id,
@@ -269,27 +291,65 @@ def create_simulator_app(
             state.transition(document["id"], status)
         return state.get(document["id"]) if body.lifecycle else document
 
-    @app.get("/_sim/registrations")
+    @app.get(
+        "/_sim/registrations",
+        tags=["simulator control"],
+        summary="Every registration (the truth)",
+        description="Every registration of every type, in creation order.",
+    )
     async def all_registrations() -> list[dict[str, Any]]:
         return state.all_documents()
 
-    @app.get("/_sim/registrations/{registration_id}")
+    @app.get(
+        "/_sim/registrations/{registration_id}",
+        tags=["simulator control"],
+        summary="One registration's truth",
+        description="The document as the public GET answers it, without auth.",
+    )
     async def truth(registration_id: str) -> dict[str, Any]:
         return state.get(registration_id)
 
-    @app.post("/_sim/registrations/{registration_id}/transitions", status_code=201)
+    @app.post(
+        "/_sim/registrations/{registration_id}/transitions",
+        status_code=201,
+        tags=["simulator control"],
+        summary="Move a registration",
+        description=(
+            "Sets its status (any string), `updateTime` (now, at least one second after the "
+            "previous, or `at`) and a log entry (`comment`); records the callback event and answers"
+            " it. Nothing is delivered until `/_sim/deliver`."
+        ),
+    )
     async def transition(registration_id: str, body: TransitionBody) -> dict[str, Any]:
         return state.transition(registration_id, body.status, at=body.at, comment=body.comment)
 
-    @app.get("/_sim/registrations/{registration_id}/events")
+    @app.get(
+        "/_sim/registrations/{registration_id}/events",
+        tags=["simulator control"],
+        summary="A registration's recorded callbacks",
+        description="Oldest first, as the bodies Sinch would POST.",
+    )
     async def events_of(registration_id: str) -> list[dict[str, Any]]:
         return state.events_of(registration_id)
 
-    @app.get("/_sim/events")
+    @app.get(
+        "/_sim/events",
+        tags=["simulator control"],
+        summary="Every recorded callback",
+        description="Oldest first.",
+    )
     async def all_events() -> list[dict[str, Any]]:
         return state.events_named(e["eventId"] for e in state.events)
 
-    @app.post("/_sim/deliver")
+    @app.post(
+        "/_sim/deliver",
+        tags=["simulator control"],
+        summary="Deliver recorded callbacks",
+        description=(
+            "POSTs the named events (or all) to `url`, signed with the HMAC secret, in order or "
+            "shuffled, duplicated, omitted or late as asked; answers each delivery's HTTP status."
+        ),
+    )
     async def deliver_events(body: DeliverBody, response: Response) -> list[DeliveryResult]:
         if body.event_ids is None:
             events = state.events_named(e["eventId"] for e in state.events)
@@ -328,7 +388,16 @@ def create_simulator_app(
             for e in plan
         ]
 
-    @app.post("/_sim/faults", status_code=201)
+    @app.post(
+        "/_sim/faults",
+        status_code=201,
+        tags=["simulator control"],
+        summary="Inject a fault",
+        description=(
+            "The next matching calls of the public API answer the given status (503, 429 with "
+            "Retry-After, ...) or hang."
+        ),
+    )
     async def add_fault(body: FaultBody) -> dict[str, Any]:
         state.faults.append(
             Fault(
@@ -342,20 +411,43 @@ def create_simulator_app(
         )
         return {"pending": sum(f.count for f in state.faults)}
 
-    @app.delete("/_sim/faults")
+    @app.delete(
+        "/_sim/faults",
+        tags=["simulator control"],
+        summary="Clear the faults",
+        description="Every pending fault is dropped.",
+    )
     async def clear_faults() -> dict[str, Any]:
         state.faults.clear()
         return {"pending": 0}
 
-    @app.post("/_sim/tokens/revoke")
+    @app.post(
+        "/_sim/tokens/revoke",
+        tags=["simulator control"],
+        summary="Revoke access tokens",
+        description="Every token issued so far answers 401 from now on.",
+    )
     async def revoke_tokens() -> dict[str, Any]:
         return {"revoked": state.revoke_tokens()}
 
-    @app.get("/_sim/stats")
+    @app.get(
+        "/_sim/stats",
+        tags=["simulator control"],
+        summary="Calls counted",
+        description="How many times each public operation was called (e.g. `getRegistration`).",
+    )
     async def stats() -> dict[str, int]:
         return state.stats_snapshot()
 
-    @app.post("/_sim/reset")
+    @app.post(
+        "/_sim/reset",
+        tags=["simulator control"],
+        summary="Reset",
+        description=(
+            "Forgets every registration, event, fault and token, and restores the first HMAC "
+            "secret."
+        ),
+    )
     async def reset() -> dict[str, Any]:
         for task in background:
             task.cancel()

@@ -32,7 +32,27 @@ def run_simulator(
     seed: int | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve the simulator on `host:port` until interrupted (Ctrl-C or SIGTERM)."""
+    """Serve the simulator on `host:port` until interrupted (Ctrl-C or SIGTERM).
+
+    Prints first how to point the service at it. Its credentials are its own and fake; they are
+    printed only when they are the published defaults, so a secret passed in stays out of logs.
+    """
+    base = f"http://{host}:{port}"
+
+    def shown(value: str, default: str, option: str) -> str:
+        return value if value == default else f"<as passed with {option}>"
+
+    print(
+        f"Sinch simulator on {base} (control API: {base}/_sim/..., documented at {base}/docs)\n"
+        "Point the service at it with:\n"
+        f"  SINCH_API_BASE_URL={base}\n"
+        f"  SINCH_AUTH_URL={base}/oauth2/token\n"
+        f"  SINCH_PROJECT_ID={project_id}\n"
+        f"  SINCH_KEY_ID={key_id}\n"
+        f"  SINCH_KEY_SECRET={shown(key_secret, DEFAULT_KEY_SECRET, '--key-secret')}\n"
+        f"  SINCH_CALLBACK_SECRETS={shown(hmac_secret, DEFAULT_HMAC_SECRET, '--hmac-secret')}",
+        flush=True,
+    )
     app = create_simulator_app(
         project_id=project_id,
         key_id=key_id,

@@ -6,24 +6,46 @@ so importing this package reads nothing and connects to nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
-def use_uvloop() -> None:
+def use_uvloop(before_first_loop: Callable[[], None] | None = None) -> None:
     """Make the event loop arq creates next a uvloop one, as uvicorn does for the API: its I/O costs
-    a fraction of asyncio's, and the worker is mostly I/O. Call before arq builds its `Worker`."""
+    a fraction of asyncio's, and the worker is mostly I/O. Call before arq builds its `Worker`.
+
+    `before_first_loop` runs once, just before the first loop is made. arq's command line imports
+    `WorkerSettings`, then configures its own logging (`logging.config.dictConfig`: a handler and
+    format of its own on the `arq` logger), then builds its `Worker`, which makes the loop, then
+    logs its first lines: making the loop is the first moment after arq's logging set-up, so the
+    service's logging (`configure_logging`) is put back there."""
     import asyncio
 
     import uvloop
 
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    class Policy(uvloop.EventLoopPolicy):  # type: ignore[misc]  # uvloop types its base Any
+        def __init__(self) -> None:
+            super().__init__()
+            self.pending = before_first_loop
+
+        def new_event_loop(self) -> asyncio.AbstractEventLoop:
+            if self.pending is not None:
+                pending, self.pending = self.pending, None
+                pending()
+            loop: asyncio.AbstractEventLoop = super().new_event_loop()
+            return loop
+
+    asyncio.set_event_loop_policy(Policy())
 
 
 def __getattr__(name: str) -> Any:
     if name == "WorkerSettings":
+        from app.logs import configure_logging
         from app.settings import Settings
         from app.worker.settings import build_worker_settings
 
-        use_uvloop()  # arq asks for the settings before it makes its event loop
-        return build_worker_settings(Settings())
+        settings = Settings()
+        # arq asks for the settings before it makes its event loop.
+        use_uvloop(lambda: configure_logging(settings))
+        return build_worker_settings(settings)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

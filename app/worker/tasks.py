@@ -69,8 +69,22 @@ async def process_event(ctx: WorkerContext, row_id: int) -> str:
     metrics.events_processed.labels(step.outcome).inc()
     if step.received_at is not None:
         metrics.processing_lag.observe((utcnow() - step.received_at).total_seconds())
-    log.info("event processed", extra={"row_id": row_id, "outcome": step.outcome})
+    _log_outcome(row_id, step.outcome)
     return step.outcome
+
+
+def _log_outcome(row_id: int, outcome: str) -> None:
+    """One line per event, its level by outcome: `failed:*` (given up, replayable) and `invalid:*`
+    (unreadable, or unknown at Sinch) are warnings, as each asks the operator for something
+    (docs/api.md, Outcomes); everything else (`applied`, `ignored`, `checked`, and the unstored
+    `already_done`, `missing`) is info."""
+    extra = {"row_id": row_id, "outcome": outcome}
+    if outcome.startswith("failed:"):
+        log.warning("event failed", extra=extra)
+    elif outcome.startswith("invalid:"):
+        log.warning("event invalid", extra=extra)
+    else:
+        log.info("event processed", extra=extra)
 
 
 async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
@@ -103,7 +117,7 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
     except SinchRetryableError as exc:
         job_try = ctx.get("job_try", 1)
         if job_try >= settings.job_max_tries:
-            log.warning("event failed after %d tries", job_try, extra=log_extra)
+            log.info("Sinch unavailable on the last of %d tries", job_try, extra=log_extra)
             return await _give_up(
                 ctx, row_id, EventState.FAILED, "failed:sinch_unavailable", str(exc)
             )
@@ -115,7 +129,7 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
     except SinchError as exc:
         # An answer this service cannot use (not a registration, another registration): not
         # worth retrying at once, but Sinch may answer better later, so the event is replayable.
-        log.warning("Sinch answer unusable: %s", exc, extra=log_extra)
+        log.info("Sinch answer unusable: %s", exc, extra=log_extra)
         return await _give_up(ctx, row_id, EventState.FAILED, "failed:unusable_answer", str(exc))
 
     async with sessionmaker.begin() as session:

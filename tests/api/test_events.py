@@ -7,7 +7,9 @@ worker runs (app.events.processing), so every state is one the service itself pr
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,11 +30,14 @@ from tests.support.reads import events
 from tests.support.servers import free_port, serve
 
 Sessions = async_sessionmaker[AsyncSession]
+ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {
     "id",
     "eventId",
     "dedupKey",
     "registrationId",
+    "claimedStatus",
+    "claimedAt",
     "state",
     "outcome",
     "attempts",
@@ -106,6 +111,9 @@ async def test_show_one_event(v1: httpx.AsyncClient, four_events: dict[str, int]
     assert body["id"] == four_events["processed"]
     assert body["eventId"] == body["dedupKey"] == "e-1"
     assert body["registrationId"] == "reg-a"
+    # What the body claims, as the worker read it.
+    assert body["claimedStatus"] == "IN_PROGRESS"
+    assert body["claimedAt"] == "2026-01-01T11:00:00+00:00"
     assert body["state"] == "processed"
     assert body["outcome"] == "applied:trusted"
     assert body["attempts"] == 1
@@ -129,8 +137,50 @@ async def test_show_one_event(v1: httpx.AsyncClient, four_events: dict[str, int]
         "failed",
         "Sinch get registration answered 503",
     )
+    assert (failed["claimedStatus"], failed["claimedAt"]) == (
+        "APPROVED",
+        "2026-01-01T12:00:00+00:00",
+    )
     invalid = (await v1.get(f"/v1/events/{four_events['invalid']}")).json()
     assert (invalid["state"], invalid["registrationId"]) == ("invalid", None)
+    assert (invalid["claimedStatus"], invalid["claimedAt"]) == (None, None)
+
+
+async def test_duplicate_count_and_ignored_duplicate_count_different_things(
+    v1: httpx.AsyncClient, api: httpx.AsyncClient, settings: Settings, sessionmaker: Sessions
+) -> None:
+    """`duplicateCount`: redeliveries of one event (same dedup key), merged on arrival.
+    `ignored:duplicate`: another event (another dedup key) claiming what is already held."""
+    await put_registration(sessionmaker, "reg-d", "IN_QUEUE", at=datetime(2026, 1, 1, tzinfo=UTC))
+    first = callback("e-10", "reg-d", "IN_PROGRESS", "2026-01-01T11:00:00")
+    for _ in range(3):
+        await post_callback(api, first)
+    await post_callback(api, callback("e-11", "reg-d", "IN_PROGRESS", "2026-01-01T11:00:00"))
+    original, again = await kept_ids(settings)
+    await process(sessionmaker, original)
+    await process(sessionmaker, again)
+
+    listed = (await v1.get("/v1/events", params={"registrationId": "reg-d"})).json()["items"]
+    summary = [
+        (e["eventId"], e["claimedStatus"], e["claimedAt"], e["outcome"], e["duplicateCount"])
+        for e in listed
+    ]
+    assert summary == [
+        ("e-11", "IN_PROGRESS", "2026-01-01T11:00:00+00:00", "ignored:duplicate", 0),
+        ("e-10", "IN_PROGRESS", "2026-01-01T11:00:00+00:00", "applied:trusted", 2),
+    ]
+
+
+async def test_outcome_description_names_every_outcome_of_the_docs(api: httpx.AsyncClient) -> None:
+    document = (await api.get("/openapi.json")).json()
+    fields = document["components"]["schemas"]["EventOut"]["properties"]
+    described = fields["outcome"]["description"]
+    table = (ROOT / "docs" / "api.md").read_text().split("### Outcomes", 1)[1]
+    outcomes = re.findall(r"^\| `([a-z_]+:[a-z_]+)` \|", table, flags=re.MULTILINE)
+    assert len(outcomes) == 17, outcomes
+    assert [o for o in outcomes if f"`{o}`" not in described] == []
+    assert "ignored:duplicate" in fields["duplicateCount"]["description"]
+    assert {"claimedStatus", "claimedAt"} <= set(fields)
 
 
 async def test_unknown_event_is_404(v1: httpx.AsyncClient) -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.events.parsing import body_digest, dedup_key, parse_callback
+from app.events.parsing import body_digest, dedup_key, parse_callback, read_claim
 
 
 def test_sinch_shaped_body() -> None:
@@ -74,6 +74,40 @@ def test_never_raises(body: bytes) -> None:
 )
 def test_never_raises_on_any_json(document: object) -> None:
     parse_callback(json.dumps(document).encode())
+
+
+_CLAIMS = st.fixed_dictionaries(
+    {},
+    optional={
+        key: st.none()
+        | st.integers()
+        | st.text(max_size=30)
+        | st.sampled_from(
+            [
+                "APPROVED",
+                " PENDING ",
+                "2024-05-01T10:00:00",
+                "2024-05-01T12:00:00+02:00",
+                "9999-12-31T23:59:59-14:00",
+            ]
+        )
+        for key in (
+            "status",
+            "registrationState",
+            "createTime",
+            "timestamp",
+            "eventTime",
+            "updateTime",
+        )
+    },
+)
+
+
+@given(st.binary(max_size=256) | _CLAIMS.map(lambda d: json.dumps(d).encode()))
+def test_read_claim_reads_what_parse_callback_reads(body: bytes) -> None:
+    # The events API shows `read_claim`; the worker decides on `parse_callback`: never apart.
+    fields = parse_callback(body)
+    assert read_claim(body) == (fields.status, fields.event_time)
 
 
 def test_a_time_out_of_range_in_utc_is_no_time() -> None:
