@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any, Literal
+from typing import Literal
 
 from arq import ArqRedis
 from fastapi import APIRouter, Request, Response
@@ -17,6 +17,7 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from sqlalchemy import func, select, text
 
 from app.deps import ResourcesDep
+from app.jobs import memory_verdict, mib
 from app.models import CallbackEvent, EventState
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,6 @@ async def _check(probe: Awaitable[object]) -> str:
     return verdict if isinstance(verdict, str) else "ok"
 
 
-def _mib(size: int) -> str:
-    return f"{size / 1048576:.1f} MiB"
-
-
 async def redis_verdict(redis: ArqRedis) -> str:
     """Answers "ok" or why Redis cannot hold arq's queue: it refuses writes (`maxmemory`
     reached under `noeviction`, a write probe refused, a read-only replica) or it may evict keys
@@ -76,8 +73,8 @@ async def redis_verdict(redis: ArqRedis) -> str:
     if isinstance(written, OutOfMemoryError):
         if isinstance(memory, dict) and memory.get("maxmemory"):
             return (
-                f"full: refuses writes (used {_mib(memory.get('used_memory', 0))}"
-                f" of maxmemory {_mib(memory['maxmemory'])})"
+                f"full: refuses writes (used {mib(memory.get('used_memory', 0))}"
+                f" of maxmemory {mib(memory['maxmemory'])})"
             )
         return "full: refuses writes (OOM)"
     if isinstance(written, ReadOnlyError):
@@ -86,18 +83,7 @@ async def redis_verdict(redis: ArqRedis) -> str:
         raise written  # the connection failed mid-probe: let `_check` name it
     if not isinstance(memory, dict):
         return "ok"  # INFO refused: eviction and memory unknown; the write went through
-    return _memory_verdict(memory)
-
-
-def _memory_verdict(memory: dict[str, Any]) -> str:
-    # An evicting Redis at its limit evicts rather than refuses: the policy is the news then.
-    policy = memory.get("maxmemory_policy")
-    if policy is not None and policy != "noeviction":
-        return f"evicts keys (maxmemory-policy {policy}); arq needs noeviction"
-    used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
-    if limit and used >= limit:
-        return f"full: used {_mib(used)} of maxmemory {_mib(limit)}, writes are refused"
-    return "ok"
+    return memory_verdict(memory)
 
 
 def _announce(request: Request, redis: str) -> None:

@@ -126,6 +126,24 @@ class RideOutRetry(Retry):
                 return result
 
 
+def mib(size: int) -> str:
+    return f"{size / 1048576:.1f} MiB"
+
+
+def memory_verdict(memory: dict[str, Any]) -> str:
+    """ "ok", or why a Redis with this `INFO memory` cannot hold arq's queue: it may evict keys
+    (any `maxmemory-policy` but `noeviction`: queued jobs would silently vanish) or it is full.
+    Pure; `/readyz` and the worker's start-up both judge by it."""
+    # An evicting Redis at its limit evicts rather than refuses: the policy is the news then.
+    policy = memory.get("maxmemory_policy")
+    if policy is not None and policy != "noeviction":
+        return f"evicts keys (maxmemory-policy {policy}); arq needs noeviction"
+    used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+    if limit and used >= limit:
+        return f"full: used {mib(used)} of maxmemory {mib(limit)}, writes are refused"
+    return "ok"
+
+
 def redis_settings(settings: Settings) -> RedisSettings:
     """arq's settings for the worker, made to ride out a Redis outage and a full Redis.
 
@@ -214,5 +232,6 @@ __all__ = [
     "enqueue_event",
     "enqueue_events",
     "event_job_id",
+    "memory_verdict",
     "redis_settings",
 ]

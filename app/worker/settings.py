@@ -10,7 +10,7 @@ from arq.typing import WorkerCoroutine
 from prometheus_client import start_http_server
 
 from app.db import DriverConnections, create_engine, create_sessionmaker
-from app.jobs import PROCESS_EVENT, RedisError, redis_settings
+from app.jobs import PROCESS_EVENT, RedisError, memory_verdict, redis_settings
 from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.settings import Settings
@@ -51,12 +51,11 @@ async def warn_about_eviction(ctx: WorkerContext) -> None:
         memory = await ctx["redis"].info("memory")
     except RedisError:
         return
-    policy = memory.get("maxmemory_policy")
-    if policy is not None and policy != "noeviction":
+    if memory_verdict(memory).startswith("evicts"):
         log.error(
             "Redis maxmemory-policy is %s: it evicts keys, so queued jobs can vanish; "
             "arq needs noeviction",
-            policy,
+            memory.get("maxmemory_policy"),
         )
 
 

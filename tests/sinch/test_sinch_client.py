@@ -484,17 +484,22 @@ async def test_from_settings_needs_credentials() -> None:
     assert "SINCH_KEY_SECRET" in str(caught.value)
 
 
-async def test_from_settings_talks_to_the_configured_sinch(
-    sim_server: SimulatorServer, sim: SimulatorControl
-) -> None:
-    settings = _settings(
+def _sim_settings(sim_server: SimulatorServer, **overrides: object) -> Settings:
+    """Settings pointing at the simulator, with its credentials."""
+    return _settings(
         sinch_project_id=sim_server.project_id,
         sinch_key_id=sim_server.key_id,
         sinch_key_secret=sim_server.key_secret,
         sinch_api_base_url=sim_server.base_url,
         sinch_auth_url=sim_server.auth_url,
-        sinch_timeout_seconds=3.0,
+        **overrides,
     )
+
+
+async def test_from_settings_talks_to_the_configured_sinch(
+    sim_server: SimulatorServer, sim: SimulatorControl
+) -> None:
+    settings = _sim_settings(sim_server, sinch_timeout_seconds=3.0)
     registration = await sim.create_registration()
     http = create_http_client(settings)
     try:
@@ -511,14 +516,7 @@ async def test_from_settings_talks_to_the_configured_sinch(
 async def test_from_settings_tries_each_call_sinch_max_attempts_times(
     sim_server: SimulatorServer, sim: SimulatorControl
 ) -> None:
-    settings = _settings(
-        sinch_project_id=sim_server.project_id,
-        sinch_key_id=sim_server.key_id,
-        sinch_key_secret=sim_server.key_secret,
-        sinch_api_base_url=sim_server.base_url,
-        sinch_auth_url=sim_server.auth_url,
-        sinch_max_attempts=2,
-    )
+    settings = _sim_settings(sim_server, sinch_max_attempts=2)
     # `Retry-After: 0`: the client's backoff between tries is then no wait at all.
     await sim.inject_fault("status", status=503, retry_after=0, count=10)
     http = create_http_client(settings)
