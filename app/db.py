@@ -170,6 +170,11 @@ class DriverStatement:
         return await driver.fetchrow(self.sql, *self.args(params))
 
 
+def rowcount(result: Any) -> int:
+    """The rows an UPDATE or DELETE run through SQLAlchemy touched (its `CursorResult`)."""
+    return int(result.rowcount or 0)
+
+
 def changed_rows(status: str) -> int:
     """The row count of an asyncpg command status (`UPDATE 3` -> 3, `INSERT 0 1` -> 1)."""
     return int(status.rsplit(" ", 1)[-1])
@@ -238,3 +243,21 @@ async def _drop(connection: AsyncConnection) -> None:
         await connection.invalidate()
     with contextlib.suppress(Exception):
         await connection.close()
+
+
+def is_storable_text(value: str) -> bool:
+    """Whether both databases can keep `value` as text: no NUL (PostgreSQL refuses it in text) and
+    no lone surrogate (JSON can spell one, `\\ud800`, but no UTF-8 encoder accepts it).
+
+    Text that fails this is treated as absent wherever it is read (an event's ids:
+    app/events/parsing.py; a registration's facts: app/registrations/facts.py).
+    """
+    if value.isascii():  # the usual case, and then only NUL can be wrong
+        return "\x00" not in value
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -19,7 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -28,6 +30,8 @@ from sqlalchemy import func, select
 
 from app.db import create_engine
 from app.models import CallbackEvent, EventState, Registration
+from app.registrations.facts import FACT_STATES
+from app.registrations.states import is_allowed
 from app.settings import Settings
 from app.simulator import SimulatorControl, SimulatorServer
 
@@ -83,12 +87,54 @@ async def _drained(settings: Settings, expected: int, limit_seconds: float = 60)
         await engine.dispose()
 
 
-async def _local_statuses(settings: Settings) -> dict[str, str]:
+async def _facts_settled(settings: Settings, limit_seconds: float = 60) -> None:
+    """Wait until no registration waits for its facts fetch (a low-priority job, app/jobs.py)."""
+    engine = create_engine(settings)
+    try:
+        deadline = time.monotonic() + limit_seconds
+        while time.monotonic() < deadline:
+            async with engine.connect() as connection:
+                waiting = await connection.scalar(
+                    select(func.count())
+                    .select_from(Registration)
+                    .where(Registration.facts_due_at.is_not(None))
+                )
+            if not waiting:
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError("the worker did not fetch the registrations' facts in time")
+    finally:
+        await engine.dispose()
+
+
+def _local_facts(registration: Registration) -> dict[str, object]:
+    """A registration's facts as the API answers them, comparable to the simulator's oracle."""
+    return {
+        "senderIds": registration.sender_ids,
+        "marketCode": registration.market_code,
+        "policyId": registration.policy_id,
+        "tags": registration.tags,
+        "reason": registration.reason_message,
+    }
+
+
+def _true_facts(truth: dict[str, Any]) -> dict[str, object]:
+    reason = truth.get("reason")
+    return {
+        "senderIds": truth["senderIds"],
+        "marketCode": truth["marketCode"],
+        "policyId": truth["policyId"],
+        "tags": truth["tags"],
+        "reason": reason["message"] if reason else None,
+    }
+
+
+async def _local(settings: Settings) -> dict[str, Registration]:
     engine = create_engine(settings)
     try:
         async with engine.connect() as connection:
-            rows = await connection.execute(select(Registration.id, Registration.status))
-            return {rid: status for rid, status in rows}
+            rows = await connection.execute(select(Registration))
+            return {row.id: row for row in rows}  # type: ignore[misc]
     finally:
         await engine.dispose()
 
@@ -110,22 +156,92 @@ async def _play(sim: SimulatorServer, api_url: str, settings: Settings, count: i
         delivered = {result["eventId"] for result in results}
         print(f"delivered {len(results)} callbacks ({len(delivered)} distinct, shuffled)")
         await _drained(settings, len(delivered))
-        local = await _local_statuses(settings)
+        await _facts_settled(settings)
+        local = await _local(settings)
         truth = {rid: (await control.registration(rid))["status"] for rid in ids}
+        facts = {rid: _true_facts(await control.facts(rid)) for rid in ids}
         gets = (await control.stats()).get("getRegistration", 0)
+        in_order = await _play_in_order(control, api_url, settings, rng, len(delivered))
 
-    print(f"\n{'registration':<38} {'local':<20} {'Sinch (simulator)':<20}")
+    print(f"\n{'registration':<38} {'local':<20} {'Sinch (simulator)':<20} facts")
     mismatches = 0
     for rid in ids:
-        same = local.get(rid) == truth[rid]
+        registration = local.get(rid)
+        status = registration.status if registration is not None else "-"
+        same_facts = registration is not None and _local_facts(registration) == facts[rid]
+        same = status == truth[rid] and same_facts
         mismatches += not same
         mark = "ok" if same else "MISMATCH"
-        print(f"{rid:<38} {local.get(rid, '-'):<20} {truth[rid]:<20} {mark}")
+        print(f"{rid:<38} {status:<20} {truth[rid]:<20} {mark}")
     print(
-        f"\n{len(ids) - mismatches}/{len(ids)} registrations match Sinch's truth "
-        f"({gets} GETs for {len(delivered)} distinct callbacks)"
+        f"\n{len(ids) - mismatches}/{len(ids)} registrations match Sinch's truth, status and "
+        f"facts (sender IDs, market, policy, tags, reason)\n"
+        f"shuffled and duplicated: {gets} GETs for {len(delivered)} distinct callbacks, "
+        f"{gets / len(ids):.2f} per registration\n{in_order.summary()}"
     )
-    return 1 if mismatches else 0
+    return 1 if mismatches or not in_order.within_bound else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _InOrder:
+    """The GETs of lifecycles delivered in order, and the most they may cost: one to learn each
+    registration, one per trusted move into a fact state (its facts fetch), one per transition
+    the table does not allow (its check)."""
+
+    registrations: int
+    fact_moves: int
+    checks: int
+    gets: int
+
+    @property
+    def bound(self) -> int:
+        return self.registrations + self.fact_moves + self.checks
+
+    @property
+    def within_bound(self) -> bool:
+        return self.gets <= self.bound
+
+    def summary(self) -> str:
+        verdict = "within" if self.within_bound else "OVER"
+        return (
+            f"in order: {self.gets} GETs for {self.registrations} registrations, "
+            f"{self.gets / self.registrations:.2f} per registration ({verdict} the bound "
+            f"{self.bound}: one to learn each registration, one per move into "
+            f"{', '.join(sorted(FACT_STATES))} ({self.fact_moves}), one per transition the "
+            f"table does not allow ({self.checks}))"
+        )
+
+
+async def _deliver_one(
+    control: SimulatorControl, api_url: str, settings: Settings, event: dict[str, Any], kept: int
+) -> int:
+    """Deliver one callback and wait until it is processed; answers how many events are kept."""
+    await control.deliver(api_url + "/callbacks/sinch/registrations", event_ids=[event["eventId"]])
+    await _drained(settings, kept + 1)
+    return kept + 1
+
+
+async def _play_in_order(
+    control: SimulatorControl, api_url: str, settings: Settings, rng: random.Random, kept: int
+) -> _InOrder:
+    """Lifecycles delivered one callback at a time, in order: the GETs it costs, and its bound."""
+    gets_before = (await control.stats()).get("getRegistration", 0)
+    count = 10
+    fact_moves = checks = 0
+    for _ in range(count):
+        path = rng.choice(LIFECYCLES)
+        document = await control.create_registration()
+        first = (await control.events(document["id"]))[0]
+        kept = await _deliver_one(control, api_url, settings, first, kept)
+        for previous, status in zip(["IN_QUEUE", *path], path, strict=False):
+            event = await control.transition(document["id"], status)
+            kept = await _deliver_one(control, api_url, settings, event, kept)
+            allowed = is_allowed(previous, status)
+            checks += not allowed
+            fact_moves += allowed and status in FACT_STATES
+        await _facts_settled(settings)
+    gets = (await control.stats()).get("getRegistration", 0) - gets_before
+    return _InOrder(count, fact_moves, checks, gets)
 
 
 WHAT_TO_LOOK_AT = """

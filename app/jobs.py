@@ -31,6 +31,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.settings import Settings
 
 PROCESS_EVENT: Final = "process_event"
+REFRESH_FACTS: Final = "refresh_facts"
+FACTS_DEFER_SECONDS: Final = 2.0
+"""How long a facts fetch waits in the queue: events enqueued meanwhile go first (it is the
+low-priority job), and more moves of the same registration in that time cost no extra GET."""
 
 REDIS_CONNECT_TIMEOUT_SECONDS: Final = 1.0
 REDIS_SOCKET_TIMEOUT_SECONDS: Final = 5.0
@@ -40,6 +44,11 @@ log = logging.getLogger(__name__)
 
 def event_job_id(row_id: int) -> str:
     return f"event:{row_id}"
+
+
+def facts_job_id(registration_id: str) -> str:
+    """One facts fetch per registration at a time: while one is queued, another is refused."""
+    return f"facts:{registration_id}"
 
 
 T = TypeVar("T")
@@ -223,15 +232,34 @@ async def enqueue_event(redis: ArqRedis, row_id: int) -> bool:
     return job is not None
 
 
+async def enqueue_facts(redis: ArqRedis, registration_ids: Sequence[str]) -> int:
+    """Enqueue a fetch of each registration for its facts, `FACTS_DEFER_SECONDS` from now,
+    coalesced per registration (`facts_job_id`). Answers how many were new; raises like
+    `enqueue_event` when Redis cannot be reached (the sweep enqueues them later)."""
+    added = 0
+    for registration_id in registration_ids:
+        job = await redis.enqueue_job(
+            REFRESH_FACTS,
+            registration_id,
+            _job_id=facts_job_id(registration_id),
+            _defer_by=FACTS_DEFER_SECONDS,
+        )
+        added += job is not None
+    return added
+
+
 __all__ = [
     "PROCESS_EVENT",
+    "REFRESH_FACTS",
     "WRITE_REFUSALS",
     "RedisError",
     "RideOutRetry",
     "create_redis",
     "enqueue_event",
     "enqueue_events",
+    "enqueue_facts",
     "event_job_id",
+    "facts_job_id",
     "memory_verdict",
     "redis_settings",
 ]

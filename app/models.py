@@ -5,18 +5,24 @@
   `failed` or `invalid`.
 - `registrations`: the local copy of each registration, converging on Sinch's truth.
 - `registration_history`: every status change applied, with Sinch's time of the change.
+- `registration_sender_ids`, `registration_tags`: each registration's sender IDs and tags, one row
+  each, so that `senderId=` and `tag=` are indexed lookups (the registration's own JSON columns
+  hold them in Sinch's order, for answering).
+- `market_policies`: Sinch's map from a policy to its market (GET /markets/details), refreshed
+  at most daily (app/registrations/markets.py).
 - `sync_state`: small named values the worker keeps (the reconciliation watermark).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -110,6 +116,8 @@ class Registration(Base):
             "status_changed_at",
             "id",
         ),
+        Index("ix_registrations_market_code_id", "market_code", "id"),
+        Index("ix_registrations_facts_due_at", "facts_due_at"),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -126,6 +134,59 @@ class Registration(Base):
     sinch: Mapped[dict[str, Any] | None]
     """The last full document fetched from Sinch, as Sinch sent it."""
     created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # The registration facts (docs/api.md; read by app/registrations/facts.py).
+    sender_ids: Mapped[list[str]] = mapped_column(JSON(), default=list, server_default="[]")
+    """Sinch's order; also one row each in `registration_sender_ids`, for lookups."""
+    tags: Mapped[list[str]] = mapped_column(JSON(), default=list, server_default="[]")
+    """Sinch's order; also one row each in `registration_tags`, for lookups."""
+    market_code: Mapped[str | None] = mapped_column(String(16))
+    """The document's top-level `marketCode`, else its policy's market; None when unknown."""
+    policy_id: Mapped[str | None] = mapped_column(String(255))
+    eta_date: Mapped[date | None] = mapped_column(Date())
+    price: Mapped[dict[str, Any] | None]
+    status_since: Mapped[datetime | None]
+    """Sinch's time at which the current `status` began: the `at` of the change that set it."""
+    reason_message: Mapped[str | None] = mapped_column(Text)
+    """Sinch's newest log message, or the comments of the callback that moved the status."""
+    reason_state: Mapped[str | None] = mapped_column(String(64))
+    reason_at: Mapped[datetime | None]
+    facts_due_at: Mapped[datetime | None]
+    """Set (our clock) when a callback moved the registration into a state whose meaning lives in
+    Sinch's document (`facts.FACT_STATES`); cleared by a snapshot fetched after it. The worker
+    fetches registrations with this set (app/worker/tasks.py)."""
+
+
+class RegistrationSenderId(Base):
+    __tablename__ = "registration_sender_ids"
+    __table_args__ = (
+        Index("ix_registration_sender_ids_sender_id", "sender_id", "registration_id"),
+    )
+
+    registration_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("registrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    sender_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class RegistrationTag(Base):
+    __tablename__ = "registration_tags"
+    __table_args__ = (Index("ix_registration_tags_tag", "tag", "registration_id"),)
+
+    registration_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("registrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class MarketPolicy(Base):
+    """One policy's market, from Sinch's market details list."""
+
+    __tablename__ = "market_policies"
+
+    policy_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    market_code: Mapped[str] = mapped_column(String(16))
+    registration_type: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime]
 
 
@@ -166,3 +227,6 @@ CALLBACK_EVENTS = cast(Table, CallbackEvent.__table__)
 REGISTRATIONS = cast(Table, Registration.__table__)
 REGISTRATION_HISTORY = cast(Table, RegistrationHistory.__table__)
 SYNC_STATE = cast(Table, SyncState.__table__)
+REGISTRATION_SENDER_IDS = cast(Table, RegistrationSenderId.__table__)
+REGISTRATION_TAGS = cast(Table, RegistrationTag.__table__)
+MARKET_POLICIES = cast(Table, MarketPolicy.__table__)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.db import is_storable_text
+from app.registrations.facts import message_text
 from app.sinch.schemas import parse_sinch_time
 
 REGISTRATION_ID_KEYS = ("resourceId", "registrationId", "id")
@@ -37,6 +39,8 @@ class CallbackFields:
     registration_id: str | None = None
     status: str | None = None
     event_time: datetime | None = None
+    comments: str | None = None
+    """Why the status changed, when the callback says (`comments`); the registration's reason."""
 
 
 def body_digest(body: bytes) -> str:
@@ -66,6 +70,7 @@ def parse_callback(body: bytes) -> CallbackFields:
         registration_id=_first_id(document, REGISTRATION_ID_KEYS, refused=DOT_SEGMENTS),
         status=_first_text(document, STATUS_KEYS),
         event_time=_first_time(document, TIME_KEYS),
+        comments=message_text(document.get("comments")),
     )
 
 
@@ -109,24 +114,6 @@ def _first_id(
             ):
                 return value
     return None
-
-
-def is_storable_text(value: str) -> bool:
-    """Whether both databases can keep `value` as text: no NUL (PostgreSQL refuses it in text) and
-    no lone surrogate (JSON can spell one, `\\ud800`, but no UTF-8 encoder accepts it).
-
-    An id that fails this is unusable, so it is treated as absent: the event is then identified by
-    its body's digest, and one without a usable registration id ends `invalid`.
-    """
-    if value.isascii():  # the usual case, and then only NUL can be wrong
-        return "\x00" not in value
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _first_time(document: dict[str, Any], keys: tuple[str, ...]) -> datetime | None:

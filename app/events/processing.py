@@ -25,6 +25,7 @@ from app.events.parsing import CallbackFields, parse_callback
 from app.models import CALLBACK_EVENTS, EventState, HistorySource
 from app.registrations import repository as registrations
 from app.registrations.decision import Action, Decision, EventFacts, LocalFacts, decide
+from app.registrations.facts import FACT_STATES
 from app.registrations.service import apply_snapshot
 from app.sinch.schemas import SinchRegistration
 
@@ -35,6 +36,9 @@ class Finished:
 
     outcome: str
     received_at: datetime | None = None
+    facts_due: str | None = None
+    """A registration the event moved into one of `FACT_STATES`: fetch it for its facts (after
+    the commit; `registrations.facts_due_at` records the need in the same transaction)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,15 @@ def _apply_params(
         "p_to": fields.status,
         "p_at": fields.event_time,
         "p_event": sinch_event_id,
+        "p_comment": fields.comments,
+        "p_facts_due": now if fields.status in FACT_STATES else None,
     }
+
+
+def _applied(decision: Decision, fields: CallbackFields, read: Any, received_at: Any) -> Finished:
+    registration_id = read[4]
+    due = registration_id if fields.status in FACT_STATES else None
+    return Finished(outcome=decision.outcome, received_at=received_at, facts_due=due)
 
 
 def _local(read: Any) -> LocalFacts:
@@ -139,7 +151,7 @@ async def begin(
         await connection.execute(registrations.MOVE_BY_CALLBACK, params)
         await connection.execute(registrations.ADD_CALLBACK_HISTORY, params)
         await connection.execute(events.FINISH, params)
-    return Finished(outcome=decision.outcome, received_at=received_at)
+    return _applied(decision, fields, read, received_at)
 
 
 async def try_begin(driver: Any, row_id: int, *, now: datetime, skew: timedelta) -> Step | None:
@@ -169,7 +181,7 @@ async def try_begin(driver: Any, row_id: int, *, now: datetime, skew: timedelta)
     params = _apply_params(row_id, decision, fields, read, now)
     if not changed_rows(await _DRIVER_APPLY.execute(driver, params)):
         return None  # processed meanwhile, or its registration moved: decide again, locked
-    return Finished(outcome=decision.outcome, received_at=received_at)
+    return _applied(decision, fields, read, received_at)
 
 
 async def _begin_unknown(

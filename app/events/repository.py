@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import BigInteger, BindParameter, String, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db import UTCDateTime, insert_for
+from app.db import UTCDateTime, insert_for, rowcount
 from app.models import CALLBACK_EVENTS, REGISTRATIONS, CallbackEvent, EventState
 
 _ROW: BindParameter[int] = bindparam("p_row", type_=BigInteger())
@@ -115,7 +115,7 @@ async def reset_for_replay(session: AsyncSession, row_id: int) -> bool:
         .where(CALLBACK_EVENTS.c.id == row_id)
         .values(state=EventState.RECEIVED, outcome=None, processed_at=None)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return rowcount(result) > 0
 
 
 # --- the sweep, replay and retention -------------------------------------------------------------
@@ -150,7 +150,7 @@ async def prune(
         .scalar_subquery()
     )
     result = await session.execute(delete(CallbackEvent).where(CallbackEvent.id.in_(doomed)))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return rowcount(result)
 
 
 # --- the inbox: keeping verified callbacks -------------------------------------------------------

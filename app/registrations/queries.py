@@ -8,7 +8,12 @@ very SQL the routes run. Every listing is keyset-paginated on an index (migratio
 - `registrationType`, by id: (registration_type, id);
 - `updatedSince`, by (status_changed_at, id): (status_changed_at, id);
 - `updatedSince` and `status`: (status, status_changed_at, id);
-- `updatedSince` and `registrationType`: (registration_type, status_changed_at, id).
+- `updatedSince` and `registrationType`: (registration_type, status_changed_at, id);
+- `senderId`, `tag`: the lookup tables' (sender_id, registration_id) and (tag, registration_id),
+  joined to the primary key (migration 0005);
+- `marketCode`, by id: (market_code, id).
+Several `status` values are one `IN`; the planner then walks the primary key or the (status, id)
+index and sorts, both without a sequential scan (tests/api/test_query_plans.py).
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN
-from app.models import Registration, RegistrationHistory
+from app.models import (
+    Registration,
+    RegistrationHistory,
+    RegistrationSenderId,
+    RegistrationTag,
+)
 
 
 class _Key(BaseModel):
@@ -43,8 +53,13 @@ class ChangedKey(IdKey):
 
 @dataclass(frozen=True, slots=True)
 class RegistrationFilters:
-    status: str | None = None
+    statuses: tuple[str, ...] = ()
+    """Any of these states (none: every state)."""
     registration_type: str | None = None
+    sender_id: str | None = None
+    market_code: str | None = None
+    tags: tuple[str, ...] = ()
+    """Every one of these tags."""
     updated_since: datetime | None = None
     """Only registrations whose `status_changed_at` is at or after it; orders by that time."""
 
@@ -74,10 +89,28 @@ def list_statement(
     be a `ChangedKey` then. Asks for `limit` rows (callers pass one more to detect a next page).
     """
     statement = select(Registration)
-    if filters.status is not None:
-        statement = statement.where(Registration.status == filters.status)
+    if len(filters.statuses) == 1:
+        statement = statement.where(Registration.status == filters.statuses[0])
+    elif filters.statuses:
+        statement = statement.where(Registration.status.in_(filters.statuses))
     if filters.registration_type is not None:
         statement = statement.where(Registration.registration_type == filters.registration_type)
+    if filters.market_code is not None:
+        statement = statement.where(Registration.market_code == filters.market_code)
+    if filters.sender_id is not None:
+        statement = statement.where(
+            Registration.id.in_(
+                select(RegistrationSenderId.registration_id).where(
+                    RegistrationSenderId.sender_id == filters.sender_id
+                )
+            )
+        )
+    for tag in filters.tags:
+        statement = statement.where(
+            Registration.id.in_(
+                select(RegistrationTag.registration_id).where(RegistrationTag.tag == tag)
+            )
+        )
     if filters.updated_since is not None:
         statement = statement.where(Registration.status_changed_at >= filters.updated_since)
         if after is not None:

@@ -11,20 +11,42 @@ into one statement with the event's own write on PostgreSQL (`callback_writes_as
 statement compiled for asyncpg on the worker's lock-free way (app/events/processing.py).
 Parameters: p_registration, p_from (the status as read), p_read_at and p_read_synced (its
 `status_changed_at` and `last_synced_at` as read), p_to, p_at (the event's time), p_event (Sinch's
-event id, or None), p_now.
+event id, or None), p_comment (the callback's comments, or None), p_facts_due (p_now when the
+registration must be fetched for its facts, else None), p_now.
+
+The registration facts (app/registrations/facts.py) are written here too: a snapshot sets them all
+(`record_snapshot`, `replace_lookups`); a trusted callback sets `status_since` and, with comments,
+the reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CTE, ColumnElement, String, bindparam, insert, literal, select, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    String,
+    Text,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import UTCDateTime, insert_for
+from app.db import UTCDateTime, insert_for, rowcount
 from app.models import (
+    MARKET_POLICIES,
     REGISTRATION_HISTORY,
+    REGISTRATION_SENDER_IDS,
+    REGISTRATION_TAGS,
     REGISTRATIONS,
     SYNC_STATE,
     HistorySource,
@@ -39,6 +61,9 @@ _TO = bindparam("p_to", type_=String())
 _AT = bindparam("p_at", type_=UTCDateTime())
 _EVENT = bindparam("p_event", type_=String())
 _NOW = bindparam("p_now", type_=UTCDateTime())
+_COMMENT = bindparam("p_comment", type_=Text())
+_FACTS_DUE = bindparam("p_facts_due", type_=UTCDateTime())
+_KEEP_REASON = _COMMENT.is_(None)
 
 # The registration moves only if it is still as the decision read it: under row locks that always
 # holds; on the lock-free way it is the optimistic check (nothing is written when it fails).
@@ -54,7 +79,17 @@ MOVE_BY_CALLBACK = (
             bindparam("p_read_synced", type_=UTCDateTime())
         ),
     )
-    .values(status=_TO, status_changed_at=_AT, callback_applied_at=_NOW, updated_at=_NOW)
+    .values(
+        status=_TO,
+        status_changed_at=_AT,
+        callback_applied_at=_NOW,
+        updated_at=_NOW,
+        status_since=case((REGISTRATIONS.c.status == _TO, REGISTRATIONS.c.status_since), else_=_AT),
+        reason_message=func.coalesce(_COMMENT, REGISTRATIONS.c.reason_message),
+        reason_state=case((_KEEP_REASON, REGISTRATIONS.c.reason_state), else_=_TO),
+        reason_at=case((_KEEP_REASON, REGISTRATIONS.c.reason_at), else_=_AT),
+        facts_due_at=func.coalesce(_FACTS_DUE, REGISTRATIONS.c.facts_due_at),
+    )
 )
 _HISTORY_COLUMNS = (
     "registration_id",
@@ -132,16 +167,67 @@ def record_snapshot(
     at: datetime,
     registration_type: str | None,
     document: dict[str, Any],
+    facts: dict[str, Any],
     fetched_at: datetime,
     now: datetime,
 ) -> None:
-    """Overwrite the locked `registration` with a snapshot (written when the session flushes)."""
+    """Overwrite the locked `registration` with a snapshot and its `facts` (columns, as
+    `facts.fact_columns` gives them), written when the session flushes. `status_since` moves only
+    with the status; `facts_due_at` is cleared when this fetch began after it was set."""
+    if registration.status != status or registration.status_since is None:
+        registration.status_since = at
     registration.status = status
     registration.status_changed_at = at
     registration.registration_type = registration_type or registration.registration_type
     registration.sinch = document
     registration.last_synced_at = fetched_at
     registration.updated_at = now
+    for column, value in facts.items():
+        setattr(registration, column, value)
+    if registration.facts_due_at is not None and registration.facts_due_at <= fetched_at:
+        registration.facts_due_at = None
+
+
+async def replace_lookups(
+    session: AsyncSession,
+    registration_id: str,
+    *,
+    sender_ids: Sequence[str],
+    tags: Sequence[str],
+    fresh: bool = False,
+) -> None:
+    """Make the lookup rows of `registration_id` (`registration_sender_ids`, `registration_tags`)
+    hold exactly `sender_ids` and `tags` (each distinct). `fresh`: the registration was inserted
+    in this transaction, so it has none yet."""
+    for table, column, values in (
+        (REGISTRATION_SENDER_IDS, "sender_id", sender_ids),
+        (REGISTRATION_TAGS, "tag", tags),
+    ):
+        if not fresh:
+            await session.execute(delete(table).where(table.c.registration_id == registration_id))
+        if values:
+            await session.execute(
+                insert(table), [{"registration_id": registration_id, column: v} for v in values]
+            )
+
+
+async def fill_markets(session: AsyncSession) -> int:
+    """Give every registration without a market the market of its policy, where `market_policies`
+    knows it (a registration applied before the map was loaded). Answers how many changed."""
+    policy_market = (
+        select(MARKET_POLICIES.c.market_code)
+        .where(MARKET_POLICIES.c.policy_id == REGISTRATIONS.c.policy_id)
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        update(REGISTRATIONS)
+        .where(
+            REGISTRATIONS.c.market_code.is_(None),
+            REGISTRATIONS.c.policy_id.in_(select(MARKET_POLICIES.c.policy_id)),
+        )
+        .values(market_code=policy_market)
+    )
+    return rowcount(result)
 
 
 def add_history(
@@ -167,6 +253,33 @@ def add_history(
             recorded_at=recorded_at,
             note=note,
         )
+    )
+
+
+async def facts_due_before(session: AsyncSession, cutoff: datetime, limit: int) -> list[str]:
+    """Ids of registrations waiting for a facts fetch since before `cutoff`, oldest first."""
+    result = await session.execute(
+        select(Registration.id)
+        .where(Registration.facts_due_at < cutoff)
+        .order_by(Registration.facts_due_at)
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
+async def facts_due(session: AsyncSession, registration_id: str) -> bool:
+    """Whether the registration still waits for a facts fetch (a snapshot fetched since the need
+    arose has cleared it)."""
+    result = await session.execute(
+        select(Registration.facts_due_at).where(Registration.id == registration_id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+async def clear_facts_due(session: AsyncSession, registration_id: str) -> None:
+    """Stop waiting for a facts fetch of the registration (Sinch cannot answer it usefully)."""
+    await session.execute(
+        update(REGISTRATIONS).where(REGISTRATIONS.c.id == registration_id).values(facts_due_at=None)
     )
 
 

@@ -11,6 +11,7 @@ import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
+from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_schemas import (
@@ -58,6 +59,23 @@ RegistrationId = Annotated[
 ]
 
 
+MAX_STATUS_FILTER_LENGTH = 1024
+MAX_TAG_FILTERS = 20
+FilterText = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=PRINTABLE_PATTERN)
+]
+
+
+def _statuses(status: str | None) -> tuple[str, ...]:
+    """The states a `status` filter names: comma-separated, each once, blanks ignored."""
+    if status is None:
+        return ()
+    named = tuple(dict.fromkeys(part.strip() for part in status.split(",") if part.strip()))
+    if not named:
+        raise ProblemError(422, "`status` names no state.")
+    return named
+
+
 async def _get_or_404(session: AsyncSession, registration_id: str) -> RegistrationOut:
     registration = await queries.get_registration(session, registration_id)
     if registration is None:
@@ -78,9 +96,10 @@ async def list_registrations(
         str | None,
         Query(
             min_length=1,
-            max_length=MAX_TEXT_LENGTH,
+            max_length=MAX_STATUS_FILTER_LENGTH,
             pattern=PRINTABLE_PATTERN,
-            description="Only registrations in this state (Sinch's name, e.g. `APPROVED`).",
+            description="Only registrations in this state (Sinch's name, e.g. `APPROVED`), or in "
+            "any of several, comma-separated (`PENDING,PENDING_ATTACHMENTS`).",
         ),
     ] = None,
     registration_type: Annotated[
@@ -91,6 +110,35 @@ async def list_registrations(
             max_length=MAX_TEXT_LENGTH,
             pattern=PRINTABLE_PATTERN,
             description="Only registrations of this type (e.g. `ALPHANUMERIC_SENDER_ID`).",
+        ),
+    ] = None,
+    sender_id: Annotated[
+        str | None,
+        Query(
+            alias="senderId",
+            min_length=1,
+            max_length=MAX_TEXT_LENGTH,
+            pattern=PRINTABLE_PATTERN,
+            description="Only registrations that ask for this sender ID (any of their "
+            "`senderIds`, exactly).",
+        ),
+    ] = None,
+    market_code: Annotated[
+        str | None,
+        Query(
+            alias="marketCode",
+            min_length=1,
+            max_length=MAX_TEXT_LENGTH,
+            pattern=PRINTABLE_PATTERN,
+            description="Only registrations in this market (ISO 3166 alpha-2, e.g. `GB`).",
+        ),
+    ] = None,
+    tag: Annotated[
+        list[FilterText] | None,
+        Query(
+            max_length=MAX_TAG_FILTERS,
+            description="Only registrations carrying this tag (e.g. `#billing`); repeat it for "
+            "registrations carrying every one of several.",
         ),
     ] = None,
     updated_since: Annotated[
@@ -105,7 +153,12 @@ async def list_registrations(
     cursor: TextIdCursorQuery = None,
 ) -> RegistrationPage:
     filters = queries.RegistrationFilters(
-        status=status, registration_type=registration_type, updated_since=updated_since
+        statuses=_statuses(status),
+        registration_type=registration_type,
+        sender_id=sender_id,
+        market_code=market_code,
+        tags=tuple(dict.fromkeys(tag or ())),
+        updated_since=updated_since,
     )
     key_model = queries.ChangedKey if filters.by_change else queries.IdKey
     after = optional_cursor(cursor, key_model)

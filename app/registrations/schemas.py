@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from app.api_schemas import ApiModel, ApiTime
 from app.models import HistorySource
 
 
+class ReasonOut(ApiModel):
+    """Why the registration stands where it does, in Sinch's words."""
+
+    message: str = Field(description="Sinch's newest log message, or a callback's `comments`.")
+    state: str | None = Field(description="The state the message was written for.")
+    at: ApiTime | None = Field(description="Sinch's time of the message.")
+
+
 class RegistrationOut(ApiModel):
-    """The local copy of a registration."""
+    """The local copy of a registration, with its facts (docs/api.md, Registration facts)."""
 
     id: str
     status: str = Field(description="Sinch's state name, as sent (states unknown here included).")
@@ -28,6 +37,39 @@ class RegistrationOut(ApiModel):
     )
     created_at: ApiTime
     updated_at: ApiTime
+    sender_ids: list[str] = Field(
+        description="Every sender ID the registration asks for, in Sinch's order."
+    )
+    market_code: str | None = Field(
+        description="The market (ISO 3166 alpha-2): the document's own `marketCode`, else its "
+        "policy's market from Sinch's market details; null when neither says."
+    )
+    policy_id: str | None
+    tags: list[str]
+    eta_date: date | None = Field(description="Sinch's estimated date of completion.")
+    price: dict[str, Any] | None = Field(description="Sinch's `price` object, as sent.")
+    status_since: ApiTime | None = Field(
+        description="Sinch's time at which the registration entered its current `status`."
+    )
+    reason: ReasonOut | None = Field(
+        description="Why it is in its status (REJECTED, PENDING, ON_HOLD, ...): Sinch's newest "
+        "log entry, or the comments of the callback that moved it; null when Sinch has said none."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reason_from_row(cls, data: Any) -> Any:
+        # A row keeps the reason in three columns; the answer nests them.
+        if isinstance(data, dict) or not hasattr(data, "reason_message"):
+            return data
+        fields = {name: getattr(data, name) for name in cls.model_fields if name != "reason"}
+        message = data.reason_message
+        fields["reason"] = (
+            None
+            if message is None
+            else ReasonOut(message=message, state=data.reason_state, at=data.reason_at)
+        )
+        return fields
 
 
 class RegistrationPage(ApiModel):

@@ -8,6 +8,9 @@ before that moment, whatever time the callback claimed; between two snapshots th
 Only a callback applied after the fetch began can keep its status against a snapshot, and only when
 it claims a Sinch time no earlier than the document's `updateTime`. The row lock makes the check
 and the write one step, whichever process gets there first.
+
+A snapshot also sets the registration facts (app/registrations/facts.py): the document's, with the
+market of its policy when the document names none (app/registrations/markets.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import HistorySource
-from app.registrations import repository
+from app.registrations import markets, repository
+from app.registrations.facts import fact_columns, read_facts
 from app.sinch.schemas import SinchRegistration
 
 
@@ -78,17 +82,26 @@ async def apply_snapshot(
     in its note. The same status only refreshes the document and the times.
     """
     at = snapshot.update_time or fetched_at
+    document = snapshot.raw
+    facts = read_facts(document)
+    market_code = facts.market_code or await markets.market_of(session, facts.policy_id)
+    columns = fact_columns(facts, market_code)
     values = {
         "id": snapshot.id,
         "status": snapshot.status,
         "registration_type": snapshot.registration_type,
         "status_changed_at": at,
+        "status_since": at,
         "last_synced_at": fetched_at,
-        "sinch": snapshot.raw,
+        "sinch": document,
         "created_at": now,
         "updated_at": now,
+        **columns,
     }
     if await repository.insert_if_absent(session, values):
+        await repository.replace_lookups(
+            session, snapshot.id, sender_ids=facts.sender_ids, tags=facts.tags, fresh=True
+        )
         repository.add_history(
             session,
             registration_id=snapshot.id,
@@ -132,12 +145,17 @@ async def apply_snapshot(
             if overruled
             else None,
         )
+    if registration.sender_ids != columns["sender_ids"] or registration.tags != columns["tags"]:
+        await repository.replace_lookups(
+            session, registration.id, sender_ids=facts.sender_ids, tags=facts.tags
+        )
     repository.record_snapshot(
         registration,
         status=snapshot.status,
         at=at,
         registration_type=snapshot.registration_type,
-        document=snapshot.raw,
+        document=document,
+        facts=columns,
         fetched_at=fetched_at,
         now=now,
     )

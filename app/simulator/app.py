@@ -30,6 +30,7 @@ from app.simulator.state import (
     SimulatorState,
     UnknownRegistrationError,
     list_filters,
+    policy_document,
 )
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,11 @@ class CreateRegistrationBody(_Body):
     status: str | None = None
     callback_url: str | None = Field(default=None, alias="callbackUrl")
     at: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] | None = None
+    """None: the simulator may add a tag or two."""
     sender_id: str | None = Field(default=None, alias="senderId")
+    sender_ids: list[str] | None = Field(default=None, alias="senderIds")
+    policy_id: str | None = Field(default=None, alias="policyId")
     extra: dict[str, Any] | None = None
     lifecycle: list[str] = Field(default_factory=list)
     """States to move through right after creation, one second apart."""
@@ -91,6 +95,11 @@ class FaultBody(_Body):
     count: int = Field(default=1, ge=1)
     delay_seconds: float = Field(default=0.0, ge=0, alias="delaySeconds")
     paths: FaultPaths = "api"
+
+
+class MarketVersionsBody(_Body):
+    registration_type: str | None = Field(default=None, alias="registrationType")
+    market_versions: list[Any] = Field(alias="marketVersions")
 
 
 class CallbackConfigurationBody(BaseModel):
@@ -254,6 +263,28 @@ def create_simulator_app(
         state.current_hmac_secret = body.hmac_secret
         return {"hmacSecret": state.current_hmac_secret, "projectId": state.project_id}
 
+    @app.get(f"{base}/markets/details", dependencies=[api_guard("marketDetails")])
+    async def market_details(
+        page_size: Annotated[int, Query(alias="pageSize", ge=1, le=1000)] = 20,
+        page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+        registration_type: Annotated[str | None, Query(alias="registrationType")] = None,
+        market_code: Annotated[str | None, Query(alias="marketCode")] = None,
+    ) -> dict[str, Any]:
+        versions, next_token, total = state.market_details_page(
+            registration_type=registration_type,
+            market_code=market_code,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return {"marketVersions": versions, "totalSize": total, "nextPageToken": next_token}
+
+    @app.get(f"{base}/policies/{{policyId}}", dependencies=[api_guard("getPolicy")])
+    async def get_policy(policy_id: Annotated[str, Path(alias="policyId")]) -> Response:
+        document = policy_document(policy_id)
+        if document is None:
+            return _error(404, f"policy {policy_id} not found")
+        return JSONResponse(document)
+
     # --- control API ------------------------------------------------------------------------
 
     @app.get(
@@ -273,7 +304,9 @@ def create_simulator_app(
         description=(
             "Creates a registration (default IN_QUEUE, ALPHANUMERIC_SENDER_ID) and records its "
             "creation callback; `lifecycle` states are applied right after, one second apart, each "
-            "recording a callback. Answers the document as Sinch would."
+            "recording a callback. `policyId` names a policy of the catalog (else one is picked "
+            "for the type), `senderIds` its sender IDs (else generated); without `tags` one or two "
+            "may be added. Answers the document as Sinch would."
         ),
     )
     async def create_registration(body: CreateRegistrationBody) -> dict[str, Any]:
@@ -285,6 +318,8 @@ def create_simulator_app(
             at=body.at,
             tags=body.tags,
             sender_id=body.sender_id,
+            sender_ids=body.sender_ids,
+            policy_id=body.policy_id,
             extra=body.extra,
         )
         for status in body.lifecycle:
@@ -309,15 +344,32 @@ def create_simulator_app(
     async def truth(registration_id: str) -> dict[str, Any]:
         return state.get(registration_id)
 
+    @app.get(
+        "/_sim/registrations/{registration_id}/facts",
+        tags=["simulator control"],
+        summary="One registration's facts (the oracle)",
+        description=(
+            "What the simulator knows of the registration, not read back out of its document: "
+            "`senderIds`, `marketCode` (the policy's market, or a top-level `marketCode` given in "
+            "`extra`; null for a policy in no market version), `policyId`, `tags`, `etaDate`, "
+            "`price`, `statusSince` (when the current status was entered) and `reason` (the newest "
+            "log entry: `message`, `state`, `at`; or null)."
+        ),
+    )
+    async def facts(registration_id: str) -> dict[str, Any]:
+        return state.facts(registration_id)
+
     @app.post(
         "/_sim/registrations/{registration_id}/transitions",
         status_code=201,
         tags=["simulator control"],
         summary="Move a registration",
         description=(
-            "Sets its status (any string), `updateTime` (now, at least one second after the "
-            "previous, or `at`) and a log entry (`comment`); records the callback event and answers"
-            " it. Nothing is delivered until `/_sim/deliver`."
+            "Sets its status (any string) and `updateTime` (now, at least one second after the "
+            "previous, or `at`); `comment` (or, without one, a canned reason for REJECTED, "
+            "PENDING, PENDING_ATTACHMENTS and ON_HOLD) becomes a log entry and the callback's "
+            "`comments`. Records the callback event and answers it. Nothing is delivered until "
+            "`/_sim/deliver`."
         ),
     )
     async def transition(registration_id: str, body: TransitionBody) -> dict[str, Any]:
@@ -389,6 +441,23 @@ def create_simulator_app(
         ]
 
     @app.post(
+        "/_sim/market-versions",
+        status_code=201,
+        tags=["simulator control"],
+        summary="Serve more market versions",
+        description=(
+            "Appends `marketVersions` (any JSON values, odd shapes included) to the list GET "
+            "/markets/details serves for `registrationType` (default ALPHANUMERIC_SENDER_ID), after"
+            " the catalog's, until reset. Answers how many that list now has."
+        ),
+    )
+    async def add_market_versions(body: MarketVersionsBody) -> dict[str, Any]:
+        total = state.add_market_versions(
+            body.market_versions, registration_type=body.registration_type
+        )
+        return {"marketVersions": total}
+
+    @app.post(
         "/_sim/faults",
         status_code=201,
         tags=["simulator control"],
@@ -444,8 +513,8 @@ def create_simulator_app(
         tags=["simulator control"],
         summary="Reset",
         description=(
-            "Forgets every registration, event, fault and token, and restores the first HMAC "
-            "secret."
+            "Forgets every registration, event, fault, token and added market version, and "
+            "restores the first HMAC secret."
         ),
     )
     async def reset() -> dict[str, Any]:

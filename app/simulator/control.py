@@ -63,11 +63,16 @@ class SimulatorControl:
         at: datetime | str | None = None,
         tags: list[str] | None = None,
         sender_id: str | None = None,
+        sender_ids: list[str] | None = None,
+        policy_id: str | None = None,
         extra: dict[str, Any] | None = None,
         lifecycle: list[str] | None = None,
     ) -> dict[str, Any]:
         """Create a registration (default IN_QUEUE, ALPHANUMERIC_SENDER_ID); answers its document.
 
+        `policy_id` names a policy of the simulator's catalog (`app.simulator.state.POLICIES`; its
+        type is then the default), else one is picked for the type; `sender_ids` (or `sender_id`
+        for one) are its sender IDs, else generated; `tags` None lets the simulator add one or two.
         `extra` fields are merged into the document (to try unknown fields); `lifecycle` states are
         applied right after creation, one second apart, each recording a callback event.
         """
@@ -77,11 +82,13 @@ class SimulatorControl:
             "status": status,
             "callbackUrl": callback_url,
             "at": _time(at),
+            "tags": tags,
             "senderId": sender_id,
+            "senderIds": sender_ids,
+            "policyId": policy_id,
             "extra": extra,
         }
         body = {k: v for k, v in body.items() if v is not None}
-        body["tags"] = tags or []
         body["lifecycle"] = lifecycle or []
         result: dict[str, Any] = await self._request("POST", "/_sim/registrations", body)
         return result
@@ -96,7 +103,9 @@ class SimulatorControl:
     ) -> dict[str, Any]:
         """Move a registration to `status` (any string); answers the callback event recorded.
 
-        Without `at` the time is now, and at least one second after the previous update.
+        Without `at` the time is now, and at least one second after the previous update. `comment`
+        (without one: a canned reason for REJECTED, PENDING, PENDING_ATTACHMENTS and ON_HOLD) is
+        logged and sent as the event's `comments`; other moves log nothing.
         """
         body: dict[str, Any] = {"status": status}
         if at is not None:
@@ -112,6 +121,14 @@ class SimulatorControl:
         result: dict[str, Any] = await self._request(
             "GET", f"/_sim/registrations/{registration_id}"
         )
+        return result
+
+    async def facts(self, registration_id: str) -> dict[str, Any]:
+        """The simulator's own record of a registration's facts (its oracle): `senderIds`,
+        `marketCode`, `policyId`, `tags`, `etaDate`, `price`, `statusSince` and `reason`
+        (`{message, state, at}` of the newest log entry, or None)."""
+        path = f"/_sim/registrations/{registration_id}/facts"
+        result: dict[str, Any] = await self._request("GET", path)
         return result
 
     async def registrations(self) -> list[dict[str, Any]]:
@@ -190,6 +207,18 @@ class SimulatorControl:
             body["retryAfter"] = retry_after
         await self._request("POST", "/_sim/faults", body)
 
+    async def add_market_versions(
+        self, versions: list[Any], *, registration_type: str | None = None
+    ) -> int:
+        """Serve `versions` (any JSON values) after the catalog's market versions in the list of
+        `registration_type` (default ALPHANUMERIC_SENDER_ID) until reset; answers that list's
+        size."""
+        body: dict[str, Any] = {"marketVersions": versions}
+        if registration_type is not None:
+            body["registrationType"] = registration_type
+        result: dict[str, int] = await self._request("POST", "/_sim/market-versions", body)
+        return result["marketVersions"]
+
     async def clear_faults(self) -> None:
         await self._request("DELETE", "/_sim/faults")
 
@@ -204,5 +233,6 @@ class SimulatorControl:
         return result
 
     async def reset(self) -> None:
-        """Forget registrations, events, counters and faults (issued tokens stay valid)."""
+        """Forget registrations, events, counters, faults and added market versions (issued tokens
+        stay valid)."""
         await self._request("POST", "/_sim/reset")

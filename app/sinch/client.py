@@ -31,12 +31,15 @@ from app.sinch.errors import (
     SinchRejectedError,
     SinchRetryableError,
 )
-from app.sinch.schemas import CallbackConfiguration, SinchRegistration
+from app.sinch.schemas import CallbackConfiguration, MarketVersion, SinchRegistration
 
 log = logging.getLogger(__name__)
 
 # A list walk that sees this many pages is looping on a cursor, not walking one.
 MAX_PAGES = 100_000
+# Sinch's registration types. Its lists answer one type at a time (ALPHANUMERIC_SENDER_ID unless
+# asked otherwise), so seeing them all takes one walk per type.
+REGISTRATION_TYPES = ("ALPHANUMERIC_SENDER_ID", "LONG_NUMBER", "SHORT_CODE", "RCS_AGENT")
 # Longest one call may take, retries and backoff sleeps included.
 DEFAULT_DEADLINE_SECONDS = 20.0
 # Tries of one request unless told otherwise: `SINCH_MAX_ATTEMPTS`'s default.
@@ -222,24 +225,36 @@ class SinchClient:
                 params.append((name, text))
         params.extend(("tags", tag) for tag in tags or ())
 
-        page_token: str | None = None
-        seen_tokens: set[str] = set()
-        for _ in range(MAX_PAGES):
-            query = [*params, ("pageToken", page_token)] if page_token else params
-            body = await self._call("GET", "/registrations", params=query, operation="list")
-            documents = body.get("registrations") or []
-            if not isinstance(documents, list):
-                raise SinchError("Sinch answered a registrations list that is not a list")
-            for document in documents:
-                yield _parse_registration(document)
-            next_token = body.get("nextPageToken")
-            if not next_token or not isinstance(next_token, str):
-                return
-            if next_token in seen_tokens:
-                raise SinchError("Sinch answered a page token it had already given (cursor loop)")
-            seen_tokens.add(next_token)
-            page_token = next_token
-        raise SinchError(f"listing registrations went past {MAX_PAGES} pages")
+        async for document in self._walk_pages(
+            "/registrations", params, key="registrations", operation="list"
+        ):
+            yield _parse_registration(document)
+
+    async def list_market_details(
+        self,
+        *,
+        registration_type: str | None = None,
+        market_code: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[MarketVersion]:
+        """Sinch's market versions (GET /markets/details), walking all pages via `pageToken`.
+
+        Each links policies to a market (`MarketVersion.policy_ids`). Sinch answers one
+        registration type per list, ALPHANUMERIC_SENDER_ID by default, so without
+        `registration_type` every type of `REGISTRATION_TYPES` is walked in turn. An entry that is
+        not an object is skipped; the walk's errors are `list_registrations`'.
+        """
+        kinds = REGISTRATION_TYPES if registration_type is None else (registration_type,)
+        for kind in kinds:
+            params = [("pageSize", str(page_size)), ("registrationType", kind)]
+            if market_code is not None:
+                params.append(("marketCode", market_code))
+            async for document in self._walk_pages(
+                "/markets/details", params, key="marketVersions", operation="market_details"
+            ):
+                version = MarketVersion.from_document(document)
+                if version is not None:
+                    yield version
 
     async def get_callback_configuration(self) -> CallbackConfiguration:
         """The project's callback configuration (its HMAC secret); 404 for an unknown project."""
@@ -255,6 +270,31 @@ class SinchClient:
             operation="put callback config",
         )
         return _parse_callback_configuration(body)
+
+    async def _walk_pages(
+        self, path: str, params: list[tuple[str, str]], *, key: str, operation: str
+    ) -> AsyncIterator[object]:
+        """The items of list `key` on every page of `path`, following `nextPageToken` until it is
+        empty or absent. SinchError for a `key` that is not a list, a token seen before (a cursor
+        loop) or more than MAX_PAGES pages; each page has the client's retry policy."""
+        page_token: str | None = None
+        seen_tokens: set[str] = set()
+        for _ in range(MAX_PAGES):
+            query = [*params, ("pageToken", page_token)] if page_token else params
+            body = await self._call("GET", path, params=query, operation=operation)
+            items = body.get(key) or []
+            if not isinstance(items, list):
+                raise SinchError(f"Sinch answered a {key} list that is not a list")
+            for item in items:
+                yield item
+            next_token = body.get("nextPageToken")
+            if not next_token or not isinstance(next_token, str):
+                return
+            if next_token in seen_tokens:
+                raise SinchError("Sinch answered a page token it had already given (cursor loop)")
+            seen_tokens.add(next_token)
+            page_token = next_token
+        raise SinchError(f"Sinch {operation} went past {MAX_PAGES} pages")
 
     # --- transport --------------------------------------------------------------------------
 

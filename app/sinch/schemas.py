@@ -19,6 +19,7 @@ from pydantic import (
     ModelWrapValidatorHandler,
     PrivateAttr,
     SecretStr,
+    ValidationError,
     model_validator,
 )
 
@@ -102,6 +103,76 @@ class SinchRegistration(BaseModel):
     def raw(self) -> dict[str, Any]:
         """A copy of the document exactly as Sinch sent it (unknown fields included)."""
         return copy.deepcopy(self._raw)
+
+
+def _str_or_none(value: object) -> str | None:
+    # A field of the wrong type is absent, never an error.
+    return value if isinstance(value, str) else None
+
+
+LenientOptionalStr = Annotated[str | None, BeforeValidator(_str_or_none)]
+
+MAX_CONDITION_NODES = 10_000
+"""Special-condition entries read from one market version at most (a bound on a hostile answer)."""
+
+
+def chained_policy_ids(special_conditions: object) -> tuple[str, ...]:
+    """Every non-empty string `policyId` in `chainedSpecialConditions`, each once, depth first in
+    Sinch's order; chains may nest (an entry has its own `chainedSpecialConditions`). Anything of
+    the wrong shape (not an object, not a list, an entry that is not an object) is skipped."""
+    found: dict[str, None] = {}
+    if not isinstance(special_conditions, dict):
+        return ()
+    stack: list[object] = [special_conditions]
+    visited = 0
+    while stack and visited < MAX_CONDITION_NODES:
+        node = stack.pop()
+        visited += 1
+        if not isinstance(node, dict):
+            continue
+        if node is not special_conditions:
+            policy_id = node.get("policyId")
+            if isinstance(policy_id, str) and policy_id:
+                found.setdefault(policy_id)
+        chain = node.get("chainedSpecialConditions")
+        if isinstance(chain, list):
+            stack.extend(reversed(chain))
+    return tuple(found)
+
+
+class MarketVersion(BaseModel):
+    """One of Sinch's market versions (GET /markets/details): the market and registration type
+    its policies belong to.
+
+    `policy_ids` are the policies its special conditions name (`chained_policy_ids`). Lenient like
+    the registration: unknown fields are kept, and a field of the wrong shape is absent.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    market_code: LenientOptionalStr = Field(default=None, alias="marketCode")
+    registration_type: LenientOptionalStr = Field(default=None, alias="registrationType")
+    policy_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_document(cls, doc: object) -> MarketVersion | None:
+        """Parse a market version; None when `doc` is not an object. Never raises."""
+        if not isinstance(doc, dict):
+            return None
+        policy_ids = chained_policy_ids(doc.get("specialConditions"))
+        # The fields' own names are not Sinch's: a document using them is not obeyed.
+        kept = {k: v for k, v in doc.items() if k not in _MARKET_VERSION_FIELD_NAMES}
+        try:
+            return cls.model_validate({**kept, "policy_ids": policy_ids})
+        except ValidationError:  # an odd key; the fields alone then
+            return cls.model_construct(
+                market_code=_str_or_none(doc.get("marketCode")),
+                registration_type=_str_or_none(doc.get("registrationType")),
+                policy_ids=policy_ids,
+            )
+
+
+_MARKET_VERSION_FIELD_NAMES = frozenset(MarketVersion.model_fields)
 
 
 class CallbackConfiguration(BaseModel):

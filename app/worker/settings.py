@@ -10,7 +10,7 @@ from arq.typing import WorkerCoroutine
 from prometheus_client import start_http_server
 
 from app.db import DriverConnections, create_engine, create_sessionmaker
-from app.jobs import PROCESS_EVENT, RedisError, memory_verdict, redis_settings
+from app.jobs import PROCESS_EVENT, REFRESH_FACTS, RedisError, memory_verdict, redis_settings
 from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.settings import Settings
@@ -123,6 +123,15 @@ def build_worker_settings(settings: Settings) -> type:
         cron(
             _job(tasks.prune_events), hour={3}, minute={17}, second=0, unique=True, timeout=timeout
         ),
+        # Hourly, and at start-up: loads the market map when it is a day old (markets.MAX_AGE).
+        cron(
+            _job(tasks.refresh_markets),
+            minute={41},
+            second=0,
+            unique=True,
+            run_at_startup=True,
+            timeout=timeout,
+        ),
     ]
     if settings.reconcile_interval_seconds > 0:
         cron_jobs.append(
@@ -142,6 +151,13 @@ def build_worker_settings(settings: Settings) -> type:
             func(
                 _job(tasks.process_event),
                 name=PROCESS_EVENT,
+                max_tries=settings.job_max_tries + 2,
+                keep_result=0,
+                timeout=settings.job_timeout_seconds,
+            ),
+            func(
+                _job(tasks.refresh_facts),
+                name=REFRESH_FACTS,
                 max_tries=settings.job_max_tries + 2,
                 keep_result=0,
                 timeout=settings.job_timeout_seconds,

@@ -7,6 +7,7 @@ two short transactions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -18,9 +19,12 @@ from app.db import utcnow
 from app.events import processing, service
 from app.events import repository as events_repository
 from app.events.processing import Finished, MustCheck, Step
-from app.jobs import enqueue_events
-from app.models import EventState
+from app.jobs import RedisError, enqueue_events, enqueue_facts
+from app.models import EventState, HistorySource
+from app.registrations import markets
+from app.registrations import repository as registrations_repository
 from app.registrations.reconcile import reconcile
+from app.registrations.service import apply_snapshot
 from app.sinch.errors import (
     SinchError,
     SinchNotFoundError,
@@ -66,6 +70,10 @@ async def process_event(ctx: WorkerContext, row_id: int) -> str:
             step = await processing.begin(connection, row_id, now=utcnow(), skew=skew)
     if isinstance(step, MustCheck):
         step = await _check(ctx, row_id, step)
+    if step.facts_due is not None and ctx["sinch"] is not None:
+        # Recorded in `facts_due_at` too: when Redis cannot take it, the sweep enqueues it.
+        with contextlib.suppress(RedisError, OSError):
+            await enqueue_facts(ctx["redis"], [step.facts_due])
     metrics.events_processed.labels(step.outcome).inc()
     if step.received_at is not None:
         metrics.processing_lag.observe((utcnow() - step.received_at).total_seconds())
@@ -138,6 +146,70 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
         )
 
 
+async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
+    """Fetch a registration that a callback moved into one of `FACT_STATES` and apply it, so its
+    reason and facts are Sinch's (app/registrations/facts.py). Answers what happened.
+
+    Low priority and coalesced (app/jobs.py: `enqueue_facts`); no GET at all when a document
+    fetched since the need arose (an event's check, a refresh) has met it. A Sinch unavailable is
+    retried like an event's check; one that cannot answer usefully (404, refusal, an unusable
+    document) ends the wait, since asking again would not help. Otherwise the registration keeps
+    `facts_due_at` and the sweep enqueues it again.
+    """
+    sinch, settings = ctx["sinch"], ctx["settings"]
+    if sinch is None:
+        return "not_configured"
+    extra = {"registration_id": registration_id}
+    async with ctx["sessionmaker"]() as session:
+        if not await registrations_repository.facts_due(session, registration_id):
+            return "not_due"
+    ctx["metrics"].sinch_gets.labels("facts").inc()
+    fetched_at = utcnow()
+    try:
+        snapshot = await sinch.get_registration(
+            registration_id, max_attempts=SINCH_ATTEMPTS_PER_TRY
+        )
+    except SinchRetryableError as exc:
+        job_try = ctx.get("job_try", 1)
+        if job_try >= settings.job_max_tries:
+            log.info("facts not fetched: Sinch unavailable (%s)", type(exc).__name__, extra=extra)
+            return "sinch_unavailable"
+        delay = max(retry_delay(job_try, settings.job_retry_base_seconds), exc.retry_after or 0.0)
+        raise Retry(defer=timedelta(seconds=delay)) from exc
+    except SinchError as exc:
+        log.warning("facts not fetched: %s", exc, extra=extra)
+        async with ctx["sessionmaker"].begin() as session:
+            await registrations_repository.clear_facts_due(session, registration_id)
+        return "unusable_answer"
+    async with ctx["sessionmaker"].begin() as session:
+        result = await apply_snapshot(
+            session,
+            snapshot,
+            source=HistorySource.REFETCH,
+            event_id=None,
+            fetched_at=fetched_at,
+            now=utcnow(),
+        )
+    return "applied" if result.applied else "superseded"
+
+
+async def refresh_markets(ctx: WorkerContext) -> int:
+    """Load Sinch's market details when the map is a day old or was never loaded (a no-op without
+    Sinch credentials). Answers how many policies the map holds now, or -1 when not due."""
+    sinch = ctx["sinch"]
+    if sinch is None:
+        return -1
+    async with ctx["sessionmaker"]() as session:
+        if not await markets.is_due(session, utcnow()):
+            return -1
+    try:
+        report = await markets.refresh(ctx["sessionmaker"], sinch, now=utcnow())
+    except SinchError as exc:
+        log.warning("market details not loaded (%s); markets stay as they were", exc)
+        return -1
+    return report.policies
+
+
 async def _give_up(
     ctx: WorkerContext, row_id: int, state: EventState, outcome: str, error: str
 ) -> Finished:
@@ -160,6 +232,12 @@ async def sweep(ctx: WorkerContext) -> int:
     enqueued = await enqueue_events(ctx["redis"], row_ids)
     if enqueued:
         log.info("sweep re-enqueued %d events", enqueued)
+    if ctx["sinch"] is not None:
+        async with ctx["sessionmaker"]() as session:
+            due = await registrations_repository.facts_due_before(session, cutoff, SWEEP_BATCH)
+        facts = await enqueue_facts(ctx["redis"], due)
+        if facts:
+            log.info("sweep enqueued %d facts fetches", facts)
     return enqueued
 
 

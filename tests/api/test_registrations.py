@@ -51,6 +51,14 @@ async def test_get_answers_the_local_copy(v1: httpx.AsyncClient, sessionmaker: S
         "sinch",
         "createdAt",
         "updatedAt",
+        "senderIds",
+        "marketCode",
+        "policyId",
+        "tags",
+        "etaDate",
+        "price",
+        "statusSince",
+        "reason",
     }
     assert body["id"] == "reg-1"
     assert body["status"] == "IN_QUEUE"

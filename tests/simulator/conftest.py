@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -48,3 +49,22 @@ def receiver(receiver_server: Receiver) -> Receiver:
     receiver_server.status = 200
     receiver_server.status_for.clear()
     return receiver_server
+
+
+@pytest.fixture
+async def api(sim_server: SimulatorServer) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client holding a valid bearer token, based at the project's API root."""
+    async with httpx.AsyncClient(
+        base_url=f"{sim_server.base_url}/v1/projects/{sim_server.project_id}"
+    ) as client:
+        answer = await client.post(
+            sim_server.auth_url,
+            data={"grant_type": "client_credentials"},
+            auth=(sim_server.key_id, sim_server.key_secret),
+        )
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["token_type"] == "Bearer"
+        assert body["expires_in"] == 3600
+        client.headers["Authorization"] = f"Bearer {body['access_token']}"
+        yield client

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import random
 import socket
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,25 +15,6 @@ from hypothesis import strategies as st
 
 from app.simulator import SimulatorControl, SimulatorServer
 from app.simulator.state import SimulatorState, format_time, list_filters
-
-
-@pytest.fixture
-async def api(sim_server: SimulatorServer) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client holding a valid bearer token, based at the project's API root."""
-    async with httpx.AsyncClient(
-        base_url=f"{sim_server.base_url}/v1/projects/{sim_server.project_id}"
-    ) as client:
-        answer = await client.post(
-            sim_server.auth_url,
-            data={"grant_type": "client_credentials"},
-            auth=(sim_server.key_id, sim_server.key_secret),
-        )
-        assert answer.status_code == 200
-        body = answer.json()
-        assert body["token_type"] == "Bearer"
-        assert body["expires_in"] == 3600
-        client.headers["Authorization"] = f"Bearer {body['access_token']}"
-        yield client
 
 
 async def test_wrong_credentials_get_no_token(sim_server: SimulatorServer) -> None:
@@ -131,7 +111,9 @@ async def test_transitions_get_distinct_whole_second_times(sim: SimulatorControl
     assert explicit["createTime"] == "2020-01-01T00:00:00"
     truth = await sim.registration(created["id"])
     assert truth["status"] == "ON_HOLD"
-    assert [log["registrationState"] for log in truth["logs"]] == [e["status"] for e in events]
+    # Only the creation and the moves into PENDING and ON_HOLD (a canned reason each) are logged.
+    assert [log["registrationState"] for log in truth["logs"]] == ["IN_QUEUE", "PENDING", "ON_HOLD"]
+    assert [e["status"] for e in events if "comments" in e] == ["PENDING", "ON_HOLD"]
 
 
 async def test_control_errors(sim: SimulatorControl) -> None:
