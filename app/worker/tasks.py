@@ -70,7 +70,7 @@ async def process_event(ctx: WorkerContext, row_id: int) -> str:
             step = await processing.begin(connection, row_id, now=utcnow(), skew=skew)
     if isinstance(step, MustCheck):
         step = await _check(ctx, row_id, step)
-    if step.facts_due is not None and ctx["sinch"] is not None:
+    if step.facts_due is not None and ctx.get("sinch") is not None:
         # Recorded in `facts_due_at` too: when Redis cannot take it, the sweep enqueues it.
         with contextlib.suppress(RedisError, OSError):
             await enqueue_facts(ctx["redis"], [step.facts_due])
@@ -232,7 +232,7 @@ async def sweep(ctx: WorkerContext) -> int:
     enqueued = await enqueue_events(ctx["redis"], row_ids)
     if enqueued:
         log.info("sweep re-enqueued %d events", enqueued)
-    if ctx["sinch"] is not None:
+    if ctx.get("sinch") is not None:
         async with ctx["sessionmaker"]() as session:
             due = await registrations_repository.facts_due_before(session, cutoff, SWEEP_BATCH)
         facts = await enqueue_facts(ctx["redis"], due)
