@@ -66,6 +66,7 @@ PROBLEM_SCHEMA: dict[str, Any] = Problem.model_json_schema()
 _DESCRIPTIONS = {
     401: "No bearer token, a token that is not accepted, or no token configured at all.",
     404: "Not found.",
+    410: "The cursor names changes no longer kept: resynchronise (the detail says how).",
     422: "A parameter is not valid (a cursor included); `errors` says which.",
     502: "Sinch answered something this service cannot use.",
     503: "Sinch cannot be reached now, or is not configured.",

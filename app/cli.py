@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from app.callbacks.signature import SIGNATURE_HEADER, sign
+from app.changes.sequencer import number_and_publish
 from app.db import create_engine, create_sessionmaker, utcnow
 from app.events import repository as events_repository
 from app.events import service as events_service
@@ -159,17 +160,73 @@ async def _reconcile(args: argparse.Namespace) -> int:
     settings = _settings()
     _require_sinch(settings)
     engine = create_engine(settings)
+    redis = create_redis(settings)
     try:
+        sessionmaker = create_sessionmaker(engine)
         async with create_http_client(settings) as http:
             report = await reconcile(
-                create_sessionmaker(engine),
-                SinchClient.from_settings(settings, http),
-                full=args.full,
+                sessionmaker, SinchClient.from_settings(settings, http), full=args.full
             )
+        # The changes it recorded go on the feed now (a worker's sequencer would, within 2 s).
+        await number_and_publish(sessionmaker, redis)
     finally:
+        await redis.aclose()
         await engine.dispose()
     since = report.since.isoformat() if report.since else "the start"
     print(f"reconciled: {report.seen} registrations seen, {report.changed} changed (since {since})")
+    return 0
+
+
+def change_line(change: Any) -> str:
+    """One change of the feed for a person: seq, when, which, what moved, and why."""
+    registration = change.registration
+    moved = f"{change.from_status or '(new)'} -> {change.to_status}"
+    facts = [
+        f"market {registration.market_code}" if registration.market_code else "",
+        f"sender {','.join(registration.sender_ids)}" if registration.sender_ids else "",
+        f"reason {registration.reason.message!r}" if registration.reason else "",
+    ]
+    return "  ".join(
+        [
+            f"{change.seq:>8}",
+            change.recorded_at.isoformat(timespec="seconds"),
+            change.registration_id,
+            f"{moved:<32}",
+            f"{change.kind.value}/{change.source.value}",
+            *[fact for fact in facts if fact],
+        ]
+    )
+
+
+async def _changes(args: argparse.Namespace) -> int:
+    from app.changes import queries
+    from app.changes import service as changes_service
+    from app.changes.schemas import ChangeOut
+    from app.changes.signal import ChangeSignal
+
+    settings = _settings()
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+    signal = ChangeSignal(redis)
+    try:
+        sessions = create_sessionmaker(engine)
+        async with sessions() as session:
+            bounds = await queries.bounds(session)
+        if args.all:
+            after = (bounds.oldest or 1) - 1
+        else:  # the last few, then (with --follow) what comes
+            after = max((bounds.newest or 0) - args.last, (bounds.oldest or 1) - 1)
+        if not args.follow:
+            for row in await changes_service.read(sessions, after=after, limit=10_000):
+                print(change_line(ChangeOut.of(row)), flush=True)
+            return 0
+        signal.start()
+        async for row in changes_service.follow(sessions, signal, after=after):
+            print(change_line(ChangeOut.of(row)), flush=True)
+    finally:
+        await signal.stop()
+        await redis.aclose()
+        await engine.dispose()
     return 0
 
 
@@ -394,6 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument(
         "--full", action="store_true", help="import every registration, not just recent changes"
     )
+
+    changes = command(
+        "changes", "print the change feed, one line per change (Ctrl-C stops)", _sync(_changes)
+    )
+    changes.add_argument(
+        "--follow", "-f", action="store_true", help="keep printing changes as they come"
+    )
+    changes.add_argument(
+        "--last", type=_non_negative, default=20, help="start with this many of the newest"
+    )
+    changes.add_argument("--all", action="store_true", help="start at the oldest change kept")
 
     replay = command("replay", "process kept events again", _sync(_replay))
     replay.add_argument(

@@ -15,6 +15,8 @@ from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.callbacks.writer import InboxWriter
+    from app.changes.sequencer import Sequencer
+    from app.changes.signal import ChangeSignal
     from app.sinch.client import SinchClient
 
 
@@ -30,6 +32,10 @@ class Resources:
     inbox: InboxWriter
     sinch: SinchClient | None
     """None when the Sinch credentials are not configured."""
+    changes: ChangeSignal
+    """Wakes the change feed's waiting readers when changes are numbered (any process)."""
+    sequencer: Sequencer
+    """Numbers the changes this process records (a refresh), after their commit."""
 
 
 async def get_resources(request: Request) -> Resources:

@@ -19,6 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.callbacks.endpoint import CALLBACK_PATH, OPENAPI_OPERATION, CallbackEndpoint
 from app.callbacks.enqueuer import Enqueuer
 from app.callbacks.writer import InboxWriter
+from app.changes.router import router as changes_router
+from app.changes.sequencer import Sequencer
+from app.changes.signal import ChangeSignal
 from app.db import create_engine, create_reader, create_sessionmaker
 from app.deps import Resources
 from app.docs import install_docs
@@ -76,10 +79,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inbox = InboxWriter(engine, on_committed=enqueuer.submit)
         enqueuer.start()
         inbox.start()
+        sessionmaker = create_sessionmaker(engine)
+        changes = ChangeSignal(redis)
+        sequencer = Sequencer(sessionmaker, redis)
+        changes.start()
+        sequencer.start()
         resources = Resources(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             reader=create_reader(engine),
             redis=redis,
             metrics=Metrics(),
@@ -87,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sinch=SinchClient.from_settings(settings, http)
             if settings.sinch_credentials_configured
             else None,
+            changes=changes,
+            sequencer=sequencer,
         )
         # Everything built so far lives as long as the process: keep the collector from scanning
         # it again and again (full collections otherwise pause requests for tens of ms).
@@ -96,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield {"resources": resources}
         finally:
+            await changes.stop()
+            await sequencer.stop()
             await inbox.stop()
             await enqueuer.stop()
             await http.aclose()
@@ -122,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(registrations_router)
     app.include_router(events_router)
+    app.include_router(changes_router)
     _describe_callback_endpoint(app)
     return app
 

@@ -10,6 +10,10 @@
   hold them in Sinch's order, for answering).
 - `market_policies`: Sinch's map from a policy to its market (GET /markets/details), refreshed
   at most daily (app/registrations/markets.py).
+- `registration_changes`: the change feed. One row per change of a registration's answer (its
+  status or a fact), written in the transaction that makes the change, holding the answer as of
+  that change; numbered (`seq`) after commit, in the order the changes become visible
+  (app/changes/repository.py).
 - `sync_state`: small named values the worker keeps (the reconciliation watermark).
 """
 
@@ -32,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -213,6 +218,57 @@ class RegistrationHistory(Base):
     """Why the change needs explaining, e.g. a snapshot overruling a callback's claim."""
 
 
+class ChangeKind(StrEnum):
+    """What a change of the feed changed: the status (and maybe facts), or only facts."""
+
+    STATUS = "status"
+    DETAILS = "details"
+
+
+class RegistrationChange(Base):
+    __tablename__ = "registration_changes"
+    __table_args__ = (
+        Index("ix_registration_changes_seq", "seq", unique=True),
+        # The few rows the sequencer has yet to number, found without reading the others.
+        Index(
+            "ix_registration_changes_unnumbered",
+            "id",
+            postgresql_where=text("seq IS NULL"),
+            sqlite_where=text("seq IS NULL"),
+        ),
+        Index("ix_registration_changes_recorded_at", "recorded_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    """The change's place in the feed; None until the sequencer numbers it, after its commit."""
+    registration_id: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(64))
+    """The status after the change (the feed's `toStatus`)."""
+    at: Mapped[datetime]
+    """Sinch's time of the change (for a market filled from Sinch's list: when it was filled)."""
+    source: Mapped[str] = mapped_column(String(16))
+    recorded_at: Mapped[datetime]
+    # The registration's answer as of the change: its columns, as `registrations` held them.
+    registration_type: Mapped[str | None] = mapped_column(String(64))
+    status_changed_at: Mapped[datetime | None]
+    last_synced_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    sender_ids: Mapped[list[str]] = mapped_column(JSON())
+    tags: Mapped[list[str]] = mapped_column(JSON())
+    market_code: Mapped[str | None] = mapped_column(String(16))
+    policy_id: Mapped[str | None] = mapped_column(String(255))
+    eta_date: Mapped[date | None] = mapped_column(Date())
+    price: Mapped[dict[str, Any] | None]
+    status_since: Mapped[datetime | None]
+    reason_message: Mapped[str | None] = mapped_column(Text)
+    reason_state: Mapped[str | None] = mapped_column(String(64))
+    reason_at: Mapped[datetime | None]
+
+
 class SyncState(Base):
     __tablename__ = "sync_state"
 
@@ -230,3 +286,4 @@ SYNC_STATE = cast(Table, SyncState.__table__)
 REGISTRATION_SENDER_IDS = cast(Table, RegistrationSenderId.__table__)
 REGISTRATION_TAGS = cast(Table, RegistrationTag.__table__)
 MARKET_POLICIES = cast(Table, MarketPolicy.__table__)
+REGISTRATION_CHANGES = cast(Table, RegistrationChange.__table__)

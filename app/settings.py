@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     """How old a `received` row must be before the sweep re-enqueues it."""
     event_retention_days: int = Field(default=30, ge=1)
     """Processed events older than this are pruned daily; failed and invalid ones are kept."""
+    change_retention_days: int = Field(default=30, ge=1)
+    """Changes of the feed older than this are pruned daily; an older cursor answers 410."""
     job_max_tries: int = Field(default=8, ge=1)
     """Tries of one event's processing before it is marked `failed` (retryable Sinch errors)."""
     job_retry_base_seconds: float = Field(default=2.0, gt=0)

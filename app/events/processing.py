@@ -51,10 +51,11 @@ class MustCheck:
 
 Step = Finished | MustCheck
 
-# A trusted event on PostgreSQL: its three writes in ONE statement (data-modifying CTEs). The event
+# A trusted event on PostgreSQL: its four writes in ONE statement (data-modifying CTEs). The event
 # row is locked for the statement and must still be `received`; the registration moves only if it
-# is still as read (the guard of MOVE_BY_CALLBACK); a history row follows the move; the event is
-# finished only if the registration moved. Under the locked way the guards always hold.
+# is still as read (the guard of MOVE_BY_CALLBACK); a history row and the change feed's row follow
+# the move; the event is finished only if the registration moved. Under the locked way the guards
+# always hold.
 _STILL_RECEIVED = (
     select(CALLBACK_EVENTS.c.id)
     .where(
@@ -64,12 +65,15 @@ _STILL_RECEIVED = (
     .with_for_update()
     .cte("event")
 )
-_MOVED, _HISTORY = registrations.callback_writes_as_ctes(exists(select(_STILL_RECEIVED.c.id)))
+_MOVED, _HISTORY, _CHANGE = registrations.callback_writes_as_ctes(
+    exists(select(_STILL_RECEIVED.c.id))
+)
 APPLY_IN_ONE = (
     events.FINISH.where(exists(select(_MOVED.c.id)))
     .add_cte(_STILL_RECEIVED)
     .add_cte(_MOVED)
     .add_cte(_HISTORY)
+    .add_cte(_CHANGE)
 )
 _LOCK_WITH_REGISTRATION = events.READ_WITH_REGISTRATION.with_for_update()
 _LOCK_EVENT = events.READ_EVENT.with_for_update()
@@ -150,6 +154,7 @@ async def begin(
     else:  # SQLite runs in-process: three statements cost no more than one
         await connection.execute(registrations.MOVE_BY_CALLBACK, params)
         await connection.execute(registrations.ADD_CALLBACK_HISTORY, params)
+        await connection.execute(registrations.ADD_CALLBACK_CHANGE, params)
         await connection.execute(events.FINISH, params)
     return _applied(decision, fields, read, received_at)
 

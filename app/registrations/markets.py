@@ -118,7 +118,7 @@ async def refresh(
                     for policy_id, policy in markets.items()
                 ],
             )
-        filled = await repository.fill_markets(session)
+        filled = await repository.fill_markets(session, now=now)
     log.info(
         "market details loaded",
         extra={"policies": len(markets), "registrations_filled": filled},

@@ -41,7 +41,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import UTCDateTime, insert_for, rowcount
+from app.changes import repository as changes
+from app.db import UTCDateTime, insert_for
 from app.models import (
     MARKET_POLICIES,
     REGISTRATION_HISTORY,
@@ -49,6 +50,7 @@ from app.models import (
     REGISTRATION_TAGS,
     REGISTRATIONS,
     SYNC_STATE,
+    ChangeKind,
     HistorySource,
     Registration,
     RegistrationHistory,
@@ -100,6 +102,16 @@ _HISTORY_COLUMNS = (
     "event_id",
     "recorded_at",
 )
+_STATUS_CHANGE = literal(ChangeKind.STATUS.value, String())
+ADD_CALLBACK_CHANGE = changes.record_from(
+    select(REGISTRATIONS).where(REGISTRATIONS.c.id == _REGISTRATION).subquery(),
+    kind=_STATUS_CHANGE,
+    from_status=_FROM,
+    at=_AT,
+    source=HistorySource.CALLBACK.value,
+    now=_NOW,
+)
+"""The change feed's row of a trusted callback's move, after MOVE_BY_CALLBACK (SQLite's way)."""
 ADD_CALLBACK_HISTORY = insert(REGISTRATION_HISTORY).values(
     registration_id=_REGISTRATION,
     from_status=_FROM,
@@ -111,11 +123,19 @@ ADD_CALLBACK_HISTORY = insert(REGISTRATION_HISTORY).values(
 )
 
 
-def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE]:
-    """The trusted callback's two writes as PostgreSQL CTEs, for one statement with the event's
-    own write: `moved` (the id of the moved registration, if `when` and the guard held) and the
-    history row for each moved registration. The caller adds both with `add_cte`."""
-    moved = MOVE_BY_CALLBACK.where(when).returning(REGISTRATIONS.c.id).cte("moved")
+def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE]:
+    """The trusted callback's writes as PostgreSQL CTEs, for one statement with the event's own
+    write: `moved` (the moved registration's row, if `when` and the guard held), the history row
+    and the change feed's row for each moved registration. The caller adds them with `add_cte`."""
+    moved = (
+        MOVE_BY_CALLBACK.where(when)
+        .returning(
+            REGISTRATIONS.c.id,
+            REGISTRATIONS.c.status,
+            *(REGISTRATIONS.c[name] for name in changes.IMAGE_COLUMNS),
+        )
+        .cte("moved")
+    )
     history = (
         insert(REGISTRATION_HISTORY)
         .from_select(
@@ -132,7 +152,15 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE]:
         )
         .cte("history")
     )
-    return moved, history
+    change = changes.record_from(
+        moved,
+        kind=_STATUS_CHANGE,
+        from_status=_FROM,
+        at=_AT,
+        source=HistorySource.CALLBACK.value,
+        now=_NOW,
+    ).cte("change")
+    return moved, history, change
 
 
 async def lock(session: AsyncSession, registration_id: str) -> Registration | None:
@@ -211,9 +239,10 @@ async def replace_lookups(
             )
 
 
-async def fill_markets(session: AsyncSession) -> int:
+async def fill_markets(session: AsyncSession, *, now: datetime) -> int:
     """Give every registration without a market the market of its policy, where `market_policies`
-    knows it (a registration applied before the map was loaded). Answers how many changed."""
+    knows it (a registration applied before the map was loaded), each a change of the feed.
+    Answers how many changed."""
     policy_market = (
         select(MARKET_POLICIES.c.market_code)
         .where(MARKET_POLICIES.c.policy_id == REGISTRATIONS.c.policy_id)
@@ -225,9 +254,21 @@ async def fill_markets(session: AsyncSession) -> int:
             REGISTRATIONS.c.market_code.is_(None),
             REGISTRATIONS.c.policy_id.in_(select(MARKET_POLICIES.c.policy_id)),
         )
-        .values(market_code=policy_market)
+        .values(market_code=policy_market, updated_at=now)
+        .returning(REGISTRATIONS.c.id, REGISTRATIONS.c.status)
     )
-    return rowcount(result)
+    filled = result.all()
+    for status in {status for _, status in filled}:
+        await changes.record(
+            session,
+            [registration_id for registration_id, of in filled if of == status],
+            kind=ChangeKind.DETAILS,
+            from_status=status,
+            at=now,
+            source=HistorySource.RECONCILE,
+            now=now,
+        )
+    return len(filled)
 
 
 def add_history(

@@ -219,6 +219,7 @@ async def refresh_registration(
             now=utcnow(),
         )
         registration = await _get_or_404(session, registration_id)
+    resources.sequencer.poke()  # what the refresh changed goes on the feed
     log.info("registration refreshed", extra={"registration_id": registration_id})
     return registration
 

@@ -19,8 +19,8 @@ class ReasonOut(ApiModel):
     at: ApiTime | None = Field(description="Sinch's time of the message.")
 
 
-class RegistrationOut(ApiModel):
-    """The local copy of a registration, with its facts (docs/api.md, Registration facts)."""
+class RegistrationView(ApiModel):
+    """A registration's answer without Sinch's document: what the change feed carries."""
 
     id: str
     status: str = Field(description="Sinch's state name, as sent (states unknown here included).")
@@ -31,9 +31,6 @@ class RegistrationOut(ApiModel):
     )
     last_synced_at: ApiTime | None = Field(
         description="When the registration was last fetched from Sinch (this service's clock)."
-    )
-    sinch: dict[str, Any] | None = Field(
-        description="The last full document fetched from Sinch, exactly as Sinch sent it."
     )
     created_at: ApiTime
     updated_at: ApiTime
@@ -70,6 +67,14 @@ class RegistrationOut(ApiModel):
             else ReasonOut(message=message, state=data.reason_state, at=data.reason_at)
         )
         return fields
+
+
+class RegistrationOut(RegistrationView):
+    """The local copy of a registration, with its facts (docs/api.md, Registration facts)."""
+
+    sinch: dict[str, Any] | None = Field(
+        description="The last full document fetched from Sinch, exactly as Sinch sent it."
+    )
 
 
 class RegistrationPage(ApiModel):

@@ -20,9 +20,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import HistorySource
+from app.changes import repository as changes
+from app.models import ChangeKind, HistorySource, Registration
 from app.registrations import markets, repository
-from app.registrations.facts import fact_columns, read_facts
+from app.registrations.facts import FACT_COLUMNS, fact_columns, read_facts
 from app.sinch.schemas import SinchRegistration
 
 
@@ -57,6 +58,14 @@ def snapshot_wins(
         and status_changed_at is not None
         and update_time > status_changed_at
     )
+
+
+_ANSWER_COLUMNS = ("status", "registration_type", *FACT_COLUMNS, "status_since")
+
+
+def _answer(registration: Registration) -> tuple[object, ...]:
+    """What a change of the feed is about: the status and the facts (not the sync times)."""
+    return tuple(getattr(registration, name) for name in _ANSWER_COLUMNS)
 
 
 def overrule_note(status: str, claimed_at: datetime | None) -> str:
@@ -102,6 +111,15 @@ async def apply_snapshot(
         await repository.replace_lookups(
             session, snapshot.id, sender_ids=facts.sender_ids, tags=facts.tags, fresh=True
         )
+        await changes.record(
+            session,
+            [snapshot.id],
+            kind=ChangeKind.STATUS,
+            from_status=None,
+            at=at,
+            source=source,
+            now=now,
+        )
         repository.add_history(
             session,
             registration_id=snapshot.id,
@@ -126,6 +144,7 @@ async def apply_snapshot(
     ):
         return SnapshotResult(applied=False, status_changed=False)
 
+    before = _answer(registration)
     changed = registration.status != snapshot.status
     # A callback's claim outranked by the document: the hint set a status Sinch does not confirm.
     overruled = changed and (
@@ -149,6 +168,7 @@ async def apply_snapshot(
         await repository.replace_lookups(
             session, registration.id, sender_ids=facts.sender_ids, tags=facts.tags
         )
+    from_status = registration.status
     repository.record_snapshot(
         registration,
         status=snapshot.status,
@@ -159,4 +179,14 @@ async def apply_snapshot(
         fetched_at=fetched_at,
         now=now,
     )
+    if _answer(registration) != before:  # the feed records what a reader can see change
+        await changes.record(
+            session,
+            [registration.id],
+            kind=ChangeKind.STATUS if changed else ChangeKind.DETAILS,
+            from_status=from_status,
+            at=at,
+            source=source,
+            now=now,
+        )
     return SnapshotResult(applied=True, status_changed=changed, overruled=overruled)

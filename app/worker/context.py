@@ -8,6 +8,7 @@ import httpx
 from arq import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.changes.sequencer import Sequencer
 from app.db import DriverConnections
 from app.metrics import Metrics
 from app.settings import Settings
@@ -28,3 +29,5 @@ class WorkerContext(TypedDict, total=False):
     http: httpx.AsyncClient
     sinch: SinchClient | None
     metrics: Metrics
+    sequencer: Sequencer
+    """Numbers the changes the jobs record, after their commit (app/changes/sequencer.py)."""

@@ -9,6 +9,7 @@ from arq import cron, func
 from arq.typing import WorkerCoroutine
 from prometheus_client import start_http_server
 
+from app.changes.sequencer import Sequencer
 from app.db import DriverConnections, create_engine, create_sessionmaker
 from app.jobs import PROCESS_EVENT, REFRESH_FACTS, RedisError, memory_verdict, redis_settings
 from app.logs import configure_logging, warn_about_missing_configuration
@@ -94,10 +95,14 @@ def build_worker_settings(settings: Settings) -> type:
                 )
             except OSError as exc:  # another worker on this host has the port: run without
                 log.warning("worker metrics not served: %s", exc)
+        ctx["sequencer"] = sequencer = Sequencer(ctx["sessionmaker"], ctx["redis"])
+        sequencer.start()
         await warn_about_eviction(ctx)
         log.info("worker started", extra={"database": settings.safe_database_url()})
 
     async def on_shutdown(ctx: WorkerContext) -> None:
+        if "sequencer" in ctx:
+            await ctx["sequencer"].stop()
         if "http" in ctx:
             await ctx["http"].aclose()
         if "connections" in ctx:

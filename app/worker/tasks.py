@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from arq import Retry
 
+from app.changes import service as changes_service
 from app.db import utcnow
 from app.events import processing, service
 from app.events import repository as events_repository
@@ -74,11 +75,19 @@ async def process_event(ctx: WorkerContext, row_id: int) -> str:
         # Recorded in `facts_due_at` too: when Redis cannot take it, the sweep enqueues it.
         with contextlib.suppress(RedisError, OSError):
             await enqueue_facts(ctx["redis"], [step.facts_due])
+    _changed(ctx)
     metrics.events_processed.labels(step.outcome).inc()
     if step.received_at is not None:
         metrics.processing_lag.observe((utcnow() - step.received_at).total_seconds())
     _log_outcome(row_id, step.outcome)
     return step.outcome
+
+
+def _changed(ctx: WorkerContext) -> None:
+    """A job may have committed changes of the feed: have them numbered (no wait here)."""
+    sequencer = ctx.get("sequencer")
+    if sequencer is not None:
+        sequencer.poke()
 
 
 def _log_outcome(row_id: int, outcome: str) -> None:
@@ -190,6 +199,7 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
             fetched_at=fetched_at,
             now=utcnow(),
         )
+    _changed(ctx)
     return "applied" if result.applied else "superseded"
 
 
@@ -207,6 +217,7 @@ async def refresh_markets(ctx: WorkerContext) -> int:
     except SinchError as exc:
         log.warning("market details not loaded (%s); markets stay as they were", exc)
         return -1
+    _changed(ctx)
     return report.policies
 
 
@@ -256,27 +267,41 @@ async def reconcile_changes(ctx: WorkerContext) -> int:
         async with asyncio.timeout(budget):
             report = await reconcile(ctx["sessionmaker"], sinch)
     except TimeoutError:
+        _changed(ctx)
         log.warning(
             "reconciliation stopped at its %.0f s budget without finishing (the watermark did not "
             "move); if this repeats, run `python -m app reconcile` once",
             budget,
         )
         return 0
+    _changed(ctx)
     return report.seen
 
 
 async def prune_events(ctx: WorkerContext) -> int:
-    """Delete processed events past their retention; failed and invalid ones are kept.
+    """Delete processed events past their retention (failed and invalid ones are kept), then the
+    change feed's changes past theirs. Answers how many events were deleted.
 
-    Works in batches (`service.PRUNE_BATCH` rows), each its own transaction, and stops starting
-    new ones once `cron_budget` is spent; what is left goes in the next run.
+    Works in batches, each its own transaction, and stops starting new ones once its share of
+    `cron_budget` is spent (events: the first half; changes: up to the whole); what is left goes
+    in the next run.
     """
-    cutoff = utcnow() - timedelta(days=ctx["settings"].event_retention_days)
+    started = time.monotonic()
+    budget = cron_budget(ctx)
+    settings = ctx["settings"]
+    cutoff = utcnow() - timedelta(days=settings.event_retention_days)
     total, complete = await service.prune(
-        ctx["sessionmaker"], processed_before=cutoff, stop_at=time.monotonic() + cron_budget(ctx)
+        ctx["sessionmaker"], processed_before=cutoff, stop_at=started + budget / 2
     )
     if not complete:
         log.info("pruning stopped at its time budget; the next run continues")
     if total:
         log.info("pruned %d processed events", total)
+    pruned, complete = await changes_service.prune(
+        ctx["sessionmaker"],
+        recorded_before=utcnow() - timedelta(days=settings.change_retention_days),
+        stop_at=started + budget,
+    )
+    if pruned:
+        log.info("pruned %d changes of the feed%s", pruned, "" if complete else " (more left)")
     return total

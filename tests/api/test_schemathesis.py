@@ -77,6 +77,12 @@ def test_the_api_keeps_its_openapi_promises(
     ]
     assert len(operations) >= 7
     for operation in operations:
+        if operation.path == "/v1/changes":
+            # The feed's answers are checked here, without waiting (below, it is left out).
+            for query in ({}, {"limit": 1, "cursor": "0"}, {"cursor": "latest", "wait": 0.1}):
+                operation.Case(query=query).call_and_validate(
+                    base_url=base_url, headers=AUTH, timeout=30
+                )
         if "{id}" in operation.path:
             # The seeded rows: their answers (200/202) are checked against the schema too, with
             # every check schemathesis has (no `checks=`: all that its configuration enables).
@@ -95,6 +101,10 @@ def test_the_api_keeps_its_openapi_promises(
         "--checks=all",
         f"--header=Authorization: Bearer {API_TOKEN}",
         "--include-path-regex=^/(v1|callbacks)/",
+        # The change feed holds a request open (`wait`, up to 30 s) and streams without end: a
+        # generator cannot tell those from a hang. Its answers are checked above and by
+        # tests/changes/.
+        "--exclude-path-regex=^/v1/changes",
         f"--max-examples={EXAMPLES_PER_OPERATION}",
         f"--seed={SEED}",
         "--workers=1",
@@ -122,6 +132,8 @@ DECLARED = {
     ("get", "/v1/events"): {"200", "401", "422"},
     ("get", "/v1/events/{id}"): {"200", "401", "404", "422"},
     ("post", "/v1/events/{id}/replay"): {"202", "401", "404", "422"},
+    ("get", "/v1/changes"): {"200", "401", "410", "422"},
+    ("get", "/v1/changes/stream"): {"200", "401", "410", "422"},
 }
 
 

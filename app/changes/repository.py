@@ -1,0 +1,170 @@
+"""The one module that writes `registration_changes`: recording a change, numbering, pruning.
+Nothing here commits: callers own the transaction.
+
+Recording: a change is written by the transaction that makes it (a trusted callback's move, a
+snapshot that changes the status or a fact, a market filled in), as a copy of the registration's
+row after the change (`IMAGE_COLUMNS`): the answer as of that change, whatever happens next.
+
+Numbering: `seq` is NOT taken while recording. Two transactions that took 10 and 11 could commit
+as 11 then 10, and a reader given 11 would never see 10. Instead the sequencer (`number`) numbers,
+in one statement under one lock, the rows that are committed and still unnumbered: a row becomes
+numbered only once it is visible, and every number given is above every number given before. So
+a reader that has seen `seq` N can never find a change below N appear later: `seq` is the order in
+which changes became visible. Numbers are contiguous from 1 (no gaps), which lets a reader tell a
+cursor older than what is kept (pruned) from one that is merely behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Insert,
+    String,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import rowcount
+from app.models import REGISTRATION_CHANGES, REGISTRATIONS
+
+IMAGE_COLUMNS: Final = (
+    "registration_type",
+    "status_changed_at",
+    "last_synced_at",
+    "created_at",
+    "updated_at",
+    "sender_ids",
+    "tags",
+    "market_code",
+    "policy_id",
+    "eta_date",
+    "price",
+    "status_since",
+    "reason_message",
+    "reason_state",
+    "reason_at",
+)
+"""The registration's columns a change copies (all its answer but `sinch`; the status is the
+change's own `status`)."""
+
+NUMBER_BATCH: Final = 10_000
+"""The most rows one numbering run takes (the rest wait for the next, in order)."""
+_NUMBERING_LOCK: Final = 0x5EC0_C4A9
+"""PostgreSQL advisory lock key held while numbering (SQLite's writer lock does it there)."""
+
+
+def record_from(
+    rows: FromClause,
+    *,
+    kind: ColumnElement[Any],
+    from_status: ColumnElement[Any],
+    at: ColumnElement[Any],
+    source: str,
+    now: ColumnElement[Any],
+) -> Insert:
+    """An INSERT of one change per row of `rows`, which has the registration's `id`, `status` and
+    `IMAGE_COLUMNS` (the registrations table itself, or a CTE returning them)."""
+    return insert(REGISTRATION_CHANGES).from_select(
+        [
+            "registration_id",
+            "kind",
+            "from_status",
+            "status",
+            "at",
+            "source",
+            "recorded_at",
+            *IMAGE_COLUMNS,
+        ],
+        select(
+            rows.c.id,
+            kind,
+            from_status,
+            rows.c.status,
+            at,
+            literal(source, String()),
+            now,
+            *(rows.c[name] for name in IMAGE_COLUMNS),
+        ),
+    )
+
+
+async def record(
+    session: AsyncSession,
+    registration_ids: Sequence[str],
+    *,
+    kind: str,
+    from_status: str | None,
+    at: datetime,
+    source: str,
+    now: datetime,
+) -> None:
+    """Record a change of each of `registration_ids` as its row now stands in this transaction
+    (pending ORM changes are flushed first)."""
+    row = select(REGISTRATIONS).where(REGISTRATIONS.c.id.in_(registration_ids)).subquery()
+    await session.execute(
+        record_from(
+            row,
+            kind=literal(kind, String()),
+            from_status=literal(from_status, String()),
+            at=literal(at, REGISTRATION_CHANGES.c.at.type),
+            source=source,
+            now=literal(now, REGISTRATION_CHANGES.c.recorded_at.type),
+        )
+    )
+
+
+_NUMBER = text(
+    """
+    UPDATE registration_changes SET seq = numbered.base + numbered.position
+    FROM (
+        SELECT id,
+               row_number() OVER (ORDER BY id) AS position,
+               (SELECT coalesce(max(seq), 0) FROM registration_changes) AS base
+        FROM registration_changes
+        WHERE seq IS NULL
+        ORDER BY id
+        LIMIT :batch
+    ) AS numbered
+    WHERE registration_changes.id = numbered.id
+    """
+)
+
+
+async def number(session: AsyncSession) -> int:
+    """Number the committed changes still without a `seq`, in id order after the highest number
+    given (see the module docstring). Answers how many were numbered. Commit promptly: on
+    PostgreSQL the numbering lock is held until the transaction ends."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_advisory_xact_lock(_NUMBERING_LOCK)))
+    return rowcount(await session.execute(_NUMBER, {"batch": NUMBER_BATCH}))
+
+
+async def prune(session: AsyncSession, *, recorded_before: datetime, limit: int) -> int:
+    """Delete up to `limit` numbered changes recorded before the cutoff, never the newest one (it
+    carries the numbering on). Answers how many were deleted."""
+    newest = select(func.max(REGISTRATION_CHANGES.c.seq)).scalar_subquery()
+    doomed = (
+        select(REGISTRATION_CHANGES.c.id)
+        .where(
+            REGISTRATION_CHANGES.c.seq.is_not(None),
+            REGISTRATION_CHANGES.c.seq < newest,
+            REGISTRATION_CHANGES.c.recorded_at < recorded_before,
+        )
+        .order_by(REGISTRATION_CHANGES.c.seq)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        delete(REGISTRATION_CHANGES).where(REGISTRATION_CHANGES.c.id.in_(doomed))
+    )
+    return rowcount(result)

@@ -1,0 +1,130 @@
+"""The change feed (`/v1/changes`): a long-poll page and a Server-Sent Events stream. HTTP only.
+
+Both read numbered changes after a cursor (the `seq` of the last change read, as text) and, when
+there is nothing new, wait for `ChangeSignal` (app/changes/signal.py) rather than polling the
+database. A database session is taken per read, never held across a wait.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from app.api_schemas import problem_responses
+from app.auth import require_token
+from app.changes import queries, service
+from app.changes.schemas import ChangeOut, ChangePage
+from app.deps import Resources, ResourcesDep
+from app.pagination import DEFAULT_LIMIT, LimitQuery
+from app.problems import ProblemError
+
+router = APIRouter(
+    prefix="/v1/changes",
+    tags=["changes"],
+    dependencies=[Depends(require_token)],
+    responses=problem_responses(401, 410, 422),
+)
+
+MAX_WAIT_SECONDS = 30
+LATEST = "latest"
+CURSOR_PATTERN = rf"^([0-9]{{1,18}}|{LATEST})$"
+CURSOR_DESCRIPTION = (
+    "Where to read from: `nextCursor` of the page before (or an SSE `id`). Omitted: from the "
+    f"oldest change kept. `{LATEST}`: after the newest change (to follow only what comes next, "
+    "e.g. right before listing /v1/registrations to resynchronise)."
+)
+GONE = (
+    "The cursor is older than the changes kept (CHANGE_RETENTION_DAYS). Resynchronise: take "
+    f"`cursor={LATEST}` from this feed, list /v1/registrations again, then follow the feed from "
+    "that cursor."
+)
+
+CursorQuery = Annotated[
+    str | None,
+    Query(max_length=18, pattern=CURSOR_PATTERN, description=CURSOR_DESCRIPTION),
+]
+
+
+async def _start(resources: Resources, cursor: str | None) -> int:
+    """The `seq` to read after, for `cursor`; 410 when it names a position no longer kept."""
+    async with resources.reader() as session:
+        bounds = await queries.bounds(session)
+    if cursor is None:
+        return bounds.oldest - 1 if bounds.oldest is not None else 0
+    if cursor == LATEST:
+        return bounds.newest or 0
+    after = int(cursor)
+    if bounds.oldest is not None and after < bounds.oldest - 1:
+        raise ProblemError(410, GONE)
+    return after
+
+
+@router.get(
+    "",
+    operation_id="listChanges",
+    summary="Changes of registrations, oldest first, after a cursor",
+    description="Every change of a registration's answer (its status or a fact), in the order "
+    "the changes became visible (`seq`). With `wait`, a request that finds nothing new is held "
+    "until a change comes or `wait` seconds pass; `items` may then be empty and `nextCursor` is "
+    "the position given.",
+)
+async def list_changes(
+    resources: ResourcesDep,
+    cursor: CursorQuery = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    wait: Annotated[
+        float,
+        Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for news (0-30)."),
+    ] = 0,
+) -> ChangePage:
+    after = await _start(resources, cursor)
+    deadline = time.monotonic() + wait
+    while True:
+        token = resources.changes.token()
+        rows = await service.read(resources.reader, after=after, limit=limit)
+        left = deadline - time.monotonic()
+        if rows or left <= 0:
+            break
+        await resources.changes.wait(token, left)
+    items = [ChangeOut.of(row) for row in rows]
+    return ChangePage(items=items, next_cursor=str(items[-1].seq if items else after))
+
+
+async def _stream_start(
+    resources: ResourcesDep,
+    cursor: CursorQuery = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=18,
+            pattern=CURSOR_PATTERN,
+            description="The `id` of the last event received (sent by EventSource on reconnect).",
+        ),
+    ] = None,
+) -> int:
+    # A dependency: it runs before the stream's 200 is sent, so an old cursor can still be 410.
+    return await _start(resources, last_event_id or cursor)
+
+
+@router.get(
+    "/stream",
+    operation_id="streamChanges",
+    summary="Changes of registrations as Server-Sent Events",
+    description="The items of GET /v1/changes as events: `id` is the cursor after the item, "
+    "`event: change`, `data` the item. Resumes after the `Last-Event-ID` header (or `cursor`); "
+    "a comment line comes at least every 15 seconds.",
+    response_class=EventSourceResponse,
+)
+async def stream_changes(
+    resources: ResourcesDep, after: Annotated[int, Depends(_stream_start)]
+) -> AsyncIterator[ServerSentEvent]:
+    async for row in service.follow(resources.reader, resources.changes, after=after):
+        item = ChangeOut.of(row)
+        yield ServerSentEvent(
+            id=str(item.seq), event="change", raw_data=item.model_dump_json(by_alias=True)
+        )

@@ -1,0 +1,94 @@
+"""Telling readers of the change feed, in every process, that new changes are numbered.
+
+Redis pub/sub (the stack's own; it works the same over SQLite and PostgreSQL): the process that
+numbers changes (`app/changes/sequencer.py`) publishes on `CHANNEL`, and each API process holds one
+subscription (`ChangeSignal`) that wakes every waiting reader at once. A message says only "there
+is news": readers read the database, which is the record. When the subscription is down, waiters
+wake every `poll_seconds` instead and read anyway: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+CHANNEL: Final = "sinch-registrations:changes"
+POLL_SECONDS: Final = 1.0
+"""How often a waiting reader looks at the database while the subscription is down."""
+RECONNECT_SECONDS: Final = 1.0
+
+
+async def publish(redis: Redis) -> None:
+    """Say that changes were numbered. Best effort: readers fall back to polling without it."""
+    with contextlib.suppress(RedisError, OSError):
+        await redis.publish(CHANNEL, b"1")
+
+
+class ChangeSignal:
+    """One Redis subscription per process, waking the feed's waiting readers.
+
+    Use: take `token = signal.token()` BEFORE reading the database; when the read found nothing,
+    `await signal.wait(token, seconds)`. A publication that came between the read and the wait
+    has moved the token on, so the wait returns at once and no news is slept through.
+    """
+
+    def __init__(self, redis: Redis, *, poll_seconds: float = POLL_SECONDS) -> None:
+        self._redis = redis
+        self._poll_seconds = poll_seconds
+        self._generation = 0
+        self._news = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connected = False
+
+    def token(self) -> int:
+        return self._generation
+
+    async def wait(self, token: int, seconds: float) -> None:
+        """Return at the first news after `token`, or after `seconds` (at most
+        `poll_seconds` while the subscription is down)."""
+        if self._generation != token or seconds <= 0:
+            return
+        if not self.connected:
+            seconds = min(seconds, self._poll_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._news.wait(), seconds)
+
+    def _announce(self) -> None:
+        self._generation += 1
+        news, self._news = self._news, asyncio.Event()
+        news.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="change-signal")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    if not self.connected:
+                        self.connected = True
+                        self._announce()  # what was published while away: read it now
+                    while True:
+                        message = await pubsub.get_message(timeout=30.0)
+                        if message is not None:
+                            self._announce()
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("change feed: Redis subscription lost (%s); readers poll", exc)
+                self.connected = False
+                self._announce()  # waiters switch to polling now, not at their timeout
+                await asyncio.sleep(RECONNECT_SECONDS)
