@@ -24,23 +24,6 @@ depends_on: str | Sequence[str] | None = None
 
 _TIME = app.db.UTCDateTime(timezone=True)
 _BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-_IMAGE = (
-    "registration_type",
-    "status_changed_at",
-    "last_synced_at",
-    "created_at",
-    "updated_at",
-    "sender_ids",
-    "tags",
-    "market_code",
-    "policy_id",
-    "eta_date",
-    "price",
-    "status_since",
-    "reason_message",
-    "reason_state",
-    "reason_at",
-)
 
 
 def upgrade() -> None:
@@ -80,17 +63,19 @@ def upgrade() -> None:
         postgresql_where=sa.text("seq IS NULL"),
         sqlite_where=sa.text("seq IS NULL"),
     )
-    op.create_index(
-        "ix_registration_changes_recorded_at", "registration_changes", ["recorded_at"]
-    )
-    image = ", ".join(_IMAGE)
+    op.create_index("ix_registration_changes_recorded_at", "registration_changes", ["recorded_at"])
+    # The columns of `_IMAGE`, written out: this SQL is a constant.
     op.execute(
         sa.text(
             "INSERT INTO registration_changes (seq, registration_id, kind, from_status, status, "
-            f"at, source, recorded_at, {image}) "
+            "at, source, recorded_at, registration_type, status_changed_at, last_synced_at, "
+            "created_at, updated_at, sender_ids, tags, market_code, policy_id, eta_date, price, "
+            "status_since, reason_message, reason_state, reason_at) "
             "SELECT row_number() OVER (ORDER BY id), id, 'status', NULL, status, "
             "coalesce(status_since, status_changed_at, created_at), 'reconcile', updated_at, "
-            f"{image} FROM registrations ORDER BY id"
+            "registration_type, status_changed_at, last_synced_at, created_at, updated_at, "
+            "sender_ids, tags, market_code, policy_id, eta_date, price, status_since, "
+            "reason_message, reason_state, reason_at FROM registrations ORDER BY id"
         )
     )
 
