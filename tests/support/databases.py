@@ -12,11 +12,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 
+from app.models import Base
+
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = ("registration_history", "registrations", "callback_events", "sync_state")
+TABLES = tuple(table.name for table in Base.metadata.sorted_tables)
+"""Every table of the service: what a test's database is emptied of."""
 
 
 def alembic_config(database_url: str) -> Config:

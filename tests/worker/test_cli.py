@@ -207,3 +207,47 @@ async def test_secret_show_and_set(
     new_secret = generated.stdout.strip()
     assert len(new_secret) >= 32
     assert (await run_cli(settings, "secret", "show", cwd=tmp_path)).stdout.strip() == new_secret
+
+
+async def test_changes_prints_the_feed_one_line_per_change_and_follows_it(
+    settings: Settings, sim: SimulatorControl, tmp_path: Path
+) -> None:
+    gb = await sim.create_registration(
+        policy_id="sim-policy-gb-alphanumeric", sender_ids=["ACME"], lifecycle=["IN_PROGRESS"]
+    )
+    await sim.create_registration(lifecycle=["IN_PROGRESS", "REJECTED"])
+    # The reconcile command records a change per registration learnt, and numbers them.
+    assert (await run_cli(settings, "reconcile", cwd=tmp_path)).returncode == 0
+
+    printed = await run_cli(settings, "changes", "--all", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].split()[0] == "1"
+    [line] = [line for line in lines if gb["id"] in line]
+    assert "(new) -> IN_PROGRESS" in line and "sender ACME" in line and "status/reconcile" in line
+
+    # --follow keeps printing what comes, here from another process (the reconcile command).
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app",
+        "changes",
+        "--follow",
+        "--last",
+        "0",
+        env=cli_env(settings),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.sleep(1.5)  # started and waiting
+        await sim.transition(gb["id"], "APPROVED")
+        assert (await run_cli(settings, "reconcile", "--full", cwd=tmp_path)).returncode == 0
+        assert follower.stdout is not None
+        line = (await asyncio.wait_for(follower.stdout.readline(), 30)).decode()
+        assert line.split()[0] == "3" and "IN_PROGRESS -> APPROVED" in line
+    finally:
+        follower.terminate()
+        await asyncio.wait_for(follower.wait(), 10)
