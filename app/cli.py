@@ -217,12 +217,19 @@ async def _changes(args: argparse.Namespace) -> int:
         else:  # the last few, then (with --follow) what comes
             after = max((bounds.newest or 0) - args.last, (bounds.oldest or 1) - 1)
         if not args.follow:
-            for row in await changes_service.read(sessions, after=after, limit=10_000):
-                print(change_line(ChangeOut.of(row)), flush=True)
+            while rows := await changes_service.read(sessions, after=after, limit=1000):
+                changes_service.check_contiguous(after, rows)
+                for row in rows:
+                    print(change_line(ChangeOut.of(row)), flush=True)
+                after = rows[-1].seq or after
             return 0
         signal.start()
         async for row in changes_service.follow(sessions, signal, after=after):
             print(change_line(ChangeOut.of(row)), flush=True)
+    except changes_service.FeedGone:
+        raise CommandError(
+            "the changes after this position were pruned (CHANGE_RETENTION_DAYS): start again"
+        ) from None
     finally:
         await signal.stop()
         await redis.aclose()

@@ -598,10 +598,27 @@ def nginx_server() -> NginxBlock:
     return server
 
 
+def nginx_locations() -> dict[str, NginxBlock]:
+    return {args[0]: location for args, location in nginx_blocks(nginx_server(), "location")}
+
+
 def nginx_location() -> NginxBlock:
-    [(args, location)] = nginx_blocks(nginx_server(), "location")
-    assert args == ["/"], "every path must go through the proxy's one location"
-    return location
+    locations = nginx_locations()
+    # Every path goes through "/", but the change feed's, which holds requests open longer.
+    assert set(locations) == {"/", "/v1/changes"}
+    return locations["/"]
+
+
+def test_the_change_feed_is_proxied_alike_with_room_for_its_waits() -> None:
+    locations = nginx_locations()
+    general, feed = locations["/"], locations["/v1/changes"]
+    differing = {"proxy_read_timeout"}
+    assert [d for d in feed if d[0] not in differing] == [
+        d for d in general if d[0] not in differing
+    ]
+    # A long-poll waits up to 30 s; a stream is silent at most 15 s between comments.
+    assert nginx_seconds(nginx_value(feed, "proxy_read_timeout")) >= 30 + 15
+    assert nginx_value(feed, "proxy_buffering") == "off"  # events go out as they come
 
 
 def test_the_proxy_runs_the_official_nginx_with_this_config() -> None:

@@ -150,15 +150,21 @@ async def number(session: AsyncSession) -> int:
 
 
 async def prune(session: AsyncSession, *, recorded_before: datetime, limit: int) -> int:
-    """Delete up to `limit` numbered changes recorded before the cutoff, never the newest one (it
-    carries the numbering on). Answers how many were deleted."""
+    """Delete up to `limit` of the oldest changes, up to the newest one recorded before the cutoff:
+    always a prefix of the feed (a reader is either before it, and told so, or after it, never
+    in a hole), and never the newest change (it carries the numbering on). Answers how many."""
     newest = select(func.max(REGISTRATION_CHANGES.c.seq)).scalar_subquery()
+    last_old = (
+        select(func.max(REGISTRATION_CHANGES.c.seq))
+        .where(REGISTRATION_CHANGES.c.recorded_at < recorded_before)
+        .scalar_subquery()
+    )
     doomed = (
         select(REGISTRATION_CHANGES.c.id)
         .where(
             REGISTRATION_CHANGES.c.seq.is_not(None),
+            REGISTRATION_CHANGES.c.seq <= last_old,
             REGISTRATION_CHANGES.c.seq < newest,
-            REGISTRATION_CHANGES.c.recorded_at < recorded_before,
         )
         .order_by(REGISTRATION_CHANGES.c.seq)
         .limit(limit)

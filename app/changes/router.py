@@ -43,6 +43,12 @@ GONE = (
     "that cursor."
 )
 
+BEYOND = (
+    "The cursor is beyond the newest change: this feed never gave it (was the database "
+    f"restored?). Resynchronise: take `cursor={LATEST}`, list /v1/registrations again, then "
+    "follow the feed from that cursor."
+)
+
 CursorQuery = Annotated[
     str | None,
     Query(max_length=18, pattern=CURSOR_PATTERN, description=CURSOR_DESCRIPTION),
@@ -60,6 +66,9 @@ async def _start(resources: Resources, cursor: str | None) -> int:
     after = int(cursor)
     if bounds.oldest is not None and after < bounds.oldest - 1:
         raise ProblemError(410, GONE)
+    if after > (bounds.newest or 0):
+        # Beyond any number given: the database was restored, or the cursor is made up.
+        raise ProblemError(410, BEYOND)
     return after
 
 
@@ -86,6 +95,10 @@ async def list_changes(
     while True:
         token = resources.changes.token()
         rows = await service.read(resources.reader, after=after, limit=limit)
+        try:
+            service.check_contiguous(after, rows)
+        except service.FeedGone:
+            raise ProblemError(410, GONE) from None
         left = deadline - time.monotonic()
         if rows or left <= 0:
             break
@@ -123,8 +136,13 @@ async def _stream_start(
 async def stream_changes(
     resources: ResourcesDep, after: Annotated[int, Depends(_stream_start)]
 ) -> AsyncIterator[ServerSentEvent]:
-    async for row in service.follow(resources.reader, resources.changes, after=after):
-        item = ChangeOut.of(row)
-        yield ServerSentEvent(
-            id=str(item.seq), event="change", raw_data=item.model_dump_json(by_alias=True)
-        )
+    try:
+        async for row in service.follow(resources.reader, resources.changes, after=after):
+            item = ChangeOut.of(row)
+            yield ServerSentEvent(
+                id=str(item.seq), event="change", raw_data=item.model_dump_json(by_alias=True)
+            )
+    except service.FeedGone:
+        # Fell behind the retention mid-stream: end it; reconnecting with Last-Event-ID
+        # answers 410 with the way back.
+        return

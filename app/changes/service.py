@@ -25,14 +25,27 @@ async def read(
         return await queries.page(session, after=after, limit=limit)
 
 
+class FeedGone(Exception):
+    """The changes after the reader's position were pruned: it must resynchronise."""
+
+
+def check_contiguous(after: int, rows: Sequence[RegistrationChange]) -> None:
+    """Raise `FeedGone` when `rows` do not start right after `after` (`seq` has no gaps, and
+    pruning takes a prefix: a hole means what the reader has not read is gone)."""
+    if rows and rows[0].seq != after + 1:
+        raise FeedGone(after)
+
+
 async def follow(
     sessions: async_sessionmaker[AsyncSession], signal: ChangeSignal, *, after: int
 ) -> AsyncIterator[RegistrationChange]:
     """Every change numbered after `after`, in `seq` order, forever: reads until nothing is new,
-    then waits for `signal` (no session is held while waiting)."""
+    then waits for `signal` (no session is held while waiting). Raises `FeedGone` when a reader
+    that fell behind the retention finds its next changes pruned."""
     while True:
         token = signal.token()
         rows = await read(sessions, after=after, limit=BATCH)
+        check_contiguous(after, rows)
         for row in rows:
             assert row.seq is not None
             after = row.seq

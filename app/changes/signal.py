@@ -23,6 +23,8 @@ CHANNEL: Final = "sinch-registrations:changes"
 POLL_SECONDS: Final = 1.0
 """How often a waiting reader looks at the database while the subscription is down."""
 RECONNECT_SECONDS: Final = 1.0
+IDLE_SECONDS: Final = 15.0
+"""How long the subscription may be quiet before it is checked with a PING."""
 
 
 async def publish(redis: Redis) -> None:
@@ -83,9 +85,13 @@ class ChangeSignal:
                         self.connected = True
                         self._announce()  # what was published while away: read it now
                     while True:
-                        message = await pubsub.get_message(timeout=30.0)
+                        message = await pubsub.get_message(timeout=IDLE_SECONDS)
                         if message is not None:
                             self._announce()
+                        else:
+                            # Quiet for a while: prove the connection is alive (a half-open
+                            # one would keep waiters from polling); a dead one raises here.
+                            await pubsub.ping()
             except (RedisError, OSError) as exc:
                 if self.connected:
                     log.warning("change feed: Redis subscription lost (%s); readers poll", exc)

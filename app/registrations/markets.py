@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.models import MARKET_POLICIES, SYNC_STATE
 from app.registrations import repository
-from app.registrations.facts import MAX_MARKET_CODE, MAX_TEXT
+from app.registrations.facts import MAX_MARKET_CODE, MAX_STATE, MAX_TEXT
 
 if TYPE_CHECKING:
     from app.sinch.client import SinchClient
@@ -60,7 +60,9 @@ def policy_markets(versions: Iterable[MarketVersion]) -> dict[str, Policy]:
             known = found.get(policy_id)
             if known is not None and known.market_code != code:
                 ambiguous.add(policy_id)
-            found.setdefault(policy_id, Policy(code, version.registration_type))
+            kind = version.registration_type
+            kind = kind if kind is not None and len(kind) <= MAX_STATE else None
+            found.setdefault(policy_id, Policy(code, kind))
     return {policy: market for policy, market in found.items() if policy not in ambiguous}
 
 
@@ -101,6 +103,10 @@ async def refresh(
     registrations without a market their policy's. Raises the Sinch client's errors (the map is
     then left as it was)."""
     markets = policy_markets([version async for version in sinch.list_market_details()])
+    if not markets:
+        # An empty list says nothing about policies we knew: keep the map rather than lose it.
+        log.warning("market details named no policy; the market map stays as it was")
+        return RefreshReport(policies=0, registrations_filled=0)
     async with sessionmaker.begin() as session:
         # First: this waits for snapshots that read the old map, and holds new ones back.
         await repository.set_mark(session, MARK, now, now=now)

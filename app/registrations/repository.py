@@ -239,6 +239,9 @@ async def replace_lookups(
             )
 
 
+RECORD_SLICE = 1000
+
+
 async def fill_markets(session: AsyncSession, *, now: datetime) -> int:
     """Give every registration without a market the market of its policy, where `market_policies`
     knows it (a registration applied before the map was loaded), each a change of the feed.
@@ -258,16 +261,19 @@ async def fill_markets(session: AsyncSession, *, now: datetime) -> int:
         .returning(REGISTRATIONS.c.id, REGISTRATIONS.c.status)
     )
     filled = result.all()
-    for status in {status for _, status in filled}:
-        await changes.record(
-            session,
-            [registration_id for registration_id, of in filled if of == status],
-            kind=ChangeKind.DETAILS,
-            from_status=status,
-            at=now,
-            source=HistorySource.RECONCILE,
-            now=now,
-        )
+    # Recorded in slices: a statement takes at most 32,767 parameters (asyncpg).
+    for start in range(0, len(filled), RECORD_SLICE):
+        part = filled[start : start + RECORD_SLICE]
+        for status in {status for _, status in part}:
+            await changes.record(
+                session,
+                [registration_id for registration_id, of in part if of == status],
+                kind=ChangeKind.DETAILS,
+                from_status=status,
+                at=now,
+                source=HistorySource.RECONCILE,
+                now=now,
+            )
     return len(filled)
 
 
@@ -317,10 +323,26 @@ async def facts_due(session: AsyncSession, registration_id: str) -> bool:
     return result.scalar_one_or_none() is not None
 
 
-async def clear_facts_due(session: AsyncSession, registration_id: str) -> None:
-    """Stop waiting for a facts fetch of the registration (Sinch cannot answer it usefully)."""
+async def clear_facts_due(
+    session: AsyncSession, registration_id: str, *, fetched_at: datetime
+) -> None:
+    """Stop waiting for a facts fetch that began at `fetched_at` and cannot help (Sinch does not
+    know the registration, or answers something unusable). A need that arose after that fetch
+    began (a newer callback) stays."""
     await session.execute(
-        update(REGISTRATIONS).where(REGISTRATIONS.c.id == registration_id).values(facts_due_at=None)
+        update(REGISTRATIONS)
+        .where(REGISTRATIONS.c.id == registration_id, REGISTRATIONS.c.facts_due_at <= fetched_at)
+        .values(facts_due_at=None)
+    )
+
+
+async def postpone_facts(session: AsyncSession, registration_id: str, *, until: datetime) -> None:
+    """Look for the registration's facts again at `until` (the sweep takes it then): Sinch was
+    unavailable for every try of a fetch."""
+    await session.execute(
+        update(REGISTRATIONS)
+        .where(REGISTRATIONS.c.id == registration_id, REGISTRATIONS.c.facts_due_at.is_not(None))
+        .values(facts_due_at=until)
     )
 
 

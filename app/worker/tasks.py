@@ -40,6 +40,8 @@ SWEEP_BATCH = 1000
 MAX_RETRY_DELAY_SECONDS = 300.0
 CRON_BUDGET_SHARE = 0.75
 """Share of the job timeout a cron may spend before it stops by itself (arq would cancel it)."""
+FACTS_RETRY_PAUSE = timedelta(minutes=15)
+"""After a facts fetch spent its tries on an unavailable Sinch, the next chain starts this late."""
 SINCH_ATTEMPTS_PER_TRY = 1
 """Tries of the GET that checks an event, per try of its job. Retrying is the job's (arq `Retry`
 with `retry_delay`, at most `JOB_MAX_TRIES` tries), never also the client's: one event costs at
@@ -161,9 +163,9 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
 
     Low priority and coalesced (app/jobs.py: `enqueue_facts`); no GET at all when a document
     fetched since the need arose (an event's check, a refresh) has met it. A Sinch unavailable is
-    retried like an event's check; one that cannot answer usefully (404, refusal, an unusable
-    document) ends the wait, since asking again would not help. Otherwise the registration keeps
-    `facts_due_at` and the sweep enqueues it again.
+    retried like an event's check, and after the last try the need waits `FACTS_RETRY_PAUSE`
+    for the sweep; one that cannot answer usefully (404, refusal, an unusable document) ends the
+    wait, since asking again would not help.
     """
     sinch, settings = ctx["sinch"], ctx["settings"]
     if sinch is None:
@@ -181,14 +183,25 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
     except SinchRetryableError as exc:
         job_try = ctx.get("job_try", 1)
         if job_try >= settings.job_max_tries:
-            log.info("facts not fetched: Sinch unavailable (%s)", type(exc).__name__, extra=extra)
+            # Not given up, not hammered: the sweep takes it again after a pause.
+            later = utcnow() + FACTS_RETRY_PAUSE
+            async with ctx["sessionmaker"].begin() as session:
+                await registrations_repository.postpone_facts(session, registration_id, until=later)
+            log.info(
+                "facts not fetched: Sinch unavailable (%s); again after %s",
+                type(exc).__name__,
+                later.isoformat(timespec="seconds"),
+                extra=extra,
+            )
             return "sinch_unavailable"
         delay = max(retry_delay(job_try, settings.job_retry_base_seconds), exc.retry_after or 0.0)
         raise Retry(defer=timedelta(seconds=delay)) from exc
     except SinchError as exc:
         log.warning("facts not fetched: %s", exc, extra=extra)
         async with ctx["sessionmaker"].begin() as session:
-            await registrations_repository.clear_facts_due(session, registration_id)
+            await registrations_repository.clear_facts_due(
+                session, registration_id, fetched_at=fetched_at
+            )
         return "unusable_answer"
     async with ctx["sessionmaker"].begin() as session:
         result = await apply_snapshot(

@@ -7,9 +7,11 @@ the facts from the documents already kept.
 
 PostgreSQL: the new columns are nullable or have a constant default, so adding them changes the
 catalogue only; that DDL commits first. The two new indexes of `registrations` are then built
-CONCURRENTLY, and the backfill runs in batches of `BATCH` registrations, each committed on its own,
-so callbacks and the worker go on meanwhile (no table-wide lock is held for more than the ALTER).
-SQLite runs everything in the one transaction (it has a single writer anyway).
+CONCURRENTLY, and the backfill runs in batches of `BATCH` registrations, each committed on its own
+(no table-wide lock is held for more than the ALTER). SQLite runs everything in the one
+transaction (it has a single writer anyway). Processes of the previous version must be stopped
+first (README, Deploying): they would write registrations without their facts while it runs. The
+backfill can be run again over rows it filled (lookup rows already there are kept).
 
 `statusSince` comes from the history (the time of the newest change, when it led to the current
 status; else `status_changed_at`). Markets come from documents' own `marketCode` only: the map is
@@ -26,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql, sqlite
 
 import app.db
 from app.registrations.facts import fact_columns, read_facts
@@ -185,7 +188,12 @@ def _backfill(connection: sa.Connection) -> None:
         )
         for name, values in (("sender_ids", sender_rows), ("tags", tag_rows)):
             if values:
-                connection.execute(lookups[name].insert(), values)
+                insert = (
+                    postgresql.insert(lookups[name])
+                    if connection.dialect.name == "postgresql"
+                    else sqlite.insert(lookups[name])
+                )
+                connection.execute(insert.on_conflict_do_nothing(), values)
 
 
 def downgrade() -> None:

@@ -3,7 +3,8 @@
 One row per change of a registration's answer (app/changes/repository.py). The registrations kept
 before this revision each get one change holding their answer as it stands, numbered in id order,
 so a reader that follows the feed from its start holds every registration. A new table: no lock on
-the others beyond the read of `registrations`.
+the others beyond the read of `registrations`. Processes of the previous version must be stopped
+first (README, Deploying): a registration they wrote meanwhile would have no change.
 
 Revision ID: 0006
 Revises: 0005

@@ -18,13 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes import repository as changes
 from app.changes.sequencer import number_and_publish
 from app.db import utcnow
 from app.main import create_app
-from app.models import HistorySource
+from app.models import HistorySource, RegistrationChange
 from app.registrations.service import apply_snapshot
 from app.settings import Settings
 from app.sinch.schemas import SinchRegistration
@@ -246,3 +247,37 @@ async def test_the_stream_sends_each_change_as_an_event_and_resumes_after_the_la
     assert [e["id"] for e in events] == ["1", "2", "3", "4", "5"]
     assert {e["event"] for e in events} == {"change"}
     assert [json.loads(e["data"])["toStatus"] for e in events] == statuses
+
+
+async def test_pruning_takes_a_prefix_even_when_clocks_disagree(
+    v1: httpx.AsyncClient, sessionmaker: Sessions, redis: Redis
+) -> None:
+    statuses = ["IN_QUEUE", "IN_PROGRESS", "PENDING", "APPROVED"]
+    await write(
+        sessionmaker,
+        redis,
+        *(document("reg-1", s, T0 + timedelta(minutes=n)) for n, s in enumerate(statuses)),
+    )
+    # Change 2 was recorded by a process whose clock ran behind: older than change 1.
+    async with sessionmaker.begin() as session:
+        await session.execute(
+            update(RegistrationChange)
+            .where(RegistrationChange.seq == 2)
+            .values(recorded_at=utcnow() - timedelta(days=40))
+        )
+        pruned = await changes.prune(
+            session, recorded_before=utcnow() - timedelta(days=30), limit=100
+        )
+    assert pruned == 2  # 1 and 2: never 2 alone, which would leave a hole behind 1
+    assert [i["seq"] for i in (await feed(v1))["items"]] == [3, 4]
+    assert_problem(await v1.get("/v1/changes", params={"cursor": "1"}), 410)
+    assert [i["seq"] for i in (await feed(v1, cursor="2"))["items"]] == [3, 4]
+
+
+async def test_a_cursor_beyond_the_newest_change_is_410(
+    v1: httpx.AsyncClient, sessionmaker: Sessions, redis: Redis
+) -> None:
+    await write(sessionmaker, redis, document("reg-1", "IN_QUEUE", T0))
+    body = assert_problem(await v1.get("/v1/changes", params={"cursor": "7"}), 410)
+    assert "beyond the newest" in body["detail"]
+    assert (await feed(v1, cursor="1")) == {"items": [], "nextCursor": "1"}

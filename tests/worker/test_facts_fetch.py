@@ -4,7 +4,7 @@ own low-priority job, coalesced per registration. Real simulator, real Redis, bo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from app.jobs import facts_job_id
 from app.settings import Settings
@@ -107,3 +107,26 @@ async def test_a_registration_sinch_no_longer_knows_stops_waiting_for_facts(
     [registration] = await registrations(settings)
     assert registration.facts_due_at is None
     assert registration.status == "REJECTED"
+
+
+async def test_an_unavailable_sinch_postpones_the_facts_instead_of_hammering_it(
+    sim: SimulatorControl, api_url: str, settings: Settings, worker_ctx: WorkerContext
+) -> None:
+    doc = await sim.create_registration()
+    [created] = await sim.events(doc["id"])
+    [row] = await deliver(sim, api_url, settings, [created["eventId"]])
+    await process_event(worker_ctx, row)
+    moved = await sim.transition(doc["id"], "PENDING")
+    [row] = await deliver(sim, api_url, settings, [moved["eventId"]])
+    assert await process_event(worker_ctx, row) == "applied:trusted"
+
+    await sim.inject_fault("status", status=503, count=10)
+    worker_ctx["job_try"] = settings.job_max_tries  # the last try of the job
+    assert await refresh_facts(worker_ctx, doc["id"]) == "sinch_unavailable"
+    [registration] = await registrations(settings)
+    assert registration.facts_due_at is not None
+    assert registration.facts_due_at > datetime.now(UTC) + timedelta(minutes=14)
+    # The sweep leaves it until then.
+    await worker_ctx["redis"].delete("arq:queue")
+    await sweep(worker_ctx)
+    assert await queued_facts_jobs(worker_ctx, doc["id"]) == 0
