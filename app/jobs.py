@@ -32,6 +32,7 @@ from app.settings import Settings
 
 PROCESS_EVENT: Final = "process_event"
 REFRESH_FACTS: Final = "refresh_facts"
+DELIVER: Final = "deliver"
 FACTS_DEFER_SECONDS: Final = 2.0
 """How long a facts fetch waits in the queue: events enqueued meanwhile go first (it is the
 low-priority job), and more moves of the same registration in that time cost no extra GET."""
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 def event_job_id(row_id: int) -> str:
     return f"event:{row_id}"
+
+
+def delivery_job_id(delivery_id: int) -> str:
+    return f"delivery:{delivery_id}"
 
 
 def facts_job_id(registration_id: str) -> str:
@@ -232,6 +237,16 @@ async def enqueue_event(redis: ArqRedis, row_id: int) -> bool:
     return job is not None
 
 
+async def enqueue_deliveries(redis: ArqRedis, delivery_ids: Sequence[int]) -> int:
+    """Enqueue sending each delivery (one job per delivery id at a time). Answers how many were
+    new; raises like `enqueue_event` when Redis cannot be reached."""
+    added = 0
+    for delivery_id in delivery_ids:
+        job = await redis.enqueue_job(DELIVER, delivery_id, _job_id=delivery_job_id(delivery_id))
+        added += job is not None
+    return added
+
+
 async def enqueue_facts(redis: ArqRedis, registration_ids: Sequence[str]) -> int:
     """Enqueue a fetch of each registration for its facts, `FACTS_DEFER_SECONDS` from now,
     coalesced per registration (`facts_job_id`). Answers how many were new; raises like
@@ -249,12 +264,15 @@ async def enqueue_facts(redis: ArqRedis, registration_ids: Sequence[str]) -> int
 
 
 __all__ = [
+    "DELIVER",
     "PROCESS_EVENT",
     "REFRESH_FACTS",
     "WRITE_REFUSALS",
     "RedisError",
     "RideOutRetry",
     "create_redis",
+    "delivery_job_id",
+    "enqueue_deliveries",
     "enqueue_event",
     "enqueue_events",
     "enqueue_facts",

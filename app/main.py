@@ -34,6 +34,7 @@ from app.problems import install_problem_handlers
 from app.registrations.router import router as registrations_router
 from app.settings import Settings
 from app.sinch.client import SinchClient, create_http_client
+from app.subscriptions.router import router as subscriptions_router
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(registrations_router)
     app.include_router(events_router)
     app.include_router(changes_router)
+    app.include_router(subscriptions_router)
     _describe_callback_endpoint(app)
     return app
 

@@ -51,6 +51,12 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
             registry=r,
         )
+        self.deliveries = Counter(
+            "subscription_delivery_attempts",
+            "Attempts to deliver a change to a subscription, by subscription and result.",
+            ["subscription", "result"],
+            registry=r,
+        )
         self.sinch_gets = Counter(
             "sinch_registration_gets",
             "GETs of a registration from Sinch, by reason.",

@@ -14,6 +14,9 @@
   status or a fact), written in the transaction that makes the change, holding the answer as of
   that change; numbered (`seq`) after commit, in the order the changes become visible
   (app/changes/repository.py).
+- `subscriptions`, `deliveries`: the changes pushed to internal services (Standard Webhooks): a
+  delivery per matching subscription and change, written with the change (an outbox), sent by
+  the worker (app/subscriptions/).
 - `sync_state`: small named values the worker keeps (the reconciliation watermark).
 """
 
@@ -26,6 +29,7 @@ from typing import Any, ClassVar, cast
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     ForeignKey,
     Index,
@@ -269,6 +273,69 @@ class RegistrationChange(Base):
     reason_at: Mapped[datetime | None]
 
 
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    status_filter: Mapped[str | None] = mapped_column(Text)
+    """The statuses it wants, as `,A,B,` (matched with LIKE); None: every status."""
+    type_filter: Mapped[str | None] = mapped_column(Text)
+    """The registration types it wants, as `,A,B,`; None: every type."""
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(Text)
+    """`whsec_` + base64: kept as is, since the service signs with it."""
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_until: Mapped[datetime | None]
+    """Deliveries are signed with the previous secret too until then (a rotation's overlap)."""
+    failing_since: Mapped[datetime | None]
+    """The first failed attempt since the last success; None while deliveries succeed."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index(
+            "ix_deliveries_subscription_id_registration_id_change_id",
+            "subscription_id",
+            "registration_id",
+            "change_id",
+        ),
+        Index("ix_deliveries_subscription_id_id", "subscription_id", "id"),
+        Index("ix_deliveries_change_id", "change_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("subscriptions.id", ondelete="CASCADE")
+    )
+    change_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("registration_changes.id", ondelete="CASCADE"),
+    )
+    registration_id: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    leased_until: Mapped[datetime | None]
+    """Handed to a worker job until then: not handed again meanwhile."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
 class SyncState(Base):
     __tablename__ = "sync_state"
 
@@ -287,3 +354,5 @@ REGISTRATION_SENDER_IDS = cast(Table, RegistrationSenderId.__table__)
 REGISTRATION_TAGS = cast(Table, RegistrationTag.__table__)
 MARKET_POLICIES = cast(Table, MarketPolicy.__table__)
 REGISTRATION_CHANGES = cast(Table, RegistrationChange.__table__)
+SUBSCRIPTIONS = cast(Table, Subscription.__table__)
+DELIVERIES = cast(Table, Delivery.__table__)

@@ -47,6 +47,18 @@ class Settings(BaseSettings):
     """How old a `received` row must be before the sweep re-enqueues it."""
     event_retention_days: int = Field(default=30, ge=1)
     """Processed events older than this are pruned daily; failed and invalid ones are kept."""
+    subscription_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Host patterns (`*.internal.example.com`, `127.0.0.1`) a subscription's URL may name;
+    empty: no subscription can be created."""
+    delivery_retry_seconds: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
+    )
+    """Pauses before the 2nd, 3rd, ... attempt of a delivery; the last repeats."""
+    delivery_give_up_hours: float = Field(default=72.0, gt=0)
+    """A delivery failing this long after it was written is given up (`failed`)."""
+    subscription_disable_after_hours: float = Field(default=120.0, gt=0)
+    """A subscription whose every attempt failed this long is disabled."""
+    delivery_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
     change_retention_days: int = Field(default=30, ge=1)
     """Changes of the feed older than this are pruned daily; an older cursor answers 410."""
     job_max_tries: int = Field(default=8, ge=1)
@@ -92,7 +104,13 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("sinch_callback_secrets", "internal_api_tokens", mode="before")
+    @field_validator(
+        "sinch_callback_secrets",
+        "internal_api_tokens",
+        "subscription_allowed_hosts",
+        "delivery_retry_seconds",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

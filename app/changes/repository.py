@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import rowcount
 from app.models import REGISTRATION_CHANGES, REGISTRATIONS
+from app.subscriptions import outbox
 
 IMAGE_COLUMNS: Final = (
     "registration_type",
@@ -109,18 +110,22 @@ async def record(
     now: datetime,
 ) -> None:
     """Record a change of each of `registration_ids` as its row now stands in this transaction
-    (pending ORM changes are flushed first)."""
+    (pending ORM changes are flushed first), and its deliveries (the outbox)."""
     row = select(REGISTRATIONS).where(REGISTRATIONS.c.id.in_(registration_ids)).subquery()
-    await session.execute(
+    stamp = literal(now, REGISTRATION_CHANGES.c.recorded_at.type)
+    result = await session.execute(
         record_from(
             row,
             kind=literal(kind, String()),
             from_status=literal(from_status, String()),
             at=literal(at, REGISTRATION_CHANGES.c.at.type),
             source=source,
-            now=literal(now, REGISTRATION_CHANGES.c.recorded_at.type),
-        )
+            now=stamp,
+        ).returning(REGISTRATION_CHANGES.c.id)
     )
+    change_ids = list(result.scalars())
+    recorded = select(REGISTRATION_CHANGES).where(REGISTRATION_CHANGES.c.id.in_(change_ids))
+    await session.execute(outbox.deliveries_for(recorded.subquery(), stamp))
 
 
 _NUMBER = text(

@@ -51,11 +51,11 @@ class MustCheck:
 
 Step = Finished | MustCheck
 
-# A trusted event on PostgreSQL: its four writes in ONE statement (data-modifying CTEs). The event
+# A trusted event on PostgreSQL: its five writes in ONE statement (data-modifying CTEs). The event
 # row is locked for the statement and must still be `received`; the registration moves only if it
-# is still as read (the guard of MOVE_BY_CALLBACK); a history row and the change feed's row follow
-# the move; the event is finished only if the registration moved. Under the locked way the guards
-# always hold.
+# is still as read (the guard of MOVE_BY_CALLBACK); a history row, the change feed's row and its
+# deliveries follow the move; the event is finished only if the registration moved. Under the
+# locked way the guards always hold.
 _STILL_RECEIVED = (
     select(CALLBACK_EVENTS.c.id)
     .where(
@@ -65,7 +65,7 @@ _STILL_RECEIVED = (
     .with_for_update()
     .cte("event")
 )
-_MOVED, _HISTORY, _CHANGE = registrations.callback_writes_as_ctes(
+_MOVED, _HISTORY, _CHANGE, _DELIVERIES = registrations.callback_writes_as_ctes(
     exists(select(_STILL_RECEIVED.c.id))
 )
 APPLY_IN_ONE = (
@@ -74,6 +74,7 @@ APPLY_IN_ONE = (
     .add_cte(_MOVED)
     .add_cte(_HISTORY)
     .add_cte(_CHANGE)
+    .add_cte(_DELIVERIES)
 )
 _LOCK_WITH_REGISTRATION = events.READ_WITH_REGISTRATION.with_for_update()
 _LOCK_EVENT = events.READ_EVENT.with_for_update()
@@ -154,7 +155,10 @@ async def begin(
     else:  # SQLite runs in-process: three statements cost no more than one
         await connection.execute(registrations.MOVE_BY_CALLBACK, params)
         await connection.execute(registrations.ADD_CALLBACK_HISTORY, params)
-        await connection.execute(registrations.ADD_CALLBACK_CHANGE, params)
+        change = (await connection.execute(registrations.ADD_CALLBACK_CHANGE, params)).scalar()
+        await connection.execute(
+            registrations.ADD_CALLBACK_DELIVERIES, params | {"p_change": change}
+        )
         await connection.execute(events.FINISH, params)
     return _applied(decision, fields, read, received_at)
 

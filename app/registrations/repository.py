@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import (
     CTE,
+    BigInteger,
     ColumnElement,
     String,
     Text,
@@ -45,6 +46,7 @@ from app.changes import repository as changes
 from app.db import UTCDateTime, insert_for
 from app.models import (
     MARKET_POLICIES,
+    REGISTRATION_CHANGES,
     REGISTRATION_HISTORY,
     REGISTRATION_SENDER_IDS,
     REGISTRATION_TAGS,
@@ -56,6 +58,7 @@ from app.models import (
     RegistrationHistory,
     SyncState,
 )
+from app.subscriptions import outbox
 
 _REGISTRATION = bindparam("p_registration", type_=String())
 _FROM = bindparam("p_from", type_=String())
@@ -110,8 +113,15 @@ ADD_CALLBACK_CHANGE = changes.record_from(
     at=_AT,
     source=HistorySource.CALLBACK.value,
     now=_NOW,
+).returning(REGISTRATION_CHANGES.c.id)
+"""The change feed's row of a trusted callback's move, after MOVE_BY_CALLBACK (SQLite's way);
+answers its id, for ADD_CALLBACK_DELIVERIES (p_change)."""
+ADD_CALLBACK_DELIVERIES = outbox.deliveries_for(
+    select(REGISTRATION_CHANGES)
+    .where(REGISTRATION_CHANGES.c.id == bindparam("p_change", type_=BigInteger()))
+    .subquery(),
+    _NOW,
 )
-"""The change feed's row of a trusted callback's move, after MOVE_BY_CALLBACK (SQLite's way)."""
 ADD_CALLBACK_HISTORY = insert(REGISTRATION_HISTORY).values(
     registration_id=_REGISTRATION,
     from_status=_FROM,
@@ -123,10 +133,11 @@ ADD_CALLBACK_HISTORY = insert(REGISTRATION_HISTORY).values(
 )
 
 
-def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE]:
+def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, CTE]:
     """The trusted callback's writes as PostgreSQL CTEs, for one statement with the event's own
-    write: `moved` (the moved registration's row, if `when` and the guard held), the history row
-    and the change feed's row for each moved registration. The caller adds them with `add_cte`."""
+    write: `moved` (the moved registration's row, if `when` and the guard held), the history row,
+    the change feed's row and its deliveries (the outbox) for each moved registration. The caller
+    adds them with `add_cte`."""
     moved = (
         MOVE_BY_CALLBACK.where(when)
         .returning(
@@ -152,15 +163,25 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE]:
         )
         .cte("history")
     )
-    change = changes.record_from(
-        moved,
-        kind=_STATUS_CHANGE,
-        from_status=_FROM,
-        at=_AT,
-        source=HistorySource.CALLBACK.value,
-        now=_NOW,
-    ).cte("change")
-    return moved, history, change
+    change = (
+        changes.record_from(
+            moved,
+            kind=_STATUS_CHANGE,
+            from_status=_FROM,
+            at=_AT,
+            source=HistorySource.CALLBACK.value,
+            now=_NOW,
+        )
+        .returning(
+            REGISTRATION_CHANGES.c.id,
+            REGISTRATION_CHANGES.c.registration_id,
+            REGISTRATION_CHANGES.c.status,
+            REGISTRATION_CHANGES.c.registration_type,
+        )
+        .cte("change")
+    )
+    deliveries = outbox.deliveries_for(change, _NOW).cte("deliveries")
+    return moved, history, change, deliveries
 
 
 async def lock(session: AsyncSession, registration_id: str) -> Registration | None:

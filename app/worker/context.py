@@ -9,10 +9,12 @@ from arq import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import Sequencer
+from app.changes.signal import ChangeSignal
 from app.db import DriverConnections
 from app.metrics import Metrics
 from app.settings import Settings
 from app.sinch.client import SinchClient
+from app.subscriptions.dispatcher import Dispatcher
 
 
 class WorkerContext(TypedDict, total=False):
@@ -30,4 +32,7 @@ class WorkerContext(TypedDict, total=False):
     sinch: SinchClient | None
     metrics: Metrics
     sequencer: Sequencer
+    change_signal: ChangeSignal
+    """Wakes the dispatcher when changes are numbered in any process."""
+    dispatcher: Dispatcher
     """Numbers the changes the jobs record, after their commit (app/changes/sequencer.py)."""

@@ -10,18 +10,29 @@ from arq.typing import WorkerCoroutine
 from prometheus_client import start_http_server
 
 from app.changes.sequencer import Sequencer
+from app.changes.signal import ChangeSignal
 from app.db import DriverConnections, create_engine, create_sessionmaker
-from app.jobs import PROCESS_EVENT, REFRESH_FACTS, RedisError, memory_verdict, redis_settings
+from app.jobs import (
+    DELIVER,
+    PROCESS_EVENT,
+    REFRESH_FACTS,
+    RedisError,
+    memory_verdict,
+    redis_settings,
+)
 from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.settings import Settings
 from app.sinch.client import DEFAULT_DEADLINE_SECONDS, SinchClient, create_http_client
+from app.subscriptions.dispatcher import Dispatcher
 from app.worker import tasks
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
 
-MAX_JOBS = 20
+MAX_JOBS = 30
+DELIVERY_JOB_MARGIN_SECONDS = 10.0
+"""A delivery job's timeout beyond its POST's: the reads and the write around it."""
 WORKER_HELD_CONNECTIONS = 8  # of the engine's pool (10, and 10 more on demand)
 
 
@@ -97,10 +108,25 @@ def build_worker_settings(settings: Settings) -> type:
                 log.warning("worker metrics not served: %s", exc)
         ctx["sequencer"] = sequencer = Sequencer(ctx["sessionmaker"], ctx["redis"])
         sequencer.start()
+        ctx["change_signal"] = signal = ChangeSignal(ctx["redis"])
+        signal.start()
+        # A lease outlives the job that honours it (its timeout), so no delivery goes out twice
+        # at once; a dead job's delivery is handed out again after it.
+        ctx["dispatcher"] = dispatcher = Dispatcher(
+            ctx["sessionmaker"],
+            ctx["redis"],
+            signal,
+            lease_seconds=settings.delivery_timeout_seconds + DELIVERY_JOB_MARGIN_SECONDS + 5,
+        )
+        dispatcher.start()
         await warn_about_eviction(ctx)
         log.info("worker started", extra={"database": settings.safe_database_url()})
 
     async def on_shutdown(ctx: WorkerContext) -> None:
+        if "dispatcher" in ctx:
+            await ctx["dispatcher"].stop()
+        if "change_signal" in ctx:
+            await ctx["change_signal"].stop()
         if "sequencer" in ctx:
             await ctx["sequencer"].stop()
         if "http" in ctx:
@@ -159,6 +185,13 @@ def build_worker_settings(settings: Settings) -> type:
                 max_tries=settings.job_max_tries + 2,
                 keep_result=0,
                 timeout=settings.job_timeout_seconds,
+            ),
+            func(
+                _job(tasks.deliver),
+                name=DELIVER,
+                max_tries=1,  # a delivery's retries are its own (next_attempt_at), not arq's
+                keep_result=0,
+                timeout=settings.delivery_timeout_seconds + DELIVERY_JOB_MARGIN_SECONDS,
             ),
             func(
                 _job(tasks.refresh_facts),

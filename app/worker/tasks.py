@@ -32,6 +32,7 @@ from app.sinch.errors import (
     SinchRejectedError,
     SinchRetryableError,
 )
+from app.subscriptions import delivery
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,18 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
         )
     _changed(ctx)
     return "applied" if result.applied else "superseded"
+
+
+async def deliver(ctx: WorkerContext, delivery_id: int) -> str:
+    """Send one delivery of a subscription (app/subscriptions/delivery.py); then let the
+    dispatcher hand out what comes next (the next change of the same registration)."""
+    outcome, subscription_id = await delivery.deliver(
+        ctx["sessionmaker"], ctx["http"], ctx["settings"], delivery_id
+    )
+    if subscription_id is not None:
+        ctx["metrics"].deliveries.labels(subscription_id, outcome).inc()
+    ctx["dispatcher"].poke()
+    return outcome
 
 
 async def refresh_markets(ctx: WorkerContext) -> int:

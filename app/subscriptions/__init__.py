@@ -1,0 +1,2 @@
+"""The changes pushed to internal services: subscriptions and their deliveries (Standard
+Webhooks)."""

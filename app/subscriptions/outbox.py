@@ -1,0 +1,81 @@
+"""The outbox: a delivery per matching subscription and change, written by the statement (or in
+the transaction) that records the change (app/changes/repository.py). The one place deliveries
+are created; a leaf that only knows the tables.
+
+A subscription's filters are kept as `,A,B,` and matched with LIKE, the value's own `%`, `_` and
+`\\` escaped: plain SQL, the same on both databases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Insert,
+    Integer,
+    String,
+    and_,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+)
+
+from app.models import DELIVERIES, SUBSCRIPTIONS, DeliveryState
+
+ESCAPE = "\\"
+
+
+def filter_text(values: list[str] | None) -> str | None:
+    """How a filter is kept: `,A,B,`; None (or empty) keeps everything."""
+    return "," + ",".join(values) + "," if values else None
+
+
+def filter_values(text: str | None) -> list[str] | None:
+    return text.strip(",").split(",") if text else None
+
+
+def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnElement[bool]:
+    escaped = func.replace(
+        func.replace(func.replace(value, ESCAPE, ESCAPE + ESCAPE), "%", ESCAPE + "%"),
+        "_",
+        ESCAPE + "_",
+    )
+    pattern = literal("%,", String()) + escaped + literal(",%", String())
+    return or_(kept.is_(None), kept.like(pattern, escape=ESCAPE))
+
+
+def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
+    """An INSERT of a pending delivery for each enabled subscription matching each row of
+    `changes` (rows with the change's `id`, `registration_id`, `status`, `registration_type`)."""
+    subscriptions = SUBSCRIPTIONS
+    matching = and_(
+        subscriptions.c.enabled.is_(True),
+        _matches(subscriptions.c.status_filter, changes.c.status),
+        _matches(subscriptions.c.type_filter, changes.c.registration_type),
+    )
+    return insert(DELIVERIES).from_select(
+        [
+            "subscription_id",
+            "change_id",
+            "registration_id",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "created_at",
+            "updated_at",
+        ],
+        select(
+            subscriptions.c.id,
+            changes.c.id,
+            changes.c.registration_id,
+            literal(DeliveryState.PENDING.value, String()),
+            literal(0, Integer()),
+            now,
+            now,
+            now,
+        ).select_from(changes.join(subscriptions, matching)),
+    )

@@ -1,0 +1,204 @@
+"""`/v1/subscriptions` and `/v1/deliveries`: HTTP only. Each write owns its transaction."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api_schemas import problem_responses
+from app.auth import require_token
+from app.changes.signal import publish
+from app.db import utcnow
+from app.deps import ReadSessionDep, ResourcesDep, SessionDep
+from app.events.queries import EventKey
+from app.models import Subscription
+from app.pagination import (
+    DEFAULT_LIMIT,
+    LimitQuery,
+    RowIdCursorQuery,
+    encode_cursor,
+    optional_cursor,
+)
+from app.problems import ProblemError
+from app.subscriptions import repository, service
+from app.subscriptions.rules import UrlRefused
+from app.subscriptions.schemas import (
+    DeliveryPage,
+    SubscriptionIn,
+    SubscriptionList,
+    SubscriptionOut,
+    SubscriptionPatch,
+    SubscriptionWithSecret,
+)
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["subscriptions"],
+    dependencies=[Depends(require_token)],
+    responses=problem_responses(401, 422),
+)
+
+SubscriptionId = Annotated[
+    str,
+    Path(
+        alias="id",
+        min_length=1,
+        max_length=40,
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="The subscription's id (`sub_...`).",
+    ),
+]
+DeliveryId = Annotated[int, Path(alias="id", ge=1, le=2**62, description="The delivery's id.")]
+
+
+async def _found(session: AsyncSession, subscription_id: str) -> Subscription:
+    subscription = await repository.get(session, subscription_id)
+    if subscription is None:
+        raise ProblemError(404, "No subscription with this id.")
+    return subscription
+
+
+def _refused(exc: UrlRefused) -> ProblemError:
+    return ProblemError(422, f"The URL is refused: {exc}")
+
+
+@router.post(
+    "/subscriptions",
+    status_code=201,
+    operation_id="createSubscription",
+    summary="Subscribe a URL to the changes",
+    description="Answers the subscription with its `secret`, shown only here and at rotation.",
+)
+async def create_subscription(
+    resources: ResourcesDep, session: SessionDep, body: SubscriptionIn
+) -> SubscriptionWithSecret:
+    async with session.begin():
+        try:
+            subscription = service.create(
+                session,
+                body,
+                allowed_hosts=resources.settings.subscription_allowed_hosts,
+                now=utcnow(),
+            )
+        except UrlRefused as exc:
+            raise _refused(exc) from None
+    log.info("subscription created", extra={"subscription_id": subscription.id})
+    return service.with_secret(subscription)
+
+
+@router.get("/subscriptions", operation_id="listSubscriptions", summary="Every subscription")
+async def list_subscriptions(session: ReadSessionDep) -> SubscriptionList:
+    return SubscriptionList(items=[service.answer(s) for s in await repository.every(session)])
+
+
+@router.get(
+    "/subscriptions/{id}",
+    operation_id="getSubscription",
+    summary="One subscription",
+    responses=problem_responses(404),
+)
+async def get_subscription(
+    session: ReadSessionDep, subscription_id: SubscriptionId
+) -> SubscriptionOut:
+    return service.answer(await _found(session, subscription_id))
+
+
+@router.patch(
+    "/subscriptions/{id}",
+    operation_id="changeSubscription",
+    summary="Change a subscription (url, filters, description, enabled)",
+    responses=problem_responses(404),
+)
+async def change_subscription(
+    resources: ResourcesDep,
+    session: SessionDep,
+    subscription_id: SubscriptionId,
+    body: SubscriptionPatch,
+) -> SubscriptionOut:
+    async with session.begin():
+        subscription = await _found(session, subscription_id)
+        try:
+            service.change(
+                subscription,
+                body,
+                allowed_hosts=resources.settings.subscription_allowed_hosts,
+                now=utcnow(),
+            )
+        except UrlRefused as exc:
+            raise _refused(exc) from None
+    await publish(resources.redis)  # re-enabled: its pending deliveries go out now
+    return service.answer(subscription)
+
+
+@router.delete(
+    "/subscriptions/{id}",
+    status_code=204,
+    operation_id="deleteSubscription",
+    summary="Delete a subscription and its deliveries",
+    responses=problem_responses(404),
+)
+async def delete_subscription(session: SessionDep, subscription_id: SubscriptionId) -> Response:
+    async with session.begin():
+        await repository.delete(session, await _found(session, subscription_id))
+    log.info("subscription deleted", extra={"subscription_id": subscription_id})
+    return Response(status_code=204)
+
+
+@router.post(
+    "/subscriptions/{id}/rotate-secret",
+    operation_id="rotateSubscriptionSecret",
+    summary="A new secret; the old one keeps signing for 24 hours",
+    responses=problem_responses(404),
+)
+async def rotate_secret(
+    session: SessionDep, subscription_id: SubscriptionId
+) -> SubscriptionWithSecret:
+    async with session.begin():
+        subscription = await _found(session, subscription_id)
+        service.rotate(subscription, now=utcnow())
+    log.info("subscription secret rotated", extra={"subscription_id": subscription_id})
+    return service.with_secret(subscription)
+
+
+@router.get(
+    "/subscriptions/{id}/deliveries",
+    operation_id="listDeliveries",
+    summary="A subscription's deliveries, newest first",
+    responses=problem_responses(404),
+)
+async def list_deliveries(
+    session: ReadSessionDep,
+    subscription_id: SubscriptionId,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: RowIdCursorQuery = None,
+) -> DeliveryPage:
+    await _found(session, subscription_id)
+    before = optional_cursor(cursor, EventKey)
+    rows = await service.deliveries(
+        session, subscription_id, before=before.id if before else None, limit=limit + 1
+    )
+    items = rows[:limit]
+    next_cursor = encode_cursor(EventKey(id=items[-1].id)) if len(rows) > limit else None
+    return DeliveryPage(items=items, next_cursor=next_cursor)
+
+
+@router.post(
+    "/deliveries/{id}/retry",
+    status_code=202,
+    operation_id="retryDelivery",
+    summary="Deliver again now",
+    responses=problem_responses(404),
+)
+async def retry_delivery(
+    resources: ResourcesDep, session: SessionDep, delivery_id: DeliveryId
+) -> Response:
+    async with session.begin():
+        if not await repository.retry_now(session, delivery_id, utcnow()):
+            raise ProblemError(404, "No delivery with this id.")
+    await publish(resources.redis)  # wakes the workers' dispatchers
+    return Response(status_code=202)

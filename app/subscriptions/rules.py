@@ -1,0 +1,85 @@
+"""The pure rules of pushing changes: which URLs a subscription may name, secrets and signatures
+(Standard Webhooks), and when a failed delivery is tried again."""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import random
+import secrets as secrets_module
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+from standardwebhooks.webhooks import Webhook
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
+SECRET_BYTES = 32
+MAX_URL_LENGTH = 2048
+JITTER = 0.1
+"""Each pause is stretched or shrunk by up to this share, so retries of many deliveries spread."""
+MAX_RETRY_AFTER = timedelta(hours=24)
+
+
+class UrlRefused(ValueError):
+    """A subscription URL the service will not call; the message says why (no secret in it)."""
+
+
+def check_url(url: str, allowed_hosts: Sequence[str]) -> str:
+    """`url` as kept, when the service may POST to it: http or https, a host, no credentials, and
+    a host that one of `allowed_hosts` (shell patterns, `*.example.com`) matches. Raises
+    UrlRefused otherwise."""
+    if len(url) > MAX_URL_LENGTH:
+        raise UrlRefused(f"the URL is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 (an invalid port raises here)
+    except ValueError:
+        raise UrlRefused("the URL cannot be read") from None
+    if parts.scheme not in ("http", "https"):
+        raise UrlRefused("the URL must be http or https")
+    if parts.username is not None or parts.password is not None:
+        raise UrlRefused("the URL must not hold credentials")
+    if not host:
+        raise UrlRefused("the URL names no host")
+    if parts.fragment:
+        raise UrlRefused("the URL must not have a fragment")
+    if not any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in allowed_hosts):
+        raise UrlRefused(
+            f"host {host!r} is not allowed (SUBSCRIPTION_ALLOWED_HOSTS)"
+            if allowed_hosts
+            else "no host is allowed: SUBSCRIPTION_ALLOWED_HOSTS is empty"
+        )
+    return url
+
+
+def new_secret() -> str:
+    """A signing secret as Standard Webhooks writes them: `whsec_` + base64 of random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets_module.token_bytes(SECRET_BYTES)).decode()
+
+
+def signature(secrets: Sequence[str], message_id: str, at: datetime, body: str) -> str:
+    """The `webhook-signature` header: `v1,<base64>` for each secret, space-separated."""
+    return " ".join(Webhook(secret).sign(message_id, at, body) for secret in secrets)
+
+
+def next_attempt(
+    *,
+    attempts: int,
+    created_at: datetime,
+    now: datetime,
+    pauses: Sequence[float],
+    give_up_after: timedelta,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> datetime | None:
+    """When to try a delivery again after its `attempts`-th failure, or None to give up (it would
+    come later than `give_up_after` from its creation). The pause is `pauses[attempts - 1]` (the
+    last repeats), jittered, and at least the receiver's `Retry-After` (capped at a day)."""
+    pause = pauses[min(attempts, len(pauses)) - 1] if pauses else 0.0
+    pause *= 1 + (rng or random).uniform(-JITTER, JITTER)
+    if retry_after is not None:
+        pause = max(pause, min(retry_after, MAX_RETRY_AFTER.total_seconds()))
+    when = now + timedelta(seconds=pause)
+    return None if when - created_at > give_up_after else when

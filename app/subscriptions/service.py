@@ -1,0 +1,126 @@
+"""What the API's and the command line's doors do to subscriptions and deliveries. Runs in the
+caller's transaction; never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Delivery, RegistrationChange, Subscription
+from app.subscriptions import repository
+from app.subscriptions.outbox import filter_text, filter_values
+from app.subscriptions.rules import check_url, new_secret
+from app.subscriptions.schemas import (
+    DeliveryOut,
+    SubscriptionIn,
+    SubscriptionOut,
+    SubscriptionPatch,
+    SubscriptionWithSecret,
+)
+
+ROTATION_OVERLAP: Final = timedelta(hours=24)
+
+
+def answer(subscription: Subscription) -> SubscriptionOut:
+    return SubscriptionOut(
+        id=subscription.id,
+        url=subscription.url,
+        statuses=filter_values(subscription.status_filter),
+        registration_types=filter_values(subscription.type_filter),
+        description=subscription.description,
+        enabled=subscription.enabled,
+        disabled_reason=subscription.disabled_reason,
+        previous_secret_until=subscription.previous_secret_until,
+        created_at=subscription.created_at,
+        updated_at=subscription.updated_at,
+    )
+
+
+def with_secret(subscription: Subscription) -> SubscriptionWithSecret:
+    return SubscriptionWithSecret(**answer(subscription).model_dump(), secret=subscription.secret)
+
+
+def create(
+    session: AsyncSession, body: SubscriptionIn, *, allowed_hosts: Sequence[str], now: datetime
+) -> Subscription:
+    """A new, enabled subscription with a new secret. Raises UrlRefused for a URL not allowed."""
+    subscription = Subscription(
+        id=repository.new_id(),
+        url=check_url(body.url, allowed_hosts),
+        description=body.description,
+        status_filter=filter_text(body.statuses),
+        type_filter=filter_text(body.registration_types),
+        enabled=True,
+        secret=new_secret(),
+        created_at=now,
+        updated_at=now,
+    )
+    repository.add(session, subscription)
+    return subscription
+
+
+def change(
+    subscription: Subscription,
+    body: SubscriptionPatch,
+    *,
+    allowed_hosts: Sequence[str],
+    now: datetime,
+) -> None:
+    given = body.model_fields_set
+    if "url" in given and body.url is not None:
+        subscription.url = check_url(body.url, allowed_hosts)
+    if "statuses" in given:
+        subscription.status_filter = filter_text(body.statuses)
+    if "registration_types" in given:
+        subscription.type_filter = filter_text(body.registration_types)
+    if "description" in given:
+        subscription.description = body.description
+    if "enabled" in given and body.enabled is not None:
+        subscription.enabled = body.enabled
+        subscription.disabled_reason = None if body.enabled else "disabled through the API"
+        if body.enabled:
+            subscription.failing_since = None
+    subscription.updated_at = now
+
+
+def rotate(subscription: Subscription, *, now: datetime) -> None:
+    """A new secret; the current one keeps signing too for `ROTATION_OVERLAP`."""
+    subscription.previous_secret = subscription.secret
+    subscription.previous_secret_until = now + ROTATION_OVERLAP
+    subscription.secret = new_secret()
+    subscription.updated_at = now
+
+
+async def deliveries(
+    session: AsyncSession, subscription_id: str, *, before: int | None, limit: int
+) -> list[DeliveryOut]:
+    """A subscription's deliveries, newest first, before the id `before`."""
+    statement = (
+        select(Delivery, RegistrationChange.seq)
+        .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
+        .where(Delivery.subscription_id == subscription_id)
+        .order_by(Delivery.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        statement = statement.where(Delivery.id < before)
+    rows = (await session.execute(statement)).all()
+    return [
+        DeliveryOut(
+            id=delivery.id,
+            seq=seq,
+            registration_id=delivery.registration_id,
+            state=delivery.state,
+            attempts=delivery.attempts,
+            last_status_code=delivery.last_status_code,
+            last_error=delivery.last_error,
+            next_attempt_at=delivery.next_attempt_at,
+            created_at=delivery.created_at,
+            updated_at=delivery.updated_at,
+        )
+        for delivery, seq in rows
+    ]
