@@ -224,8 +224,9 @@ async def _changes(args: argparse.Namespace) -> int:
                 after = rows[-1].seq or after
             return 0
         signal.start()
-        async for row in changes_service.follow(sessions, signal, after=after):
-            print(change_line(ChangeOut.of(row)), flush=True)
+        feed = changes_service.FeedReader(sessions)
+        async for _, item in changes_service.follow(feed, signal, after=after):
+            print(change_line(ChangeOut.model_validate_json(item)), flush=True)
     except changes_service.FeedGone:
         raise CommandError(
             "the changes after this position were pruned (CHANGE_RETENTION_DAYS): start again"

@@ -16,6 +16,7 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from app.callbacks.writer import InboxWriter
     from app.changes.sequencer import Sequencer
+    from app.changes.service import FeedReader
     from app.changes.signal import ChangeSignal
     from app.sinch.client import SinchClient
 
@@ -34,6 +35,8 @@ class Resources:
     """None when the Sinch credentials are not configured."""
     changes: ChangeSignal
     """Wakes the change feed's waiting readers when changes are numbered (any process)."""
+    feed: FeedReader
+    """Reads the change feed once for all of this process's readers at one position."""
     sequencer: Sequencer
     """Numbers the changes this process records (a refresh), after their commit."""
 

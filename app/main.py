@@ -21,6 +21,7 @@ from app.callbacks.enqueuer import Enqueuer
 from app.callbacks.writer import InboxWriter
 from app.changes.router import router as changes_router
 from app.changes.sequencer import Sequencer
+from app.changes.service import FeedReader
 from app.changes.signal import ChangeSignal
 from app.db import create_engine, create_reader, create_sessionmaker
 from app.deps import Resources
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.sinch_credentials_configured
             else None,
             changes=changes,
+            feed=FeedReader(create_reader(engine)),
             sequencer=sequencer,
         )
         # Everything built so far lives as long as the process: keep the collector from scanning

@@ -296,6 +296,21 @@ def warn_if_busy(limit: float = 15.0) -> float:
     return busy
 
 
+def process_memory_kib(pid: int) -> dict[str, int]:
+    """Resident memory of `pid` from /proc/<pid>/status, in KiB: `rss` now (VmRSS) and `peak`
+    (VmHWM, the most it has held); {} once the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return {
+        name: int(fields[key].split()[0])
+        for name, key in (("rss", "VmRSS"), ("peak", "VmHWM"))
+        if key in fields
+    }
+
+
 # ----------------------------------------------------------------------------- PostgreSQL, Redis
 
 

@@ -11,13 +11,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api_schemas import problem_responses
 from app.auth import require_token
 from app.changes import queries, service
-from app.changes.schemas import ChangeOut, ChangePage
+from app.changes.schemas import ChangePage
 from app.deps import Resources, ResourcesDep
 from app.pagination import DEFAULT_LIMIT, LimitQuery
 from app.problems import ProblemError
@@ -80,6 +80,7 @@ async def _start(resources: Resources, cursor: str | None) -> int:
     "the changes became visible (`seq`). With `wait`, a request that finds nothing new is held "
     "until a change comes or `wait` seconds pass; `items` may then be empty and `nextCursor` is "
     "the position given.",
+    response_model=ChangePage,
 )
 async def list_changes(
     resources: ResourcesDep,
@@ -89,22 +90,25 @@ async def list_changes(
         float,
         Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for news (0-30)."),
     ] = 0,
-) -> ChangePage:
+) -> Response:
     after = await _start(resources, cursor)
     deadline = time.monotonic() + wait
     while True:
         token = resources.changes.token()
-        rows = await service.read(resources.reader, after=after, limit=limit)
         try:
-            service.check_contiguous(after, rows)
+            page = await resources.feed.page(after=after, limit=limit)
         except service.FeedGone:
             raise ProblemError(410, GONE) from None
         left = deadline - time.monotonic()
-        if rows or left <= 0:
+        if page or left <= 0:
             break
         await resources.changes.wait(token, left)
-    items = [ChangeOut.of(row) for row in rows]
-    return ChangePage(items=items, next_cursor=str(items[-1].seq if items else after))
+    # The items are JSON already (made once per change and process: service.FeedReader).
+    next_cursor = page[-1][0] if page else after
+    items = ",".join(item for _, item in page)
+    return Response(
+        f'{{"items":[{items}],"nextCursor":"{next_cursor}"}}', media_type="application/json"
+    )
 
 
 async def _stream_start(
@@ -137,11 +141,8 @@ async def stream_changes(
     resources: ResourcesDep, after: Annotated[int, Depends(_stream_start)]
 ) -> AsyncIterator[ServerSentEvent]:
     try:
-        async for row in service.follow(resources.reader, resources.changes, after=after):
-            item = ChangeOut.of(row)
-            yield ServerSentEvent(
-                id=str(item.seq), event="change", raw_data=item.model_dump_json(by_alias=True)
-            )
+        async for seq, item in service.follow(resources.feed, resources.changes, after=after):
+            yield ServerSentEvent(id=str(seq), event="change", raw_data=item)
     except service.FeedGone:
         # Fell behind the retention mid-stream: end it; reconnecting with Last-Event-ID
         # answers 410 with the way back.

@@ -3,13 +3,16 @@ share."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes import queries, repository
+from app.changes.schemas import ChangeOut
 from app.changes.signal import ChangeSignal
 from app.models import RegistrationChange
 
@@ -36,21 +39,60 @@ def check_contiguous(after: int, rows: Sequence[RegistrationChange]) -> None:
         raise FeedGone(after)
 
 
-async def follow(
-    sessions: async_sessionmaker[AsyncSession], signal: ChangeSignal, *, after: int
-) -> AsyncIterator[RegistrationChange]:
-    """Every change numbered after `after`, in `seq` order, forever: reads until nothing is new,
-    then waits for `signal` (no session is held while waiting). Raises `FeedGone` when a reader
-    that fell behind the retention finds its next changes pruned."""
-    while True:
-        token = signal.token()
-        rows = await read(sessions, after=after, limit=BATCH)
+class FeedReader:
+    """One process's reads of the feed, shared by all its readers.
+
+    Readers at the same position share one query (a single flight: 200 streams woken by one
+    change cost one read, not 200), and each change is turned into its JSON item once (a bounded
+    cache by `seq`). A reader that goes away does not cancel a read others wait for.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache_size: int = 4096):
+        self._sessions = sessions
+        self._cache_size = cache_size
+        self._flights: dict[tuple[int, int], asyncio.Future[list[tuple[int, str]]]] = {}
+        self._items: OrderedDict[int, str] = OrderedDict()
+
+    async def page(self, *, after: int, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` changes after `after` as `(seq, item JSON)`; raises `FeedGone` when the
+        changes right after `after` were pruned."""
+        key = (after, limit)
+        flight = self._flights.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._read(after, limit))
+            self._flights[key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(key, None))
+        return await asyncio.shield(flight)
+
+    async def _read(self, after: int, limit: int) -> list[tuple[int, str]]:
+        rows = await read(self._sessions, after=after, limit=limit)
         check_contiguous(after, rows)
+        page = []
         for row in rows:
             assert row.seq is not None
-            after = row.seq
-            yield row
-        if not rows:
+            item = self._items.get(row.seq)
+            if item is None:
+                item = ChangeOut.of(row).model_dump_json(by_alias=True)
+                self._items[row.seq] = item
+                if len(self._items) > self._cache_size:
+                    self._items.popitem(last=False)
+            page.append((row.seq, item))
+        return page
+
+
+async def follow(
+    feed: FeedReader, signal: ChangeSignal, *, after: int
+) -> AsyncIterator[tuple[int, str]]:
+    """Every change numbered after `after`, in `seq` order, forever, as `(seq, item JSON)`: reads
+    until nothing is new, then waits for `signal` (no session is held while waiting). Raises
+    `FeedGone` when a reader that fell behind the retention finds its next changes pruned."""
+    while True:
+        token = signal.token()
+        page = await feed.page(after=after, limit=BATCH)
+        for seq, item in page:
+            after = seq
+            yield seq, item
+        if not page:
             await signal.wait(token, WAIT_SECONDS)
 
 
