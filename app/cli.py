@@ -27,7 +27,7 @@ from app.db import create_engine, create_sessionmaker, utcnow
 from app.events import repository as events_repository
 from app.events import service as events_service
 from app.jobs import create_redis
-from app.models import EventState
+from app.models import DeliveryState, EventState
 from app.settings import Settings, describe_refusal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,6 +235,66 @@ async def _changes(args: argparse.Namespace) -> int:
         await signal.stop()
         await redis.aclose()
         await engine.dispose()
+    return 0
+
+
+async def _deliveries_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from app.models import Delivery, RegistrationChange
+
+    settings = _settings()
+    engine = create_engine(settings)
+    try:
+        statement = (
+            select(Delivery, RegistrationChange.seq)
+            .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
+            .order_by(Delivery.id.desc())
+            .limit(args.limit)
+        )
+        if args.subscription:
+            statement = statement.where(Delivery.subscription_id == args.subscription)
+        if args.state:
+            statement = statement.where(Delivery.state == args.state)
+        async with create_sessionmaker(engine)() as session:
+            rows = (await session.execute(statement)).all()
+    finally:
+        await engine.dispose()
+    for delivery, seq in rows:
+        when = (
+            delivery.next_attempt_at.isoformat(timespec="seconds")
+            if delivery.next_attempt_at
+            else "-"
+        )
+        print(
+            f"{delivery.id:>8}  {delivery.subscription_id}  seq {seq or '-':>6}  "
+            f"{delivery.state:<9}  attempts {delivery.attempts:<3}  "
+            f"last {delivery.last_status_code or '-'}  next {when}  {delivery.last_error or ''}"
+        )
+    return 0
+
+
+async def _deliveries_retry(args: argparse.Namespace) -> int:
+    from app.changes.signal import publish
+    from app.subscriptions import repository as subscriptions
+
+    settings = _settings()
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+    unknown = []
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            for delivery_id in args.delivery_ids:
+                if not await subscriptions.retry_now(session, delivery_id, utcnow()):
+                    unknown.append(delivery_id)
+        await publish(redis)  # wakes the workers' dispatchers
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    done = len(args.delivery_ids) - len(unknown)
+    print(f"{done} deliveries will be sent again now")
+    if unknown:
+        raise CommandError(f"no such delivery: {', '.join(map(str, unknown))}")
     return 0
 
 
@@ -542,6 +602,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--registration-id", help="registration the callback names (default: a new random id)"
     )
     sign_command.add_argument("--status", default="IN_PROGRESS", help="status it reports")
+
+    deliveries = commands.add_parser(
+        "deliveries", help="the changes pushed to subscriptions", formatter_class=formatter
+    )
+    delivery_commands = deliveries.add_subparsers(dest="deliveries_command", required=True)
+    listing = delivery_commands.add_parser(
+        "list", help="deliveries, newest first, one line each", formatter_class=formatter
+    )
+    listing.add_argument("--subscription", help="only this subscription's (sub_...)")
+    listing.add_argument(
+        "--state", choices=[s.value for s in DeliveryState], help="only deliveries in this state"
+    )
+    listing.add_argument("--limit", type=_non_negative, default=50, help="at most this many")
+    listing.set_defaults(func=_sync(_deliveries_list))
+    retry = delivery_commands.add_parser(
+        "retry", help="deliver again now (failed ones too)", formatter_class=formatter
+    )
+    retry.add_argument("delivery_ids", nargs="+", type=int, metavar="DELIVERY_ID")
+    retry.set_defaults(func=_sync(_deliveries_retry))
 
     secret = commands.add_parser(
         "secret", help="the Sinch callback HMAC secret", formatter_class=formatter

@@ -16,9 +16,11 @@ from pydantic import BaseModel
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from sqlalchemy import func, select, text
 
+from app.db import utcnow
 from app.deps import ResourcesDep
 from app.jobs import memory_verdict, mib
 from app.models import CallbackEvent, EventState
+from app.subscriptions import repository as subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,14 @@ async def metrics(resources: ResourcesDep) -> Response:
             counts: dict[str, int] = {state: count for state, count in rows}
         for state in EventState:
             resources.metrics.events_by_state.labels(state.value).set(counts.get(state.value, 0))
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), resources.reader() as session:
+            oldest = await subscriptions.oldest_pending(session)
+            known = await subscriptions.every(session)
+        now = utcnow()
+        gauge = resources.metrics.oldest_pending_delivery
+        for subscription in known:
+            since = oldest.get(subscription.id)
+            gauge.labels(subscription.id).set((now - since).total_seconds() if since else 0.0)
     except Exception as exc:  # metrics still answer; the gauges keep their last values
-        log.warning("event counts not refreshed for /metrics: %s", type(exc).__name__)
+        log.warning("counts not refreshed for /metrics: %s", type(exc).__name__)
     return Response(resources.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -63,6 +63,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.oldest_pending_delivery = Gauge(
+            "subscription_oldest_pending_delivery_seconds",
+            "Age of each subscription's oldest delivery not yet made (0: none pending).",
+            ["subscription"],
+            registry=r,
+        )
         self.events_by_state = Gauge(
             "sinch_events",
             "Kept callback events by state (received is the backlog).",

@@ -148,3 +148,13 @@ async def test_changes_write_a_delivery_for_each_matching_subscription(
     assert (await v1.post(f"/v1/deliveries/{newest}/retry")).status_code == 202
     assert_problem(await v1.post("/v1/deliveries/999999/retry"), 404)
     assert_problem(await v1.get("/v1/subscriptions/sub_nope/deliveries"), 404)
+
+    # /metrics: how long each subscription's oldest delivery has waited (0 for none).
+    metrics = (await v1.get("/metrics")).text
+    waiting = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("subscription_oldest_pending_delivery_seconds{")
+    }
+    assert waiting[every["id"]] > 0 and waiting[approved["id"]] > 0
+    assert waiting[long_numbers["id"]] == 0
