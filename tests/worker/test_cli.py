@@ -251,3 +251,38 @@ async def test_changes_prints_the_feed_one_line_per_change_and_follows_it(
     finally:
         follower.terminate()
         await asyncio.wait_for(follower.wait(), 10)
+
+
+async def test_deliveries_are_listed_and_retried_from_the_command_line(
+    settings: Settings, sim: SimulatorControl, tmp_path: Path
+) -> None:
+    from app.db import create_engine, create_sessionmaker, utcnow
+    from app.subscriptions import service as subscriptions
+    from app.subscriptions.schemas import SubscriptionIn
+
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            subscription = subscriptions.create(
+                session,
+                SubscriptionIn(url="http://127.0.0.1:9/hooks"),
+                allowed_hosts=["127.0.0.1"],
+                now=utcnow(),
+            )
+    finally:
+        await engine.dispose()
+    await sim.create_registration(lifecycle=["IN_PROGRESS"])
+    assert (await run_cli(settings, "reconcile", cwd=tmp_path)).returncode == 0
+
+    listed = await run_cli(settings, "deliveries", "list", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    [line] = listed.stdout.splitlines()
+    delivery_id = line.split()[0]
+    assert subscription.id in line and "pending" in line and "seq      1" in line
+
+    retried = await run_cli(settings, "deliveries", "retry", delivery_id, cwd=tmp_path)
+    assert retried.returncode == 0 and "1 deliveries" in retried.stdout
+    unknown = await run_cli(settings, "deliveries", "retry", "999999", cwd=tmp_path)
+    assert unknown.returncode == 1 and "no such delivery: 999999" in unknown.stderr
+    failed_only = await run_cli(settings, "deliveries", "list", "--state", "failed", cwd=tmp_path)
+    assert failed_only.stdout == ""
