@@ -47,8 +47,9 @@ def event_job_id(row_id: int) -> str:
     return f"event:{row_id}"
 
 
-def delivery_job_id(delivery_id: int) -> str:
-    return f"delivery:{delivery_id}"
+def delivery_job_id(subscription_id: str) -> str:
+    """One job per subscription at a time: while one is queued or running, another is refused."""
+    return f"deliver:{subscription_id}"
 
 
 def facts_job_id(registration_id: str) -> str:
@@ -237,12 +238,14 @@ async def enqueue_event(redis: ArqRedis, row_id: int) -> bool:
     return job is not None
 
 
-async def enqueue_deliveries(redis: ArqRedis, delivery_ids: Sequence[int]) -> int:
-    """Enqueue sending each delivery (one job per delivery id at a time). Answers how many were
-    new; raises like `enqueue_event` when Redis cannot be reached."""
+async def enqueue_deliveries(redis: ArqRedis, subscription_ids: Sequence[str]) -> int:
+    """Enqueue sending what is due for each subscription (`delivery_job_id`). Answers how many
+    were new; raises like `enqueue_event` when Redis cannot be reached."""
     added = 0
-    for delivery_id in delivery_ids:
-        job = await redis.enqueue_job(DELIVER, delivery_id, _job_id=delivery_job_id(delivery_id))
+    for subscription_id in subscription_ids:
+        job = await redis.enqueue_job(
+            DELIVER, subscription_id, _job_id=delivery_job_id(subscription_id)
+        )
         added += job is not None
     return added
 

@@ -307,6 +307,12 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
         Index(
+            "ix_deliveries_subscription_id_state_next_attempt_at",
+            "subscription_id",
+            "state",
+            "next_attempt_at",
+        ),
+        Index(
             "ix_deliveries_subscription_id_registration_id_change_id",
             "subscription_id",
             "registration_id",
@@ -314,6 +320,9 @@ class Delivery(Base):
         ),
         Index("ix_deliveries_subscription_id_id", "subscription_id", "id"),
         Index("ix_deliveries_change_id", "change_id"),
+        # A delivery's id names its message (`webhook-id`): never given twice, even after the
+        # newest rows were deleted (SQLite reuses the rowids of those otherwise).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -330,8 +339,6 @@ class Delivery(Base):
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime | None]
-    leased_until: Mapped[datetime | None]
-    """Handed to a worker job until then: not handed again meanwhile."""
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -1,15 +1,21 @@
-"""Sending one delivery: POST the change, signed (Standard Webhooks), and record what came of it.
+"""Sending a subscription's deliveries: POST each change, signed (Standard Webhooks), and record
+what came of it.
 
-No transaction is open during the POST: the delivery is read, sent, then its outcome written. A
-delivery is leased to one job at a time (repository.lease_due); a job that dies mid-way leaves the
-lease to expire and the delivery is sent again: at least once, never lost. Receivers deduplicate
-by `webhook-id`, which is the same on every attempt.
+One job per subscription at a time (its arq job id: app/jobs.py), so its deliveries are handled
+by one worker at once, up to `CONCURRENCY` POSTs in flight, never two of one registration
+(repository.due gives them in order). No transaction is open during a POST: deliveries are read,
+sent, then each outcome written as its POST ends. A job that dies mid-way leaves its deliveries
+pending; arq runs it again once its guard expires: at least once, never lost. Receivers
+deduplicate by `webhook-id`, the same on every attempt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -19,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.schemas import ChangeOut
 from app.db import utcnow
-from app.models import DeliveryState, RegistrationChange
+from app.models import Delivery, DeliveryState, RegistrationChange, Subscription
 from app.settings import Settings
 from app.subscriptions import repository
 from app.subscriptions.rules import next_attempt, signature
@@ -105,67 +111,120 @@ async def post(
     )
 
 
-async def deliver(
+CONCURRENCY = 16
+"""POSTs in flight at once for one subscription (one job per subscription at a time)."""
+LOOK_AGAIN_SECONDS = 0.1
+"""While POSTs are in flight, how often to look for deliveries that came due meanwhile."""
+
+
+def _secrets(subscription: Subscription, now: datetime) -> list[str]:
+    secrets = [subscription.secret]
+    if subscription.previous_secret and (subscription.previous_secret_until or now) > now:
+        secrets.append(subscription.previous_secret)  # a rotation's overlap: both sign
+    return secrets
+
+
+async def deliver_subscription(
     sessions: async_sessionmaker[AsyncSession],
     http: httpx.AsyncClient,
     settings: Settings,
-    delivery_id: int,
+    subscription_id: str,
     *,
+    budget_seconds: float,
     rng: random.Random | None = None,
-) -> tuple[str, str | None]:
-    """Send delivery `delivery_id` once and record the outcome. Answers it (`succeeded`,
-    `retrying`, `failed`, `disabled`, or why nothing was sent) and the subscription's id."""
+) -> Counter[str]:
+    """Send what is due for one subscription, up to `CONCURRENCY` POSTs at once, until nothing is
+    due or in flight, or `budget_seconds` is spent (a POST starts only with its timeout left).
+    Each outcome is written as soon as its POST ends, so a slow receiver's answer for one
+    registration holds back no other registration's delivery or retry. Never two deliveries of
+    one registration at once (order). Answers how many ended each way."""
+    stop_at = time.monotonic() + budget_seconds - settings.delivery_timeout_seconds
+    outcomes: Counter[str] = Counter()
+    flying: dict[asyncio.Task[Attempt], Delivery] = {}
+    disabled = False
+    try:
+        while True:
+            if not disabled and time.monotonic() < stop_at and len(flying) < CONCURRENCY:
+                subscription = await _start_due(
+                    sessions, http, settings, subscription_id, flying, limit=CONCURRENCY
+                )
+                disabled = subscription is None
+            if not flying:
+                break
+            done, _ = await asyncio.wait(
+                flying, timeout=LOOK_AGAIN_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done:
+                delivery = flying.pop(task)
+                async with sessions.begin() as session:
+                    ended = await _record(
+                        session, subscription_id, delivery, task.result(), settings, rng
+                    )
+                outcomes.update(ended)
+                disabled = disabled or bool(ended["disabled"])
+    finally:
+        for task in flying:
+            task.cancel()
+    return outcomes
+
+
+async def _start_due(
+    sessions: async_sessionmaker[AsyncSession],
+    http: httpx.AsyncClient,
+    settings: Settings,
+    subscription_id: str,
+    flying: dict[asyncio.Task[Attempt], Delivery],
+    *,
+    limit: int,
+) -> Subscription | None:
+    """Start POSTs for due deliveries, up to `limit` in flight, none of a registration already in
+    flight. Answers the subscription, or None when it is gone or disabled."""
     async with sessions() as session:
-        loaded = await repository.load(session, delivery_id)
-    if loaded is None:
-        return "missing", None
-    delivery, subscription, change = loaded
-    if delivery.state != DeliveryState.PENDING:
-        return "already_done", subscription.id
-    if not subscription.enabled:
-        return "subscription_disabled", subscription.id
-    now = utcnow()
-    secrets = [subscription.secret]
-    if subscription.previous_secret and (subscription.previous_secret_until or now) > now:
-        secrets.append(subscription.previous_secret)
-    attempt = await post(
-        http,
-        subscription.url,
-        secrets,
-        delivery.id,
-        body_of(change),
-        seconds=settings.delivery_timeout_seconds,
-    )
-    now = utcnow()
-    async with sessions.begin() as session:
-        if attempt.succeeded:
-            await repository.record_attempt(
-                session,
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None or not subscription.enabled:
+            return None
+        batch = await repository.due(session, subscription_id, now=utcnow(), limit=limit * 2)
+    busy = {delivery.registration_id for delivery in flying.values()}
+    ids = {delivery.id for delivery in flying.values()}
+    secrets = _secrets(subscription, utcnow())
+    for delivery, change in batch:
+        if len(flying) >= limit:
+            break
+        if delivery.id in ids or delivery.registration_id in busy:
+            continue
+        busy.add(delivery.registration_id)
+        task = asyncio.ensure_future(
+            post(
+                http,
+                subscription.url,
+                secrets,
                 delivery.id,
-                state=DeliveryState.SUCCEEDED,
-                status_code=attempt.status_code,
-                error=None,
-                next_attempt_at=None,
-                now=now,
+                body_of(change),
+                seconds=settings.delivery_timeout_seconds,
             )
-            await repository.note_success(session, subscription.id)
-            return "succeeded", subscription.id
-        if attempt.status_code == 410:
-            await repository.record_attempt(
-                session,
-                delivery.id,
-                state=DeliveryState.FAILED,
-                status_code=410,
-                error="answered 410 Gone: the subscription is disabled",
-                next_attempt_at=None,
-                now=now,
-            )
-            await repository.disable(session, subscription.id, "the receiver answered 410", now)
-            log.warning(
-                "subscription disabled: its receiver answered 410",
-                extra={"subscription_id": subscription.id},
-            )
-            return "disabled", subscription.id
+        )
+        flying[task] = delivery
+    return subscription
+
+
+async def _record(
+    session: AsyncSession,
+    subscription_id: str,
+    delivery: Delivery,
+    attempt: Attempt,
+    settings: Settings,
+    rng: random.Random | None,
+) -> Counter[str]:
+    """Write one attempt's outcome, the subscription's row locked first (repository.lock)."""
+    await repository.lock(session, subscription_id)
+    now = utcnow()
+    ended: Counter[str] = Counter()
+    if attempt.succeeded:
+        state, retry_at, error = DeliveryState.SUCCEEDED, None, None
+    elif attempt.status_code == 410:
+        state, retry_at = DeliveryState.FAILED, None
+        error = "answered 410 Gone: the subscription is disabled"
+    else:
         retry_at = next_attempt(
             attempts=delivery.attempts + 1,
             created_at=delivery.created_at,
@@ -175,24 +234,37 @@ async def deliver(
             retry_after=attempt.retry_after,
             rng=rng,
         )
-        await repository.record_attempt(
-            session,
-            delivery.id,
-            state=DeliveryState.PENDING if retry_at else DeliveryState.FAILED,
-            status_code=attempt.status_code,
-            error=attempt.error,
-            next_attempt_at=retry_at,
-            now=now,
+        state = DeliveryState.PENDING if retry_at else DeliveryState.FAILED
+        error = attempt.error
+    await repository.record_attempt(
+        session,
+        delivery.id,
+        state=state,
+        status_code=attempt.status_code,
+        error=error,
+        next_attempt_at=retry_at,
+        now=now,
+    )
+    ended["succeeded" if attempt.succeeded else "retrying" if retry_at else "failed"] += 1
+    if attempt.status_code == 410:
+        await repository.disable(session, subscription_id, "the receiver answered 410", now)
+        log.warning(
+            "subscription disabled: its receiver answered 410",
+            extra={"subscription_id": subscription_id},
         )
-        failing_since = await repository.note_failure(session, subscription.id, now)
+        ended["disabled"] += 1
+    elif attempt.succeeded:
+        await repository.note_success(session, subscription_id)
+    else:
+        failing_since = await repository.note_failure(session, subscription_id, now)
         if now - failing_since >= timedelta(hours=settings.subscription_disable_after_hours):
             await repository.disable(
-                session, subscription.id, "every delivery failed for too long", now
+                session, subscription_id, "every delivery failed for too long", now
             )
             log.error(
                 "subscription disabled: every delivery has failed since %s",
                 failing_since.isoformat(timespec="seconds"),
-                extra={"subscription_id": subscription.id},
+                extra={"subscription_id": subscription_id},
             )
-            return "disabled", subscription.id
-    return ("retrying" if retry_at else "failed"), subscription.id
+            ended["disabled"] += 1
+    return ended

@@ -1,12 +1,11 @@
-"""The dispatcher: hands due deliveries to the worker's `deliver` jobs, in order.
+"""The dispatcher: has the worker send what is due, one job per subscription.
 
 One runs in each worker process. It wakes when changes are numbered in any process (the change
-feed's `ChangeSignal`), when one of its jobs finished (`poke()`), and every `INTERVAL_SECONDS`
-(retries come due with time). It leases what is due (repository.lease_due: in order per
-subscription and registration, at most `PER_SUBSCRIPTION` in flight per subscription, so a slow or
-dead receiver holds a few jobs, never the worker) and enqueues one job per delivery. A lease that
-no job honours (Redis lost it, the worker died) expires after `LEASE_SECONDS`, and the delivery is
-handed out again.
+feed's `ChangeSignal`), when one of its jobs finished (`poke()`), when the next retry comes due,
+and at least every `INTERVAL_SECONDS`; it finds the enabled subscriptions with a delivery due (one
+index probe each) and enqueues a `deliver` job for each. The job id is the subscription's, so a
+subscription has one job at a time across all workers: a slow or dead receiver holds one job
+slot, never the others' deliveries nor the processing of callbacks.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
 from typing import Final
 
 from arq import ArqRedis
@@ -30,23 +28,15 @@ from app.subscriptions import repository
 log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS: Final = 1.0
-PER_SUBSCRIPTION: Final = 4
-BATCH: Final = 200
 
 
 class Dispatcher:
     def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        redis: ArqRedis,
-        signal: ChangeSignal,
-        *,
-        lease_seconds: float,
+        self, sessions: async_sessionmaker[AsyncSession], redis: ArqRedis, signal: ChangeSignal
     ) -> None:
         self._sessions = sessions
         self._redis = redis
         self._signal = signal
-        self._lease = timedelta(seconds=lease_seconds)
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -62,33 +52,29 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def run_once(self) -> int:
-        """Lease what is due and enqueue it; answers how many were handed out."""
+    async def run_once(self) -> float:
+        """Enqueue a job for each subscription with something due; answers how long to wait
+        before the next look (until the next retry comes due, at most `INTERVAL_SECONDS`)."""
         now = utcnow()
-        async with self._sessions.begin() as session:
-            due = await repository.lease_due(
-                session,
-                now=now,
-                lease_until=now + self._lease,
-                per_subscription=PER_SUBSCRIPTION,
-                limit=BATCH,
-            )
+        async with self._sessions() as session:
+            due = await repository.subscriptions_due(session, now)
+            upcoming = await repository.next_due(session, now)
         if due:
-            await enqueue_deliveries(self._redis, [delivery.id for delivery in due])
-        return len(due)
+            await enqueue_deliveries(self._redis, due)
+        if upcoming is None or upcoming <= now:
+            return INTERVAL_SECONDS
+        return min(INTERVAL_SECONDS, (upcoming - now).total_seconds())
 
     async def _run(self) -> None:
         while True:
             token = self._signal.token()
+            pause = INTERVAL_SECONDS
             try:
-                handed = await self.run_once()
+                pause = await self.run_once()
             except (SQLAlchemyError, RedisError, OSError) as exc:
                 log.warning("deliveries: dispatching failed (%s); retried shortly", exc)
-                handed = 0
-            if handed >= BATCH:
-                continue  # more are due: no waiting
             poked = asyncio.create_task(self._poked.wait())
-            signalled = asyncio.create_task(self._signal.wait(token, INTERVAL_SECONDS))
+            signalled = asyncio.create_task(self._signal.wait(token, pause))
             try:
                 await asyncio.wait({poked, signalled}, return_when=asyncio.FIRST_COMPLETED)
             finally:

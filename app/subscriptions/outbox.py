@@ -2,8 +2,8 @@
 the transaction) that records the change (app/changes/repository.py). The one place deliveries
 are created; a leaf that only knows the tables.
 
-A subscription's filters are kept as `,A,B,` and matched with LIKE, the value's own `%`, `_` and
-`\\` escaped: plain SQL, the same on both databases.
+A subscription's filters are kept as `,A,B,` (values hold no comma: the API refuses them) and
+matched exactly with replace(): plain SQL, the same on both databases.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from sqlalchemy import (
 
 from app.models import DELIVERIES, SUBSCRIPTIONS, DeliveryState
 
-ESCAPE = "\\"
-
 
 def filter_text(values: list[str] | None) -> str | None:
     """How a filter is kept: `,A,B,`; None (or empty) keeps everything."""
@@ -39,13 +37,10 @@ def filter_values(text: str | None) -> list[str] | None:
 
 
 def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnElement[bool]:
-    escaped = func.replace(
-        func.replace(func.replace(value, ESCAPE, ESCAPE + ESCAPE), "%", ESCAPE + "%"),
-        "_",
-        ESCAPE + "_",
-    )
-    pattern = literal("%,", String()) + escaped + literal(",%", String())
-    return or_(kept.is_(None), kept.like(pattern, escape=ESCAPE))
+    # `,A,B,` holds `,value,` exactly when removing that needle changes it: replace() compares
+    # exactly on both databases (LIKE ignores case on SQLite), and needs no escaping.
+    needle = literal(",", String()) + value + literal(",", String())
+    return or_(kept.is_(None), func.replace(kept, needle, "") != kept)
 
 
 def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:

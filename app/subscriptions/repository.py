@@ -4,10 +4,9 @@ aside: app/subscriptions/outbox.py). Nothing here commits: callers own the trans
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import case, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -38,59 +37,79 @@ async def delete(session: AsyncSession, subscription: Subscription) -> None:
     await session.delete(subscription)
 
 
+async def lock(session: AsyncSession, subscription_id: str) -> None:
+    """Hold the subscription's row until the transaction ends (PostgreSQL; SQLite's writer lock
+    does it there). Every transaction that writes a delivery's outcome takes it FIRST, before any
+    delivery row: one order for all, so jobs of one subscription never deadlock (one disabling
+    it updates every pending delivery, while another writes its own)."""
+    await session.execute(
+        select(SUBSCRIPTIONS.c.id).where(SUBSCRIPTIONS.c.id == subscription_id).with_for_update()
+    )
+
+
 async def fail_pending(session: AsyncSession, subscription_id: str, why: str, now: datetime) -> int:
-    """End every pending delivery of a subscription that will not be sent (it was disabled)."""
+    """End every pending delivery of a subscription that will not be sent (it was disabled);
+    the last error of one already tried is kept, `why` added to it."""
     result = await session.execute(
         update(DELIVERIES)
         .where(
             DELIVERIES.c.subscription_id == subscription_id,
             DELIVERIES.c.state == DeliveryState.PENDING.value,
         )
-        .values(state=DeliveryState.FAILED.value, last_error=why, updated_at=now)
+        .values(
+            state=DeliveryState.FAILED.value,
+            last_error=case(
+                (DELIVERIES.c.last_error.is_(None), why),
+                else_=DELIVERIES.c.last_error + "; " + why,
+            ),
+            updated_at=now,
+        )
     )
     return rowcount(result)
 
 
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    id: int
-    subscription_id: str
-
-
-async def lease_due(
-    session: AsyncSession,
-    *,
-    now: datetime,
-    lease_until: datetime,
-    per_subscription: int,
-    limit: int,
-) -> list[DueDelivery]:
-    """Lease the deliveries to send now, so that no other dispatcher hands them out meanwhile:
-    pending, due, of an enabled subscription, whose change is numbered, with no earlier pending
-    delivery of the same subscription and registration (in order), and not leased already; at
-    most `per_subscription` leased per subscription at a time (a slow receiver holds only that
-    many jobs). Lock-free readers race on the lease: the UPDATE's condition decides."""
-    earlier = aliased(Delivery)
-    leased_now = aliased(Delivery)
-    busy = (
-        select(func.count())
-        .select_from(leased_now)
-        .where(
-            leased_now.subscription_id == Delivery.subscription_id,
-            leased_now.state == DeliveryState.PENDING.value,
-            leased_now.leased_until > now,
-        )
-        .scalar_subquery()
+async def subscriptions_due(session: AsyncSession, now: datetime) -> list[str]:
+    """Enabled subscriptions with a delivery due now (one index probe each)."""
+    due = exists().where(
+        Delivery.subscription_id == Subscription.id,
+        Delivery.state == DeliveryState.PENDING.value,
+        Delivery.next_attempt_at <= now,
     )
-    candidates = (
-        select(Delivery.id, Delivery.subscription_id)
-        .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
+    result = await session.execute(
+        select(Subscription.id).where(Subscription.enabled.is_(True), due)
+    )
+    return list(result.scalars())
+
+
+async def next_due(session: AsyncSession, now: datetime) -> datetime | None:
+    """When the next delivery waiting for a retry comes due (of an enabled subscription); None
+    when none waits."""
+    result = await session.execute(
+        select(func.min(Delivery.next_attempt_at))
         .join(Subscription, Subscription.id == Delivery.subscription_id)
         .where(
             Delivery.state == DeliveryState.PENDING.value,
-            Delivery.next_attempt_at <= now,
-            or_(Delivery.leased_until.is_(None), Delivery.leased_until <= now),
+            Delivery.next_attempt_at > now,
             Subscription.enabled.is_(True),
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def due(
+    session: AsyncSession, subscription_id: str, *, now: datetime, limit: int
+) -> list[tuple[Delivery, RegistrationChange]]:
+    """The subscription's deliveries to send now, in order: pending, due, their change numbered,
+    and no earlier delivery of the same registration still pending (so a batch holds at most one
+    per registration, and a later change never overtakes an earlier one)."""
+    earlier = aliased(Delivery)
+    result = await session.execute(
+        select(Delivery, RegistrationChange)
+        .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
+        .where(
+            Delivery.subscription_id == subscription_id,
+            Delivery.state == DeliveryState.PENDING.value,
+            Delivery.next_attempt_at <= now,
             RegistrationChange.seq.is_not(None),
             ~exists().where(
                 earlier.subscription_id == Delivery.subscription_id,
@@ -98,30 +117,11 @@ async def lease_due(
                 earlier.change_id < Delivery.change_id,
                 earlier.state == DeliveryState.PENDING.value,
             ),
-            busy < per_subscription,
         )
-        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .order_by(Delivery.change_id)
         .limit(limit)
     )
-    rows = (await session.execute(candidates)).all()
-    taken: list[DueDelivery] = []
-    counts: dict[str, int] = {}
-    for delivery_id, subscription_id in rows:
-        if counts.get(subscription_id, 0) >= per_subscription:
-            continue
-        result = await session.execute(
-            update(DELIVERIES)
-            .where(
-                DELIVERIES.c.id == delivery_id,
-                DELIVERIES.c.state == DeliveryState.PENDING.value,
-                or_(DELIVERIES.c.leased_until.is_(None), DELIVERIES.c.leased_until <= now),
-            )
-            .values(leased_until=lease_until)
-        )
-        if rowcount(result):
-            counts[subscription_id] = counts.get(subscription_id, 0) + 1
-            taken.append(DueDelivery(delivery_id, subscription_id))
-    return taken
+    return [(delivery, change) for delivery, change in result.all()]
 
 
 async def load(
@@ -148,7 +148,7 @@ async def record_attempt(
     next_attempt_at: datetime | None,
     now: datetime,
 ) -> None:
-    """The outcome of one attempt; the lease ends with it."""
+    """The outcome of one attempt."""
     await session.execute(
         update(DELIVERIES)
         .where(DELIVERIES.c.id == delivery_id)
@@ -158,7 +158,6 @@ async def record_attempt(
             last_status_code=status_code,
             last_error=error,
             next_attempt_at=next_attempt_at,
-            leased_until=None,
             updated_at=now,
         )
     )
@@ -172,7 +171,6 @@ async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> b
         .values(
             state=DeliveryState.PENDING.value,
             next_attempt_at=now,
-            leased_until=None,
             updated_at=now,
         )
     )

@@ -31,8 +31,6 @@ from app.worker.context import WorkerContext
 log = logging.getLogger(__name__)
 
 MAX_JOBS = 30
-DELIVERY_JOB_MARGIN_SECONDS = 10.0
-"""A delivery job's timeout beyond its POST's: the reads and the write around it."""
 WORKER_HELD_CONNECTIONS = 8  # of the engine's pool (10, and 10 more on demand)
 
 
@@ -110,14 +108,7 @@ def build_worker_settings(settings: Settings) -> type:
         sequencer.start()
         ctx["change_signal"] = signal = ChangeSignal(ctx["redis"])
         signal.start()
-        # A lease outlives the job that honours it (its timeout), so no delivery goes out twice
-        # at once; a dead job's delivery is handed out again after it.
-        ctx["dispatcher"] = dispatcher = Dispatcher(
-            ctx["sessionmaker"],
-            ctx["redis"],
-            signal,
-            lease_seconds=settings.delivery_timeout_seconds + DELIVERY_JOB_MARGIN_SECONDS + 5,
-        )
+        ctx["dispatcher"] = dispatcher = Dispatcher(ctx["sessionmaker"], ctx["redis"], signal)
         dispatcher.start()
         await warn_about_eviction(ctx)
         log.info("worker started", extra={"database": settings.safe_database_url()})
@@ -189,9 +180,11 @@ def build_worker_settings(settings: Settings) -> type:
             func(
                 _job(tasks.deliver),
                 name=DELIVER,
-                max_tries=1,  # a delivery's retries are its own (next_attempt_at), not arq's
+                # A delivery's retries are its own (next_attempt_at); arq's tries only run again
+                # a job whose worker died (its deliveries are still pending).
+                max_tries=3,
                 keep_result=0,
-                timeout=settings.delivery_timeout_seconds + DELIVERY_JOB_MARGIN_SECONDS,
+                timeout=settings.job_timeout_seconds,
             ),
             func(
                 _job(tasks.refresh_facts),

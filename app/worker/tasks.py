@@ -217,16 +217,21 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
     return "applied" if result.applied else "superseded"
 
 
-async def deliver(ctx: WorkerContext, delivery_id: int) -> str:
-    """Send one delivery of a subscription (app/subscriptions/delivery.py); then let the
-    dispatcher hand out what comes next (the next change of the same registration)."""
-    outcome, subscription_id = await delivery.deliver(
-        ctx["sessionmaker"], ctx["http"], ctx["settings"], delivery_id
+async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
+    """Send what is due for one subscription (app/subscriptions/delivery.py), within the cron
+    budget's share of the job timeout; then have the dispatcher look again (more may be due).
+    Answers how many deliveries were attempted."""
+    outcomes = await delivery.deliver_subscription(
+        ctx["sessionmaker"],
+        ctx["http"],
+        ctx["settings"],
+        subscription_id,
+        budget_seconds=cron_budget(ctx),
     )
-    if subscription_id is not None:
-        ctx["metrics"].deliveries.labels(subscription_id, outcome).inc()
+    for result, count in outcomes.items():
+        ctx["metrics"].deliveries.labels(subscription_id, result).inc(count)
     ctx["dispatcher"].poke()
-    return outcome
+    return sum(count for result, count in outcomes.items() if result != "disabled")
 
 
 async def refresh_markets(ctx: WorkerContext) -> int:

@@ -52,7 +52,6 @@ def upgrade() -> None:
         sa.Column("last_status_code", sa.Integer(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("next_attempt_at", _TIME, nullable=True),
-        sa.Column("leased_until", _TIME, nullable=True),
         sa.Column("created_at", _TIME, nullable=False),
         sa.Column("updated_at", _TIME, nullable=False),
         sa.ForeignKeyConstraint(
@@ -68,9 +67,15 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_deliveries"),
+        sqlite_autoincrement=True,  # ids name messages (webhook-id): never reused
     )
     op.create_index(
         "ix_deliveries_state_next_attempt_at", "deliveries", ["state", "next_attempt_at"]
+    )
+    op.create_index(
+        "ix_deliveries_subscription_id_state_next_attempt_at",
+        "deliveries",
+        ["subscription_id", "state", "next_attempt_at"],
     )
     op.create_index(
         "ix_deliveries_subscription_id_registration_id_change_id",
