@@ -318,6 +318,23 @@ class Delivery(Base):
             "registration_id",
             "change_id",
         ),
+        # The pending ones only (a small part of the table): a subscription's in change order,
+        # and whether an earlier one of a registration waits (repository.due).
+        Index(
+            "ix_deliveries_pending_subscription_id_change_id",
+            "subscription_id",
+            "change_id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index(
+            "ix_deliveries_pending_subscription_id_registration_id_change_id",
+            "subscription_id",
+            "registration_id",
+            "change_id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
         Index("ix_deliveries_subscription_id_id", "subscription_id", "id"),
         Index("ix_deliveries_change_id", "change_id"),
         # A delivery's id names its message (`webhook-id`): never given twice, even after the

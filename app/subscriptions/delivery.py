@@ -183,9 +183,11 @@ async def _start_due(
         subscription = await repository.get(session, subscription_id)
         if subscription is None or not subscription.enabled:
             return None
-        batch = await repository.due(session, subscription_id, now=utcnow(), limit=limit * 2)
+        ids = {delivery.id for delivery in flying.values()}
+        batch = await repository.due(
+            session, subscription_id, now=utcnow(), limit=limit - len(flying), flying=ids
+        )
     busy = {delivery.registration_id for delivery in flying.values()}
-    ids = {delivery.id for delivery in flying.values()}
     secrets = _secrets(subscription, utcnow())
     for delivery, change in batch:
         if len(flying) >= limit:

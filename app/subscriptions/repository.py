@@ -4,6 +4,7 @@ aside: app/subscriptions/outbox.py). Nothing here commits: callers own the trans
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
 from sqlalchemy import case, exists, func, select, update
@@ -97,11 +98,17 @@ async def next_due(session: AsyncSession, now: datetime) -> datetime | None:
 
 
 async def due(
-    session: AsyncSession, subscription_id: str, *, now: datetime, limit: int
+    session: AsyncSession,
+    subscription_id: str,
+    *,
+    now: datetime,
+    limit: int,
+    flying: Collection[int] = (),
 ) -> list[tuple[Delivery, RegistrationChange]]:
     """The subscription's deliveries to send now, in order: pending, due, their change numbered,
     and no earlier delivery of the same registration still pending (so a batch holds at most one
-    per registration, and a later change never overtakes an earlier one)."""
+    per registration, and a later change never overtakes an earlier one); not those in `flying`
+    (being sent). Both scans use partial indexes of the pending deliveries alone."""
     earlier = aliased(Delivery)
     result = await session.execute(
         select(Delivery, RegistrationChange)
@@ -111,6 +118,7 @@ async def due(
             Delivery.state == DeliveryState.PENDING.value,
             Delivery.next_attempt_at <= now,
             RegistrationChange.seq.is_not(None),
+            Delivery.id.not_in(flying),
             ~exists().where(
                 earlier.subscription_id == Delivery.subscription_id,
                 earlier.registration_id == Delivery.registration_id,

@@ -83,6 +83,21 @@ def upgrade() -> None:
         ["subscription_id", "registration_id", "change_id"],
     )
     op.create_index("ix_deliveries_subscription_id_id", "deliveries", ["subscription_id", "id"])
+    pending = sa.text("state = 'pending'")
+    op.create_index(
+        "ix_deliveries_pending_subscription_id_change_id",
+        "deliveries",
+        ["subscription_id", "change_id"],
+        postgresql_where=pending,
+        sqlite_where=pending,
+    )
+    op.create_index(
+        "ix_deliveries_pending_subscription_id_registration_id_change_id",
+        "deliveries",
+        ["subscription_id", "registration_id", "change_id"],
+        postgresql_where=pending,
+        sqlite_where=pending,
+    )
     op.create_index("ix_deliveries_change_id", "deliveries", ["change_id"])
 
 
