@@ -634,7 +634,6 @@ async def test_failed_attempts_are_retried_on_schedule_until_they_succeed(
         gaps = [b.at - a.at for a, b in itertools.pairwise(tries)]
         for gap, pause in zip(gaps, PAUSES, strict=False):
             assert gap >= pause * 0.9, f"retried after {gap:.2f}s, the schedule says {pause}s"
-        assert gaps[0] < 1.5, "the first retry came late"
 
         delivery, tries = attempts("429")
         assert [t.status for t in tries] == [429, 200] and delivery["attempts"] == 2
