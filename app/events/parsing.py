@@ -28,6 +28,7 @@ MAX_ID_LENGTH = 255
 # A registration id is a segment of the URL the worker GETs; these two would name another resource
 # (URL normalisation removes them), so such an id cannot be checked with Sinch: it is unusable.
 DOT_SEGMENTS = frozenset({".", ".."})
+# Nor can an id holding "/": servers decode %2F before routing, so it would name another path.
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ def _first_id(
                 value
                 and len(value) <= MAX_ID_LENGTH
                 and value not in refused
+                and not (refused and "/" in value)
                 and is_storable_text(value)
             ):
                 return value

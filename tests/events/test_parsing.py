@@ -132,3 +132,11 @@ def test_a_registration_id_that_is_a_dot_segment_is_unusable(dots: str) -> None:
     fields = parse_callback(json.dumps({"resourceId": dots, "id": "reg-1"}).encode())
     assert fields.registration_id == "reg-1"
     assert parse_callback(json.dumps({"resourceId": dots}).encode()).registration_id is None
+
+
+def test_a_registration_id_holding_a_slash_is_unusable() -> None:
+    """Servers decode %2F before routing: GET .../registrations/a%2Fb names another path."""
+    for value in ("/", "a/b", "../x"):
+        fields = parse_callback(json.dumps({"resourceId": value, "status": "APPROVED"}).encode())
+        assert fields.registration_id is None, value
+    assert parse_callback(b'{"resourceId": "a-b", "status": "APPROVED"}').registration_id == "a-b"
