@@ -1,22 +1,28 @@
-"""Bearer tokens of the internal API (`INTERNAL_API_TOKENS`).
+"""Bearer tokens of the internal API, and what each may do (its scope).
 
-`require_token` guards every `/v1` route: a request passes only with `Authorization: Bearer <t>`
-where `t` equals one of the configured tokens. With no token configured everyone is refused. A
-refusal is a 401 problem with `WWW-Authenticate: Bearer`, and never says which part was wrong
-beyond "missing" or "not accepted".
+`authenticate` answers who presented a token (a `Principal`: a name and a `Scope`), or None.
+`require_read` guards every `/v1` route that only looks, `require_write` every one that acts. A
+request passes only with `Authorization: Bearer <t>` where `t` is accepted; with no token
+configured everyone is refused. A refusal is a 401 problem with `WWW-Authenticate: Bearer` (no
+valid token) or a 403 problem (a valid token without the scope), and never says which part was
+wrong beyond "missing" or "not accepted", nor echoes the token.
+
+Tokens in `INTERNAL_API_TOKENS` are the bootstrap: scope `write`, named `env:<position>`.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
-from app.deps import ResourcesDep
+from app.deps import Resources, ResourcesDep
 from app.problems import ProblemError
 
 # auto_error=False: FastAPI's own refusal is not problem+json; `require_token` makes the 401. The
@@ -30,9 +36,32 @@ bearer_scheme = HTTPBearer(
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
+class Scope(StrEnum):
+    """What a token may do. `write` includes everything `read` may."""
+
+    READ = "read"
+    WRITE = "write"
+
+    def allows(self, needed: Scope) -> bool:
+        return self is Scope.WRITE or needed is Scope.READ
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who presented an accepted token: its name (never the token) and its scope."""
+
+    name: str
+    scope: Scope
+
+
 class UnauthorizedError(ProblemError):
     def __init__(self, detail: str) -> None:
         super().__init__(401, detail, headers=dict(CHALLENGE))
+
+
+class ForbiddenError(ProblemError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(403, detail)
 
 
 def token_accepted(presented: str, accepted: Sequence[SecretStr]) -> bool:
@@ -48,15 +77,61 @@ def token_accepted(presented: str, accepted: Sequence[SecretStr]) -> bool:
     return matched
 
 
-async def require_token(
+def _bootstrap_principal(presented: str, accepted: Sequence[SecretStr]) -> Principal | None:
+    """The `INTERNAL_API_TOKENS` entry `presented` equals, as a principal (every entry compared,
+    in constant time, as `token_accepted`)."""
+    candidate = presented.encode()
+    found: Principal | None = None
+    for position, token in enumerate(accepted, start=1):
+        if hmac.compare_digest(candidate, token.get_secret_value().encode()):
+            found = found or Principal(f"env:{position}", Scope.WRITE)
+    return found
+
+
+async def authenticate(resources: Resources, presented: str) -> Principal | None:
+    """Who presented `presented`, or None when no accepted token equals it."""
+    return _bootstrap_principal(presented, resources.settings.internal_api_tokens)
+
+
+async def _principal(
+    request: Request,
     resources: ResourcesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> None:
-    """Refuse (401) a request without one of the configured bearer tokens."""
-    accepted = resources.settings.internal_api_tokens
-    if not accepted:
+    credentials: HTTPAuthorizationCredentials | None,
+    needed: Scope,
+) -> Principal:
+    if not resources.settings.internal_api_tokens:
         raise UnauthorizedError("No internal API token is configured: every request is refused.")
     if credentials is None:
         raise UnauthorizedError("A bearer token is required (Authorization: Bearer <token>).")
-    if not token_accepted(credentials.credentials, accepted):
+    principal = await authenticate(resources, credentials.credentials)
+    if principal is None:
         raise UnauthorizedError("The bearer token is not accepted.")
+    if not principal.scope.allows(needed):
+        raise ForbiddenError(f"This token's scope is `{principal.scope}`; this needs `{needed}`.")
+    request.state.principal = principal
+    return principal
+
+
+async def require_read(
+    request: Request,
+    resources: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The caller, with a token of scope `read` or `write`; else 401 (or 403)."""
+    return await _principal(request, resources, credentials, Scope.READ)
+
+
+async def require_write(
+    request: Request,
+    resources: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> Principal:
+    """The caller, with a token of scope `write`; else 401, or 403 with a `read` token."""
+    return await _principal(request, resources, credentials, Scope.WRITE)
+
+
+require_token = require_read
+"""Every `/v1` route: at least `read` (the routes that act add `require_write`)."""
+
+PrincipalDep = Annotated[Principal, Depends(require_read)]
+WriterDep = Annotated[Principal, Depends(require_write)]
