@@ -54,8 +54,13 @@ async def _drop(admin_url: str, name: str) -> None:
         await connection.close()
 
 
+# Two checkouts testing at once on one server (git worktrees) set a prefix each.
+DATABASE_PREFIX = os.environ.get("TEST_DB_PREFIX", "")
+
+
 def create_postgres_database(name: str, *, migrated: bool = True) -> str:
     """A new, empty (or migrated) PostgreSQL database; answers its async URL."""
+    name = DATABASE_PREFIX + name
     asyncio.run(_recreate(POSTGRES_ADMIN_URL, name))
     url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     if migrated:
@@ -64,7 +69,7 @@ def create_postgres_database(name: str, *, migrated: bool = True) -> str:
 
 
 def drop_postgres_database(name: str) -> None:
-    asyncio.run(_drop(POSTGRES_ADMIN_URL, name))
+    asyncio.run(_drop(POSTGRES_ADMIN_URL, DATABASE_PREFIX + name))
 
 
 def create_sqlite_template(folder: Path) -> Path:
