@@ -93,6 +93,16 @@ async def authenticate(resources: Resources, presented: str) -> Principal | None
     return _bootstrap_principal(presented, resources.settings.internal_api_tokens)
 
 
+async def principal_named(resources: Resources, name: str) -> Principal | None:
+    """The principal called `name` as it stands now, or None when no accepted token has that name
+    any more (revoked, or removed from the configuration): a console session asks this on each
+    request, so that revoking a token also ends the sessions signed in with it."""
+    accepted = resources.settings.internal_api_tokens
+    if name.startswith("env:") and name[4:].isdigit() and 1 <= int(name[4:]) <= len(accepted):
+        return Principal(name, Scope.WRITE)
+    return None
+
+
 async def _principal(
     request: Request,
     resources: ResourcesDep,
