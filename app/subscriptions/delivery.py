@@ -154,14 +154,15 @@ async def deliver_subscription(
             done, _ = await asyncio.wait(
                 flying, timeout=LOOK_AGAIN_SECONDS, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in done:
-                delivery = flying.pop(task)
-                async with sessions.begin() as session:
-                    ended = await _record(
-                        session, subscription_id, delivery, task.result(), settings, rng
-                    )
-                outcomes.update(ended)
-                disabled = disabled or bool(ended["disabled"])
+            if not done:
+                continue
+            # Every POST that has ended, in one transaction: at 1,000 deliveries/s a transaction
+            # each was the worker's whole budget.
+            finished = [(flying.pop(task), task.result()) for task in done]
+            async with sessions.begin() as session:
+                ended = await _record(session, subscription_id, finished, settings, rng)
+            outcomes.update(ended)
+            disabled = disabled or bool(ended["disabled"])
     finally:
         for task in flying:
             task.cancel()
@@ -212,52 +213,64 @@ async def _start_due(
 async def _record(
     session: AsyncSession,
     subscription_id: str,
-    delivery: Delivery,
-    attempt: Attempt,
+    finished: list[tuple[Delivery, Attempt]],
     settings: Settings,
     rng: random.Random | None,
 ) -> Counter[str]:
-    """Write one attempt's outcome, the subscription's row locked first (repository.lock)."""
+    """Write the outcomes of attempts that have ended, the subscription's row locked first
+    (repository.lock). Successes take one statement per status code."""
     await repository.lock(session, subscription_id)
     now = utcnow()
     ended: Counter[str] = Counter()
-    if attempt.succeeded:
-        state, retry_at, error = DeliveryState.SUCCEEDED, None, None
-    elif attempt.status_code == 410:
-        state, retry_at = DeliveryState.FAILED, None
-        error = "answered 410 Gone: the subscription is disabled"
-    else:
-        retry_at = next_attempt(
-            attempts=delivery.attempts + 1,
-            created_at=delivery.created_at,
+    succeeded: dict[int, list[int]] = {}
+    failures = 0
+    gone = False
+    for delivery, attempt in finished:
+        if attempt.succeeded and attempt.status_code is not None:
+            succeeded.setdefault(attempt.status_code, []).append(delivery.id)
+            ended["succeeded"] += 1
+            continue
+        failures += 1
+        if attempt.status_code == 410:
+            state, retry_at = DeliveryState.FAILED, None
+            error: str | None = "answered 410 Gone: the subscription is disabled"
+            gone = True
+        else:
+            retry_at = next_attempt(
+                attempts=delivery.attempts + 1,
+                created_at=delivery.created_at,
+                now=now,
+                pauses=settings.delivery_retry_seconds,
+                give_up_after=timedelta(hours=settings.delivery_give_up_hours),
+                retry_after=attempt.retry_after,
+                rng=rng,
+            )
+            state = DeliveryState.PENDING if retry_at else DeliveryState.FAILED
+            error = attempt.error
+        await repository.record_attempt(
+            session,
+            delivery.id,
+            state=state,
+            status_code=attempt.status_code,
+            error=error,
+            next_attempt_at=retry_at,
             now=now,
-            pauses=settings.delivery_retry_seconds,
-            give_up_after=timedelta(hours=settings.delivery_give_up_hours),
-            retry_after=attempt.retry_after,
-            rng=rng,
         )
-        state = DeliveryState.PENDING if retry_at else DeliveryState.FAILED
-        error = attempt.error
-    await repository.record_attempt(
-        session,
-        delivery.id,
-        state=state,
-        status_code=attempt.status_code,
-        error=error,
-        next_attempt_at=retry_at,
-        now=now,
-    )
-    ended["succeeded" if attempt.succeeded else "retrying" if retry_at else "failed"] += 1
-    if attempt.status_code == 410:
+        ended["retrying" if retry_at else "failed"] += 1
+    for status_code, ids in succeeded.items():
+        await repository.record_successes(session, ids, status_code, now)
+    if gone:
         await repository.disable(session, subscription_id, "the receiver answered 410", now)
         log.warning(
             "subscription disabled: its receiver answered 410",
             extra={"subscription_id": subscription_id},
         )
         ended["disabled"] += 1
-    elif attempt.succeeded:
+        return ended
+    if succeeded:
         await repository.note_success(session, subscription_id)
-    else:
+    if failures and not succeeded:
+        # "Every attempt has failed since": a success in the same batch says otherwise.
         failing_since = await repository.note_failure(session, subscription_id, now)
         if now - failing_since >= timedelta(hours=settings.subscription_disable_after_hours):
             await repository.disable(

@@ -106,10 +106,26 @@ async def due(
     flying: Collection[int] = (),
 ) -> list[tuple[Delivery, RegistrationChange]]:
     """The subscription's deliveries to send now, in order: pending, due, their change numbered,
-    and no earlier delivery of the same registration still pending (so a batch holds at most one
-    per registration, and a later change never overtakes an earlier one); not those in `flying`
-    (being sent). Both scans use partial indexes of the pending deliveries alone."""
+    and each the earliest pending delivery of its registration (so a batch holds at most one per
+    registration, and a later change never overtakes an earlier one); not those in `flying`
+    (being sent).
+
+    Cost: a walk of the partial index of the subscription's pending deliveries in change order,
+    and for each one walked an index probe for its registration's earliest pending change. The
+    probe is a correlated `min()` on purpose: as an anti-join (NOT EXISTS) PostgreSQL planned it,
+    with the pending set's statistics stale (they change by the second), as a scan of every
+    pending delivery of the subscription per row: 90 ms at 16k pending instead of 1."""
     earlier = aliased(Delivery)
+    head = (
+        select(func.min(earlier.change_id))
+        .where(
+            earlier.subscription_id == Delivery.subscription_id,
+            earlier.registration_id == Delivery.registration_id,
+            earlier.state == DeliveryState.PENDING.value,
+        )
+        .correlate(Delivery)
+        .scalar_subquery()
+    )
     result = await session.execute(
         select(Delivery, RegistrationChange)
         .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
@@ -119,12 +135,7 @@ async def due(
             Delivery.next_attempt_at <= now,
             RegistrationChange.seq.is_not(None),
             Delivery.id.not_in(flying),
-            ~exists().where(
-                earlier.subscription_id == Delivery.subscription_id,
-                earlier.registration_id == Delivery.registration_id,
-                earlier.change_id < Delivery.change_id,
-                earlier.state == DeliveryState.PENDING.value,
-            ),
+            Delivery.change_id == head,
         )
         .order_by(Delivery.change_id)
         .limit(limit)
@@ -166,6 +177,24 @@ async def record_attempt(
             last_status_code=status_code,
             last_error=error,
             next_attempt_at=next_attempt_at,
+            updated_at=now,
+        )
+    )
+
+
+async def record_successes(
+    session: AsyncSession, delivery_ids: Collection[int], status_code: int, now: datetime
+) -> None:
+    """Attempts that succeeded with `status_code`: one statement for all of them."""
+    await session.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id.in_(delivery_ids))
+        .values(
+            state=DeliveryState.SUCCEEDED.value,
+            attempts=DELIVERIES.c.attempts + 1,
+            last_status_code=status_code,
+            last_error=None,
+            next_attempt_at=None,
             updated_at=now,
         )
     )
