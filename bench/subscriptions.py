@@ -251,13 +251,13 @@ def arq_worker(env: dict[str, str], log_path: Path, timeout: float = 30) -> Iter
 
 @dataclass
 class Backlog:
-    """Deliveries waiting, sampled every 0.5 s: pending in the database and not leased (the
-    dispatcher's), leased (handed to jobs), and arq's queue."""
+    """Deliveries waiting, sampled every 0.5 s: pending and due (to send now, or being sent),
+    pending and waiting for a retry, and arq's queue."""
 
     samples: list[dict[str, float]] = field(default_factory=list)
 
     def peak(self) -> dict[str, int]:
-        names = ("pending_unleased", "leased", "arq_queued")
+        names = ("pending_due", "pending_retry", "arq_queued")
         return {name: int(max((s[name] for s in self.samples), default=0)) for name in names}
 
 
@@ -267,16 +267,16 @@ async def sample_backlog(plain_url: str, redis_url: str, backlog: Backlog, began
     try:
         while True:
             row = await connection.fetchrow(
-                "SELECT count(*) FILTER (WHERE leased_until IS NULL OR leased_until <= now()) AS u,"
-                " count(*) FILTER (WHERE leased_until > now()) AS l"
+                "SELECT count(*) FILTER (WHERE next_attempt_at <= now()) AS due,"
+                " count(*) FILTER (WHERE next_attempt_at > now()) AS retry"
                 " FROM deliveries WHERE state = 'pending'"
             )
             queued = await client.zcard("arq:queue")
             backlog.samples.append(
                 {
                     "t": round(time.monotonic() - began, 2),
-                    "pending_unleased": row["u"],
-                    "leased": row["l"],
+                    "pending_due": row["due"],
+                    "pending_retry": row["retry"],
                     "arq_queued": queued,
                 }
             )
@@ -608,8 +608,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[bool, lis
     )
     peak = results["backlog_peak"]
     print(
-        f"backlog peak: {peak['pending_unleased']} pending not yet leased, {peak['leased']} "
-        f"leased, {peak['arq_queued']} in arq's queue"
+        f"backlog peak: {peak['pending_due']} pending and due, {peak['pending_retry']} "
+        f"waiting for a retry, {peak['arq_queued']} in arq's queue"
     )
     cpu = ", ".join(f"{k} {v:g}%" for k, v in results["cpu_percent_of_one_core"]["writing"].items())
     print(f"CPU while writing (percent of one core): {cpu}")

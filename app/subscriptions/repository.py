@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import case, exists, func, select, update
+from sqlalchemy import case, exists, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -20,6 +20,12 @@ from app.models import (
     RegistrationChange,
     Subscription,
 )
+
+# `'pending'` written into the statement, not bound: the partial indexes of the pending deliveries
+# (`WHERE state = 'pending'`) serve only a query whose plan knows the value. Bound, PostgreSQL's
+# generic plan (chosen for a prepared statement after five runs) cannot use them and walked every
+# delivery of the subscription: 35 ms at 2k pending instead of 0.4.
+PENDING = literal(DeliveryState.PENDING.value, literal_execute=True)
 
 
 def new_id() -> str:
@@ -43,8 +49,13 @@ async def lock(session: AsyncSession, subscription_id: str) -> None:
     does it there). Every transaction that writes a delivery's outcome takes it FIRST, before any
     delivery row: one order for all, so jobs of one subscription never deadlock (one disabling
     it updates every pending delivery, while another writes its own)."""
+    # FOR NO KEY UPDATE (key_share): FOR UPDATE would also conflict with the KEY SHARE lock that
+    # the outbox's foreign key check takes on this row for every delivery it inserts, so a
+    # sending job and the transactions recording changes would queue behind each other.
     await session.execute(
-        select(SUBSCRIPTIONS.c.id).where(SUBSCRIPTIONS.c.id == subscription_id).with_for_update()
+        select(SUBSCRIPTIONS.c.id)
+        .where(SUBSCRIPTIONS.c.id == subscription_id)
+        .with_for_update(key_share=True)
     )
 
 
@@ -55,7 +66,7 @@ async def fail_pending(session: AsyncSession, subscription_id: str, why: str, no
         update(DELIVERIES)
         .where(
             DELIVERIES.c.subscription_id == subscription_id,
-            DELIVERIES.c.state == DeliveryState.PENDING.value,
+            DELIVERIES.c.state == PENDING,
         )
         .values(
             state=DeliveryState.FAILED.value,
@@ -73,7 +84,7 @@ async def subscriptions_due(session: AsyncSession, now: datetime) -> list[str]:
     """Enabled subscriptions with a delivery due now (one index probe each)."""
     due = exists().where(
         Delivery.subscription_id == Subscription.id,
-        Delivery.state == DeliveryState.PENDING.value,
+        Delivery.state == PENDING,
         Delivery.next_attempt_at <= now,
     )
     result = await session.execute(
@@ -89,7 +100,7 @@ async def next_due(session: AsyncSession, now: datetime) -> datetime | None:
         select(func.min(Delivery.next_attempt_at))
         .join(Subscription, Subscription.id == Delivery.subscription_id)
         .where(
-            Delivery.state == DeliveryState.PENDING.value,
+            Delivery.state == PENDING,
             Delivery.next_attempt_at > now,
             Subscription.enabled.is_(True),
         )
@@ -121,7 +132,7 @@ async def due(
         .where(
             earlier.subscription_id == Delivery.subscription_id,
             earlier.registration_id == Delivery.registration_id,
-            earlier.state == DeliveryState.PENDING.value,
+            earlier.state == PENDING,
         )
         .correlate(Delivery)
         .scalar_subquery()
@@ -131,7 +142,7 @@ async def due(
         .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
         .where(
             Delivery.subscription_id == subscription_id,
-            Delivery.state == DeliveryState.PENDING.value,
+            Delivery.state == PENDING,
             Delivery.next_attempt_at <= now,
             RegistrationChange.seq.is_not(None),
             Delivery.id.not_in(flying),
@@ -218,7 +229,7 @@ async def oldest_pending(session: AsyncSession) -> dict[str, datetime]:
     """Per subscription, when its oldest pending delivery was written."""
     rows = await session.execute(
         select(Delivery.subscription_id, func.min(Delivery.created_at))
-        .where(Delivery.state == DeliveryState.PENDING.value)
+        .where(Delivery.state == PENDING)
         .group_by(Delivery.subscription_id)
     )
     return {subscription_id: at for subscription_id, at in rows}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import TypedDict
 
 import httpx
@@ -29,6 +30,9 @@ class WorkerContext(TypedDict, total=False):
     """asyncpg connections for the lock-free step of `process_event` (PostgreSQL)."""
     sessionmaker: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
+    """Sinch's client (deliveries have one per job: app/subscriptions/delivery.py)."""
+    tls: ssl.SSLContext
+    """The TLS settings the delivery clients share."""
     sinch: SinchClient | None
     metrics: Metrics
     sequencer: Sequencer

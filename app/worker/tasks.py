@@ -223,7 +223,7 @@ async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
     Answers how many deliveries were attempted."""
     outcomes = await delivery.deliver_subscription(
         ctx["sessionmaker"],
-        ctx["http"],
+        ctx["tls"],
         ctx["settings"],
         subscription_id,
         budget_seconds=cron_budget(ctx),
