@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from app.audit.actions import Action
+from app.audit.repository import Actor, record
 from app.callbacks.signature import SIGNATURE_HEADER, sign
 from app.changes.sequencer import number_and_publish
 from app.db import create_engine, create_sessionmaker, utcnow
@@ -283,10 +285,13 @@ async def _deliveries_retry(args: argparse.Namespace) -> int:
     redis = create_redis(settings)
     unknown = []
     try:
+        actor = Actor.command_line()
         async with create_sessionmaker(engine).begin() as session:
             for delivery_id in args.delivery_ids:
                 if not await subscriptions.retry_now(session, delivery_id, utcnow()):
                     unknown.append(delivery_id)
+                else:
+                    record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=utcnow())
         await publish(redis)  # wakes the workers' dispatchers
     finally:
         await redis.aclose()
@@ -316,7 +321,9 @@ async def _replay(args: argparse.Namespace) -> int:
         if args.failed:
             async with sessionmaker() as session:
                 row_ids += await events_repository.ids_in_state(session, EventState.FAILED)
-        report = await events_service.replay(sessionmaker, redis, row_ids)
+        report = await events_service.replay(
+            sessionmaker, redis, row_ids, actor=Actor.command_line()
+        )
     finally:
         await redis.aclose()
         await engine.dispose()

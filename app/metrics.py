@@ -16,6 +16,8 @@ CALLBACK_RESULTS = (
     "too_large",
     "too_slow",
     "unavailable",
+    "unsupported_encoding",
+    "probe",
 )
 
 
