@@ -405,7 +405,8 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(255))
     client: Mapped[str | None] = mapped_column(String(255))
-    """The peer address of the request (the proxy's, behind one), or `cli@<host>`."""
+    """The client's address as uvicorn gives it (the peer, or `X-Forwarded-For` from a trusted
+    proxy), or `cli@<host>`."""
     forwarded_for: Mapped[str | None] = mapped_column(String(255))
     """`X-Forwarded-For` as the request carried it: what a proxy (or the client) claims."""
     detail: Mapped[dict[str, Any] | None]

@@ -29,8 +29,9 @@ class Actor:
     def of_request(cls, request: Request, name: str) -> Actor:
         """The caller of an API request (or a console form): `name` is its principal's name.
 
-        `client` is the TCP peer (behind a proxy, the proxy's address); `forwarded_for` keeps the
-        `X-Forwarded-For` header as claimed, since only a trusted proxy makes it true.
+        `client` is the client's address as uvicorn gives it: the TCP peer, or the address of
+        `X-Forwarded-For` when the peer is a proxy uvicorn trusts (`--forwarded-allow-ips`,
+        127.0.0.1 unless set); `forwarded_for` keeps the header as sent, whoever sent it.
         """
         peer = request.client.host if request.client else None
         return cls(name, peer, request.headers.get("x-forwarded-for"))

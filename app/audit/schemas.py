@@ -29,8 +29,9 @@ class AuditEntryOut(ApiModel):
         "token's name; null when the action has no one target."
     )
     client: str | None = Field(
-        description="From where: the request's peer address (behind a proxy, the proxy's), or "
-        "`cli@<host>`."
+        description="From where: the client's address (the TCP peer, or the address "
+        "`X-Forwarded-For` names when the peer is a proxy uvicorn trusts: "
+        "`--forwarded-allow-ips`, 127.0.0.1 unless set), or `cli@<host>`."
     )
     forwarded_for: str | None = Field(
         description="The request's `X-Forwarded-For` as sent: true only behind a trusted proxy."
