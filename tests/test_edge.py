@@ -131,6 +131,31 @@ async def test_clients_stalling_or_trickling_headers_are_cut_off_and_callbacks_g
     )
 
 
+async def test_a_kept_alive_connection_gets_the_same_deadline_for_its_next_request(
+    api_process: str,
+) -> None:
+    reader, writer = await connect(api_process)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(BOUND):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        # The next request on the same connection, trickled: cut off like a first one.
+        trickling = asyncio.create_task(trickle(writer, b"GET /healthz HTTP/1.1\r\n"))
+        answer = await until_closed(reader)
+        trickling.cancel()
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+
+
 async def test_bodies_shorter_than_their_content_length_are_cut_off(
     api_process: str, settings: Settings
 ) -> None:
