@@ -19,7 +19,7 @@ import pytest
 from app.auth import Principal, Scope, principal_named
 from app.deps import Resources
 from app.main import create_app
-from app.models import ApiToken
+from app.models import ApiToken, AuditEntry
 from app.settings import Settings
 from tests.api.conftest import AUTH, assert_problem
 from tests.api.test_auth import SAMPLE_PATH_VALUES
@@ -235,8 +235,28 @@ async def test_revocation_by_the_command_line_reaches_a_second_api_process(
 
             again = await asyncio.to_thread(_cli, env, "token", "revoke", "billing", cwd=tmp_path)
             assert again.returncode == 1 and "no live token" in again.stderr
+            reused = await asyncio.to_thread(
+                _cli, env, "token", "create", "billing", "--scope", "write", cwd=tmp_path
+            )
+            assert reused.returncode == 2 and "never reused" in reused.stderr
+            malformed = await asyncio.to_thread(
+                _cli, env, "token", "create", "env:9", "--scope", "write", cwd=tmp_path
+            )
+            assert malformed.returncode == 2 and reused.stdout == malformed.stdout == ""
+            listed = await asyncio.to_thread(_cli, env, "token", "list", cwd=tmp_path)
+            assert "billing" not in listed.stdout
+            listed = await asyncio.to_thread(_cli, env, "token", "list", "--all", cwd=tmp_path)
+            [line] = [row for row in listed.stdout.splitlines() if row.startswith("billing ")]
+            assert line.split()[-1] != "-"  # its revocation time
+            assert line.split()[-2] != "-"  # last used: it was used above
     finally:
         first.stop()
         second.stop()
     logs = (tmp_path / "api-1.log").read_text() + (tmp_path / "api-2.log").read_text()
     assert token not in logs
+    audited = await rows(settings, AuditEntry, AuditEntry.id)
+    assert [(e.action, e.target) for e in audited] == [
+        ("token.create", "billing"),
+        ("token.revoke", "billing"),
+    ]
+    assert all(e.actor.startswith("cli:") and e.client.startswith("cli@") for e in audited)
