@@ -65,7 +65,9 @@ PROBLEM_SCHEMA: dict[str, Any] = Problem.model_json_schema()
 
 _DESCRIPTIONS = {
     401: "No bearer token, a token that is not accepted, or no token configured at all.",
+    403: "The token is accepted, but its scope does not allow this (`read` on a route that acts).",
     404: "Not found.",
+    408: "The request did not arrive whole in time.",
     410: "The cursor names changes no longer kept: resynchronise (the detail says how).",
     422: "A parameter is not valid (a cursor included); `errors` says which.",
     502: "Sinch answered something this service cannot use.",

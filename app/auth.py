@@ -7,7 +7,10 @@ configured everyone is refused. A refusal is a 401 problem with `WWW-Authenticat
 valid token) or a 403 problem (a valid token without the scope), and never says which part was
 wrong beyond "missing" or "not accepted", nor echoes the token.
 
-Tokens in `INTERNAL_API_TOKENS` are the bootstrap: scope `write`, named `env:<position>`.
+Tokens in `INTERNAL_API_TOKENS` are the bootstrap: scope `write`, named `env:<position>`. The
+others live in the database (`python -m app token create NAME --scope read|write`, app/tokens/):
+each API process reads them again at most `TOKEN_CACHE_SECONDS` after its last read, so a
+`token revoke` is refused by every process within that (the contract allows 5 s).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
+from app.audit.repository import Actor
 from app.deps import Resources, ResourcesDep
 from app.problems import ProblemError
 
@@ -30,7 +34,8 @@ from app.problems import ProblemError
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="bearerAuth",
-    description="One of the tokens configured in `INTERNAL_API_TOKENS`.",
+    description="One of the tokens configured in `INTERNAL_API_TOKENS` (scope `write`), or one "
+    "made by `python -m app token create NAME --scope read|write`.",
 )
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -88,19 +93,60 @@ def _bootstrap_principal(presented: str, accepted: Sequence[SecretStr]) -> Princ
     return found
 
 
+class TokenLookupError(Exception):
+    """The database tokens could not be read (the database does not answer): raised by
+    `app.tokens.directory.TokenDirectory`, answered here as a 503 problem."""
+
+
+class TokensUnavailableError(ProblemError):
+    def __init__(self) -> None:
+        super().__init__(503, "Tokens cannot be checked now (the database does not answer).")
+
+
 async def authenticate(resources: Resources, presented: str) -> Principal | None:
-    """Who presented `presented`, or None when no accepted token equals it."""
-    return _bootstrap_principal(presented, resources.settings.internal_api_tokens)
+    """Who presented `presented`, or None when no accepted token equals it.
+
+    `INTERNAL_API_TOKENS` first (no database needed), then the live database tokens as this
+    process last read them (at most `TOKEN_CACHE_SECONDS` ago). A 503 problem
+    (`TokensUnavailableError`) when a database token would have to be looked up and the tokens
+    cannot be read.
+    """
+    found = _bootstrap_principal(presented, resources.settings.internal_api_tokens)
+    if found is not None:
+        return found
+    try:
+        return await resources.tokens.by_token(presented)
+    except TokenLookupError:
+        raise TokensUnavailableError from None
 
 
 async def principal_named(resources: Resources, name: str) -> Principal | None:
     """The principal called `name` as it stands now, or None when no accepted token has that name
     any more (revoked, or removed from the configuration): a console session asks this on each
-    request, so that revoking a token also ends the sessions signed in with it."""
+    request, so that revoking a token also ends the sessions signed in with it (within
+    `TOKEN_CACHE_SECONDS`). Names are never reused, so a new token cannot inherit a session."""
     accepted = resources.settings.internal_api_tokens
-    if name.startswith("env:") and name[4:].isdigit() and 1 <= int(name[4:]) <= len(accepted):
-        return Principal(name, Scope.WRITE)
-    return None
+    if name.startswith("env:"):
+        number = name[4:]
+        if number.isdigit() and 1 <= int(number) <= len(accepted):
+            return Principal(name, Scope.WRITE)
+        return None
+    try:
+        return await resources.tokens.by_name(name)
+    except TokenLookupError:
+        raise TokensUnavailableError from None
+
+
+_NONE_CONFIGURED = "No internal API token is configured: every request is refused."
+
+
+async def _any_token(resources: Resources) -> bool:
+    if resources.settings.internal_api_tokens:
+        return True
+    try:
+        return await resources.tokens.any()
+    except TokenLookupError:
+        raise TokensUnavailableError from None
 
 
 async def _principal(
@@ -109,12 +155,14 @@ async def _principal(
     credentials: HTTPAuthorizationCredentials | None,
     needed: Scope,
 ) -> Principal:
-    if not resources.settings.internal_api_tokens:
-        raise UnauthorizedError("No internal API token is configured: every request is refused.")
     if credentials is None:
+        if not await _any_token(resources):
+            raise UnauthorizedError(_NONE_CONFIGURED)
         raise UnauthorizedError("A bearer token is required (Authorization: Bearer <token>).")
     principal = await authenticate(resources, credentials.credentials)
     if principal is None:
+        if not await _any_token(resources):
+            raise UnauthorizedError(_NONE_CONFIGURED)
         raise UnauthorizedError("The bearer token is not accepted.")
     if not principal.scope.allows(needed):
         raise ForbiddenError(f"This token's scope is `{principal.scope}`; this needs `{needed}`.")
@@ -145,3 +193,12 @@ require_token = require_read
 
 PrincipalDep = Annotated[Principal, Depends(require_read)]
 WriterDep = Annotated[Principal, Depends(require_write)]
+
+
+async def require_actor(request: Request, principal: WriterDep) -> Actor:
+    """The caller of a route that acts (scope `write`), as the audit trail records it."""
+    return Actor.of_request(request, principal.name)
+
+
+ActorDep = Annotated[Actor, Depends(require_actor)]
+"""A route that acts and audits: `write` scope, and who and from where for `app.audit`."""

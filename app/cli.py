@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from app.audit.actions import Action
+from app.audit.repository import Actor, record
 from app.callbacks.signature import SIGNATURE_HEADER, sign
 from app.changes.sequencer import number_and_publish
 from app.db import create_engine, create_sessionmaker, utcnow
@@ -64,7 +66,9 @@ def _require_sinch(settings: Settings) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.workers)
+    from app.edge import PROTOCOL
+
+    uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.workers, http=PROTOCOL)
     return 0
 
 
@@ -283,10 +287,13 @@ async def _deliveries_retry(args: argparse.Namespace) -> int:
     redis = create_redis(settings)
     unknown = []
     try:
+        actor = Actor.command_line()
         async with create_sessionmaker(engine).begin() as session:
             for delivery_id in args.delivery_ids:
                 if not await subscriptions.retry_now(session, delivery_id, utcnow()):
                     unknown.append(delivery_id)
+                else:
+                    record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=utcnow())
         await publish(redis)  # wakes the workers' dispatchers
     finally:
         await redis.aclose()
@@ -316,7 +323,9 @@ async def _replay(args: argparse.Namespace) -> int:
         if args.failed:
             async with sessionmaker() as session:
                 row_ids += await events_repository.ids_in_state(session, EventState.FAILED)
-        report = await events_service.replay(sessionmaker, redis, row_ids)
+        report = await events_service.replay(
+            sessionmaker, redis, row_ids, actor=Actor.command_line()
+        )
     finally:
         await redis.aclose()
         await engine.dispose()
@@ -427,6 +436,12 @@ async def _secret_set(args: argparse.Namespace) -> int:
         await SinchClient.from_settings(settings, http).put_callback_configuration(
             SecretStr(new_secret)
         )
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            record(session, Actor.command_line(), Action.CALLBACK_SECRET_SET, None, now=utcnow())
+    finally:
+        await engine.dispose()
     print("  2. done: Sinch now signs with the new secret", file=sys.stderr)
     print(
         '  3. once sinch_callback_secret_matches{secret="1"} stops growing, drop the old '
@@ -434,6 +449,178 @@ async def _secret_set(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(new_secret)
+    return 0
+
+
+async def _secret_rotate(args: argparse.Namespace) -> int:
+    from app.callbacks.rotation import RotationRefused, rotate
+    from app.sinch.client import SinchClient, create_http_client
+
+    settings = _settings()
+    _require_sinch(settings)
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        async with create_http_client(settings) as http:
+            try:
+                rotation = await rotate(
+                    sessionmaker,
+                    redis,
+                    SinchClient.from_settings(settings, http),
+                    args.api_url or ["http://127.0.0.1:8000"],
+                    actor=Actor.command_line(),
+                    within=args.timeout,
+                )
+            except RotationRefused as exc:
+                raise CommandError(
+                    f"rotation refused, Sinch not changed: {exc}; the new secret was withdrawn"
+                ) from None
+        accepted = ", ".join(sorted(rotation.probe.accepted))
+        print(f"probe: every running API process accepts the new secret ({accepted})")
+        print("Sinch now signs callbacks with the new secret (the previous one stays accepted)")
+        await _print_matches(
+            sessionmaker,
+            {"the new secret": rotation.new, "the previous secret": rotation.previous},
+            minutes=args.minutes,
+        )
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    return 0
+
+
+async def _secret_status(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from app.callbacks.secrets import accepted_secrets
+    from app.models import CallbackSecret
+    from app.sinch.client import SinchClient, create_http_client
+
+    settings = _settings()
+    _require_sinch(settings)
+    async with create_http_client(settings) as http:
+        at_sinch = (
+            await SinchClient.from_settings(settings, http).get_callback_configuration()
+        ).hmac_secret
+    engine = create_engine(settings)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session:
+            rows = (
+                await session.execute(select(CallbackSecret.state, CallbackSecret.secret))
+            ).all()
+        accepted = accepted_secrets(
+            [(row.state, row.secret) for row in rows], settings.sinch_callback_secrets
+        )
+        labelled: dict[str, SecretStr] = {"the secret Sinch signs with now": at_sinch}
+        for position, secret in enumerate(accepted):
+            if secret.get_secret_value() != at_sinch.get_secret_value():
+                labelled[f"accepted secret #{position}"] = secret
+        if all(s.get_secret_value() != at_sinch.get_secret_value() for s in accepted):
+            print(
+                "warning: the secret Sinch signs with is not accepted here: every callback is "
+                "refused (401)",
+                file=sys.stderr,
+            )
+        await _print_matches(sessionmaker, labelled, minutes=args.minutes)
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def _print_matches(
+    sessionmaker: Any, labelled: dict[str, SecretStr], *, minutes: float
+) -> None:
+    """Which of `labelled` signed the callbacks kept in the last `minutes` (never the secrets)."""
+    from app.callbacks.secrets import recent_matches
+
+    async with sessionmaker() as session:
+        counts = await recent_matches(
+            session,
+            {label: secret.get_secret_value() for label, secret in labelled.items()},
+            since=utcnow() - timedelta(minutes=minutes),
+        )
+    parts = [f"{counts.get(label, 0)} with {label}" for label in labelled]
+    parts.append(f"{counts.get('other', 0)} with none of these")
+    print(f"callbacks kept in the last {minutes:g} minutes: {', '.join(parts)}")
+
+
+# --- tokens ---------------------------------------------------------------------------------------
+
+
+async def _token_create(args: argparse.Namespace) -> int:
+    from app.auth import Scope
+    from app.tokens import service as tokens
+
+    settings = _settings()
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            try:
+                token = await tokens.create(
+                    session,
+                    args.name,
+                    Scope(args.scope),
+                    actor=Actor.command_line(),
+                    now=utcnow(),
+                )
+            except tokens.TokenError as exc:
+                raise CommandError(str(exc), status=2) from None
+    finally:
+        await engine.dispose()
+    print(
+        f"token {args.name} (scope {args.scope}) created; it is shown this once and only its "
+        "hash is kept:",
+        file=sys.stderr,
+    )
+    print(token)
+    return 0
+
+
+async def _token_list(args: argparse.Namespace) -> int:
+    from app.tokens import service as tokens
+
+    settings = _settings()
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            rows = await tokens.every(session, revoked=args.all)
+    finally:
+        await engine.dispose()
+
+    def when(value: Any) -> str:
+        return value.isoformat(timespec="seconds") if value else "-"
+
+    print(f"{'NAME':<24} {'SCOPE':<6} {'CREATED':<26} {'LAST USED':<26} REVOKED")
+    for row in rows:
+        print(
+            f"{row.name:<24} {row.scope:<6} {when(row.created_at):<26} "
+            f"{when(row.last_used_at):<26} {when(row.revoked_at)}"
+        )
+    count = len(settings.internal_api_tokens)
+    if count:
+        print(f"(and {count} from INTERNAL_API_TOKENS: env:1 .. env:{count}, scope write)")
+    return 0
+
+
+async def _token_revoke(args: argparse.Namespace) -> int:
+    from app.tokens import service as tokens
+
+    settings = _settings()
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            try:
+                await tokens.revoke(session, args.name, actor=Actor.command_line(), now=utcnow())
+            except tokens.TokenError as exc:
+                raise CommandError(str(exc)) from None
+    finally:
+        await engine.dispose()
+    print(
+        f"token {args.name} revoked: every API process refuses it within "
+        f"{settings.token_cache_seconds:g} s"
+    )
     return 0
 
 
@@ -638,6 +825,62 @@ def build_parser() -> argparse.ArgumentParser:
     secret_set.add_argument(
         "--yes", action="store_true", help="step 1 (every API accepts both) is deployed: change it"
     )
+    rotate_help = (
+        "generate a new secret, check that every running API process accepts it (signed probes "
+        "to each --api-url), then give it to Sinch; refused, Sinch unchanged, when a process "
+        "does not accept it"
+    )
+    secret_rotate = secret_commands.add_parser(
+        "rotate", help=rotate_help, description=rotate_help, formatter_class=formatter
+    )
+    secret_rotate.set_defaults(func=_sync(_secret_rotate))
+    secret_rotate.add_argument(
+        "--api-url",
+        action="append",
+        help="base URL reaching the API processes' callback endpoint (repeatable; "
+        "default http://127.0.0.1:8000)",
+    )
+    secret_rotate.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds for every process to accept it"
+    )
+    secret_rotate.add_argument(
+        "--minutes", type=float, default=10.0, help="report on callbacks of the last N minutes"
+    )
+    status_help = "which secret the callbacks of the last minutes were signed with"
+    secret_status = secret_commands.add_parser(
+        "status", help=status_help, description=status_help, formatter_class=formatter
+    )
+    secret_status.set_defaults(func=_sync(_secret_status))
+    secret_status.add_argument(
+        "--minutes", type=float, default=10.0, help="callbacks of the last N minutes"
+    )
+
+    token = commands.add_parser(
+        "token",
+        help="tokens of the internal API (scopes read and write)",
+        formatter_class=formatter,
+    )
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser(
+        "create",
+        help="make a token; printed once, only its hash is kept",
+        formatter_class=formatter,
+    )
+    create.add_argument("name", help="its name (letters, digits, '.', '_', '-'), never reused")
+    create.add_argument("--scope", choices=["read", "write"], required=True)
+    create.set_defaults(func=_sync(_token_create))
+    token_list = token_commands.add_parser(
+        "list", help="name, scope, created and last used of each", formatter_class=formatter
+    )
+    token_list.add_argument("--all", action="store_true", help="revoked ones too")
+    token_list.set_defaults(func=_sync(_token_list))
+    revoke = token_commands.add_parser(
+        "revoke",
+        help="refused by every API process within TOKEN_CACHE_SECONDS",
+        formatter_class=formatter,
+    )
+    revoke.add_argument("name")
+    revoke.set_defaults(func=_sync(_token_revoke))
     return parser
 
 

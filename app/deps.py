@@ -14,11 +14,13 @@ from app.metrics import Metrics
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.callbacks.secrets import AcceptedSecrets
     from app.callbacks.writer import InboxWriter
     from app.changes.sequencer import Sequencer
     from app.changes.service import FeedReader
     from app.changes.signal import ChangeSignal
     from app.sinch.client import SinchClient
+    from app.tokens.directory import TokenDirectory
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class Resources:
     """Reads the change feed once for all of this process's readers at one position."""
     sequencer: Sequencer
     """Numbers the changes this process records (a refresh), after their commit."""
+    tokens: TokenDirectory
+    """The database tokens of the internal API, as this process last read them."""
+    callback_secrets: AcceptedSecrets
+    """The callback secrets this process accepts (environment and rotated ones), kept fresh."""
 
 
 async def get_resources(request: Request) -> Resources:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from sqlalchemy import func, select, text
 
+from app.auth import UnauthorizedError, token_accepted
 from app.db import utcnow
 from app.deps import ResourcesDep
 from app.jobs import memory_verdict, mib
@@ -128,15 +129,25 @@ async def readyz(request: Request, resources: ResourcesDep) -> JSONResponse:
         _check(ping_database()), _check(redis_verdict(resources.redis))
     )
     _announce(request, redis)
-    secret = "ok" if resources.settings.sinch_callback_secrets else UNVERIFIABLE_CALLBACKS
+    secret = "ok" if resources.callback_secrets.accepted else UNVERIFIABLE_CALLBACKS
     checks = {"database": database, "redis": redis, "callbackSecret": secret}
     ok = all(verdict == "ok" for verdict in checks.values())
     health = Health(status="ok" if ok else "unavailable", checks=checks)
     return JSONResponse(health.model_dump(), status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(resources: ResourcesDep) -> Response:
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    description="With METRICS_TOKEN set, only for `Authorization: Bearer <METRICS_TOKEN>`.",
+    response_class=Response,
+)
+async def metrics(request: Request, resources: ResourcesDep) -> Response:
+    expected = resources.settings.metrics_token
+    if expected is not None:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token_accepted(presented.strip(), [expected]):
+            raise UnauthorizedError("/metrics needs the bearer token METRICS_TOKEN.")
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), resources.engine.connect() as connection:
             rows = await connection.execute(

@@ -16,8 +16,15 @@ from fastapi import FastAPI
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.callbacks.endpoint import CALLBACK_PATH, OPENAPI_OPERATION, CallbackEndpoint
+from app.audit.router import router as audit_router
+from app.callbacks.endpoint import (
+    CALLBACK_PATH,
+    OPENAPI_OPERATION,
+    UNSUPPORTED_ENCODING,
+    CallbackEndpoint,
+)
 from app.callbacks.enqueuer import Enqueuer
+from app.callbacks.secrets import AcceptedSecrets
 from app.callbacks.writer import InboxWriter
 from app.changes.router import router as changes_router
 from app.changes.sequencer import Sequencer
@@ -36,6 +43,7 @@ from app.registrations.router import router as registrations_router
 from app.settings import Settings
 from app.sinch.client import SinchClient, create_http_client
 from app.subscriptions.router import router as subscriptions_router
+from app.tokens.directory import TokenDirectory
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +62,26 @@ class ServiceAPI(FastAPI):
         endpoint = CallbackEndpoint()
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            if (
-                scope["type"] == "http"
-                and scope["path"] == CALLBACK_PATH
-                and scope["method"] == "POST"
-            ):
+            if scope["type"] != "http":
+                await stack(scope, receive, send)
+            elif scope["path"] == CALLBACK_PATH and scope["method"] == "POST":
                 await endpoint(scope, receive, send)
+            elif _encoded(scope):
+                # No route decodes a body: refused here (the endpoint refuses its own), unread.
+                await send(UNSUPPORTED_ENCODING.start)
+                await send(UNSUPPORTED_ENCODING.body)
             else:
                 await stack(scope, receive, send)
 
         return app
+
+
+def _encoded(scope: Scope) -> bool:
+    """Whether the request's body has a Content-Encoding other than identity."""
+    for name, value in scope["headers"]:
+        if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            return True
+    return False
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,6 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         enqueuer.start()
         inbox.start()
         sessionmaker = create_sessionmaker(engine)
+        reader = create_reader(engine)
+        callback_secrets = AcceptedSecrets(settings, reader, redis)
+        await callback_secrets.start()
+        tokens = TokenDirectory(reader, sessionmaker, ttl=settings.token_cache_seconds)
         changes = ChangeSignal(redis)
         sequencer = Sequencer(sessionmaker, redis)
         changes.start()
@@ -90,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             engine=engine,
             sessionmaker=sessionmaker,
-            reader=create_reader(engine),
+            reader=reader,
             redis=redis,
             metrics=Metrics(),
             inbox=inbox,
@@ -100,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             changes=changes,
             feed=FeedReader(create_reader(engine)),
             sequencer=sequencer,
+            tokens=tokens,
+            callback_secrets=callback_secrets,
         )
         # Everything built so far lives as long as the process: keep the collector from scanning
         # it again and again (full collections otherwise pause requests for tens of ms).
@@ -111,6 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await changes.stop()
             await sequencer.stop()
+            await callback_secrets.stop()
+            await tokens.close()
             await inbox.stop()
             await enqueuer.stop()
             await http.aclose()
@@ -126,9 +152,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # FastAPI's pages load their assets from CDNs; app/docs.py serves its own.
         docs_url=None,
         redoc_url=None,
+        # DOCS_ENABLED=false: the interactive pages and the document they read are not served.
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     install_problem_handlers(app)
-    install_docs(app)
+    if settings.docs_enabled:
+        install_docs(app)
     # POSTs to the callback endpoint never reach the router (`ServiceAPI`); the route is there
     # for the other methods' 405. FastAPI does not describe a plain ASGI route by itself.
     app.router.routes.append(
@@ -139,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events_router)
     app.include_router(changes_router)
     app.include_router(subscriptions_router)
+    app.include_router(audit_router)
     _describe_callback_endpoint(app)
     return app
 

@@ -16,6 +16,8 @@ CALLBACK_RESULTS = (
     "too_large",
     "too_slow",
     "unavailable",
+    "unsupported_encoding",
+    "probe",
 )
 
 
@@ -32,6 +34,13 @@ class Metrics:
         self.callback_results = {
             result: self.callbacks.labels(result) for result in CALLBACK_RESULTS
         }
+        self.connections_cut = Counter(
+            "sinch_api_connections_cut",
+            "Connections closed because a request's headers or body did not arrive in time "
+            "(app/edge.py).",
+            ["phase"],
+            registry=r,
+        )
         self.callback_secret_matches = Counter(
             "sinch_callback_secret_matches",
             "Verified callbacks by the position of the secret that matched "

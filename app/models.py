@@ -18,6 +18,12 @@
   delivery per matching subscription and change, written with the change (an outbox), sent by
   the worker (app/subscriptions/).
 - `sync_state`: small named values the worker keeps (the reconciliation watermark).
+- `api_tokens`: the internal API's tokens made by `python -m app token create`, each kept as the
+  SHA-256 of the token (never the token), with its scope (app/tokens/).
+- `audit_log`: who did which write, when and from where; each row written in the transaction of
+  the write it records (app/audit/).
+- `callback_secrets`: callback secrets made by `python -m app secret rotate`, which every API
+  process accepts besides `SINCH_CALLBACK_SECRETS` (app/callbacks/secrets.py).
 """
 
 from __future__ import annotations
@@ -365,6 +371,56 @@ class SyncState(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    """Unique for ever: a revoked token's row stays, so its name is never given to another (a
+    console session signed in under the name must not outlive the token)."""
+    scope: Mapped[str] = mapped_column(String(8))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    """Hex SHA-256 of the token; the token itself is shown once and never kept."""
+    created_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    """Written at most about once a minute per token and API process, not on every request."""
+    revoked_at: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_actor_id", "actor", "id"),
+        Index("ix_audit_log_action_id", "action", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(100))
+    """The token's name (`env:1`, `reporting`), or `cli:<user>` for the command line."""
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    client: Mapped[str | None] = mapped_column(String(255))
+    """The client's address as uvicorn gives it (the peer, or `X-Forwarded-For` from a trusted
+    proxy), or `cli@<host>`."""
+    forwarded_for: Mapped[str | None] = mapped_column(String(255))
+    """`X-Forwarded-For` as the request carried it: what a proxy (or the client) claims."""
+    detail: Mapped[dict[str, Any] | None]
+
+
+class CallbackSecret(Base):
+    __tablename__ = "callback_secrets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    secret: Mapped[str] = mapped_column(Text)
+    """Kept as is: the service must compute HMACs with it (as with SINCH_CALLBACK_SECRETS)."""
+    state: Mapped[str] = mapped_column(String(16))
+    """`pending` (accepted, not yet given to Sinch), `current`, `previous`."""
+    created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
 

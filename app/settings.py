@@ -85,6 +85,20 @@ class Settings(BaseSettings):
     never trusted (Sinch's clock may be ahead; a forged or broken time must not rule)."""
     callback_read_timeout_seconds: float = Field(default=10.0, gt=0)
     """Longest a callback's body may take to arrive; a client that trickles it is cut off (408)."""
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    """Longest a client may take from opening a connection (or finishing its previous request)
+    to the end of its request's headers; a slower one is disconnected (app/edge.py)."""
+    body_read_timeout_seconds: float = Field(default=20.0, gt=0)
+    """Longest any request's body may take to arrive after its headers; a slower one is
+    disconnected (app/edge.py). Above CALLBACK_READ_TIMEOUT_SECONDS, so that a callback gets the
+    endpoint's own 408 first."""
+    token_cache_seconds: float = Field(default=2.0, gt=0, le=4.0)
+    """How long an API process uses its last read of the database tokens: a revoked token is
+    refused by every process within this (plus one read), well inside the contract's 5 s."""
+    metrics_token: SecretStr | None = None
+    """When set, `/metrics` answers only `Authorization: Bearer <METRICS_TOKEN>`."""
+    docs_enabled: bool = True
+    """False: no `/docs`, `/redoc`, `/docs-assets/` nor `/openapi.json` (404)."""
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from starlette.types import Message, Receive, Scope, Send
 
+from app.callbacks.secrets import PROBE_PREFIX, probe_answer_body, read_probe
 from app.callbacks.signature import SIGNATURE_HEADER, matching_secret
 from app.db import utcnow
 from app.deps import Resources
@@ -155,6 +156,30 @@ TOO_SLOW = _closing(
     problem_answer(408, "The body did not arrive in time; send it again, whole and faster.")
 )
 
+# Sent for a body in an encoding this endpoint does not decode (gzip, br, ...): its bytes are not
+# what was signed, and kept they would be garbage. The body is not read: the connection is closed.
+UNSUPPORTED_ENCODING = _closing(
+    problem_answer(
+        415,
+        "The body has a Content-Encoding this endpoint does not decode; send it unencoded "
+        "(identity).",
+    )
+)
+
+
+def probe_answer(nonce: str, instance_id: str) -> Answer:
+    """The answer to a secret rotation's probe (app/callbacks/secrets.py): who verified it."""
+    body = probe_answer_body(nonce, instance_id)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    return Answer(
+        {"type": "http.response.start", "status": 200, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
+
+
 OK = Answer(
     {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]},
     {"type": "http.response.body", "body": b""},
@@ -166,7 +191,9 @@ class CallbackEndpoint:
 
     A body must arrive whole within `callback_read_timeout_seconds`; one that does not is answered
     408 and the connection closed, and one whose client leaves before it is complete gets no
-    answer. Neither is kept.
+    answer. A body with a `Content-Encoding` other than `identity` is answered 415 unread. None of
+    these is kept. A signed secret rotation probe is answered with this process's instance id and
+    not kept either.
     """
 
     def __init__(self) -> None:
@@ -191,7 +218,8 @@ class CallbackEndpoint:
         resources: Resources = scope["state"]["resources"]
         settings = resources.settings
         counted = resources.metrics.callback_results
-        if not settings.sinch_callback_secrets:
+        secrets = resources.callback_secrets.accepted
+        if not secrets:
             counted["unavailable"].inc()
             return problem_answer(
                 503, "Callbacks cannot be verified: no callback secret is configured."
@@ -200,6 +228,7 @@ class CallbackEndpoint:
         headers: dict[str, str] = {}
         signature: str | None = None
         declared: int | None = None
+        encoded = False
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1")
             value = raw_value.decode("latin-1")
@@ -207,8 +236,13 @@ class CallbackEndpoint:
                 signature = value
             elif raw_name == b"content-length" and value.isdigit():
                 declared = int(value)
+            elif raw_name == b"content-encoding" and value.strip().lower() not in ("", "identity"):
+                encoded = True
             if name not in _UNKEPT_HEADERS:
                 headers[name] = value
+        if encoded:
+            counted["unsupported_encoding"].inc()
+            return UNSUPPORTED_ENCODING
 
         limit = settings.callback_max_body_bytes
         task = asyncio.current_task()
@@ -229,10 +263,13 @@ class CallbackEndpoint:
         finally:
             self._deadlines.end(task)
 
-        secret_index = matching_secret(body, signature, settings.sinch_callback_secrets)
+        secret_index = matching_secret(body, signature, secrets)
         if secret_index is None:
             counted["bad_signature"].inc()
             return problem_answer(401, "The callback's signature could not be verified.")
+        if body.startswith(PROBE_PREFIX) and (nonce := read_probe(body)) is not None:
+            counted["probe"].inc()
+            return probe_answer(nonce, resources.callback_secrets.instance_id)
         resources.metrics.callback_secret_matches.labels(str(secret_index)).inc()
 
         fields = parse_callback(body)
@@ -296,6 +333,7 @@ OPENAPI_OPERATION: dict[str, Any] = {
         "401": {"description": "Missing or wrong signature."},
         "408": {"description": "Body not received in full within CALLBACK_READ_TIMEOUT_SECONDS."},
         "413": {"description": "Body larger than CALLBACK_MAX_BODY_BYTES."},
+        "415": {"description": "A Content-Encoding other than identity: not read, not kept."},
         "503": {"description": "No callback secret configured, or the database cannot commit."},
     },
 }

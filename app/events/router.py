@@ -10,7 +10,10 @@ from fastapi import APIRouter, Depends, Path, Query
 from redis.exceptions import RedisError
 
 from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
-from app.auth import require_token
+from app.audit.actions import Action
+from app.audit.repository import record
+from app.auth import ActorDep, require_token
+from app.db import utcnow
 from app.deps import ReadSessionDep, ResourcesDep, SessionDep
 from app.events import queries
 from app.events.repository import reset_for_replay
@@ -93,14 +96,15 @@ async def get_event(session: ReadSessionDep, row_id: EventRowId) -> EventOut:
     description="Puts the event back to `received` and queues its processing. Answers 202 even "
     "when the queue cannot be reached: the worker's sweep picks up `received` events.",
     status_code=202,
-    responses=problem_responses(404),
+    responses=problem_responses(403, 404),
 )
 async def replay_event(
-    resources: ResourcesDep, session: SessionDep, row_id: EventRowId
+    resources: ResourcesDep, session: SessionDep, row_id: EventRowId, actor: ActorDep
 ) -> EventOut:
     async with session.begin():
         if not await reset_for_replay(session, row_id):
             raise ProblemError(404, _NOT_FOUND)
+        record(session, actor, Action.EVENT_REPLAY, str(row_id), now=utcnow())
         event = await queries.get_event(session, row_id)
         assert event is not None  # locked by reset_for_replay until the commit
         answer = EventOut.of(event)

@@ -13,6 +13,9 @@ from arq import ArqRedis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.audit.actions import Action
+from app.audit.repository import Actor, record
+from app.db import utcnow
 from app.events import repository
 from app.jobs import enqueue_event
 from app.models import EventState
@@ -54,16 +57,24 @@ class Replayed:
 
 
 async def replay(
-    sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, row_ids: Sequence[int]
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: ArqRedis,
+    row_ids: Sequence[int],
+    *,
+    actor: Actor,
 ) -> Replayed:
-    """Put each event back to `received` (its own transaction) and enqueue it after the commit.
+    """Put each event back to `received` (its own transaction, with its audit entry by `actor`)
+    and enqueue it after the commit: a bulk replay (the command line, the console).
 
     An enqueue that fails costs nothing: the sweep finds the row, as for a callback.
     """
     replayed, unknown, not_enqueued = [], [], 0
+    bulk = {"bulk": len(row_ids)} if len(row_ids) > 1 else None
     for row_id in row_ids:
         async with sessionmaker.begin() as session:
             found = await repository.reset_for_replay(session, row_id)
+            if found:
+                record(session, actor, Action.EVENT_REPLAY, str(row_id), now=utcnow(), detail=bulk)
         if not found:
             unknown.append(row_id)
             continue

@@ -20,7 +20,9 @@ from app.api_schemas import (
     QueryTime,
     problem_responses,
 )
-from app.auth import require_token
+from app.audit.actions import Action
+from app.audit.repository import record
+from app.auth import ActorDep, require_token
 from app.db import utcnow
 from app.deps import ReadSessionDep, Resources, ResourcesDep, SessionDep
 from app.models import HistorySource
@@ -200,12 +202,13 @@ async def get_history(session: ReadSessionDep, registration_id: RegistrationId) 
     summary="Fetch the registration from Sinch now and apply it",
     description="Applies Sinch's document with the recency guard (newer local news is kept) and "
     "answers the registration as kept afterwards. Works for a registration not yet known here.",
-    responses=problem_responses(404, 502, 503),
+    responses=problem_responses(403, 404, 502, 503),
 )
 async def refresh_registration(
     resources: ResourcesDep,
     session: SessionDep,
     registration_id: RegistrationId,
+    actor: ActorDep,
 ) -> RegistrationOut:
     fetched_at = utcnow()
     snapshot = await _fetch(resources, registration_id)
@@ -218,6 +221,7 @@ async def refresh_registration(
             fetched_at=fetched_at,
             now=utcnow(),
         )
+        record(session, actor, Action.REGISTRATION_REFRESH, registration_id, now=utcnow())
         registration = await _get_or_404(session, registration_id)
     resources.sequencer.poke()  # what the refresh changed goes on the feed
     log.info("registration refreshed", extra={"registration_id": registration_id})

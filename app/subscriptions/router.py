@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, Path, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_schemas import problem_responses
-from app.auth import require_token
+from app.audit.actions import Action
+from app.audit.repository import record
+from app.auth import ActorDep, require_token
 from app.changes.signal import publish
 from app.db import utcnow
 from app.deps import ReadSessionDep, ResourcesDep, SessionDep
@@ -73,20 +75,23 @@ def _refused(exc: UrlRefused) -> ProblemError:
     operation_id="createSubscription",
     summary="Subscribe a URL to the changes",
     description="Answers the subscription with its `secret`, shown only here and at rotation.",
+    responses=problem_responses(403),
 )
 async def create_subscription(
-    resources: ResourcesDep, session: SessionDep, body: SubscriptionIn
+    resources: ResourcesDep, session: SessionDep, body: SubscriptionIn, actor: ActorDep
 ) -> SubscriptionWithSecret:
     async with session.begin():
+        now = utcnow()
         try:
             subscription = service.create(
                 session,
                 body,
                 allowed_hosts=resources.settings.subscription_allowed_hosts,
-                now=utcnow(),
+                now=now,
             )
         except UrlRefused as exc:
             raise _refused(exc) from None
+        record(session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now)
     log.info("subscription created", extra={"subscription_id": subscription.id})
     return service.with_secret(subscription)
 
@@ -112,25 +117,36 @@ async def get_subscription(
     "/subscriptions/{id}",
     operation_id="changeSubscription",
     summary="Change a subscription (url, filters, description, enabled)",
-    responses=problem_responses(404),
+    responses=problem_responses(403, 404),
 )
 async def change_subscription(
     resources: ResourcesDep,
     session: SessionDep,
     subscription_id: SubscriptionId,
     body: SubscriptionPatch,
+    actor: ActorDep,
 ) -> SubscriptionOut:
     async with session.begin():
         subscription = await _found(session, subscription_id)
+        now = utcnow()
         try:
             service.change(
                 subscription,
                 body,
                 allowed_hosts=resources.settings.subscription_allowed_hosts,
-                now=utcnow(),
+                now=now,
             )
         except UrlRefused as exc:
             raise _refused(exc) from None
+        changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_CHANGE,
+            subscription_id,
+            now=now,
+            detail={"fields": changed},
+        )
     await publish(resources.redis)  # re-enabled: its pending deliveries go out now
     return service.answer(subscription)
 
@@ -140,11 +156,14 @@ async def change_subscription(
     status_code=204,
     operation_id="deleteSubscription",
     summary="Delete a subscription and its deliveries",
-    responses=problem_responses(404),
+    responses=problem_responses(403, 404),
 )
-async def delete_subscription(session: SessionDep, subscription_id: SubscriptionId) -> Response:
+async def delete_subscription(
+    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
+) -> Response:
     async with session.begin():
         await repository.delete(session, await _found(session, subscription_id))
+        record(session, actor, Action.SUBSCRIPTION_DELETE, subscription_id, now=utcnow())
     log.info("subscription deleted", extra={"subscription_id": subscription_id})
     return Response(status_code=204)
 
@@ -153,14 +172,16 @@ async def delete_subscription(session: SessionDep, subscription_id: Subscription
     "/subscriptions/{id}/rotate-secret",
     operation_id="rotateSubscriptionSecret",
     summary="A new secret; the old one keeps signing for 24 hours",
-    responses=problem_responses(404),
+    responses=problem_responses(403, 404),
 )
 async def rotate_secret(
-    session: SessionDep, subscription_id: SubscriptionId
+    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
 ) -> SubscriptionWithSecret:
     async with session.begin():
         subscription = await _found(session, subscription_id)
-        service.rotate(subscription, now=utcnow())
+        now = utcnow()
+        service.rotate(subscription, now=now)
+        record(session, actor, Action.SUBSCRIPTION_ROTATE_SECRET, subscription_id, now=now)
     log.info("subscription secret rotated", extra={"subscription_id": subscription_id})
     return service.with_secret(subscription)
 
@@ -192,13 +213,15 @@ async def list_deliveries(
     status_code=202,
     operation_id="retryDelivery",
     summary="Deliver again now",
-    responses=problem_responses(404),
+    responses=problem_responses(403, 404),
 )
 async def retry_delivery(
-    resources: ResourcesDep, session: SessionDep, delivery_id: DeliveryId
+    resources: ResourcesDep, session: SessionDep, delivery_id: DeliveryId, actor: ActorDep
 ) -> Response:
     async with session.begin():
-        if not await repository.retry_now(session, delivery_id, utcnow()):
+        now = utcnow()
+        if not await repository.retry_now(session, delivery_id, now):
             raise ProblemError(404, "No delivery with this id.")
+        record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=now)
     await publish(resources.redis)  # wakes the workers' dispatchers
     return Response(status_code=202)

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from app.edge import PROTOCOL
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,7 +174,16 @@ def service_env(settings_env: Mapping[str, str]) -> dict[str, str]:
 def start_api(env: Mapping[str, str], log_path: Path) -> tuple[ServiceProcess, str]:
     port = free_port()
     process = ServiceProcess(
-        [str(VENV_BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            str(VENV_BIN / "uvicorn"),
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--http",
+            PROTOCOL,
+        ],
         service_env(env),
         log_path,
     )

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import uvicorn
 from fastapi import FastAPI
 
+from app.edge import PROTOCOL
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -25,7 +27,10 @@ async def serve(app: FastAPI, *, startup_timeout: float = 10.0) -> AsyncIterator
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    # The protocol the service is deployed with (app/edge.py): its deadlines apply here too.
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5, http=PROTOCOL
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

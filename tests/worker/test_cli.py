@@ -84,6 +84,7 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
         "prune",
         "sign",
         "secret",
+        "token",
         "demo",
     ):
         assert command in result.stdout

@@ -1,0 +1,48 @@
+"""`GET /v1/audit`: the audit trail, for `write` tokens only. HTTP only: parse, call, answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
+from app.audit import queries
+from app.audit.schemas import AuditEntryOut, AuditPage
+from app.auth import require_write
+from app.deps import ReadSessionDep
+from app.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
+
+router = APIRouter(
+    prefix="/v1/audit",
+    tags=["audit"],
+    # Who did what, from where, is for those who may act themselves.
+    dependencies=[Depends(require_write)],
+    responses=problem_responses(401, 403, 422),
+)
+
+
+def _text(description: str) -> object:
+    return Query(
+        min_length=1, max_length=MAX_TEXT_LENGTH, pattern=PRINTABLE_PATTERN, description=description
+    )
+
+
+@router.get(
+    "",
+    operation_id="listAudit",
+    summary="The audit trail: every write, newest first (scope `write`)",
+)
+async def list_audit(
+    session: ReadSessionDep,
+    actor: Annotated[str | None, _text("Only this actor's entries (a token's name).")] = None,
+    action: Annotated[str | None, _text("Only entries of this action (`event.replay`).")] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: RowIdCursorQuery = None,
+) -> AuditPage:
+    before = optional_cursor(cursor, queries.AuditKey)
+    rows = await queries.recent(session, limit=limit + 1, before=before, actor=actor, action=action)
+    items, next_cursor = page(rows, limit, queries.key_of)
+    return AuditPage(
+        items=[AuditEntryOut.model_validate(row) for row in items], next_cursor=next_cursor
+    )
