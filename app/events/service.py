@@ -4,6 +4,8 @@ replaying them. One implementation for every door; each call owns its short tran
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,11 +15,14 @@ from arq import ArqRedis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.events import repository
+from app.events import queries, repository
 from app.jobs import enqueue_event
-from app.models import EventState
+from app.models import CallbackEvent, EventState
+
+log = logging.getLogger(__name__)
 
 PRUNE_BATCH = 5000
+ENQUEUE_TIMEOUT_SECONDS = 3.0
 
 
 async def prune(
@@ -53,23 +58,61 @@ class Replayed:
     """Put back to `received` but not enqueued (Redis refused): the sweep enqueues them."""
 
 
+async def replay_event(
+    sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, row_id: int
+) -> CallbackEvent | None:
+    """Put one event back to `received` (its own transaction), then enqueue it; answers the event
+    as that transaction left it (as `app.events.queries` loads it), or None when it is unknown.
+
+    The one implementation of a replay: the API, the console and the CLI come here. An enqueue that
+    fails (or takes longer than `ENQUEUE_TIMEOUT_SECONDS`) costs nothing: the sweep finds the row,
+    as for a callback.
+    """
+    event, _enqueued = await _replay_one(sessionmaker, redis, row_id)
+    return event
+
+
+async def _replay_one(
+    sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, row_id: int
+) -> tuple[CallbackEvent | None, bool]:
+    async with sessionmaker.begin() as session:
+        if not await repository.reset_for_replay(session, row_id):
+            return None, False
+        event = await queries.get_event(session, row_id)
+    try:
+        async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
+            await enqueue_event(redis, row_id)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(
+            "replay not enqueued (%s); the sweep will pick it up",
+            type(exc).__name__,
+            extra={"row_id": row_id},
+        )
+        return event, False
+    log.info("event replay requested", extra={"row_id": row_id})
+    return event, True
+
+
 async def replay(
     sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, row_ids: Sequence[int]
 ) -> Replayed:
-    """Put each event back to `received` (its own transaction) and enqueue it after the commit.
-
-    An enqueue that fails costs nothing: the sweep finds the row, as for a callback.
-    """
+    """`replay_event` for each of `row_ids`, in order."""
     replayed, unknown, not_enqueued = [], [], 0
     for row_id in row_ids:
-        async with sessionmaker.begin() as session:
-            found = await repository.reset_for_replay(session, row_id)
-        if not found:
+        event, enqueued = await _replay_one(sessionmaker, redis, row_id)
+        if event is None:
             unknown.append(row_id)
             continue
         replayed.append(row_id)
-        try:
-            await enqueue_event(redis, row_id)
-        except (RedisError, OSError, TimeoutError):
-            not_enqueued += 1
+        not_enqueued += not enqueued
     return Replayed(replayed=replayed, unknown=unknown, not_enqueued=not_enqueued)
+
+
+async def replay_failed(
+    sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis
+) -> Replayed:
+    """Replay every event `failed` now (`replay`): the console's "replay all failed" and the
+    CLI's `replay --failed`."""
+    async with sessionmaker() as session:
+        row_ids = await repository.ids_in_state(session, EventState.FAILED)
+    return await replay(sessionmaker, redis, row_ids)

@@ -194,11 +194,7 @@ async def list_deliveries(
     summary="Deliver again now",
     responses=problem_responses(404),
 )
-async def retry_delivery(
-    resources: ResourcesDep, session: SessionDep, delivery_id: DeliveryId
-) -> Response:
-    async with session.begin():
-        if not await repository.retry_now(session, delivery_id, utcnow()):
-            raise ProblemError(404, "No delivery with this id.")
-    await publish(resources.redis)  # wakes the workers' dispatchers
+async def retry_delivery(resources: ResourcesDep, delivery_id: DeliveryId) -> Response:
+    if await service.retry_deliveries(resources.sessionmaker, resources.redis, [delivery_id]):
+        raise ProblemError(404, "No delivery with this id.")
     return Response(status_code=202)
