@@ -15,7 +15,7 @@ router = APIRouter(
     prefix="/v1/counts",
     tags=["counts"],
     dependencies=[Depends(require_token)],
-    responses=problem_responses(401),
+    responses=problem_responses(401, 422),
 )
 
 

@@ -90,3 +90,10 @@ async def list_events(
 
 def key_of(event: CallbackEvent) -> EventKey:
     return EventKey(id=event.id)
+
+
+async def get_raw_event(session: AsyncSession, row_id: int) -> CallbackEvent | None:
+    """One event with everything kept, its raw body and headers included (the console's detail
+    page, for people with a session; the internal API never answers them)."""
+    result = await session.execute(select(CallbackEvent).where(CallbackEvent.id == row_id))
+    return result.scalar_one_or_none()
