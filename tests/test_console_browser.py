@@ -145,11 +145,7 @@ def test_console_shows_the_api_numbers_finds_a_registration_and_replays_a_failed
         e.get_attribute("data-status"): int(e.text)
         for e in browser.find_elements(By.CSS_SELECTOR, "td[data-status]")
     }
-    assert (
-        shown_statuses
-        == counts["registrationsByStatus"]
-        == {"APPROVED": 2, "PENDING": 1}
-    )
+    assert shown_statuses == counts["registrationsByStatus"] == {"APPROVED": 2, "PENDING": 1}
     received = sum(hour["callbacksKept"] for hour in counts["hours"])
     assert browser.find_element(By.ID, "received-24h").text == str(received)
     waiting_rows = browser.find_elements(By.CSS_SELECTOR, "#waiting tbody tr")

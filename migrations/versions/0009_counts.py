@@ -42,9 +42,7 @@ def _pg_contributions(row: str, sign: str, from_clause: str = "") -> str:
     hour = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"
     received = hour.format(col=f"{row}received_at")
     finished = hour.format(col=f"{row}processed_at")
-    lag = (
-        f"round(extract(epoch FROM ({row}processed_at - {row}received_at)) * 1000)::bigint"
-    )
+    lag = f"round(extract(epoch FROM ({row}processed_at - {row}received_at)) * 1000)::bigint"
     done = f"{row}processed_at IS NOT NULL"
     return (
         f"SELECT 'event_state:' || {row}state AS name, {sign}::bigint AS delta {from_clause} "
@@ -146,7 +144,9 @@ def _sqlite_event_trigger(name: str, when: str, body: str) -> str:
 
 
 _SQLITE_TRIGGERS = [
-    _sqlite_event_trigger("count_events_insert", "AFTER INSERT", _sqlite_contributions("NEW.", "1")),
+    _sqlite_event_trigger(
+        "count_events_insert", "AFTER INSERT", _sqlite_contributions("NEW.", "1")
+    ),
     _sqlite_event_trigger(
         "count_events_delete", "AFTER DELETE", _sqlite_contributions("OLD.", "-1")
     ),
