@@ -298,3 +298,42 @@ def test_a_read_token_looks_but_may_not_act(stack: Stack, browser: WebDriver) ->
     assert refused.status_code == 403
     assert "may look, not act" in refused.text
     assert api.get(f"/v1/events/{failed['id']}").json()["state"] == "failed"
+
+
+def _signed_in_client(base: str, token: str) -> httpx.Client:
+    client = httpx.Client(base_url=base, timeout=30)
+    form = client.get("/console/sign-in")
+    marker = form.text.split('name="marker" value="')[1].split('"')[0]
+    answer = client.post("/console/sign-in", data={"token": token, "marker": marker})
+    assert answer.status_code == 303 and answer.headers["location"] == "/console"
+    return client
+
+
+def test_a_token_taken_away_ends_its_sessions(tmp_path: Path) -> None:
+    """The session names its principal, not its token: once the token is gone (here removed from
+    INTERNAL_API_TOKENS and the API restarted; issue 15's `token revoke` goes the same way through
+    `principal_named`), the next request of its session is sent to sign in."""
+    second = "second-console-token-0123456789"
+    with running_stack(
+        "sqlite", tmp_path, "console_revoke", INTERNAL_API_TOKENS=f"{API_TOKEN},{second}"
+    ) as stack:
+        stack.start_api()
+        client = _signed_in_client(stack.api_url, second)
+        try:
+            assert client.get("/console").status_code == 200
+            cookie = client.cookies["console_session"]
+        finally:
+            client.close()
+        assert stack.api is not None
+        stack.api.stop()
+        stack.env["INTERNAL_API_TOKENS"] = API_TOKEN
+        stack.start_api()
+        gone = httpx.get(
+            f"{stack.api_url}/console", cookies={"console_session": cookie}, timeout=30
+        )
+        assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in"
+        other = _signed_in_client(stack.api_url, API_TOKEN)  # the other token still works
+        try:
+            assert other.get("/console").status_code == 200
+        finally:
+            other.close()
