@@ -55,11 +55,12 @@ pytest: $(DEV_STAMP)
 demo: $(RUN_STAMP) services
 	$(BIN)/python -m app demo
 
-## make bench: the three benchmarks of bench/ (see bench/README.md); wants an otherwise idle machine
+## make bench: the benchmarks of bench/ (see bench/README.md); wants an otherwise idle machine
 bench: $(DEV_STAMP) services
 	$(BIN)/python -m bench.callbacks; \
 	$(BIN)/python -m bench.worker; \
-	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.api; \
+	$(BIN)/python -m bench.console
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -26,7 +26,6 @@ from app.audit.repository import Actor, record
 from app.callbacks.signature import SIGNATURE_HEADER, sign
 from app.changes.sequencer import number_and_publish
 from app.db import create_engine, create_sessionmaker, utcnow
-from app.events import repository as events_repository
 from app.events import service as events_service
 from app.jobs import create_redis
 from app.models import DeliveryState, EventState
@@ -279,22 +278,15 @@ async def _deliveries_list(args: argparse.Namespace) -> int:
 
 
 async def _deliveries_retry(args: argparse.Namespace) -> int:
-    from app.changes.signal import publish
-    from app.subscriptions import repository as subscriptions
+    from app.subscriptions import service as subscriptions_service
 
     settings = _settings()
     engine = create_engine(settings)
     redis = create_redis(settings)
-    unknown = []
     try:
-        actor = Actor.command_line()
-        async with create_sessionmaker(engine).begin() as session:
-            for delivery_id in args.delivery_ids:
-                if not await subscriptions.retry_now(session, delivery_id, utcnow()):
-                    unknown.append(delivery_id)
-                else:
-                    record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=utcnow())
-        await publish(redis)  # wakes the workers' dispatchers
+        unknown = await subscriptions_service.retry_deliveries(
+            create_sessionmaker(engine), redis, args.delivery_ids, actor=Actor.command_line()
+        )
     finally:
         await redis.aclose()
         await engine.dispose()
@@ -319,13 +311,18 @@ async def _replay(args: argparse.Namespace) -> int:
     sessionmaker = create_sessionmaker(engine)
     redis = create_redis(settings)
     try:
-        row_ids = list(args.event_ids)
-        if args.failed:
-            async with sessionmaker() as session:
-                row_ids += await events_repository.ids_in_state(session, EventState.FAILED)
         report = await events_service.replay(
-            sessionmaker, redis, row_ids, actor=Actor.command_line()
+            sessionmaker, redis, list(args.event_ids), actor=Actor.command_line()
         )
+        if args.failed:
+            failed = await events_service.replay_failed(
+                sessionmaker, redis, actor=Actor.command_line()
+            )
+            report = events_service.Replayed(
+                replayed=report.replayed + failed.replayed,
+                unknown=report.unknown + failed.unknown,
+                not_enqueued=report.not_enqueued + failed.not_enqueued,
+            )
     finally:
         await redis.aclose()
         await engine.dispose()

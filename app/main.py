@@ -30,6 +30,8 @@ from app.changes.router import router as changes_router
 from app.changes.sequencer import Sequencer
 from app.changes.service import FeedReader
 from app.changes.signal import ChangeSignal
+from app.console.router import install_console
+from app.counts.router import router as counts_router
 from app.db import create_engine, create_reader, create_sessionmaker
 from app.deps import Resources
 from app.docs import install_docs
@@ -169,6 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(changes_router)
     app.include_router(subscriptions_router)
     app.include_router(audit_router)
+    app.include_router(counts_router)
+    install_console(app)
     _describe_callback_endpoint(app)
     return app
 

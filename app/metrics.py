@@ -85,5 +85,22 @@ class Metrics:
             registry=r,
         )
 
+        self.registrations_by_status = Gauge(
+            "sinch_registrations",
+            "Registrations by status (Sinch's state names).",
+            ["status"],
+            registry=r,
+        )
+        self._statuses_shown: set[str] = set()
+
+    def set_registrations(self, by_status: dict[str, int]) -> None:
+        """Set the registrations gauge; a status no registration holds any more shows 0."""
+        gauge = self.registrations_by_status
+        for status in self._statuses_shown - by_status.keys():
+            gauge.labels(status).set(0)
+        for status, count in by_status.items():
+            gauge.labels(status).set(count)
+        self._statuses_shown |= by_status.keys()
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

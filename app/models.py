@@ -24,6 +24,9 @@
   the write it records (app/audit/).
 - `callback_secrets`: callback secrets made by `python -m app secret rotate`, which every API
   process accepts besides `SINCH_CALLBACK_SECRETS` (app/callbacks/secrets.py).
+- `count_deltas`, `count_totals`: events by state, registrations by status and the hourly series,
+  kept by database triggers (migration 0009) and read without counting rows (app/counts/,
+  docs/counting.md).
 """
 
 from __future__ import annotations
@@ -96,6 +99,13 @@ class CallbackEvent(Base):
         Index("ix_callback_events_state_received_at", "state", "received_at"),
         Index("ix_callback_events_registration_id_id", "registration_id", "id"),
         Index("ix_callback_events_state_id", "state", "id"),
+        Index(
+            "ix_callback_events_outcome_id",
+            "outcome",
+            "id",
+            postgresql_where=text("outcome IS NOT NULL"),
+            sqlite_where=text("outcome IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -133,6 +143,7 @@ class Registration(Base):
         ),
         Index("ix_registrations_market_code_id", "market_code", "id"),
         Index("ix_registrations_facts_due_at", "facts_due_at"),
+        Index("ix_registrations_status_status_since_id", "status", "status_since", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -424,6 +435,27 @@ class CallbackSecret(Base):
     updated_at: Mapped[datetime]
 
 
+class CountDelta(Base):
+    """A change of one count, written by a trigger in the transaction that made it. Insert-only
+    (writers never wait for each other); the worker folds them into `count_totals`."""
+
+    __tablename__ = "count_deltas"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    """`event_state:<state>`, `registration_status:<status>` or `h:<YYYY-MM-DDTHH>:<series>`."""
+    delta: Mapped[int] = mapped_column(BigInteger)
+
+
+class CountTotal(Base):
+    """A count as of the last fold: the count is this plus its unfolded deltas."""
+
+    __tablename__ = "count_totals"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
 # The tables themselves, typed as such, for the Core statements of the hot paths (the callback
 # inbox's bulk insert, the worker's apply).
 CALLBACK_EVENTS = cast(Table, CallbackEvent.__table__)
@@ -436,3 +468,5 @@ MARKET_POLICIES = cast(Table, MarketPolicy.__table__)
 REGISTRATION_CHANGES = cast(Table, RegistrationChange.__table__)
 SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 DELIVERIES = cast(Table, Delivery.__table__)
+COUNT_DELTAS = cast(Table, CountDelta.__table__)
+COUNT_TOTALS = cast(Table, CountTotal.__table__)

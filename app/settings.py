@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     """How often the worker re-enqueues inbox rows left `received`."""
     sweep_grace_seconds: float = Field(default=10.0, ge=0)
     """How old a `received` row must be before the sweep re-enqueues it."""
+    console_session_seconds: int = Field(default=28_800, ge=60, le=604_800)
+    """How long a console session lasts after sign-in (its cookie's Max-Age and its Redis key's
+    expiry); 8 hours by default."""
+    counts_fold_interval_seconds: int = Field(default=10, ge=1, le=60)
+    """How often the worker folds the counts' deltas into their totals (docs/counting.md): reads
+    sum the deltas written since, so this bounds their cost, never their exactness."""
     event_retention_days: int = Field(default=30, ge=1)
     """Processed events older than this are pruned daily; failed and invalid ones are kept."""
     subscription_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

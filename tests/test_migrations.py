@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import JSON, Connection, bindparam, inspect, select, text
 
-from app.db import UTCDateTime, create_engine
+from app.counts import service as counts
+from app.db import UTCDateTime, create_engine, create_sessionmaker
 from app.models import Base, Registration
 from app.settings import Settings
+from tests.support.counts import shown, truth
 from tests.support.databases import (
     alembic_config,
     create_postgres_database,
@@ -161,3 +163,67 @@ def test_the_facts_migration_fills_the_facts_of_registrations_kept_before(
     assert first.status_since == T_ENTERED  # from the history
     assert first.reason_message == "Upload the letter"
     assert all(row.reason_message == "Upload the letter" for row in facts)
+
+
+async def _seed_before_counts(url: str) -> None:
+    """Events and registrations as revision 0007 kept them, before anything counted them."""
+    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    now = datetime.now(UTC).replace(microsecond=0)
+    try:
+        async with engine.begin() as connection:
+            for number in range(30):
+                received = now - timedelta(minutes=7 * number)
+                finished = received + timedelta(milliseconds=250 * number)
+                state = ("received", "processed", "failed", "invalid")[number % 4]
+                await connection.execute(
+                    text(
+                        "INSERT INTO callback_events (dedup_key, body, headers, secret_index, "
+                        "received_at, duplicate_count, state, attempts, processed_at) VALUES "
+                        "(:key, :body, '{}', 0, :received, 0, :state, 1, :finished)"
+                    ).bindparams(
+                        bindparam("received", type_=UTCDateTime()),
+                        bindparam("finished", type_=UTCDateTime()),
+                    ),
+                    {
+                        "key": f"k-{number}",
+                        "body": b"{}",
+                        "received": received,
+                        "state": state,
+                        "finished": None if state == "received" else finished,
+                    },
+                )
+            for number in range(7):
+                await connection.execute(
+                    text(
+                        "INSERT INTO registrations (id, status, created_at, updated_at) VALUES "
+                        "(:id, :status, :at, :at)"
+                    ).bindparams(bindparam("at", type_=UTCDateTime())),
+                    {"id": f"r-{number}", "status": ("APPROVED", "PENDING")[number % 2], "at": now},
+                )
+    finally:
+        await engine.dispose()
+
+
+def test_the_counts_migration_counts_the_rows_kept_before(empty_database_url: str) -> None:
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0007")
+    asyncio.run(_seed_before_counts(empty_database_url))
+    command.upgrade(config, "head")
+
+    async def compare() -> None:
+        engine = create_engine(
+            Settings(_env_file=None, database_url=empty_database_url)  # type: ignore[call-arg]
+        )
+        try:
+            sessions = create_sessionmaker(engine)
+            now = datetime.now(UTC)
+            expected = await truth(sessions, now)
+            assert await shown(sessions, now) == expected
+            assert expected["registrations"] == {"APPROVED": 4, "PENDING": 3}
+            assert sum(h[0] for h in expected["hours"]) == 30  # type: ignore[attr-defined]
+            await counts.fold(sessions, now)
+            assert await shown(sessions, now) == expected
+        finally:
+            await engine.dispose()
+
+    asyncio.run(compare())

@@ -2,7 +2,8 @@
 
 Listings are newest first, keyset-paginated on the id (ids only grow, so a walk never sees a row
 twice and never misses one that existed when it started): the primary key without a filter,
-(state, id) with `state`, (registration_id, id) with `registrationId` (migrations 0001, 0002).
+(state, id) with `state`, (registration_id, id) with `registrationId` (migrations 0001, 0002),
+(outcome, id) of finished events with `outcome` (migration 0009).
 The headers are never loaded. The body is, only to read what it claims (a status and its time,
 `EventOut.of`); no answer shows it.
 """
@@ -51,6 +52,8 @@ class EventKey(BaseModel):
 class EventFilters:
     state: EventState | None = None
     registration_id: str | None = None
+    outcome: str | None = None
+    """Exactly this outcome (e.g. `failed:rejected`)."""
 
 
 def event_statement(row_id: int) -> Select[CallbackEvent]:
@@ -71,6 +74,8 @@ def list_statement(
         statement = statement.where(CallbackEvent.state == filters.state)
     if filters.registration_id is not None:
         statement = statement.where(CallbackEvent.registration_id == filters.registration_id)
+    if filters.outcome is not None:
+        statement = statement.where(CallbackEvent.outcome == filters.outcome)
     if before is not None:
         statement = statement.where(CallbackEvent.id < before.id)
     return statement.order_by(CallbackEvent.id.desc()).limit(limit)
@@ -85,3 +90,10 @@ async def list_events(
 
 def key_of(event: CallbackEvent) -> EventKey:
     return EventKey(id=event.id)
+
+
+async def get_raw_event(session: AsyncSession, row_id: int) -> CallbackEvent | None:
+    """One event with everything kept, its raw body and headers included (the console's detail
+    page, for people with a session; the internal API never answers them)."""
+    result = await session.execute(select(CallbackEvent).where(CallbackEvent.id == row_id))
+    return result.scalar_one_or_none()

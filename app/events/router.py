@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from redis.exceptions import RedisError
 
 from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
-from app.audit.actions import Action
-from app.audit.repository import record
 from app.auth import ActorDep, require_token
-from app.db import utcnow
-from app.deps import ReadSessionDep, ResourcesDep, SessionDep
-from app.events import queries
-from app.events.repository import reset_for_replay
+from app.deps import ReadSessionDep, ResourcesDep
+from app.events import queries, service
 from app.events.schemas import EventOut, EventPage
-from app.jobs import enqueue_event
 from app.models import EventState
 from app.pagination import (
     DEFAULT_LIMIT,
@@ -30,8 +23,6 @@ from app.pagination import (
 from app.problems import ProblemError
 
 log = logging.getLogger(__name__)
-
-ENQUEUE_TIMEOUT_SECONDS = 3.0
 
 router = APIRouter(
     prefix="/v1/events",
@@ -66,10 +57,19 @@ async def list_events(
             description="Only events about this registration.",
         ),
     ] = None,
+    outcome: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_TEXT_LENGTH,
+            pattern=PRINTABLE_PATTERN,
+            description="Only events that ended with this outcome (e.g. `failed:rejected`).",
+        ),
+    ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: RowIdCursorQuery = None,
 ) -> EventPage:
-    filters = queries.EventFilters(state=state, registration_id=registration_id)
+    filters = queries.EventFilters(state=state, registration_id=registration_id, outcome=outcome)
     before = optional_cursor(cursor, queries.EventKey)
     rows = await queries.list_events(session, filters, before=before, limit=limit + 1)
     items, next_cursor = page(rows, limit, queries.key_of)
@@ -98,24 +98,8 @@ async def get_event(session: ReadSessionDep, row_id: EventRowId) -> EventOut:
     status_code=202,
     responses=problem_responses(403, 404),
 )
-async def replay_event(
-    resources: ResourcesDep, session: SessionDep, row_id: EventRowId, actor: ActorDep
-) -> EventOut:
-    async with session.begin():
-        if not await reset_for_replay(session, row_id):
-            raise ProblemError(404, _NOT_FOUND)
-        record(session, actor, Action.EVENT_REPLAY, str(row_id), now=utcnow())
-        event = await queries.get_event(session, row_id)
-        assert event is not None  # locked by reset_for_replay until the commit
-        answer = EventOut.of(event)
-    try:
-        async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
-            await enqueue_event(resources.redis, row_id)
-    except (RedisError, OSError, TimeoutError) as exc:
-        log.warning(
-            "replay not enqueued (%s); the sweep will pick it up",
-            type(exc).__name__,
-            extra={"row_id": row_id},
-        )
-    log.info("event replay requested", extra={"row_id": row_id})
-    return answer
+async def replay_event(resources: ResourcesDep, row_id: EventRowId, actor: ActorDep) -> EventOut:
+    event = await service.replay_event(resources.sessionmaker, resources.redis, row_id, actor=actor)
+    if event is None:
+        raise ProblemError(404, _NOT_FOUND)
+    return EventOut.of(event)

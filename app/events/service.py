@@ -4,6 +4,8 @@ replaying them. One implementation for every door; each call owns its short tran
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,11 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
 from app.db import utcnow
-from app.events import repository
+from app.events import queries, repository
 from app.jobs import enqueue_event
-from app.models import EventState
+from app.models import CallbackEvent, EventState
+
+log = logging.getLogger(__name__)
 
 PRUNE_BATCH = 5000
+ENQUEUE_TIMEOUT_SECONDS = 3.0
 
 
 async def prune(
@@ -56,6 +61,51 @@ class Replayed:
     """Put back to `received` but not enqueued (Redis refused): the sweep enqueues them."""
 
 
+async def replay_event(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: ArqRedis,
+    row_id: int,
+    *,
+    actor: Actor,
+) -> CallbackEvent | None:
+    """Put one event back to `received` (its own transaction), then enqueue it; answers the event
+    as that transaction left it (as `app.events.queries` loads it), or None when it is unknown.
+
+    The one implementation of a replay: the API, the console and the CLI come here. An enqueue that
+    fails (or takes longer than `ENQUEUE_TIMEOUT_SECONDS`) costs nothing: the sweep finds the row,
+    as for a callback. The audit entry (by `actor`) is written in the replay's transaction.
+    """
+    event, _enqueued = await _replay_one(sessionmaker, redis, row_id, actor=actor, detail=None)
+    return event
+
+
+async def _replay_one(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: ArqRedis,
+    row_id: int,
+    *,
+    actor: Actor,
+    detail: dict[str, int] | None,
+) -> tuple[CallbackEvent | None, bool]:
+    async with sessionmaker.begin() as session:
+        if not await repository.reset_for_replay(session, row_id):
+            return None, False
+        record(session, actor, Action.EVENT_REPLAY, str(row_id), now=utcnow(), detail=detail)
+        event = await queries.get_event(session, row_id)
+    try:
+        async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
+            await enqueue_event(redis, row_id)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(
+            "replay not enqueued (%s); the sweep will pick it up",
+            type(exc).__name__,
+            extra={"row_id": row_id},
+        )
+        return event, False
+    log.info("event replay requested", extra={"row_id": row_id})
+    return event, True
+
+
 async def replay(
     sessionmaker: async_sessionmaker[AsyncSession],
     redis: ArqRedis,
@@ -63,24 +113,25 @@ async def replay(
     *,
     actor: Actor,
 ) -> Replayed:
-    """Put each event back to `received` (its own transaction, with its audit entry by `actor`)
-    and enqueue it after the commit: a bulk replay (the command line, the console).
-
-    An enqueue that fails costs nothing: the sweep finds the row, as for a callback.
-    """
+    """`replay_event` for each of `row_ids`, in order (a bulk replay: the command line, the
+    console), each with its audit entry by `actor`."""
     replayed, unknown, not_enqueued = [], [], 0
     bulk = {"bulk": len(row_ids)} if len(row_ids) > 1 else None
     for row_id in row_ids:
-        async with sessionmaker.begin() as session:
-            found = await repository.reset_for_replay(session, row_id)
-            if found:
-                record(session, actor, Action.EVENT_REPLAY, str(row_id), now=utcnow(), detail=bulk)
-        if not found:
+        event, enqueued = await _replay_one(sessionmaker, redis, row_id, actor=actor, detail=bulk)
+        if event is None:
             unknown.append(row_id)
             continue
         replayed.append(row_id)
-        try:
-            await enqueue_event(redis, row_id)
-        except (RedisError, OSError, TimeoutError):
-            not_enqueued += 1
+        not_enqueued += not enqueued
     return Replayed(replayed=replayed, unknown=unknown, not_enqueued=not_enqueued)
+
+
+async def replay_failed(
+    sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, *, actor: Actor
+) -> Replayed:
+    """Replay every event `failed` now (`replay`): the console's "replay all failed" and the
+    CLI's `replay --failed`."""
+    async with sessionmaker() as session:
+        row_ids = await repository.ids_in_state(session, EventState.FAILED)
+    return await replay(sessionmaker, redis, row_ids, actor=actor)

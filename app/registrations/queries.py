@@ -155,3 +155,20 @@ async def history(session: AsyncSession, registration_id: str) -> Sequence[Regis
     """Every status change of the registration, in the order it was applied here."""
     result = await session.execute(history_statement(registration_id))
     return result.scalars().all()
+
+
+async def waiting(session: AsyncSession, statuses: Sequence[str], limit: int) -> list[Registration]:
+    """Registrations in any of `statuses`, longest in their status first (by `status_since`,
+    unknown last, then id), at most `limit`. One indexed walk per status on (status,
+    status_since, id) (migration 0009), merged here: cost bounded by `limit`, not the table."""
+    found: list[Registration] = []
+    for status in statuses:
+        result = await session.execute(
+            select(Registration)
+            .where(Registration.status == status)
+            .order_by(Registration.status_since.nulls_last(), Registration.id)
+            .limit(limit)
+        )
+        found.extend(result.scalars())
+    found.sort(key=lambda r: (r.status_since is None, r.status_since or r.created_at, r.id))
+    return found[:limit]

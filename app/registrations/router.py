@@ -6,8 +6,6 @@ its transaction begins, so no database lock is held across the network call.
 
 from __future__ import annotations
 
-import logging
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -20,12 +18,8 @@ from app.api_schemas import (
     QueryTime,
     problem_responses,
 )
-from app.audit.actions import Action
-from app.audit.repository import record
 from app.auth import ActorDep, require_token
-from app.db import utcnow
-from app.deps import ReadSessionDep, Resources, ResourcesDep, SessionDep
-from app.models import HistorySource
+from app.deps import ReadSessionDep, ResourcesDep
 from app.pagination import (
     DEFAULT_LIMIT,
     LimitQuery,
@@ -34,13 +28,8 @@ from app.pagination import (
     page,
 )
 from app.problems import ProblemError
-from app.registrations import queries
+from app.registrations import queries, service
 from app.registrations.schemas import HistoryItem, HistoryOut, RegistrationOut, RegistrationPage
-from app.registrations.service import apply_snapshot
-from app.sinch.errors import SinchError, SinchNotFoundError, SinchRetryableError
-from app.sinch.schemas import SinchRegistration
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix="/v1/registrations",
@@ -205,58 +194,8 @@ async def get_history(session: ReadSessionDep, registration_id: RegistrationId) 
     responses=problem_responses(403, 404, 502, 503),
 )
 async def refresh_registration(
-    resources: ResourcesDep,
-    session: SessionDep,
-    registration_id: RegistrationId,
-    actor: ActorDep,
+    resources: ResourcesDep, registration_id: RegistrationId, actor: ActorDep
 ) -> RegistrationOut:
-    fetched_at = utcnow()
-    snapshot = await _fetch(resources, registration_id)
-    async with session.begin():
-        await apply_snapshot(
-            session,
-            snapshot,
-            source=HistorySource.REFETCH,
-            event_id=None,
-            fetched_at=fetched_at,
-            now=utcnow(),
-        )
-        record(session, actor, Action.REGISTRATION_REFRESH, registration_id, now=utcnow())
-        registration = await _get_or_404(session, registration_id)
-    resources.sequencer.poke()  # what the refresh changed goes on the feed
-    log.info("registration refreshed", extra={"registration_id": registration_id})
-    return registration
-
-
-async def _fetch(resources: Resources, registration_id: str) -> SinchRegistration:
-    """GET the registration from Sinch, every failure turned into its problem answer.
-
-    The Sinch client's messages hold no secret, but they are still not echoed: they name Sinch's
-    URLs and statuses, which are none of the caller's business beyond "unavailable".
-    """
-    if resources.sinch is None:
-        raise ProblemError(503, "Sinch credentials not configured.")
-    try:
-        snapshot = await resources.sinch.get_registration(registration_id)
-    except SinchNotFoundError:
-        raise ProblemError(404, "Sinch has no registration with this id.") from None
-    except SinchRetryableError as exc:
-        log.warning(
-            "refresh: Sinch unavailable (%s)",
-            exc.status_code or "no answer",
-            extra={"registration_id": registration_id},
-        )
-        headers = (
-            {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
-            if exc.retry_after is not None
-            else None
-        )
-        raise ProblemError(503, "Sinch is unavailable; try again later.", headers=headers) from None
-    except SinchError as exc:
-        log.warning(
-            "refresh: Sinch answer unusable (%s)",
-            type(exc).__name__,
-            extra={"registration_id": registration_id},
-        )
-        raise ProblemError(502, "Sinch answered something this service cannot use.") from None
-    return snapshot
+    return RegistrationOut.model_validate(
+        await service.refresh(resources, registration_id, actor=actor)
+    )

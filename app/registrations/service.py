@@ -15,16 +15,26 @@ market of its policy when the document names none (app/registrations/markets.py)
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.actions import Action
+from app.audit.repository import Actor, record
 from app.changes import repository as changes
+from app.db import utcnow
+from app.deps import Resources
 from app.models import ChangeKind, HistorySource, Registration
-from app.registrations import markets, repository
+from app.problems import ProblemError
+from app.registrations import markets, queries, repository
 from app.registrations.facts import FACT_COLUMNS, fact_columns, read_facts
+from app.sinch.errors import SinchError, SinchNotFoundError, SinchRetryableError
 from app.sinch.schemas import SinchRegistration
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +200,66 @@ async def apply_snapshot(
             now=now,
         )
     return SnapshotResult(applied=True, status_changed=changed, overruled=overruled)
+
+
+async def refresh(resources: Resources, registration_id: str, *, actor: Actor) -> Registration:
+    """GET the registration from Sinch now and apply it (the recency guard keeps newer local
+    news); answers the registration as kept afterwards. The one implementation of a refresh: the
+    API and the console come here, audited as `actor` in the same transaction. Owns its
+    transaction, begun only after the GET, so no database lock is held across the network call.
+
+    Raises `ProblemError`: 503 (no credentials, Sinch unavailable), 404 (Sinch has no such
+    registration), 502 (Sinch's answer unusable). Its details never echo Sinch's answer.
+    """
+    fetched_at = utcnow()
+    snapshot = await _fetch(resources, registration_id)
+    async with resources.sessionmaker.begin() as session:
+        await apply_snapshot(
+            session,
+            snapshot,
+            source=HistorySource.REFETCH,
+            event_id=None,
+            fetched_at=fetched_at,
+            now=utcnow(),
+        )
+        record(session, actor, Action.REGISTRATION_REFRESH, registration_id, now=utcnow())
+        registration = await queries.get_registration(session, registration_id)
+        if registration is None:  # applied just above; only a concurrent delete could do this
+            raise ProblemError(404, "No registration with this id is known here.")
+    resources.sequencer.poke()  # what the refresh changed goes on the feed
+    log.info("registration refreshed", extra={"registration_id": registration_id})
+    return registration
+
+
+async def _fetch(resources: Resources, registration_id: str) -> SinchRegistration:
+    """GET the registration from Sinch, every failure turned into its problem answer.
+
+    The Sinch client's messages hold no secret, but they are still not echoed: they name Sinch's
+    URLs and statuses, which are none of the caller's business beyond "unavailable".
+    """
+    if resources.sinch is None:
+        raise ProblemError(503, "Sinch credentials not configured.")
+    try:
+        snapshot = await resources.sinch.get_registration(registration_id)
+    except SinchNotFoundError:
+        raise ProblemError(404, "Sinch has no registration with this id.") from None
+    except SinchRetryableError as exc:
+        log.warning(
+            "refresh: Sinch unavailable (%s)",
+            exc.status_code or "no answer",
+            extra={"registration_id": registration_id},
+        )
+        headers = (
+            {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+            if exc.retry_after is not None
+            else None
+        )
+        raise ProblemError(503, "Sinch is unavailable; try again later.", headers=headers) from None
+    except SinchError as exc:
+        log.warning(
+            "refresh: Sinch answer unusable (%s)",
+            type(exc).__name__,
+            extra={"registration_id": registration_id},
+        )
+        raise ProblemError(502, "Sinch answered something this service cannot use.") from None
+    return snapshot

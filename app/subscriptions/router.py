@@ -216,12 +216,11 @@ async def list_deliveries(
     responses=problem_responses(403, 404),
 )
 async def retry_delivery(
-    resources: ResourcesDep, session: SessionDep, delivery_id: DeliveryId, actor: ActorDep
+    resources: ResourcesDep, delivery_id: DeliveryId, actor: ActorDep
 ) -> Response:
-    async with session.begin():
-        now = utcnow()
-        if not await repository.retry_now(session, delivery_id, now):
-            raise ProblemError(404, "No delivery with this id.")
-        record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=now)
-    await publish(resources.redis)  # wakes the workers' dispatchers
+    unknown = await service.retry_deliveries(
+        resources.sessionmaker, resources.redis, [delivery_id], actor=actor
+    )
+    if unknown:
+        raise ProblemError(404, "No delivery with this id.")
     return Response(status_code=202)

@@ -1,5 +1,6 @@
-"""What the API's and the command line's doors do to subscriptions and deliveries. Runs in the
-caller's transaction; never commits."""
+"""What the API's, the console's and the command line's doors do to subscriptions and deliveries.
+Runs in the caller's transaction and never commits, except `retry_deliveries` (which owns its one
+transaction, since it must wake the dispatchers after the commit)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
+from redis.asyncio import Redis
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.audit.actions import Action
+from app.audit.repository import Actor, record
+from app.changes.signal import publish
+from app.db import utcnow
 from app.models import Delivery, RegistrationChange, Subscription
 from app.subscriptions import repository
 from app.subscriptions.outbox import filter_text, filter_values
@@ -124,3 +130,25 @@ async def deliveries(
         )
         for delivery, seq in rows
     ]
+
+
+async def retry_deliveries(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    delivery_ids: Sequence[int],
+    *,
+    actor: Actor,
+) -> list[int]:
+    """Make each delivery pending and due now (one transaction, with an audit entry by `actor`
+    for each), then wake the dispatchers. Answers the ids that name no delivery. The one
+    implementation of a retry: the API, the console and the CLI come here."""
+    unknown = []
+    async with sessionmaker.begin() as session:
+        for delivery_id in delivery_ids:
+            now = utcnow()
+            if not await repository.retry_now(session, delivery_id, now):
+                unknown.append(delivery_id)
+            else:
+                record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=now)
+    await publish(redis)  # wakes the workers' dispatchers
+    return unknown

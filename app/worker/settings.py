@@ -145,6 +145,12 @@ def build_worker_settings(settings: Settings) -> type:
             timeout=timeout,
         ),
         cron(
+            _job(tasks.fold_counts),
+            **every(settings.counts_fold_interval_seconds),
+            unique=True,
+            timeout=timeout,
+        ),
+        cron(
             _job(tasks.prune_events), hour={3}, minute={17}, second=0, unique=True, timeout=timeout
         ),
         # Hourly, and at start-up: loads the market map when it is a day old (markets.MAX_AGE).

@@ -16,6 +16,7 @@ from datetime import timedelta
 from arq import Retry
 
 from app.changes import service as changes_service
+from app.counts import service as counts_service
 from app.db import utcnow
 from app.events import processing, service
 from app.events import repository as events_repository
@@ -307,6 +308,12 @@ async def reconcile_changes(ctx: WorkerContext) -> int:
         return 0
     _changed(ctx)
     return report.seen
+
+
+async def fold_counts(ctx: WorkerContext) -> int:
+    """Fold the counts' deltas into their totals (app/counts/service.py): keeps the console's and
+    /metrics' reads cheap; the counts are exact with or without it. Answers how many deltas."""
+    return await counts_service.fold(ctx["sessionmaker"], utcnow())
 
 
 async def prune_events(ctx: WorkerContext) -> int:

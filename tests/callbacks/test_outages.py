@@ -55,7 +55,8 @@ def outage_database(worker_id: str) -> Iterator[str]:
     name = f"sinch_outage_{worker_id}_{os.getpid()}"
     url = create_postgres_database(name)
     yield url
-    asyncio.run(_allow_connections(name, True))
+    # The database's real name (TEST_DB_PREFIX added), as the test itself reads it from the URL.
+    asyncio.run(_allow_connections(make_url(url).database or name, True))
     drop_postgres_database(name)
 
 

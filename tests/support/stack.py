@@ -260,6 +260,18 @@ async def drain(stack: Stack, load: Load, *, limit_seconds: float = 90) -> dict[
         await asyncio.sleep(0.2)
 
 
+async def drain_all(stack: Stack, *, limit_seconds: float = 60) -> dict[str, str]:
+    """Wait until no kept event is `received` any more (every one processed, failed or invalid);
+    answer the states by dedup key."""
+    deadline = time.monotonic() + limit_seconds
+    while True:
+        kept = await kept_event_ids(stack)
+        if kept and EventState.RECEIVED not in kept.values():
+            return kept
+        assert time.monotonic() < deadline, "events were never all processed"
+        await asyncio.sleep(0.2)
+
+
 async def assert_converged(stack: Stack, load: Load) -> None:
     states = await drain(stack, load)
     assert {states[k] for k in load.bodies} == {EventState.PROCESSED}, (

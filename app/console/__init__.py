@@ -1,0 +1,1 @@
+"""The operator console (`/console`): server-rendered pages for people (docs/console.md)."""

@@ -1,0 +1,691 @@
+"""The operator console's pages (`/console`). HTTP only: each page reads through the same query
+modules as the internal API (so every number equals what the API answers), and each action calls
+the same service function as the API's write route (one implementation of each write).
+
+Every page is plain HTML that works without JavaScript; its own CSS is served from the package.
+Sessions and CSRF: `app.console.session`. A page needs a session whose principal still exists
+(`principal_named`, asked on every request); an action (a POST) also needs the session's CSRF
+token and a principal whose scope allows `write`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from app.api_schemas import MAX_TEXT_LENGTH
+from app.audit.repository import Actor
+from app.auth import Principal, Scope, authenticate, principal_named
+from app.console import charts
+from app.console import session as sessions
+from app.counts import service as counts_service
+from app.db import utcnow
+from app.deps import ResourcesDep
+from app.events import queries as event_queries
+from app.events import service as event_service
+from app.events.schemas import EventOut
+from app.models import EventState
+from app.pagination import encode_cursor, optional_cursor, page
+from app.problems import ProblemError
+from app.registrations import queries as registration_queries
+from app.registrations import service as registration_service
+from app.registrations.schemas import HistoryItem, RegistrationOut
+from app.subscriptions import repository as subscription_repository
+from app.subscriptions import service as subscription_service
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 50
+OVERVIEW_ROWS = 20
+WAITING_STATUSES = ("PENDING", "PENDING_ATTACHMENTS")
+"""Registrations waiting on the customer's action."""
+SUCCESS_RATE_WINDOW = 100
+"""A subscription's success rate is over its newest deliveries: what the first page of
+`GET /v1/subscriptions/{id}/deliveries?limit=100` lists."""
+HIDDEN_HEADERS = frozenset({"authorization", "x-sinch-signature", "cookie"})
+"""Kept headers whose values a page does not show."""
+
+SECURITY_HEADERS = {
+    # Only the console's own stylesheet; no script at all; forms post only here; never framed.
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+@functools.cache
+def _templates() -> Jinja2Templates:
+    """Built on first use (no work at import); the templates are part of the package."""
+    environment = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["ago"] = _ago
+    environment.filters["when"] = _when
+    return Jinja2Templates(env=environment)
+
+
+class SignInRequired(Exception):
+    """No session, an expired one, or one whose principal no longer exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who looks at a page: the principal as it stands now, and the session's CSRF token."""
+
+    principal: Principal
+    csrf: str
+    session_id: str
+
+    @property
+    def may_act(self) -> bool:
+        return self.principal.scope.allows(Scope.WRITE)
+
+
+def _actor(request: Request, who: Viewer) -> Actor:
+    """Who acts through a console form, as the audit trail records it (the same as through the
+    API: the token's name and the request's addresses)."""
+    return Actor.of_request(request, who.principal.name)
+
+
+async def viewer(request: Request, resources: ResourcesDep) -> Viewer:
+    """The signed-in viewer of this request, else `SignInRequired` (a redirect to sign-in)."""
+    session_id = request.cookies.get(sessions.SESSION_COOKIE)
+    found = await sessions.load(resources.redis, session_id)
+    if found is None or session_id is None:
+        raise SignInRequired
+    principal = await principal_named(resources, found.principal)
+    if principal is None:  # its token was revoked: the session ends with it
+        await sessions.end(resources.redis, session_id)
+        raise SignInRequired
+    return Viewer(principal=principal, csrf=found.csrf, session_id=session_id)
+
+
+ViewerDep = Annotated[Viewer, Depends(viewer)]
+CsrfField = Annotated[str | None, Form(alias="csrf")]
+
+
+def _page(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    status_code: int = 200,
+) -> HTMLResponse:
+    response = _templates().TemplateResponse(
+        request, template, {"request": request, **context}, status_code=status_code
+    )
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _redirect(url: str) -> RedirectResponse:
+    response = RedirectResponse(url, status_code=303)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def _refused(request: Request, who: Viewer | None, status_code: int, message: str) -> HTMLResponse:
+    return _page(
+        request, "refused.html", {"viewer": who, "message": message}, status_code=status_code
+    )
+
+
+def _acting(request: Request, who: Viewer, presented_csrf: str | None) -> HTMLResponse | None:
+    """None when `who` may perform a POSTed action, else the refusal page to answer."""
+    if not sessions.same(presented_csrf, who.csrf):
+        return _refused(
+            request,
+            who,
+            403,
+            "This form is not from this session (its CSRF token is missing "
+            "or wrong). Nothing was done; reload the page and try again.",
+        )
+    if not who.may_act:
+        return _refused(
+            request,
+            who,
+            403,
+            f"You are signed in with a `{who.principal.scope}` token: it may look, not act. "
+            "Nothing was done.",
+        )
+    return None
+
+
+def _text(value: str | None) -> str | None:
+    """A form or query field: blank means absent (browsers send empty fields)."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value[:MAX_TEXT_LENGTH] or None
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    seconds = int((utcnow() - moment).total_seconds())
+    if seconds < 0:
+        return "in the future"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else f"{seconds} s"
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "-"
+
+
+def _with(params: Mapping[str, str | None], **changes: str | None) -> str:
+    merged = {**params, **changes}
+    return urlencode({k: v for k, v in merged.items() if v})
+
+
+# --- sign-in and sign-out ------------------------------------------------------------------------
+
+
+def _cookie_secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+@router.get("/sign-in")
+async def sign_in_form(request: Request) -> HTMLResponse:
+    marker = sessions.new_secret()
+    response = _page(request, "sign_in.html", {"viewer": None, "marker": marker})
+    response.set_cookie(
+        sessions.SIGN_IN_COOKIE,
+        marker,
+        max_age=900,
+        path=sessions.COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=_cookie_secure(request),
+    )
+    return response
+
+
+@router.post("/sign-in")
+async def sign_in(
+    request: Request,
+    resources: ResourcesDep,
+    token: Annotated[str, Form(max_length=4096)] = "",
+    marker: Annotated[str | None, Form()] = None,
+) -> Response:
+    expected = request.cookies.get(sessions.SIGN_IN_COOKIE)
+    if expected is None or not sessions.same(marker, expected):
+        return _refused(
+            request,
+            None,
+            403,
+            "This sign-in form is not from this site or has expired. Open the sign-in page again.",
+        )
+    principal = await authenticate(resources, token) if token else None
+    if principal is None:
+        fresh = sessions.new_secret()
+        response = _page(
+            request,
+            "sign_in.html",
+            {"viewer": None, "marker": fresh, "error": "That token is not accepted."},
+            status_code=401,
+        )
+        response.set_cookie(
+            sessions.SIGN_IN_COOKIE,
+            fresh,
+            max_age=900,
+            path=sessions.COOKIE_PATH,
+            httponly=True,
+            samesite="strict",
+            secure=_cookie_secure(request),
+        )
+        return response
+    lifetime = resources.settings.console_session_seconds
+    session_id = await sessions.create(resources.redis, principal.name, lifetime)
+    log.info("console sign-in", extra={"principal": principal.name})
+    signed_in = _redirect("/console")
+    signed_in.set_cookie(
+        sessions.SESSION_COOKIE,
+        session_id,
+        max_age=lifetime,
+        path=sessions.COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=_cookie_secure(request),
+    )
+    signed_in.delete_cookie(sessions.SIGN_IN_COOKIE, path=sessions.COOKIE_PATH)
+    return signed_in
+
+
+@router.post("/sign-out")
+async def sign_out(
+    request: Request, resources: ResourcesDep, who: ViewerDep, csrf: CsrfField = None
+) -> Response:
+    if not sessions.same(csrf, who.csrf):
+        return _refused(request, who, 403, "This form is not from this session. Still signed in.")
+    await sessions.end(resources.redis, who.session_id)
+    response = _redirect("/console/sign-in")
+    response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
+    return response
+
+
+# --- overview ------------------------------------------------------------------------------------
+
+
+@router.get("")
+async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
+    now = utcnow()
+    async with resources.reader() as session:
+        counts = await counts_service.read(session, now)
+        waiting = await registration_queries.waiting(session, WAITING_STATUSES, OVERVIEW_ROWS)
+        failed = await event_queries.list_events(
+            session,
+            event_queries.EventFilters(state=EventState.FAILED),
+            before=None,
+            limit=OVERVIEW_ROWS,
+        )
+    hours = counts.hours
+    return _page(
+        request,
+        "overview.html",
+        {
+            "viewer": who,
+            "counts": counts,
+            "statuses_chart": charts.bars(
+                list(counts.registrations_by_status.items()), title="Registrations by status"
+            ),
+            "states_chart": charts.bars(
+                list(counts.events_by_state.items()), title="Events by state"
+            ),
+            "received_chart": charts.columns(
+                [(h.start, h.received) for h in hours], title="Callbacks kept per hour"
+            ),
+            "finished_chart": charts.columns(
+                [(h.start, h.finished) for h in hours], title="Events processed per hour"
+            ),
+            "lag_chart": charts.columns(
+                [(h.start, h.mean_lag_seconds) for h in hours],
+                title="Mean processing lag per hour",
+                unit=" s",
+            ),
+            "received_24h": sum(h.received for h in hours),
+            "finished_24h": sum(h.finished for h in hours),
+            "waiting": [RegistrationOut.model_validate(r) for r in waiting],
+            "waiting_count": sum(
+                counts.registrations_by_status.get(s, 0) for s in WAITING_STATUSES
+            ),
+            "failed": [EventOut.of(e) for e in failed],
+        },
+    )
+
+
+# --- registrations -------------------------------------------------------------------------------
+
+
+@router.get("/registrations")
+async def registrations(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    q: str | None = None,
+    status: str | None = None,
+    registration_type: Annotated[str | None, Query(alias="type")] = None,
+    sender_id: str | None = None,
+    market: str | None = None,
+    tag: str | None = None,
+    cursor: str | None = None,
+) -> Response:
+    params = {
+        "status": _text(status),
+        "type": _text(registration_type),
+        "sender_id": _text(sender_id),
+        "market": _text(market),
+        "tag": _text(tag),
+    }
+    search = _text(q)
+    async with resources.reader() as session:
+        if search is not None:
+            # An id opens its page; anything else is looked up as a sender ID.
+            if await registration_queries.get_registration(session, search) is not None:
+                return _redirect(f"/console/registrations/{_path(search)}")
+            params["sender_id"] = search
+        filters = registration_queries.RegistrationFilters(
+            statuses=tuple(s.strip() for s in (params["status"] or "").split(",") if s.strip()),
+            registration_type=params["type"],
+            sender_id=params["sender_id"],
+            market_code=params["market"],
+            tags=tuple(t.strip() for t in (params["tag"] or "").split(",") if t.strip()),
+        )
+        try:
+            after = optional_cursor(_text(cursor), registration_queries.IdKey)
+        except ProblemError:
+            return _refused(request, who, 400, "That page link is not valid any more.")
+        rows = await registration_queries.list_registrations(
+            session, filters, after=after, limit=PAGE_SIZE + 1
+        )
+        counts = await counts_service.read(session, utcnow())
+    items, next_cursor = page(rows, PAGE_SIZE, lambda r: registration_queries.key_of(filters, r))
+    return _page(
+        request,
+        "registrations.html",
+        {
+            "viewer": who,
+            "params": params,
+            "search": search,
+            "items": [RegistrationOut.model_validate(r) for r in items],
+            "next_link": _with(params, cursor=next_cursor) if next_cursor else None,
+            "known_statuses": list(counts.registrations_by_status),
+        },
+    )
+
+
+def _path(value: str) -> str:
+    return quote(value, safe="")
+
+
+@router.get("/registrations/{registration_id:path}")
+async def registration(
+    request: Request, resources: ResourcesDep, who: ViewerDep, registration_id: str
+) -> HTMLResponse:
+    async with resources.reader() as session:
+        row = await registration_queries.get_registration(session, registration_id)
+        if row is None:
+            return _refused(request, who, 404, "No registration with this id is known here.")
+        history = await registration_queries.history(session, registration_id)
+        events = await event_queries.list_events(
+            session,
+            event_queries.EventFilters(registration_id=registration_id),
+            before=None,
+            limit=PAGE_SIZE,
+        )
+    answer = RegistrationOut.model_validate(row)
+    event_rows = {e.event_id: e.id for e in events if e.event_id}
+    return _page(
+        request,
+        "registration.html",
+        {
+            "viewer": who,
+            "registration": answer,
+            "history": [HistoryItem.model_validate(h) for h in history],
+            "event_rows": event_rows,
+            "events": [EventOut.of(e) for e in events],
+            "sinch_document": json.dumps(row.sinch, indent=2, sort_keys=True)
+            if row.sinch is not None
+            else None,
+            "refreshed": request.query_params.get("refreshed") == "1",
+        },
+    )
+
+
+@router.post("/registrations/{registration_id:path}/refresh")
+async def refresh(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    registration_id: str,
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    try:
+        await registration_service.refresh(resources, registration_id, actor=_actor(request, who))
+    except ProblemError as exc:
+        return _refused(request, who, exc.status, f"Refresh failed: {exc.detail or exc.title}")
+    return _redirect(f"/console/registrations/{_path(registration_id)}?refreshed=1")
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+@router.get("/events")
+async def events(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    state: str | None = None,
+    outcome: str | None = None,
+    cursor: str | None = None,
+) -> HTMLResponse:
+    chosen = _text(state)
+    if chosen is not None and chosen not in {s.value for s in EventState}:
+        return _refused(request, who, 400, "No such event state.")
+    params = {"state": chosen, "outcome": _text(outcome)}
+    filters = event_queries.EventFilters(
+        state=EventState(chosen) if chosen else None, outcome=params["outcome"]
+    )
+    try:
+        before = optional_cursor(_text(cursor), event_queries.EventKey)
+    except ProblemError:
+        return _refused(request, who, 400, "That page link is not valid any more.")
+    async with resources.reader() as session:
+        rows = await event_queries.list_events(session, filters, before=before, limit=PAGE_SIZE + 1)
+        counts = await counts_service.read(session, utcnow())
+    items, next_cursor = page(rows, PAGE_SIZE, event_queries.key_of)
+    return _page(
+        request,
+        "events.html",
+        {
+            "viewer": who,
+            "params": params,
+            "states": [s.value for s in EventState],
+            "items": [EventOut.of(e) for e in items],
+            "next_link": _with(params, cursor=next_cursor) if next_cursor else None,
+            "failed_count": counts.events_by_state[EventState.FAILED.value],
+        },
+    )
+
+
+@router.get("/events/replay-failed")
+async def confirm_replay_failed(
+    request: Request, resources: ResourcesDep, who: ViewerDep
+) -> HTMLResponse:
+    async with resources.reader() as session:
+        counts = await counts_service.read(session, utcnow())
+    return _page(
+        request,
+        "replay_failed.html",
+        {"viewer": who, "failed_count": counts.events_by_state[EventState.FAILED.value]},
+    )
+
+
+@router.post("/events/replay-failed")
+async def replay_failed(
+    request: Request, resources: ResourcesDep, who: ViewerDep, csrf: CsrfField = None
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    report = await event_service.replay_failed(
+        resources.sessionmaker, resources.redis, actor=_actor(request, who)
+    )
+    return _page(
+        request,
+        "done.html",
+        {
+            "viewer": who,
+            "message": f"{len(report.replayed)} failed events were put back to `received` and "
+            "queued for processing."
+            + (
+                f" Redis refused {report.not_enqueued}; the worker's sweep queues them."
+                if report.not_enqueued
+                else ""
+            ),
+            "back": "/console/events?state=received",
+        },
+    )
+
+
+@router.get("/events/{row_id}")
+async def event(request: Request, resources: ResourcesDep, who: ViewerDep, row_id: int) -> Response:
+    if not 1 <= row_id <= event_queries.MAX_ROW_ID:
+        return _refused(request, who, 404, "No event with this id is kept.")
+    async with resources.reader() as session:
+        row = await event_queries.get_raw_event(session, row_id)
+    if row is None:
+        return _refused(request, who, 404, "No event with this id is kept.")
+    try:
+        body = json.dumps(json.loads(row.body), indent=2, sort_keys=True, ensure_ascii=False)
+        body_is_json = True
+    except (ValueError, UnicodeDecodeError):
+        body = row.body.decode("utf-8", errors="replace")
+        body_is_json = False
+    headers = [
+        (name, "(hidden)" if name.lower() in HIDDEN_HEADERS else str(value))
+        for name, value in sorted((row.headers or {}).items())
+    ]
+    return _page(
+        request,
+        "event.html",
+        {
+            "viewer": who,
+            "event": EventOut.of(row),
+            "body": body,
+            "body_is_json": body_is_json,
+            "headers": headers,
+            "replayed": request.query_params.get("replayed") == "1",
+        },
+    )
+
+
+@router.post("/events/{row_id}/replay")
+async def replay(
+    request: Request, resources: ResourcesDep, who: ViewerDep, row_id: int, csrf: CsrfField = None
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    if not 1 <= row_id <= event_queries.MAX_ROW_ID or (
+        await event_service.replay_event(
+            resources.sessionmaker, resources.redis, row_id, actor=_actor(request, who)
+        )
+        is None
+    ):
+        return _refused(request, who, 404, "No event with this id is kept.")
+    return _redirect(f"/console/events/{row_id}?replayed=1")
+
+
+# --- subscriptions -------------------------------------------------------------------------------
+
+
+@router.get("/subscriptions")
+async def subscriptions(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
+    async with resources.reader() as session:
+        known = await subscription_repository.every(session)
+        oldest = await subscription_repository.oldest_pending(session)
+        rows = []
+        for subscription in known:
+            recent = await subscription_service.deliveries(
+                session, subscription.id, before=None, limit=SUCCESS_RATE_WINDOW
+            )
+            rows.append(
+                {
+                    "subscription": subscription_service.answer(subscription),
+                    "rate": _success_rate([d.state for d in recent]),
+                    "window": len(recent),
+                    "oldest_pending": oldest.get(subscription.id),
+                }
+            )
+    return _page(request, "subscriptions.html", {"viewer": who, "rows": rows})
+
+
+def _success_rate(states: list[str]) -> float | None:
+    """Succeeded among the finished (succeeded or failed); None when none has finished."""
+    succeeded = states.count("succeeded")
+    finished = succeeded + states.count("failed")
+    return succeeded / finished if finished else None
+
+
+@router.get("/subscriptions/{subscription_id}")
+async def subscription(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    cursor: str | None = None,
+) -> Response:
+    try:
+        before = optional_cursor(_text(cursor), event_queries.EventKey)
+    except ProblemError:
+        return _refused(request, who, 400, "That page link is not valid any more.")
+    async with resources.reader() as session:
+        found = await subscription_repository.get(session, subscription_id)
+        if found is None:
+            return _refused(request, who, 404, "No subscription with this id.")
+        rows = await subscription_service.deliveries(
+            session, subscription_id, before=before.id if before else None, limit=PAGE_SIZE + 1
+        )
+    items = rows[:PAGE_SIZE]
+    next_cursor = (
+        encode_cursor(event_queries.EventKey(id=items[-1].id)) if len(rows) > PAGE_SIZE else None
+    )
+    return _page(
+        request,
+        "subscription.html",
+        {
+            "viewer": who,
+            "subscription": subscription_service.answer(found),
+            "items": items,
+            "next_link": _with({}, cursor=next_cursor) if next_cursor else None,
+            "retried": request.query_params.get("retried"),
+        },
+    )
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+async def retry_delivery(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    delivery_id: int,
+    subscription_id: Annotated[str, Form(max_length=40)] = "",
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    if not 1 <= delivery_id <= 2**62 or await subscription_service.retry_deliveries(
+        resources.sessionmaker, resources.redis, [delivery_id], actor=_actor(request, who)
+    ):
+        return _refused(request, who, 404, "No delivery with this id.")
+    back = f"/console/subscriptions/{_path(subscription_id)}" if subscription_id else "/console"
+    return _redirect(f"{back}?retried={delivery_id}")
+
+
+# --- installation --------------------------------------------------------------------------------
+
+
+def install_console(app: FastAPI) -> None:
+    """Add the console's pages, its static files and its sign-in redirect to `app`."""
+    app.include_router(router)
+    app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
+
+    async def to_sign_in(request: Request, _exc: Exception) -> Response:
+        response = _redirect("/console/sign-in")
+        response.delete_cookie(sessions.SESSION_COOKIE, path=sessions.COOKIE_PATH)
+        return response
+
+    app.add_exception_handler(SignInRequired, to_sign_in)

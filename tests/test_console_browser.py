@@ -1,0 +1,339 @@
+"""The operator console in a real browser (Debian's headless chromium, driven by Selenium) against
+real API and worker processes, the simulator as Sinch, PostgreSQL and a private Redis, all on
+loopback. Every host but loopback is unreachable to the browser.
+
+Screenshots of each page land in `var/screenshots/console/` (kept after the run, like the /docs
+test's; the README's is one of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.wait import WebDriverWait
+
+from app.simulator import SimulatorControl
+from tests.support.processes import VENV_BIN, service_env
+from tests.support.stack import API_TOKEN, CALLBACK_PATH, Stack, drain_all, running_stack
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "var" / "screenshots" / "console"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+WAIT_SECONDS = 30
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+SENDER_ID = "CONSOLEDEMO"
+
+pytestmark = pytest.mark.slow
+
+
+def _browser() -> WebDriver:
+    assert Path(CHROMIUM).exists(), "chromium is missing: `make test` installs it"
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1400",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT_SECONDS)
+    return driver
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    driver = _browser()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with running_stack("postgresql", tmp_path, "console") as started:
+        started.start_api()
+        started.start_worker()
+        yield started
+
+
+def _until(driver: WebDriver, condition: Callable[[WebDriver], Any]) -> Any:
+    return WebDriverWait(driver, WAIT_SECONDS).until(condition)
+
+
+def _shot(driver: WebDriver, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def _sign_in(driver: WebDriver, base: str, token: str) -> None:
+    driver.get(f"{base}/console")
+    _until(driver, lambda d: d.find_elements(By.ID, "token"))
+    _shot(driver, "sign-in")
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+
+
+async def _seed(stack: Stack) -> dict[str, Any]:
+    """Three registrations through signed callbacks the simulator delivers (one waits on the
+    customer), and one event that fails: Sinch refuses the GET that checks it (403)."""
+    callback_url = stack.api_url + CALLBACK_PATH
+    async with SimulatorControl(stack.sim.base_url) as sim:
+        waiting = await sim.create_registration(
+            sender_id=SENDER_ID,
+            callback_url=callback_url,
+            lifecycle=["IN_PROGRESS", "PENDING"],
+        )
+        for _ in range(2):
+            await sim.create_registration(
+                callback_url=callback_url, lifecycle=["IN_PROGRESS", "APPROVED"]
+            )
+        await sim.deliver()
+        await drain_all(stack)
+        failing = await sim.create_registration(
+            callback_url=callback_url, lifecycle=["IN_PROGRESS"]
+        )
+        await sim.inject_fault("status", status=403, count=1)
+        # Only its newest event: the service does not know the registration, so checks it.
+        event = (await sim.events(failing["id"]))[-1]
+        await sim.deliver(event_ids=[event["eventId"]])
+        await drain_all(stack)
+    return {"waiting": waiting["id"], "failing": failing["id"]}
+
+
+def test_console_shows_the_api_numbers_finds_a_registration_and_replays_a_failed_event(
+    stack: Stack, browser: WebDriver
+) -> None:
+    seeded = asyncio.run(_seed(stack))
+    base = stack.api_url
+    api = httpx.Client(base_url=base, headers=AUTH, timeout=30)
+    [failed] = api.get("/v1/events", params={"state": "failed"}).json()["items"]
+    assert failed["registrationId"] == seeded["failing"]
+
+    # Sign in; the overview shows exactly what the API answers.
+    _sign_in(browser, base, API_TOKEN)
+    _until(browser, lambda d: d.find_elements(By.ID, "events-by-state"))
+    counts = api.get("/v1/counts").json()
+    shown_states = {
+        e.get_attribute("data-state"): int(e.text)
+        for e in browser.find_elements(By.CSS_SELECTOR, "td[data-state]")
+    }
+    assert shown_states == counts["eventsByState"]
+    assert shown_states["failed"] == 1
+    shown_statuses = {
+        e.get_attribute("data-status"): int(e.text)
+        for e in browser.find_elements(By.CSS_SELECTOR, "td[data-status]")
+    }
+    assert shown_statuses == counts["registrationsByStatus"] == {"APPROVED": 2, "PENDING": 1}
+    received = sum(hour["callbacksKept"] for hour in counts["hours"])
+    assert browser.find_element(By.ID, "received-24h").text == str(received)
+    waiting_rows = browser.find_elements(By.CSS_SELECTOR, "#waiting tbody tr")
+    assert [row.find_element(By.TAG_NAME, "a").text for row in waiting_rows] == [seeded["waiting"]]
+    assert browser.find_element(By.CSS_SELECTOR, "#failed tbody tr").text.startswith(
+        str(failed["id"])
+    )
+    # Nothing came from another host: only the console's own stylesheet.
+    loaded = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert loaded == [f"{base}/console/static/console.css"], loaded
+    _shot(browser, "overview")
+
+    # Find the registration by its sender ID, open it: its timeline is its history.
+    browser.find_element(By.LINK_TEXT, "Registrations").click()
+    search = _until(browser, lambda d: d.find_element(By.NAME, "q"))
+    _shot(browser, "registrations")
+    search.send_keys(SENDER_ID)
+    search.submit()
+    _until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#registrations tbody tr a"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#registrations tbody tr")
+    listed = api.get("/v1/registrations", params={"senderId": SENDER_ID}).json()["items"]
+    assert (
+        [row.find_element(By.TAG_NAME, "a").text for row in rows]
+        == [r["id"] for r in listed]
+        == [seeded["waiting"]]
+    )
+    _shot(browser, "registrations-search")
+    rows[0].find_element(By.TAG_NAME, "a").click()
+    _until(browser, lambda d: d.find_elements(By.ID, "timeline"))
+    history = api.get(f"/v1/registrations/{seeded['waiting']}/history").json()["items"]
+    steps = browser.find_elements(By.CSS_SELECTOR, "#timeline li")
+    assert len(steps) == len(history) >= 1
+    for step, item in zip(steps, history, strict=True):
+        assert item["toStatus"] in step.text and item["source"] in step.text
+    assert browser.find_element(By.CSS_SELECTOR, "details summary")  # Sinch's document, folded
+    _shot(browser, "registration")
+
+    # The failed event: open it, replay it by clicking, and see it processed.
+    browser.get(f"{base}/console/events?state=failed")
+    _until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#events tbody tr a"))
+    _shot(browser, "events-failed")
+    browser.find_element(By.LINK_TEXT, str(failed["id"])).click()
+    _until(browser, lambda d: d.find_elements(By.ID, "replay"))
+    assert browser.find_element(By.ID, "event-state").text == "failed"
+    assert '"eventId"' in browser.find_element(By.ID, "body").text  # pretty-printed JSON
+    _shot(browser, "event-failed")
+    browser.find_element(By.ID, "replay").click()
+
+    def processed(driver: WebDriver) -> bool:
+        driver.refresh()
+        return driver.find_element(By.ID, "event-state").text == "processed"
+
+    _until(browser, processed)
+    assert api.get(f"/v1/events/{failed['id']}").json()["state"] == "processed"
+    _shot(browser, "event-replayed")
+
+    # Replay all failed asks first, saying how many (none left now).
+    browser.get(f"{base}/console/events/replay-failed")
+    assert browser.find_element(By.ID, "failed-count").text.startswith("0 events")
+    _shot(browser, "replay-failed")
+    browser.get(f"{base}/console/subscriptions")
+    _until(browser, lambda d: d.find_elements(By.ID, "subscriptions"))
+    _shot(browser, "subscriptions")
+
+    # A POST without the session's CSRF token is refused, whoever's cookie it carries.
+    cookie = browser.get_cookie("console_session")
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert API_TOKEN not in cookie["value"]
+    forged = httpx.post(
+        f"{base}/console/events/{failed['id']}/replay",
+        cookies={"console_session": cookie["value"]},
+        data={},
+        timeout=30,
+    )
+    assert forged.status_code == 403
+    assert "CSRF" in forged.text
+    assert api.get(f"/v1/events/{failed['id']}").json()["state"] == "processed"
+    headers = forged.headers
+    assert headers["x-frame-options"] == "DENY"
+    assert "script-src" not in headers["content-security-policy"]
+    assert "default-src 'none'" in headers["content-security-policy"]
+
+    # Signing out ends the session: its cookie opens nothing any more.
+    browser.get(f"{base}/console")
+    browser.find_element(By.CSS_SELECTOR, "form.who button").click()
+    _until(browser, lambda d: d.find_elements(By.ID, "token"))
+    after = httpx.get(f"{base}/console", cookies={"console_session": cookie["value"]}, timeout=30)
+    assert after.status_code == 303 and after.headers["location"] == "/console/sign-in"
+
+
+def test_wrong_token_is_refused_and_not_echoed(stack: Stack, browser: WebDriver) -> None:
+    _sign_in(browser, stack.api_url, "not-a-token-0123456789")
+    error = _until(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".error"))
+    assert error.text == "That token is not accepted."
+    assert "not-a-token-0123456789" not in browser.page_source
+    assert browser.get_cookie("console_session") is None
+
+
+def _read_token(stack: Stack) -> str | None:
+    """A `read` token made by the command line (`token create`, issue 15); None while the command
+    line cannot make one."""
+    made = subprocess.run(
+        [
+            str(VENV_BIN / "python"),
+            "-m",
+            "app",
+            "token",
+            "create",
+            "console-reader",
+            "--scope",
+            "read",
+        ],
+        env=service_env(stack.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if made.returncode != 0:
+        return None
+    return made.stdout.strip().splitlines()[-1].split()[-1]
+
+
+def test_a_read_token_looks_but_may_not_act(stack: Stack, browser: WebDriver) -> None:
+    token = _read_token(stack)
+    if token is None:
+        pytest.skip("no `token create --scope read` yet (issue 15): nothing makes a read token")
+    seeded = asyncio.run(_seed(stack))
+    api = httpx.Client(base_url=stack.api_url, headers=AUTH, timeout=30)
+    [failed] = api.get("/v1/events", params={"state": "failed"}).json()["items"]
+    _sign_in(browser, stack.api_url, token)
+    _until(browser, lambda d: d.find_elements(By.ID, "events-by-state"))
+    assert browser.find_element(By.CSS_SELECTOR, ".scope").text == "read"
+    browser.get(f"{stack.api_url}/console/events/{failed['id']}")
+    _until(browser, lambda d: d.find_elements(By.ID, "event-state"))
+    assert not browser.find_elements(By.ID, "replay")  # no button to press
+    _shot(browser, "event-read-scope")
+    # And the action itself, posted with the session's own CSRF token, is refused.
+    cookie = browser.get_cookie("console_session")
+    assert cookie is not None
+    with httpx.Client(
+        base_url=stack.api_url, cookies={"console_session": cookie["value"]}, timeout=30
+    ) as client:
+        page = client.get(f"/console/registrations/{seeded['waiting']}").text
+        assert 'id="refresh"' not in page
+        csrf = page.split('name="csrf" value="')[1].split('"')[0]
+        refused = client.post(f"/console/events/{failed['id']}/replay", data={"csrf": csrf})
+    assert refused.status_code == 403
+    assert "may look, not act" in refused.text
+    assert api.get(f"/v1/events/{failed['id']}").json()["state"] == "failed"
+
+
+def _signed_in_client(base: str, token: str) -> httpx.Client:
+    client = httpx.Client(base_url=base, timeout=30)
+    form = client.get("/console/sign-in")
+    marker = form.text.split('name="marker" value="')[1].split('"')[0]
+    answer = client.post("/console/sign-in", data={"token": token, "marker": marker})
+    assert answer.status_code == 303 and answer.headers["location"] == "/console"
+    return client
+
+
+def test_a_token_taken_away_ends_its_sessions(tmp_path: Path) -> None:
+    """The session names its principal, not its token: once the token is gone (here removed from
+    INTERNAL_API_TOKENS and the API restarted; issue 15's `token revoke` goes the same way through
+    `principal_named`), the next request of its session is sent to sign in."""
+    second = "second-console-token-0123456789"
+    with running_stack(
+        "sqlite", tmp_path, "console_revoke", INTERNAL_API_TOKENS=f"{API_TOKEN},{second}"
+    ) as stack:
+        stack.start_api()
+        client = _signed_in_client(stack.api_url, second)
+        try:
+            assert client.get("/console").status_code == 200
+            cookie = client.cookies["console_session"]
+        finally:
+            client.close()
+        assert stack.api is not None
+        stack.api.stop()
+        stack.env["INTERNAL_API_TOKENS"] = API_TOKEN
+        stack.start_api()
+        gone = httpx.get(
+            f"{stack.api_url}/console", cookies={"console_session": cookie}, timeout=30
+        )
+        assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in"
+        other = _signed_in_client(stack.api_url, API_TOKEN)  # the other token still works
+        try:
+            assert other.get("/console").status_code == 200
+        finally:
+            other.close()
