@@ -530,7 +530,7 @@ async def _print_matches(
     sessionmaker: Any, labelled: dict[str, SecretStr], *, minutes: float
 ) -> None:
     """Which of `labelled` signed the callbacks kept in the last `minutes` (never the secrets)."""
-    from app.callbacks.secrets import recent_matches
+    from app.callbacks.secrets import REPORT_LIMIT, recent_matches
 
     async with sessionmaker() as session:
         counts = await recent_matches(
@@ -540,7 +540,10 @@ async def _print_matches(
         )
     parts = [f"{counts.get(label, 0)} with {label}" for label in labelled]
     parts.append(f"{counts.get('other', 0)} with none of these")
-    print(f"callbacks kept in the last {minutes:g} minutes: {', '.join(parts)}")
+    print(
+        f"callbacks kept in the last {minutes:g} minutes (the newest {REPORT_LIMIT} at most): "
+        f"{', '.join(parts)}"
+    )
 
 
 # --- tokens ---------------------------------------------------------------------------------------

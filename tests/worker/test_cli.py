@@ -15,11 +15,12 @@ import redis.asyncio as aioredis
 
 from app.jobs import event_job_id
 from app.main import create_app
+from app.models import AuditEntry
 from app.settings import Settings
 from app.simulator import SimulatorControl, SimulatorServer
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
-from tests.support.reads import events, registrations
+from tests.support.reads import events, registrations, rows
 from tests.support.servers import serve
 from tests.support.signing import sign
 
@@ -154,6 +155,17 @@ async def test_replay_puts_an_event_back_and_enqueues_it(
     missing = await run_cli(settings, "replay", "999999", cwd=tmp_path)
     assert missing.returncode == 1
     assert "999999" in missing.stderr
+
+    # Audited, one entry per event put back, in its transaction; the unknown id left none.
+    bulk = await run_cli(settings, "replay", str(event.id), str(event.id), cwd=tmp_path)
+    assert bulk.returncode == 0, bulk.stderr
+    audited = await rows(settings, AuditEntry, AuditEntry.id)
+    assert [(e.action, e.target, e.detail) for e in audited] == [
+        ("event.replay", str(event.id), None),
+        ("event.replay", str(event.id), {"bulk": 2}),
+        ("event.replay", str(event.id), {"bulk": 2}),
+    ]
+    assert all(e.actor.startswith("cli:") for e in audited)
 
 
 async def test_prune_deletes_old_processed_events_and_keeps_the_rest(
