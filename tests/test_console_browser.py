@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
+from app.auth import Scope
 from app.simulator import SimulatorControl
-from tests.support.processes import VENV_BIN, service_env
 from tests.support.stack import API_TOKEN, CALLBACK_PATH, Stack, drain_all, running_stack
+from tests.support.tokens import make_token
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "var" / "screenshots" / "console"
@@ -203,6 +203,14 @@ def test_console_shows_the_api_numbers_finds_a_registration_and_replays_a_failed
     _until(browser, processed)
     assert api.get(f"/v1/events/{failed['id']}").json()["state"] == "processed"
     _shot(browser, "event-replayed")
+    # The click is in the audit trail, under the token that signed in (env:1), as through the API.
+    audit = api.get("/v1/audit", params={"action": "event.replay"}).json()["items"]
+    assert [(e["actor"], e["target"]) for e in audit] == [("env:1", str(failed["id"]))]
+    browser.get(f"{base}/console/audit")
+    _until(browser, lambda d: d.find_elements(By.ID, "audit"))
+    row = browser.find_element(By.CSS_SELECTOR, "#audit tbody tr").text
+    assert "env:1" in row and "event.replay" in row and str(failed["id"]) in row
+    _shot(browser, "audit")
 
     # Replay all failed asks first, saying how many (none left now).
     browser.get(f"{base}/console/events/replay-failed")
@@ -246,35 +254,8 @@ def test_wrong_token_is_refused_and_not_echoed(stack: Stack, browser: WebDriver)
     assert browser.get_cookie("console_session") is None
 
 
-def _read_token(stack: Stack) -> str | None:
-    """A `read` token made by the command line (`token create`, issue 15); None while the command
-    line cannot make one."""
-    made = subprocess.run(
-        [
-            str(VENV_BIN / "python"),
-            "-m",
-            "app",
-            "token",
-            "create",
-            "console-reader",
-            "--scope",
-            "read",
-        ],
-        env=service_env(stack.env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if made.returncode != 0:
-        return None
-    return made.stdout.strip().splitlines()[-1].split()[-1]
-
-
 def test_a_read_token_looks_but_may_not_act(stack: Stack, browser: WebDriver) -> None:
-    token = _read_token(stack)
-    if token is None:
-        pytest.skip("no `token create --scope read` yet (issue 15): nothing makes a read token")
+    token = asyncio.run(make_token(stack.settings, "console-reader", Scope.READ))
     seeded = asyncio.run(_seed(stack))
     api = httpx.Client(base_url=stack.api_url, headers=AUTH, timeout=30)
     [failed] = api.get("/v1/events", params={"state": "failed"}).json()["items"]
@@ -297,6 +278,7 @@ def test_a_read_token_looks_but_may_not_act(stack: Stack, browser: WebDriver) ->
         refused = client.post(f"/console/events/{failed['id']}/replay", data={"csrf": csrf})
     assert refused.status_code == 403
     assert "may look, not act" in refused.text
+    assert not browser.find_elements(By.LINK_TEXT, "Audit trail")  # write scope only, as the API
     assert api.get(f"/v1/events/{failed['id']}").json()["state"] == "failed"
 
 

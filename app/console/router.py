@@ -27,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from app.api_schemas import MAX_TEXT_LENGTH
+from app.audit import queries as audit_queries
 from app.audit.repository import Actor
 from app.auth import Principal, Scope, authenticate, principal_named
 from app.console import charts
@@ -589,6 +590,23 @@ async def replay(
 
 
 # --- subscriptions -------------------------------------------------------------------------------
+
+
+AUDIT_PAGE_SIZE = 100
+
+
+@router.get("/audit")
+async def audit(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
+    """The newest entries of the audit trail; `write` scope, as `GET /v1/audit`."""
+    if not who.may_act:
+        return _refused(
+            request, who, 403, "The audit trail is shown to `write` tokens only, as in the API."
+        )
+    async with resources.reader() as session:
+        entries = await audit_queries.recent(session, limit=AUDIT_PAGE_SIZE)
+    return _page(
+        request, "audit.html", {"viewer": who, "entries": entries, "limit": AUDIT_PAGE_SIZE}
+    )
 
 
 @router.get("/subscriptions")
