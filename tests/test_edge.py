@@ -78,6 +78,16 @@ async def until_closed(reader: asyncio.StreamReader) -> bytes:
         return await reader.read()
 
 
+async def until_closed_or_reset(reader: asyncio.StreamReader) -> bytes | None:
+    """`until_closed`, or None when the server reset the connection. A client that is still
+    sending when the server closes gets a TCP reset (the server's kernel had unread bytes of it),
+    which may discard the 408 before the client reads it: a cut-off all the same."""
+    try:
+        return await until_closed(reader)
+    except ConnectionResetError:
+        return None
+
+
 async def trickle(writer: asyncio.StreamWriter, data: bytes) -> None:
     """Send `data` a byte at a time, slower than any deadline allows, until the peer closes."""
     with contextlib.suppress(ConnectionError):
@@ -116,13 +126,16 @@ async def test_clients_stalling_or_trickling_headers_are_cut_off_and_callbacks_g
             answers = await asyncio.gather(*(post_signed(client, body) for body in quick))
         assert [answer.status_code for answer in answers] == [200] * 20
 
-        closed = await asyncio.gather(*(until_closed(reader) for reader, _ in connections))
+        closed = await asyncio.gather(*(until_closed_or_reset(reader) for reader, _ in connections))
     finally:
         for task in trickling:
             task.cancel()
         for _, writer in connections:
             writer.close()
-    for answer in closed:
+    for index, answer in enumerate(closed):
+        if answer is None:  # reset while it trickled (until_closed_or_reset)
+            assert index % 3 != 0, "a client that sent nothing was reset, not answered"
+            continue
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
         assert b"application/problem+json" in answer
     assert sorted(e.body for e in await events(settings)) == sorted(quick)
@@ -149,11 +162,11 @@ async def test_a_kept_alive_connection_gets_the_same_deadline_for_its_next_reque
         assert head.startswith(b"HTTP/1.1 200 ")
         # The next request on the same connection, trickled: cut off like a first one.
         trickling = asyncio.create_task(trickle(writer, b"GET /healthz HTTP/1.1\r\n"))
-        answer = await until_closed(reader)
+        answer = await until_closed_or_reset(reader)
         trickling.cancel()
     finally:
         writer.close()
-    assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+    assert answer is None or answer.startswith(b"HTTP/1.1 408 "), answer[:80]
 
 
 async def test_bodies_shorter_than_their_content_length_are_cut_off(
