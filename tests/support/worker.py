@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,5 +22,10 @@ async def worker_context(settings: Settings) -> AsyncIterator[WorkerContext]:
     try:
         yield ctx
     finally:
-        await worker_settings.on_shutdown(ctx)
+        # Bounded: a shutdown that does not end (seen stalling whole runs in this teardown) is
+        # cancelled after 15 s instead of holding the test run.
+        shutdown = asyncio.ensure_future(worker_settings.on_shutdown(ctx))
+        done, _ = await asyncio.wait({shutdown}, timeout=15)
+        if not done:
+            shutdown.cancel()
         await ctx["redis"].aclose()
