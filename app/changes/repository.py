@@ -25,10 +25,10 @@ from sqlalchemy import (
     FromClause,
     Insert,
     String,
+    bindparam,
     delete,
     func,
     insert,
-    literal,
     select,
     text,
 )
@@ -70,7 +70,7 @@ def record_from(
     kind: ColumnElement[Any],
     from_status: ColumnElement[Any],
     at: ColumnElement[Any],
-    source: str,
+    source: ColumnElement[Any],
     now: ColumnElement[Any],
 ) -> Insert:
     """An INSERT of one change per row of `rows`, which has the registration's `id`, `status` and
@@ -92,11 +92,33 @@ def record_from(
             from_status,
             rows.c.status,
             at,
-            literal(source, String()),
+            source,
             now,
             *(rows.c[name] for name in IMAGE_COLUMNS),
         ),
     )
+
+
+# Built once, values bound at each run: building these statements (a subquery's column proxies,
+# the outbox's join) cost more CPU than the database spent running them.
+_RECORDED_AT = REGISTRATION_CHANGES.c.recorded_at.type
+_NOW = bindparam("now", type_=_RECORDED_AT)
+_RECORD = record_from(
+    select(REGISTRATIONS)
+    .where(REGISTRATIONS.c.id.in_(bindparam("registration_ids", expanding=True)))
+    .subquery(),
+    kind=bindparam("kind", type_=String()),
+    from_status=bindparam("from_status", type_=String()),
+    at=bindparam("at", type_=REGISTRATION_CHANGES.c.at.type),
+    source=bindparam("source", type_=String()),
+    now=_NOW,
+).returning(REGISTRATION_CHANGES.c.id)
+_RECORD_DELIVERIES = outbox.deliveries_for(
+    select(REGISTRATION_CHANGES)
+    .where(REGISTRATION_CHANGES.c.id.in_(bindparam("change_ids", expanding=True)))
+    .subquery(),
+    _NOW,
+)
 
 
 async def record(
@@ -111,21 +133,19 @@ async def record(
 ) -> None:
     """Record a change of each of `registration_ids` as its row now stands in this transaction
     (pending ORM changes are flushed first), and its deliveries (the outbox)."""
-    row = select(REGISTRATIONS).where(REGISTRATIONS.c.id.in_(registration_ids)).subquery()
-    stamp = literal(now, REGISTRATION_CHANGES.c.recorded_at.type)
     result = await session.execute(
-        record_from(
-            row,
-            kind=literal(kind, String()),
-            from_status=literal(from_status, String()),
-            at=literal(at, REGISTRATION_CHANGES.c.at.type),
-            source=source,
-            now=stamp,
-        ).returning(REGISTRATION_CHANGES.c.id)
+        _RECORD,
+        {
+            "registration_ids": list(registration_ids),
+            "kind": kind,
+            "from_status": from_status,
+            "at": at,
+            "source": source,
+            "now": now,
+        },
     )
     change_ids = list(result.scalars())
-    recorded = select(REGISTRATION_CHANGES).where(REGISTRATION_CHANGES.c.id.in_(change_ids))
-    await session.execute(outbox.deliveries_for(recorded.subquery(), stamp))
+    await session.execute(_RECORD_DELIVERIES, {"change_ids": change_ids, "now": now})
 
 
 _NUMBER = text(

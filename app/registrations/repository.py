@@ -106,12 +106,13 @@ _HISTORY_COLUMNS = (
     "recorded_at",
 )
 _STATUS_CHANGE = literal(ChangeKind.STATUS.value, String())
+_CALLBACK_SOURCE = literal(HistorySource.CALLBACK.value, String())
 ADD_CALLBACK_CHANGE = changes.record_from(
     select(REGISTRATIONS).where(REGISTRATIONS.c.id == _REGISTRATION).subquery(),
     kind=_STATUS_CHANGE,
     from_status=_FROM,
     at=_AT,
-    source=HistorySource.CALLBACK.value,
+    source=_CALLBACK_SOURCE,
     now=_NOW,
 ).returning(REGISTRATION_CHANGES.c.id)
 """The change feed's row of a trusted callback's move, after MOVE_BY_CALLBACK (SQLite's way);
@@ -156,7 +157,7 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, C
                 _FROM,
                 _TO,
                 _AT,
-                literal(HistorySource.CALLBACK.value, String()),
+                _CALLBACK_SOURCE,
                 _EVENT,
                 _NOW,
             ),
@@ -169,7 +170,7 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, C
             kind=_STATUS_CHANGE,
             from_status=_FROM,
             at=_AT,
-            source=HistorySource.CALLBACK.value,
+            source=_CALLBACK_SOURCE,
             now=_NOW,
         )
         .returning(

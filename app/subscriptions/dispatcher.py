@@ -2,8 +2,10 @@
 
 One runs in each worker process. It wakes when changes are numbered in any process (the change
 feed's `ChangeSignal`), when one of its jobs finished (`poke()`), when the next retry comes due,
-and at least every `INTERVAL_SECONDS`; it finds the enabled subscriptions with a delivery due (one
-index probe each) and enqueues a `deliver` job for each. The job id is the subscription's, so a
+and at least every `INTERVAL_SECONDS`, but not more often than every `MIN_PAUSE_SECONDS`; it
+finds the enabled subscriptions with a delivery due (one index probe each) and enqueues a
+`deliver` job for each, except those whose job runs in this process (`sending`): a running job
+takes new changes itself (app/subscriptions/sender.py). The job id is the subscription's, so a
 subscription has one job at a time across all workers: a slow or dead receiver holds one job
 slot, never the others' deliveries nor the processing of callbacks.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
+from collections.abc import Iterator
 from typing import Final
 
 from arq import ArqRedis
@@ -28,6 +32,9 @@ from app.subscriptions import repository
 log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS: Final = 1.0
+MIN_PAUSE_SECONDS: Final = 0.05
+"""Between two looks: changes are numbered up to a hundred times a second under load, and a
+running job takes those itself; this bounds the cost for the others (two queries a look)."""
 
 
 class Dispatcher:
@@ -39,9 +46,21 @@ class Dispatcher:
         self._signal = signal
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sending: Counter[str] = Counter()
 
     def poke(self) -> None:
         self._poked.set()
+
+    @contextlib.contextmanager
+    def sending(self, subscription_id: str) -> Iterator[None]:
+        """While a job of this process sends the subscription's deliveries: not enqueued."""
+        self._sending[subscription_id] += 1
+        try:
+            yield
+        finally:
+            self._sending[subscription_id] -= 1
+            if not self._sending[subscription_id]:
+                del self._sending[subscription_id]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="delivery-dispatcher")
@@ -59,6 +78,7 @@ class Dispatcher:
         async with self._sessions() as session:
             due = await repository.subscriptions_due(session, now)
             upcoming = await repository.next_due(session, now)
+        due = [subscription_id for subscription_id in due if subscription_id not in self._sending]
         if due:
             await enqueue_deliveries(self._redis, due)
         if upcoming is None or upcoming <= now:
@@ -81,3 +101,4 @@ class Dispatcher:
                 poked.cancel()
                 signalled.cancel()
             self._poked.clear()
+            await asyncio.sleep(MIN_PAUSE_SECONDS)

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import case, exists, func, literal, select, update
+from sqlalchemy import bindparam, case, exists, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -44,19 +44,29 @@ async def delete(session: AsyncSession, subscription: Subscription) -> None:
     await session.delete(subscription)
 
 
-async def lock(session: AsyncSession, subscription_id: str) -> None:
-    """Hold the subscription's row until the transaction ends (PostgreSQL; SQLite's writer lock
-    does it there). Every transaction that writes a delivery's outcome takes it FIRST, before any
-    delivery row: one order for all, so jobs of one subscription never deadlock (one disabling
-    it updates every pending delivery, while another writes its own)."""
-    # FOR NO KEY UPDATE (key_share): FOR UPDATE would also conflict with the KEY SHARE lock that
-    # the outbox's foreign key check takes on this row for every delivery it inserts, so a
-    # sending job and the transactions recording changes would queue behind each other.
-    await session.execute(
-        select(SUBSCRIPTIONS.c.id)
-        .where(SUBSCRIPTIONS.c.id == subscription_id)
-        .with_for_update(key_share=True)
+_SUBSCRIPTION = select(Subscription).where(Subscription.id == bindparam("subscription_id"))
+# FOR NO KEY UPDATE (key_share): FOR UPDATE would also conflict with the KEY SHARE lock that the
+# outbox's foreign key check takes on this row for every delivery it inserts, so a sending job and
+# the transactions recording changes would queue behind each other.
+_LOCKED_SUBSCRIPTION = _SUBSCRIPTION.with_for_update(key_share=True)
+
+
+async def for_sending(
+    session: AsyncSession, subscription_id: str, *, lock: bool
+) -> Subscription | None:
+    """The subscription as it stands (None if deleted); with `lock`, its row held until the
+    transaction ends (PostgreSQL; SQLite's writer lock does it there).
+
+    Every transaction that writes a delivery's outcome locks FIRST, before any delivery row: one
+    order for all, so jobs of one subscription never deadlock (one disabling it updates every
+    pending delivery, while another writes its own)."""
+    statement = _LOCKED_SUBSCRIPTION if lock else _SUBSCRIPTION
+    result = await session.execute(
+        statement,
+        {"subscription_id": subscription_id},
+        execution_options={"populate_existing": True},
     )
+    return result.scalar_one_or_none()
 
 
 async def fail_pending(session: AsyncSession, subscription_id: str, why: str, now: datetime) -> int:
@@ -108,6 +118,35 @@ async def next_due(session: AsyncSession, now: datetime) -> datetime | None:
     return result.scalar_one_or_none()
 
 
+# The deliveries to send, built once: building this statement (an aliased, correlated subquery)
+# cost more CPU than running it, once per sending cycle.
+_earlier = aliased(Delivery)
+_HEAD = (
+    select(func.min(_earlier.change_id))
+    .where(
+        _earlier.subscription_id == Delivery.subscription_id,
+        _earlier.registration_id == Delivery.registration_id,
+        _earlier.state == PENDING,
+    )
+    .correlate(Delivery)
+    .scalar_subquery()
+)
+_DUE = (
+    select(Delivery, RegistrationChange)
+    .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
+    .where(
+        Delivery.subscription_id == bindparam("subscription_id"),
+        Delivery.state == PENDING,
+        Delivery.next_attempt_at <= bindparam("now", type_=DELIVERIES.c.next_attempt_at.type),
+        RegistrationChange.seq.is_not(None),
+        Delivery.id.not_in(bindparam("flying", expanding=True)),
+        Delivery.change_id == _HEAD,
+    )
+    .order_by(Delivery.change_id)
+    .limit(bindparam("limit"))
+)
+
+
 async def due(
     session: AsyncSession,
     subscription_id: str,
@@ -126,30 +165,9 @@ async def due(
     probe is a correlated `min()` on purpose: as an anti-join (NOT EXISTS) PostgreSQL planned it,
     with the pending set's statistics stale (they change by the second), as a scan of every
     pending delivery of the subscription per row: 90 ms at 16k pending instead of 1."""
-    earlier = aliased(Delivery)
-    head = (
-        select(func.min(earlier.change_id))
-        .where(
-            earlier.subscription_id == Delivery.subscription_id,
-            earlier.registration_id == Delivery.registration_id,
-            earlier.state == PENDING,
-        )
-        .correlate(Delivery)
-        .scalar_subquery()
-    )
     result = await session.execute(
-        select(Delivery, RegistrationChange)
-        .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
-        .where(
-            Delivery.subscription_id == subscription_id,
-            Delivery.state == PENDING,
-            Delivery.next_attempt_at <= now,
-            RegistrationChange.seq.is_not(None),
-            Delivery.id.not_in(flying),
-            Delivery.change_id == head,
-        )
-        .order_by(Delivery.change_id)
-        .limit(limit)
+        _DUE,
+        {"subscription_id": subscription_id, "now": now, "limit": limit, "flying": list(flying)},
     )
     return [(delivery, change) for delivery, change in result.all()]
 
@@ -193,21 +211,26 @@ async def record_attempt(
     )
 
 
+_SUCCEEDED = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        state=DeliveryState.SUCCEEDED.value,
+        attempts=DELIVERIES.c.attempts + 1,
+        last_status_code=bindparam("status_code", type_=DELIVERIES.c.last_status_code.type),
+        last_error=None,
+        next_attempt_at=None,
+        updated_at=bindparam("now", type_=DELIVERIES.c.updated_at.type),
+    )
+)
+
+
 async def record_successes(
     session: AsyncSession, delivery_ids: Collection[int], status_code: int, now: datetime
 ) -> None:
     """Attempts that succeeded with `status_code`: one statement for all of them."""
     await session.execute(
-        update(DELIVERIES)
-        .where(DELIVERIES.c.id.in_(delivery_ids))
-        .values(
-            state=DeliveryState.SUCCEEDED.value,
-            attempts=DELIVERIES.c.attempts + 1,
-            last_status_code=status_code,
-            last_error=None,
-            next_attempt_at=None,
-            updated_at=now,
-        )
+        _SUCCEEDED, {"ids": list(delivery_ids), "status_code": status_code, "now": now}
     )
 
 

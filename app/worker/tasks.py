@@ -33,7 +33,7 @@ from app.sinch.errors import (
     SinchRejectedError,
     SinchRetryableError,
 )
-from app.subscriptions import delivery
+from app.subscriptions import sender
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -219,16 +219,19 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
 
 
 async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
-    """Send what is due for one subscription (app/subscriptions/delivery.py), within the cron
-    budget's share of the job timeout; then have the dispatcher look again (more may be due).
-    Answers how many deliveries were attempted."""
-    outcomes = await delivery.deliver_subscription(
-        ctx["sessionmaker"],
-        ctx["tls"],
-        ctx["settings"],
-        subscription_id,
-        budget_seconds=cron_budget(ctx),
-    )
+    """Send what is due for one subscription (app/subscriptions/sender.py) while changes keep
+    coming, within the cron budget's share of the job timeout; meanwhile this worker's
+    dispatcher leaves the subscription to it. Then have the dispatcher look again (more may be
+    due). Answers how many deliveries were attempted."""
+    with ctx["dispatcher"].sending(subscription_id):
+        outcomes = await sender.deliver_subscription(
+            ctx["sessionmaker"],
+            ctx["tls"],
+            ctx["settings"],
+            ctx["change_signal"],
+            subscription_id,
+            budget_seconds=cron_budget(ctx),
+        )
     for result, count in outcomes.items():
         ctx["metrics"].deliveries.labels(subscription_id, result).inc(count)
     ctx["dispatcher"].poke()

@@ -1,0 +1,259 @@
+"""Sending one subscription's deliveries: the `deliver` job's loop, and recording what came of
+each attempt.
+
+One job per subscription at a time (its arq job id: app/jobs.py), so its deliveries are handled
+by one worker at once, up to `delivery.CONCURRENCY` POSTs in flight, never two of one
+registration (repository.due gives them in order). No transaction is open during a POST.
+
+The job works in cycles, at most one per `CYCLE_SECONDS`: one transaction writes the outcomes of
+every POST that ended since the last cycle and reads what is due now, then the new POSTs start.
+A cycle comes when a POST ends, when changes are numbered (the change feed's `ChangeSignal`), or
+after `LOOK_AGAIN_SECONDS` (a retry coming due). Batching by time is what makes a thousand
+deliveries a second affordable: a transaction per POST was the worker's whole budget. An idle
+job waits `LINGER_SECONDS` for news before it ends, so that a steady flow keeps its job, and its
+warm connections, instead of one job per change.
+
+A job that dies mid-way leaves its deliveries pending; arq runs it again once its guard expires:
+at least once, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Final
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.changes.signal import ChangeSignal
+from app.db import utcnow
+from app.models import Delivery, DeliveryState, RegistrationChange, Subscription
+from app.settings import Settings
+from app.subscriptions import repository
+from app.subscriptions.delivery import (
+    CONCURRENCY,
+    Attempt,
+    body_of,
+    delivery_client,
+    post,
+    proxy_for,
+)
+from app.subscriptions.rules import next_attempt
+
+log = logging.getLogger(__name__)
+
+CYCLE_SECONDS: Final = 0.025
+"""At most one cycle (one transaction) per this: what a delivery may wait for its batch."""
+LOOK_AGAIN_SECONDS: Final = 1.0
+"""The longest a job waits before it looks at the database again (retries coming due)."""
+LINGER_SECONDS: Final = 1.0
+"""How long a job with nothing to send waits for news before it ends."""
+
+Finished = list[tuple[Delivery, Attempt]]
+
+
+def _secrets(subscription: Subscription, now: datetime) -> list[str]:
+    secrets = [subscription.secret]
+    if subscription.previous_secret and (subscription.previous_secret_until or now) > now:
+        secrets.append(subscription.previous_secret)  # a rotation's overlap: both sign
+    return secrets
+
+
+async def deliver_subscription(
+    sessions: async_sessionmaker[AsyncSession],
+    tls: ssl.SSLContext,
+    settings: Settings,
+    signal: ChangeSignal,
+    subscription_id: str,
+    *,
+    budget_seconds: float,
+    rng: random.Random | None = None,
+) -> Counter[str]:
+    """Send what is due for one subscription until nothing has been due or in flight for
+    `LINGER_SECONDS`, or `budget_seconds` is spent (a POST starts only with its timeout left),
+    or the subscription is disabled or deleted; every POST started is awaited and recorded.
+    Answers how many attempts ended each way (`succeeded`, `retrying`, `failed`, and
+    `disabled` when the job disabled the subscription)."""
+    stop_sending_at = time.monotonic() + budget_seconds - settings.delivery_timeout_seconds
+    outcomes: Counter[str] = Counter()
+    flying: dict[asyncio.Task[Attempt], Delivery] = {}
+    finished: Finished = []
+    sending = True
+    idle_since: float | None = None
+    http = delivery_client(tls)
+    try:
+        while True:
+            began = time.monotonic()
+            token = signal.token()  # before the read: news after it wakes the wait below
+            room = CONCURRENCY - len(flying)
+            async with sessions.begin() as session:
+                subscription = await repository.for_sending(
+                    session, subscription_id, lock=bool(finished)
+                )
+                if subscription is not None and finished:
+                    ended = await _record(session, subscription, finished, settings, rng)
+                    outcomes.update(ended)
+                    sending = sending and not ended["disabled"]
+                sending = (
+                    sending
+                    and subscription is not None
+                    and subscription.enabled
+                    and began < stop_sending_at
+                )
+                batch: list[tuple[Delivery, RegistrationChange]] = []
+                if sending and room > 0:
+                    batch = await repository.due(
+                        session,
+                        subscription_id,
+                        now=utcnow(),
+                        limit=room,
+                        flying=[delivery.id for delivery in flying.values()],
+                    )
+            finished = []
+            if subscription is not None and batch:
+                _start(http, settings, subscription, batch, flying)
+            if flying or batch:
+                idle_since = None
+            elif not sending or time.monotonic() - (idle_since or began) >= LINGER_SECONDS:
+                break
+            else:
+                idle_since = idle_since or began
+            await _wait(flying, signal, token)
+            # Let the cycle's batch fill: POSTs that end and changes numbered meanwhile.
+            await asyncio.sleep(max(0.0, began + CYCLE_SECONDS - time.monotonic()))
+            finished = [(flying.pop(task), task.result()) for task in _done(flying)]
+    finally:
+        for task in flying:
+            task.cancel()
+        await asyncio.gather(*flying, return_exceptions=True)
+        await http.close()
+    return outcomes
+
+
+def _done(flying: dict[asyncio.Task[Attempt], Delivery]) -> list[asyncio.Task[Attempt]]:
+    return [task for task in flying if task.done()]
+
+
+async def _wait(
+    flying: dict[asyncio.Task[Attempt], Delivery], signal: ChangeSignal, token: int
+) -> None:
+    """Until a POST ends, changes are numbered, or `LOOK_AGAIN_SECONDS` pass."""
+    if _done(flying):
+        return
+    news = asyncio.create_task(signal.wait(token, LOOK_AGAIN_SECONDS))
+    try:
+        await asyncio.wait({news, *flying}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        news.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await news
+
+
+def _start(
+    http: aiohttp.ClientSession,
+    settings: Settings,
+    subscription: Subscription,
+    batch: list[tuple[Delivery, RegistrationChange]],
+    flying: dict[asyncio.Task[Attempt], Delivery],
+) -> None:
+    """Start a POST for each delivery of `batch` whose registration has none in flight."""
+    busy = {delivery.registration_id for delivery in flying.values()}
+    secrets = _secrets(subscription, utcnow())
+    proxy = proxy_for(subscription.url)
+    for delivery, change in batch:
+        if delivery.registration_id in busy:
+            continue
+        busy.add(delivery.registration_id)
+        task = asyncio.ensure_future(
+            post(
+                http,
+                subscription.url,
+                secrets,
+                delivery.id,
+                body_of(change),
+                seconds=settings.delivery_timeout_seconds,
+                proxy=proxy,
+            )
+        )
+        flying[task] = delivery
+
+
+async def _record(
+    session: AsyncSession,
+    subscription: Subscription,
+    finished: Finished,
+    settings: Settings,
+    rng: random.Random | None,
+) -> Counter[str]:
+    """Write the outcomes of attempts that have ended; the subscription's row is locked
+    (repository.for_sending). Successes take one statement per status code."""
+    now = utcnow()
+    ended: Counter[str] = Counter()
+    succeeded: dict[int, list[int]] = {}
+    failures = 0
+    gone = False
+    for delivery, attempt in finished:
+        if attempt.succeeded and attempt.status_code is not None:
+            succeeded.setdefault(attempt.status_code, []).append(delivery.id)
+            ended["succeeded"] += 1
+            continue
+        failures += 1
+        if attempt.status_code == 410:
+            state, retry_at = DeliveryState.FAILED, None
+            error: str | None = "answered 410 Gone: the subscription is disabled"
+            gone = True
+        else:
+            retry_at = next_attempt(
+                attempts=delivery.attempts + 1,
+                created_at=delivery.created_at,
+                now=now,
+                pauses=settings.delivery_retry_seconds,
+                give_up_after=timedelta(hours=settings.delivery_give_up_hours),
+                retry_after=attempt.retry_after,
+                rng=rng,
+            )
+            state = DeliveryState.PENDING if retry_at else DeliveryState.FAILED
+            error = attempt.error
+        await repository.record_attempt(
+            session,
+            delivery.id,
+            state=state,
+            status_code=attempt.status_code,
+            error=error,
+            next_attempt_at=retry_at,
+            now=now,
+        )
+        ended["retrying" if retry_at else "failed"] += 1
+    for status_code, ids in succeeded.items():
+        await repository.record_successes(session, ids, status_code, now)
+    if gone:
+        await repository.disable(session, subscription.id, "the receiver answered 410", now)
+        log.warning(
+            "subscription disabled: its receiver answered 410",
+            extra={"subscription_id": subscription.id},
+        )
+        ended["disabled"] += 1
+        return ended
+    if succeeded and subscription.failing_since is not None:
+        await repository.note_success(session, subscription.id)
+    if failures and not succeeded:
+        # "Every attempt has failed since": a success in the same batch says otherwise.
+        failing_since = await repository.note_failure(session, subscription.id, now)
+        if now - failing_since >= timedelta(hours=settings.subscription_disable_after_hours):
+            await repository.disable(
+                session, subscription.id, "every delivery failed for too long", now
+            )
+            log.error(
+                "subscription disabled: every delivery has failed since %s",
+                failing_since.isoformat(timespec="seconds"),
+                extra={"subscription_id": subscription.id},
+            )
+            ended["disabled"] += 1
+    return ended
