@@ -30,7 +30,7 @@ class WorkerContext(TypedDict, total=False):
     """asyncpg connections for the lock-free step of `process_event` (PostgreSQL)."""
     sessionmaker: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
-    """Sinch's client (deliveries have one per job: app/subscriptions/delivery.py)."""
+    """Sinch's client (deliveries have one per job: app/subscriptions/sender.py)."""
     tls: ssl.SSLContext
     """The TLS settings the delivery clients share."""
     sinch: SinchClient | None
