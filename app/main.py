@@ -38,6 +38,7 @@ from app.docs import install_docs
 from app.events.router import router as events_router
 from app.health import router as health_router
 from app.jobs import create_redis
+from app.lifecycle import within
 from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.problems import install_problem_handlers
@@ -135,15 +136,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield {"resources": resources}
         finally:
-            await changes.stop()
-            await sequencer.stop()
-            await callback_secrets.stop()
-            await tokens.close()
-            await inbox.stop()
-            await enqueuer.stop()
-            await http.aclose()
-            await redis.aclose()
-            await engine.dispose()
+            # Every step bounded (`within`): a shutdown that cannot hang, whatever one step does;
+            # one that fails or overruns is logged and the next still runs.
+            await within(10, changes.stop(), "stopping the change signal")
+            await within(15, sequencer.stop(), "stopping the sequencer")
+            await within(10, callback_secrets.stop(), "stopping the callback secrets' refresh")
+            await within(10, tokens.close(), "closing the token directory")
+            await within(45, inbox.stop(), "stopping the inbox writer")
+            await within(10, enqueuer.stop(), "stopping the enqueuer")
+            await within(10, http.aclose(), "closing the Sinch HTTP client")
+            await within(10, redis.aclose(), "closing Redis")
+            await within(10, engine.dispose(), "closing the database pool")
             log.info("api stopped")
 
     app = ServiceAPI(

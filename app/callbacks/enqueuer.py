@@ -9,7 +9,6 @@ per callback.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 from arq import ArqRedis
 
 from app.jobs import enqueue_events
+from app.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,8 @@ class Enqueuer:
             self._pending and time.monotonic() < deadline and time.monotonic() >= self._paused_until
         ):
             await self._flush()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def submit(self, row_ids: Sequence[int]) -> None:
         room = self._max_pending - len(self._pending)

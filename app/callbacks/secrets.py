@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
 from app.callbacks.signature import SIGNATURE_HEADER, sign
+from app.lifecycle import stop_task
 from app.models import CallbackEvent, CallbackSecret
 from app.settings import Settings
 
@@ -83,6 +84,7 @@ class AcceptedSecrets:
         self.instance_id = uuid.uuid4().hex[:16]
         self.accepted: tuple[SecretStr, ...] = tuple(settings.sinch_callback_secrets)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._failing = False
 
     async def refresh(self) -> None:
@@ -114,16 +116,15 @@ class AcceptedSecrets:
         self._task = asyncio.create_task(self._run(), name="callback-secrets")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop refreshing (for a bounded time: `app/lifecycle.py`), then leave the instances."""
+        self._stopping = True
+        await stop_task(self._task)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
                 await self._redis.zrem(INSTANCES_KEY, self.instance_id)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with asyncio.timeout(REFRESH_SECONDS * 3):
                     await self.refresh()

@@ -10,7 +10,6 @@ per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import sqlite3
@@ -22,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db import DriverConnections
 from app.events.parsing import body_digest
 from app.events.repository import NewCallback, Stored, store_callbacks, store_callbacks_asyncpg
+from app.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,15 @@ class InboxWriter:
         ]
 
     async def stop(self) -> None:
-        """Finish what is queued (requests are waiting on it), then stop the writers."""
+        """Finish what is queued (requests are waiting on it), then stop the writers; each for
+        a bounded time (a batch's own bound, then `app/lifecycle.py`)."""
         if any(not task.done() for task in self._tasks):
-            await self._queue.join()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            try:
+                async with asyncio.timeout(2 * BATCH_TIMEOUT_SECONDS):
+                    await self._queue.join()
+            except TimeoutError:
+                log.error("inbox: %d callbacks still queued at shutdown", self._queue.qsize())
+        await asyncio.gather(*(stop_task(task) for task in self._tasks))
         self._tasks = []
         await self._connections.close()
 

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes import repository
 from app.changes.signal import publish
+from app.lifecycle import STOP_SECONDS, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Sequencer:
         self._redis = redis
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def poke(self) -> None:
         """Changes may have been committed: number them soon."""
@@ -58,19 +60,25 @@ class Sequencer:
         self._task = asyncio.create_task(self._run(), name="change-sequencer")
 
     async def stop(self) -> None:
-        """Number what is left, then stop."""
+        """Stop, then number what is left (each for a bounded time: `app/lifecycle.py`)."""
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        with contextlib.suppress(SQLAlchemyError, OSError):
-            await number_and_publish(self._sessionmaker, self._redis)
+        # The loop also ends by itself at its next turn: a cancellation lost inside a database or
+        # Redis call (it happens: a turn was seen numbering on after its cancellation) no longer
+        # keeps it going.
+        self._stopping = True
+        await stop_task(self._task)
+        with contextlib.suppress(SQLAlchemyError, OSError, TimeoutError):
+            async with asyncio.timeout(STOP_SECONDS):
+                await number_and_publish(self._sessionmaker, self._redis)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
+            # `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11 the latter loses a
+            # cancellation that comes as the poke does (CPython gh-86296), and `stop()` waited.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), INTERVAL_SECONDS)
+                async with asyncio.timeout(INTERVAL_SECONDS):
+                    await self._poked.wait()
             await asyncio.sleep(SETTLE_SECONDS)  # let the commits of a burst come together
             self._poked.clear()
             try:

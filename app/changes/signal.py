@@ -17,6 +17,8 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.lifecycle import stop_task
+
 log = logging.getLogger(__name__)
 
 CHANNEL: Final = "sinch-registrations:changes"
@@ -47,6 +49,7 @@ class ChangeSignal:
         self._generation = 0
         self._news = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.connected = False
 
     def token(self) -> int:
@@ -59,8 +62,11 @@ class ChangeSignal:
             return
         if not self.connected:
             seconds = min(seconds, self._poll_seconds)
+        # `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11 the latter loses a
+        # cancellation that comes as the news does (CPython gh-86296).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._news.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._news.wait()
 
     def _announce(self) -> None:
         self._generation += 1
@@ -71,20 +77,19 @@ class ChangeSignal:
         self._task = asyncio.create_task(self._listen(), name="change-signal")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop listening (for a bounded time: `app/lifecycle.py`)."""
+        self._stopping = True
+        await stop_task(self._task)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(CHANNEL)
                     if not self.connected:
                         self.connected = True
                         self._announce()  # what was published while away: read it now
-                    while True:
+                    while not self._stopping:
                         message = await pubsub.get_message(timeout=IDLE_SECONDS)
                         if message is not None:
                             self._announce()

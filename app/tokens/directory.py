@@ -82,10 +82,16 @@ class TokenDirectory:
         await self._fresh()
         return bool(self._by_name)
 
-    async def close(self) -> None:
-        """Let last-use writes in flight finish (the lifespan's end)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def close(self, seconds: float = 5.0) -> None:
+        """Let last-use writes in flight finish (the lifespan's end), for at most `seconds`:
+        then they are cancelled (a lost "last used" costs nothing but its accuracy)."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
     async def _fresh(self) -> None:
         if self._read_at is not None and self._clock() - self._read_at < self._ttl:

@@ -20,6 +20,7 @@ from app.jobs import (
     memory_verdict,
     redis_settings,
 )
+from app.lifecycle import within
 from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.settings import Settings
@@ -116,18 +117,20 @@ def build_worker_settings(settings: Settings) -> type:
         log.info("worker started", extra={"database": settings.safe_database_url()})
 
     async def on_shutdown(ctx: WorkerContext) -> None:
+        # Every step bounded (`within`): a shutdown that cannot hang, whatever one step does; one
+        # that fails or overruns is logged and the next still runs.
         if "dispatcher" in ctx:
-            await ctx["dispatcher"].stop()
+            await within(10, ctx["dispatcher"].stop(), "stopping the delivery dispatcher")
         if "change_signal" in ctx:
-            await ctx["change_signal"].stop()
+            await within(10, ctx["change_signal"].stop(), "stopping the change signal")
         if "sequencer" in ctx:
-            await ctx["sequencer"].stop()
+            await within(15, ctx["sequencer"].stop(), "stopping the sequencer")
         if "http" in ctx:
-            await ctx["http"].aclose()
+            await within(10, ctx["http"].aclose(), "closing the Sinch HTTP client")
         if "connections" in ctx:
-            await ctx["connections"].close()
+            await within(10, ctx["connections"].close(), "closing the held connections")
         if "engine" in ctx:
-            await ctx["engine"].dispose()
+            await within(10, ctx["engine"].dispose(), "closing the database pool")
         log.info("worker stopped")
 
     # arq guards every running job with one "in progress" lease sized by the LONGEST timeout of any

@@ -11,6 +11,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.edge import PROTOCOL
+from tests.support.tasks import pending_tasks
+
+SHUTDOWN_SECONDS = 20.0
+"""The app's lifespan bounds each of its shutdown steps (app/main.py); this bounds the whole."""
 
 
 def free_port() -> int:
@@ -44,13 +48,20 @@ async def serve(app: FastAPI, *, startup_timeout: float = 10.0) -> AsyncIterator
     finally:
         server.should_exit = True
         # Bounded whatever the server does: a wait that cannot itself be held up by a task slow
-        # to honour its cancellation (an earlier `asyncio.timeout` around `await task` once
-        # stalled a whole run in this teardown), then a cancel, waited for a bounded time too.
-        done, _ = await asyncio.wait({task}, timeout=15)
+        # to honour its cancellation, then uvicorn's own forced exit and a cancel, waited for a
+        # bounded time too. Overrunning is a bug (a shutdown that would hang a process), so the
+        # test fails, naming the tasks still running, instead of only taking longer.
+        done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_SECONDS)
+        stuck = "" if done else pending_tasks()
         if not done:
+            server.force_exit = True
             task.cancel()
             await asyncio.wait({task}, timeout=5)
         if task.done() and not task.cancelled():
             with contextlib.suppress(Exception):
                 task.result()
         sock.close()
+        if stuck:
+            raise AssertionError(
+                f"the in-process server did not shut down in {SHUTDOWN_SECONDS} s:\n{stuck}"
+            )

@@ -11,6 +11,10 @@ from app.jobs import create_redis
 from app.settings import Settings
 from app.worker.context import WorkerContext
 from app.worker.settings import build_worker_settings
+from tests.support.tasks import pending_tasks
+
+SHUTDOWN_SECONDS = 30.0
+"""`on_shutdown` bounds each of its steps (app/worker/settings.py); this bounds the whole."""
 
 
 @asynccontextmanager
@@ -22,10 +26,15 @@ async def worker_context(settings: Settings) -> AsyncIterator[WorkerContext]:
     try:
         yield ctx
     finally:
-        # Bounded: a shutdown that does not end (seen stalling whole runs in this teardown) is
-        # cancelled after 15 s instead of holding the test run.
+        # Bounded: a shutdown that does not end is cancelled instead of holding the test run, and
+        # the test fails, naming the tasks still running (a worker that would never exit).
         shutdown = asyncio.ensure_future(worker_settings.on_shutdown(ctx))
-        done, _ = await asyncio.wait({shutdown}, timeout=15)
+        done, _ = await asyncio.wait({shutdown}, timeout=SHUTDOWN_SECONDS)
+        stuck = "" if done else pending_tasks()
         if not done:
             shutdown.cancel()
         await ctx["redis"].aclose()
+        if stuck:
+            raise AssertionError(
+                f"the worker's on_shutdown did not end in {SHUTDOWN_SECONDS} s:\n{stuck}"
+            )
