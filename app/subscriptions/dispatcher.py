@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.changes.signal import ChangeSignal
 from app.db import utcnow
 from app.jobs import enqueue_deliveries
+from app.lifecycle import stop_task
 from app.subscriptions import repository
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,8 @@ class Dispatcher:
         self._task = asyncio.create_task(self._run(), name="delivery-dispatcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
+        self._task = None
 
     async def run_once(self) -> float:
         """Enqueue a job for each subscription with something due; answers how long to wait
