@@ -112,13 +112,22 @@ _RECORD = record_from(
     at=bindparam("at", type_=REGISTRATION_CHANGES.c.at.type),
     source=bindparam("source", type_=String()),
     now=_NOW,
-).returning(REGISTRATION_CHANGES.c.id)
+)
+_RECORD_RETURNING_IDS = _RECORD.returning(REGISTRATION_CHANGES.c.id)
 _RECORD_DELIVERIES = outbox.deliveries_for(
     select(REGISTRATION_CHANGES)
     .where(REGISTRATION_CHANGES.c.id.in_(bindparam("change_ids", expanding=True)))
     .subquery(),
     _NOW,
 )
+_RECORDED = _RECORD.returning(
+    REGISTRATION_CHANGES.c.id,
+    REGISTRATION_CHANGES.c.registration_id,
+    REGISTRATION_CHANGES.c.status,
+    REGISTRATION_CHANGES.c.registration_type,
+).cte("recorded")
+_RECORD_WITH_DELIVERIES = outbox.deliveries_for(_RECORDED, _NOW).add_cte(_RECORDED)
+"""PostgreSQL: the change and its deliveries in one statement (a data-modifying CTE)."""
 
 
 async def record(
@@ -133,17 +142,18 @@ async def record(
 ) -> None:
     """Record a change of each of `registration_ids` as its row now stands in this transaction
     (pending ORM changes are flushed first), and its deliveries (the outbox)."""
-    result = await session.execute(
-        _RECORD,
-        {
-            "registration_ids": list(registration_ids),
-            "kind": kind,
-            "from_status": from_status,
-            "at": at,
-            "source": source,
-            "now": now,
-        },
-    )
+    values = {
+        "registration_ids": list(registration_ids),
+        "kind": kind,
+        "from_status": from_status,
+        "at": at,
+        "source": source,
+        "now": now,
+    }
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_RECORD_WITH_DELIVERIES, values)
+        return
+    result = await session.execute(_RECORD_RETURNING_IDS, values)
     change_ids = list(result.scalars())
     await session.execute(_RECORD_DELIVERIES, {"change_ids": change_ids, "now": now})
 

@@ -117,34 +117,37 @@ async def apply_snapshot(
         "updated_at": now,
         **columns,
     }
-    if await repository.insert_if_absent(session, values):
-        await repository.replace_lookups(
-            session, snapshot.id, sender_ids=facts.sender_ids, tags=facts.tags, fresh=True
-        )
-        await changes.record(
-            session,
-            [snapshot.id],
-            kind=ChangeKind.STATUS,
-            from_status=None,
-            at=at,
-            source=source,
-            now=now,
-        )
-        repository.add_history(
-            session,
-            registration_id=snapshot.id,
-            from_status=None,
-            to_status=snapshot.status,
-            at=at,
-            source=source,
-            event_id=event_id,
-            recorded_at=now,
-        )
-        return SnapshotResult(applied=True, status_changed=True)
-
+    # The registration is usually known: lock it first (one statement), insert only when absent.
     registration = await repository.lock(session, snapshot.id)
-    if registration is None:  # deleted between the two statements: nothing to guard against
-        raise RuntimeError(f"registration {snapshot.id} vanished while being written")
+    if registration is None:
+        if await repository.insert_if_absent(session, values):
+            await repository.replace_lookups(
+                session, snapshot.id, sender_ids=facts.sender_ids, tags=facts.tags, fresh=True
+            )
+            await changes.record(
+                session,
+                [snapshot.id],
+                kind=ChangeKind.STATUS,
+                from_status=None,
+                at=at,
+                source=source,
+                now=now,
+            )
+            repository.add_history(
+                session,
+                registration_id=snapshot.id,
+                from_status=None,
+                to_status=snapshot.status,
+                at=at,
+                source=source,
+                event_id=event_id,
+                recorded_at=now,
+            )
+            return SnapshotResult(applied=True, status_changed=True)
+        # Another transaction inserted it meanwhile: wait for its commit, then judge as usual.
+        registration = await repository.lock(session, snapshot.id)
+        if registration is None:  # deleted between the two statements: nothing to guard against
+            raise RuntimeError(f"registration {snapshot.id} vanished while being written")
     if not snapshot_wins(
         fetched_at=fetched_at,
         update_time=snapshot.update_time,

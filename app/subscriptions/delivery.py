@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ssl
 import urllib.request
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -28,6 +29,24 @@ USER_AGENT = "sinch-registrations-webhooks/1"
 
 def message_id(delivery_id: int) -> str:
     return f"msg_{delivery_id}"
+
+
+class Bodies:
+    """The deliveries' bodies of recent changes, by change id: each subscription's job would
+    otherwise build the same body again (a tenth of the worker's CPU with 5 subscribers). A
+    numbered change never changes, so a kept body is never stale. Holds at most `size`."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._kept: OrderedDict[int, str] = OrderedDict()
+
+    def of(self, change: RegistrationChange) -> str:
+        body = self._kept.get(change.id)
+        if body is None:
+            body = self._kept[change.id] = body_of(change)
+            if len(self._kept) > self._size:
+                self._kept.popitem(last=False)
+        return body
 
 
 def body_of(change: RegistrationChange) -> str:

@@ -26,6 +26,7 @@ import random
 import ssl
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -40,16 +41,17 @@ from app.subscriptions import repository
 from app.subscriptions.delivery import (
     CONCURRENCY,
     Attempt,
-    body_of,
+    Bodies,
     delivery_client,
     post,
     proxy_for,
+    tls_context,
 )
 from app.subscriptions.rules import next_attempt
 
 log = logging.getLogger(__name__)
 
-CYCLE_SECONDS: Final = 0.025
+CYCLE_SECONDS: Final = 0.05
 """At most one cycle (one transaction) per this: what a delivery may wait for its batch."""
 LOOK_AGAIN_SECONDS: Final = 1.0
 """The longest a job waits before it looks at the database again (retries coming due)."""
@@ -57,6 +59,19 @@ LINGER_SECONDS: Final = 1.0
 """How long a job with nothing to send waits for news before it ends."""
 
 Finished = list[tuple[Delivery, Attempt]]
+
+
+@dataclass(frozen=True)
+class Sending:
+    """What the subscriptions' jobs of one worker share; built at its start-up."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    settings: Settings
+    signal: ChangeSignal
+    """The change feed's: news that changes were numbered wakes a waiting job."""
+    tls: ssl.SSLContext = field(default_factory=tls_context)
+    """Built once: building it costs more CPU than a delivery."""
+    bodies: Bodies = field(default_factory=Bodies)
 
 
 def _secrets(subscription: Subscription, now: datetime) -> list[str]:
@@ -67,10 +82,7 @@ def _secrets(subscription: Subscription, now: datetime) -> list[str]:
 
 
 async def deliver_subscription(
-    sessions: async_sessionmaker[AsyncSession],
-    tls: ssl.SSLContext,
-    settings: Settings,
-    signal: ChangeSignal,
+    sending: Sending,
     subscription_id: str,
     *,
     budget_seconds: float,
@@ -81,13 +93,14 @@ async def deliver_subscription(
     or the subscription is disabled or deleted; every POST started is awaited and recorded.
     Answers how many attempts ended each way (`succeeded`, `retrying`, `failed`, and
     `disabled` when the job disabled the subscription)."""
+    sessions, settings, signal = sending.sessions, sending.settings, sending.signal
     stop_sending_at = time.monotonic() + budget_seconds - settings.delivery_timeout_seconds
     outcomes: Counter[str] = Counter()
     flying: dict[asyncio.Task[Attempt], Delivery] = {}
     finished: Finished = []
-    sending = True
+    active = True
     idle_since: float | None = None
-    http = delivery_client(tls)
+    http = delivery_client(sending.tls)
     try:
         while True:
             began = time.monotonic()
@@ -100,15 +113,15 @@ async def deliver_subscription(
                 if subscription is not None and finished:
                     ended = await _record(session, subscription, finished, settings, rng)
                     outcomes.update(ended)
-                    sending = sending and not ended["disabled"]
-                sending = (
-                    sending
+                    active = active and not ended["disabled"]
+                active = (
+                    active
                     and subscription is not None
                     and subscription.enabled
                     and began < stop_sending_at
                 )
                 batch: list[tuple[Delivery, RegistrationChange]] = []
-                if sending and room > 0:
+                if active and room > 0:
                     batch = await repository.due(
                         session,
                         subscription_id,
@@ -118,10 +131,10 @@ async def deliver_subscription(
                     )
             finished = []
             if subscription is not None and batch:
-                _start(http, settings, subscription, batch, flying)
+                _start(http, sending, subscription, batch, flying)
             if flying or batch:
                 idle_since = None
-            elif not sending or time.monotonic() - (idle_since or began) >= LINGER_SECONDS:
+            elif not active or time.monotonic() - (idle_since or began) >= LINGER_SECONDS:
                 break
             else:
                 idle_since = idle_since or began
@@ -158,7 +171,7 @@ async def _wait(
 
 def _start(
     http: aiohttp.ClientSession,
-    settings: Settings,
+    sending: Sending,
     subscription: Subscription,
     batch: list[tuple[Delivery, RegistrationChange]],
     flying: dict[asyncio.Task[Attempt], Delivery],
@@ -177,8 +190,8 @@ def _start(
                 subscription.url,
                 secrets,
                 delivery.id,
-                body_of(change),
-                seconds=settings.delivery_timeout_seconds,
+                sending.bodies.of(change),
+                seconds=sending.settings.delivery_timeout_seconds,
                 proxy=proxy,
             )
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from typing import TypedDict
 
 import httpx
@@ -16,6 +15,7 @@ from app.metrics import Metrics
 from app.settings import Settings
 from app.sinch.client import SinchClient
 from app.subscriptions.dispatcher import Dispatcher
+from app.subscriptions.sender import Sending
 
 
 class WorkerContext(TypedDict, total=False):
@@ -31,12 +31,12 @@ class WorkerContext(TypedDict, total=False):
     sessionmaker: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
     """Sinch's client (deliveries have one per job: app/subscriptions/sender.py)."""
-    tls: ssl.SSLContext
-    """The TLS settings the delivery clients share."""
     sinch: SinchClient | None
     metrics: Metrics
     sequencer: Sequencer
-    change_signal: ChangeSignal
-    """Wakes the dispatcher when changes are numbered in any process."""
-    dispatcher: Dispatcher
     """Numbers the changes the jobs record, after their commit (app/changes/sequencer.py)."""
+    change_signal: ChangeSignal
+    """Wakes the dispatcher and waiting delivery jobs when changes are numbered in any process."""
+    sending: Sending
+    """What the subscriptions' delivery jobs share (app/subscriptions/sender.py)."""
+    dispatcher: Dispatcher

@@ -25,8 +25,8 @@ from app.logs import configure_logging, warn_about_missing_configuration
 from app.metrics import Metrics
 from app.settings import Settings
 from app.sinch.client import DEFAULT_DEADLINE_SECONDS, SinchClient, create_http_client
-from app.subscriptions import delivery
 from app.subscriptions.dispatcher import Dispatcher
+from app.subscriptions.sender import Sending
 from app.worker import tasks
 from app.worker.context import WorkerContext
 
@@ -88,7 +88,6 @@ def build_worker_settings(settings: Settings) -> type:
         # Fewer than the pool holds, so that sessions always find a connection.
         ctx["connections"] = DriverConnections(engine, keep=WORKER_HELD_CONNECTIONS)
         ctx["http"] = http = create_http_client(settings)
-        ctx["tls"] = delivery.tls_context()
         deadline = sinch_deadline_seconds(settings.job_timeout_seconds)
         ctx["sinch"] = (
             SinchClient.from_settings(settings, http, deadline_seconds=deadline)
@@ -111,6 +110,7 @@ def build_worker_settings(settings: Settings) -> type:
         sequencer.start()
         ctx["change_signal"] = signal = ChangeSignal(ctx["redis"])
         signal.start()
+        ctx["sending"] = Sending(ctx["sessionmaker"], settings, signal)
         ctx["dispatcher"] = dispatcher = Dispatcher(ctx["sessionmaker"], ctx["redis"], signal)
         dispatcher.start()
         await warn_about_eviction(ctx)

@@ -225,10 +225,7 @@ async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
     due). Answers how many deliveries were attempted."""
     with ctx["dispatcher"].sending(subscription_id):
         outcomes = await sender.deliver_subscription(
-            ctx["sessionmaker"],
-            ctx["tls"],
-            ctx["settings"],
-            ctx["change_signal"],
+            ctx["sending"],
             subscription_id,
             budget_seconds=cron_budget(ctx),
         )
