@@ -139,6 +139,14 @@ def warn_about_missing_configuration(settings: Settings, log: logging.Logger) ->
         )
     if not settings.internal_api_tokens:
         log.error("INTERNAL_API_TOKENS is not set: the internal API refuses every caller")
+    if settings.delivery_timeout_seconds >= settings.job_budget_seconds:
+        # A delivery job starts a POST only with its timeout left in its budget.
+        log.error(
+            "DELIVERY_TIMEOUT_SECONDS (%g) is not below three quarters of JOB_TIMEOUT_SECONDS "
+            "(%g): no webhook delivery can be sent",
+            settings.delivery_timeout_seconds,
+            settings.job_timeout_seconds,
+        )
     if not settings.sinch_credentials_configured:
         log.warning(
             "SINCH_PROJECT_ID, SINCH_KEY_ID or SINCH_KEY_SECRET is not set: registrations "

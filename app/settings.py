@@ -16,6 +16,9 @@ from sqlalchemy.engine import make_url
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/registrations.db"
 SINCH_PRODUCTION_URL = "https://senderid.registrations.api.sinch.com"
 DEFAULT_SINCH_MAX_ATTEMPTS = 4
+JOB_BUDGET_SHARE = 0.75
+"""Share of the job timeout a long job (a cron, a subscription's deliveries) may spend before it
+stops by itself (arq would cancel it)."""
 
 SecretList = Annotated[list[SecretStr], NoDecode]
 
@@ -151,6 +154,11 @@ class Settings(BaseSettings):
     def safe_database_url(self) -> str:
         """The database URL with any password masked: the only form fit for a log line."""
         return make_url(self.database_url).render_as_string(hide_password=True)
+
+    @property
+    def job_budget_seconds(self) -> float:
+        """Seconds a long job may run: below the job timeout, so it ends on its own terms."""
+        return self.job_timeout_seconds * JOB_BUDGET_SHARE
 
     @property
     def sinch_credentials_configured(self) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from app.logs import warn_about_missing_configuration
 from app.settings import DEFAULT_DATABASE_URL, Settings
 
 
@@ -60,3 +62,28 @@ def test_secrets_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
     for secret in ("hmac-secret-value", "token-value", "key-secret-value"):
         assert secret not in shown
     assert "db-password" not in settings.safe_database_url()
+
+
+def test_a_delivery_timeout_that_leaves_no_time_to_send_is_an_error_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A delivery job starts a POST only with its timeout left within three quarters of the job
+    timeout: a timeout as long as that would silently send nothing, so start-up says so."""
+    log = logging.getLogger("test.settings")
+    defaults = Settings(internal_api_tokens=["t"], sinch_callback_secrets=["s"])
+    with caplog.at_level(logging.ERROR, logger="test.settings"):
+        warn_about_missing_configuration(defaults, log)
+        assert caplog.records == []
+        warn_about_missing_configuration(
+            Settings(
+                internal_api_tokens=["t"],
+                sinch_callback_secrets=["s"],
+                job_timeout_seconds=20,
+                delivery_timeout_seconds=15,
+            ),
+            log,
+        )
+    assert [record.getMessage() for record in caplog.records] == [
+        "DELIVERY_TIMEOUT_SECONDS (15) is not below three quarters of JOB_TIMEOUT_SECONDS (20): "
+        "no webhook delivery can be sent"
+    ]

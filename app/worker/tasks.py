@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 1000
 MAX_RETRY_DELAY_SECONDS = 300.0
-CRON_BUDGET_SHARE = 0.75
-"""Share of the job timeout a cron may spend before it stops by itself (arq would cancel it)."""
 FACTS_RETRY_PAUSE = timedelta(minutes=15)
 """After a facts fetch spent its tries on an unavailable Sinch, the next chain starts this late."""
 SINCH_ATTEMPTS_PER_TRY = 1
@@ -53,7 +51,7 @@ most `JOB_MAX_TRIES` GETs (a 401's token refresh sends one again, and is not a t
 def cron_budget(ctx: WorkerContext) -> float:
     """Seconds a cron job may run: below the job timeout, so it ends on its own terms (committed
     work kept, a log line saying what is left) rather than being cancelled by arq."""
-    return ctx["settings"].job_timeout_seconds * CRON_BUDGET_SHARE
+    return ctx["settings"].job_budget_seconds
 
 
 def retry_delay(job_try: int, base: float) -> float:

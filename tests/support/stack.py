@@ -122,6 +122,7 @@ def running_stack(
         "SWEEP_GRACE_SECONDS": "2",
         "JOB_RETRY_BASE_SECONDS": "0.2",
         "JOB_TIMEOUT_SECONDS": "5",
+        "DELIVERY_TIMEOUT_SECONDS": "2",  # below the short job's budget (3.75 s)
         "SHUTDOWN_GRACE_SECONDS": "10",
         **env,
     }
