@@ -7,7 +7,13 @@ finds the enabled subscriptions with a delivery due (one index probe each) and e
 `deliver` job for each, except those whose job runs in this process (`sending`): a running job
 takes new changes itself (app/subscriptions/sender.py). The job id is the subscription's, so a
 subscription has one job at a time across all workers: a slow or dead receiver holds one job
-slot, never the others' deliveries nor the processing of callbacks.
+slot, never the others' deliveries.
+
+Nor the processing of callbacks: at most `jobs` deliveries jobs run in a worker process at once
+(half its job slots), so however many subscriptions are busy or their receivers dead, the other
+half of the slots is the events'. A `deliver` job that finds its process full ends at once
+(`sending` yields False); the dispatcher enqueues no more than its process has room for, and
+looks again when one of its jobs ends.
 """
 
 from __future__ import annotations
@@ -40,11 +46,17 @@ running job takes those itself; this bounds the cost for the others (two queries
 
 class Dispatcher:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], redis: ArqRedis, signal: ChangeSignal
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: ArqRedis,
+        signal: ChangeSignal,
+        *,
+        jobs: int,
     ) -> None:
         self._sessions = sessions
         self._redis = redis
         self._signal = signal
+        self._jobs = jobs
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sending: Counter[str] = Counter()
@@ -53,11 +65,16 @@ class Dispatcher:
         self._poked.set()
 
     @contextlib.contextmanager
-    def sending(self, subscription_id: str) -> Iterator[None]:
-        """While a job of this process sends the subscription's deliveries: not enqueued."""
+    def sending(self, subscription_id: str) -> Iterator[bool]:
+        """Admits a job of this process to send the subscription's deliveries (yields True; while
+        it does, the subscription is not enqueued), unless `jobs` already do (yields False: the
+        job ends without sending, and the subscription is enqueued again once there is room)."""
+        if sum(self._sending.values()) >= self._jobs:
+            yield False
+            return
         self._sending[subscription_id] += 1
         try:
-            yield
+            yield True
         finally:
             self._sending[subscription_id] -= 1
             if not self._sending[subscription_id]:
@@ -77,7 +94,9 @@ class Dispatcher:
         async with self._sessions() as session:
             due = await repository.subscriptions_due(session, now)
             upcoming = await repository.next_due(session, now)
+        room = self._jobs - sum(self._sending.values())
         due = [subscription_id for subscription_id in due if subscription_id not in self._sending]
+        due = due[: max(0, room)]
         if due:
             await enqueue_deliveries(self._redis, due)
         if upcoming is None or upcoming <= now:

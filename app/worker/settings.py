@@ -33,6 +33,9 @@ from app.worker.context import WorkerContext
 log = logging.getLogger(__name__)
 
 MAX_JOBS = 30
+DELIVERY_JOBS = MAX_JOBS // 2
+"""At most this many subscriptions' `deliver` jobs run in one worker at once: the other slots
+are the events' (app/subscriptions/dispatcher.py)."""
 WORKER_HELD_CONNECTIONS = 8  # of the engine's pool (10, and 10 more on demand)
 
 
@@ -111,7 +114,9 @@ def build_worker_settings(settings: Settings) -> type:
         ctx["change_signal"] = signal = ChangeSignal(ctx["redis"])
         signal.start()
         ctx["sending"] = Sending(ctx["sessionmaker"], settings, signal)
-        ctx["dispatcher"] = dispatcher = Dispatcher(ctx["sessionmaker"], ctx["redis"], signal)
+        ctx["dispatcher"] = dispatcher = Dispatcher(
+            ctx["sessionmaker"], ctx["redis"], signal, jobs=DELIVERY_JOBS
+        )
         dispatcher.start()
         await warn_about_eviction(ctx)
         log.info("worker started", extra={"database": settings.safe_database_url()})

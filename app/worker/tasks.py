@@ -221,7 +221,9 @@ async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
     coming, within the cron budget's share of the job timeout; meanwhile this worker's
     dispatcher leaves the subscription to it. Then have the dispatcher look again (more may be
     due). Answers how many deliveries were attempted."""
-    with ctx["dispatcher"].sending(subscription_id):
+    with ctx["dispatcher"].sending(subscription_id) as admitted:
+        if not admitted:  # this process's delivery jobs are all busy: enqueued again later
+            return 0
         outcomes = await sender.deliver_subscription(
             ctx["sending"],
             subscription_id,

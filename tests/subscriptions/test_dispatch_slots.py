@@ -1,0 +1,100 @@
+"""Busy subscriptions never take the worker's slots from callbacks: a worker process runs at most
+`jobs` deliveries jobs at once, and its dispatcher enqueues no more than it has room for.
+
+Real database and Redis; the dispatcher is the worker's own, the queue arq's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.changes.sequencer import number_and_publish
+from app.changes.signal import ChangeSignal
+from app.db import create_engine, create_sessionmaker, utcnow
+from app.jobs import create_redis, delivery_job_id
+from app.models import HistorySource
+from app.registrations.service import apply_snapshot
+from app.settings import Settings
+from app.sinch.schemas import SinchRegistration
+from app.subscriptions import service
+from app.subscriptions.dispatcher import Dispatcher
+from app.subscriptions.schemas import SubscriptionIn
+
+
+@pytest.fixture
+async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(settings)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _subscriptions_with_a_delivery_due(
+    sessions: async_sessionmaker[AsyncSession], count: int
+) -> list[str]:
+    async with sessions.begin() as session:
+        ids = [
+            service.create(
+                session,
+                SubscriptionIn(url=f"http://127.0.0.1:9/{n}"),
+                allowed_hosts=["127.0.0.1"],
+                now=utcnow(),
+            ).id
+            for n in range(count)
+        ]
+    async with sessions.begin() as session:  # a change, and its delivery to each (the outbox)
+        document = {
+            "id": "reg-slots",
+            "status": "IN_QUEUE",
+            "registrationType": "ALPHANUMERIC_SENDER_ID",
+        }
+        await apply_snapshot(
+            session,
+            SinchRegistration.from_document(document),
+            source=HistorySource.REFETCH,
+            event_id=None,
+            fetched_at=utcnow(),
+            now=utcnow(),
+        )
+    await number_and_publish(sessions, None)
+    return ids
+
+
+async def test_deliveries_jobs_leave_half_the_slots_to_callbacks(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    first, *others = await _subscriptions_with_a_delivery_due(sessions, 4)
+    redis = create_redis(settings)
+    try:
+        dispatcher = Dispatcher(sessions, redis, ChangeSignal(redis), jobs=2)
+        with dispatcher.sending(first) as admitted:
+            assert admitted
+            await dispatcher.run_once()
+            # Room for one more job in this process: one subscription enqueued, not three, and
+            # never the one being sent.
+            queued = [job.job_id for job in await redis.queued_jobs()]
+            assert len(queued) == 1
+            assert queued[0] in {delivery_job_id(other) for other in others}
+            second = next(other for other in others if delivery_job_id(other) == queued[0])
+
+            await redis.flushdb()
+            with dispatcher.sending(second) as admitted_too:
+                assert admitted_too
+                # Full: a third job of this process is turned away (it ends without sending)...
+                third = next(other for other in others if other != second)
+                with dispatcher.sending(third) as turned_away:
+                    assert not turned_away
+                # ... and nothing is enqueued while the process has no room.
+                await dispatcher.run_once()
+                assert await redis.queued_jobs() == []
+
+        # Both jobs ended: room for two again, and two of the four are enqueued.
+        await dispatcher.run_once()
+        queued = [job.job_id for job in await redis.queued_jobs()]
+        assert len(queued) == 2
+        assert set(queued) <= {delivery_job_id(one) for one in [first, *others]}
+    finally:
+        await redis.aclose()
