@@ -14,13 +14,11 @@ from app.changes.sequencer import number_and_publish
 from app.changes.signal import ChangeSignal
 from app.db import create_engine, create_sessionmaker, utcnow
 from app.jobs import create_redis, delivery_job_id
-from app.models import HistorySource
-from app.registrations.service import apply_snapshot
 from app.settings import Settings
-from app.sinch.schemas import SinchRegistration
 from app.subscriptions import service
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.schemas import SubscriptionIn
+from tests.api.conftest import put_registration
 
 
 @pytest.fixture
@@ -45,20 +43,7 @@ async def _subscriptions_with_a_delivery_due(
             ).id
             for n in range(count)
         ]
-    async with sessions.begin() as session:  # a change, and its delivery to each (the outbox)
-        document = {
-            "id": "reg-slots",
-            "status": "IN_QUEUE",
-            "registrationType": "ALPHANUMERIC_SENDER_ID",
-        }
-        await apply_snapshot(
-            session,
-            SinchRegistration.from_document(document),
-            source=HistorySource.REFETCH,
-            event_id=None,
-            fetched_at=utcnow(),
-            now=utcnow(),
-        )
+    await put_registration(sessions, "reg-slots")  # a change, its delivery to each (outbox)
     await number_and_publish(sessions, None)
     return ids
 
