@@ -9,7 +9,7 @@ takes new changes itself (app/subscriptions/sender.py). The job id is the subscr
 subscription has one job at a time across all workers: a slow or dead receiver holds one job
 slot, never the others' deliveries.
 
-Nor the processing of callbacks: at most `jobs` deliveries jobs run in a worker process at once
+Nor the processing of callbacks: at most `jobs` delivery jobs run in a worker process at once
 (half its job slots), so however many subscriptions are busy or their receivers dead, the other
 half of the slots is the events'. A `deliver` job that finds its process full ends at once
 (`sending` yields False); the dispatcher enqueues no more than its process has room for, and

@@ -1,5 +1,5 @@
 """Busy subscriptions never take the worker's slots from callbacks: a worker process runs at most
-`jobs` deliveries jobs at once, and its dispatcher enqueues no more than it has room for.
+`jobs` delivery jobs at once, and its dispatcher enqueues no more than it has room for.
 
 Real database and Redis; the dispatcher is the worker's own, the queue arq's."""
 
@@ -48,7 +48,7 @@ async def _subscriptions_with_a_delivery_due(
     return ids
 
 
-async def test_deliveries_jobs_leave_half_the_slots_to_callbacks(
+async def test_delivery_jobs_leave_half_the_slots_to_callbacks(
     settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
     first, *others = await _subscriptions_with_a_delivery_due(sessions, 4)
