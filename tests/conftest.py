@@ -14,7 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db import create_engine, create_sessionmaker
 from app.main import create_app
 from app.settings import Settings
 from app.simulator import SimulatorControl, SimulatorServer
@@ -95,6 +97,16 @@ def make_settings(database_url: str, redis_url: str, **overrides: object) -> Set
 @pytest.fixture
 def settings(database_url: str, redis_url: str) -> Settings:
     return make_settings(database_url, redis_url)
+
+
+@pytest.fixture
+async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the test's database (its `settings`), the engine disposed after the test."""
+    engine = create_engine(settings)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import create_engine, create_sessionmaker, utcnow
+from app.db import utcnow
 from app.models import HistorySource
 from app.registrations.service import apply_snapshot
 from app.settings import Settings
@@ -56,15 +56,6 @@ async def v1(api: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the same server as `api`, sending the bearer token."""
     async with httpx.AsyncClient(base_url=api.base_url, headers=AUTH, timeout=30) as client:
         yield client
-
-
-@pytest.fixture
-async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 def sinch_document(

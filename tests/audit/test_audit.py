@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import Scope
-from app.db import create_engine, create_sessionmaker
 from app.main import create_app
 from app.settings import Settings
 from app.simulator import SimulatorControl, SimulatorServer
@@ -27,15 +26,6 @@ def settings(sim_server: SimulatorServer, database_url: str, redis_url: str) -> 
     return api_settings(
         sim_server, database_url, redis_url, subscription_allowed_hosts=["127.0.0.1"]
     )
-
-
-@pytest.fixture
-async def sessionmaker(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

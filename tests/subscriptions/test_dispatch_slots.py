@@ -5,29 +5,17 @@ Real database and Redis; the dispatcher is the worker's own, the queue arq's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import number_and_publish
 from app.changes.signal import ChangeSignal
-from app.db import create_engine, create_sessionmaker, utcnow
+from app.db import utcnow
 from app.jobs import create_redis, delivery_job_id
 from app.settings import Settings
 from app.subscriptions import service
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.schemas import SubscriptionIn
 from tests.api.conftest import put_registration
-
-
-@pytest.fixture
-async def sessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(settings)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 async def _subscriptions_with_a_delivery_due(
@@ -49,12 +37,12 @@ async def _subscriptions_with_a_delivery_due(
 
 
 async def test_delivery_jobs_leave_half_the_slots_to_callbacks(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    first, *others = await _subscriptions_with_a_delivery_due(sessions, 4)
+    first, *others = await _subscriptions_with_a_delivery_due(sessionmaker, 4)
     redis = create_redis(settings)
     try:
-        dispatcher = Dispatcher(sessions, redis, ChangeSignal(redis), jobs=2)
+        dispatcher = Dispatcher(sessionmaker, redis, ChangeSignal(redis), jobs=2)
         with dispatcher.sending(first) as admitted:
             assert admitted
             await dispatcher.run_once()
