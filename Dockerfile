@@ -43,5 +43,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
 
-# --http: uvicorn's protocol with deadlines for headers and bodies (app/edge.py).
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--http", "app.edge:GuardedHttpToolsProtocol"]
+# --http: uvicorn's protocol with deadlines for headers and bodies (app/web/edge.py).
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--http", "app.web.edge:GuardedHttpToolsProtocol"]

@@ -46,14 +46,14 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(DEV_STAMP)
-	$(BIN)/mypy --strict app
+	$(BIN)/mypy --strict app devtools
 
 pytest: $(DEV_STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 ## make demo: the simulator and the service play shuffled, duplicated lifecycles (Redis db 14)
 demo: $(RUN_STAMP) services
-	$(BIN)/python -m app demo
+	$(BIN)/python -m devtools demo
 
 ## make bench: the benchmarks of bench/ (see bench/README.md); wants an otherwise idle machine
 bench: $(DEV_STAMP) services

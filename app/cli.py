@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets as secrets_module
 import shlex
 import sys
@@ -25,11 +26,11 @@ from app.audit.actions import Action
 from app.audit.repository import Actor, record
 from app.callbacks.signature import SIGNATURE_HEADER, sign
 from app.changes.sequencer import number_and_publish
-from app.db import create_engine, create_sessionmaker, utcnow
+from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.jobs import create_redis
+from app.core.models import DeliveryState, EventState
+from app.core.settings import Settings, describe_refusal
 from app.events import service as events_service
-from app.jobs import create_redis
-from app.models import DeliveryState, EventState
-from app.settings import Settings, describe_refusal
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLBACK_PATH = "/callbacks/sinch/registrations"
@@ -43,7 +44,7 @@ class CommandError(Exception):
         self.status = status
 
 
-def _settings() -> Settings:
+def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
@@ -65,7 +66,7 @@ def _require_sinch(settings: Settings) -> None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.edge import PROTOCOL
+    from app.web.edge import PROTOCOL
 
     uvicorn.run("app.main:app", host=args.host, port=args.port, workers=args.workers, http=PROTOCOL)
     return 0
@@ -74,11 +75,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_worker(_args: argparse.Namespace) -> int:
     from arq.worker import run_worker
 
-    from app.logs import configure_logging
+    from app.core.logs import configure_logging
     from app.worker import use_uvloop
     from app.worker.settings import build_worker_settings
 
-    settings = _settings()
+    settings = load_settings()
     # As `arq app.worker.WorkerSettings` does: the service's log format from arq's first line on.
     use_uvloop(lambda: configure_logging(settings))
     run_worker(build_worker_settings(settings))
@@ -89,7 +90,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from alembic import command
     from alembic.config import Config
 
-    settings = _settings()
+    settings = load_settings()
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     try:
@@ -106,51 +107,12 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_simulator(args: argparse.Namespace) -> int:
-    from app.simulator import run_simulator
-
-    run_simulator(
-        args.host,
-        args.port,
-        project_id=args.project_id,
-        key_id=args.key_id,
-        key_secret=args.key_secret,
-        hmac_secret=args.hmac_secret,
-    )
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from app.demo import run_demo
-
-    return run_demo(args.registrations, redis_db=args.redis_db)
-
-
-async def _sandbox_play(args: argparse.Namespace) -> int:
-    from app.sandbox import SandboxError, curl_commands, play, token_command
-
-    settings = _settings()
-    if not settings.internal_api_tokens:
-        raise CommandError(
-            "INTERNAL_API_TOKENS is not set: run this in the folder where `make run` runs "
-            "(it reads ./.env)",
-            status=2,
-        )
-    lifecycle = [state.strip() for state in args.lifecycle.split(",") if state.strip()]
-    try:
-        registration_id = await play(
-            api_url=args.api_url,
-            simulator_url=args.simulator_url,
-            token=settings.internal_api_tokens[0].get_secret_value(),
-            lifecycle=lifecycle,
-            step_timeout=args.timeout,
-        )
-    except SandboxError as exc:
-        raise CommandError(str(exc)) from None
-    print("\nSee it through the API (the first line sets TOKEN without printing it):")
-    for line in [token_command(), *curl_commands(args.api_url.rstrip("/"), registration_id)]:
-        print(f"  {line}")
-    return 0
+def token_command() -> str:
+    """A shell line that sets TOKEN to the first internal API token, without printing it: from
+    the environment when it holds one, else from ./.env (as `make run` wrote it)."""
+    if os.environ.get("INTERNAL_API_TOKENS", "").strip():
+        return 'TOKEN="${INTERNAL_API_TOKENS%%,*}"'
+    return "TOKEN=$(sed -n 's/^INTERNAL_API_TOKENS=\\([^,]*\\).*/\\1/p' .env)"
 
 
 # --- operations on the data -----------------------------------------------------------------------
@@ -160,7 +122,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
     from app.registrations.reconcile import reconcile
     from app.sinch.client import SinchClient, create_http_client
 
-    settings = _settings()
+    settings = load_settings()
     _require_sinch(settings)
     engine = create_engine(settings)
     redis = create_redis(settings)
@@ -207,7 +169,7 @@ async def _changes(args: argparse.Namespace) -> int:
     from app.changes.schemas import ChangeOut
     from app.changes.signal import ChangeSignal
 
-    settings = _settings()
+    settings = load_settings()
     engine = create_engine(settings)
     redis = create_redis(settings)
     signal = ChangeSignal(redis)
@@ -244,9 +206,9 @@ async def _changes(args: argparse.Namespace) -> int:
 async def _deliveries_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from app.models import Delivery, RegistrationChange
+    from app.core.models import Delivery, RegistrationChange
 
-    settings = _settings()
+    settings = load_settings()
     engine = create_engine(settings)
     try:
         statement = (
@@ -280,7 +242,7 @@ async def _deliveries_list(args: argparse.Namespace) -> int:
 async def _deliveries_retry(args: argparse.Namespace) -> int:
     from app.subscriptions import service as subscriptions_service
 
-    settings = _settings()
+    settings = load_settings()
     engine = create_engine(settings)
     redis = create_redis(settings)
     try:
@@ -300,7 +262,7 @@ async def _deliveries_retry(args: argparse.Namespace) -> int:
 async def _replay(args: argparse.Namespace) -> int:
     if not args.event_ids and not args.failed:
         raise CommandError("replay needs EVENT_ID ... or --failed", status=2)
-    settings = _settings()
+    settings = load_settings()
     if not settings.sinch_credentials_configured:
         print(
             "warning: Sinch credentials are not configured: events that need a GET will fail "
@@ -339,7 +301,7 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 async def _prune(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_settings()
     days = args.days if args.days is not None else settings.event_retention_days
     states = [EventState(state) for state in (args.state or [EventState.PROCESSED])]
     cutoff = utcnow() - timedelta(days=days)
@@ -373,7 +335,7 @@ def sample_callback(registration_id: str, status: str) -> bytes:
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_settings()
     if not settings.sinch_callback_secrets:
         raise CommandError(
             "SINCH_CALLBACK_SECRETS is not set: there is no secret to sign with", status=2
@@ -388,8 +350,6 @@ def _cmd_sign(args: argparse.Namespace) -> int:
         f"--data-binary {shlex.quote(body.decode())} {shlex.quote(base + CALLBACK_PATH)}"
     )
     # On stderr, so that `eval "$(python -m app sign)"` runs the curl alone.
-    from app.sandbox import token_command
-
     print(
         f"registration id: {registration_id}\n"
         "its result once the worker has processed it (the first line sets TOKEN, one of "
@@ -405,7 +365,7 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 async def _secret_show(_args: argparse.Namespace) -> int:
     from app.sinch.client import SinchClient, create_http_client
 
-    settings = _settings()
+    settings = load_settings()
     _require_sinch(settings)
     async with create_http_client(settings) as http:
         configuration = await SinchClient.from_settings(settings, http).get_callback_configuration()
@@ -416,7 +376,7 @@ async def _secret_show(_args: argparse.Namespace) -> int:
 async def _secret_set(args: argparse.Namespace) -> int:
     from app.sinch.client import SinchClient, create_http_client
 
-    settings = _settings()
+    settings = load_settings()
     _require_sinch(settings)
     new_secret = args.value or secrets_module.token_urlsafe(32)
     current = [s.get_secret_value() for s in settings.sinch_callback_secrets]
@@ -453,7 +413,7 @@ async def _secret_rotate(args: argparse.Namespace) -> int:
     from app.callbacks.rotation import RotationRefused, rotate
     from app.sinch.client import SinchClient, create_http_client
 
-    settings = _settings()
+    settings = load_settings()
     _require_sinch(settings)
     engine = create_engine(settings)
     redis = create_redis(settings)
@@ -491,10 +451,10 @@ async def _secret_status(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from app.callbacks.secrets import accepted_secrets
-    from app.models import CallbackSecret
+    from app.core.models import CallbackSecret
     from app.sinch.client import SinchClient, create_http_client
 
-    settings = _settings()
+    settings = load_settings()
     _require_sinch(settings)
     async with create_http_client(settings) as http:
         at_sinch = (
@@ -550,10 +510,10 @@ async def _print_matches(
 
 
 async def _token_create(args: argparse.Namespace) -> int:
-    from app.auth import Scope
     from app.tokens import service as tokens
+    from app.tokens.principal import Scope
 
-    settings = _settings()
+    settings = load_settings()
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine).begin() as session:
@@ -581,7 +541,7 @@ async def _token_create(args: argparse.Namespace) -> int:
 async def _token_list(args: argparse.Namespace) -> int:
     from app.tokens import service as tokens
 
-    settings = _settings()
+    settings = load_settings()
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine)() as session:
@@ -607,7 +567,7 @@ async def _token_list(args: argparse.Namespace) -> int:
 async def _token_revoke(args: argparse.Namespace) -> int:
     from app.tokens import service as tokens
 
-    settings = _settings()
+    settings = load_settings()
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine).begin() as session:
@@ -627,7 +587,7 @@ async def _token_revoke(args: argparse.Namespace) -> int:
 # --- the parser -----------------------------------------------------------------------------------
 
 
-def _non_negative(text: str) -> int:
+def non_negative(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -637,8 +597,8 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _port(text: str) -> int:
-    value = _non_negative(text)
+def port(text: str) -> int:
+    value = non_negative(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"not a port: {value}")
     return value
@@ -647,7 +607,7 @@ def _port(text: str) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
-def _sync(function: Callable[[argparse.Namespace], Any]) -> Command:
+def sync(function: Callable[[argparse.Namespace], Any]) -> Command:
     """A command from an async function of the arguments."""
 
     def run(args: argparse.Namespace) -> int:
@@ -658,8 +618,6 @@ def _sync(function: Callable[[argparse.Namespace], Any]) -> Command:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app.simulator import server as sim
-
     formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
         prog="python -m app",
@@ -678,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "run the HTTP API (uvicorn)", _cmd_serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=_port, default=8000, help="port to listen on")
+    serve.add_argument("--port", type=port, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
 
     command("worker", "run one arq worker (as `arq app.worker.WorkerSettings`)", _cmd_worker)
@@ -686,48 +644,34 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = command("migrate", "upgrade the database schema (alembic)", _cmd_migrate)
     migrate.add_argument("revision", nargs="?", default="head", help="target revision")
 
-    simulator = command("simulator", "run the Sinch simulator: a fake Sinch", _cmd_simulator)
-    simulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    simulator.add_argument("--port", type=_port, default=8010, help="port to listen on")
-    simulator.add_argument("--project-id", default=sim.DEFAULT_PROJECT_ID, help="its project id")
-    simulator.add_argument("--key-id", default=sim.DEFAULT_KEY_ID, help="its access key id")
-    simulator.add_argument(
-        "--key-secret", default=sim.DEFAULT_KEY_SECRET, help="its access key secret"
-    )
-    simulator.add_argument(
-        "--hmac-secret",
-        default=sim.DEFAULT_HMAC_SECRET,
-        help="the secret it signs callbacks with",
-    )
-
     reconcile = command(
-        "reconcile", "apply what changed at Sinch since the last reconciliation", _sync(_reconcile)
+        "reconcile", "apply what changed at Sinch since the last reconciliation", sync(_reconcile)
     )
     reconcile.add_argument(
         "--full", action="store_true", help="import every registration, not just recent changes"
     )
 
     changes = command(
-        "changes", "print the change feed, one line per change (Ctrl-C stops)", _sync(_changes)
+        "changes", "print the change feed, one line per change (Ctrl-C stops)", sync(_changes)
     )
     changes.add_argument(
         "--follow", "-f", action="store_true", help="keep printing changes as they come"
     )
     changes.add_argument(
-        "--last", type=_non_negative, default=20, help="start with this many of the newest"
+        "--last", type=non_negative, default=20, help="start with this many of the newest"
     )
     changes.add_argument("--all", action="store_true", help="start at the oldest change kept")
 
-    replay = command("replay", "process kept events again", _sync(_replay))
+    replay = command("replay", "process kept events again", sync(_replay))
     replay.add_argument(
         "event_ids", nargs="*", type=int, metavar="EVENT_ID", help="ids of kept events"
     )
     replay.add_argument("--failed", action="store_true", help="replay every failed event")
 
-    prune = command("prune", "delete old processed (or failed/invalid) events", _sync(_prune))
+    prune = command("prune", "delete old processed (or failed/invalid) events", sync(_prune))
     prune.add_argument(
         "--days",
-        type=_non_negative,
+        type=non_negative,
         help="processed more than this many days ago (default: EVENT_RETENTION_DAYS)",
     )
     prune.add_argument(
@@ -735,52 +679,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=[state.value for state in EventState if state is not EventState.RECEIVED],
         help="which states to prune, repeatable (default: processed)",
-    )
-
-    demo = command(
-        "demo", "play shuffled lifecycles from the simulator against the service", _cmd_demo
-    )
-    demo.add_argument("--registrations", type=int, default=30, help="how many lifecycles")
-    demo.add_argument(
-        "--redis-db",
-        type=_non_negative,
-        default=14,
-        help="Redis database (of REDIS_URL's server) the demo's worker alone uses; emptied first",
-    )
-
-    sandbox = commands.add_parser(
-        "sandbox",
-        help="play against the sandbox `make run` starts without Sinch credentials",
-        description="Play against the sandbox `make run` starts without Sinch credentials: the "
-        "built-in simulator as Sinch.",
-        formatter_class=formatter,
-    )
-    sandbox_commands = sandbox.add_subparsers(
-        dest="sandbox_command", required=True, metavar="COMMAND"
-    )
-    play_help = (
-        "create a registration at the simulator, deliver its lifecycle's callbacks to the API one "
-        "by one and wait until the API's copy shows each state; then print the curl commands "
-        "that show it"
-    )
-    play = sandbox_commands.add_parser(
-        "play", help=play_help, description=play_help, formatter_class=formatter
-    )
-    play.set_defaults(func=_sync(_sandbox_play))
-    play.add_argument("--api-url", default="http://127.0.0.1:8000", help="the API's base URL")
-    play.add_argument(
-        "--simulator-url", default="http://127.0.0.1:8010", help="the simulator's base URL"
-    )
-    play.add_argument(
-        "--lifecycle",
-        default="IN_PROGRESS,APPROVED",
-        help="comma-separated states the registration moves through after IN_QUEUE",
-    )
-    play.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="seconds to wait for the API's copy to show each state",
     )
 
     sign_command = command("sign", "print a curl command posting a signed test callback", _cmd_sign)
@@ -801,13 +699,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--state", choices=[s.value for s in DeliveryState], help="only deliveries in this state"
     )
-    listing.add_argument("--limit", type=_non_negative, default=50, help="at most this many")
-    listing.set_defaults(func=_sync(_deliveries_list))
+    listing.add_argument("--limit", type=non_negative, default=50, help="at most this many")
+    listing.set_defaults(func=sync(_deliveries_list))
     retry = delivery_commands.add_parser(
         "retry", help="deliver again now (failed ones too)", formatter_class=formatter
     )
     retry.add_argument("delivery_ids", nargs="+", type=int, metavar="DELIVERY_ID")
-    retry.set_defaults(func=_sync(_deliveries_retry))
+    retry.set_defaults(func=sync(_deliveries_retry))
 
     secret = commands.add_parser(
         "secret", help="the Sinch callback HMAC secret", formatter_class=formatter
@@ -816,11 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
     show = secret_commands.add_parser(
         "show", help="print the secret Sinch signs callbacks with", formatter_class=formatter
     )
-    show.set_defaults(func=_sync(_secret_show))
+    show.set_defaults(func=sync(_secret_show))
     secret_set = secret_commands.add_parser(
         "set", help="set a new secret (generated when omitted)", formatter_class=formatter
     )
-    secret_set.set_defaults(func=_sync(_secret_set))
+    secret_set.set_defaults(func=sync(_secret_set))
     secret_set.add_argument("value", nargs="?", help="the new secret")
     secret_set.add_argument(
         "--yes", action="store_true", help="step 1 (every API accepts both) is deployed: change it"
@@ -833,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     secret_rotate = secret_commands.add_parser(
         "rotate", help=rotate_help, description=rotate_help, formatter_class=formatter
     )
-    secret_rotate.set_defaults(func=_sync(_secret_rotate))
+    secret_rotate.set_defaults(func=sync(_secret_rotate))
     secret_rotate.add_argument(
         "--api-url",
         action="append",
@@ -850,7 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     secret_status = secret_commands.add_parser(
         "status", help=status_help, description=status_help, formatter_class=formatter
     )
-    secret_status.set_defaults(func=_sync(_secret_status))
+    secret_status.set_defaults(func=sync(_secret_status))
     secret_status.add_argument(
         "--minutes", type=float, default=10.0, help="callbacks of the last N minutes"
     )
@@ -868,24 +766,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("name", help="its name (letters, digits, '.', '_', '-'), never reused")
     create.add_argument("--scope", choices=["read", "write"], required=True)
-    create.set_defaults(func=_sync(_token_create))
+    create.set_defaults(func=sync(_token_create))
     token_list = token_commands.add_parser(
         "list", help="name, scope, created and last used of each", formatter_class=formatter
     )
     token_list.add_argument("--all", action="store_true", help="revoked ones too")
-    token_list.set_defaults(func=_sync(_token_list))
+    token_list.set_defaults(func=sync(_token_list))
     revoke = token_commands.add_parser(
         "revoke",
         help="refused by every API process within TOKEN_CACHE_SECONDS",
         formatter_class=formatter,
     )
     revoke.add_argument("name")
-    revoke.set_defaults(func=_sync(_token_revoke))
+    revoke.set_defaults(func=sync(_token_revoke))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser(), argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` and run the chosen command: a `CommandError` or any other failure is one line
+    on stderr (never a traceback, never a secret) and a non-zero status."""
+    args = parser.parse_args(argv)
     func: Command = args.func
     try:
         return func(args)

@@ -31,22 +31,22 @@ from app.changes.sequencer import Sequencer
 from app.changes.service import FeedReader
 from app.changes.signal import ChangeSignal
 from app.console.router import install_console
+from app.core.db import create_engine, create_reader, create_sessionmaker
+from app.core.jobs import create_redis
+from app.core.lifecycle import within
+from app.core.logs import configure_logging, warn_about_missing_configuration
+from app.core.metrics import Metrics
+from app.core.problems import install_problem_handlers
+from app.core.settings import Settings
 from app.counts.router import router as counts_router
-from app.db import create_engine, create_reader, create_sessionmaker
-from app.deps import Resources
-from app.docs import install_docs
 from app.events.router import router as events_router
-from app.health import router as health_router
-from app.jobs import create_redis
-from app.lifecycle import within
-from app.logs import configure_logging, warn_about_missing_configuration
-from app.metrics import Metrics
-from app.problems import install_problem_handlers
 from app.registrations.router import router as registrations_router
-from app.settings import Settings
 from app.sinch.client import SinchClient, create_http_client
 from app.subscriptions.router import router as subscriptions_router
 from app.tokens.directory import TokenDirectory
+from app.web.deps import Resources
+from app.web.docs import install_docs
+from app.web.health import router as health_router
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Keeps a converged local copy of Sinch sender ID registrations.",
         version="0.1.0",
         lifespan=lifespan,
-        # FastAPI's pages load their assets from CDNs; app/docs.py serves its own.
+        # FastAPI's pages load their assets from CDNs; app/web/docs.py serves its own.
         docs_url=None,
         redoc_url=None,
         # DOCS_ENABLED=false: the interactive pages and the document they read are not served.

@@ -49,11 +49,11 @@ import redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import Sequencer, number_and_publish
-from app.db import create_engine, create_sessionmaker, utcnow
-from app.jobs import create_redis
-from app.models import HistorySource
+from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.jobs import create_redis
+from app.core.models import HistorySource
+from app.core.settings import Settings
 from app.registrations.service import apply_snapshot
-from app.settings import Settings
 from app.sinch.schemas import SinchRegistration
 from bench.support import (
     POSTGRES_ADMIN_URL,

@@ -25,9 +25,9 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import httpx
 
+from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.settings import Settings
 from app.counts import service as counts
-from app.db import create_engine, create_sessionmaker, utcnow
-from app.settings import Settings
 from bench import api
 from bench.support import (
     RESULTS,

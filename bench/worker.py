@@ -46,12 +46,11 @@ from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.callbacks.signature import SIGNATURE_HEADER, sign
-from app.db import create_engine, utcnow
+from app.core.db import create_engine, utcnow
+from app.core.jobs import create_redis, enqueue_event
+from app.core.models import CallbackEvent, EventState, Registration, RegistrationHistory
+from app.core.settings import Settings
 from app.events.repository import NewCallback, store_callbacks
-from app.jobs import create_redis, enqueue_event
-from app.models import CallbackEvent, EventState, Registration, RegistrationHistory
-from app.settings import Settings
-from app.simulator.server import SimulatorServer
 from bench.support import (
     CALLBACK_PATH,
     MACHINE_BUSY,
@@ -79,6 +78,7 @@ from bench.support import (
     wait_for_log,
     write_results,
 )
+from devtools.simulator.server import SimulatorServer
 
 DATABASE_NAME = "bench_worker"
 SERVICE_REDIS_URL = redis_url(12)

@@ -7,9 +7,9 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from app.db import create_engine
-from app.models import Base
-from app.settings import Settings
+from app.core.db import create_engine
+from app.core.models import Base
+from app.core.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata

@@ -16,10 +16,10 @@ import pytest
 import redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
+from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.support.databases import (
     copy_sqlite,
     create_postgres_database,

@@ -23,8 +23,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
-from app.auth import Scope
-from app.simulator import SimulatorControl
+from app.tokens.principal import Scope
+from devtools.simulator import SimulatorControl
 from tests.support.stack import API_TOKEN, CALLBACK_PATH, Stack, drain_all, running_stack
 from tests.support.tokens import make_token
 

@@ -1,4 +1,4 @@
-"""app/db.py on PostgreSQL: pooled connections that the server closed are replaced at checkout."""
+"""app/core/db.py on PostgreSQL: pooled connections the server closed are replaced at checkout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from app.db import create_engine
+from app.core.db import create_engine
 from tests.conftest import make_settings
 
 

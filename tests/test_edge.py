@@ -1,5 +1,5 @@
 """The edge, over real sockets against a real API process (`uvicorn ... --http
-app.edge:GuardedHttpToolsProtocol`, as deployed): slow or stalled clients are cut off after a
+app.web.edge:GuardedHttpToolsProtocol`, as deployed): slow or stalled clients are cut off after a
 bounded time and cannot starve callbacks; an encoded body is refused (415) and never kept;
 `/metrics` can require METRICS_TOKEN; the documentation can be turned off.
 """
@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.callbacks.conftest import CALLBACK_PATH, event_body, post_signed
 from tests.conftest import API_TOKEN, CALLBACK_SECRET, make_settings
 from tests.support.processes import ServiceProcess, start_api

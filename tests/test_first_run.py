@@ -166,7 +166,7 @@ def test_first_run_in_the_sandbox_shows_a_registration_converging(
         running.read_until(re.escape(SANDBOX_LINE))
         logs = running.read_until(r"^\s+Logs:")
         assert "var/log/api.log" in logs and "var/log/worker.log" in logs
-        next_step = running.read_until(r"-m app sandbox play").strip()
+        next_step = running.read_until(r"-m devtools sandbox play").strip()
         running.read_until(r"Ctrl-C stops")
 
         # The banner's next step, exactly as printed, in another terminal in this folder.
@@ -220,7 +220,7 @@ def test_first_run_in_the_sandbox_shows_a_registration_converging(
 def test_the_env_file_holds_no_simulator_value(checkout: Path, redis_server: PrivateRedis) -> None:
     running = Running(checkout, user_env(redis_server))
     try:
-        running.read_until(r"-m app sandbox play")
+        running.read_until(r"-m devtools sandbox play")
     finally:
         running.interrupt()
     written = (checkout / ".env").read_text()
@@ -291,7 +291,7 @@ def test_sandbox_play_without_make_run_says_so(checkout: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(LEFT_OUT)}
     simulator = f"http://127.0.0.1:{free_port()}"
     result = subprocess.run(
-        [sys.executable, "-m", "app", "sandbox", "play", "--simulator-url", simulator],
+        [sys.executable, "-m", "devtools", "sandbox", "play", "--simulator-url", simulator],
         cwd=checkout,
         env={**env, "INTERNAL_API_TOKENS": "a-token"},
         capture_output=True,
@@ -313,7 +313,7 @@ def test_the_demo_uses_its_own_redis_database_and_cleans_up(
     scratch.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(LEFT_OUT)}
     result = subprocess.run(
-        [sys.executable, "-m", "app", "demo", "--registrations", "4"],
+        [sys.executable, "-m", "devtools", "demo", "--registrations", "4"],
         cwd=checkout,
         env={**env, "REDIS_URL": redis_server.url, "TMPDIR": str(scratch)},
         capture_output=True,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from arq.jobs import Job
 
-from app.jobs import (
+from app.core.jobs import (
     PROCESS_EVENT,
     create_redis,
     enqueue_event,
     enqueue_events,
     event_job_id,
 )
-from app.settings import Settings
+from app.core.settings import Settings
 from tests.conftest import make_settings
 
 

@@ -14,10 +14,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import JSON, Connection, bindparam, inspect, select, text
 
+from app.core.db import UTCDateTime, create_engine, create_sessionmaker
+from app.core.models import Base, Registration
+from app.core.settings import Settings
 from app.counts import service as counts
-from app.db import UTCDateTime, create_engine, create_sessionmaker
-from app.models import Base, Registration
-from app.settings import Settings
 from tests.support.counts import shown, truth
 from tests.support.databases import (
     alembic_config,

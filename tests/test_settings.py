@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from app.logs import warn_about_missing_configuration
-from app.settings import DEFAULT_DATABASE_URL, Settings
+from app.core.logs import warn_about_missing_configuration
+from app.core.settings import DEFAULT_DATABASE_URL, Settings
 
 
 @pytest.fixture(autouse=True)

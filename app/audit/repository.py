@@ -12,7 +12,7 @@ from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.actions import Action
-from app.models import AuditEntry
+from app.core.models import AuditEntry
 
 _MAX = 255
 

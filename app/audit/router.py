@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
 from app.audit import queries
 from app.audit.schemas import AuditEntryOut, AuditPage
-from app.auth import require_write
-from app.deps import ReadSessionDep
-from app.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
+from app.core.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
+from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
+from app.web.auth import require_write
+from app.web.deps import ReadSessionDep
 
 router = APIRouter(
     prefix="/v1/audit",

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from app.api_schemas import ApiModel, ApiTime
+from app.core.schemas import ApiModel, ApiTime
 
 
 class AuditEntryOut(ApiModel):

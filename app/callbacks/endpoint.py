@@ -18,11 +18,11 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.callbacks.secrets import PROBE_PREFIX, probe_answer_body, read_probe
 from app.callbacks.signature import SIGNATURE_HEADER, matching_secret
-from app.db import utcnow
-from app.deps import Resources
+from app.core.db import utcnow
+from app.core.problems import PROBLEM_MEDIA_TYPE, problem_body
 from app.events.parsing import dedup_key, parse_callback
 from app.events.repository import NewCallback
-from app.problems import PROBLEM_MEDIA_TYPE, problem_body
+from app.web.deps import Resources
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from arq import ArqRedis
 
-from app.jobs import enqueue_events
-from app.lifecycle import stop_task
+from app.core.jobs import enqueue_events
+from app.core.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import Actor
 from app.callbacks import secrets
-from app.db import utcnow
+from app.core.db import utcnow
 from app.sinch.client import SinchClient
 
 CALLBACK_PATH = "/callbacks/sinch/registrations"

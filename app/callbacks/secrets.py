@@ -40,9 +40,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
 from app.callbacks.signature import SIGNATURE_HEADER, sign
-from app.lifecycle import stop_task
-from app.models import CallbackEvent, CallbackSecret
-from app.settings import Settings
+from app.core.lifecycle import stop_task
+from app.core.models import CallbackEvent, CallbackSecret
+from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class AcceptedSecrets:
         self._task = asyncio.create_task(self._run(), name="callback-secrets")
 
     async def stop(self) -> None:
-        """Stop refreshing (for a bounded time: `app/lifecycle.py`), then leave the instances."""
+        """Stop refreshing (bounded: `app/core/lifecycle.py`), then leave the instances."""
         self._stopping = True
         await stop_task(self._task)
         with contextlib.suppress(Exception):

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import sqlalchemy.exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import DriverConnections
+from app.core.db import DriverConnections
+from app.core.lifecycle import stop_task
 from app.events.parsing import body_digest
 from app.events.repository import NewCallback, Stored, store_callbacks, store_callbacks_asyncpg
-from app.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class InboxWriter:
 
     async def stop(self) -> None:
         """Finish what is queued (requests are waiting on it), then stop the writers; each for
-        a bounded time (a batch's own bound, then `app/lifecycle.py`)."""
+        a bounded time (a batch's own bound, then `app/core/lifecycle.py`)."""
         if any(not task.done() for task in self._tasks):
             try:
                 async with asyncio.timeout(2 * BATCH_TIMEOUT_SECONDS):

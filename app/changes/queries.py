@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import RegistrationChange
+from app.core.models import RegistrationChange
 
 
 @dataclass(frozen=True, slots=True)

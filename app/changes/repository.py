@@ -34,8 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import rowcount
-from app.models import REGISTRATION_CHANGES, REGISTRATIONS
+from app.core.db import rowcount
+from app.core.models import REGISTRATION_CHANGES, REGISTRATIONS
 from app.subscriptions import outbox
 
 IMAGE_COLUMNS: Final = (

@@ -14,13 +14,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api_schemas import problem_responses
-from app.auth import require_token
 from app.changes import queries, service
 from app.changes.schemas import ChangePage
-from app.deps import Resources, ResourcesDep
-from app.pagination import DEFAULT_LIMIT, LimitQuery
-from app.problems import ProblemError
+from app.core.pagination import DEFAULT_LIMIT, LimitQuery
+from app.core.problems import ProblemError
+from app.core.schemas import problem_responses
+from app.web.auth import require_token
+from app.web.deps import Resources, ResourcesDep
 
 router = APIRouter(
     prefix="/v1/changes",

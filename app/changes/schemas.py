@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 from pydantic import Field
 
-from app.api_schemas import ApiModel, ApiTime
 from app.changes.repository import IMAGE_COLUMNS
-from app.models import ChangeKind, HistorySource, RegistrationChange
+from app.core.models import ChangeKind, HistorySource, RegistrationChange
+from app.core.schemas import ApiModel, ApiTime
 from app.registrations.schemas import RegistrationView
 
 

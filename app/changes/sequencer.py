@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes import repository
 from app.changes.signal import publish
-from app.lifecycle import STOP_SECONDS, stop_task
+from app.core.lifecycle import STOP_SECONDS, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Sequencer:
         self._task = asyncio.create_task(self._run(), name="change-sequencer")
 
     async def stop(self) -> None:
-        """Stop, then number what is left (each for a bounded time: `app/lifecycle.py`)."""
+        """Stop, then number what is left (each for a bounded time: `app/core/lifecycle.py`)."""
         if self._task is None:
             return
         # The loop also ends by itself at its next turn: a cancellation lost inside a database or

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.changes import queries, repository
 from app.changes.schemas import ChangeOut
 from app.changes.signal import ChangeSignal
-from app.models import RegistrationChange
+from app.core.models import RegistrationChange
 
 BATCH = 100
 WAIT_SECONDS = 30.0

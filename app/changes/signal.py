@@ -17,7 +17,7 @@ from typing import Final
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.lifecycle import stop_task
+from app.core.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class ChangeSignal:
         self._task = asyncio.create_task(self._listen(), name="change-signal")
 
     async def stop(self) -> None:
-        """Stop listening (for a bounded time: `app/lifecycle.py`)."""
+        """Stop listening (for a bounded time: `app/core/lifecycle.py`)."""
         self._stopping = True
         await stop_task(self._task)
 

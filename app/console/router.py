@@ -26,26 +26,27 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from app.api_schemas import MAX_TEXT_LENGTH
 from app.audit import queries as audit_queries
 from app.audit.repository import Actor
-from app.auth import Principal, Scope, authenticate, principal_named
 from app.console import charts
 from app.console import session as sessions
+from app.core.db import utcnow
+from app.core.models import EventState
+from app.core.pagination import encode_cursor, optional_cursor, page
+from app.core.problems import ProblemError
+from app.core.schemas import MAX_TEXT_LENGTH
 from app.counts import service as counts_service
-from app.db import utcnow
-from app.deps import ResourcesDep
 from app.events import queries as event_queries
 from app.events import service as event_service
 from app.events.schemas import EventOut
-from app.models import EventState
-from app.pagination import encode_cursor, optional_cursor, page
-from app.problems import ProblemError
 from app.registrations import queries as registration_queries
 from app.registrations import service as registration_service
 from app.registrations.schemas import HistoryItem, RegistrationOut
 from app.subscriptions import repository as subscription_repository
 from app.subscriptions import service as subscription_service
+from app.tokens.principal import Principal, Scope
+from app.web.auth import authenticate, principal_named
+from app.web.deps import ResourcesDep
 
 log = logging.getLogger(__name__)
 

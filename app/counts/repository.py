@@ -9,8 +9,8 @@ from collections import Counter
 from sqlalchemy import func, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import insert_for
-from app.models import COUNT_DELTAS, COUNT_TOTALS
+from app.core.db import insert_for
+from app.core.models import COUNT_DELTAS, COUNT_TOTALS
 
 HOUR_PREFIX = "h:"
 

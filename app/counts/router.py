@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from app.api_schemas import problem_responses
-from app.auth import require_token
+from app.core.db import utcnow
+from app.core.schemas import problem_responses
 from app.counts import service
 from app.counts.schemas import CountsOut
-from app.db import utcnow
-from app.deps import ReadSessionDep
+from app.web.auth import require_token
+from app.web.deps import ReadSessionDep
 
 router = APIRouter(
     prefix="/v1/counts",

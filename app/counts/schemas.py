@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from app.api_schemas import ApiModel, ApiTime
+from app.core.schemas import ApiModel, ApiTime
 from app.counts.service import Counts
 
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.models import EventState
 from app.counts import repository
-from app.models import EventState
 
 SERIES_HOURS = 24
 """The hourly series cover the current hour and the 23 before it."""

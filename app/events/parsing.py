@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from app.db import is_storable_text
+from app.core.db import is_storable_text
 from app.registrations.facts import message_text
 from app.sinch.schemas import parse_sinch_time
 

@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db import DriverStatement, changed_rows
+from app.core.db import DriverStatement, changed_rows
+from app.core.models import CALLBACK_EVENTS, EventState, HistorySource
 from app.events import repository as events
 from app.events.parsing import CallbackFields, parse_callback
-from app.models import CALLBACK_EVENTS, EventState, HistorySource
 from app.registrations import repository as registrations
 from app.registrations.decision import Action, Decision, EventFacts, LocalFacts, decide
 from app.registrations.facts import FACT_STATES

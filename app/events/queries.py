@@ -18,7 +18,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 
-from app.models import CallbackEvent, EventState
+from app.core.models import CallbackEvent, EventState
 
 MAX_ROW_ID = 2**63 - 1
 """The largest id either database stores (BIGINT, SQLite INTEGER)."""

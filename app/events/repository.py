@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import BigInteger, BindParameter, String, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.db import UTCDateTime, insert_for, rowcount
-from app.models import CALLBACK_EVENTS, REGISTRATIONS, CallbackEvent, EventState
+from app.core.db import UTCDateTime, insert_for, rowcount
+from app.core.models import CALLBACK_EVENTS, REGISTRATIONS, CallbackEvent, EventState
 
 _ROW: BindParameter[int] = bindparam("p_row", type_=BigInteger())
 _NOW = bindparam("p_now", type_=UTCDateTime())

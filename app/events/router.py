@@ -7,20 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
-from app.auth import ActorDep, require_token
-from app.deps import ReadSessionDep, ResourcesDep
-from app.events import queries, service
-from app.events.schemas import EventOut, EventPage
-from app.models import EventState
-from app.pagination import (
+from app.core.models import EventState
+from app.core.pagination import (
     DEFAULT_LIMIT,
     LimitQuery,
     RowIdCursorQuery,
     optional_cursor,
     page,
 )
-from app.problems import ProblemError
+from app.core.problems import ProblemError
+from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
+from app.events import queries, service
+from app.events.schemas import EventOut, EventPage
+from app.web.auth import ActorDep, require_token
+from app.web.deps import ReadSessionDep, ResourcesDep
 
 log = logging.getLogger(__name__)
 

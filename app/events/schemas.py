@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from app.api_schemas import ApiModel, ApiTime
+from app.core.models import CallbackEvent, EventState
+from app.core.schemas import ApiModel, ApiTime
 from app.events.parsing import read_claim
-from app.models import CallbackEvent, EventState
 
 OUTCOME_DESCRIPTION = """How processing ended, `<action>:<reason>`; null until it has. \
 The outcomes (the Outcomes section of docs/api.md says more):

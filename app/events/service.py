@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
-from app.db import utcnow
+from app.core.db import utcnow
+from app.core.jobs import enqueue_event
+from app.core.models import CallbackEvent, EventState
 from app.events import queries, repository
-from app.jobs import enqueue_event
-from app.models import CallbackEvent, EventState
 
 log = logging.getLogger(__name__)
 

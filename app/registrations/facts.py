@@ -2,8 +2,8 @@
 
 Internal services ask by sender ID, market and tag, and ask why a registration stands where it
 does; those answers are buried in Sinch's document (docs/sinch.md). They are read here once, when
-a document is applied, into columns the API filters on (app/models.py), never dug out of JSON at
-query time.
+a document is applied, into columns the API filters on (app/core/models.py), never dug out of
+JSON at query time.
 
 Sinch's shapes are partly unknown and may change, so reading is lenient: anything of the wrong
 shape counts as absent, and the rest is read. Nothing raises on any JSON value, and every string
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
-from app.db import is_storable_text
+from app.core.db import is_storable_text
 from app.sinch.schemas import parse_sinch_time
 
 MAX_TEXT: Final = 255

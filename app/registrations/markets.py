@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.models import MARKET_POLICIES, SYNC_STATE
+from app.core.models import MARKET_POLICIES, SYNC_STATE
 from app.registrations import repository
 from app.registrations.facts import MAX_MARKET_CODE, MAX_STATE, MAX_TEXT
 

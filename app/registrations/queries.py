@@ -26,13 +26,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api_schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN
-from app.models import (
+from app.core.models import (
     Registration,
     RegistrationHistory,
     RegistrationSenderId,
     RegistrationTag,
 )
+from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN
 
 
 class _Key(BaseModel):

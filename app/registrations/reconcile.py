@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import utcnow
-from app.models import HistorySource
+from app.core.db import utcnow
+from app.core.models import HistorySource
 from app.registrations import repository
 from app.registrations.service import apply_snapshot
 from app.sinch.client import SinchClient

@@ -2,7 +2,7 @@
 marks in `sync_state`). Nothing here commits: callers own the transaction.
 
 Locking: `lock()` takes the registration's row lock on PostgreSQL (`SELECT ... FOR UPDATE`); on
-SQLite every transaction already holds the writer lock from its start (see app/db.py), which
+SQLite every transaction already holds the writer lock from its start (see app/core/db.py), which
 serializes all writers and so every registration too.
 
 A trusted callback's writes are Core statements built once (building a statement per event costs
@@ -43,8 +43,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import repository as changes
-from app.db import UTCDateTime, insert_for
-from app.models import (
+from app.core.db import UTCDateTime, insert_for
+from app.core.models import (
     MARKET_POLICIES,
     REGISTRATION_CHANGES,
     REGISTRATION_HISTORY,

@@ -12,24 +12,24 @@ from fastapi import APIRouter, Depends, Path, Query
 from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api_schemas import (
-    MAX_TEXT_LENGTH,
-    PRINTABLE_PATTERN,
-    QueryTime,
-    problem_responses,
-)
-from app.auth import ActorDep, require_token
-from app.deps import ReadSessionDep, ResourcesDep
-from app.pagination import (
+from app.core.pagination import (
     DEFAULT_LIMIT,
     LimitQuery,
     TextIdCursorQuery,
     optional_cursor,
     page,
 )
-from app.problems import ProblemError
+from app.core.problems import ProblemError
+from app.core.schemas import (
+    MAX_TEXT_LENGTH,
+    PRINTABLE_PATTERN,
+    QueryTime,
+    problem_responses,
+)
 from app.registrations import queries, service
 from app.registrations.schemas import HistoryItem, HistoryOut, RegistrationOut, RegistrationPage
+from app.web.auth import ActorDep, require_token
+from app.web.deps import ReadSessionDep, ResourcesDep
 
 router = APIRouter(
     prefix="/v1/registrations",

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from app.api_schemas import ApiModel, ApiTime
-from app.models import HistorySource
+from app.core.models import HistorySource
+from app.core.schemas import ApiModel, ApiTime
 
 
 class ReasonOut(ApiModel):

@@ -25,14 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
 from app.changes import repository as changes
-from app.db import utcnow
-from app.deps import Resources
-from app.models import ChangeKind, HistorySource, Registration
-from app.problems import ProblemError
+from app.core.db import utcnow
+from app.core.models import ChangeKind, HistorySource, Registration
+from app.core.problems import ProblemError
 from app.registrations import markets, queries, repository
 from app.registrations.facts import FACT_COLUMNS, fact_columns, read_facts
 from app.sinch.errors import SinchError, SinchNotFoundError, SinchRetryableError
 from app.sinch.schemas import SinchRegistration
+from app.web.deps import Resources
 
 log = logging.getLogger(__name__)
 

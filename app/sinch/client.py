@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr, ValidationError
 
-from app.settings import DEFAULT_SINCH_MAX_ATTEMPTS, Settings
+from app.core.settings import DEFAULT_SINCH_MAX_ATTEMPTS, Settings
 from app.sinch.auth import TokenProvider, parse_retry_after, safe_url
 from app.sinch.errors import (
     SinchError,

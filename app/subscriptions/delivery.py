@@ -19,8 +19,8 @@ import aiohttp
 import certifi
 
 from app.changes.schemas import ChangeOut
-from app.db import utcnow
-from app.models import RegistrationChange
+from app.core.db import utcnow
+from app.core.models import RegistrationChange
 from app.subscriptions.rules import signature
 
 EVENT_TYPE = "registration.changed"

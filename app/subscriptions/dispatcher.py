@@ -31,9 +31,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.signal import ChangeSignal
-from app.db import utcnow
-from app.jobs import enqueue_deliveries
-from app.lifecycle import stop_task
+from app.core.db import utcnow
+from app.core.jobs import enqueue_deliveries
+from app.core.lifecycle import stop_task
 from app.subscriptions import repository
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from sqlalchemy import (
     select,
 )
 
-from app.models import DELIVERIES, SUBSCRIPTIONS, DeliveryState
+from app.core.models import DELIVERIES, SUBSCRIPTIONS, DeliveryState
 
 
 def filter_text(values: list[str] | None) -> str | None:

@@ -11,8 +11,8 @@ from sqlalchemy import bindparam, case, exists, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from app.db import rowcount
-from app.models import (
+from app.core.db import rowcount
+from app.core.models import (
     DELIVERIES,
     SUBSCRIPTIONS,
     Delivery,

@@ -8,23 +8,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api_schemas import problem_responses
 from app.audit.actions import Action
 from app.audit.repository import record
-from app.auth import ActorDep, require_token
 from app.changes.signal import publish
-from app.db import utcnow
-from app.deps import ReadSessionDep, ResourcesDep, SessionDep
-from app.events.queries import EventKey
-from app.models import Subscription
-from app.pagination import (
+from app.core.db import utcnow
+from app.core.models import Subscription
+from app.core.pagination import (
     DEFAULT_LIMIT,
     LimitQuery,
     RowIdCursorQuery,
     encode_cursor,
     optional_cursor,
 )
-from app.problems import ProblemError
+from app.core.problems import ProblemError
+from app.core.schemas import problem_responses
+from app.events.queries import EventKey
 from app.subscriptions import repository, service
 from app.subscriptions.rules import UrlRefused
 from app.subscriptions.schemas import (
@@ -35,6 +33,8 @@ from app.subscriptions.schemas import (
     SubscriptionPatch,
     SubscriptionWithSecret,
 )
+from app.web.auth import ActorDep, require_token
+from app.web.deps import ReadSessionDep, ResourcesDep, SessionDep
 
 log = logging.getLogger(__name__)
 

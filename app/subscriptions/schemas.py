@@ -6,8 +6,8 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
-from app.api_schemas import ApiModel, ApiTime
-from app.models import DeliveryState
+from app.core.models import DeliveryState
+from app.core.schemas import ApiModel, ApiTime
 from app.subscriptions.rules import MAX_URL_LENGTH
 
 FilterValue = Annotated[

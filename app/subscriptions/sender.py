@@ -1,7 +1,7 @@
 """Sending one subscription's deliveries: the `deliver` job's loop, and recording what came of
 each attempt.
 
-One job per subscription at a time (its arq job id: app/jobs.py), so its deliveries are handled
+One job per subscription at a time (its arq job id: app/core/jobs.py), so its deliveries are handled
 by one worker at once, up to `delivery.CONCURRENCY` POSTs in flight, never two of one
 registration (repository.due gives them in order). No transaction is open during a POST.
 
@@ -34,9 +34,9 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.signal import ChangeSignal
-from app.db import utcnow
-from app.models import Delivery, DeliveryState, RegistrationChange, Subscription
-from app.settings import Settings
+from app.core.db import utcnow
+from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
+from app.core.settings import Settings
 from app.subscriptions import repository
 from app.subscriptions.delivery import (
     CONCURRENCY,

@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth import Principal, Scope, TokenLookupError
-from app.db import utcnow
-from app.models import ApiToken
+from app.core.db import utcnow
+from app.core.models import ApiToken
+from app.tokens.principal import Principal, Scope, TokenLookupError
 from app.tokens.service import hash_token
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
-from app.auth import Scope
-from app.models import ApiToken
+from app.core.models import ApiToken
+from app.tokens.principal import Scope
 
 PREFIX = "sr_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -40,8 +40,8 @@ def use_uvloop(before_first_loop: Callable[[], None] | None = None) -> None:
 
 def __getattr__(name: str) -> Any:
     if name == "WorkerSettings":
-        from app.logs import configure_logging
-        from app.settings import Settings
+        from app.core.logs import configure_logging
+        from app.core.settings import Settings
         from app.worker.settings import build_worker_settings
 
         settings = Settings()

@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import Sequencer
 from app.changes.signal import ChangeSignal
-from app.db import DriverConnections
-from app.metrics import Metrics
-from app.settings import Settings
+from app.core.db import DriverConnections
+from app.core.metrics import Metrics
+from app.core.settings import Settings
 from app.sinch.client import SinchClient
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.sender import Sending

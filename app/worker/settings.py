@@ -11,8 +11,8 @@ from prometheus_client import start_http_server
 
 from app.changes.sequencer import Sequencer
 from app.changes.signal import ChangeSignal
-from app.db import DriverConnections, create_engine, create_sessionmaker
-from app.jobs import (
+from app.core.db import DriverConnections, create_engine, create_sessionmaker
+from app.core.jobs import (
     DELIVER,
     PROCESS_EVENT,
     REFRESH_FACTS,
@@ -20,10 +20,10 @@ from app.jobs import (
     memory_verdict,
     redis_settings,
 )
-from app.lifecycle import within
-from app.logs import configure_logging, warn_about_missing_configuration
-from app.metrics import Metrics
-from app.settings import Settings
+from app.core.lifecycle import within
+from app.core.logs import configure_logging, warn_about_missing_configuration
+from app.core.metrics import Metrics
+from app.core.settings import Settings
 from app.sinch.client import DEFAULT_DEADLINE_SECONDS, SinchClient, create_http_client
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.sender import Sending

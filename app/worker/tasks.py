@@ -16,13 +16,13 @@ from datetime import timedelta
 from arq import Retry
 
 from app.changes import service as changes_service
+from app.core.db import utcnow
+from app.core.jobs import RedisError, enqueue_events, enqueue_facts
+from app.core.models import EventState, HistorySource
 from app.counts import service as counts_service
-from app.db import utcnow
 from app.events import processing, service
 from app.events import repository as events_repository
 from app.events.processing import Finished, MustCheck, Step
-from app.jobs import RedisError, enqueue_events, enqueue_facts
-from app.models import EventState, HistorySource
 from app.registrations import markets
 from app.registrations import repository as registrations_repository
 from app.registrations.reconcile import reconcile
@@ -161,7 +161,7 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
     """Fetch a registration that a callback moved into one of `FACT_STATES` and apply it, so its
     reason and facts are Sinch's (app/registrations/facts.py). Answers what happened.
 
-    Low priority and coalesced (app/jobs.py: `enqueue_facts`); no GET at all when a document
+    Low priority and coalesced (app/core/jobs.py: `enqueue_facts`); no GET at all when a document
     fetched since the need arose (an event's check, a refresh) has met it. A Sinch unavailable is
     retried like an event's check, and after the last try the need waits `FACTS_RETRY_PAUSE`
     for the sweep; one that cannot answer usefully (404, refusal, an unusable document) ends the

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -34,13 +34,13 @@ def upgrade() -> None:
         sa.Column("headers", sa.JSON(), nullable=False),
         sa.Column("peer", sa.String(length=64), nullable=True),
         sa.Column("secret_index", sa.SmallInteger(), nullable=False),
-        sa.Column("received_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("received_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("duplicate_count", sa.Integer(), server_default="0", nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("outcome", sa.String(length=32), nullable=True),
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("processed_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("processed_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_callback_events")),
         sa.UniqueConstraint("dedup_key", name=op.f("uq_callback_events_dedup_key")),
     )
@@ -57,11 +57,11 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=255), nullable=False),
         sa.Column("status", sa.String(length=64), nullable=False),
         sa.Column("registration_type", sa.String(length=64), nullable=True),
-        sa.Column("status_changed_at", app.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_synced_at", app.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("status_changed_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_synced_at", app.core.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("sinch", sa.JSON(), nullable=True),
-        sa.Column("created_at", app.db.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_registrations")),
     )
     with op.batch_alter_table("registrations", schema=None) as batch_op:
@@ -76,8 +76,8 @@ def upgrade() -> None:
     op.create_table(
         "sync_state",
         sa.Column("name", sa.String(length=64), nullable=False),
-        sa.Column("value", app.db.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("updated_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("value", app.core.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("updated_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_sync_state")),
     )
     op.create_table(
@@ -91,10 +91,10 @@ def upgrade() -> None:
         sa.Column("registration_id", sa.String(length=255), nullable=False),
         sa.Column("from_status", sa.String(length=64), nullable=True),
         sa.Column("to_status", sa.String(length=64), nullable=False),
-        sa.Column("at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("event_id", sa.String(length=255), nullable=True),
-        sa.Column("recorded_at", app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("recorded_at", app.core.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["registration_id"],
             ["registrations.id"],

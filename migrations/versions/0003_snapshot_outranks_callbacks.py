@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import app.db
+import app.core.db
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -28,7 +28,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("registrations") as batch:
         batch.add_column(
-            sa.Column("callback_applied_at", app.db.UTCDateTime(timezone=True), nullable=True)
+            sa.Column("callback_applied_at", app.core.db.UTCDateTime(timezone=True), nullable=True)
         )
     with op.batch_alter_table("registration_history") as batch:
         batch.add_column(sa.Column("note", sa.Text(), nullable=True))

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql, sqlite
 
-import app.db
+import app.core.db
 from app.registrations.facts import fact_columns, read_facts
 
 revision: str = "0005"
@@ -39,7 +39,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BATCH = 500
-_TIME = app.db.UTCDateTime(timezone=True)
+_TIME = app.core.db.UTCDateTime(timezone=True)
 _NEW_INDEXES = (
     ("ix_registrations_market_code_id", ("market_code", "id")),
     ("ix_registrations_facts_due_at", ("facts_due_at",)),

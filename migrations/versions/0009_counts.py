@@ -113,7 +113,7 @@ _PG_TRIGGERS = [
 
 # --- SQLite ----------------------------------------------------------------------------------------
 # Row triggers only (SQLite has no statement triggers); SQLite has one writer at a time anyway.
-# Times are stored as naive UTC text (app.db.UTCDateTime).
+# Times are stored as naive UTC text (app.core.db.UTCDateTime).
 
 
 def _sqlite_contributions(row: str, sign: str, from_clause: str = "") -> str:

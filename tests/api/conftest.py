@@ -16,12 +16,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import utcnow
-from app.models import HistorySource
+from app.core.db import utcnow
+from app.core.models import HistorySource
+from app.core.settings import Settings
 from app.registrations.service import apply_snapshot
-from app.settings import Settings
-from app.simulator import SimulatorServer
 from app.sinch.schemas import SinchRegistration
+from devtools.simulator import SimulatorServer
 from tests.conftest import API_TOKEN, CALLBACK_SECRET, make_settings
 from tests.support.servers import serve
 from tests.support.signing import sign

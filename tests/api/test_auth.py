@@ -12,9 +12,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from app.auth import token_accepted
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
+from app.web.auth import token_accepted
 from tests.api.conftest import AUTH, PROBLEM, assert_problem
 from tests.conftest import API_TOKEN, make_settings
 from tests.support.servers import serve

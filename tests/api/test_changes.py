@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes import repository as changes
 from app.changes.sequencer import number_and_publish
-from app.db import utcnow
+from app.core.db import utcnow
+from app.core.models import HistorySource, RegistrationChange
+from app.core.settings import Settings
 from app.main import create_app
-from app.models import HistorySource, RegistrationChange
 from app.registrations.service import apply_snapshot
-from app.settings import Settings
 from app.sinch.schemas import SinchRegistration
 from tests.api.conftest import AUTH, assert_problem
 from tests.support.servers import serve

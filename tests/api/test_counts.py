@@ -12,10 +12,10 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.db import utcnow
+from app.core.models import CallbackEvent, EventState
 from app.counts import service as counts
-from app.db import utcnow
 from app.events import repository as events
-from app.models import CallbackEvent, EventState
 from tests.api.conftest import put_registration
 from tests.support.counts import shown as _shown
 from tests.support.counts import truth as _truth

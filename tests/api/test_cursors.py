@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from app.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.api.conftest import AUTH, PROBLEM, assert_problem, put_registration, served_in_thread
 from tests.support.servers import serve
 

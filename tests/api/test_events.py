@@ -16,13 +16,13 @@ import pytest
 import redis.asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import utcnow
+from app.core.db import utcnow
+from app.core.jobs import event_job_id
+from app.core.models import EventState
+from app.core.settings import Settings
 from app.events import processing
-from app.jobs import event_job_id
 from app.main import create_app
-from app.models import EventState
 from app.registrations.decision import DEFAULT_SKEW
-from app.settings import Settings
 from tests.api.conftest import AUTH, assert_problem, post_callback, put_registration
 from tests.api.test_registrations import forged
 from tests.conftest import make_settings

@@ -18,10 +18,8 @@ import pytest
 from sqlalchemy import Select, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db import create_engine
-from app.events import queries as event_queries
-from app.events.queries import EventFilters
-from app.models import (
+from app.core.db import create_engine
+from app.core.models import (
     CallbackEvent,
     EventState,
     Registration,
@@ -29,9 +27,11 @@ from app.models import (
     RegistrationSenderId,
     RegistrationTag,
 )
+from app.core.settings import Settings
+from app.events import queries as event_queries
+from app.events.queries import EventFilters
 from app.registrations import queries as registration_queries
 from app.registrations.queries import RegistrationFilters
-from app.settings import Settings
 from tests.support.databases import truncate_postgres
 
 REGISTRATIONS = 100_000

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import utcnow
-from app.models import HistorySource
+from app.core.db import utcnow
+from app.core.models import HistorySource
 from app.registrations.service import apply_snapshot
 from app.sinch.schemas import SinchRegistration
 from tests.api.conftest import assert_problem

@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.db import utcnow
+from app.core.db import utcnow
+from app.core.models import HistorySource, Registration
 from app.main import create_app
-from app.models import HistorySource, Registration
 from app.registrations.service import apply_snapshot
-from app.simulator import SimulatorControl
 from app.sinch.schemas import SinchRegistration
+from devtools.simulator import SimulatorControl
 from tests.api.conftest import AUTH, assert_problem, put_registration, sinch_document
 from tests.conftest import make_settings
 from tests.support.servers import serve

@@ -21,10 +21,10 @@ import httpx
 import pytest
 import schemathesis
 
-from app.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
-from app.simulator import SimulatorControl
+from devtools.simulator import SimulatorControl
 from tests.api.conftest import AUTH, PROBLEM, post_callback, put_registration, served_in_thread
 from tests.api.test_events import callback
 from tests.conftest import API_TOKEN

@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth import Principal, Scope, principal_named
-from app.deps import Resources
+from app.core.models import ApiToken, AuditEntry
+from app.core.settings import Settings
 from app.main import create_app
-from app.models import ApiToken, AuditEntry
-from app.settings import Settings
+from app.tokens.principal import Principal, Scope
+from app.web.auth import principal_named
+from app.web.deps import Resources
 from tests.api.conftest import AUTH, assert_problem
 from tests.api.test_auth import SAMPLE_PATH_VALUES
 from tests.support.processes import start_api

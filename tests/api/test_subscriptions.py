@@ -14,13 +14,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import number_and_publish
-from app.db import utcnow
+from app.core.db import utcnow
+from app.core.models import Delivery, HistorySource
+from app.core.settings import Settings
 from app.main import create_app
-from app.models import Delivery, HistorySource
 from app.registrations.service import apply_snapshot
-from app.settings import Settings
-from app.simulator import SimulatorServer
 from app.sinch.schemas import SinchRegistration
+from devtools.simulator import SimulatorServer
 from tests.api.conftest import AUTH, api_settings, assert_problem
 from tests.support.servers import serve
 

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.auth import Scope
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
+from app.tokens.principal import Scope
+from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.api.conftest import api_settings, assert_problem, post_callback, put_registration
 from tests.support.servers import serve
 from tests.support.tokens import bearer, make_token, revoke_token

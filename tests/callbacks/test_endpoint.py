@@ -10,9 +10,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from app.jobs import event_job_id
+from app.core.jobs import event_job_id
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.callbacks.conftest import CALLBACK_PATH, event_body, post_signed
 from tests.conftest import API_TOKEN, OLD_CALLBACK_SECRET, make_settings
 from tests.support.reads import events

@@ -13,10 +13,10 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.engine import make_url
 
-from app.db import create_engine, create_sessionmaker
-from app.jobs import create_redis, event_job_id
+from app.core.db import create_engine, create_sessionmaker
+from app.core.jobs import create_redis, event_job_id
+from app.core.metrics import Metrics
 from app.main import create_app
-from app.metrics import Metrics
 from app.worker import tasks
 from app.worker.context import WorkerContext
 from tests.callbacks.conftest import event_body, post_signed

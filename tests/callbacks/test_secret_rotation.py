@@ -19,11 +19,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from app.db import create_engine
-from app.models import AuditEntry, CallbackEvent, CallbackSecret
-from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
+from app.core.db import create_engine
+from app.core.models import AuditEntry, CallbackEvent, CallbackSecret
+from app.core.settings import Settings
 from app.sinch.client import SinchClient, create_http_client
+from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.conftest import make_settings
 from tests.support.databases import copy_sqlite, create_sqlite_template
 from tests.support.processes import ServiceProcess, start_api

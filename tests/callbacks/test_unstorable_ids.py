@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import text
 
 from app.callbacks.writer import InboxWriter
-from app.db import create_engine, utcnow
+from app.core.db import create_engine, utcnow
+from app.core.settings import Settings
 from app.events.parsing import body_digest, parse_callback
 from app.events.repository import NewCallback
-from app.settings import Settings
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
 from tests.callbacks.conftest import event_body, post_signed

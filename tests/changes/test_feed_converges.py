@@ -34,13 +34,13 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from app.changes.sequencer import number_and_publish
-from app.db import create_engine, create_sessionmaker
-from app.models import CallbackEvent, EventState
+from app.core.db import create_engine, create_sessionmaker
+from app.core.models import CallbackEvent, EventState
+from app.core.settings import Settings
 from app.registrations.reconcile import reconcile
 from app.registrations.states import State
-from app.settings import Settings
-from app.simulator import SimulatorControl
 from app.sinch.client import SinchClient, create_http_client
+from devtools.simulator import SimulatorControl
 from tests.support.reads import wait_for_facts
 from tests.support.stack import API_TOKEN, CALLBACK_PATH, Stack, running_stack
 

@@ -11,9 +11,9 @@ import pytest
 
 from app.changes.sequencer import Sequencer
 from app.changes.signal import ChangeSignal
-from app.db import create_engine, create_sessionmaker
-from app.jobs import create_redis
-from app.settings import Settings
+from app.core.db import create_engine, create_sessionmaker
+from app.core.jobs import create_redis
+from app.core.settings import Settings
 
 
 async def test_the_sequencer_poked_as_it_is_stopped_stops(
@@ -25,7 +25,7 @@ async def test_the_sequencer_poked_as_it_is_stopped_stops(
         sequencer = Sequencer(create_sessionmaker(engine), redis)
         sequencer.start()
         await asyncio.sleep(0)  # a turn of the loop: it waits for a poke now
-        with caplog.at_level(logging.WARNING, logger="app.lifecycle"):
+        with caplog.at_level(logging.WARNING, logger="app.core.lifecycle"):
             sequencer.poke()
             stopping = asyncio.ensure_future(sequencer.stop())
             done, _ = await asyncio.wait({stopping}, timeout=30)

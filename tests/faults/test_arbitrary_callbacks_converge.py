@@ -33,9 +33,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from app.db import create_engine
-from app.models import CallbackEvent
-from app.simulator import SimulatorControl
+from app.core.db import create_engine
+from app.core.models import CallbackEvent
+from devtools.simulator import SimulatorControl
 from tests.support.reads import registrations
 from tests.support.stack import API_TOKEN, CALLBACK_PATH, HMAC_SECRET, Stack, running_stack
 

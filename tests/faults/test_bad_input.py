@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from app.db import create_engine
+from app.core.db import create_engine
+from app.core.models import CallbackEvent, EventState
 from app.events.parsing import dedup_key, parse_callback
-from app.models import CallbackEvent, EventState
 from tests.support.signing import sign
 from tests.support.stack import CALLBACK_PATH, HMAC_SECRET, Stack, running_stack
 

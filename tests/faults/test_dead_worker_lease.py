@@ -11,7 +11,7 @@ import asyncio
 import signal
 from pathlib import Path
 
-from app.simulator import SimulatorControl
+from devtools.simulator import SimulatorControl
 from tests.support.stack import Load, Stack, assert_converged, make_load, running_stack, send
 
 LEASE_PREFIX = "arq:in-progress:event:"

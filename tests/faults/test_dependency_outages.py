@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.simulator import SimulatorControl
+from devtools.simulator import SimulatorControl
 from tests.support.stack import (
     assert_converged,
     assert_every_200_is_kept,

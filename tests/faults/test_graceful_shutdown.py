@@ -6,7 +6,7 @@ import asyncio
 import signal
 from pathlib import Path
 
-from app.simulator import SimulatorControl
+from devtools.simulator import SimulatorControl
 from tests.support.stack import (
     assert_converged,
     assert_every_200_is_kept,

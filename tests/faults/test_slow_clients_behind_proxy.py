@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.callbacks.conftest import CALLBACK_PATH, event_body, post_signed
 from tests.conftest import CALLBACK_SECRET, make_settings
 from tests.support.reads import events

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.db import is_storable_text
+from app.core.db import is_storable_text
 from app.registrations.facts import (
     MAX_MESSAGE,
     MAX_SENDER_IDS,

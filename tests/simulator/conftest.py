@@ -13,7 +13,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from app.simulator import SimulatorServer
+from devtools.simulator import SimulatorServer
 from tests.simulator.sim_receiver import Receiver
 
 

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.simulator import SimulatorControl, SimulatorServer
-from app.simulator.state import SimulatorState, format_time, list_filters
+from devtools.simulator import SimulatorControl, SimulatorServer
+from devtools.simulator.state import SimulatorState, format_time, list_filters
 
 
 async def test_wrong_credentials_get_no_token(sim_server: SimulatorServer) -> None:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.simulator import SimulatorControl, SimulatorServer, sign
-from app.simulator.delivery import plan_delivery
+from devtools.simulator import SimulatorControl, SimulatorServer, sign
+from devtools.simulator.delivery import plan_delivery
 from tests.simulator.sim_receiver import Receiver
 
 

@@ -1,5 +1,6 @@
 """A newcomer can use the simulator without reading its code: its control routes are documented,
-its docs page works offline, and `python -m app simulator` says how to point the service at it."""
+its docs page works offline, and `python -m devtools simulator` says how to point the service
+at it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from app.simulator import SimulatorServer
+from devtools.simulator import SimulatorServer
 from tests.support.servers import free_port
 
 
@@ -32,9 +33,9 @@ async def test_every_control_route_is_documented(sim_server: SimulatorServer) ->
 
 
 def banner(folder: Path, *options: str) -> str:
-    """What `python -m app simulator` prints before it serves; the process is stopped after."""
+    """What `python -m devtools simulator` prints before it serves; the process is stopped after."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "simulator", *options],
+        [sys.executable, "-m", "devtools", "simulator", *options],
         cwd=folder,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.simulator import SimulatorControl
-from app.simulator.state import CANNED_REASONS, MARKET_VERSIONS, POLICIES
+from devtools.simulator import SimulatorControl
+from devtools.simulator.state import CANNED_REASONS, MARKET_VERSIONS, POLICIES
 
 LISTED = {
     "sim-policy-gb-alphanumeric",

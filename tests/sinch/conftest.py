@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.simulator import SimulatorServer
 from app.sinch import SinchClient
+from devtools.simulator import SimulatorServer
 from tests.sinch.sinch_support import ClientFactory, client_for
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from app.simulator import SimulatorServer
 from app.sinch import SinchClient
+from devtools.simulator import SimulatorServer
 
 ClientFactory = Callable[..., SinchClient]
 

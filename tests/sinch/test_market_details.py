@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from app.simulator import SimulatorControl
 from app.sinch import SinchClient, SinchError
 from app.sinch.schemas import MarketVersion
+from devtools.simulator import SimulatorControl
 from tests.sinch.sinch_support import ClientFactory
 from tests.support.servers import serve
 

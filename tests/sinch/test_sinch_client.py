@@ -11,8 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
+from app.core.settings import Settings
 from app.sinch import (
     SinchClient,
     SinchNotConfiguredError,
@@ -21,6 +20,7 @@ from app.sinch import (
     SinchRetryableError,
     create_http_client,
 )
+from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.sinch.sinch_support import ClientFactory, client_for
 
 KEY_SECRET = "key-secret-never-shown-4711"

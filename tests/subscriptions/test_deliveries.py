@@ -32,9 +32,9 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from app.db import create_engine
-from app.models import CallbackEvent, EventState
-from app.simulator import SimulatorControl
+from app.core.db import create_engine
+from app.core.models import CallbackEvent, EventState
+from devtools.simulator import SimulatorControl
 from tests.support.reads import wait_for_facts
 from tests.support.servers import free_port, serve
 from tests.support.stack import API_TOKEN, CALLBACK_PATH, Stack, running_stack

@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import number_and_publish
 from app.changes.signal import ChangeSignal
-from app.db import utcnow
-from app.jobs import create_redis, delivery_job_id
-from app.settings import Settings
+from app.core.db import utcnow
+from app.core.jobs import create_redis, delivery_job_id
+from app.core.settings import Settings
 from app.subscriptions import service
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.schemas import SubscriptionIn

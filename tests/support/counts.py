@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.models import CallbackEvent, EventState, Registration
 from app.counts import service as counts
-from app.models import CallbackEvent, EventState, Registration
 
 Sessions = async_sessionmaker[AsyncSession]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from app.edge import PROTOCOL
+from app.web.edge import PROTOCOL
 from tests.support.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import create_engine
-from app.models import Base, CallbackEvent, Registration, RegistrationHistory
-from app.settings import Settings
+from app.core.db import create_engine
+from app.core.models import Base, CallbackEvent, Registration, RegistrationHistory
+from app.core.settings import Settings
 
 
 async def rows(settings: Settings, model: type[Base], *order_by: Any) -> Sequence[Any]:
@@ -48,7 +48,7 @@ FACTS_LIMIT_SECONDS = 60.0
 
 async def wait_for_facts(settings: Settings) -> None:
     """Wait (bounded) until no registration waits for its facts fetch, a job deferred on purpose
-    (app/jobs.py, FACTS_DEFER_SECONDS), so that facts can be compared with the truth."""
+    (app/core/jobs.py, FACTS_DEFER_SECONDS), so that facts can be compared with the truth."""
     deadline = time.monotonic() + FACTS_LIMIT_SECONDS
     while True:
         waiting = [r.id for r in await registrations(settings) if r.facts_due_at is not None]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import uvicorn
 from fastapi import FastAPI
 
-from app.edge import PROTOCOL
+from app.web.edge import PROTOCOL
 from tests.support.tasks import pending_tasks
 
 SHUTDOWN_SECONDS = 20.0
@@ -31,7 +31,7 @@ async def serve(app: FastAPI, *, startup_timeout: float = 10.0) -> AsyncIterator
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    # The protocol the service is deployed with (app/edge.py): its deadlines apply here too.
+    # The protocol the service is deployed with (app/web/edge.py): its deadlines apply here too.
     config = uvicorn.Config(
         app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5, http=PROTOCOL
     )

@@ -24,10 +24,10 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from app.db import create_engine
-from app.models import CallbackEvent, EventState
-from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
+from app.core.db import create_engine
+from app.core.models import CallbackEvent, EventState
+from app.core.settings import Settings
+from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.conftest import make_settings
 from tests.support.databases import (
     copy_sqlite,

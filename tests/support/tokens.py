@@ -4,10 +4,10 @@ create` makes them)."""
 from __future__ import annotations
 
 from app.audit.repository import Actor
-from app.auth import Scope
-from app.db import create_engine, create_sessionmaker, utcnow
-from app.settings import Settings
+from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.settings import Settings
 from app.tokens import service
+from app.tokens.principal import Scope
 
 
 async def make_token(settings: Settings, name: str, scope: Scope | str) -> str:

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from app.jobs import create_redis
-from app.settings import Settings
+from app.core.jobs import create_redis
+from app.core.settings import Settings
 from app.worker.context import WorkerContext
 from app.worker.settings import build_worker_settings
 from tests.support.tasks import pending_tasks

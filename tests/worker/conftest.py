@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
-from app.simulator import SimulatorServer
 from app.worker.context import WorkerContext
+from devtools.simulator import SimulatorServer
 from tests.conftest import make_settings
 from tests.support.servers import serve
 from tests.support.worker import worker_context

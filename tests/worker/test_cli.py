@@ -13,13 +13,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from app.jobs import event_job_id
+from app.core.jobs import event_job_id
+from app.core.models import AuditEntry
+from app.core.settings import Settings
 from app.main import create_app
-from app.models import AuditEntry
-from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
+from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.support.reads import events, registrations, rows
 from tests.support.servers import serve
 from tests.support.signing import sign
@@ -269,7 +269,7 @@ async def test_changes_prints_the_feed_one_line_per_change_and_follows_it(
 async def test_deliveries_are_listed_and_retried_from_the_command_line(
     settings: Settings, sim: SimulatorControl, tmp_path: Path
 ) -> None:
-    from app.db import create_engine, create_sessionmaker, utcnow
+    from app.core.db import create_engine, create_sessionmaker, utcnow
     from app.subscriptions import service as subscriptions
     from app.subscriptions.schemas import SubscriptionIn
 

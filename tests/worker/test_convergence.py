@@ -20,14 +20,14 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from app.db import create_engine, create_sessionmaker
-from app.models import CallbackEvent, EventState
+from app.core.db import create_engine, create_sessionmaker
+from app.core.models import CallbackEvent, EventState
+from app.core.settings import Settings
 from app.registrations.facts import FACT_STATES
 from app.registrations.reconcile import reconcile
 from app.registrations.states import State, is_allowed
-from app.settings import Settings
-from app.simulator import SimulatorControl
 from app.sinch.client import SinchClient, create_http_client
+from devtools.simulator import SimulatorControl
 from tests.support.reads import (
     facts_as_kept,
     history,

@@ -7,13 +7,13 @@ import asyncio
 
 import pytest
 
+from app.core.settings import Settings
 from app.registrations import repository
 from app.registrations.reconcile import WATERMARK
-from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
 from app.sinch.errors import SinchRetryableError
 from app.worker.context import WorkerContext
 from app.worker.tasks import cron_budget, reconcile_changes
+from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.worker.conftest import sim_settings
 
 JOB_TIMEOUT = 2

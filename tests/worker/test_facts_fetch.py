@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from app.jobs import facts_job_id
-from app.settings import Settings
-from app.simulator import SimulatorControl
+from app.core.jobs import facts_job_id
+from app.core.settings import Settings
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event, refresh_facts, sweep
+from devtools.simulator import SimulatorControl
 from tests.support.reads import registrations
 from tests.worker.test_process_event import deliver, gets
 

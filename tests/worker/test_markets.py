@@ -7,14 +7,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from app.db import utcnow
-from app.models import HistorySource
+from app.core.db import utcnow
+from app.core.models import HistorySource
 from app.registrations import markets
 from app.registrations.service import apply_snapshot
-from app.simulator import SimulatorControl
 from app.sinch.schemas import MarketVersion, SinchRegistration
 from app.worker.context import WorkerContext
 from app.worker.tasks import refresh_markets
+from devtools.simulator import SimulatorControl
 from tests.support.reads import registrations
 
 

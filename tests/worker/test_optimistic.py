@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import driver_connection, utcnow
+from app.core.db import driver_connection, utcnow
+from app.core.models import REGISTRATIONS
+from app.core.settings import Settings
 from app.events import processing
-from app.models import REGISTRATIONS
 from app.registrations.decision import DEFAULT_SKEW
-from app.settings import Settings
-from app.simulator import SimulatorControl
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
+from devtools.simulator import SimulatorControl
 from tests.support.reads import events, history, registrations
 from tests.worker.test_process_event import deliver
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.db import create_engine, create_sessionmaker, utcnow
-from app.models import Delivery, RegistrationChange
-from app.settings import Settings
-from app.simulator import SimulatorControl
+from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.models import Delivery, RegistrationChange
+from app.core.settings import Settings
 from app.subscriptions import service
 from app.subscriptions.schemas import SubscriptionIn
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
+from devtools.simulator import SimulatorControl
 from tests.worker.test_process_event import deliver
 
 

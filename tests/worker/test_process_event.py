@@ -12,10 +12,10 @@ import httpx
 import pytest
 from arq import Retry
 
-from app.settings import Settings
-from app.simulator import SimulatorControl
+from app.core.settings import Settings
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
+from devtools.simulator import SimulatorControl
 from tests.support.reads import events, history, registrations
 from tests.support.signing import sign
 
@@ -197,7 +197,7 @@ async def test_retryable_failure_retries_then_fails_and_stays_replayable(
 
     # Sinch is back: the failed event is replayed and converges.
     await sim.clear_faults()
-    from app.db import create_engine, create_sessionmaker
+    from app.core.db import create_engine, create_sessionmaker
     from app.events.repository import reset_for_replay
 
     engine = create_engine(settings)

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from arq import Retry
 
-from app.jobs import PROCESS_EVENT, create_redis
+from app.core.jobs import PROCESS_EVENT, create_redis
+from app.core.settings import Settings
 from app.main import create_app
-from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
 from app.worker.context import WorkerContext
 from app.worker.settings import build_worker_settings
 from app.worker.tasks import process_event
+from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.support.reads import events
 from tests.support.servers import serve
 from tests.worker.conftest import sim_settings

@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 from sqlalchemy import update
 
-from app.db import create_engine, utcnow
-from app.models import REGISTRATIONS
+from app.core.db import create_engine, utcnow
+from app.core.models import REGISTRATIONS
+from app.core.settings import Settings
 from app.registrations.reconcile import reconcile
-from app.settings import Settings
-from app.simulator import SimulatorControl
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
+from devtools.simulator import SimulatorControl
 from tests.conftest import API_TOKEN
 from tests.support.reads import events, registrations
 

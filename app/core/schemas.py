@@ -1,7 +1,7 @@
 """Shapes shared by the internal API's documents: the camelCase base model, times, and problems.
 
-Problem documents themselves are made by app/problems.py; `problem_responses` only describes them
-in the OpenAPI document, so routes can list the errors they answer.
+Problem documents themselves are made by app/core/problems.py; `problem_responses` only describes
+them in the OpenAPI document, so routes can list the errors they answer.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from app.problems import PROBLEM_MEDIA_TYPE
+from app.core.problems import PROBLEM_MEDIA_TYPE
 
 
 class ApiModel(BaseModel):

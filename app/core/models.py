@@ -53,7 +53,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.db import UTCDateTime
+from app.core.db import UTCDateTime
 
 # Named constraints make migrations reproducible and let SQLite's batch mode find them.
 NAMING_CONVENTION = {

@@ -8,8 +8,8 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from app.simulator.delivery import DeliveryOrder, DeliveryResult
-from app.simulator.state import FaultPaths, format_time
+from devtools.simulator.delivery import DeliveryOrder, DeliveryResult
+from devtools.simulator.state import FaultPaths, format_time
 
 
 def _time(value: datetime | str | None) -> str | None:
@@ -70,8 +70,8 @@ class SimulatorControl:
     ) -> dict[str, Any]:
         """Create a registration (default IN_QUEUE, ALPHANUMERIC_SENDER_ID); answers its document.
 
-        `policy_id` names a policy of the simulator's catalog (`app.simulator.state.POLICIES`; its
-        type is then the default), else one is picked for the type; `sender_ids` (or `sender_id`
+        `policy_id` names a policy of the simulator's catalog (`devtools.simulator.state.POLICIES`;
+        its type is then the default), else one is picked for the type; `sender_ids` (or `sender_id`
         for one) are its sender IDs, else generated; `tags` None lets the simulator add one or two.
         `extra` fields are merged into the document (to try unknown fields); `lifecycle` states are
         applied right after creation, one second apart, each recording a callback event.

@@ -1,4 +1,4 @@
-"""`python -m app demo`: the simulator plays registration lifecycles against the real service.
+"""`python -m devtools demo`: the simulator plays registration lifecycles against the real service.
 
 Starts the simulator, migrates a fresh SQLite database in a temporary folder, runs the API and a
 worker as child processes pointed at the simulator, delivers a few dozen lifecycles as shuffled and
@@ -28,12 +28,12 @@ import httpx
 import redis
 from sqlalchemy import func, select
 
-from app.db import create_engine
-from app.models import CallbackEvent, EventState, Registration
+from app.core.db import create_engine
+from app.core.models import CallbackEvent, EventState, Registration
+from app.core.settings import Settings
 from app.registrations.facts import FACT_STATES
 from app.registrations.states import is_allowed
-from app.settings import Settings
-from app.simulator import SimulatorControl, SimulatorServer
+from devtools.simulator import SimulatorControl, SimulatorServer
 
 ROOT = Path(__file__).resolve().parents[1]
 LIFECYCLES = [
@@ -88,7 +88,7 @@ async def _drained(settings: Settings, expected: int, limit_seconds: float = 60)
 
 
 async def _facts_settled(settings: Settings, limit_seconds: float = 60) -> None:
-    """Wait until no registration waits for its facts fetch (a low-priority job, app/jobs.py)."""
+    """Wait until no registration waits for its facts fetch (low-priority job: app/core/jobs.py)."""
     engine = create_engine(settings)
     try:
         deadline = time.monotonic() + limit_seconds
@@ -251,7 +251,7 @@ What to look at:
   - the GETs: a callback that was out of order, unknown or doubtful was checked with a GET from
     Sinch instead of trusted (docs/architecture.md walks one callback through);
   - one registration at a time, through the API: `make run`, then in another terminal
-    `.venv/bin/python -m app sandbox play` (README, first section)."""
+    `.venv/bin/python -m devtools sandbox play` (README, first section)."""
 
 
 def redis_db_of(redis_url: str) -> int:

@@ -37,7 +37,7 @@ class Metrics:
         self.connections_cut = Counter(
             "sinch_api_connections_cut",
             "Connections closed because a request's headers or body did not arrive in time "
-            "(app/edge.py).",
+            "(app/web/edge.py).",
             ["phase"],
             registry=r,
         )

@@ -1,6 +1,6 @@
 """What `make run` (scripts/run) checks and decides before it starts a process.
 
-`python -m app.launch --port PORT [--sim-port SIM_PORT]` reads the configuration as the service
+`python -m devtools.launch --port PORT [--sim-port SIM_PORT]` reads the configuration as the service
 will (environment, then ./.env), and either prints bash assignments for scripts/run to `eval`, or
 prints one line per problem (`run: ...`, naming the variable or port and how to fix it) on stderr
 and exits non-zero. The checks: the settings load; Sinch credentials are all set (real Sinch) or
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
-from app.settings import Settings, describe_refusal
+from app.core.settings import Settings, describe_refusal
 
 DEFAULT_SIM_PORT = 8010
 SIM_PROJECT_ID = "sandbox-project"
@@ -222,7 +222,7 @@ def plan(requested_port: str, requested_sim_port: str, env_file: Path = Path(".e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.launch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.launch", description=__doc__)
     parser.add_argument("--port", default="8000", help="the API's port (PORT)")
     parser.add_argument(
         "--sim-port", default="", help="the simulator's port (SIM_PORT); empty: 8010 or any free"

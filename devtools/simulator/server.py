@@ -1,4 +1,4 @@
-"""Running the simulator: in the foreground (`python -m app simulator`) or in a thread."""
+"""Running the simulator: in the foreground (`python -m devtools simulator`) or in a thread."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Self
 import uvicorn
 from fastapi import FastAPI
 
-from app.simulator.app import create_simulator_app
+from devtools.simulator.app import create_simulator_app
 
 DEFAULT_PROJECT_ID = "sim-project"
 DEFAULT_KEY_ID = "sim-key-id"

@@ -5,11 +5,11 @@ uses, keeps registrations with scripted lifecycles, delivers their callbacks sig
 shuffled, duplicated, late) and injects faults, all on command through `/_sim/`.
 """
 
-from app.simulator.app import create_simulator_app
-from app.simulator.control import SimulatorControl
-from app.simulator.delivery import DeliveryOrder, DeliveryResult
-from app.simulator.server import SimulatorServer, run_simulator
-from app.simulator.signing import SIGNATURE_HEADER, sign
+from devtools.simulator.app import create_simulator_app
+from devtools.simulator.control import SimulatorControl
+from devtools.simulator.delivery import DeliveryOrder, DeliveryResult
+from devtools.simulator.server import SimulatorServer, run_simulator
+from devtools.simulator.signing import SIGNATURE_HEADER, sign
 
 __all__ = [
     "SIGNATURE_HEADER",

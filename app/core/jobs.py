@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 PROCESS_EVENT: Final = "process_event"
 REFRESH_FACTS: Final = "refresh_facts"

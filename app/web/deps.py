@@ -10,8 +10,8 @@ from arq import ArqRedis
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app.metrics import Metrics
-from app.settings import Settings
+from app.core.metrics import Metrics
+from app.core.settings import Settings
 
 if TYPE_CHECKING:
     from app.callbacks.secrets import AcceptedSecrets

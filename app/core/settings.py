@@ -96,10 +96,10 @@ class Settings(BaseSettings):
     """Longest a callback's body may take to arrive; a client that trickles it is cut off (408)."""
     header_read_timeout_seconds: float = Field(default=10.0, gt=0)
     """Longest a client may take from opening a connection (or finishing its previous request)
-    to the end of its request's headers; a slower one is disconnected (app/edge.py)."""
+    to the end of its request's headers; a slower one is disconnected (app/web/edge.py)."""
     body_read_timeout_seconds: float = Field(default=20.0, gt=0)
     """Longest any request's body may take to arrive after its headers; a slower one is
-    disconnected (app/edge.py). Above CALLBACK_READ_TIMEOUT_SECONDS, so that a callback gets the
+    disconnected (app/web/edge.py). Above CALLBACK_READ_TIMEOUT_SECONDS, so that a callback gets the
     endpoint's own 408 first."""
     token_cache_seconds: float = Field(default=2.0, gt=0, le=4.0)
     """How long an API process uses its last read of the database tokens: a revoked token is

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -26,8 +24,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from app.audit.repository import Actor
-from app.deps import Resources, ResourcesDep
-from app.problems import ProblemError
+from app.core.problems import ProblemError
+from app.tokens.principal import Principal, Scope, TokenLookupError
+from app.web.deps import Resources, ResourcesDep
 
 # auto_error=False: FastAPI's own refusal is not problem+json; `require_token` makes the 401. The
 # scheme still puts the bearer security scheme into the OpenAPI document.
@@ -39,24 +38,6 @@ bearer_scheme = HTTPBearer(
 )
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
-
-
-class Scope(StrEnum):
-    """What a token may do. `write` includes everything `read` may."""
-
-    READ = "read"
-    WRITE = "write"
-
-    def allows(self, needed: Scope) -> bool:
-        return self is Scope.WRITE or needed is Scope.READ
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who presented an accepted token: its name (never the token) and its scope."""
-
-    name: str
-    scope: Scope
 
 
 class UnauthorizedError(ProblemError):
@@ -91,11 +72,6 @@ def _bootstrap_principal(presented: str, accepted: Sequence[SecretStr]) -> Princ
         if hmac.compare_digest(candidate, token.get_secret_value().encode()):
             found = found or Principal(f"env:{position}", Scope.WRITE)
     return found
-
-
-class TokenLookupError(Exception):
-    """The database tokens could not be read (the database does not answer): raised by
-    `app.tokens.directory.TokenDirectory`, answered here as a 503 problem."""
 
 
 class TokensUnavailableError(ProblemError):

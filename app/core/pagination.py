@@ -24,8 +24,8 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Query
 from pydantic import BaseModel, ValidationError
 
-from app.api_schemas import MAX_TEXT_LENGTH
-from app.problems import ProblemError
+from app.core.problems import ProblemError
+from app.core.schemas import MAX_TEXT_LENGTH
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -48,7 +48,7 @@ LimitQuery = Annotated[
 
 
 TEXT_ID_CURSOR_PATTERN = rf"^[0-9]{{0,{_TIME_DIGITS}}}:[^\x00-\x1f\x7f]{{1,{MAX_TEXT_LENGTH}}}$"
-"""Cursors of keys with a text id (app.api_schemas' printable text of at most MAX_TEXT_LENGTH
+"""Cursors of keys with a text id (app.core.schemas' printable text of at most MAX_TEXT_LENGTH
 characters), with or without a time: exactly what the registration listing's keys accept."""
 ROW_ID_CURSOR_PATTERN = r"^:[1-9][0-9]{0,17}$"
 """Cursors of keys with a row number (below 10**18, far beyond what a BIGINT sequence reaches)."""

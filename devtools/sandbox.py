@@ -1,4 +1,4 @@
-"""`python -m app sandbox play`: one registration's lifecycle, played against a running sandbox.
+"""`python -m devtools sandbox play`: a registration's lifecycle, played against a running sandbox.
 
 `make run` without Sinch credentials runs the built-in simulator as Sinch (scripts/run). This
 creates a registration at that simulator, moves it through its lifecycle one state at a time,
@@ -103,7 +103,7 @@ async def play(
     say: Callable[[str], None] = print,
 ) -> str:
     """Play one lifecycle; answers the registration id. SandboxError names what went wrong."""
-    from app.simulator.control import SimulatorControl
+    from devtools.simulator.control import SimulatorControl
 
     api_url = api_url.rstrip("/")
     simulator_url = simulator_url.rstrip("/")

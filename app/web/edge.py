@@ -13,7 +13,7 @@ for as long as it likes, and enough of them starve everyone else, Sinch's callba
   (`CALLBACK_READ_TIMEOUT_SECONDS`) answers a slow callback 408 before this one fires.
 Idle kept-alive connections are closed by uvicorn's own `--timeout-keep-alive` (5 s).
 
-Use: `uvicorn app.main:app --http app.edge:GuardedHttpToolsProtocol` (the Dockerfile, Compose,
+Use: `uvicorn app.main:app --http app.web.edge:GuardedHttpToolsProtocol` (the Dockerfile, Compose,
 `make run` and `python -m app serve` do). The deadlines come from the settings of the app the
 server runs (its lifespan state); one timer per connection, armed and disarmed twice a request.
 """
@@ -25,10 +25,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app.problems import PROBLEM_MEDIA_TYPE, problem_body
-from app.settings import Settings
+from app.core.problems import PROBLEM_MEDIA_TYPE, problem_body
+from app.core.settings import Settings
 
-PROTOCOL = "app.edge:GuardedHttpToolsProtocol"
+PROTOCOL = "app.web.edge:GuardedHttpToolsProtocol"
 """What to give uvicorn's `--http` (or `uvicorn.Config(http=...)`)."""
 
 

@@ -16,12 +16,12 @@ from pydantic import BaseModel
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from sqlalchemy import text
 
-from app.auth import UnauthorizedError, token_accepted
+from app.core.db import utcnow
+from app.core.jobs import memory_verdict, mib
 from app.counts import service as counts_service
-from app.db import utcnow
-from app.deps import ResourcesDep
-from app.jobs import memory_verdict, mib
 from app.subscriptions import repository as subscriptions
+from app.web.auth import UnauthorizedError, token_accepted
+from app.web.deps import ResourcesDep
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import httpx
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
-from app.simulator.signing import SIGNATURE_HEADER, sign
+from devtools.simulator.signing import SIGNATURE_HEADER, sign
 
 DeliveryOrder = Literal["in_order", "shuffled", "reversed"]
 

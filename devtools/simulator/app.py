@@ -20,9 +20,9 @@ from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.docs import install_docs
-from app.simulator.delivery import DeliveryOrder, DeliveryResult, deliver, plan_delivery
-from app.simulator.state import (
+from app.web.docs import install_docs
+from devtools.simulator.delivery import DeliveryOrder, DeliveryResult, deliver, plan_delivery
+from devtools.simulator.state import (
     Fault,
     FaultPaths,
     RequestKind,

@@ -29,7 +29,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.types import TypeDecorator
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 

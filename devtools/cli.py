@@ -1,0 +1,155 @@
+"""`python -m devtools`: the tools for working on the service without a Sinch account.
+
+`simulator` runs a fake Sinch, `sandbox play` drives a registration through the sandbox that
+`make run` starts, `demo` plays shuffled lifecycles against a service of its own, `run` is what
+`make run` calls to check, prepare and describe its processes. None of this is installed in the
+production image; the service itself never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from app.cli import (
+    Command,
+    CommandError,
+    load_settings,
+    non_negative,
+    port,
+    run,
+    sync,
+    token_command,
+)
+
+
+def _cmd_simulator(args: argparse.Namespace) -> int:
+    from devtools.simulator import run_simulator
+
+    run_simulator(
+        args.host,
+        args.port,
+        project_id=args.project_id,
+        key_id=args.key_id,
+        key_secret=args.key_secret,
+        hmac_secret=args.hmac_secret,
+    )
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from devtools.demo import run_demo
+
+    return run_demo(args.registrations, redis_db=args.redis_db)
+
+
+async def _sandbox_play(args: argparse.Namespace) -> int:
+    from devtools.sandbox import SandboxError, curl_commands, play
+
+    settings = load_settings()
+    if not settings.internal_api_tokens:
+        raise CommandError(
+            "INTERNAL_API_TOKENS is not set: run this in the folder where `make run` runs "
+            "(it reads ./.env)",
+            status=2,
+        )
+    lifecycle = [state.strip() for state in args.lifecycle.split(",") if state.strip()]
+    try:
+        registration_id = await play(
+            api_url=args.api_url,
+            simulator_url=args.simulator_url,
+            token=settings.internal_api_tokens[0].get_secret_value(),
+            lifecycle=lifecycle,
+            step_timeout=args.timeout,
+        )
+    except SandboxError as exc:
+        raise CommandError(str(exc)) from None
+    print("\nSee it through the API (the first line sets TOKEN without printing it):")
+    for line in [token_command(), *curl_commands(args.api_url.rstrip("/"), registration_id)]:
+        print(f"  {line}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from devtools.simulator import server as sim
+
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools",
+        description="Work on the service without a Sinch account: the simulator, the sandbox, "
+        "the demo.",
+        formatter_class=formatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, formatter_class=formatter
+        )
+        sub.set_defaults(func=func)
+        return sub
+
+    simulator = command("simulator", "run the Sinch simulator: a fake Sinch", _cmd_simulator)
+    simulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    simulator.add_argument("--port", type=port, default=8010, help="port to listen on")
+    simulator.add_argument("--project-id", default=sim.DEFAULT_PROJECT_ID, help="its project id")
+    simulator.add_argument("--key-id", default=sim.DEFAULT_KEY_ID, help="its access key id")
+    simulator.add_argument(
+        "--key-secret", default=sim.DEFAULT_KEY_SECRET, help="its access key secret"
+    )
+    simulator.add_argument(
+        "--hmac-secret",
+        default=sim.DEFAULT_HMAC_SECRET,
+        help="the secret it signs callbacks with",
+    )
+
+    demo = command(
+        "demo", "play shuffled lifecycles from the simulator against the service", _cmd_demo
+    )
+    demo.add_argument("--registrations", type=int, default=30, help="how many lifecycles")
+    demo.add_argument(
+        "--redis-db",
+        type=non_negative,
+        default=14,
+        help="Redis database (of REDIS_URL's server) the demo's worker alone uses; emptied first",
+    )
+
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="play against the sandbox `make run` starts without Sinch credentials",
+        description="Play against the sandbox `make run` starts without Sinch credentials: the "
+        "built-in simulator as Sinch.",
+        formatter_class=formatter,
+    )
+    sandbox_commands = sandbox.add_subparsers(
+        dest="sandbox_command", required=True, metavar="COMMAND"
+    )
+    play_help = (
+        "create a registration at the simulator, deliver its lifecycle's callbacks to the API one "
+        "by one and wait until the API's copy shows each state; then print the curl commands "
+        "that show it"
+    )
+    play = sandbox_commands.add_parser(
+        "play", help=play_help, description=play_help, formatter_class=formatter
+    )
+    play.set_defaults(func=sync(_sandbox_play))
+    play.add_argument("--api-url", default="http://127.0.0.1:8000", help="the API's base URL")
+    play.add_argument(
+        "--simulator-url", default="http://127.0.0.1:8010", help="the simulator's base URL"
+    )
+    play.add_argument(
+        "--lifecycle",
+        default="IN_PROGRESS,APPROVED",
+        help="comma-separated states the registration moves through after IN_QUEUE",
+    )
+    play.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the API's copy to show each state",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
