@@ -13,11 +13,13 @@ import pytest
 from tests.support.servers import free_port
 
 
-def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def run(
+    tmp_path: Path, *args: str, module: str = "app", **env: str
+) -> subprocess.CompletedProcess[str]:
     variables = {k: v for k, v in os.environ.items() if not k.startswith(("SINCH_", "DATABASE"))}
     variables.update({"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db", **env})
     return subprocess.run(
-        [sys.executable, "-m", "app", *args],
+        [sys.executable, "-m", module, *args],
         env=variables,
         cwd=tmp_path,
         capture_output=True,
@@ -76,11 +78,20 @@ def test_replay_failed_without_credentials_warns_that_they_will_fail_again(
     assert "replaying 0 events" in result.stdout
 
 
-def test_every_option_of_every_command_has_help_with_its_default(tmp_path: Path) -> None:
-    top = run(tmp_path, "--help")
+@pytest.mark.parametrize(
+    ("module", "commands"),
+    [
+        ("app", ("serve", "reconcile", "replay", "prune", "sign")),
+        ("devtools", ("simulator", "demo")),
+    ],
+)
+def test_every_option_of_every_command_has_help_with_its_default(
+    tmp_path: Path, module: str, commands: tuple[str, ...]
+) -> None:
+    top = run(tmp_path, "--help", module=module)
     assert top.returncode == 0
-    for command in ("serve", "simulator", "reconcile", "replay", "prune", "sign", "demo"):
-        shown = run(tmp_path, command, "--help")
+    for command in commands:
+        shown = run(tmp_path, command, "--help", module=module)
         assert shown.returncode == 0, shown.stderr
         options = [line for line in shown.stdout.splitlines() if line.strip().startswith("--")]
         for option in options:
