@@ -14,6 +14,7 @@ Run from the repository root: `.venv/bin/python -m bench.api` (see bench/README.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
 import sys
@@ -190,15 +191,21 @@ async def run_reads(run: Stack) -> dict[str, Any]:
             }
 
 
-def main() -> int:
-    options = parser(__doc__)
+def options(doc: str | None) -> argparse.ArgumentParser:
+    """The database's size and the requests per measure (bench.console's too)."""
+    options = parser(doc)
     options.add_argument("--registrations", type=int, default=100_000)
     options.add_argument("--events", type=int, default=1_000_000)
     options.add_argument("--requests", type=int, default=2_000, help="per measure (2000)")
+    return options
+
+
+def main() -> int:
+    options_ = options(__doc__)
     # The targets are one caller's; with more at once the figures measure the two cores shared
     # by the server, PostgreSQL and the Python client.
-    options.add_argument("--concurrency", type=int, default=1, help="requests at once (1)")
-    args = options.parse_args()
+    options_.add_argument("--concurrency", type=int, default=1, help="requests at once (1)")
+    args = options_.parse_args()
     with stack("api", args) as run:
         results = asyncio.run(run_reads(run))
     print(f"\nGET over HTTP, {args.concurrency} at a time, {args.requests} requests each")
