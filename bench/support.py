@@ -287,9 +287,9 @@ class Stack:
             groups | {"postgres": "postgres", "redis": [self.redis_pid], "bench": [os.getpid()]}
         )
 
-    async def value(self, sql: str, *args: Any) -> Any:
-        """The first value of `sql`'s answer on the stack's database."""
-        connection = await asyncpg.connect(self.plain_url)
+    async def value(self, sql: str, *args: Any, admin: bool = False) -> Any:
+        """The first value of `sql`'s answer on the stack's database (or the admin database)."""
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL if admin else self.plain_url)
         try:
             return await connection.fetchval(sql, *args)
         finally:
