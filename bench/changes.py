@@ -72,7 +72,7 @@ class Reader:
 async def long_poll(client: httpx.AsyncClient, cursor: str, reader: Reader) -> None:
     reader.opened.set()
     while True:
-        params = {"cursor": cursor, "wait": 30, "limit": 500}
+        params: dict[str, str | int] = {"cursor": cursor, "wait": 30, "limit": 500}
         page = (await client.get("/v1/changes", params=params)).raise_for_status().json()
         reader.received += [(time.monotonic(), item) for item in page["items"]]
         cursor = page["nextCursor"]
@@ -146,7 +146,7 @@ def analyse(reader: Reader, committed: Sequence[float], registrations: int, warm
 
 
 async def latency(run: Stack, server: Server) -> dict[str, Any]:
-    args, problems = run.args, []
+    args, problems = run.args, list[str]()
     warmup = round(args.rate * args.warmup)
     docs = [
         change_document(i, args.registrations)
@@ -204,7 +204,7 @@ async def callbacks(run: Stack, sender: Helper, server: Server) -> dict[str, Any
 
 
 async def memory(run: Stack, server: Server) -> dict[str, Any]:
-    args, pid, port, problems = run.args, server.process.pid, server.port, []
+    args, pid, port, problems = run.args, server.process.pid, server.port, list[str]()
     new = [
         document(f"bench-new-{i}", "IN_QUEUE", T0 + timedelta(seconds=MEMORY_BASE + i))
         for i in range(args.changes + 1)

@@ -15,6 +15,7 @@ import asyncio
 import random
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -31,11 +32,11 @@ TARGET_P99_MS = 150.0
 async def run_pages(run: Stack) -> dict[str, Any]:
     args, rng = run.args, random.Random(7)
     await api.fill(run)
-    engine = create_engine(Settings(_env_file=None, database_url=run.url))  # type: ignore[call-arg]
+    engine = create_engine(Settings(_env_file=None, database_url=run.url))
     print(f"  folded {await counts.fold(create_sessionmaker(engine), utcnow()):,} deltas")
     await engine.dispose()
     regs = "/console/registrations"
-    pages = {
+    pages: dict[str, Callable[[], str]] = {
         "overview": lambda: "/console",
         "registrations_by_status": lambda: (
             f"/console/registrations?status={rng.choice(api.STATES)}"

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -396,7 +396,7 @@ def finish(run: Stack, results: Mapping[str, Any], met: bool, problems: Sequence
         name: admin(f"SHOW {name}")
         for name in ("fsync", "synchronous_commit", "wal_sync_method", "server_version")
     }
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    machine: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     machine |= {"git_commit": commit.stdout.decode().strip(), "postgres": postgres}
     out = RESULTS / f"{run.name}-{run.stamp}.json"
     document = {"settings": vars(run.args), "environment": machine, "met": met}
@@ -435,10 +435,13 @@ def callback_body(resource_id: str, status: str, create_time: str, project: str 
 # ----------------------------------------------------------------------------- steady rates
 
 
-async def paced(count: int, rate: float, one: Callable[[int], Awaitable[None]]) -> list[float]:
+async def paced(
+    count: int, rate: float, one: Callable[[int], Coroutine[Any, Any, None]]
+) -> list[float]:
     """Start `one(0)`, `one(1)`, ... on a fixed schedule of `rate` per second, not waiting for
     them to end (they wait for all at the end); answers each one's due monotonic time."""
-    tasks, due = [], []
+    tasks: list[asyncio.Task[None]] = []
+    due: list[float] = []
     begin = time.monotonic() + 0.05
     for n in range(count):
         due.append(begin + n / rate)
@@ -584,7 +587,7 @@ async def _write(
     from app.registrations.service import apply_snapshot
     from app.sinch.schemas import SinchRegistration
 
-    settings = Settings(_env_file=None, database_url=url, redis_url=redis_url)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=url, redis_url=redis_url)
     engine, client = create_engine(settings), create_redis(settings)
     sessions = create_sessionmaker(engine)
     sequencer = Sequencer(sessions, client)

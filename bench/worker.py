@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 from arq.connections import RedisSettings
@@ -97,7 +97,7 @@ def arq_ceiling(run: Stack, jobs: int) -> dict[str, Any]:
         while client.zcard("arq:queue") or client.keys("arq:in-progress:*"):
             time.sleep(0.05)
         cpu, wall = meter.stop(), time.monotonic() - began
-    stats = json.loads(client.get(STATS_KEY) or "{}")
+    stats = json.loads(cast(bytes, client.get(STATS_KEY)))
     client.flushdb()
     client.close()
     seconds = stats["last_end"] - stats["first_start"]
