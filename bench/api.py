@@ -1,54 +1,48 @@
 """Benchmark of the internal API's reads on a large PostgreSQL database.
 
-Fills a fresh database with 100,000 registrations (with a history row each) and 1,000,000 kept
-callback events, serves `uvicorn app.main:app` on it, and measures over real HTTP:
+Fills a fresh database with 100,000 registrations (a history row each) and 1,000,000 kept callback
+events, serves `uvicorn app.main:app` on it, and measures over real HTTP, `--concurrency` requests
+at a time (default 1), latency per request on the client:
 1. GET /v1/registrations/{id} for random ids (target p99 <= 10 ms);
-2. GET /v1/registrations?status=...&limit=50, one filtered page, first pages and pages reached by
-   cursor (target p99 <= 25 ms);
+2. GET /v1/registrations?status=...&limit=50, first pages and pages reached by cursor (target p99
+   <= 25 ms);
 3. the same with the registration facts' filters: `senderId` (alone, with `marketCode`, with a
-   `status`), `marketCode` (alone, with several `status`es), one or two `tag`s
-   (target p99 <= 25 ms).
-Requests go `--concurrency` at a time (default 1) from an async httpx client; latency is measured
-per request on the client.
+   `status`), `marketCode` (alone, with several `status`es), one or two `tag`s (p99 <= 25 ms).
 
-Run from the repository root: `.venv/bin/python -m bench.api` (about a minute, most of it filling
-the database).
+Run from the repository root: `.venv/bin/python -m bench.api` (see bench/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 
 from bench.support import (
-    RESULTS,
-    create_database,
-    database_url,
-    describe_machine,
-    drop_database,
+    AUTH,
+    Stack,
+    execute,
+    finish,
     latency_summary,
+    parser,
+    stack,
     table,
-    timestamp,
-    uvicorn_server,
-    write_results,
+    verdict,
 )
 
-DATABASE = "bench_api"
-TOKEN = "bench-api-token"
 STATES = ["IN_QUEUE", "IN_PROGRESS", "APPROVED", "REJECTED", "PENDING", "ON_HOLD"]
 TYPES = ["ALPHANUMERIC_SENDER_ID", "LONG_NUMBER", "SHORT_CODE", "RCS_AGENT"]
 MARKETS = ["GB", "SE", "DE", "FR", "US", "NL", "ES", "IT", "NO", "DK", "FI", "PL"]
 TAGS = 40
 BRANDS = 1000
 """Every third registration also asks for a brand's sender ID (`ACME0042`), shared by ~33."""
+TARGETS = {"get_registration": 10.0, "filtered_page": 25.0, "facts_filtered_page": 25.0}
 
 FILL = [
     # 100,000 registrations, ids like reg-000042, states and types spread evenly. (Built from the
@@ -106,46 +100,6 @@ FILL = [
 ]
 
 
-async def fill(registrations: int, events: int) -> None:
-    connection = await asyncpg.connect(database_url(DATABASE))
-    try:
-        for statement in FILL:
-            started = time.monotonic()
-            await connection.execute(
-                statement.replace("{registrations}", str(registrations)).replace(
-                    "{events}", str(events)
-                )
-            )
-            print(f"  {statement.split()[0]} ... {time.monotonic() - started:.1f}s", flush=True)
-    finally:
-        await connection.close()
-
-
-async def measure(client: httpx.AsyncClient, paths: list[str], concurrency: int) -> dict[str, Any]:
-    """GET every path, `concurrency` at a time: req/s and latency (ms) measured per request."""
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    queue = list(reversed(paths))
-
-    async def worker() -> None:
-        while queue:
-            path = queue.pop()
-            started = time.perf_counter()
-            response = await client.get(path)
-            latencies.append((time.perf_counter() - started) * 1000)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    assert set(statuses) == {200}, f"answers other than 200: {statuses}"
-    return {
-        "requests": len(latencies),
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-        "latency_ms": latency_summary(latencies, digits=2),
-    }
-
-
 def fact_filter(rng: random.Random, registrations: int) -> str:
     """A first page asked by the facts' filters, as internal services ask them."""
     brand = f"ACME{rng.randrange(BRANDS):04d}"
@@ -167,99 +121,105 @@ def fact_filter(rng: random.Random, registrations: int) -> str:
     return f"/v1/registrations?{query}&limit=50"
 
 
+async def measure(client: httpx.AsyncClient, paths: list[str], concurrency: int) -> dict[str, Any]:
+    """GET every path, `concurrency` at a time (each answered 200): req/s and latency (ms)."""
+    latencies: list[float] = []
+    queue = list(reversed(paths))
+
+    async def one_client() -> None:
+        while queue:
+            path, began = queue.pop(), time.perf_counter()
+            response = await client.get(path)
+            latencies.append((time.perf_counter() - began) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {path}: {response.status_code}")
+
+    began = time.perf_counter()
+    await asyncio.gather(*(one_client() for _ in range(concurrency)))
+    rate = round(len(latencies) / (time.perf_counter() - began), 1)
+    return {"requests_per_s": rate, "latency_ms": latency_summary(latencies, digits=2)}
+
+
+async def fill(run: Stack) -> None:
+    """The registrations and events of `--registrations` and `--events`, then VACUUM ANALYZE."""
+    args = run.args
+    print(f"filling {args.registrations:,} registrations and {args.events:,} events ...")
+    await execute(run.plain_url, FILL, registrations=args.registrations, events=args.events)
+
+
 async def cursor_paths(
-    client: httpx.AsyncClient,
-    count: int,
-    rng: random.Random,
-    first_page: Callable[[], str] | None = None,
+    client: httpx.AsyncClient, count: int, first_page: Callable[[], str]
 ) -> list[str]:
-    """Pages reached by following `nextCursor` from filtered first pages."""
+    """Pages reached by following `nextCursor` (up to 5 deep) from first pages."""
     paths: list[str] = []
     while len(paths) < count:
-        base = (
-            first_page()
-            if first_page is not None
-            else f"/v1/registrations?status={rng.choice(STATES)}&limit=50"
-        )
+        base = first_page()
         answer = (await client.get(base)).json()
         for _ in range(5):
             if not answer["nextCursor"]:
                 break
-            path = f"{base}&cursor={answer['nextCursor']}"
-            paths.append(path)
-            answer = (await client.get(path)).json()
+            paths.append(f"{base}&cursor={answer['nextCursor']}")
+            answer = (await client.get(paths[-1])).json()
     return paths[:count]
 
 
-async def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
-    rng = random.Random(7)  # repeatable choice of ids
-    print(f"filling {args.registrations:,} registrations and {args.events:,} events ...")
-    await fill(args.registrations, args.events)
-    env = {**os.environ, "DATABASE_URL": args.database_url, "INTERNAL_API_TOKENS": TOKEN}
-    env["LOG_LEVEL"] = "WARNING"
-    # Served from bench/results/, so that no .env of the repository's root is read.
-    with uvicorn_server(
-        "app.main:app", cwd=RESULTS, env=env, log_path=RESULTS / f"api-{stamp}-service.log"
-    ) as server:
-        async with httpx.AsyncClient(
-            base_url=server.base_url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
-        ) as client:
+async def run_reads(run: Stack) -> dict[str, Any]:
+    args, rng = run.args, random.Random(7)  # a repeatable choice of ids
+    await fill(run)
+    n = args.requests
+    with run.api() as server:
+        async with httpx.AsyncClient(base_url=server.base_url, headers=AUTH, timeout=10) as client:
             ids = [
-                f"/v1/registrations/reg-{rng.randint(1, args.registrations):06d}"
-                for _ in range(args.requests)
+                f"/v1/registrations/reg-{rng.randint(1, args.registrations):06d}" for _ in range(n)
             ]
-            first_pages = [
-                f"/v1/registrations?status={rng.choice(STATES)}&limit=50"
-                for _ in range(args.requests // 2)
-            ]
-            later_pages = await cursor_paths(client, args.requests // 2, rng)
-            facts_first = [fact_filter(rng, args.registrations) for _ in range(args.requests // 2)]
-            facts_later = await cursor_paths(
-                client, args.requests // 2, rng, lambda: fact_filter(rng, args.registrations)
-            )
-            await measure(client, ids[:200] + first_pages[:100], args.concurrency)  # warm-up
+
+            def status_page() -> str:
+                return f"/v1/registrations?status={rng.choice(STATES)}&limit=50"
+
+            def facts_page() -> str:
+                return fact_filter(rng, args.registrations)
+
+            pages = [status_page() for _ in range(n // 2)]
+            pages += await cursor_paths(client, n // 2, status_page)
+            facts = [facts_page() for _ in range(n // 2)]
+            facts += await cursor_paths(client, n // 2, facts_page)
+            await measure(client, ids[:200] + pages[:100], args.concurrency)  # warm-up
             return {
                 "get_registration": await measure(client, ids, args.concurrency),
-                "filtered_page": await measure(client, first_pages + later_pages, args.concurrency),
-                "facts_filtered_page": await measure(
-                    client, facts_first + facts_later, args.concurrency
-                ),
+                "filtered_page": await measure(client, pages, args.concurrency),
+                "facts_filtered_page": await measure(client, facts, args.concurrency),
             }
 
 
+def options(doc: str | None) -> argparse.ArgumentParser:
+    """The database's size and the requests per measure (bench.console's too)."""
+    options = parser(doc)
+    options.add_argument("--registrations", type=int, default=100_000)
+    options.add_argument("--events", type=int, default=1_000_000)
+    options.add_argument("--requests", type=int, default=2_000, help="per measure (2000)")
+    return options
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--registrations", type=int, default=100_000)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--requests", type=int, default=2_000)
-    # The targets are latencies of one caller's reads. With more clients at once the figures
-    # measure this machine's two cores shared by the server, PostgreSQL and the Python client.
-    parser.add_argument("--concurrency", type=int, default=1, help="clients at once (default 1)")
-    args = parser.parse_args()
-    stamp = timestamp()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    args.database_url = create_database(DATABASE)
-    try:
-        results = asyncio.run(run(args, stamp))
-    finally:
-        drop_database(DATABASE)
-    targets = {"get_registration": 10.0, "filtered_page": 25.0, "facts_filtered_page": 25.0}
+    options_ = options(__doc__)
+    # The targets are one caller's; with more at once the figures measure the two cores shared
+    # by the server, PostgreSQL and the Python client.
+    options_.add_argument("--concurrency", type=int, default=1, help="requests at once (1)")
+    args = options_.parse_args()
+    with stack("api", args) as run:
+        results = asyncio.run(run_reads(run))
     print(f"\nGET over HTTP, {args.concurrency} at a time, {args.requests} requests each")
     rows: list[list[object]] = [["", "req/s", "p50 ms", "p99 ms", "max ms", "target p99"]]
-    met = True
     for name, figures in results.items():
         latency = figures["latency_ms"]
-        ok = latency["p99"] <= targets[name]
-        met &= ok
-        verdict = f"<= {targets[name]} {'met' if ok else 'NOT MET'}"
-        figures_ms = [latency["p50"], latency["p99"], latency["max"]]
-        rows.append([name, figures["requests_per_s"], *figures_ms, verdict])
+        figures_ms = [latency[key] for key in ("p50", "p99", "max")]
+        rows.append(
+            [name, figures["requests_per_s"], *figures_ms, verdict(latency["p99"], TARGETS[name])]
+        )
     print(table(rows))
-    write_results(
-        "api", stamp, {"args": vars(args), "environment": describe_machine(), "results": results}
-    )
-    return 0 if met else 1
+    met = all(results[name]["latency_ms"]["p99"] <= target for name, target in TARGETS.items())
+    return finish(run, results, met, [])
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

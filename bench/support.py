@@ -1,27 +1,33 @@
-"""What the benchmarks share: percentiles, processes and servers, CPU readings, PostgreSQL
-databases, the profiler, and writing results.
+"""The benchmarks' harness: the stack (a fresh PostgreSQL database, a private Redis, the API, the
+worker), loading data, timing at a steady rate, CPU readings, percentiles and the results file.
 
-The benchmarks are modules of the `bench` package, run from the repository root
-(`.venv/bin/python -m bench.callbacks`), so `app` and `bench` import without path tricks.
+A benchmark module states only what it measures: it opens `stack(...)`, starts what it needs from
+it, measures, and ends with `finish(...)`. The modules run from the repository root
+(`.venv/bin/python -m bench.<name>`); the service's processes run from `bench/results/` with an
+environment of the stack's own, so no `.env` reaches them.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -29,163 +35,60 @@ import asyncpg  # type: ignore[import-untyped]
 import httpx
 import redis
 
+from app.callbacks.signature import SIGNATURE_HEADER, sign
+from app.core.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "bench"
-RESULTS = BENCH / "results"
-"""Where every run writes its JSON, logs and profiles (git-ignored)."""
+RESULTS = ROOT / "bench" / "results"
+"""Every run's JSON, logs and profiles (git-ignored); the service's processes run from here."""
 CALLBACK_PATH = "/callbacks/sinch/registrations"
 POSTGRES_ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-"""A plain asyncpg URL of a database on the server the benchmarks may create databases on."""
-REDIS_SERVER_URL = os.environ.get("BENCH_REDIS_SERVER", "redis://127.0.0.1:6379").rstrip("/")
-"""The Redis server; each benchmark takes its own database number on it (and flushes it)."""
+"""A plain URL of a database on the server the benchmarks create their databases on."""
+TOKEN = "bench-api-token"
+SECRET = "bench-callback-secret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ARQ = str(Path(sys.executable).parent / "arq")
+SERVICE_VARIABLES = frozenset(name.upper() for name in Settings.model_fields)
 
 
 # ----------------------------------------------------------------------------- numbers
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile (`fraction` in 0..1) of a non-empty sequence: the smallest value
-    with at least `fraction` of the values at or below it."""
+    """Nearest-rank percentile (`fraction` in 0..1) of a non-empty sequence."""
     ordered = sorted(values)
     rank = math.ceil(round(fraction * len(ordered), 9))
     return ordered[min(max(rank, 1), len(ordered)) - 1]
 
 
-def latency_summary(values_ms: Sequence[float], digits: int = 1) -> dict[str, float]:
-    """p50, p90, p99 and max of latencies in milliseconds ({} when there are none)."""
+def latency_summary(values_ms: Sequence[float], digits: int = 1) -> dict[str, float | None]:
+    """p50, p90, p99 and max of latencies in ms ({} when none; an infinite one, "never", is
+    None)."""
     if not values_ms:
         return {}
-    return {
-        "p50": round(percentile(values_ms, 0.50), digits),
-        "p90": round(percentile(values_ms, 0.90), digits),
-        "p99": round(percentile(values_ms, 0.99), digits),
-        "max": round(max(values_ms), digits),
-    }
+    figures = {f"p{round(f * 100)}": percentile(values_ms, f) for f in (0.5, 0.9, 0.99)}
+    figures["max"] = max(values_ms)
+    return {k: None if math.isinf(v) else round(v, digits) for k, v in figures.items()}
 
 
 def table(rows: Sequence[Sequence[object]]) -> str:
-    """`rows` as aligned text columns: the first left-aligned, the others right-aligned."""
-    cells = [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells if i < len(row)) for i in range(len(cells[0]))]
+    """`rows` as aligned columns: the first left-aligned, the others right-aligned."""
+    cells = [["never" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells if i < len(r)) for i in range(len(cells[0]))]
     return "\n".join(
-        "  ".join(
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
-        ).rstrip()
-        for row in cells
+        "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+        for r in cells
     )
 
 
-# ----------------------------------------------------------------------------- processes
+def verdict(value: float | None, target: float) -> str:
+    """`<= target met` or `NOT MET` (None, never delivered, misses)."""
+    return f"<= {target:g} {'met' if value is not None and value <= target else 'NOT MET'}"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def log_tail(log_path: Path, chars: int = 3000) -> str:
-    """The last `chars` characters of a process's log (for error messages)."""
-    return log_path.read_text(errors="replace")[-chars:]
-
-
-def stop_process(
-    process: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 30
-) -> None:
-    """Stop `process` with `sig` (SIGINT: uvicorn's and arq's graceful stop), killing it when it
-    is still running after `timeout` seconds."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@contextlib.contextmanager
-def running(
-    command: Sequence[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    log_path: Path,
-    stop_signal: int = signal.SIGINT,
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`command` in a subprocess, its stdout and stderr into `log_path`; stopped on leaving."""
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            list(command), cwd=cwd, env=dict(env), stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        stop_process(process, stop_signal)
-
-
-def wait_for_log(
-    process: subprocess.Popen[bytes], log_path: Path, needle: str, timeout: float = 30
-) -> None:
-    """Wait until `needle` appears in the first 64 KiB of the process's log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited early; its log:\n{log_tail(log_path)}")
-        with log_path.open("rb") as log:
-            if needle in log.read(65536).decode(errors="replace"):
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{needle!r} not logged within {timeout} s:\n{log_tail(log_path)}")
-
-
-@dataclass(frozen=True)
-class Server:
-    """A uvicorn server process started by `uvicorn_server`."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-
-@contextlib.contextmanager
-def uvicorn_server(
-    app: str, *, cwd: Path, env: Mapping[str, str], log_path: Path, timeout: float = 30
-) -> Iterator[Server]:
-    """`uvicorn <app>` in a subprocess on a free port, run as the service is: one process,
-    uvloop and httptools as installed, no access log. Entered once the app answers HTTP on
-    /healthz (any status: its lifespan has completed by then); stopped with SIGINT on leaving."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    with running([*command, "--no-access-log"], cwd=cwd, env=env, log_path=log_path) as process:
-        server = Server(process, port)
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited early; its log:\n{log_tail(log_path)}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server silent for {timeout} s; its log:\n{log_tail(log_path)}")
-            try:
-                httpx.get(f"{server.base_url}/healthz", timeout=1)
-            except httpx.TransportError:
-                time.sleep(0.1)
-            else:
-                break
-        yield server
-
-
-# ----------------------------------------------------------------------------- CPU readings
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-ProcessGroups = Mapping[str, Sequence[int] | str]
-"""Named groups of processes: their pids, or a command name looked up at each reading."""
+# ----------------------------------------------------------------------------- CPU
 
 
 def process_ticks(pid: int) -> int:
@@ -194,82 +97,56 @@ def process_ticks(pid: int) -> int:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
+    return int(fields[11]) + int(fields[12])
 
 
 def pids_named(name: str) -> list[int]:
-    """Ids of the running processes whose command name is `name`."""
-    pids: list[int] = []
+    pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() == name:
-                    pids.append(int(entry.name))
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == name:
+                pids.append(int(entry.name))
     return pids
 
 
-@dataclass(frozen=True)
-class CpuReading:
-    ticks: dict[str, dict[int, int]]
-    """Per group, per pid: CPU ticks so far."""
-    machine_busy: int
-    machine_total: int
-    wall: float
-
-
-def read_cpu(groups: ProcessGroups) -> CpuReading:
-    """CPU ticks so far of each group's processes and of the whole machine (busy, total)."""
-    ticks: dict[str, dict[int, int]] = {}
-    for name, members in groups.items():
-        pids = pids_named(members) if isinstance(members, str) else members
-        ticks[name] = {pid: process_ticks(pid) for pid in pids}
-    values = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    total = sum(values)
-    return CpuReading(ticks, total - values[3] - values[4], total, time.monotonic())
-
-
-MACHINE_BUSY = "machine_busy_percent_of_all_cores"
-OTHER = "other"
-
-
-def cpu_usage(
-    before: CpuReading, after: CpuReading, known: Mapping[str, float] | None = None
-) -> dict[str, float]:
-    """Percent of ONE core used by each group between two readings (a process that ended meanwhile
-    loses its last ticks; one that started counts whole), plus `known` figures measured otherwise
-    (e.g. a child's rusage), the machine's busy share of all cores (`MACHINE_BUSY`) and the rest of
-    the machine (`OTHER`, percent of one core: whatever else ran meanwhile skews every figure)."""
-    wall = after.wall - before.wall
-    if wall <= 0:
-        return {}
-    usage: dict[str, float] = {}
-    for name, ticks in after.ticks.items():
-        old = before.ticks.get(name, {})
-        spent = sum(max(now - old.get(pid, 0), 0) for pid, now in ticks.items())
-        usage[name] = round(100 * spent / CLOCK_TICKS / wall, 1)
-    usage.update(known or {})
-    total = after.machine_total - before.machine_total
-    if total > 0:
-        busy = 100 * (after.machine_busy - before.machine_busy) / total
-        usage[MACHINE_BUSY] = round(busy, 1)
-        ours = sum(value for name, value in usage.items() if name != MACHINE_BUSY)
-        usage[OTHER] = round(max(busy * (os.cpu_count() or 1) - ours, 0.0), 1)
-    return usage
-
-
 class CpuMeter:
-    """CPU used by groups of processes over an interval: `start()`, then `stop()`."""
+    """CPU of named groups of processes (pids, or a command name looked up at each reading) from
+    `start()` (or creation) to `stop()`, in percent of ONE core; `stop()` adds `other`, what the
+    rest of the machine used (it skews every figure), and `machine_busy` (percent of all cores)."""
 
-    def __init__(self, groups: ProcessGroups) -> None:
+    def __init__(self, groups: Mapping[str, Sequence[int] | str]) -> None:
         self._groups = groups
-        self._start = read_cpu(groups)
+        self.start()
+
+    def _read(self) -> tuple[dict[str, dict[int, int]], int, int, float]:
+        ticks = {
+            name: {pid: process_ticks(pid) for pid in (pids_named(m) if isinstance(m, str) else m)}
+            for name, m in self._groups.items()
+        }
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return ticks, sum(values) - values[3] - values[4], sum(values), time.monotonic()
 
     def start(self) -> None:
-        self._start = read_cpu(self._groups)
+        self._start = self._read()
 
     def stop(self, known: Mapping[str, float] | None = None) -> dict[str, float]:
-        """Usage since `start()` (see `cpu_usage`)."""
-        return cpu_usage(self._start, read_cpu(self._groups), known)
+        """Usage since `start()`, plus `known` figures measured otherwise (e.g. an rusage)."""
+        (old, busy0, total0, wall0), (new, busy1, total1, wall1) = self._start, self._read()
+        hz, wall = os.sysconf("SC_CLK_TCK"), max(wall1 - wall0, 1e-9)
+        usage = {
+            name: round(
+                100
+                * sum(max(t - old.get(name, {}).get(p, 0), 0) for p, t in ticks.items())
+                / hz
+                / wall,
+                1,
+            )
+            for name, ticks in new.items()
+        } | dict(known or {})
+        busy = 100 * (busy1 - busy0) / max(total1 - total0, 1)
+        usage["other"] = round(max(busy * (os.cpu_count() or 1) - sum(usage.values()), 0.0), 1)
+        usage["machine_busy"] = round(busy, 1)
+        return usage
 
 
 def cpu_ms_per_item(usage: Mapping[str, float], group: str, seconds: float, items: int) -> float:
@@ -277,55 +154,160 @@ def cpu_ms_per_item(usage: Mapping[str, float], group: str, seconds: float, item
     return round(usage.get(group, 0.0) / 100 * seconds * 1000 / items, 3) if items else 0.0
 
 
-def machine_busy(seconds: float = 1.0) -> float:
-    """Percent of all cores busy over `seconds`: what else runs on the machine right now."""
-    meter = CpuMeter({})
-    time.sleep(seconds)
-    return meter.stop().get(MACHINE_BUSY, 0.0)
+def cpu_line(usage: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {value:g}%" for name, value in usage.items())
 
 
-def warn_if_busy(limit: float = 15.0) -> float:
-    """Measure how busy the machine is before a benchmark; warn above `limit` percent."""
-    busy = machine_busy()
-    if busy > limit:
-        print(
-            f"WARNING: the machine is already {busy:.0f}% busy before the benchmark "
-            "(another test run?): the figures will be low and noisy",
-            file=sys.stderr,
+# ----------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(
+    ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path, seconds: float = 30
+) -> None:
+    """Poll `ready` until true; RuntimeError with the log's tail when the process exits first or
+    `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{log.name}: not ready (exit {process.poll()}):\n{tail}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def running(
+    command: Sequence[str], log: Path, env: Mapping[str, str] | None = None, stop: int = 2
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` from bench/results/, output into `log`; on leaving, signal `stop` (SIGINT:
+    uvicorn's and arq's graceful stop), killed after 30 s."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            list(command), cwd=RESULTS, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    return busy
-
-
-def process_memory_kib(pid: int) -> dict[str, int]:
-    """Resident memory of `pid` from /proc/<pid>/status, in KiB: `rss` now (VmRSS) and `peak`
-    (VmHWM, the most it has held); {} once the process is gone."""
     try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return {}
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    return {
-        name: int(fields[key].split()[0])
-        for name, key in (("rss", "VmRSS"), ("peak", "VmHWM"))
-        if key in fields
-    }
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(stop)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-# ----------------------------------------------------------------------------- PostgreSQL, Redis
+@dataclass(frozen=True)
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
-def database_url(name: str, driver: str = "postgresql") -> str:
-    """The URL of database `name` on the admin URL's server, e.g. driver `postgresql+asyncpg`."""
-    base, _, _ = POSTGRES_ADMIN_URL.rpartition("/")
-    return f"{base}/{name}".replace("postgresql://", f"{driver}://", 1)
+def answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.TransportError:
+        return False
+    return True
 
 
-def postgres_value(url: str, sql: str) -> Any:
-    """The first value of `sql`'s answer (`url`: a plain postgresql:// URL). Not inside a running
-    event loop (use `asyncio.to_thread` there)."""
+@contextlib.contextmanager
+def uvicorn_server(app: str, log: Path, env: Mapping[str, str]) -> Iterator[Server]:
+    """`uvicorn <app>` as the service runs (one process, uvloop and httptools as installed, no
+    access log) on a free port; entered once /healthz answers (its lifespan has run)."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--no-access-log"]
+    with running(command, log, env) as process:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), process, log)
+        yield Server(process, port)
+
+
+def start_profiler(py_spy: str | None, pid: int, output: Path) -> subprocess.Popen[bytes] | None:
+    """With `--py-spy BINARY`: sample `pid` into `output` (collapsed stacks) until SIGINT.
+    Diagnostics only: the profiler takes CPU, so a profiled run's figures are no result."""
+    if not py_spy:
+        return None
+    command = [py_spy, "record", "--pid", str(pid), "--rate", "100", "--format", "raw"]
+    return subprocess.Popen([*command, "--nonblocking", "--output", str(output)])
+
+
+# ----------------------------------------------------------------------------- the stack
+
+
+@dataclass
+class Stack:
+    """A run's service: its database (SQLAlchemy `url`, asyncpg `plain_url`), its private Redis
+    and the environment the service's processes get (`env`)."""
+
+    name: str
+    stamp: str
+    args: argparse.Namespace
+    url: str
+    plain_url: str
+    redis_url: str
+    redis_pid: int
+    env: dict[str, str]
+
+    def log(self, label: str) -> Path:
+        return RESULTS / f"{self.name}-{self.stamp}-{label}.log"
+
+    def api(self, label: str = "api", app: str = "app.main:app") -> Any:
+        """`uvicorn app.main:app` on the stack (a context manager answering a `Server`)."""
+        return uvicorn_server(app, self.log(label), self.env)
+
+    @contextlib.contextmanager
+    def worker(
+        self, label: str = "worker", settings: str = "app.worker.WorkerSettings"
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        """ONE `arq <settings>` process, entered once arq has polled (its health-check key is in
+        Redis: the start-up hook has run); stopped with SIGINT."""
+        client = redis.Redis.from_url(self.redis_url)
+        command = [ARQ, settings]
+        with running(command, self.log(label), self.env) as process:
+            wait_for(
+                lambda: bool(client.exists("arq:queue:health-check")), process, self.log(label)
+            )
+            client.close()
+            yield process
+
+    def cpu(self, **pids: int) -> CpuMeter:
+        """A meter of `pids`, PostgreSQL (every `postgres` process), this Redis and the bench."""
+        groups: dict[str, Sequence[int] | str] = {name: [pid] for name, pid in pids.items()}
+        return CpuMeter(
+            groups | {"postgres": "postgres", "redis": [self.redis_pid], "bench": [os.getpid()]}
+        )
+
+    async def value(self, sql: str, *args: Any, admin: bool = False) -> Any:
+        """The first value of `sql`'s answer on the stack's database (or the admin database)."""
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL if admin else self.plain_url)
+        try:
+            return await connection.fetchval(sql, *args)
+        finally:
+            await connection.close()
+
+    async def rows(self, sql: str, *args: Any) -> list[Any]:
+        connection = await asyncpg.connect(self.plain_url)
+        try:
+            return list(await connection.fetch(sql, *args))
+        finally:
+            await connection.close()
+
+
+def admin(sql: str) -> Any:
+    """`sql` on the admin database; its first value. Not inside a running event loop."""
 
     async def run() -> Any:
-        connection = await asyncpg.connect(url)
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
         try:
             return await connection.fetchval(sql)
         finally:
@@ -334,107 +316,334 @@ def postgres_value(url: str, sql: str) -> Any:
     return asyncio.run(run())
 
 
-def create_database(name: str, app_root: Path = ROOT) -> str:
-    """A fresh database migrated with `alembic upgrade head` run in `app_root`; answers its
-    SQLAlchemy async URL (postgresql+asyncpg://)."""
-    drop_database(name)
-    postgres_value(POSTGRES_ADMIN_URL, f'CREATE DATABASE "{name}"')
-    url = database_url(name, "postgresql+asyncpg")
-    subprocess.run(
-        [str(Path(sys.executable).parent / "alembic"), "upgrade", "head"],
-        cwd=app_root,
-        env={**os.environ, "DATABASE_URL": url},
-        check=True,
-        capture_output=True,
-    )
-    return url
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark has: `--env NAME=VALUE` (more environment for the service's
+    processes, to try a setting) and `--py-spy BINARY` (profile the measured process)."""
+    options = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    options.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    options.add_argument("--py-spy", metavar="BINARY", help="diagnostics: figures are no result")
+    return options
 
 
-def drop_database(name: str) -> None:
-    postgres_value(POSTGRES_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def redis_url(database: int) -> str:
-    """The URL of `database` on the benchmarks' Redis server."""
-    return f"{REDIS_SERVER_URL}/{database}"
-
-
-def flush_redis(url: str) -> None:
-    client = redis.Redis.from_url(url)
+@contextlib.contextmanager
+def stack(name: str, args: argparse.Namespace, **env: str) -> Iterator[Stack]:
+    """A fresh database `bench_<name>` migrated with `alembic upgrade head` (dropped on leaving)
+    and a `redis-server` of the run's own on a free port, nothing persisted (stopped on leaving).
+    The service's environment: this process's without the service's own variables, then the
+    stack's (`DATABASE_URL`, `REDIS_URL`, a token, a callback secret, `LOG_LEVEL=WARNING`,
+    no reconciling, no worker metrics port), `env`, and `--env`. Warns first when the machine is
+    already busy: the figures are only comparable on an otherwise idle machine."""
+    if shutil.which("redis-server") is None:
+        raise SystemExit("redis-server is not installed: apt-get install -y redis-server")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meter = CpuMeter({})
+    time.sleep(1)
+    busy = meter.stop()["machine_busy"]
+    if busy > 15:
+        print(f"WARNING: the machine is {busy:.0f}% busy before the benchmark", file=sys.stderr)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    database = f"bench_{name}"
+    base = POSTGRES_ADMIN_URL.rpartition("/")[0]
+    plain_url, url = f"{base}/{database}", f"{base}/{database}".replace(":/", "+asyncpg:/", 1)
+    admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    admin(f'CREATE DATABASE "{database}"')
+    port = free_port()
+    redis_command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    log = RESULTS / f"{name}-{stamp}-redis.log"
     try:
-        client.flushdb()
+        alembic = str(Path(sys.executable).parent / "alembic")
+        migrate = {**os.environ, "DATABASE_URL": url}
+        subprocess.run([alembic, "upgrade", "head"], cwd=ROOT, env=migrate, check=True)
+        with running([*redis_command, "--appendonly", "no"], log, stop=signal.SIGTERM) as server:
+            client = redis.Redis(port=port)
+            wait_for(lambda: answers_ping(client), server, log)
+            client.close()
+            environment = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+            environment |= {
+                "PYTHONPATH": str(ROOT),
+                "DATABASE_URL": url,
+                "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                "INTERNAL_API_TOKENS": TOKEN,
+                "SINCH_CALLBACK_SECRETS": SECRET,
+                "LOG_LEVEL": "WARNING",
+                "RECONCILE_INTERVAL_SECONDS": "0",
+                "WORKER_METRICS_PORT": "0",
+                **env,
+                **dict(item.split("=", 1) for item in args.env),
+            }
+            yield Stack(
+                name, stamp, args, url, plain_url, environment["REDIS_URL"], server.pid, environment
+            )
     finally:
-        client.close()
+        admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
-# ----------------------------------------------------------------------------- callbacks
+def answers_ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
-def callback_body(resource_id: str, status: str, create_time: str, project_id: str) -> bytes:
-    """A registration callback as Sinch sends it, with its own fresh `eventId`."""
-    return json.dumps(
-        {
-            "eventId": str(uuid.uuid4()),
-            "eventType": "REGISTRATION_STATUS_UPDATE",
-            "projectId": project_id,
-            "resourceId": resource_id,
-            "resourceType": "REGISTRATION",
-            "status": status,
-            "createTime": create_time,
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
-# ----------------------------------------------------------------------------- profiler
-
-
-def start_profiler(
-    py_spy: str | Path | None, pid: int, output: Path, *, rate: int, seconds: int | None = None
-) -> subprocess.Popen[bytes] | None:
-    """With a py-spy binary: sample process `pid` into `output` (collapsed stacks, one line per
-    stack with its sample count last; py-spy's own output beside it, `.log`), for `seconds` or
-    until stopped with SIGINT. Diagnostics only: the profiler takes CPU from the machine, so a
-    profiled run's figures are not a result."""
-    if not py_spy:
-        return None
-    command = [str(py_spy), "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
-    if seconds is not None:
-        command += ["--duration", str(seconds)]
-    command += ["--nonblocking", "--output", str(output)]
-    with output.with_suffix(".log").open("wb") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-
-# ----------------------------------------------------------------------------- results
-
-
-def timestamp(moment: datetime | None = None) -> str:
-    """`moment` (default now) as the results' file names spell it: 20261127T093000 (UTC)."""
-    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%S")
-
-
-def describe_machine() -> dict[str, Any]:
-    """What the figures depend on: cores, Python, the commit, PostgreSQL's durability settings."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    )
-    settings = {
-        name: postgres_value(POSTGRES_ADMIN_URL, f"SHOW {name}")
+def finish(run: Stack, results: Mapping[str, Any], met: bool, problems: Sequence[str]) -> int:
+    """Print the problems, write bench/results/<name>-<time>.json (with what the figures depend
+    on: cores, Python, commit, PostgreSQL's durability settings); the exit status: 0 when the
+    targets are met and every check passed, 1 otherwise."""
+    for problem in problems:
+        print(f"CHECK FAILED: {problem}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True)
+    postgres = {
+        name: admin(f"SHOW {name}")
         for name in ("fsync", "synchronous_commit", "wal_sync_method", "server_version")
     }
+    machine: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    machine |= {"git_commit": commit.stdout.decode().strip(), "postgres": postgres}
+    out = RESULTS / f"{run.name}-{run.stamp}.json"
+    document = {"settings": vars(run.args), "environment": machine, "met": met}
+    document |= {"problems": list(problems), **results}
+    out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    print(f"{'targets met' if met else 'target NOT MET'}; results: {out.relative_to(ROOT)}")
+    return 0 if met and not problems else 1
+
+
+# ----------------------------------------------------------------------------- loading data
+
+
+async def execute(url: str, statements: Sequence[str], **values: object) -> None:
+    """Run `statements` (with `{name}` replaced by `values`) one by one, saying how long each
+    took."""
+    connection = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            began = time.monotonic()
+            for name, value in values.items():
+                statement = statement.replace(f"{{{name}}}", str(value))
+            await connection.execute(statement)
+            print(f"  {statement.split()[0]} ... {time.monotonic() - began:.1f}s", flush=True)
+    finally:
+        await connection.close()
+
+
+def callback_body(resource_id: str, status: str, create_time: str, project: str = "bench") -> bytes:
+    """A registration callback as Sinch sends it, with its own fresh `eventId`."""
+    fields = {"eventId": str(uuid.uuid4()), "eventType": "REGISTRATION_STATUS_UPDATE"}
+    fields |= {"projectId": project, "resourceId": resource_id, "resourceType": "REGISTRATION"}
+    fields |= {"status": status, "createTime": create_time}
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+# ----------------------------------------------------------------------------- steady rates
+
+
+async def paced(
+    count: int, rate: float, one: Callable[[int], Coroutine[Any, Any, None]]
+) -> list[float]:
+    """Start `one(0)`, `one(1)`, ... on a fixed schedule of `rate` per second, not waiting for
+    them to end (they wait for all at the end); answers each one's due monotonic time."""
+    tasks: list[asyncio.Task[None]] = []
+    due: list[float] = []
+    begin = time.monotonic() + 0.05
+    for n in range(count):
+        due.append(begin + n / rate)
+        await asyncio.sleep(due[n] - time.monotonic())
+        tasks.append(asyncio.create_task(one(n)))
+    await asyncio.gather(*tasks)
+    return due
+
+
+async def post_callbacks(
+    port: int, bodies: Sequence[bytes], rate: float, secret: str = SECRET
+) -> dict[str, Any]:
+    """POST `bodies`, signed with `secret`, to 127.0.0.1:`port` at `rate` per second over 64
+    keep-alive connections: a raw HTTP/1.1 client (a few microseconds of CPU per request, where
+    httpx spends a millisecond), so that the sender keeps its schedule on a busy machine. Answers
+    the statuses counted (-1: no answer) and each request's latency from its scheduled time (ms).
+    """
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(64):
+        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    statuses: list[int] = [-1] * len(bodies)
+    latencies: list[float] = [0.0] * len(bodies)
+    began = time.monotonic()
+
+    async def post(n: int) -> None:
+        due = began + 0.05 + n / rate
+        head = f"POST {CALLBACK_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json"
+        head += f"\r\n{SIGNATURE_HEADER}: {sign(bodies[n], secret)}"
+        reader, writer = await idle.get()
+        try:
+            writer.write(f"{head}\r\ncontent-length: {len(bodies[n])}\r\n\r\n".encode() + bodies[n])
+            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower().split("\r\n")
+            length = [int(v.split(":")[1]) for v in lines if v.startswith("content-length:")]
+            await reader.readexactly(length[0] if length else 0)
+            statuses[n] = int(lines[0].split()[1])
+        except (OSError, ValueError, asyncio.IncompleteReadError):
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            idle.put_nowait((reader, writer))
+        latencies[n] = (time.monotonic() - due) * 1000
+
+    await paced(len(bodies), rate, post)
+    while not idle.empty():
+        idle.get_nowait()[1].close()
+    return {"statuses": {str(s): statuses.count(s) for s in set(statuses)}, "latencies": latencies}
+
+
+# ----------------------------------------------------------------------------- the writer
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+"""Change `i` of a run claims Sinch time T0 + i seconds: its `at` names it wherever it arrives."""
+CYCLE = ("IN_PROGRESS", "PENDING", "ON_HOLD", "APPROVED", "IN_QUEUE")
+"""The statuses a seeded (IN_QUEUE) registration goes through, round and round."""
+
+
+def document(registration_id: str, status: str, at: datetime) -> dict[str, Any]:
+    """A registration document as Sinch answers a GET; its facts never change here."""
     return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "git_commit": commit.stdout.strip(),
-        "postgres": settings,
+        "id": registration_id,
+        "status": status,
+        "registrationType": "ALPHANUMERIC_SENDER_ID",
+        "updateTime": at.astimezone(UTC).replace(tzinfo=None).isoformat(),
+        "marketCode": "GB",
+        "requestDetails": [{"senderIdDetails": [{"senderId": "ACME"}]}],
     }
 
 
-def write_results(name: str, stamp: str, results: Mapping[str, Any]) -> Path:
-    """`results` as bench/results/<name>-<stamp>.json; prints and answers the path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}-{stamp}.json"
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"results: {out.relative_to(ROOT)}")
-    return out
+def change_document(index: int, registrations: int) -> dict[str, Any]:
+    """Change `index`: registration `index % registrations` moves to its next status of CYCLE
+    (never the one it holds), at T0 + index seconds."""
+    status = CYCLE[(index // registrations) % len(CYCLE)]
+    at = T0 + timedelta(seconds=index)
+    return document(f"bench-reg-{index % registrations:05d}", status, at)
+
+
+def change_index(item: Mapping[str, Any]) -> int:
+    """Which change a feed item or delivery is: its `at`, in seconds after T0."""
+    return round((datetime.fromisoformat(item["at"]) - T0).total_seconds())
+
+
+class Helper:
+    """A spawned process of the bench's own, so that its work (writing changes, sending
+    callbacks) neither waits for nor delays the bench's event loop; `call` runs a module-level
+    function there. Used as a context manager: shut down on leaving."""
+
+    def __init__(self) -> None:
+        self.pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"))
+
+    def __enter__(self) -> Helper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+    async def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, function, *args)
+
+    async def pid(self) -> int:
+        return int(await self.call(os.getpid))
+
+
+def on_uvloop(coroutine: Awaitable[Any]) -> Any:
+    """Run `coroutine` on uvloop, as the service's processes run."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)  # type: ignore[arg-type]
+
+
+def post_in_process(port: int, count: int, rate: float) -> dict[str, Any]:
+    """`post_callbacks` of `count` new events (for a `Helper`)."""
+    bodies = [
+        callback_body(str(uuid.uuid4()), "IN_PROGRESS", "2026-01-01T10:00:00") for _ in range(count)
+    ]
+    return dict(on_uvloop(post_callbacks(port, bodies, rate)))
+
+
+def seed_documents(registrations: int) -> list[dict[str, Any]]:
+    """The registrations the changes go round, IN_QUEUE (written with rate 0)."""
+    at = T0 - timedelta(days=1)
+    return [document(f"bench-reg-{n:05d}", "IN_QUEUE", at) for n in range(registrations)]
+
+
+def write_in_process(
+    url: str, redis_url: str, docs: Sequence[dict[str, Any]], rate: float, at_once: int = 4
+) -> dict[str, list[float]]:
+    """The service's own write path (for a `Helper`: a process of its own, as a worker is):
+    `apply_snapshot` of each of `docs`, one transaction each, at `rate` per second (0: one after
+    the other), at most `at_once` at once, then a poke of its `Sequencer` (settle, number,
+    publish on Redis), as the worker does after each commit. Answers each change's due, started
+    and committed monotonic times (machine-wide on Linux, so comparable across processes)."""
+    return dict(on_uvloop(_write(url, redis_url, docs, rate, at_once)))
+
+
+async def _write(
+    url: str, redis_url: str, docs: Sequence[dict[str, Any]], rate: float, at_once: int
+) -> dict[str, list[float]]:
+    from app.changes.sequencer import Sequencer, number_and_publish
+    from app.core.db import create_engine, create_sessionmaker, utcnow
+    from app.core.jobs import create_redis
+    from app.core.models import HistorySource
+    from app.registrations.service import apply_snapshot
+    from app.sinch.schemas import SinchRegistration
+
+    settings = Settings(_env_file=None, database_url=url, redis_url=redis_url)
+    engine, client = create_engine(settings), create_redis(settings)
+    sessions = create_sessionmaker(engine)
+    sequencer = Sequencer(sessions, client)
+    times: dict[str, list[float]] = {"started": [0.0] * len(docs), "committed": [0.0] * len(docs)}
+
+    async def apply(doc: dict[str, Any]) -> None:
+        async with sessions.begin() as session:
+            await apply_snapshot(
+                session,
+                SinchRegistration.from_document(doc),
+                source=HistorySource.REFETCH,
+                event_id=None,
+                fetched_at=utcnow(),
+                now=utcnow(),
+            )
+
+    try:
+        if not rate:
+            for doc in docs:
+                await apply(doc)
+            await number_and_publish(sessions, client)
+            return times
+        sequencer.start()
+        gate = asyncio.Semaphore(at_once)
+
+        async def one(n: int) -> None:
+            async with gate:
+                times["started"][n] = time.monotonic()
+                await apply(docs[n])
+                times["committed"][n] = time.monotonic()
+            sequencer.poke()
+
+        times["due"] = await paced(len(docs), rate, one)
+        return times
+    finally:
+        await sequencer.stop()
+        await client.aclose()
+        await engine.dispose()
+
+
+def writer_figures(times: Mapping[str, list[float]], warmup: int) -> dict[str, Any]:
+    """The writer's kept rate over the measured changes and its transactions' times."""
+    due, started, committed = times["due"], times["started"], times["committed"]
+    return {
+        "changes_per_s": round((len(due) - warmup) / (committed[-1] - due[warmup]), 1),
+        "transaction_ms": latency_summary(
+            [(c - s) * 1000 for s, c in zip(started, committed, strict=True)]
+        ),
+    }
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
+    """Poll `condition` every 20 ms for up to `seconds`; answers whether it came true."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
