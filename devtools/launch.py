@@ -99,7 +99,7 @@ def lock_folder(fd: int, lock_file: Path = LOCK_FILE) -> None:
     os.pwrite(fd, f"{os.getppid()}\n".encode(), 0)
 
 
-def _configured(name: str, env_file: Path) -> str:
+def configured(name: str, env_file: Path) -> str:
     """A variable as the service reads it: the environment first, then .env; '' when unset."""
     if name in os.environ:
         return os.environ[name].strip()
@@ -114,7 +114,7 @@ def normalise_database_url(env_file: Path) -> str:
     """DATABASE_URL as given, checked, with a bare `postgres://`/`postgresql://` taken as
     asyncpg's; '' when unset (the embedded PostgreSQL). The result is put in this process's
     environment so the settings read the same. Never echoes the URL: it may hold a password."""
-    given = _configured("DATABASE_URL", env_file)
+    given = configured("DATABASE_URL", env_file)
     if not given:
         return ""
     try:
