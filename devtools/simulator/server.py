@@ -8,9 +8,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import uvicorn
 from fastapi import FastAPI
@@ -70,9 +72,22 @@ def run_simulator(
     )
     if state_file is not None:
         load_state(app, state_file)
+        _save_at_shutdown(app, state_file)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
-    if state_file is not None:
-        save_state(app, state_file)
+
+
+def _save_at_shutdown(app: FastAPI, path: Path) -> None:
+    """Save the state as the app shuts down: uvicorn re-raises the stopping signal after its
+    shutdown, so code after `uvicorn.run` would not run."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def keeping(application: FastAPI) -> AsyncIterator[Any]:
+        async with inner(application) as value:
+            yield value
+        save_state(app, path)
+
+    app.router.lifespan_context = keeping
 
 
 def load_state(app: FastAPI, path: Path) -> None:
