@@ -55,7 +55,7 @@ LIFECYCLES = [
 ]
 
 
-def _wait_healthy(url: str, timeout: float = 30) -> None:
+def _wait_healthy(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
