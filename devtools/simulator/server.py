@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import uvicorn
 from fastapi import FastAPI
@@ -31,16 +36,19 @@ def run_simulator(
     token_ttl_seconds: int = 3600,
     seed: int | None = None,
     log_level: str = "info",
+    state_file: Path | None = None,
 ) -> None:
     """Serve the simulator on `host:port` until interrupted (Ctrl-C or SIGTERM).
 
     Prints first how to point the service at it. Its credentials are its own and fake; they are
     printed only when they are the published defaults, so a secret passed in stays out of logs.
+    With `state_file`, it starts with the registrations and events saved there (when the file
+    exists) and saves them there when it stops, so they outlive a restart.
     """
     base = f"http://{host}:{port}"
 
-    def shown(value: str, default: str, option: str) -> str:
-        return value if value == default else f"<as passed with {option}>"
+    def shown(value: str, default: str, variable: str) -> str:
+        return value if value == default else f"<as given by {variable}>"
 
     print(
         f"Sinch simulator on {base} (control API: {base}/_sim/..., documented at {base}/docs)\n"
@@ -49,8 +57,9 @@ def run_simulator(
         f"  SINCH_AUTH_URL={base}/oauth2/token\n"
         f"  SINCH_PROJECT_ID={project_id}\n"
         f"  SINCH_KEY_ID={key_id}\n"
-        f"  SINCH_KEY_SECRET={shown(key_secret, DEFAULT_KEY_SECRET, '--key-secret')}\n"
-        f"  SINCH_CALLBACK_SECRETS={shown(hmac_secret, DEFAULT_HMAC_SECRET, '--hmac-secret')}",
+        f"  SINCH_KEY_SECRET={shown(key_secret, DEFAULT_KEY_SECRET, 'SIMULATOR_KEY_SECRET')}\n"
+        "  SINCH_CALLBACK_SECRETS="
+        f"{shown(hmac_secret, DEFAULT_HMAC_SECRET, 'SIMULATOR_HMAC_SECRET')}",
         flush=True,
     )
     app = create_simulator_app(
@@ -61,7 +70,49 @@ def run_simulator(
         token_ttl_seconds=token_ttl_seconds,
         seed=seed,
     )
+    if state_file is not None:
+        load_state(app, state_file)
+        _save_at_shutdown(app, state_file)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+
+
+def _save_at_shutdown(app: FastAPI, path: Path) -> None:
+    """Save the state as the app shuts down: uvicorn re-raises the stopping signal after its
+    shutdown, so code after `uvicorn.run` would not run."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def keeping(application: FastAPI) -> AsyncIterator[Any]:
+        async with inner(application) as value:
+            yield value
+        save_state(app, path)
+
+    app.router.lifespan_context = keeping
+
+
+def load_state(app: FastAPI, path: Path) -> None:
+    """Restore the simulator's registrations from `path`, if it exists; one line says how many.
+    A file that cannot be read is set aside (`.unreadable`) and the simulator starts empty."""
+    if not path.is_file():
+        return
+    state = app.state.simulator
+    try:
+        state.restore(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        path.replace(path.with_name(path.name + ".unreadable"))
+        print(f"{path} is unreadable ({type(exc).__name__}): starting empty", flush=True)
+        state.reset()
+        return
+    print(f"{len(state.registrations)} registrations restored from {path}", flush=True)
+
+
+def save_state(app: FastAPI, path: Path) -> None:
+    """Write the simulator's registrations to `path` (whole or not at all: a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(json.dumps(app.state.simulator.snapshot()))
+    os.replace(scratch, path)
+    print(f"{len(app.state.simulator.registrations)} registrations saved to {path}", flush=True)
 
 
 class SimulatorServer:

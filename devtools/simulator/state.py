@@ -396,6 +396,55 @@ class SimulatorState:
         self.current_hmac_secret = self.hmac_secret
         self.rng = random.Random(self.seed)
 
+    # --- kept across restarts ----------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a restart keeps, as JSON values: registrations (with their oracle facts), events,
+        added market versions, the sequence and the random generator (so new ids stay new).
+        Tokens, faults and counters are not kept: a restarted Sinch forgets them too."""
+        registrations = []
+        for registration in self.registrations.values():
+            row = {name: getattr(registration, name) for name in _Registration.__slots__}
+            row["sender_ids"] = list(registration.sender_ids)
+            row["logs"] = [
+                {"at": format_time(log.at), "message": log.message, "state": log.state}
+                for log in registration.logs
+            ]
+            registrations.append(row)
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "version": 1,
+            "seq": self._seq,
+            "rng": [version, list(internal), gauss],
+            "registrations": registrations,
+            "events": self.events,
+            "addedMarketVersions": [list(pair) for pair in self.added_market_versions],
+        }
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Take back what `snapshot` answered (of this simulator's version 1); ValueError else."""
+        if saved.get("version") != 1:
+            raise ValueError("not a simulator state of version 1")
+        self.reset()
+        for row in saved["registrations"]:
+            logs = [
+                _Log(at=parse_time(log["at"]), message=log["message"], state=log["state"])
+                for log in row["logs"]
+            ]
+            registration = _Registration(
+                **{**row, "sender_ids": tuple(row["sender_ids"]), "logs": logs}
+            )
+            self.registrations[registration.document["id"]] = registration
+        for event in saved["events"]:
+            self.events.append(event)
+            self.events_by_id[event["eventId"]] = event
+        self.added_market_versions.extend(
+            (kind, value) for kind, value in saved["addedMarketVersions"]
+        )
+        self._seq = int(saved["seq"])
+        version, internal, gauss = saved["rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+
     def stats_snapshot(self) -> dict[str, int]:
         return {kind: self.stats[kind] for kind in STAT_KINDS} | dict(self.stats)
 
