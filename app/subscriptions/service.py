@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
+from app.changes.outbox import filter_text, filter_values
 from app.changes.signal import publish
 from app.core.db import utcnow
 from app.core.models import Delivery, RegistrationChange, Subscription
 from app.subscriptions import repository
-from app.subscriptions.outbox import filter_text, filter_values
 from app.subscriptions.rules import check_url, new_secret
 from app.subscriptions.schemas import (
     DeliveryOut,
