@@ -17,7 +17,7 @@ from app.audit.repository import Actor, record
 from app.changes.outbox import filter_text, filter_values
 from app.changes.signal import publish
 from app.core.db import utcnow
-from app.core.models import Delivery, RegistrationChange, Subscription
+from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
 from app.subscriptions import repository
 from app.subscriptions.rules import check_url, new_secret
 from app.subscriptions.schemas import (
@@ -102,9 +102,15 @@ def rotate(subscription: Subscription, *, now: datetime) -> None:
 
 
 async def deliveries(
-    session: AsyncSession, subscription_id: str, *, before: int | None, limit: int
+    session: AsyncSession,
+    subscription_id: str,
+    *,
+    before: int | None,
+    limit: int,
+    state: DeliveryState | None = None,
 ) -> list[DeliveryOut]:
-    """A subscription's deliveries, newest first, before the id `before`."""
+    """A subscription's deliveries, newest first, before the id `before`, only those in `state`
+    when given. The one listing of deliveries: the API, the console and the CLI come here."""
     statement = (
         select(Delivery, RegistrationChange.seq)
         .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
@@ -114,6 +120,8 @@ async def deliveries(
     )
     if before is not None:
         statement = statement.where(Delivery.id < before)
+    if state is not None:
+        statement = statement.where(Delivery.state == state)
     rows = (await session.execute(statement)).all()
     return [
         DeliveryOut(
