@@ -101,6 +101,12 @@ def rotate(subscription: Subscription, *, now: datetime) -> None:
     subscription.updated_at = now
 
 
+_DELIVERY_COLUMNS: Final = tuple(
+    getattr(Delivery, name) for name in DeliveryOut.model_fields if name != "seq"
+)
+"""A delivery's columns its answer shows (`seq` is its change's)."""
+
+
 async def deliveries(
     session: AsyncSession,
     subscription_id: str,
@@ -112,7 +118,7 @@ async def deliveries(
     """A subscription's deliveries, newest first, before the id `before`, only those in `state`
     when given. The one listing of deliveries: the API, the console and the CLI come here."""
     statement = (
-        select(Delivery, RegistrationChange.seq)
+        select(*_DELIVERY_COLUMNS, RegistrationChange.seq)
         .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
         .where(Delivery.subscription_id == subscription_id)
         .order_by(Delivery.id.desc())
@@ -122,22 +128,8 @@ async def deliveries(
         statement = statement.where(Delivery.id < before)
     if state is not None:
         statement = statement.where(Delivery.state == state)
-    rows = (await session.execute(statement)).all()
-    return [
-        DeliveryOut(
-            id=delivery.id,
-            seq=seq,
-            registration_id=delivery.registration_id,
-            state=delivery.state,
-            attempts=delivery.attempts,
-            last_status_code=delivery.last_status_code,
-            last_error=delivery.last_error,
-            next_attempt_at=delivery.next_attempt_at,
-            created_at=delivery.created_at,
-            updated_at=delivery.updated_at,
-        )
-        for delivery, seq in rows
-    ]
+    rows = await session.execute(statement)
+    return [DeliveryOut.model_validate(row) for row in rows]
 
 
 async def retry_deliveries(
