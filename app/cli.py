@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets as secrets_module
 import shlex
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from arq import ArqRedis
 from pydantic import SecretStr, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
@@ -31,6 +34,9 @@ from app.core.jobs import create_redis
 from app.core.models import DeliveryState, EventState
 from app.core.settings import Settings, describe_refusal
 from app.events import service as events_service
+
+if TYPE_CHECKING:
+    from app.sinch.client import SinchClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLBACK_PATH = "/callbacks/sinch/registrations"
@@ -58,6 +64,67 @@ def _require_sinch(settings: Settings) -> None:
             "SINCH_KEY_SECRET)",
             status=2,
         )
+
+
+class Setup:
+    """What a command works with, built by `opened` from the settings: the database's sessions,
+    Redis, the Sinch client. Asking for a piece the command did not open is a programming error."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession] | None,
+        redis: ArqRedis | None,
+        sinch: SinchClient | None,
+    ) -> None:
+        self.settings = settings
+        self._sessionmaker = sessionmaker
+        self._redis = redis
+        self._sinch = sinch
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        assert self._sessionmaker is not None, "opened without database=True"
+        return self._sessionmaker
+
+    @property
+    def redis(self) -> ArqRedis:
+        assert self._redis is not None, "opened without redis=True"
+        return self._redis
+
+    @property
+    def sinch(self) -> SinchClient:
+        assert self._sinch is not None, "opened without sinch=True"
+        return self._sinch
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    settings: Settings, *, database: bool = True, redis: bool = False, sinch: bool = False
+) -> AsyncIterator[Setup]:
+    """The one setup of every command that touches the data: an engine (lazy: nothing connects
+    before the first query), a Redis client (lazy too), a Sinch client (refused with status 2
+    when the credentials are not configured), each only when asked for; all closed when the
+    block ends, in reverse order."""
+    if sinch:
+        _require_sinch(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        sessionmaker = None
+        if database:
+            engine = create_engine(settings)
+            stack.push_async_callback(engine.dispose)
+            sessionmaker = create_sessionmaker(engine)
+        redis_client = None
+        if redis:
+            redis_client = create_redis(settings)
+            stack.push_async_callback(redis_client.aclose)
+        sinch_client = None
+        if sinch:
+            from app.sinch.client import SinchClient, create_http_client
+
+            http = await stack.enter_async_context(create_http_client(settings))
+            sinch_client = SinchClient.from_settings(settings, http)
+        yield Setup(settings, sessionmaker, redis_client, sinch_client)
 
 
 # --- processes ------------------------------------------------------------------------------------
@@ -120,23 +187,11 @@ def token_command() -> str:
 
 async def _reconcile(args: argparse.Namespace) -> int:
     from app.registrations.reconcile import reconcile
-    from app.sinch.client import SinchClient, create_http_client
 
-    settings = load_settings()
-    _require_sinch(settings)
-    engine = create_engine(settings)
-    redis = create_redis(settings)
-    try:
-        sessionmaker = create_sessionmaker(engine)
-        async with create_http_client(settings) as http:
-            report = await reconcile(
-                sessionmaker, SinchClient.from_settings(settings, http), full=args.full
-            )
+    async with opened(load_settings(), redis=True, sinch=True) as setup:
+        report = await reconcile(setup.sessionmaker, setup.sinch, full=args.full)
         # The changes it recorded go on the feed now (a worker's sequencer would, within 2 s).
-        await number_and_publish(sessionmaker, redis)
-    finally:
-        await redis.aclose()
-        await engine.dispose()
+        await number_and_publish(setup.sessionmaker, setup.redis)
     since = report.since.isoformat() if report.since else "the start"
     print(f"reconciled: {report.seen} registrations seen, {report.changed} changed (since {since})")
     return 0
@@ -169,71 +224,65 @@ async def _changes(args: argparse.Namespace) -> int:
     from app.changes.schemas import ChangeOut
     from app.changes.signal import ChangeSignal
 
-    settings = load_settings()
-    engine = create_engine(settings)
-    redis = create_redis(settings)
-    signal = ChangeSignal(redis)
-    try:
-        sessions = create_sessionmaker(engine)
-        async with sessions() as session:
-            bounds = await queries.bounds(session)
-        if args.all:
-            after = (bounds.oldest or 1) - 1
-        else:  # the last few, then (with --follow) what comes
-            after = max((bounds.newest or 0) - args.last, (bounds.oldest or 1) - 1)
-        if not args.follow:
-            while rows := await changes_service.read(sessions, after=after, limit=1000):
-                changes_service.check_contiguous(after, rows)
-                for row in rows:
-                    print(change_line(ChangeOut.of(row)), flush=True)
-                after = rows[-1].seq or after
-            return 0
-        signal.start()
-        feed = changes_service.FeedReader(sessions)
-        async for _, item in changes_service.follow(feed, signal, after=after):
-            print(change_line(ChangeOut.model_validate_json(item)), flush=True)
-    except changes_service.FeedGone:
-        raise CommandError(
-            "the changes after this position were pruned (CHANGE_RETENTION_DAYS): start again"
-        ) from None
-    finally:
-        await signal.stop()
-        await redis.aclose()
-        await engine.dispose()
+    async with opened(load_settings(), redis=True) as setup:
+        sessions = setup.sessionmaker
+        signal = ChangeSignal(setup.redis)
+        try:
+            async with sessions() as session:
+                bounds = await queries.bounds(session)
+            if args.all:
+                after = (bounds.oldest or 1) - 1
+            else:  # the last few, then (with --follow) what comes
+                after = max((bounds.newest or 0) - args.last, (bounds.oldest or 1) - 1)
+            if not args.follow:
+                while rows := await changes_service.read(sessions, after=after, limit=1000):
+                    changes_service.check_contiguous(after, rows)
+                    for row in rows:
+                        print(change_line(ChangeOut.of(row)), flush=True)
+                    after = rows[-1].seq or after
+                return 0
+            signal.start()
+            feed = changes_service.FeedReader(sessions)
+            async for _, item in changes_service.follow(feed, signal, after=after):
+                print(change_line(ChangeOut.model_validate_json(item)), flush=True)
+        except changes_service.FeedGone:
+            raise CommandError(
+                "the changes after this position were pruned (CHANGE_RETENTION_DAYS): start again"
+            ) from None
+        finally:
+            await signal.stop()
     return 0
 
 
 async def _deliveries_list(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
+    from app.subscriptions import repository as subscriptions_repository
+    from app.subscriptions import service as subscriptions_service
 
-    from app.core.models import Delivery, RegistrationChange
-
-    settings = load_settings()
-    engine = create_engine(settings)
-    try:
-        statement = (
-            select(Delivery, RegistrationChange.seq)
-            .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
-            .order_by(Delivery.id.desc())
-            .limit(args.limit)
+    state = DeliveryState(args.state) if args.state else None
+    async with opened(load_settings()) as setup, setup.sessionmaker() as session:
+        named = (
+            [args.subscription]
+            if args.subscription
+            else [known.id for known in await subscriptions_repository.every(session)]
         )
-        if args.subscription:
-            statement = statement.where(Delivery.subscription_id == args.subscription)
-        if args.state:
-            statement = statement.where(Delivery.state == args.state)
-        async with create_sessionmaker(engine)() as session:
-            rows = (await session.execute(statement)).all()
-    finally:
-        await engine.dispose()
-    for delivery, seq in rows:
+        # Each subscription's newest, through the API's own listing; then the newest of all.
+        listed = [
+            (subscription_id, delivery)
+            for subscription_id in named
+            for delivery in await subscriptions_service.deliveries(
+                session, subscription_id, before=None, limit=args.limit, state=state
+            )
+        ]
+    listed.sort(key=lambda pair: pair[1].id, reverse=True)
+    for subscription_id, delivery in listed[: args.limit]:
         when = (
             delivery.next_attempt_at.isoformat(timespec="seconds")
             if delivery.next_attempt_at
             else "-"
         )
         print(
-            f"{delivery.id:>8}  {delivery.subscription_id}  seq {seq or '-':>6}  "
-            f"{delivery.state:<9}  attempts {delivery.attempts:<3}  "
+            f"{delivery.id:>8}  {subscription_id}  seq {delivery.seq or '-':>6}  "
+            f"{delivery.state.value:<9}  attempts {delivery.attempts:<3}  "
             f"last {delivery.last_status_code or '-'}  next {when}  {delivery.last_error or ''}"
         )
     return 0
@@ -242,16 +291,10 @@ async def _deliveries_list(args: argparse.Namespace) -> int:
 async def _deliveries_retry(args: argparse.Namespace) -> int:
     from app.subscriptions import service as subscriptions_service
 
-    settings = load_settings()
-    engine = create_engine(settings)
-    redis = create_redis(settings)
-    try:
+    async with opened(load_settings(), redis=True) as setup:
         unknown = await subscriptions_service.retry_deliveries(
-            create_sessionmaker(engine), redis, args.delivery_ids, actor=Actor.command_line()
+            setup.sessionmaker, setup.redis, args.delivery_ids, actor=Actor.command_line()
         )
-    finally:
-        await redis.aclose()
-        await engine.dispose()
     done = len(args.delivery_ids) - len(unknown)
     print(f"{done} deliveries will be sent again now")
     if unknown:
@@ -269,25 +312,19 @@ async def _replay(args: argparse.Namespace) -> int:
             "again (failed:not_configured)",
             file=sys.stderr,
         )
-    engine = create_engine(settings)
-    sessionmaker = create_sessionmaker(engine)
-    redis = create_redis(settings)
-    try:
+    async with opened(settings, redis=True) as setup:
         report = await events_service.replay(
-            sessionmaker, redis, list(args.event_ids), actor=Actor.command_line()
+            setup.sessionmaker, setup.redis, list(args.event_ids), actor=Actor.command_line()
         )
         if args.failed:
             failed = await events_service.replay_failed(
-                sessionmaker, redis, actor=Actor.command_line()
+                setup.sessionmaker, setup.redis, actor=Actor.command_line()
             )
             report = events_service.Replayed(
                 replayed=report.replayed + failed.replayed,
                 unknown=report.unknown + failed.unknown,
                 not_enqueued=report.not_enqueued + failed.not_enqueued,
             )
-    finally:
-        await redis.aclose()
-        await engine.dispose()
     print(f"replaying {len(report.replayed)} events")
     if report.not_enqueued:
         print(
@@ -305,13 +342,10 @@ async def _prune(args: argparse.Namespace) -> int:
     days = args.days if args.days is not None else settings.event_retention_days
     states = [EventState(state) for state in (args.state or [EventState.PROCESSED])]
     cutoff = utcnow() - timedelta(days=days)
-    engine = create_engine(settings)
-    try:
+    async with opened(settings) as setup:
         total, _ = await events_service.prune(
-            create_sessionmaker(engine), processed_before=cutoff, states=states
+            setup.sessionmaker, processed_before=cutoff, states=states
         )
-    finally:
-        await engine.dispose()
     names = ", ".join(state.value for state in states)
     print(f"pruned {total} events ({names}) processed before {cutoff.isoformat()}")
     return 0
@@ -363,42 +397,29 @@ def _cmd_sign(args: argparse.Namespace) -> int:
 
 
 async def _secret_show(_args: argparse.Namespace) -> int:
-    from app.sinch.client import SinchClient, create_http_client
-
-    settings = load_settings()
-    _require_sinch(settings)
-    async with create_http_client(settings) as http:
-        configuration = await SinchClient.from_settings(settings, http).get_callback_configuration()
+    async with opened(load_settings(), database=False, sinch=True) as setup:
+        configuration = await setup.sinch.get_callback_configuration()
     print(configuration.hmac_secret.get_secret_value())
     return 0
 
 
 async def _secret_set(args: argparse.Namespace) -> int:
-    from app.sinch.client import SinchClient, create_http_client
-
     settings = load_settings()
-    _require_sinch(settings)
-    new_secret = args.value or secrets_module.token_urlsafe(32)
-    current = [s.get_secret_value() for s in settings.sinch_callback_secrets]
-    print("Safe rotation, one step at a time:", file=sys.stderr)
-    print(
-        "  1. accept both secrets on every API process and restart them:\n"
-        "     SINCH_CALLBACK_SECRETS=<new secret>" + (",<current secret>" if current else ""),
-        file=sys.stderr,
-    )
-    if not args.yes:
-        print("Not changed. Re-run with --yes once step 1 is deployed.", file=sys.stderr)
-        return 1
-    async with create_http_client(settings) as http:
-        await SinchClient.from_settings(settings, http).put_callback_configuration(
-            SecretStr(new_secret)
+    async with opened(settings, sinch=True) as setup:
+        new_secret = args.value or secrets_module.token_urlsafe(32)
+        current = [s.get_secret_value() for s in settings.sinch_callback_secrets]
+        print("Safe rotation, one step at a time:", file=sys.stderr)
+        print(
+            "  1. accept both secrets on every API process and restart them:\n"
+            "     SINCH_CALLBACK_SECRETS=<new secret>" + (",<current secret>" if current else ""),
+            file=sys.stderr,
         )
-    engine = create_engine(settings)
-    try:
-        async with create_sessionmaker(engine).begin() as session:
+        if not args.yes:
+            print("Not changed. Re-run with --yes once step 1 is deployed.", file=sys.stderr)
+            return 1
+        await setup.sinch.put_callback_configuration(SecretStr(new_secret))
+        async with setup.sessionmaker.begin() as session:
             record(session, Actor.command_line(), Action.CALLBACK_SECRET_SET, None, now=utcnow())
-    finally:
-        await engine.dispose()
     print("  2. done: Sinch now signs with the new secret", file=sys.stderr)
     print(
         '  3. once sinch_callback_secret_matches{secret="1"} stops growing, drop the old '
@@ -411,65 +432,40 @@ async def _secret_set(args: argparse.Namespace) -> int:
 
 async def _secret_rotate(args: argparse.Namespace) -> int:
     from app.callbacks.rotation import RotationRefused, rotate
-    from app.sinch.client import SinchClient, create_http_client
 
-    settings = load_settings()
-    _require_sinch(settings)
-    engine = create_engine(settings)
-    redis = create_redis(settings)
-    try:
-        sessionmaker = create_sessionmaker(engine)
-        async with create_http_client(settings) as http:
-            try:
-                rotation = await rotate(
-                    sessionmaker,
-                    redis,
-                    SinchClient.from_settings(settings, http),
-                    args.api_url or ["http://127.0.0.1:8000"],
-                    actor=Actor.command_line(),
-                    within=args.timeout,
-                )
-            except RotationRefused as exc:
-                raise CommandError(
-                    f"rotation refused, Sinch not changed: {exc}; the new secret was withdrawn"
-                ) from None
+    async with opened(load_settings(), redis=True, sinch=True) as setup:
+        try:
+            rotation = await rotate(
+                setup.sessionmaker,
+                setup.redis,
+                setup.sinch,
+                args.api_url or ["http://127.0.0.1:8000"],
+                actor=Actor.command_line(),
+                within=args.timeout,
+            )
+        except RotationRefused as exc:
+            raise CommandError(
+                f"rotation refused, Sinch not changed: {exc}; the new secret was withdrawn"
+            ) from None
         accepted = ", ".join(sorted(rotation.probe.accepted))
         print(f"probe: every running API process accepts the new secret ({accepted})")
         print("Sinch now signs callbacks with the new secret (the previous one stays accepted)")
         await _print_matches(
-            sessionmaker,
+            setup.sessionmaker,
             {"the new secret": rotation.new, "the previous secret": rotation.previous},
             minutes=args.minutes,
         )
-    finally:
-        await redis.aclose()
-        await engine.dispose()
     return 0
 
 
 async def _secret_status(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from app.callbacks.secrets import accepted_secrets
-    from app.core.models import CallbackSecret
-    from app.sinch.client import SinchClient, create_http_client
+    from app.callbacks.secrets import read_accepted
 
     settings = load_settings()
-    _require_sinch(settings)
-    async with create_http_client(settings) as http:
-        at_sinch = (
-            await SinchClient.from_settings(settings, http).get_callback_configuration()
-        ).hmac_secret
-    engine = create_engine(settings)
-    try:
-        sessionmaker = create_sessionmaker(engine)
-        async with sessionmaker() as session:
-            rows = (
-                await session.execute(select(CallbackSecret.state, CallbackSecret.secret))
-            ).all()
-        accepted = accepted_secrets(
-            [(row.state, row.secret) for row in rows], settings.sinch_callback_secrets
-        )
+    async with opened(settings, sinch=True) as setup:
+        at_sinch = (await setup.sinch.get_callback_configuration()).hmac_secret
+        async with setup.sessionmaker() as session:
+            accepted = await read_accepted(session, settings.sinch_callback_secrets)
         labelled: dict[str, SecretStr] = {"the secret Sinch signs with now": at_sinch}
         for position, secret in enumerate(accepted):
             if secret.get_secret_value() != at_sinch.get_secret_value():
@@ -480,14 +476,15 @@ async def _secret_status(args: argparse.Namespace) -> int:
                 "refused (401)",
                 file=sys.stderr,
             )
-        await _print_matches(sessionmaker, labelled, minutes=args.minutes)
-    finally:
-        await engine.dispose()
+        await _print_matches(setup.sessionmaker, labelled, minutes=args.minutes)
     return 0
 
 
 async def _print_matches(
-    sessionmaker: Any, labelled: dict[str, SecretStr], *, minutes: float
+    sessionmaker: async_sessionmaker[AsyncSession],
+    labelled: dict[str, SecretStr],
+    *,
+    minutes: float,
 ) -> None:
     """Which of `labelled` signed the callbacks kept in the last `minutes` (never the secrets)."""
     from app.callbacks.secrets import REPORT_LIMIT, recent_matches
@@ -513,22 +510,13 @@ async def _token_create(args: argparse.Namespace) -> int:
     from app.tokens import service as tokens
     from app.tokens.principal import Scope
 
-    settings = load_settings()
-    engine = create_engine(settings)
-    try:
-        async with create_sessionmaker(engine).begin() as session:
-            try:
-                token = await tokens.create(
-                    session,
-                    args.name,
-                    Scope(args.scope),
-                    actor=Actor.command_line(),
-                    now=utcnow(),
-                )
-            except tokens.TokenError as exc:
-                raise CommandError(str(exc), status=2) from None
-    finally:
-        await engine.dispose()
+    async with opened(load_settings()) as setup, setup.sessionmaker.begin() as session:
+        try:
+            token = await tokens.create(
+                session, args.name, Scope(args.scope), actor=Actor.command_line(), now=utcnow()
+            )
+        except tokens.TokenError as exc:
+            raise CommandError(str(exc), status=2) from None
     print(
         f"token {args.name} (scope {args.scope}) created; it is shown this once and only its "
         "hash is kept:",
@@ -542,12 +530,8 @@ async def _token_list(args: argparse.Namespace) -> int:
     from app.tokens import service as tokens
 
     settings = load_settings()
-    engine = create_engine(settings)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            rows = await tokens.every(session, revoked=args.all)
-    finally:
-        await engine.dispose()
+    async with opened(settings) as setup, setup.sessionmaker() as session:
+        rows = await tokens.every(session, revoked=args.all)
 
     def when(value: Any) -> str:
         return value.isoformat(timespec="seconds") if value else "-"
@@ -568,15 +552,11 @@ async def _token_revoke(args: argparse.Namespace) -> int:
     from app.tokens import service as tokens
 
     settings = load_settings()
-    engine = create_engine(settings)
-    try:
-        async with create_sessionmaker(engine).begin() as session:
-            try:
-                await tokens.revoke(session, args.name, actor=Actor.command_line(), now=utcnow())
-            except tokens.TokenError as exc:
-                raise CommandError(str(exc)) from None
-    finally:
-        await engine.dispose()
+    async with opened(settings) as setup, setup.sessionmaker.begin() as session:
+        try:
+            await tokens.revoke(session, args.name, actor=Actor.command_line(), now=utcnow())
+        except tokens.TokenError as exc:
+            raise CommandError(str(exc)) from None
     print(
         f"token {args.name} revoked: every API process refuses it within "
         f"{settings.token_cache_seconds:g} s"

@@ -68,6 +68,17 @@ def accepted_secrets(
     return tuple(SecretStr(secret) for secret in dict.fromkeys(ordered))
 
 
+async def read_accepted(
+    session: AsyncSession, environment: Sequence[SecretStr]
+) -> tuple[SecretStr, ...]:
+    """The accepted secrets as the rows of `callback_secrets` and `environment` stand now. The one
+    read of those rows: each API process's `AcceptedSecrets` and `secret status` come here."""
+    rows = await session.execute(
+        select(CallbackSecret.state, CallbackSecret.secret).order_by(CallbackSecret.id.desc())
+    )
+    return accepted_secrets([(row.state, row.secret) for row in rows], environment)
+
+
 class AcceptedSecrets:
     """This process's accepted secrets (`accepted`), kept fresh by a task of its own, which also
     announces the process in Redis. If the database does not answer, the last secrets read stay."""
@@ -90,16 +101,7 @@ class AcceptedSecrets:
     async def refresh(self) -> None:
         """Read the rows again (raises when the database does not answer)."""
         async with self._reader() as session:
-            rows = (
-                await session.execute(
-                    select(CallbackSecret.state, CallbackSecret.secret).order_by(
-                        CallbackSecret.id.desc()
-                    )
-                )
-            ).all()
-        self.accepted = accepted_secrets(
-            [(row.state, row.secret) for row in rows], self._settings.sinch_callback_secrets
-        )
+            self.accepted = await read_accepted(session, self._settings.sinch_callback_secrets)
 
     async def announce(self) -> None:
         now = time.time()

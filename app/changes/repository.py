@@ -34,9 +34,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes import outbox
 from app.core.db import rowcount
 from app.core.models import REGISTRATION_CHANGES, REGISTRATIONS
-from app.subscriptions import outbox
 
 IMAGE_COLUMNS: Final = (
     "registration_type",

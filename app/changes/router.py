@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes import queries, service
 from app.changes.schemas import ChangePage
@@ -20,7 +21,7 @@ from app.core.pagination import DEFAULT_LIMIT, LimitQuery
 from app.core.problems import ProblemError
 from app.core.schemas import problem_responses
 from app.web.auth import require_token
-from app.web.deps import Resources, ResourcesDep
+from app.web.deps import ResourcesDep
 
 router = APIRouter(
     prefix="/v1/changes",
@@ -55,9 +56,10 @@ CursorQuery = Annotated[
 ]
 
 
-async def _start(resources: Resources, cursor: str | None) -> int:
-    """The `seq` to read after, for `cursor`; 410 when it names a position no longer kept."""
-    async with resources.reader() as session:
+async def _start(reader: async_sessionmaker[AsyncSession], cursor: str | None) -> int:
+    """The `seq` to read after, for `cursor`; 410 when it names a position no longer kept. A
+    session of `reader` only for the bounds: none is held while the route waits."""
+    async with reader() as session:
         bounds = await queries.bounds(session)
     if cursor is None:
         return bounds.oldest - 1 if bounds.oldest is not None else 0
@@ -91,7 +93,7 @@ async def list_changes(
         Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for news (0-30)."),
     ] = 0,
 ) -> Response:
-    after = await _start(resources, cursor)
+    after = await _start(resources.reader, cursor)
     deadline = time.monotonic() + wait
     while True:
         token = resources.changes.token()
@@ -125,7 +127,7 @@ async def _stream_start(
     ] = None,
 ) -> int:
     # A dependency: it runs before the stream's 200 is sent, so an old cursor can still be 410.
-    return await _start(resources, last_event_id or cursor)
+    return await _start(resources.reader, last_event_id or cursor)
 
 
 @router.get(

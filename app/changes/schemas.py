@@ -1,15 +1,76 @@
-"""Documents of the change feed (docs/api.md, Change feed)."""
+"""Documents of the change feed (docs/api.md, Change feed), and the registration's image a change
+carries, which the registration's own answer extends."""
 
 from __future__ import annotations
 
+from datetime import date
 from types import SimpleNamespace
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from app.changes.repository import IMAGE_COLUMNS
 from app.core.models import ChangeKind, HistorySource, RegistrationChange
 from app.core.schemas import ApiModel, ApiTime
-from app.registrations.schemas import RegistrationView
+
+
+class ReasonOut(ApiModel):
+    """Why the registration stands where it does, in Sinch's words."""
+
+    message: str = Field(description="Sinch's newest log message, or a callback's `comments`.")
+    state: str | None = Field(description="The state the message was written for.")
+    at: ApiTime | None = Field(description="Sinch's time of the message.")
+
+
+class RegistrationView(ApiModel):
+    """A registration's answer without Sinch's document, as a change copies it (`IMAGE_COLUMNS`):
+    what the change feed carries; `RegistrationOut` adds the document."""
+
+    id: str
+    status: str = Field(description="Sinch's state name, as sent (states unknown here included).")
+    registration_type: str | None
+    status_changed_at: ApiTime | None = Field(
+        description="Sinch's time of the newest information applied: an event's time or the "
+        "document's `updateTime`."
+    )
+    last_synced_at: ApiTime | None = Field(
+        description="When the registration was last fetched from Sinch (this service's clock)."
+    )
+    created_at: ApiTime
+    updated_at: ApiTime
+    sender_ids: list[str] = Field(
+        description="Every sender ID the registration asks for, in Sinch's order."
+    )
+    market_code: str | None = Field(
+        description="The market (ISO 3166 alpha-2): the document's own `marketCode`, else its "
+        "policy's market from Sinch's market details; null when neither says."
+    )
+    policy_id: str | None
+    tags: list[str]
+    eta_date: date | None = Field(description="Sinch's estimated date of completion.")
+    price: dict[str, Any] | None = Field(description="Sinch's `price` object, as sent.")
+    status_since: ApiTime | None = Field(
+        description="Sinch's time at which the registration entered its current `status`."
+    )
+    reason: ReasonOut | None = Field(
+        description="Why it is in its status (REJECTED, PENDING, ON_HOLD, ...): Sinch's newest "
+        "log entry, or the comments of the callback that moved it; null when Sinch has said none."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reason_from_row(cls, data: Any) -> Any:
+        # A row keeps the reason in three columns; the answer nests them.
+        if isinstance(data, dict) or not hasattr(data, "reason_message"):
+            return data
+        fields = {name: getattr(data, name) for name in cls.model_fields if name != "reason"}
+        message = data.reason_message
+        fields["reason"] = (
+            None
+            if message is None
+            else ReasonOut(message=message, state=data.reason_state, at=data.reason_at)
+        )
+        return fields
 
 
 class ChangeOut(ApiModel):

@@ -454,7 +454,13 @@ async def refresh(
     if refused is not None:
         return refused
     try:
-        await registration_service.refresh(resources, registration_id, actor=_actor(request, who))
+        await registration_service.refresh(
+            resources.sessionmaker,
+            resources.sinch,
+            resources.sequencer,
+            registration_id,
+            actor=_actor(request, who),
+        )
     except ProblemError as exc:
         return _refused(request, who, exc.status, f"Refresh failed: {exc.detail or exc.title}")
     return _redirect(f"/console/registrations/{_path(registration_id)}?refreshed=1")

@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes import outbox
 from app.changes import repository as changes
 from app.core.db import UTCDateTime, insert_for
 from app.core.models import (
@@ -58,7 +59,6 @@ from app.core.models import (
     RegistrationHistory,
     SyncState,
 )
-from app.subscriptions import outbox
 
 _REGISTRATION = bindparam("p_registration", type_=String())
 _FROM = bindparam("p_from", type_=String())

@@ -196,6 +196,7 @@ async def get_history(session: ReadSessionDep, registration_id: RegistrationId) 
 async def refresh_registration(
     resources: ResourcesDep, registration_id: RegistrationId, actor: ActorDep
 ) -> RegistrationOut:
-    return RegistrationOut.model_validate(
-        await service.refresh(resources, registration_id, actor=actor)
+    refreshed = await service.refresh(
+        resources.sessionmaker, resources.sinch, resources.sequencer, registration_id, actor=actor
     )
+    return RegistrationOut.model_validate(refreshed)

@@ -20,19 +20,20 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
 from app.changes import repository as changes
+from app.changes.sequencer import Sequencer
 from app.core.db import utcnow
 from app.core.models import ChangeKind, HistorySource, Registration
 from app.core.problems import ProblemError
 from app.registrations import markets, queries, repository
 from app.registrations.facts import FACT_COLUMNS, fact_columns, read_facts
+from app.sinch.client import SinchClient
 from app.sinch.errors import SinchError, SinchNotFoundError, SinchRetryableError
 from app.sinch.schemas import SinchRegistration
-from app.web.deps import Resources
 
 log = logging.getLogger(__name__)
 
@@ -205,18 +206,27 @@ async def apply_snapshot(
     return SnapshotResult(applied=True, status_changed=changed, overruled=overruled)
 
 
-async def refresh(resources: Resources, registration_id: str, *, actor: Actor) -> Registration:
+async def refresh(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sinch: SinchClient | None,
+    sequencer: Sequencer,
+    registration_id: str,
+    *,
+    actor: Actor,
+) -> Registration:
     """GET the registration from Sinch now and apply it (the recency guard keeps newer local
     news); answers the registration as kept afterwards. The one implementation of a refresh: the
     API and the console come here, audited as `actor` in the same transaction. Owns its
-    transaction, begun only after the GET, so no database lock is held across the network call.
+    transaction, begun only after the GET, so no database lock is held across the network call;
+    pokes `sequencer` after the commit, so that what changed goes on the feed. `sinch` is None
+    when the credentials are not configured.
 
     Raises `ProblemError`: 503 (no credentials, Sinch unavailable), 404 (Sinch has no such
     registration), 502 (Sinch's answer unusable). Its details never echo Sinch's answer.
     """
     fetched_at = utcnow()
-    snapshot = await _fetch(resources, registration_id)
-    async with resources.sessionmaker.begin() as session:
+    snapshot = await _fetch(sinch, registration_id)
+    async with sessionmaker.begin() as session:
         await apply_snapshot(
             session,
             snapshot,
@@ -229,21 +239,21 @@ async def refresh(resources: Resources, registration_id: str, *, actor: Actor) -
         registration = await queries.get_registration(session, registration_id)
         if registration is None:  # applied just above; only a concurrent delete could do this
             raise ProblemError(404, "No registration with this id is known here.")
-    resources.sequencer.poke()  # what the refresh changed goes on the feed
+    sequencer.poke()  # what the refresh changed goes on the feed
     log.info("registration refreshed", extra={"registration_id": registration_id})
     return registration
 
 
-async def _fetch(resources: Resources, registration_id: str) -> SinchRegistration:
+async def _fetch(sinch: SinchClient | None, registration_id: str) -> SinchRegistration:
     """GET the registration from Sinch, every failure turned into its problem answer.
 
     The Sinch client's messages hold no secret, but they are still not echoed: they name Sinch's
     URLs and statuses, which are none of the caller's business beyond "unavailable".
     """
-    if resources.sinch is None:
+    if sinch is None:
         raise ProblemError(503, "Sinch credentials not configured.")
     try:
-        snapshot = await resources.sinch.get_registration(registration_id)
+        snapshot = await sinch.get_registration(registration_id)
     except SinchNotFoundError:
         raise ProblemError(404, "Sinch has no registration with this id.") from None
     except SinchRetryableError as exc:

@@ -1,5 +1,5 @@
 """The one module that writes `subscriptions` and `deliveries` (their creation by the outbox
-aside: app/subscriptions/outbox.py). Nothing here commits: callers own the transaction."""
+aside: app/changes/outbox.py). Nothing here commits: callers own the transaction."""
 
 from __future__ import annotations
 

@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
+from app.changes.outbox import filter_text, filter_values
 from app.changes.signal import publish
 from app.core.db import utcnow
-from app.core.models import Delivery, RegistrationChange, Subscription
+from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
 from app.subscriptions import repository
-from app.subscriptions.outbox import filter_text, filter_values
 from app.subscriptions.rules import check_url, new_secret
 from app.subscriptions.schemas import (
     DeliveryOut,
@@ -101,12 +101,24 @@ def rotate(subscription: Subscription, *, now: datetime) -> None:
     subscription.updated_at = now
 
 
+_DELIVERY_COLUMNS: Final = tuple(
+    getattr(Delivery, name) for name in DeliveryOut.model_fields if name != "seq"
+)
+"""A delivery's columns its answer shows (`seq` is its change's)."""
+
+
 async def deliveries(
-    session: AsyncSession, subscription_id: str, *, before: int | None, limit: int
+    session: AsyncSession,
+    subscription_id: str,
+    *,
+    before: int | None,
+    limit: int,
+    state: DeliveryState | None = None,
 ) -> list[DeliveryOut]:
-    """A subscription's deliveries, newest first, before the id `before`."""
+    """A subscription's deliveries, newest first, before the id `before`, only those in `state`
+    when given. The one listing of deliveries: the API, the console and the CLI come here."""
     statement = (
-        select(Delivery, RegistrationChange.seq)
+        select(*_DELIVERY_COLUMNS, RegistrationChange.seq)
         .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
         .where(Delivery.subscription_id == subscription_id)
         .order_by(Delivery.id.desc())
@@ -114,22 +126,10 @@ async def deliveries(
     )
     if before is not None:
         statement = statement.where(Delivery.id < before)
-    rows = (await session.execute(statement)).all()
-    return [
-        DeliveryOut(
-            id=delivery.id,
-            seq=seq,
-            registration_id=delivery.registration_id,
-            state=delivery.state,
-            attempts=delivery.attempts,
-            last_status_code=delivery.last_status_code,
-            last_error=delivery.last_error,
-            next_attempt_at=delivery.next_attempt_at,
-            created_at=delivery.created_at,
-            updated_at=delivery.updated_at,
-        )
-        for delivery, seq in rows
-    ]
+    if state is not None:
+        statement = statement.where(Delivery.state == state)
+    rows = await session.execute(statement)
+    return [DeliveryOut.model_validate(row) for row in rows]
 
 
 async def retry_deliveries(
