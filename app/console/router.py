@@ -117,8 +117,8 @@ async def viewer(request: Request, resources: ResourcesDep) -> Viewer:
     found = await sessions.load(resources.redis, session_id)
     if found is None or session_id is None:
         raise SignInRequired
-    principal = await principal_named(resources, found.principal)
-    if principal is None:  # its token was revoked: the session ends with it
+    principal = await principal_named(resources, found.principal, found.fingerprint)
+    if principal is None:  # its token was revoked or replaced: the session ends with it
         await sessions.end(resources.redis, session_id)
         raise SignInRequired
     return Viewer(principal=principal, csrf=found.csrf, session_id=session_id)
@@ -266,7 +266,7 @@ async def sign_in(
         )
         return response
     lifetime = resources.settings.console_session_seconds
-    session_id = await sessions.create(resources.redis, principal.name, lifetime)
+    session_id = await sessions.create(resources.redis, principal.name, token, lifetime)
     log.info("console sign-in", extra={"principal": principal.name})
     signed_in = _redirect("/console")
     signed_in.set_cookie(
