@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     sinch_callback_secrets: SecretList = Field(default_factory=list)
     internal_api_tokens: SecretList = Field(default_factory=list)
     callback_max_body_bytes: int = Field(default=1_048_576, gt=0)
+    api_max_body_bytes: int = Field(default=1_048_576, gt=0)
+    """Largest body of any other request (API, console); larger: 413 (app/web/bodies.py)."""
     reconcile_interval_seconds: int = Field(default=900, ge=0)
 
     # --- the service's own knobs (documented in the README) ---

@@ -134,21 +134,29 @@ async def _any_token(resources: Resources) -> bool:
         raise TokensUnavailableError from None
 
 
+async def identify(resources: Resources, presented: str | None) -> Principal:
+    """Who presented the bearer token `presented` (None: the request had none); else an
+    `UnauthorizedError` (401) saying only "missing" or "not accepted", or `TokensUnavailableError`.
+    Scopes are not checked here."""
+    if presented is None:
+        if not await _any_token(resources):
+            raise UnauthorizedError(_NONE_CONFIGURED)
+        raise UnauthorizedError("A bearer token is required (Authorization: Bearer <token>).")
+    principal = await authenticate(resources, presented)
+    if principal is None:
+        if not await _any_token(resources):
+            raise UnauthorizedError(_NONE_CONFIGURED)
+        raise UnauthorizedError("The bearer token is not accepted.")
+    return principal
+
+
 async def _principal(
     request: Request,
     resources: ResourcesDep,
     credentials: HTTPAuthorizationCredentials | None,
     needed: Scope,
 ) -> Principal:
-    if credentials is None:
-        if not await _any_token(resources):
-            raise UnauthorizedError(_NONE_CONFIGURED)
-        raise UnauthorizedError("A bearer token is required (Authorization: Bearer <token>).")
-    principal = await authenticate(resources, credentials.credentials)
-    if principal is None:
-        if not await _any_token(resources):
-            raise UnauthorizedError(_NONE_CONFIGURED)
-        raise UnauthorizedError("The bearer token is not accepted.")
+    principal = await identify(resources, credentials.credentials if credentials else None)
     if not principal.scope.allows(needed):
         raise ForbiddenError(f"This token's scope is `{principal.scope}`; this needs `{needed}`.")
     request.state.principal = principal
