@@ -91,8 +91,9 @@ async def deliver_subscription(
     """Send what is due for one subscription until nothing has been due or in flight for
     `LINGER_SECONDS`, or `budget_seconds` is spent (a POST starts only with its timeout left),
     or the subscription is disabled or deleted; every POST started is awaited and recorded.
-    Answers how many attempts ended each way (`succeeded`, `retrying`, `failed`, and
-    `disabled` when the job disabled the subscription)."""
+    Answers how many attempts ended each way (`succeeded`, `retrying`, `failed`), how many of
+    the failed were given up (`given_up`), and `disabled` when the job disabled the
+    subscription."""
     sessions, settings, signal = sending.sessions, sending.settings, sending.signal
     stop_sending_at = time.monotonic() + budget_seconds - settings.delivery_timeout_seconds
     outcomes: Counter[str] = Counter()
@@ -234,6 +235,12 @@ async def _record(
             )
             state = DeliveryState.PENDING if retry_at else DeliveryState.FAILED
             error = attempt.error
+            if retry_at is None:  # marked, and counted by the job (`given_up`)
+                error = (
+                    f"{error}; given up: still failing {settings.delivery_give_up_hours:g} h "
+                    "after it was written (DELIVERY_GIVE_UP_HOURS)"
+                )
+                ended["given_up"] += 1
         await repository.record_attempt(
             session,
             delivery.id,
