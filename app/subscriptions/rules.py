@@ -47,7 +47,7 @@ def check_url(url: str, allowed_hosts: Sequence[str]) -> str:
         raise UrlRefused("the URL must not have a fragment")
     if not any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in allowed_hosts):
         raise UrlRefused(
-            f"host {host!r} is not allowed (SUBSCRIPTION_ALLOWED_HOSTS)"
+            "the URL's host is not allowed (SUBSCRIPTION_ALLOWED_HOSTS)"
             if allowed_hosts
             else "no host is allowed: SUBSCRIPTION_ALLOWED_HOSTS is empty"
         )

@@ -45,6 +45,7 @@ from app.subscriptions.delivery import (
     delivery_client,
     post,
     proxy_for,
+    refusal,
     tls_context,
 )
 from app.subscriptions.rules import next_attempt
@@ -101,7 +102,7 @@ async def deliver_subscription(
     finished: Finished = []
     active = True
     idle_since: float | None = None
-    http = delivery_client(sending.tls)
+    http = delivery_client(sending.tls, settings.subscription_allowed_networks)
     try:
         while True:
             began = time.monotonic()
@@ -177,14 +178,25 @@ def _start(
     batch: list[tuple[Delivery, RegistrationChange]],
     flying: dict[asyncio.Task[Attempt], Delivery],
 ) -> None:
-    """Start a POST for each delivery of `batch` whose registration has none in flight."""
+    """Start a POST for each delivery of `batch` whose registration has none in flight; when the
+    URL may not be called now (`refusal`: the settings narrowed since it was made, or it names an
+    address not allowed), an attempt that sends nothing and fails saying why."""
     busy = {delivery.registration_id for delivery in flying.values()}
     secrets = _secrets(subscription, utcnow())
     proxy = proxy_for(subscription.url)
+    settings = sending.settings
+    why = refusal(
+        subscription.url,
+        settings.subscription_allowed_hosts,
+        settings.subscription_allowed_networks,
+    )
     for delivery, change in batch:
         if delivery.registration_id in busy:
             continue
         busy.add(delivery.registration_id)
+        if why is not None:
+            flying[asyncio.ensure_future(_not_sent(why))] = delivery
+            continue
         task = asyncio.ensure_future(
             post(
                 http,
@@ -197,6 +209,10 @@ def _start(
             )
         )
         flying[task] = delivery
+
+
+async def _not_sent(why: str) -> Attempt:
+    return Attempt(None, why)
 
 
 async def _record(
