@@ -25,13 +25,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import queries as audit_queries
 from app.audit.repository import Actor
 from app.console import charts
 from app.console import session as sessions
 from app.core.db import utcnow
-from app.core.models import EventState
+from app.core.models import Delivery, EventState, Subscription
 from app.core.pagination import encode_cursor, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import MAX_TEXT_LENGTH
@@ -622,7 +623,9 @@ async def subscriptions(request: Request, resources: ResourcesDep, who: ViewerDe
             )
             rows.append(
                 {
-                    "subscription": subscription_service.answer(subscription),
+                    "subscription": subscription_service.answer(
+                        subscription, redact=not who.may_act
+                    ),
                     "rate": _success_rate([d.state for d in recent]),
                     "window": len(recent),
                     "oldest_pending": oldest.get(subscription.id),
@@ -657,6 +660,7 @@ async def subscription(
         rows = await subscription_service.deliveries(
             session, subscription_id, before=before.id if before else None, limit=PAGE_SIZE + 1
         )
+        retried = await _retry_note(session, found, request.query_params.get("retried"))
     items = rows[:PAGE_SIZE]
     next_cursor = (
         encode_cursor(event_queries.EventKey(id=items[-1].id)) if len(rows) > PAGE_SIZE else None
@@ -666,12 +670,40 @@ async def subscription(
         "subscription.html",
         {
             "viewer": who,
-            "subscription": subscription_service.answer(found),
+            "subscription": subscription_service.answer(found, redact=not who.may_act),
             "items": items,
             "next_link": _with({}, cursor=next_cursor) if next_cursor else None,
-            "retried": request.query_params.get("retried"),
+            "retried": retried,
         },
     )
+
+
+async def _retry_note(
+    session: AsyncSession, subscription: Subscription, retried: str | None
+) -> str | None:
+    """What will happen to the delivery just retried (`?retried=ID`): sent now, or when what
+    holds it back is gone. None without a (valid) id of this subscription's."""
+    if retried is None or not retried.isdigit() or not 1 <= int(retried) <= 2**62:
+        return None
+    delivery = await session.get(Delivery, int(retried))
+    if delivery is None or delivery.subscription_id != subscription.id:
+        return None
+    if delivery.state != "pending":
+        return f"Delivery {delivery.id} was retried; it is {delivery.state} now."
+    if not subscription.enabled:
+        return (
+            f"Delivery {delivery.id} is pending again, but this subscription is disabled: it is "
+            "sent when the subscription is enabled again."
+        )
+    earlier = await subscription_repository.earlier_pending(session, delivery)
+    if earlier is not None:
+        return (
+            f"Delivery {delivery.id} is pending again, queued behind delivery {earlier.id} of the "
+            f"same registration (still pending, next attempt {_when(earlier.next_attempt_at)}): "
+            "it is sent once that one has succeeded or been given up, never before it. Retry "
+            f"delivery {earlier.id} to send both sooner."
+        )
+    return f"Delivery {delivery.id} will be sent again now."
 
 
 @router.post("/deliveries/{delivery_id}/retry")

@@ -285,6 +285,23 @@ async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> b
     return rowcount(result) > 0
 
 
+async def earlier_pending(session: AsyncSession, delivery: Delivery) -> Delivery | None:
+    """The earliest pending delivery of the same subscription and registration before `delivery`
+    (a lower change): while there is one, `delivery` is not sent (`due` keeps their order)."""
+    result = await session.execute(
+        select(Delivery)
+        .where(
+            Delivery.subscription_id == delivery.subscription_id,
+            Delivery.registration_id == delivery.registration_id,
+            Delivery.state == PENDING,
+            Delivery.change_id < delivery.change_id,
+        )
+        .order_by(Delivery.change_id)
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
 async def oldest_pending(session: AsyncSession) -> dict[str, datetime]:
     """Per subscription, when its oldest pending delivery was written."""
     rows = await session.execute(

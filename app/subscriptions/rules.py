@@ -54,6 +54,25 @@ def check_url(url: str, allowed_hosts: Sequence[str]) -> str:
     return url
 
 
+REDACTED = "REDACTED"
+
+
+def redacted_url(url: str) -> str:
+    """`url` as a `read` token may see it: credentials and every query value replaced by
+    `REDACTED` (a query item without `=` entirely: it may be a token itself); the scheme, host,
+    port, path and query names kept."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    items = [
+        f"{item.split('=', 1)[0]}={REDACTED}" if "=" in item else REDACTED
+        for item in parts.query.split("&")
+        if item
+    ]
+    return parts._replace(netloc=netloc, query="&".join(items)).geturl()
+
+
 def new_secret() -> str:
     """A signing secret as Standard Webhooks writes them: `whsec_` + base64 of random bytes."""
     return SECRET_PREFIX + base64.b64encode(secrets_module.token_bytes(SECRET_BYTES)).decode()
