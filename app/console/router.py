@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -72,7 +73,23 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+
+class UnreadableInput(Exception):
+    """A path or query parameter with a control character (a NUL, ...): no page takes one."""
+
+
+def _readable(request: Request) -> None:
+    """Every console route's first dependency: the path and the query parameters (decoded) hold
+    no control character, else `UnreadableInput` (400). PostgreSQL refuses a NUL in text, so one
+    reaching a query was a 500 with the SQL logged; nothing valid has one."""
+    texts = [request.scope["path"], *request.query_params.keys(), *request.query_params.values()]
+    if any(_CONTROL.search(text) for text in texts):
+        raise UnreadableInput
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+router = APIRouter(prefix="/console", include_in_schema=False, dependencies=[Depends(_readable)])
 
 
 @functools.cache
@@ -740,3 +757,14 @@ def install_console(app: FastAPI) -> None:
         return response
 
     app.add_exception_handler(SignInRequired, to_sign_in)
+
+    async def unreadable(request: Request, _exc: Exception) -> Response:
+        return _refused(
+            request,
+            None,
+            400,
+            "This address holds a character no page takes (a control "
+            "character). Nothing was looked up.",
+        )
+
+    app.add_exception_handler(UnreadableInput, unreadable)
