@@ -252,7 +252,7 @@ def test_an_untouched_filter_form_lists_every_registration(
     asyncio.run(_seed(stack))
     api = httpx.Client(base_url=stack.api_url, headers=AUTH, timeout=30)
     every = [r["id"] for r in api.get("/v1/registrations").json()["items"]]
-    assert len(every) == 4
+    assert len(every) == 3  # the fourth was refused by Sinch, so never kept
     _sign_in(browser, stack.api_url, API_TOKEN)
     _until(browser, lambda d: d.find_elements(By.ID, "events-by-state"))
     browser.get(f"{stack.api_url}/console/registrations")
