@@ -167,8 +167,10 @@ def _redirect(url: str) -> RedirectResponse:
 
 
 def _refused(request: Request, who: Viewer | None, status_code: int, message: str) -> HTMLResponse:
+    # Messages passed on from the API's problems mark names with Markdown backticks: plain here.
+    plain = message.replace("`", "")
     return _page(
-        request, "refused.html", {"viewer": who, "message": message}, status_code=status_code
+        request, "refused.html", {"viewer": who, "message": plain}, status_code=status_code
     )
 
 
@@ -187,7 +189,7 @@ def _acting(request: Request, who: Viewer, presented_csrf: str | None) -> HTMLRe
             request,
             who,
             403,
-            f"You are signed in with a `{who.principal.scope}` token: it may look, not act. "
+            f"You are signed in with a {who.principal.scope} token: it may look, not act. "
             "Nothing was done.",
         )
     return None
@@ -547,7 +549,7 @@ async def replay_failed(
         "done.html",
         {
             "viewer": who,
-            "message": f"{len(report.replayed)} failed events were put back to `received` and "
+            "message": f"{len(report.replayed)} failed events were put back to received and "
             "queued for processing."
             + (
                 f" Redis refused {report.not_enqueued}; the worker's sweep queues them."
@@ -619,7 +621,7 @@ async def audit(request: Request, resources: ResourcesDep, who: ViewerDep) -> HT
     """The newest entries of the audit trail; `write` scope, as `GET /v1/audit`."""
     if not who.may_act:
         return _refused(
-            request, who, 403, "The audit trail is shown to `write` tokens only, as in the API."
+            request, who, 403, "The audit trail is shown to write tokens only, as in the API."
         )
     async with resources.reader() as session:
         entries = await audit_queries.recent(session, limit=AUDIT_PAGE_SIZE)
