@@ -44,6 +44,7 @@ from app.registrations.router import router as registrations_router
 from app.sinch.client import SinchClient, create_http_client
 from app.subscriptions.router import router as subscriptions_router
 from app.tokens.directory import TokenDirectory
+from app.web.bodies import BodyGuard
 from app.web.deps import Resources
 from app.web.docs import install_docs
 from app.web.health import router as health_router
@@ -52,7 +53,8 @@ log = logging.getLogger(__name__)
 
 
 class ServiceAPI(FastAPI):
-    """FastAPI, with POSTs to the callback endpoint answered in front of its middleware stack.
+    """FastAPI, with POSTs to the callback endpoint answered in front of its middleware stack,
+    and every other request's body behind `BodyGuard` (token first, capped).
 
     The callback endpoint is the hot path: Sinch may deliver thousands of callbacks a second, and
     FastAPI's middleware layers cost about as much CPU per request as verifying and keeping a
@@ -61,7 +63,7 @@ class ServiceAPI(FastAPI):
     """
 
     def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
+        stack = BodyGuard(super().build_middleware_stack())
         endpoint = CallbackEndpoint()
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:

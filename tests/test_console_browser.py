@@ -246,6 +246,27 @@ def test_console_shows_the_api_numbers_finds_a_registration_and_replays_a_failed
     assert after.status_code == 303 and after.headers["location"] == "/console/sign-in"
 
 
+def test_an_untouched_filter_form_lists_every_registration(
+    stack: Stack, browser: WebDriver
+) -> None:
+    asyncio.run(_seed(stack))
+    api = httpx.Client(base_url=stack.api_url, headers=AUTH, timeout=30)
+    every = [r["id"] for r in api.get("/v1/registrations").json()["items"]]
+    assert len(every) == 3  # the fourth was refused by Sinch, so never kept
+    _sign_in(browser, stack.api_url, API_TOKEN)
+    _until(browser, lambda d: d.find_elements(By.ID, "events-by-state"))
+    browser.get(f"{stack.api_url}/console/registrations")
+    _until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "form.filters"))
+    # Every field of the form is empty, as nothing was chosen: no `None` in any.
+    for field in browser.find_elements(By.CSS_SELECTOR, "form.filters input"):
+        assert field.get_attribute("value") == "", field.get_attribute("name")
+    browser.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    _until(browser, lambda d: "sender_id=" in d.current_url)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#registrations tbody tr a")
+    assert sorted(row.text for row in rows) == sorted(every)
+    _shot(browser, "registrations-filtered")
+
+
 def test_wrong_token_is_refused_and_not_echoed(stack: Stack, browser: WebDriver) -> None:
     _sign_in(browser, stack.api_url, "not-a-token-0123456789")
     error = _until(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".error"))

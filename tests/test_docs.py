@@ -62,3 +62,13 @@ async def test_oauth2_redirect_page_is_served(api: httpx.AsyncClient) -> None:
     answer = await api.get("/docs/oauth2-redirect")
     assert answer.status_code == 200
     assert re.findall(r"https?://", answer.text) == []
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+async def test_docs_pages_may_not_be_framed_by_another_site(
+    api: httpx.AsyncClient, path: str
+) -> None:
+    answer = await api.get(path)
+    assert answer.status_code == 200
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]

@@ -144,7 +144,7 @@ def problem_answer(status: int, detail: str) -> Answer:
     )
 
 
-def _closing(answer: Answer) -> Answer:
+def closing(answer: Answer) -> Answer:
     """`answer`, closing the connection after it (the rest of the request is not read)."""
     headers = [*answer.start["headers"], (b"connection", b"close")]
     return Answer({**answer.start, "headers": headers}, answer.body)
@@ -152,13 +152,13 @@ def _closing(answer: Answer) -> Answer:
 
 # Sent when the body did not arrive in time; the connection is closed, as what is left of the body
 # may still trickle in and must not be read as a next request.
-TOO_SLOW = _closing(
+TOO_SLOW = closing(
     problem_answer(408, "The body did not arrive in time; send it again, whole and faster.")
 )
 
 # Sent for a body in an encoding this endpoint does not decode (gzip, br, ...): its bytes are not
 # what was signed, and kept they would be garbage. The body is not read: the connection is closed.
-UNSUPPORTED_ENCODING = _closing(
+UNSUPPORTED_ENCODING = closing(
     problem_answer(
         415,
         "The body has a Content-Encoding this endpoint does not decode; send it unencoded "

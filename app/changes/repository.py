@@ -29,6 +29,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     select,
     text,
 )
@@ -36,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import outbox
 from app.core.db import rowcount
-from app.core.models import REGISTRATION_CHANGES, REGISTRATIONS
+from app.core.models import DELIVERIES, REGISTRATION_CHANGES, REGISTRATIONS, DeliveryState
 
 IMAGE_COLUMNS: Final = (
     "registration_type",
@@ -184,22 +185,42 @@ async def number(session: AsyncSession) -> int:
     return rowcount(await session.execute(_NUMBER, {"batch": NUMBER_BATCH}))
 
 
-async def prune(session: AsyncSession, *, recorded_before: datetime, limit: int) -> int:
-    """Delete up to `limit` of the oldest changes, up to the newest one recorded before the cutoff:
-    always a prefix of the feed (a reader is either before it, and told so, or after it, never
-    in a hole), and never the newest change (it carries the numbering on). Answers how many."""
-    newest = select(func.max(REGISTRATION_CHANGES.c.seq)).scalar_subquery()
-    last_old = (
+def pruned_through(recorded_before: datetime) -> Any:
+    """The newest `seq` recorded before the cutoff: `prune` deletes no change above it."""
+    return (
         select(func.max(REGISTRATION_CHANGES.c.seq))
         .where(REGISTRATION_CHANGES.c.recorded_at < recorded_before)
         .scalar_subquery()
     )
+
+
+_OWED_CHANGE = REGISTRATION_CHANGES.alias("owed_change")
+_OWED = (
+    select(func.min(_OWED_CHANGE.c.seq))
+    .select_from(DELIVERIES.join(_OWED_CHANGE, _OWED_CHANGE.c.id == DELIVERIES.c.change_id))
+    .where(DELIVERIES.c.state == literal(DeliveryState.PENDING.value, literal_execute=True))
+    .correlate(None)
+    .scalar_subquery()
+)
+"""The oldest change a delivery is still pending for: deleting it would delete the delivery
+(its foreign key cascades), so `prune` stops below it."""
+
+
+async def prune(session: AsyncSession, *, recorded_before: datetime, limit: int) -> int:
+    """Delete up to `limit` of the oldest changes, up to the newest one recorded before the cutoff:
+    always a prefix of the feed (a reader is either before it, and told so, or after it, never
+    in a hole), never the newest change (it carries the numbering on), and never a change a
+    delivery is still pending for, nor any after it (a pending delivery is never lost; a disabled
+    subscription's are given up first: app.subscriptions.repository.give_up_unsent). Answers how
+    many."""
+    newest = select(func.max(REGISTRATION_CHANGES.c.seq)).scalar_subquery()
     doomed = (
         select(REGISTRATION_CHANGES.c.id)
         .where(
             REGISTRATION_CHANGES.c.seq.is_not(None),
-            REGISTRATION_CHANGES.c.seq <= last_old,
+            REGISTRATION_CHANGES.c.seq <= pruned_through(recorded_before),
             REGISTRATION_CHANGES.c.seq < newest,
+            REGISTRATION_CHANGES.c.seq < func.coalesce(_OWED, newest),
         )
         .order_by(REGISTRATION_CHANGES.c.seq)
         .limit(limit)

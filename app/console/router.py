@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,13 +26,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import queries as audit_queries
 from app.audit.repository import Actor
 from app.console import charts
 from app.console import session as sessions
 from app.core.db import utcnow
-from app.core.models import EventState
+from app.core.models import Delivery, EventState, Subscription
 from app.core.pagination import encode_cursor, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import MAX_TEXT_LENGTH
@@ -71,7 +73,23 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
-router = APIRouter(prefix="/console", include_in_schema=False)
+
+class UnreadableInput(Exception):
+    """A path or query parameter with a control character (a NUL, ...): no page takes one."""
+
+
+def _readable(request: Request) -> None:
+    """Every console route's first dependency: the path and the query parameters (decoded) hold
+    no control character, else `UnreadableInput` (400). PostgreSQL refuses a NUL in text, so one
+    reaching a query was a 500 with the SQL logged; nothing valid has one."""
+    texts = [request.scope["path"], *request.query_params.keys(), *request.query_params.values()]
+    if any(_CONTROL.search(text) for text in texts):
+        raise UnreadableInput
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+router = APIRouter(prefix="/console", include_in_schema=False, dependencies=[Depends(_readable)])
 
 
 @functools.cache
@@ -117,8 +135,8 @@ async def viewer(request: Request, resources: ResourcesDep) -> Viewer:
     found = await sessions.load(resources.redis, session_id)
     if found is None or session_id is None:
         raise SignInRequired
-    principal = await principal_named(resources, found.principal)
-    if principal is None:  # its token was revoked: the session ends with it
+    principal = await principal_named(resources, found.principal, found.fingerprint)
+    if principal is None:  # its token was revoked or replaced: the session ends with it
         await sessions.end(resources.redis, session_id)
         raise SignInRequired
     return Viewer(principal=principal, csrf=found.csrf, session_id=session_id)
@@ -149,8 +167,10 @@ def _redirect(url: str) -> RedirectResponse:
 
 
 def _refused(request: Request, who: Viewer | None, status_code: int, message: str) -> HTMLResponse:
+    # Messages passed on from the API's problems mark names with Markdown backticks: plain here.
+    plain = message.replace("`", "")
     return _page(
-        request, "refused.html", {"viewer": who, "message": message}, status_code=status_code
+        request, "refused.html", {"viewer": who, "message": plain}, status_code=status_code
     )
 
 
@@ -169,7 +189,7 @@ def _acting(request: Request, who: Viewer, presented_csrf: str | None) -> HTMLRe
             request,
             who,
             403,
-            f"You are signed in with a `{who.principal.scope}` token: it may look, not act. "
+            f"You are signed in with a {who.principal.scope} token: it may look, not act. "
             "Nothing was done.",
         )
     return None
@@ -266,7 +286,7 @@ async def sign_in(
         )
         return response
     lifetime = resources.settings.console_session_seconds
-    session_id = await sessions.create(resources.redis, principal.name, lifetime)
+    session_id = await sessions.create(resources.redis, principal.name, token, lifetime)
     log.info("console sign-in", extra={"principal": principal.name})
     signed_in = _redirect("/console")
     signed_in.set_cookie(
@@ -535,7 +555,7 @@ async def replay_failed(
         "done.html",
         {
             "viewer": who,
-            "message": f"{len(report.replayed)} failed events were put back to `received` and "
+            "message": f"{len(report.replayed)} failed events were put back to received and "
             "queued for processing."
             + (
                 f" Redis refused {report.not_enqueued}; the worker's sweep queues them."
@@ -607,7 +627,7 @@ async def audit(request: Request, resources: ResourcesDep, who: ViewerDep) -> HT
     """The newest entries of the audit trail; `write` scope, as `GET /v1/audit`."""
     if not who.may_act:
         return _refused(
-            request, who, 403, "The audit trail is shown to `write` tokens only, as in the API."
+            request, who, 403, "The audit trail is shown to write tokens only, as in the API."
         )
     async with resources.reader() as session:
         entries = await audit_queries.recent(session, limit=AUDIT_PAGE_SIZE)
@@ -628,7 +648,9 @@ async def subscriptions(request: Request, resources: ResourcesDep, who: ViewerDe
             )
             rows.append(
                 {
-                    "subscription": subscription_service.answer(subscription),
+                    "subscription": subscription_service.answer(
+                        subscription, redact=not who.may_act
+                    ),
                     "rate": _success_rate([d.state for d in recent]),
                     "window": len(recent),
                     "oldest_pending": oldest.get(subscription.id),
@@ -663,6 +685,7 @@ async def subscription(
         rows = await subscription_service.deliveries(
             session, subscription_id, before=before.id if before else None, limit=PAGE_SIZE + 1
         )
+        retried = await _retry_note(session, found, request.query_params.get("retried"))
     items = rows[:PAGE_SIZE]
     next_cursor = (
         encode_cursor(event_queries.EventKey(id=items[-1].id)) if len(rows) > PAGE_SIZE else None
@@ -672,12 +695,40 @@ async def subscription(
         "subscription.html",
         {
             "viewer": who,
-            "subscription": subscription_service.answer(found),
+            "subscription": subscription_service.answer(found, redact=not who.may_act),
             "items": items,
             "next_link": _with({}, cursor=next_cursor) if next_cursor else None,
-            "retried": request.query_params.get("retried"),
+            "retried": retried,
         },
     )
+
+
+async def _retry_note(
+    session: AsyncSession, subscription: Subscription, retried: str | None
+) -> str | None:
+    """What will happen to the delivery just retried (`?retried=ID`): sent now, or when what
+    holds it back is gone. None without a (valid) id of this subscription's."""
+    if retried is None or not retried.isdigit() or not 1 <= int(retried) <= 2**62:
+        return None
+    delivery = await session.get(Delivery, int(retried))
+    if delivery is None or delivery.subscription_id != subscription.id:
+        return None
+    if delivery.state != "pending":
+        return f"Delivery {delivery.id} was retried; it is {delivery.state} now."
+    if not subscription.enabled:
+        return (
+            f"Delivery {delivery.id} is pending again, but this subscription is disabled: it is "
+            "sent when the subscription is enabled again."
+        )
+    earlier = await subscription_repository.earlier_pending(session, delivery)
+    if earlier is not None:
+        return (
+            f"Delivery {delivery.id} is pending again, queued behind delivery {earlier.id} of the "
+            f"same registration (still pending, next attempt {_when(earlier.next_attempt_at)}): "
+            "it is sent once that one has succeeded or been given up, never before it. Retry "
+            f"delivery {earlier.id} to send both sooner."
+        )
+    return f"Delivery {delivery.id} will be sent again now."
 
 
 @router.post("/deliveries/{delivery_id}/retry")
@@ -714,3 +765,14 @@ def install_console(app: FastAPI) -> None:
         return response
 
     app.add_exception_handler(SignInRequired, to_sign_in)
+
+    async def unreadable(request: Request, _exc: Exception) -> Response:
+        return _refused(
+            request,
+            None,
+            400,
+            "This address holds a character no page takes (a control "
+            "character). Nothing was looked up.",
+        )
+
+    app.add_exception_handler(UnreadableInput, unreadable)

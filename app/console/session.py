@@ -1,7 +1,9 @@
 """Console sessions: a random id in an HttpOnly, SameSite=Strict cookie, mapped in Redis to the
-principal's NAME and the session's CSRF token. The token signed in with is never stored: it is
-checked once (`authenticate`), and each later request asks `principal_named` who that name is now,
-so a revoked token ends its sessions at their next request.
+principal's NAME, a FINGERPRINT of the token signed in with, and the session's CSRF token. The token
+itself is never stored: it is checked once (`authenticate`), and each later request asks
+`principal_named` who that name is now, with that fingerprint, so a revoked token ends its sessions
+at their next request, and so does a bootstrap token replaced in `INTERNAL_API_TOKENS` (its name
+`env:N` passes to the new token; the fingerprint does not).
 
 Redis holds `console:session:<sha256 of the id>` (a leaked Redis dump names no usable cookie)
 with an expiry of `CONSOLE_SESSION_SECONDS`, the cookie's own Max-Age; sign-out deletes it. Redis
@@ -32,10 +34,19 @@ class Session:
     """The name of the principal signed in (`Principal.name`), never its token."""
     csrf: str
     """Every form of this session carries it; a POST without it is refused."""
+    fingerprint: str
+    """`fingerprint(token)` of the token signed in with; "" for a session older than this field
+    (a bootstrap token's such session ends at its next request)."""
 
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
+
+
+def fingerprint(token: str) -> str:
+    """A one-way digest naming `token` (SHA-256 with this module's own prefix): equal for the same
+    token, useless to present as a token. Tokens are random and long, so no guess finds one."""
+    return hashlib.sha256(b"console-session-token\0" + token.encode()).hexdigest()
 
 
 def _key(session_id: str) -> str:
@@ -47,10 +58,13 @@ def same(presented: str | None, expected: str) -> bool:
     return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
 
 
-async def create(redis: Redis, principal: str, lifetime_seconds: int) -> str:
-    """A new session for `principal`; answers its id (the cookie's value)."""
+async def create(redis: Redis, principal: str, token: str, lifetime_seconds: int) -> str:
+    """A new session for `principal`, signed in with `token` (only its fingerprint is kept);
+    answers its id (the cookie's value)."""
     session_id = new_secret()
-    value = json.dumps({"principal": principal, "csrf": new_secret()})
+    value = json.dumps(
+        {"principal": principal, "fingerprint": fingerprint(token), "csrf": new_secret()}
+    )
     await redis.set(_key(session_id), value, ex=lifetime_seconds)
     return session_id
 
@@ -63,7 +77,11 @@ async def load(redis: Redis, session_id: str | None) -> Session | None:
     if raw is None:
         return None
     data = json.loads(raw)
-    return Session(principal=str(data["principal"]), csrf=str(data["csrf"]))
+    return Session(
+        principal=str(data["principal"]),
+        csrf=str(data["csrf"]),
+        fingerprint=str(data.get("fingerprint", "")),
+    )
 
 
 async def end(redis: Redis, session_id: str | None) -> None:

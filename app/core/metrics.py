@@ -66,6 +66,14 @@ class Metrics:
             ["subscription", "result"],
             registry=r,
         )
+        self.deliveries_given_up = Counter(
+            "subscription_deliveries_given_up",
+            "Deliveries given up unsent, by reason: `retry_window` (still failing "
+            "DELIVERY_GIVE_UP_HOURS after written), `change_pruned` (a disabled subscription's, "
+            "when its change left the feed).",
+            ["reason"],
+            registry=r,
+        )
         self.sinch_gets = Counter(
             "sinch_registration_gets",
             "GETs of a registration from Sinch, by reason.",

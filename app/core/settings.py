@@ -6,6 +6,7 @@ an empty variable counts as unset. Secrets are `SecretStr` so that they never pr
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     sinch_callback_secrets: SecretList = Field(default_factory=list)
     internal_api_tokens: SecretList = Field(default_factory=list)
     callback_max_body_bytes: int = Field(default=1_048_576, gt=0)
+    api_max_body_bytes: int = Field(default=1_048_576, gt=0)
+    """Largest body of any other request (API, console); larger: 413 (app/web/bodies.py)."""
     reconcile_interval_seconds: int = Field(default=900, ge=0)
 
     # --- the service's own knobs (documented in the README) ---
@@ -59,6 +62,11 @@ class Settings(BaseSettings):
     subscription_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Host patterns (`*.internal.example.com`, `127.0.0.1`) a subscription's URL may name;
     empty: no subscription can be created."""
+    subscription_allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list
+    )
+    """Address ranges (`10.0.0.0/8`, `127.0.0.1/32`) a subscription's host may resolve to although
+    they are not public (loopback, private, link-local, ...); empty: public addresses only."""
     delivery_retry_seconds: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
     )
@@ -131,6 +139,7 @@ class Settings(BaseSettings):
         "sinch_callback_secrets",
         "internal_api_tokens",
         "subscription_allowed_hosts",
+        "subscription_allowed_networks",
         "delivery_retry_seconds",
         mode="before",
     )

@@ -7,21 +7,27 @@ Receivers deduplicate by `webhook-id`: the same on every attempt of a delivery.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import ssl
 import urllib.request
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from app.changes.schemas import ChangeOut
 from app.core.db import utcnow
 from app.core.models import RegistrationChange
-from app.subscriptions.rules import signature
+from app.subscriptions.rules import UrlRefused, check_url, signature
 
 EVENT_TYPE = "registration.changed"
 USER_AGENT = "sinch-registrations-webhooks/1"
@@ -123,7 +129,9 @@ async def post(
                 response.close()
     except TimeoutError:
         return Attempt(None, f"no answer within {seconds:g} s")
-    except aiohttp.ClientConnectorError:
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, AddressRefused):
+            return Attempt(None, ADDRESS_REFUSED)
         return Attempt(None, "could not connect")
     except aiohttp.ServerDisconnectedError:
         return Attempt(None, "the receiver closed the connection without an answer")
@@ -147,16 +155,98 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def delivery_client(tls: ssl.SSLContext) -> aiohttp.ClientSession:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ADDRESS_REFUSED = (
+    "not sent: the URL's host resolves to an address not allowed (loopback, private, link-local "
+    "or otherwise not public; SUBSCRIPTION_ALLOWED_NETWORKS)"
+)
+
+
+class AddressRefused(OSError):
+    """A destination's address is not one the service may call (`address_allowed`)."""
+
+
+def address_allowed(address: str, allowed: Sequence[Network]) -> bool:
+    """Whether the service may POST to `address`: one of `allowed` (SUBSCRIPTION_ALLOWED_NETWORKS)
+    holds it, or it is a public unicast address (not loopback, private, link-local, shared,
+    reserved, unspecified nor multicast). An IPv4 address mapped into IPv6 is judged as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if any(ip in network for network in allowed if network.version == ip.version):
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
+def refusal(url: str, allowed_hosts: Sequence[str], allowed: Sequence[Network]) -> str | None:
+    """Why a delivery to `url` must not be sent now, or None: its host is not allowed by the
+    settings as they stand (they may have narrowed since the subscription was made), or it is an
+    address not allowed. A host NAME's addresses are checked when it is resolved
+    (`GuardedResolver`). Never echoes the URL."""
+    try:
+        check_url(url, allowed_hosts)
+    except UrlRefused as exc:
+        return f"not sent: {exc}"
+    host = urlsplit(url).hostname or ""
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None  # a name: checked by the resolver
+    return None if address_allowed(host, allowed) else ADDRESS_REFUSED
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, refusing (`AddressRefused`) a name any of whose addresses is not
+    allowed (`address_allowed`): a name that resolves to 127.0.0.1 or 169.254.169.254 is never
+    called. The proxies' own names (`exempt`, from the environment) are resolved unchecked: the
+    proxy, not the service, reaches the destination then. aiohttp connects to the addresses
+    answered here, so a name cannot resolve one way for the check and another for the call."""
+
+    def __init__(self, allowed: Sequence[Network], exempt: frozenset[str]) -> None:
+        self._inner = DefaultResolver()
+        self._allowed = allowed
+        self._exempt = exempt
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        answers = await self._inner.resolve(host, port, family)
+        if host.rstrip(".").lower() in self._exempt:
+            return answers
+        if not all(address_allowed(answer["host"], self._allowed) for answer in answers):
+            raise AddressRefused(ADDRESS_REFUSED)
+        return answers
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _proxy_hosts() -> frozenset[str]:
+    hosts = set()
+    for proxy in urllib.request.getproxies_environment().values():
+        host = urlsplit(proxy if "://" in proxy else f"http://{proxy}").hostname
+        if host:
+            hosts.add(host.rstrip(".").lower())
+    return frozenset(hosts)
+
+
+def delivery_client(tls: ssl.SSLContext, allowed: Sequence[Network]) -> aiohttp.ClientSession:
     """The HTTP client of one subscription's job: a pool of its own, `CONCURRENCY` connections,
     so that one subscriber's slowness never takes a connection another subscriber or Sinch's
     client needs. aiohttp, not httpx: httpx's pool spent ten times the CPU per POST with 16 in
     flight (docs/architecture.md, "Deliveries"). The environment's proxies are passed to each
     POST (`proxy_for`), not read by aiohttp (`trust_env`): it read them, and `~/.netrc`, for
     every request, in a thread, a third of the worker's CPU at 1,000 POSTs/s. The caller closes
-    it; create it inside the running event loop."""
+    it; create it inside the running event loop. Names are resolved by a `GuardedResolver`
+    allowing the private `allowed` networks (SUBSCRIPTION_ALLOWED_NETWORKS)."""
+    resolver: Any = GuardedResolver(allowed, _proxy_hosts())
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=CONCURRENCY, ssl=tls, keepalive_timeout=30)
+        connector=aiohttp.TCPConnector(
+            limit=CONCURRENCY, ssl=tls, keepalive_timeout=30, resolver=resolver
+        )
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, case, exists, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +15,7 @@ from sqlalchemy.orm import aliased
 from app.core.db import rowcount
 from app.core.models import (
     DELIVERIES,
+    REGISTRATION_CHANGES,
     SUBSCRIPTIONS,
     Delivery,
     DeliveryState,
@@ -84,6 +86,41 @@ async def fail_pending(session: AsyncSession, subscription_id: str, why: str, no
                 (DELIVERIES.c.last_error.is_(None), why),
                 else_=DELIVERIES.c.last_error + "; " + why,
             ),
+            updated_at=now,
+        )
+    )
+    return rowcount(result)
+
+
+GIVEN_UP_PRUNED = (
+    "given up: not sent before its change left the feed (CHANGE_RETENTION_DAYS) while the "
+    "subscription was disabled"
+)
+
+
+async def give_up_unsent(session: AsyncSession, *, through_seq: Any, now: datetime) -> int:
+    """Mark `failed` (with `GIVEN_UP_PRUNED`) the pending deliveries of DISABLED subscriptions
+    whose change is numbered `through_seq` or lower: the changes pruning is about to delete
+    (app.changes.repository.pruned_through). An enabled subscription's pending deliveries are
+    left alone: pruning stops below them. Answers how many were given up."""
+    result = await session.execute(
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.state == PENDING,
+            DELIVERIES.c.subscription_id.in_(
+                select(SUBSCRIPTIONS.c.id).where(SUBSCRIPTIONS.c.enabled.is_(False))
+            ),
+            DELIVERIES.c.change_id.in_(
+                select(REGISTRATION_CHANGES.c.id).where(REGISTRATION_CHANGES.c.seq <= through_seq)
+            ),
+        )
+        .values(
+            state=DeliveryState.FAILED.value,
+            last_error=case(
+                (DELIVERIES.c.last_error.is_(None), GIVEN_UP_PRUNED),
+                else_=DELIVERIES.c.last_error + "; " + GIVEN_UP_PRUNED,
+            ),
+            next_attempt_at=None,
             updated_at=now,
         )
     )
@@ -246,6 +283,23 @@ async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> b
         )
     )
     return rowcount(result) > 0
+
+
+async def earlier_pending(session: AsyncSession, delivery: Delivery) -> Delivery | None:
+    """The earliest pending delivery of the same subscription and registration before `delivery`
+    (a lower change): while there is one, `delivery` is not sent (`due` keeps their order)."""
+    result = await session.execute(
+        select(Delivery)
+        .where(
+            Delivery.subscription_id == delivery.subscription_id,
+            Delivery.registration_id == delivery.registration_id,
+            Delivery.state == PENDING,
+            Delivery.change_id < delivery.change_id,
+        )
+        .order_by(Delivery.change_id)
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
 
 
 async def oldest_pending(session: AsyncSession) -> dict[str, datetime]:

@@ -33,7 +33,8 @@ from app.subscriptions.schemas import (
     SubscriptionPatch,
     SubscriptionWithSecret,
 )
-from app.web.auth import ActorDep, require_token
+from app.tokens.principal import Principal, Scope
+from app.web.auth import ActorDep, PrincipalDep, require_token
 from app.web.deps import ReadSessionDep, ResourcesDep, SessionDep
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,16 @@ async def create_subscription(
 
 
 @router.get("/subscriptions", operation_id="listSubscriptions", summary="Every subscription")
-async def list_subscriptions(session: ReadSessionDep) -> SubscriptionList:
-    return SubscriptionList(items=[service.answer(s) for s in await repository.every(session)])
+async def list_subscriptions(session: ReadSessionDep, principal: PrincipalDep) -> SubscriptionList:
+    redact = _redact(principal)
+    return SubscriptionList(
+        items=[service.answer(s, redact=redact) for s in await repository.every(session)]
+    )
+
+
+def _redact(principal: Principal) -> bool:
+    """A `read` token sees URLs without their credentials and query values."""
+    return not principal.scope.allows(Scope.WRITE)
 
 
 @router.get(
@@ -108,9 +117,9 @@ async def list_subscriptions(session: ReadSessionDep) -> SubscriptionList:
     responses=problem_responses(404),
 )
 async def get_subscription(
-    session: ReadSessionDep, subscription_id: SubscriptionId
+    session: ReadSessionDep, principal: PrincipalDep, subscription_id: SubscriptionId
 ) -> SubscriptionOut:
-    return service.answer(await _found(session, subscription_id))
+    return service.answer(await _found(session, subscription_id), redact=_redact(principal))
 
 
 @router.patch(

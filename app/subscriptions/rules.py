@@ -47,11 +47,30 @@ def check_url(url: str, allowed_hosts: Sequence[str]) -> str:
         raise UrlRefused("the URL must not have a fragment")
     if not any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in allowed_hosts):
         raise UrlRefused(
-            f"host {host!r} is not allowed (SUBSCRIPTION_ALLOWED_HOSTS)"
+            "the URL's host is not allowed (SUBSCRIPTION_ALLOWED_HOSTS)"
             if allowed_hosts
             else "no host is allowed: SUBSCRIPTION_ALLOWED_HOSTS is empty"
         )
     return url
+
+
+REDACTED = "REDACTED"
+
+
+def redacted_url(url: str) -> str:
+    """`url` as a `read` token may see it: credentials and every query value replaced by
+    `REDACTED` (a query item without `=` entirely: it may be a token itself); the scheme, host,
+    port, path and query names kept."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    items = [
+        f"{item.split('=', 1)[0]}={REDACTED}" if "=" in item else REDACTED
+        for item in parts.query.split("&")
+        if item
+    ]
+    return parts._replace(netloc=netloc, query="&".join(items)).geturl()
 
 
 def new_secret() -> str:

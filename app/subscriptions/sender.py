@@ -45,6 +45,7 @@ from app.subscriptions.delivery import (
     delivery_client,
     post,
     proxy_for,
+    refusal,
     tls_context,
 )
 from app.subscriptions.rules import next_attempt
@@ -91,8 +92,9 @@ async def deliver_subscription(
     """Send what is due for one subscription until nothing has been due or in flight for
     `LINGER_SECONDS`, or `budget_seconds` is spent (a POST starts only with its timeout left),
     or the subscription is disabled or deleted; every POST started is awaited and recorded.
-    Answers how many attempts ended each way (`succeeded`, `retrying`, `failed`, and
-    `disabled` when the job disabled the subscription)."""
+    Answers how many attempts ended each way (`succeeded`, `retrying`, `failed`), how many of
+    the failed were given up (`given_up`), and `disabled` when the job disabled the
+    subscription."""
     sessions, settings, signal = sending.sessions, sending.settings, sending.signal
     stop_sending_at = time.monotonic() + budget_seconds - settings.delivery_timeout_seconds
     outcomes: Counter[str] = Counter()
@@ -100,7 +102,7 @@ async def deliver_subscription(
     finished: Finished = []
     active = True
     idle_since: float | None = None
-    http = delivery_client(sending.tls)
+    http = delivery_client(sending.tls, settings.subscription_allowed_networks)
     try:
         while True:
             began = time.monotonic()
@@ -176,14 +178,25 @@ def _start(
     batch: list[tuple[Delivery, RegistrationChange]],
     flying: dict[asyncio.Task[Attempt], Delivery],
 ) -> None:
-    """Start a POST for each delivery of `batch` whose registration has none in flight."""
+    """Start a POST for each delivery of `batch` whose registration has none in flight; when the
+    URL may not be called now (`refusal`: the settings narrowed since it was made, or it names an
+    address not allowed), an attempt that sends nothing and fails saying why."""
     busy = {delivery.registration_id for delivery in flying.values()}
     secrets = _secrets(subscription, utcnow())
     proxy = proxy_for(subscription.url)
+    settings = sending.settings
+    why = refusal(
+        subscription.url,
+        settings.subscription_allowed_hosts,
+        settings.subscription_allowed_networks,
+    )
     for delivery, change in batch:
         if delivery.registration_id in busy:
             continue
         busy.add(delivery.registration_id)
+        if why is not None:
+            flying[asyncio.ensure_future(_not_sent(why))] = delivery
+            continue
         task = asyncio.ensure_future(
             post(
                 http,
@@ -196,6 +209,10 @@ def _start(
             )
         )
         flying[task] = delivery
+
+
+async def _not_sent(why: str) -> Attempt:
+    return Attempt(None, why)
 
 
 async def _record(
@@ -234,6 +251,12 @@ async def _record(
             )
             state = DeliveryState.PENDING if retry_at else DeliveryState.FAILED
             error = attempt.error
+            if retry_at is None:  # marked, and counted by the job (`given_up`)
+                error = (
+                    f"{error}; given up: still failing {settings.delivery_give_up_hours:g} h "
+                    "after it was written (DELIVERY_GIVE_UP_HOURS)"
+                )
+                ended["given_up"] += 1
         await repository.record_attempt(
             session,
             delivery.id,

@@ -19,7 +19,7 @@ from app.changes.signal import publish
 from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
 from app.subscriptions import repository
-from app.subscriptions.rules import check_url, new_secret
+from app.subscriptions.rules import check_url, new_secret, redacted_url
 from app.subscriptions.schemas import (
     DeliveryOut,
     SubscriptionIn,
@@ -31,10 +31,12 @@ from app.subscriptions.schemas import (
 ROTATION_OVERLAP: Final = timedelta(hours=24)
 
 
-def answer(subscription: Subscription) -> SubscriptionOut:
+def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionOut:
+    """The subscription as answered; with `redact` (a `read` token's view) its URL's credentials
+    and query values hidden (`redacted_url`): they are often a receiver's secret."""
     return SubscriptionOut(
         id=subscription.id,
-        url=subscription.url,
+        url=redacted_url(subscription.url) if redact else subscription.url,
         statuses=filter_values(subscription.status_filter),
         registration_types=filter_values(subscription.type_filter),
         description=subscription.description,

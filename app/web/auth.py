@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from app.audit.repository import Actor
+from app.console.session import fingerprint as session_fingerprint
 from app.core.problems import ProblemError
 from app.tokens.principal import Principal, Scope, TokenLookupError
 from app.web.deps import Resources, ResourcesDep
@@ -96,17 +97,25 @@ async def authenticate(resources: Resources, presented: str) -> Principal | None
         raise TokensUnavailableError from None
 
 
-async def principal_named(resources: Resources, name: str) -> Principal | None:
+async def principal_named(resources: Resources, name: str, fingerprint: str) -> Principal | None:
     """The principal called `name` as it stands now, or None when no accepted token has that name
     any more (revoked, or removed from the configuration): a console session asks this on each
     request, so that revoking a token also ends the sessions signed in with it (within
-    `TOKEN_CACHE_SECONDS`). Names are never reused, so a new token cannot inherit a session."""
+    `TOKEN_CACHE_SECONDS`).
+
+    A database token's name is never reused. A bootstrap token's is (`env:N` is a position in
+    `INTERNAL_API_TOKENS`), so `env:N` is answered only while the token at position N is still the
+    one whose `session.fingerprint` is `fingerprint`: replacing or removing it ends its sessions,
+    and a session never acts under another token's name."""
     accepted = resources.settings.internal_api_tokens
     if name.startswith("env:"):
         number = name[4:]
-        if number.isdigit() and 1 <= int(number) <= len(accepted):
-            return Principal(name, Scope.WRITE)
-        return None
+        if not (number.isdigit() and 1 <= int(number) <= len(accepted)):
+            return None
+        current = session_fingerprint(accepted[int(number) - 1].get_secret_value())
+        if not hmac.compare_digest(current.encode(), fingerprint.encode()):
+            return None
+        return Principal(name, Scope.WRITE)
     try:
         return await resources.tokens.by_name(name)
     except TokenLookupError:
@@ -125,21 +134,29 @@ async def _any_token(resources: Resources) -> bool:
         raise TokensUnavailableError from None
 
 
+async def identify(resources: Resources, presented: str | None) -> Principal:
+    """Who presented the bearer token `presented` (None: the request had none); else an
+    `UnauthorizedError` (401) saying only "missing" or "not accepted", or `TokensUnavailableError`.
+    Scopes are not checked here."""
+    if presented is None:
+        if not await _any_token(resources):
+            raise UnauthorizedError(_NONE_CONFIGURED)
+        raise UnauthorizedError("A bearer token is required (Authorization: Bearer <token>).")
+    principal = await authenticate(resources, presented)
+    if principal is None:
+        if not await _any_token(resources):
+            raise UnauthorizedError(_NONE_CONFIGURED)
+        raise UnauthorizedError("The bearer token is not accepted.")
+    return principal
+
+
 async def _principal(
     request: Request,
     resources: ResourcesDep,
     credentials: HTTPAuthorizationCredentials | None,
     needed: Scope,
 ) -> Principal:
-    if credentials is None:
-        if not await _any_token(resources):
-            raise UnauthorizedError(_NONE_CONFIGURED)
-        raise UnauthorizedError("A bearer token is required (Authorization: Bearer <token>).")
-    principal = await authenticate(resources, credentials.credentials)
-    if principal is None:
-        if not await _any_token(resources):
-            raise UnauthorizedError(_NONE_CONFIGURED)
-        raise UnauthorizedError("The bearer token is not accepted.")
+    principal = await identify(resources, credentials.credentials if credentials else None)
     if not principal.scope.allows(needed):
         raise ForbiddenError(f"This token's scope is `{principal.scope}`; this needs `{needed}`.")
     request.state.principal = principal

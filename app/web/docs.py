@@ -26,6 +26,14 @@ OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
 DOCS_ASSETS_PATH = "/docs-assets"
 ASSETS_FOLDER = Path(fastapi_offline.__file__).parent / "static"
 """`swagger-ui-bundle.js`, `swagger-ui.css`, `redoc.standalone.js`, `favicon.png`."""
+NEVER_FRAMED = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"}
+"""Headers of each page: no other site may frame it (clickjacking the "Authorize" form).
+Only `frame-ancestors`: the pages' own inline scripts must still run."""
+
+
+def _never_framed(page: HTMLResponse) -> HTMLResponse:
+    page.headers.update(NEVER_FRAMED)
+    return page
 
 
 def install_docs(app: FastAPI) -> None:
@@ -39,26 +47,30 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get(DOCS_PATH, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=OAUTH2_REDIRECT_PATH,
-            swagger_js_url=asset(request, "swagger-ui-bundle.js"),
-            swagger_css_url=asset(request, "swagger-ui.css"),
-            swagger_favicon_url=asset(request, "favicon.png"),
-            swagger_ui_parameters=app.swagger_ui_parameters,
+        return _never_framed(
+            get_swagger_ui_html(
+                openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
+                title=f"{app.title} - Swagger UI",
+                oauth2_redirect_url=OAUTH2_REDIRECT_PATH,
+                swagger_js_url=asset(request, "swagger-ui-bundle.js"),
+                swagger_css_url=asset(request, "swagger-ui.css"),
+                swagger_favicon_url=asset(request, "favicon.png"),
+                swagger_ui_parameters=app.swagger_ui_parameters,
+            )
         )
 
     @app.get(OAUTH2_REDIRECT_PATH, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
+        return _never_framed(get_swagger_ui_oauth2_redirect_html())
 
     @app.get(REDOC_PATH, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=asset(request, "redoc.standalone.js"),
-            redoc_favicon_url=asset(request, "favicon.png"),
-            with_google_fonts=False,
+        return _never_framed(
+            get_redoc_html(
+                openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=asset(request, "redoc.standalone.js"),
+                redoc_favicon_url=asset(request, "favicon.png"),
+                with_google_fonts=False,
+            )
         )

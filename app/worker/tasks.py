@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from arq import Retry
 
+from app.changes import repository as changes_repository
 from app.changes import service as changes_service
 from app.core.db import utcnow
 from app.core.jobs import RedisError, enqueue_events, enqueue_facts
@@ -33,6 +34,7 @@ from app.sinch.errors import (
     SinchRejectedError,
     SinchRetryableError,
 )
+from app.subscriptions import repository as subscriptions_repository
 from app.subscriptions import sender
 from app.worker.context import WorkerContext
 
@@ -229,8 +231,10 @@ async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
             subscription_id,
             budget_seconds=cron_budget(ctx),
         )
+    metrics = ctx["metrics"]
+    metrics.deliveries_given_up.labels("retry_window").inc(outcomes.pop("given_up", 0))
     for result, count in outcomes.items():
-        ctx["metrics"].deliveries.labels(subscription_id, result).inc(count)
+        metrics.deliveries.labels(subscription_id, result).inc(count)
     ctx["dispatcher"].poke()
     return sum(count for result, count in outcomes.items() if result != "disabled")
 
@@ -335,10 +339,23 @@ async def prune_events(ctx: WorkerContext) -> int:
         log.info("pruning stopped at its time budget; the next run continues")
     if total:
         log.info("pruned %d processed events", total)
+    recorded_before = utcnow() - timedelta(days=settings.change_retention_days)
+    # The FK of a delivery to its change cascades: a pending delivery must not go with its change
+    # unnoticed. An enabled subscription's hold the pruning back (changes.repository.prune); a
+    # disabled one's are given up here, marked and counted.
+    async with ctx["sessionmaker"].begin() as session:
+        given_up = await subscriptions_repository.give_up_unsent(
+            session, through_seq=changes_repository.pruned_through(recorded_before), now=utcnow()
+        )
+    if given_up:
+        ctx["metrics"].deliveries_given_up.labels("change_pruned").inc(given_up)
+        log.warning(
+            "gave up %d pending deliveries of disabled subscriptions: their changes leave the "
+            "feed (CHANGE_RETENTION_DAYS)",
+            given_up,
+        )
     pruned, complete = await changes_service.prune(
-        ctx["sessionmaker"],
-        recorded_before=utcnow() - timedelta(days=settings.change_retention_days),
-        stop_at=started + budget,
+        ctx["sessionmaker"], recorded_before=recorded_before, stop_at=started + budget
     )
     if pruned:
         log.info("pruned %d changes of the feed%s", pruned, "" if complete else " (more left)")

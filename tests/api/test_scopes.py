@@ -16,13 +16,14 @@ from typing import Any
 import httpx
 import pytest
 
+from app.console.session import fingerprint
 from app.core.models import ApiToken, AuditEntry
 from app.core.settings import Settings
 from app.main import create_app
 from app.tokens.principal import Principal, Scope
 from app.web.auth import principal_named
 from app.web.deps import Resources
-from tests.api.conftest import AUTH, assert_problem
+from tests.api.conftest import API_TOKEN, AUTH, assert_problem
 from tests.api.test_auth import SAMPLE_PATH_VALUES
 from tests.support.processes import start_api
 from tests.support.reads import rows
@@ -145,15 +146,19 @@ async def test_principal_named_follows_revocation(settings: Settings) -> None:
     app = create_app(settings)
     async with app.router.lifespan_context(app) as state:
         resources: Resources = state["resources"]
-        assert await principal_named(resources, "console-user") == Principal(
+        assert await principal_named(resources, "console-user", "") == Principal(
             "console-user", Scope.READ
         )
-        assert await principal_named(resources, "env:1") == Principal("env:1", Scope.WRITE)
-        assert await principal_named(resources, "env:2") is None
-        assert await principal_named(resources, "nobody") is None
+        env_token = fingerprint(API_TOKEN)
+        assert await principal_named(resources, "env:1", env_token) == Principal(
+            "env:1", Scope.WRITE
+        )
+        assert await principal_named(resources, "env:1", fingerprint("another")) is None
+        assert await principal_named(resources, "env:2", env_token) is None
+        assert await principal_named(resources, "nobody", "") is None
         await revoke_token(settings, "console-user")
         deadline = time.monotonic() + REVOCATION_BOUND
-        while await principal_named(resources, "console-user") is not None:
+        while await principal_named(resources, "console-user", "") is not None:
             assert time.monotonic() < deadline, "a revoked token's session would go on"
             await asyncio.sleep(0.1)
 

@@ -76,6 +76,8 @@ def world(
         folder,
         f"subs_{worker_id}",
         SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1",
+        # The receivers are on loopback, which a delivery may reach only when allowed.
+        SUBSCRIPTION_ALLOWED_NETWORKS="127.0.0.0/8",
         DELIVERY_RETRY_SECONDS=",".join(str(p) for p in PAUSES),
         DELIVERY_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS),
         SUBSCRIPTION_DISABLE_AFTER_HOURS=str(DISABLE_AFTER_HOURS),

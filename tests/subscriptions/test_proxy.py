@@ -72,7 +72,7 @@ async def test_a_delivery_goes_through_the_proxy_the_environment_names(
         monkeypatch.delenv(name.upper(), raising=False)
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{recorder.port}")
     target = "http://receiver.internal:9999/hooks?token=t"
-    http = delivery_client(tls_context())
+    http = delivery_client(tls_context(), [])
     try:
         attempt = await post(
             http,

@@ -1,0 +1,118 @@
+"""Request bodies of every route but the callback endpoint: token first, then at most
+`API_MAX_BODY_BYTES`.
+
+FastAPI reads a route's whole body (JSON or form) before it solves the route's dependencies, the
+bearer check included, and sets no limit: anyone could make a process hold any number of bytes,
+without a token. `BodyGuard` sits in front of the routes (app.main.ServiceAPI) and, for a request
+that declares a body (`Content-Length` above 0, or `Transfer-Encoding`):
+- under `/v1`, checks the bearer token before reading a byte: without an accepted one the answer
+  is the route's own 401 problem (or 503 when tokens cannot be checked), the body unread;
+- everywhere (the console's forms too), reads the body up to `API_MAX_BODY_BYTES`: a larger one,
+  declared or streamed, is answered 413 as soon as the limit is passed, the rest unread;
+- hands the route the body it read.
+An answer sent before the body was read whole closes the connection (what is left of the body
+must not be read as a next request). The route still checks the token's scope itself.
+
+The callback endpoint is not behind this guard: it caps its own body (`CALLBACK_MAX_BODY_BYTES`).
+"""
+
+from __future__ import annotations
+
+from fastapi.security.utils import get_authorization_scheme_param
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.callbacks.endpoint import (
+    Answer,
+    BodyTooLarge,
+    ClientGone,
+    closing,
+    problem_answer,
+    read_capped_body,
+)
+from app.core.problems import ProblemError
+from app.web.auth import identify
+from app.web.deps import Resources
+
+
+def _declared(scope: Scope) -> tuple[bool, int | None]:
+    """Whether the request has a body, and its declared length (None when not declared)."""
+    length: int | None = None
+    chunked = False
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.strip().isdigit():
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = True
+    return chunked or bool(length), length
+
+
+def _bearer(scope: Scope) -> str | None:
+    """The bearer token of the request, as `HTTPBearer` reads it (None: no such header)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
+            return credentials if scheme.lower() == "bearer" and credentials else None
+    return None
+
+
+def _refusal(exc: ProblemError) -> Answer:
+    answer = problem_answer(exc.status, exc.detail or exc.title)
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (exc.headers or {}).items()
+    ]
+    return Answer({**answer.start, "headers": [*answer.start["headers"], *headers]}, answer.body)
+
+
+class BodyGuard:
+    """The ASGI middleware described above, around `app`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        has_body, declared = _declared(scope)
+        if not has_body:
+            await self.app(scope, receive, send)
+            return
+        resources: Resources = scope["state"]["resources"]
+        path: str = scope["path"]
+        if path == "/v1" or path.startswith("/v1/"):
+            try:
+                await identify(resources, _bearer(scope))
+            except ProblemError as exc:
+                await self._answer(send, closing(_refusal(exc)))
+                return
+        limit = resources.settings.api_max_body_bytes
+        try:
+            body = await read_capped_body(receive, declared, limit)
+        except ClientGone:  # the caller left before its body came: nobody to answer
+            return
+        except BodyTooLarge:
+            await self._answer(
+                send, closing(problem_answer(413, f"The body exceeds {limit} bytes."))
+            )
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    @staticmethod
+    async def _answer(send: Send, answer: Answer) -> None:
+        await send(answer.start)
+        await send(answer.body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` answering `body` whole first, then whatever the connection says next (a
+    disconnect, which streaming answers wait for)."""
+    given = False
+
+    async def replayed() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
