@@ -37,10 +37,11 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 
-SERVICES = {"postgres", "redis", "migrate", "api", "worker", "proxy"}
-APP_SERVICES = ("migrate", "api", "worker")
+SERVICES = {"postgres", "redis", "migrate", "api", "worker", "deliveries", "proxy"}
+APP_SERVICES = ("migrate", "api", "worker", "deliveries")
 API_COMMAND = ["uvicorn", "app.main:app"]
 WORKER_COMMAND = ["arq", "app.worker.WorkerSettings"]
+DELIVERY_WORKER_COMMAND = ["arq", "app.worker.DeliveryWorkerSettings"]
 MIGRATE_COMMAND = ["alembic", "upgrade", "head"]
 # docs/api.md's environment variables (fixed names).
 CONTRACT_VARIABLES = {
@@ -267,11 +268,18 @@ def test_api_command_is_the_contract_and_resolves(
     assert {"/healthz", "/readyz", "/metrics"} <= set(app.openapi()["paths"])
 
 
-def test_worker_command_is_the_contract_and_resolves(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize(
+    ("name", "expected", "job"),
+    [
+        ("worker", WORKER_COMMAND, "process_event"),
+        ("deliveries", DELIVERY_WORKER_COMMAND, "deliver"),
+    ],
+)
+def test_worker_commands_resolve(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, expected: list[str], job: str
 ) -> None:
-    argv = command("worker")
-    assert argv == WORKER_COMMAND
+    argv = command(name)
+    assert argv == expected
 
     module_name, _, attribute = argv[1].rpartition(".")
     monkeypatch.chdir(tmp_path)
@@ -279,8 +287,8 @@ def test_worker_command_is_the_contract_and_resolves(
     assert inspect.isclass(worker_settings)
     functions = getattr(worker_settings, "functions", None)
     assert functions, "WorkerSettings has no functions"
-    names = {getattr(job, "name", getattr(job, "__name__", None)) for job in functions}
-    assert "process_event" in names
+    names = {getattr(one, "name", getattr(one, "__name__", None)) for one in functions}
+    assert job in names
     assert callable(getattr(worker_settings, "on_startup", None))
 
 
@@ -298,7 +306,7 @@ def test_migrate_runs_alembic_once_before_the_app() -> None:
     assert any((Path(location) / "versions").glob("*.py"))
 
 
-@pytest.mark.parametrize("name", ["api", "worker"])
+@pytest.mark.parametrize("name", ["api", "worker", "deliveries"])
 def test_app_waits_for_migrations_and_redis(name: str) -> None:
     depends_on = service(name)["depends_on"]
     assert depends_on["migrate"]["condition"] == "service_completed_successfully"
@@ -323,18 +331,24 @@ def test_api_port_agrees_everywhere() -> None:
     assert healthcheck_port(exec_form(check), "/healthz") == command_port
 
 
-def test_worker_metrics_port_agrees_everywhere() -> None:
-    port = Settings.model_fields["worker_metrics_port"].default
-    assert int(env_example()["WORKER_METRICS_PORT"]) == port
-    assert int(environment("worker")["WORKER_METRICS_PORT"]) == port
-    assert [str(item) for item in service("worker")["expose"]] == [str(port)]
-    assert healthcheck_port(service("worker")["healthcheck"]["test"], "/metrics") == port
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [("worker", "worker_metrics_port"), ("deliveries", "delivery_worker_metrics_port")],
+)
+def test_worker_metrics_port_agrees_everywhere(name: str, field: str) -> None:
+    port = Settings.model_fields[field].default
+    variable = field.upper()
+    assert int(env_example()[variable]) == port
+    assert int(environment(name)[variable]) == port
+    assert [str(item) for item in service(name)["expose"]] == [str(port)]
+    assert healthcheck_port(service(name)["healthcheck"]["test"], "/metrics") == port
 
 
 def test_only_the_api_answers_the_images_healthcheck() -> None:
     # The image's HEALTHCHECK asks the API; the other app containers must replace it.
     assert service("migrate")["healthcheck"] == {"disable": True}
     assert "healthcheck" in service("worker")
+    assert "healthcheck" in service("deliveries")
 
 
 # --- variables -------------------------------------------------------------------------------

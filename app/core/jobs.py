@@ -33,6 +33,14 @@ from app.core.settings import Settings
 PROCESS_EVENT: Final = "process_event"
 REFRESH_FACTS: Final = "refresh_facts"
 DELIVER: Final = "deliver"
+
+EVENTS_QUEUE: Final = default_queue_name
+"""The queue of the callbacks' jobs (process_event, refresh_facts) and the crons:
+`arq app.worker.WorkerSettings` reads it."""
+DELIVERIES_QUEUE: Final = "arq:queue:deliveries"
+"""The queue of the subscriptions' `deliver` jobs when they run apart (`DELIVERY_WORKER=apart`,
+the default): `arq app.worker.DeliveryWorkerSettings` reads it, so that however many subscribers
+there are, and however slow they answer, the callbacks' jobs never wait behind a delivery."""
 FACTS_DEFER_SECONDS: Final = 2.0
 """How long a facts fetch waits in the queue: events enqueued meanwhile go first (it is the
 low-priority job), and more moves of the same registration in that time cost no extra GET."""
@@ -238,13 +246,18 @@ async def enqueue_event(redis: ArqRedis, row_id: int) -> bool:
     return job is not None
 
 
-async def enqueue_deliveries(redis: ArqRedis, subscription_ids: Sequence[str]) -> int:
-    """Enqueue sending what is due for each subscription (`delivery_job_id`). Answers how many
-    were new; raises like `enqueue_event` when Redis cannot be reached."""
+async def enqueue_deliveries(
+    redis: ArqRedis, subscription_ids: Sequence[str], *, queue: str = DELIVERIES_QUEUE
+) -> int:
+    """Enqueue sending what is due for each subscription (`delivery_job_id`) on `queue`. Answers
+    how many were new; raises like `enqueue_event` when Redis cannot be reached."""
     added = 0
     for subscription_id in subscription_ids:
         job = await redis.enqueue_job(
-            DELIVER, subscription_id, _job_id=delivery_job_id(subscription_id)
+            DELIVER,
+            subscription_id,
+            _job_id=delivery_job_id(subscription_id),
+            _queue_name=queue,
         )
         added += job is not None
     return added
@@ -268,6 +281,8 @@ async def enqueue_facts(redis: ArqRedis, registration_ids: Sequence[str]) -> int
 
 __all__ = [
     "DELIVER",
+    "DELIVERIES_QUEUE",
+    "EVENTS_QUEUE",
     "PROCESS_EVENT",
     "REFRESH_FACTS",
     "WRITE_REFUSALS",

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     delivery_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
     change_retention_days: int = Field(default=30, ge=1)
     """Changes of the feed older than this are pruned daily; an older cursor answers 410."""
+    delivery_worker: Literal["apart", "shared"] = "apart"
+    """`apart`: subscriptions' deliveries run in `arq app.worker.DeliveryWorkerSettings`
+    processes on a queue of their own; `shared`: the events' worker also delivers (small installs;
+    deliveries then take at most half its job slots)."""
     job_max_tries: int = Field(default=8, ge=1)
     """Tries of one event's processing before it is marked `failed` (retryable Sinch errors)."""
     job_retry_base_seconds: float = Field(default=2.0, gt=0)
@@ -95,6 +99,8 @@ class Settings(BaseSettings):
     costs at most `JOB_MAX_TRIES` GETs."""
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     """Port of the worker's own Prometheus endpoint; 0 turns it off."""
+    delivery_worker_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    """Where a delivery worker serves its own /metrics (0: not served)."""
     worker_metrics_host: str = "127.0.0.1"
     """Address the worker's Prometheus endpoint binds to (loopback unless set)."""
     event_time_skew_seconds: float = Field(default=300.0, ge=0)

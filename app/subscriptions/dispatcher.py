@@ -9,9 +9,11 @@ takes new changes itself (app/subscriptions/sender.py). The job id is the subscr
 subscription has one job at a time across all workers: a slow or dead receiver holds one job
 slot, never the others' deliveries.
 
-Nor the processing of callbacks: at most `jobs` delivery jobs run in a worker process at once
-(half its job slots), so however many subscriptions are busy or their receivers dead, the other
-half of the slots is the events'. A `deliver` job that finds its process full ends at once
+By default deliveries run in worker processes of their own (`arq app.worker.DeliveryWorkerSettings`,
+on `DELIVERIES_QUEUE`), apart from the callbacks' jobs. A small install may serve both in one
+process (`DELIVERY_WORKER=shared`): then at most `jobs` delivery jobs run in it at once (half its
+job slots), so however many subscriptions are busy or their receivers dead, the other half of the
+slots is the events'. A `deliver` job that finds its process full ends at once
 (`sending` yields False); the dispatcher enqueues no more than its process has room for, and
 looks again when one of its jobs ends.
 """
@@ -52,8 +54,10 @@ class Dispatcher:
         signal: ChangeSignal,
         *,
         jobs: int,
+        queue: str,
     ) -> None:
         self._sessions = sessions
+        self._queue = queue
         self._redis = redis
         self._signal = signal
         self._jobs = jobs
@@ -98,7 +102,7 @@ class Dispatcher:
         due = [subscription_id for subscription_id in due if subscription_id not in self._sending]
         due = due[: max(0, room)]
         if due:
-            await enqueue_deliveries(self._redis, due)
+            await enqueue_deliveries(self._redis, due, queue=self._queue)
         if upcoming is None or upcoming <= now:
             return INTERVAL_SECONDS
         return min(INTERVAL_SECONDS, (upcoming - now).total_seconds())

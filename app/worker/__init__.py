@@ -1,4 +1,6 @@
-"""The arq worker: `arq app.worker.WorkerSettings`.
+"""The arq workers: `arq app.worker.WorkerSettings` (the callbacks' jobs and the crons) and
+`arq app.worker.DeliveryWorkerSettings` (the subscriptions' deliveries, on a queue of their own;
+not needed with `DELIVERY_WORKER=shared`).
 
 `WorkerSettings` is built from the environment when arq first asks for it (a module `__getattr__`),
 so importing this package reads nothing and connects to nothing.
@@ -39,13 +41,15 @@ def use_uvloop(before_first_loop: Callable[[], None] | None = None) -> None:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "WorkerSettings":
+    if name in ("WorkerSettings", "DeliveryWorkerSettings"):
         from app.core.logs import configure_logging
         from app.core.settings import Settings
-        from app.worker.settings import build_worker_settings
+        from app.worker.settings import build_delivery_worker_settings, build_worker_settings
 
         settings = Settings()
         # arq asks for the settings before it makes its event loop.
         use_uvloop(lambda: configure_logging(settings))
-        return build_worker_settings(settings)
+        if name == "WorkerSettings":
+            return build_worker_settings(settings)
+        return build_delivery_worker_settings(settings)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,6 +16,7 @@ from app.core.settings import Settings
 from app.sinch.client import SinchClient
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.sender import Sending
+from app.worker.leases import Leases
 
 
 class WorkerContext(TypedDict, total=False):
@@ -40,3 +41,5 @@ class WorkerContext(TypedDict, total=False):
     sending: Sending
     """What the subscriptions' delivery jobs share (app/subscriptions/sender.py)."""
     dispatcher: Dispatcher
+    leases: Leases
+    """The running jobs' short in-progress marks (app/worker/leases.py)."""

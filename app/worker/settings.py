@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, cast
 
@@ -14,6 +15,8 @@ from app.changes.signal import ChangeSignal
 from app.core.db import DriverConnections, create_engine, create_sessionmaker
 from app.core.jobs import (
     DELIVER,
+    DELIVERIES_QUEUE,
+    EVENTS_QUEUE,
     PROCESS_EVENT,
     REFRESH_FACTS,
     RedisError,
@@ -29,13 +32,16 @@ from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.sender import Sending
 from app.worker import tasks
 from app.worker.context import WorkerContext
+from app.worker.leases import Leases
 
 log = logging.getLogger(__name__)
 
 MAX_JOBS = 30
-DELIVERY_JOBS = MAX_JOBS // 2
-"""At most this many subscriptions' `deliver` jobs run in one worker at once: the other slots
-are the events' (app/subscriptions/dispatcher.py)."""
+SHARED_DELIVERY_JOBS = MAX_JOBS // 2
+"""With `DELIVERY_WORKER=shared`, at most this many subscriptions' `deliver` jobs run in the
+events' worker at once: the other slots are the events' (app/subscriptions/dispatcher.py)."""
+DELIVERY_MAX_JOBS = 32
+"""Subscriptions one delivery worker serves at once (each job keeps up to 32 POSTs in flight)."""
 WORKER_HELD_CONNECTIONS = 8  # of the engine's pool (10, and 10 more on demand)
 
 
@@ -75,19 +81,123 @@ async def warn_about_eviction(ctx: WorkerContext) -> None:
 
 
 def _job(function: Any) -> WorkerCoroutine:
+    """`function` as arq runs it: under a short, renewed lease (app/worker/leases.py), so that a
+    dead worker's job is taken up again within `LEASE_SECONDS`."""
+
+    @functools.wraps(function)
+    async def run(ctx: WorkerContext, *args: Any, **kwargs: Any) -> Any:
+        async with ctx["leases"].held(ctx["job_id"]):
+            return await function(ctx, *args, **kwargs)
+
     # arq types its context as a plain dict; ours is the `WorkerContext` TypedDict.
-    return cast(WorkerCoroutine, function)
+    return cast(WorkerCoroutine, run)
+
+
+def _serve_metrics(metrics: Metrics, port: int, host: str) -> None:
+    if not port:
+        return
+    try:
+        # Loopback unless WORKER_METRICS_HOST says otherwise: metrics name hosts and counts that
+        # nobody outside the machine needs to read.
+        start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:  # another worker on this host has the port: run without
+        log.warning("worker metrics not served: %s", exc)
+
+
+def _start_deliveries(ctx: WorkerContext, settings: Settings, *, jobs: int, queue: str) -> None:
+    """What `deliver` jobs share: the change signal that wakes them, their sending state, and the
+    dispatcher that enqueues them on `queue` (at most `jobs` running in this process)."""
+    ctx["change_signal"] = signal = ChangeSignal(ctx["redis"])
+    signal.start()
+    ctx["sending"] = Sending(ctx["sessionmaker"], settings, signal)
+    ctx["dispatcher"] = dispatcher = Dispatcher(
+        ctx["sessionmaker"], ctx["redis"], signal, jobs=jobs, queue=queue
+    )
+    dispatcher.start()
+
+
+async def _shutdown(ctx: WorkerContext) -> None:
+    # Every step bounded (`within`): a shutdown that cannot hang, whatever one step does; one
+    # that fails or overruns is logged and the next still runs.
+    if "dispatcher" in ctx:
+        await within(10, ctx["dispatcher"].stop(), "stopping the delivery dispatcher")
+    if "change_signal" in ctx:
+        await within(10, ctx["change_signal"].stop(), "stopping the change signal")
+    if "sequencer" in ctx:
+        await within(15, ctx["sequencer"].stop(), "stopping the sequencer")
+    if "http" in ctx:
+        await within(10, ctx["http"].aclose(), "closing the Sinch HTTP client")
+    if "connections" in ctx:
+        await within(10, ctx["connections"].close(), "closing the held connections")
+    if "engine" in ctx:
+        await within(10, ctx["engine"].dispose(), "closing the database pool")
+    if "leases" in ctx:
+        await within(5, ctx["leases"].stop(), "stopping the job leases")
+    log.info("worker stopped")
+
+
+def _common(settings: Settings, ctx: WorkerContext) -> None:
+    configure_logging(settings)
+    warn_about_missing_configuration(settings, log)
+    ctx["settings"] = settings
+    ctx["engine"] = engine = create_engine(settings)
+    ctx["sessionmaker"] = create_sessionmaker(engine)
+    ctx["metrics"] = Metrics()
+    ctx["leases"] = leases = Leases(ctx["redis"])
+    leases.start()
+
+
+def build_delivery_worker_settings(settings: Settings) -> type:
+    """The `DeliveryWorkerSettings` class for arq: a worker that only sends the subscriptions'
+    deliveries, from `DELIVERIES_QUEUE`, with a dispatcher of its own. Its CPU, event loop,
+    connections and job slots are apart from the callbacks' (`build_worker_settings`)."""
+
+    async def on_startup(ctx: WorkerContext) -> None:
+        _common(settings, ctx)
+        _serve_metrics(
+            ctx["metrics"], settings.delivery_worker_metrics_port, settings.worker_metrics_host
+        )
+        _start_deliveries(ctx, settings, jobs=DELIVERY_MAX_JOBS, queue=DELIVERIES_QUEUE)
+        await warn_about_eviction(ctx)
+        log.info("delivery worker started", extra={"database": settings.safe_database_url()})
+
+    attributes: dict[str, Any] = {
+        "functions": [_deliver_function(settings)],
+        "queue_name": DELIVERIES_QUEUE,
+        "redis_settings": redis_settings(settings),
+        "on_startup": on_startup,
+        "on_shutdown": _shutdown,
+        "max_jobs": DELIVERY_MAX_JOBS,
+        "poll_delay": 0.05,
+        "keep_result": 0,
+        "job_timeout": settings.job_timeout_seconds,
+        "handle_signals": True,
+        "job_completion_wait": settings.shutdown_grace_seconds,
+        "health_check_interval": 30,
+    }
+    return type("DeliveryWorkerSettings", (), attributes)
+
+
+def _deliver_function(settings: Settings) -> Any:
+    return func(
+        _job(tasks.deliver),
+        name=DELIVER,
+        # A delivery's retries are its own (next_attempt_at); arq's tries only run again a job
+        # whose worker died (its deliveries are still pending).
+        max_tries=3,
+        keep_result=0,
+        timeout=settings.job_timeout_seconds,
+    )
 
 
 def build_worker_settings(settings: Settings) -> type:
-    """A `WorkerSettings` class for arq, holding `settings` in its start-up hook."""
+    """A `WorkerSettings` class for arq, holding `settings` in its start-up hook: the callbacks'
+    jobs and the crons, from `EVENTS_QUEUE`; with `DELIVERY_WORKER=shared`, the deliveries too."""
+    shared = settings.delivery_worker == "shared"
 
     async def on_startup(ctx: WorkerContext) -> None:
-        configure_logging(settings)
-        warn_about_missing_configuration(settings, log)
-        ctx["settings"] = settings
-        ctx["engine"] = engine = create_engine(settings)
-        ctx["sessionmaker"] = create_sessionmaker(engine)
+        _common(settings, ctx)
+        engine = ctx["engine"]
         # Fewer than the pool holds, so that sessions always find a connection.
         ctx["connections"] = DriverConnections(engine, keep=WORKER_HELD_CONNECTIONS)
         ctx["http"] = http = create_http_client(settings)
@@ -97,51 +207,18 @@ def build_worker_settings(settings: Settings) -> type:
             if settings.sinch_credentials_configured
             else None
         )
-        ctx["metrics"] = metrics = Metrics()
-        if settings.worker_metrics_port:
-            try:
-                # Loopback unless WORKER_METRICS_HOST says otherwise: metrics name hosts and
-                # counts that nobody outside the machine needs to read.
-                start_http_server(
-                    settings.worker_metrics_port,
-                    addr=settings.worker_metrics_host,
-                    registry=metrics.registry,
-                )
-            except OSError as exc:  # another worker on this host has the port: run without
-                log.warning("worker metrics not served: %s", exc)
+        _serve_metrics(ctx["metrics"], settings.worker_metrics_port, settings.worker_metrics_host)
         ctx["sequencer"] = sequencer = Sequencer(ctx["sessionmaker"], ctx["redis"])
         sequencer.start()
-        ctx["change_signal"] = signal = ChangeSignal(ctx["redis"])
-        signal.start()
-        ctx["sending"] = Sending(ctx["sessionmaker"], settings, signal)
-        ctx["dispatcher"] = dispatcher = Dispatcher(
-            ctx["sessionmaker"], ctx["redis"], signal, jobs=DELIVERY_JOBS
-        )
-        dispatcher.start()
+        if shared:
+            _start_deliveries(ctx, settings, jobs=SHARED_DELIVERY_JOBS, queue=EVENTS_QUEUE)
         await warn_about_eviction(ctx)
         log.info("worker started", extra={"database": settings.safe_database_url()})
 
-    async def on_shutdown(ctx: WorkerContext) -> None:
-        # Every step bounded (`within`): a shutdown that cannot hang, whatever one step does; one
-        # that fails or overruns is logged and the next still runs.
-        if "dispatcher" in ctx:
-            await within(10, ctx["dispatcher"].stop(), "stopping the delivery dispatcher")
-        if "change_signal" in ctx:
-            await within(10, ctx["change_signal"].stop(), "stopping the change signal")
-        if "sequencer" in ctx:
-            await within(15, ctx["sequencer"].stop(), "stopping the sequencer")
-        if "http" in ctx:
-            await within(10, ctx["http"].aclose(), "closing the Sinch HTTP client")
-        if "connections" in ctx:
-            await within(10, ctx["connections"].close(), "closing the held connections")
-        if "engine" in ctx:
-            await within(10, ctx["engine"].dispose(), "closing the database pool")
-        log.info("worker stopped")
-
-    # arq guards every running job with one "in progress" lease sized by the LONGEST timeout of any
-    # job (+10 s): a job of a worker that died runs again only when that lease expires, so a dead
-    # worker's events wait JOB_TIMEOUT_SECONDS + 10 s (55 s by default). No job gets a longer
-    # timeout than process_event's; each fits it: process_event makes at most one Sinch call
+    # arq guards every running job with one "in progress" mark sized by the LONGEST timeout of any
+    # job (+10 s); `_job` shortens it to a renewed lease (app/worker/leases.py), so a dead
+    # worker's events wait at most `LEASE_SECONDS`. No job gets a longer timeout than
+    # process_event's; each fits it: process_event makes at most one Sinch call
     # (`sinch_deadline_seconds`), the crons stop at their own budget (`tasks.cron_budget`), and a
     # full import belongs to `python -m app reconcile`.
     timeout = settings.job_timeout_seconds
@@ -194,26 +271,18 @@ def build_worker_settings(settings: Settings) -> type:
                 timeout=settings.job_timeout_seconds,
             ),
             func(
-                _job(tasks.deliver),
-                name=DELIVER,
-                # A delivery's retries are its own (next_attempt_at); arq's tries only run again
-                # a job whose worker died (its deliveries are still pending).
-                max_tries=3,
-                keep_result=0,
-                timeout=settings.job_timeout_seconds,
-            ),
-            func(
                 _job(tasks.refresh_facts),
                 name=REFRESH_FACTS,
                 max_tries=settings.job_max_tries + 2,
                 keep_result=0,
                 timeout=settings.job_timeout_seconds,
             ),
+            *([_deliver_function(settings)] if shared else []),
         ],
         "cron_jobs": cron_jobs,
         "redis_settings": redis_settings(settings),
         "on_startup": on_startup,
-        "on_shutdown": on_shutdown,
+        "on_shutdown": _shutdown,
         "max_jobs": MAX_JOBS,
         # arq reads at most 100 jobs per poll and polls every 0.5 s by default: a cap near 200
         # jobs/s, and up to half a second of waiting per event. Polling Redis is cheap.

@@ -1,16 +1,20 @@
-"""A worker SIGKILLed while it holds jobs: how long arq's in-progress leases keep those events from
+"""A worker SIGKILLed while it holds jobs: how long the in-progress leases keep those events from
 any other worker, and that a second worker processes them once the leases expire.
 
 arq marks a started job with an `arq:in-progress:<job id>` key whose expiry is the longest job
-timeout + 10 s; a worker that dies never deletes it, so nobody runs the job before it expires.
+timeout + 10 s (55 s by default); a worker that dies never deletes it, so nobody runs the job
+before it expires. The worker shortens it to `LEASE_SECONDS` and renews it while the job runs
+(app/worker/leases.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
+from app.worker.leases import LEASE_SECONDS
 from devtools.simulator import SimulatorControl
 from tests.support.stack import Load, Stack, assert_converged, make_load, running_stack, send
 
@@ -43,34 +47,24 @@ async def _kill_while_a_get_hangs(stack: Stack, registrations: int) -> tuple[Loa
     return load, leases
 
 
-def test_a_dead_workers_jobs_are_held_less_than_a_minute(tmp_path: Path, worker_id: str) -> None:
-    # JOB_TIMEOUT_SECONDS empty: the default, as deployed.
+def test_a_dead_workers_jobs_are_held_at_most_a_lease(tmp_path: Path, worker_id: str) -> None:
+    # JOB_TIMEOUT_SECONDS empty: the default (45 s, so arq's own mark would be 55 s), as deployed.
     with running_stack(
         "postgresql", tmp_path, f"lease_default_{worker_id}", JOB_TIMEOUT_SECONDS=""
-    ) as stack:
-        stack.start_api()
-        stack.start_worker()
-        _, leases = asyncio.run(_kill_while_a_get_hangs(stack, 2))
-    assert leases, "the dead worker held no job"
-    # Each held event is processed again as soon as its lease expires: within a minute.
-    assert all(0 < ttl <= 60_000 for ttl in leases.values()), leases
-
-
-def test_a_dead_workers_job_is_processed_by_a_second_worker(tmp_path: Path, worker_id: str) -> None:
-    # A short job timeout keeps the test short; the lease is that + 10 s.
-    with running_stack(
-        "postgresql", tmp_path, f"lease_rerun_{worker_id}", JOB_TIMEOUT_SECONDS="3"
     ) as stack:
         stack.start_api()
         stack.start_worker()
 
         async def scenario() -> None:
             load, leases = await _kill_while_a_get_hangs(stack, 2)
+            killed_at = time.monotonic()
             assert leases, "the dead worker held no job"
-            assert all(0 < ttl <= 13_000 for ttl in leases.values()), leases
+            # Each held event is free again within the lease, not arq's 55 s.
+            assert all(0 < ttl <= LEASE_SECONDS * 1000 for ttl in leases.values()), leases
             stack.start_worker()
             # Including the held ones: each is run again once its lease expires.
             await assert_converged(stack, load)
+            print(f"every event processed {time.monotonic() - killed_at:.1f} s after the kill")
             with stack.redis.client() as client:
                 assert not list(client.scan_iter(LEASE_PREFIX + "*"))
 

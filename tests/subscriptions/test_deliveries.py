@@ -86,6 +86,7 @@ def world(
     ) as stack:
         stack.start_api()
         stack.start_worker()
+        stack.start_delivery_worker()
         found = World(stack)
         yield found
     logs = stack.logs()
@@ -927,14 +928,14 @@ async def test_a_delivery_cut_short_by_a_dead_worker_is_sent_again(
         rid = (await sim.create_registration(lifecycle=["IN_PROGRESS"]))["id"]
         await callbacks(world, sim, [e["eventId"] for e in await sim.events(rid)])
         held = await receiver.next_arrival(lambda a: a.rid == rid)
-        [worker] = stack.workers
+        [worker] = stack.delivery_workers
         assert worker.process is not None
         worker.signal(signal.SIGKILL)  # while the request is held open
         killed_at = time.monotonic()
         worker.kill()
-        stack.workers.remove(worker)
+        stack.delivery_workers.remove(worker)
         receiver.released.set()
-        stack.start_worker()
+        stack.start_delivery_worker()
         await drain(world, [rid])
 
         again = await receiver.next_arrival(

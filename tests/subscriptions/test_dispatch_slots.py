@@ -1,5 +1,7 @@
-"""Busy subscriptions never take the worker's slots from callbacks: a worker process runs at most
-`jobs` delivery jobs at once, and its dispatcher enqueues no more than it has room for.
+"""Busy subscriptions never take the callbacks' jobs' slots: by default deliveries are enqueued on
+a queue of their own, which only delivery workers read; a worker that serves both
+(`DELIVERY_WORKER=shared`) runs at most `jobs` delivery jobs at once, and its dispatcher enqueues
+no more than it has room for.
 
 Real database and Redis; the dispatcher is the worker's own, the queue arq's."""
 
@@ -10,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.changes.sequencer import number_and_publish
 from app.changes.signal import ChangeSignal
 from app.core.db import utcnow
-from app.core.jobs import create_redis, delivery_job_id
+from app.core.jobs import DELIVERIES_QUEUE, EVENTS_QUEUE, create_redis, delivery_job_id
 from app.core.settings import Settings
 from app.subscriptions import service
 from app.subscriptions.dispatcher import Dispatcher
@@ -36,13 +38,15 @@ async def _subscriptions_with_a_delivery_due(
     return ids
 
 
-async def test_delivery_jobs_leave_half_the_slots_to_callbacks(
+async def test_a_shared_worker_leaves_half_its_slots_to_callbacks(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     first, *others = await _subscriptions_with_a_delivery_due(sessionmaker, 4)
     redis = create_redis(settings)
     try:
-        dispatcher = Dispatcher(sessionmaker, redis, ChangeSignal(redis), jobs=2)
+        dispatcher = Dispatcher(
+            sessionmaker, redis, ChangeSignal(redis), jobs=2, queue=EVENTS_QUEUE
+        )
         with dispatcher.sending(first) as admitted:
             assert admitted
             await dispatcher.run_once()
@@ -69,5 +73,24 @@ async def test_delivery_jobs_leave_half_the_slots_to_callbacks(
         queued = [job.job_id for job in await redis.queued_jobs()]
         assert len(queued) == 2
         assert set(queued) <= {delivery_job_id(one) for one in [first, *others]}
+    finally:
+        await redis.aclose()
+
+
+async def test_deliveries_apart_never_enter_the_callbacks_queue(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    subscriptions = await _subscriptions_with_a_delivery_due(sessionmaker, 3)
+    redis = create_redis(settings)
+    try:
+        dispatcher = Dispatcher(
+            sessionmaker, redis, ChangeSignal(redis), jobs=32, queue=DELIVERIES_QUEUE
+        )
+        await dispatcher.run_once()
+        # The queue `arq app.worker.WorkerSettings` reads holds no delivery...
+        assert await redis.queued_jobs(queue_name=EVENTS_QUEUE) == []
+        # ... the delivery workers' queue holds one job per subscription with something due.
+        queued = [job.job_id for job in await redis.queued_jobs(queue_name=DELIVERIES_QUEUE)]
+        assert sorted(queued) == sorted(delivery_job_id(one) for one in subscriptions)
     finally:
         await redis.aclose()

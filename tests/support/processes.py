@@ -197,14 +197,20 @@ def start_api(env: Mapping[str, str], log_path: Path) -> tuple[ServiceProcess, s
     return process, base_url
 
 
-def start_worker(env: Mapping[str, str], log_path: Path) -> ServiceProcess:
-    """Start a worker and wait until it has run its start-up (it logs "worker started")."""
+def start_worker(
+    env: Mapping[str, str], log_path: Path, *, deliveries: bool = False
+) -> ServiceProcess:
+    """Start a worker (`arq app.worker.WorkerSettings`, or with `deliveries` the delivery worker
+    `arq app.worker.DeliveryWorkerSettings`) and wait until it has run its start-up (it logs
+    "worker started", or "delivery worker started")."""
+    name = "DeliveryWorkerSettings" if deliveries else "WorkerSettings"
+    started = '"delivery worker started"' if deliveries else '"worker started"'
     process = ServiceProcess(
-        [str(VENV_BIN / "arq"), "app.worker.WorkerSettings"], service_env(env), log_path
+        [str(VENV_BIN / "arq"), f"app.worker.{name}"], service_env(env), log_path
     )
     process.start()
     wait_until(
-        lambda: '"worker started"' in log_path.read_text(errors="replace"),
+        lambda: started in log_path.read_text(errors="replace"),
         timeout=30,
         what="the worker to start",
     )

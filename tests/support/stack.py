@@ -59,6 +59,7 @@ class Stack:
     api: ServiceProcess | None = None
     api_url: str = ""
     workers: list[ServiceProcess] = field(default_factory=list)
+    delivery_workers: list[ServiceProcess] = field(default_factory=list)
     supervised: bool = False
     """Restart a worker that exits, as the deployment's supervisor would (see `drain`)."""
     _log_count: itertools.count[int] = field(default_factory=itertools.count)
@@ -74,15 +75,30 @@ class Stack:
         self.workers.append(worker)
         return worker
 
+    def start_delivery_worker(self) -> ServiceProcess:
+        """A delivery worker (`arq app.worker.DeliveryWorkerSettings`): the subscriptions'
+        deliveries run there, apart from the callbacks' jobs, as deployed by default."""
+        worker = start_worker(
+            self.env, self.folder / f"deliveries-{next(self._log_count)}.log", deliveries=True
+        )
+        self.delivery_workers.append(worker)
+        return worker
+
     def restart_dead_workers(self) -> int:
         """What the deployment's supervisor does (Compose: `restart: unless-stopped`): start a
         new worker for each one that exited. Answers how many were restarted."""
-        dead = [w for w in self.workers if w.process is None or w.process.poll() is not None]
-        for worker in dead:
-            self.workers.remove(worker)
-            worker.stop()
-            self.start_worker()
-        return len(dead)
+        restarted = 0
+        for workers, start in (
+            (self.workers, self.start_worker),
+            (self.delivery_workers, self.start_delivery_worker),
+        ):
+            dead = [w for w in workers if w.process is None or w.process.poll() is not None]
+            for worker in dead:
+                workers.remove(worker)
+                worker.stop()
+                start()
+            restarted += len(dead)
+        return restarted
 
     def logs(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in self.folder.glob("*.log"))
@@ -140,7 +156,7 @@ def running_stack(
     try:
         yield stack
     finally:
-        for process in [stack.api, *stack.workers]:
+        for process in [stack.api, *stack.workers, *stack.delivery_workers]:
             if process is not None:
                 process.stop()
         sim.stop()

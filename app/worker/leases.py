@@ -1,0 +1,83 @@
+"""Short leases on running jobs, so that a dead worker's jobs are taken up again within seconds.
+
+arq marks a job it starts with `arq:in-progress:<job id>`, which expires after the longest job
+timeout + 10 s (55 s by default) and which only the worker that runs the job deletes. A worker
+that dies (SIGKILL, OOM, a lost machine) therefore holds its jobs, and the events behind them,
+for that long. `Leases` shortens each running job's mark to `LEASE_SECONDS` as the job starts and
+renews it every `RENEW_SECONDS` while the job runs: a live worker keeps its jobs, a dead one's
+marks expire within `LEASE_SECONDS`, and any worker then takes the job from the queue (arq leaves
+a job in the queue until it finishes).
+
+Two workers cannot apply one event twice: a worker that stalls past its lease may see another
+start the same job, and then the database serializes them (the registration's row lock) and the
+second finds the event done (every step is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Final
+
+from arq import ArqRedis
+from arq.constants import in_progress_key_prefix
+
+from app.core.jobs import RedisError
+from app.core.lifecycle import stop_task
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS: Final = 15.0
+"""A dead worker's jobs are free again at most this long after its last renewal."""
+RENEW_SECONDS: Final = 5.0
+"""Renewal period: a third of the lease, so two renewals may fail before a live job loses it."""
+
+
+class Leases:
+    """The in-progress marks of the jobs this process runs, kept short and renewed."""
+
+    def __init__(self, redis: ArqRedis) -> None:
+        self._redis = redis
+        self._held: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="job-leases")
+
+    async def stop(self) -> None:
+        await stop_task(self._task)
+        self._task = None
+
+    @contextlib.asynccontextmanager
+    async def held(self, job_id: str) -> AsyncIterator[None]:
+        """Hold `job_id`'s lease for the duration of the block: shortened now, renewed while the
+        block runs. A Redis that refuses is ridden out: the job runs on arq's own, longer mark."""
+        self._held[job_id] += 1
+        try:
+            await self._expire([job_id])
+            yield
+        finally:
+            self._held[job_id] -= 1
+            if not self._held[job_id]:
+                del self._held[job_id]
+
+    async def _expire(self, job_ids: list[str]) -> None:
+        milliseconds = int(LEASE_SECONDS * 1000)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    # PEXPIRE leaves a missing key missing: a mark arq already deleted (the job
+                    # finished) is never brought back.
+                    pipe.pexpire(in_progress_key_prefix + job_id, milliseconds)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("job leases not renewed (%s); arq's own expiry stands", exc)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW_SECONDS)
+            if self._held:
+                await self._expire(list(self._held))

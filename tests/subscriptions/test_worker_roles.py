@@ -1,0 +1,123 @@
+"""Who delivers: by default (`DELIVERY_WORKER=apart`) only the delivery worker
+(`arq app.worker.DeliveryWorkerSettings`), so the callbacks' worker never runs a delivery; with
+`DELIVERY_WORKER=shared` the one worker does both.
+
+Real processes, as in test_deliveries.py: the simulator as Sinch, the API and the workers as child
+processes, a private Redis, PostgreSQL; a receiver on loopback checking every signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.core.jobs import DELIVER, DELIVERIES_QUEUE, PROCESS_EVENT
+from app.core.settings import Settings
+from app.worker.settings import build_delivery_worker_settings, build_worker_settings
+from devtools.simulator import SimulatorControl
+from tests.conftest import make_settings
+from tests.subscriptions.test_deliveries import (
+    World,
+    all_delivered,
+    assert_genuine,
+    deliveries,
+    latest,
+    play,
+    receiving,
+    subscribe,
+)
+from tests.support.stack import API_TOKEN, running_stack
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+
+SETTLE_SECONDS = 3.0
+"""Three of the dispatcher's looks: a delivery due this long would have been sent by a worker
+that sends deliveries."""
+
+
+def _names(worker_settings: Any) -> set[str]:
+    return {function.name for function in worker_settings.functions}
+
+
+def test_each_worker_runs_only_its_own_jobs() -> None:
+    apart = make_settings("postgresql+asyncpg://unused/none", "redis://127.0.0.1:1/0")
+    assert apart.delivery_worker == "apart"  # the default, as deployed
+    events = build_worker_settings(apart)
+    assert DELIVER not in _names(events) and PROCESS_EVENT in _names(events)
+    assert getattr(events, "queue_name", None) is None  # arq's default queue: the callbacks'
+    delivering = build_delivery_worker_settings(apart)
+    assert _names(delivering) == {DELIVER}
+    assert delivering.queue_name == DELIVERIES_QUEUE
+    assert not getattr(delivering, "cron_jobs", None)
+
+    shared: Settings = apart.model_copy(update={"delivery_worker": "shared"})
+    assert {DELIVER, PROCESS_EVENT} <= _names(build_worker_settings(shared))
+
+
+def _stack(tmp_path: Path, name: str, **env: str) -> Any:
+    return running_stack(
+        "postgresql", tmp_path, name, SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1", **env
+    )
+
+
+def test_apart_the_callbacks_worker_delivers_nothing(tmp_path: Path, worker_id: str) -> None:
+    with _stack(tmp_path, f"roles_apart_{worker_id}") as stack:
+        stack.start_api()
+        stack.start_worker()
+        world = World(stack)
+
+        async def scenario() -> None:
+            async with (
+                httpx.AsyncClient(
+                    base_url=stack.api_url,
+                    headers={"Authorization": f"Bearer {API_TOKEN}"},
+                    timeout=30,
+                ) as api,
+                receiving() as receiver,
+                SimulatorControl(stack.sim.base_url) as sim,
+            ):
+                created = await subscribe(api, world, receiver)
+                after = await latest(api)
+                # Every callback applied by the worker: the changes are recorded, their
+                # deliveries owed...
+                rids = await play(world, sim, [["IN_PROGRESS", "APPROVED"]])
+                await asyncio.sleep(SETTLE_SECONDS)
+                owed = await deliveries(api, created["id"])
+                assert owed, "no delivery was recorded for the changes"
+                assert {(d["state"], d["attempts"]) for d in owed} == {("pending", 0)}
+                assert not receiver.of(set(rids))
+                # ... and sent once a delivery worker runs.
+                stack.start_delivery_worker()
+                items = await all_delivered(api, receiver, created["id"], rids, after)
+                assert_genuine(receiver, items, rids)
+
+        asyncio.run(scenario())
+
+
+def test_shared_the_one_worker_delivers_too(tmp_path: Path, worker_id: str) -> None:
+    with _stack(tmp_path, f"roles_shared_{worker_id}", DELIVERY_WORKER="shared") as stack:
+        stack.start_api()
+        stack.start_worker()
+        world = World(stack)
+
+        async def scenario() -> None:
+            async with (
+                httpx.AsyncClient(
+                    base_url=stack.api_url,
+                    headers={"Authorization": f"Bearer {API_TOKEN}"},
+                    timeout=30,
+                ) as api,
+                receiving() as receiver,
+                SimulatorControl(stack.sim.base_url) as sim,
+            ):
+                created = await subscribe(api, world, receiver)
+                after = await latest(api)
+                rids = await play(world, sim, [["IN_PROGRESS", "APPROVED"]])
+                items = await all_delivered(api, receiver, created["id"], rids, after)
+                assert_genuine(receiver, items, rids)
+
+        asyncio.run(scenario())
