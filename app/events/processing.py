@@ -149,17 +149,7 @@ async def begin(
         params = events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now)
         await connection.execute(events.FINISH, params)
         return Finished(outcome=decision.outcome, received_at=received_at)
-    params = _apply_params(row_id, decision, fields, read, now)
-    if connection.dialect.name == "postgresql":
-        await connection.execute(APPLY_IN_ONE, params)
-    else:  # SQLite runs in-process: three statements cost no more than one
-        await connection.execute(registrations.MOVE_BY_CALLBACK, params)
-        await connection.execute(registrations.ADD_CALLBACK_HISTORY, params)
-        change = (await connection.execute(registrations.ADD_CALLBACK_CHANGE, params)).scalar()
-        await connection.execute(
-            registrations.ADD_CALLBACK_DELIVERIES, params | {"p_change": change}
-        )
-        await connection.execute(events.FINISH, params)
+    await connection.execute(APPLY_IN_ONE, _apply_params(row_id, decision, fields, read, now))
     return _applied(decision, fields, read, received_at)
 
 

@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, BindParameter, String, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.core.db import UTCDateTime, insert_for, rowcount
+from app.core.db import UTCDateTime, rowcount
 from app.core.models import CALLBACK_EVENTS, REGISTRATIONS, CallbackEvent, EventState
 
 _ROW: BindParameter[int] = bindparam("p_row", type_=BigInteger())
@@ -191,7 +192,7 @@ async def store_callbacks(
     """
     first, seen = _distinct(callbacks)
     statement = (
-        insert_for(connection.dialect.name, CALLBACK_EVENTS)
+        postgresql.insert(CALLBACK_EVENTS)
         .on_conflict_do_nothing(index_elements=[CALLBACK_EVENTS.c.dedup_key])
         .returning(CALLBACK_EVENTS.c.id, CALLBACK_EVENTS.c.dedup_key)
     )
@@ -224,10 +225,10 @@ async def store_callbacks(
     return _answers(callbacks, inserted)
 
 
-# PostgreSQL's fast path: the same two statements as `store_callbacks`, written for asyncpg with
-# one array per column (`unnest`, which Core's INSERT does not build), so a batch costs one round
-# trip (two with duplicates) and no per-row work in SQLAlchemy. The state is bound ($9), not spelt.
-# The endpoint tests run on both databases, so both paths answer to the same tests.
+# The endpoint's path: the same two statements as `store_callbacks`, written for asyncpg with one
+# array per column (`unnest`, which Core's INSERT does not build), so a batch costs one round trip
+# (two with duplicates) and no per-row work in SQLAlchemy. The state is bound ($9), not spelt.
+# `store_callbacks` stays for callers inside a SQLAlchemy transaction (tests, bench/worker.py).
 _PG_INSERT = """
 INSERT INTO callback_events (dedup_key, event_id, registration_id, body, headers, peer,
                              secret_index, received_at, state, duplicate_count, attempts)

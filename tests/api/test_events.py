@@ -1,4 +1,4 @@
-"""`/v1/events`: list, show and replay kept callbacks, over real HTTP, on both databases.
+"""`/v1/events`: list, show and replay kept callbacks, over real HTTP.
 
 Events reach the inbox through the real callback endpoint and are processed by the steps the
 worker runs (app.events.processing), so every state is one the service itself produces.

@@ -45,9 +45,7 @@ async def _kill_while_a_get_hangs(stack: Stack, registrations: int) -> tuple[Loa
 
 def test_a_dead_workers_jobs_are_held_less_than_a_minute(tmp_path: Path, worker_id: str) -> None:
     # JOB_TIMEOUT_SECONDS empty: the default, as deployed.
-    with running_stack(
-        "postgresql", tmp_path, f"lease_default_{worker_id}", JOB_TIMEOUT_SECONDS=""
-    ) as stack:
+    with running_stack(tmp_path, f"lease_default_{worker_id}", JOB_TIMEOUT_SECONDS="") as stack:
         stack.start_api()
         stack.start_worker()
         _, leases = asyncio.run(_kill_while_a_get_hangs(stack, 2))
@@ -58,9 +56,7 @@ def test_a_dead_workers_jobs_are_held_less_than_a_minute(tmp_path: Path, worker_
 
 def test_a_dead_workers_job_is_processed_by_a_second_worker(tmp_path: Path, worker_id: str) -> None:
     # A short job timeout keeps the test short; the lease is that + 10 s.
-    with running_stack(
-        "postgresql", tmp_path, f"lease_rerun_{worker_id}", JOB_TIMEOUT_SECONDS="3"
-    ) as stack:
+    with running_stack(tmp_path, f"lease_rerun_{worker_id}", JOB_TIMEOUT_SECONDS="3") as stack:
         stack.start_api()
         stack.start_worker()
 

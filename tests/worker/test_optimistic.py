@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,8 +19,6 @@ from app.worker.tasks import process_event
 from devtools.simulator import SimulatorControl
 from tests.support.reads import events, history, registrations
 from tests.worker.test_process_event import deliver
-
-pytestmark = pytest.mark.parametrize("database_kind", ["postgresql"])
 
 
 async def wait_until_someone_waits_for_a_lock(engine: AsyncEngine) -> None:
