@@ -2,8 +2,8 @@
 processed, failed or invalid, replaying and pruning them. Nothing here commits: callers own the
 transaction. The internal API's reads are in `queries.py`.
 
-Each write is a Core statement defined once. The worker's steps (app/events/processing.py) run
-them through SQLAlchemy, and on PostgreSQL's lock-free way compiled for asyncpg (`DriverStatement`).
+Each write is a Core statement defined once. The worker's first step (app/events/processing.py)
+sends them compiled for asyncpg (`DriverStatement`); the later steps run them through SQLAlchemy.
 Parameters: p_row (the event's id), p_state, p_outcome, p_error, p_now.
 """
 
@@ -30,7 +30,7 @@ _NOW = bindparam("p_now", type_=UTCDateTime())
 
 # What the decision needs: the event and its registration, in one round trip. An inner join: an
 # event whose registration is not known here (or that names none) is read by READ_EVENT instead.
-# The locked way adds FOR UPDATE (both rows); the lock-free way reads it as it is.
+# Read without locks: the write that follows checks that what it rests on is unchanged.
 READ_WITH_REGISTRATION = (
     select(
         CALLBACK_EVENTS.c.state,
