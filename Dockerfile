@@ -12,7 +12,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# A fixed, unprivileged user; it owns only ./var (the default SQLite location), not the code.
+# A fixed, unprivileged user; it owns only ./var, not the code.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin app \

@@ -1,4 +1,4 @@
-"""Alembic environment: async, URL from the service's settings, SQLite batch mode for ALTERs."""
+"""Alembic environment: async, URL from the service's settings."""
 
 from __future__ import annotations
 
@@ -22,14 +22,10 @@ def _settings() -> Settings:
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:
-    is_sqlite = (connection.dialect.name if connection is not None else url or "").startswith(
-        "sqlite"
-    )
     context.configure(
         connection=connection,
         url=url,
         target_metadata=target_metadata,
-        render_as_batch=is_sqlite,
         compare_type=True,
         literal_binds=connection is None,
     )

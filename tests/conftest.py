@@ -1,7 +1,7 @@
-"""Fixtures: real PostgreSQL and SQLite, real Redis, the API over real HTTP on loopback.
+"""Fixtures: real PostgreSQL, real Redis, the API over real HTTP on loopback.
 
-Database tests take the `database_url` fixture and so run on both databases. Under pytest-xdist
-each test process gets its own PostgreSQL database and its own Redis database index.
+Database tests take the `database_url` fixture. Under pytest-xdist each test process gets its own
+PostgreSQL database and its own Redis database index.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,9 +20,7 @@ from app.core.settings import Settings
 from app.main import create_app
 from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.support.databases import (
-    copy_sqlite,
     create_postgres_database,
-    create_sqlite_template,
     drop_postgres_database,
     truncate_postgres,
 )
@@ -33,7 +30,6 @@ REDIS_BASE_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 CALLBACK_SECRET = "current-callback-secret-0123456789"
 OLD_CALLBACK_SECRET = "previous-callback-secret-9876543210"
 API_TOKEN = "internal-token-abcdefghijklmnop"
-DATABASES = ("sqlite", "postgresql")
 
 
 def _worker_number(worker_id: str) -> int:
@@ -48,26 +44,11 @@ def postgres_session_url(worker_id: str) -> Iterator[str]:
     drop_postgres_database(name)
 
 
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return create_sqlite_template(tmp_path_factory.mktemp("sqlite-template"))
-
-
-@pytest.fixture(params=DATABASES)
-def database_kind(request: pytest.FixtureRequest) -> str:
-    kind: str = request.param
-    return kind
-
-
 @pytest.fixture
-def database_url(database_kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database of the parametrized kind, for this test alone."""
-    if database_kind == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        return copy_sqlite(template, tmp_path)
-    url: str = request.getfixturevalue("postgres_session_url")
-    asyncio.run(truncate_postgres(url))
-    return url
+def database_url(postgres_session_url: str) -> str:
+    """This test process's migrated database, emptied for this test."""
+    asyncio.run(truncate_postgres(postgres_session_url))
+    return postgres_session_url
 
 
 @pytest.fixture

@@ -23,10 +23,8 @@ def run_module(
     tmp_path: Path, module: str, *args: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
     variables = {k: v for k, v in os.environ.items() if not k.startswith(("SINCH_", "DATABASE"))}
-    # devtools is not installed (the image leaves it out): found from the checkout.
-    variables.update(
-        {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/cli.db", "PYTHONPATH": str(ROOT), **env}
-    )
+    # devtools is found from the checkout, whatever the folder the command runs in.
+    variables.update({"PYTHONPATH": str(ROOT), **env})  # no DATABASE_URL unless given
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         env=variables,
@@ -51,12 +49,12 @@ def test_a_base_url_ending_in_v1_is_refused_and_named(tmp_path: Path) -> None:
     assert "SINCH_API_BASE_URL" in line and "https://sinch.example" in line
 
 
-def test_an_unreachable_auth_url_is_named(tmp_path: Path) -> None:
-    assert run(tmp_path, "migrate").returncode == 0
+def test_an_unreachable_auth_url_is_named(tmp_path: Path, database_url: str) -> None:
     closed = f"http://127.0.0.1:{free_port()}/oauth2/token"
     result = run(
         tmp_path,
         "reconcile",
+        DATABASE_URL=database_url,
         SINCH_PROJECT_ID="project",
         SINCH_KEY_ID="key",
         SINCH_KEY_SECRET="key-secret-never-shown",
@@ -78,10 +76,15 @@ def test_prune_refuses_a_negative_or_unreadable_days(tmp_path: Path, days: str) 
 
 
 def test_replay_failed_without_credentials_warns_that_they_will_fail_again(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
-    assert run(tmp_path, "migrate").returncode == 0
-    result = run(tmp_path, "replay", "--failed", REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    result = run(
+        tmp_path,
+        "replay",
+        "--failed",
+        DATABASE_URL=database_url,
+        REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
     assert result.returncode == 0, result.stderr
     assert "will fail again" in result.stderr
     assert "replaying 0 events" in result.stdout

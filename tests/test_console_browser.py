@@ -72,7 +72,7 @@ def browser() -> Iterator[WebDriver]:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    with running_stack("postgresql", tmp_path, "console") as started:
+    with running_stack(tmp_path, "console") as started:
         started.start_api()
         started.start_worker()
         yield started
@@ -318,7 +318,7 @@ def test_a_token_taken_away_ends_its_sessions(tmp_path: Path) -> None:
     `principal_named`), the next request of its session is sent to sign in."""
     second = "second-console-token-0123456789"
     with running_stack(
-        "sqlite", tmp_path, "console_revoke", INTERNAL_API_TOKENS=f"{API_TOKEN},{second}"
+        tmp_path, "console_revoke", INTERNAL_API_TOKENS=f"{API_TOKEN},{second}"
     ) as stack:
         stack.start_api()
         client = _signed_in_client(stack.api_url, second)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -13,7 +12,6 @@ from app.core.db import create_engine
 from tests.conftest import make_settings
 
 
-@pytest.mark.parametrize("database_kind", ["postgresql"])
 async def test_connection_closed_by_the_server_is_replaced_at_checkout(
     database_url: str, redis_url: str
 ) -> None:

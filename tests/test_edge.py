@@ -32,8 +32,6 @@ BOUND = 15.0
 """Every wait below ends by this, far above the deadlines under test."""
 SLOW_CLIENTS = 120
 
-pytestmark = pytest.mark.parametrize("database_kind", ["sqlite"], indirect=True)
-
 
 @pytest.fixture
 def process_env(database_url: str, redis_url: str) -> dict[str, str]:

@@ -12,7 +12,6 @@ import pytest
 from app.main import create_app
 from app.web.health import REDIS_PROBE_KEY
 from tests.conftest import make_settings
-from tests.support.databases import copy_sqlite
 from tests.support.processes import private_redis
 from tests.support.servers import free_port, serve
 
@@ -99,11 +98,6 @@ def health_log() -> Iterator[_Records]:
         logger.removeHandler(handler)
 
 
-@pytest.fixture
-def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
-    return copy_sqlite(sqlite_template, tmp_path)
-
-
 async def _readyz(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
     response = await client.get("/readyz")
     checks: dict[str, str] = response.json()["checks"]
@@ -111,10 +105,10 @@ async def _readyz(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
 
 
 async def test_readyz_refuses_a_full_redis_and_logs_it_once(
-    sqlite_url: str, tmp_path: Path, health_log: _Records
+    database_url: str, tmp_path: Path, health_log: _Records
 ) -> None:
     with private_redis(tmp_path, ("--maxmemory", "64mb")) as server:
-        app = create_app(make_settings(sqlite_url, server.url))
+        app = create_app(make_settings(database_url, server.url))
         async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
             assert await _readyz(client) == (200, ALL_OK)
             # The write probe expires by itself.
@@ -140,10 +134,10 @@ async def test_readyz_refuses_a_full_redis_and_logs_it_once(
 
 @pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-lru", "allkeys-random"])
 async def test_readyz_refuses_a_redis_that_evicts_keys(
-    sqlite_url: str, tmp_path: Path, policy: str, health_log: _Records
+    database_url: str, tmp_path: Path, policy: str, health_log: _Records
 ) -> None:
     with private_redis(tmp_path, ("--maxmemory", "64mb", "--maxmemory-policy", policy)) as server:
-        app = create_app(make_settings(sqlite_url, server.url))
+        app = create_app(make_settings(database_url, server.url))
         async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
             for _ in range(2):
                 status, checks = await _readyz(client)
@@ -159,11 +153,11 @@ async def test_readyz_refuses_a_redis_that_evicts_keys(
 
 
 async def test_readyz_takes_a_redis_that_refuses_info_as_unknown_not_failed(
-    sqlite_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
     # Hosted Redis may refuse INFO or CONFIG: what it does not tell is not held against it.
     hidden = ("--rename-command", "INFO", "", "--rename-command", "CONFIG", "")
     with private_redis(tmp_path, hidden) as server:
-        app = create_app(make_settings(sqlite_url, server.url))
+        app = create_app(make_settings(database_url, server.url))
         async with serve(app) as base_url, httpx.AsyncClient(base_url=base_url) as client:
             assert await _readyz(client) == (200, ALL_OK)

@@ -11,12 +11,12 @@ from app.core.jobs import (
     enqueue_events,
     event_job_id,
 )
-from app.core.settings import Settings
+from app.core.settings import DEFAULT_DATABASE_URL, Settings
 from tests.conftest import make_settings
 
 
 async def test_enqueue_events_matches_arq_and_skips_queued_jobs(redis_url: str) -> None:
-    settings: Settings = make_settings("sqlite+aiosqlite:///:memory:", redis_url)
+    settings: Settings = make_settings(DEFAULT_DATABASE_URL, redis_url)  # never connected
     redis = create_redis(settings)
     try:
         assert await enqueue_events(redis, [1, 2]) == 2

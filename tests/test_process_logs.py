@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.databases import copy_sqlite
 from tests.support.processes import ServiceProcess, private_redis, start_api, start_worker
 from tests.support.signing import sign
 
@@ -30,11 +29,11 @@ TEXT_LINE = re.compile(
 
 
 @pytest.fixture
-def env(sqlite_template: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
+def env(database_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     (tmp_path / "redis").mkdir()
     with private_redis(tmp_path / "redis") as redis_server:
         yield {
-            "DATABASE_URL": copy_sqlite(sqlite_template, tmp_path),
+            "DATABASE_URL": database_url,
             "REDIS_URL": redis_server.url,
             "SINCH_CALLBACK_SECRETS": SECRET,
             "INTERNAL_API_TOKENS": TOKEN,

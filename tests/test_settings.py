@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from app.core.logs import warn_about_missing_configuration
-from app.core.settings import DEFAULT_DATABASE_URL, Settings
+from app.core.settings import DEFAULT_DATABASE_URL, Settings, describe_refusal
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_defaults_are_the_contracts() -> None:
     settings = Settings()
     assert settings.database_url == DEFAULT_DATABASE_URL
-    assert settings.is_sqlite
+    assert settings.database_url.startswith("postgresql+asyncpg://")
     assert settings.redis_url == "redis://localhost:6379/0"
     assert settings.sinch_api_base_url == "https://senderid.registrations.api.sinch.com"
     assert settings.sinch_auth_url == "https://auth.sinch.com/oauth2/token"
@@ -87,3 +88,33 @@ def test_a_delivery_timeout_that_leaves_no_time_to_send_is_an_error_at_start(
         "DELIVERY_TIMEOUT_SECONDS (15) is not below three quarters of JOB_TIMEOUT_SECONDS (20): "
         "no webhook delivery can be sent"
     ]
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "postgres://svc:pw@db:5432/reg",
+        "postgresql://svc:pw@db:5432/reg",
+        "postgresql+asyncpg://svc:pw@db:5432/reg",
+    ],
+)
+def test_a_postgresql_url_is_taken_in_any_usual_spelling(
+    monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", given)
+    assert Settings().database_url == "postgresql+asyncpg://svc:pw@db:5432/reg"
+
+
+@pytest.mark.parametrize(
+    "given", ["sqlite+aiosqlite:///./var/registrations.db", "mysql://db/reg", "db:5432/reg"]
+)
+def test_any_other_database_url_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", given)
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    assert describe_refusal(refused.value) == (
+        "DATABASE_URL: Value error, must be a PostgreSQL URL "
+        "(postgresql+asyncpg://user@host/database): PostgreSQL is the only database"
+    )

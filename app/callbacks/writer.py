@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 
 import sqlalchemy.exc
@@ -21,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.core.db import DriverConnections
 from app.core.lifecycle import stop_task
 from app.events.parsing import body_digest
-from app.events.repository import NewCallback, Stored, store_callbacks, store_callbacks_asyncpg
+from app.events.repository import NewCallback, Stored, store_callbacks_asyncpg
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,6 @@ class InboxWriter:
         max_batch: int = 256,
         writers: int = 3,
     ) -> None:
-        self._engine = engine
         self._on_committed = on_committed
         self._max_batch = max_batch
         self._writers = writers
@@ -62,10 +60,8 @@ class InboxWriter:
         self._connections = DriverConnections(engine, keep=writers)
 
     def start(self) -> None:
-        # SQLite has a single writer: parallel transactions would only queue on its lock.
-        count = 1 if self._engine.dialect.name == "sqlite" else self._writers
         self._tasks = [
-            asyncio.create_task(self._run(), name=f"inbox-writer-{n}") for n in range(count)
+            asyncio.create_task(self._run(), name=f"inbox-writer-{n}") for n in range(self._writers)
         ]
 
     async def stop(self) -> None:
@@ -101,10 +97,7 @@ class InboxWriter:
                     self._queue.task_done()
 
     async def _commit(self, callbacks: list[NewCallback]) -> list[Stored]:
-        if self._engine.dialect.name != "postgresql":
-            async with self._engine.begin() as connection:
-                return await store_callbacks(connection, callbacks)
-        # PostgreSQL: straight through asyncpg (see inbox.py for why).
+        # Straight through asyncpg (see inbox.py for why).
         async with self._connections.connection() as driver:
             return await store_callbacks_asyncpg(driver, callbacks)
 
@@ -224,8 +217,8 @@ def refuses_rows(exc: BaseException) -> bool:
         if error is None or id(error) in seen:
             continue
         seen.add(id(error))
-        if isinstance(error, UnicodeError | sqlite3.DataError | sqlite3.IntegrityError):
-            return True  # sqlite3 (under aiosqlite) cannot encode the value, or refuses it
+        if isinstance(error, UnicodeError):
+            return True  # the driver cannot encode the value
         if isinstance(error, sqlalchemy.exc.DataError | sqlalchemy.exc.IntegrityError):
             return True
         sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)

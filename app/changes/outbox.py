@@ -3,7 +3,7 @@ the transaction) that records the change (app/changes/repository.py). The one pl
 are created; a leaf that only knows the tables.
 
 A subscription's filters are kept as `,A,B,` (values hold no comma: the API refuses them) and
-matched exactly with replace(): plain SQL, the same on both databases.
+matched exactly with replace(): plain SQL.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def filter_values(text: str | None) -> list[str] | None:
 
 def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnElement[bool]:
     # `,A,B,` holds `,value,` exactly when removing that needle changes it: replace() compares
-    # exactly on both databases (LIKE ignores case on SQLite), and needs no escaping.
+    # exactly, and needs no escaping (LIKE would need its wildcards escaped).
     needle = literal(",", String()) + value + literal(",", String())
     return or_(kept.is_(None), func.replace(kept, needle, "") != kept)
 

@@ -62,7 +62,7 @@ change's own `status`)."""
 NUMBER_BATCH: Final = 10_000
 """The most rows one numbering run takes (the rest wait for the next, in order)."""
 _NUMBERING_LOCK: Final = 0x5EC0_C4A9
-"""PostgreSQL advisory lock key held while numbering (SQLite's writer lock does it there)."""
+"""The advisory lock key held while numbering."""
 
 
 def record_from(
@@ -114,13 +114,6 @@ _RECORD = record_from(
     source=bindparam("source", type_=String()),
     now=_NOW,
 )
-_RECORD_RETURNING_IDS = _RECORD.returning(REGISTRATION_CHANGES.c.id)
-_RECORD_DELIVERIES = outbox.deliveries_for(
-    select(REGISTRATION_CHANGES)
-    .where(REGISTRATION_CHANGES.c.id.in_(bindparam("change_ids", expanding=True)))
-    .subquery(),
-    _NOW,
-)
 _RECORDED = _RECORD.returning(
     REGISTRATION_CHANGES.c.id,
     REGISTRATION_CHANGES.c.registration_id,
@@ -128,7 +121,7 @@ _RECORDED = _RECORD.returning(
     REGISTRATION_CHANGES.c.registration_type,
 ).cte("recorded")
 _RECORD_WITH_DELIVERIES = outbox.deliveries_for(_RECORDED, _NOW).add_cte(_RECORDED)
-"""PostgreSQL: the change and its deliveries in one statement (a data-modifying CTE)."""
+"""The change and its deliveries in one statement (a data-modifying CTE)."""
 
 
 async def record(
@@ -151,12 +144,7 @@ async def record(
         "source": source,
         "now": now,
     }
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(_RECORD_WITH_DELIVERIES, values)
-        return
-    result = await session.execute(_RECORD_RETURNING_IDS, values)
-    change_ids = list(result.scalars())
-    await session.execute(_RECORD_DELIVERIES, {"change_ids": change_ids, "now": now})
+    await session.execute(_RECORD_WITH_DELIVERIES, values)
 
 
 _NUMBER = text(
@@ -178,10 +166,9 @@ _NUMBER = text(
 
 async def number(session: AsyncSession) -> int:
     """Number the committed changes still without a `seq`, in id order after the highest number
-    given (see the module docstring). Answers how many were numbered. Commit promptly: on
-    PostgreSQL the numbering lock is held until the transaction ends."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_advisory_xact_lock(_NUMBERING_LOCK)))
+    given (see the module docstring). Answers how many were numbered. Commit promptly: the
+    numbering lock is held until the transaction ends."""
+    await session.execute(select(func.pg_advisory_xact_lock(_NUMBERING_LOCK)))
     return rowcount(await session.execute(_NUMBER, {"batch": NUMBER_BATCH}))
 
 

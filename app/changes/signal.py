@@ -1,6 +1,6 @@
 """Telling readers of the change feed, in every process, that new changes are numbered.
 
-Redis pub/sub (the stack's own; it works the same over SQLite and PostgreSQL): the process that
+Redis pub/sub (the stack's own): the process that
 numbers changes (`app/changes/sequencer.py`) publishes on `CHANNEL`, and each API process holds one
 subscription (`ChangeSignal`) that wakes every waiting reader at once. A message says only "there
 is news": readers read the database, which is the record. When the subscription is down, waiters

@@ -1,9 +1,6 @@
-"""Engine and session factories, and the column types both databases share.
-
-SQLite is the embedded default and PostgreSQL the production database; everything here keeps the
-two behaving alike: times are always timezone-aware UTC, and on SQLite every transaction starts
-with `BEGIN IMMEDIATE`, so a transaction holds the writer lock from its first statement (SQLite's
-stand-in for PostgreSQL's row locks) and waits for it instead of failing half-way.
+"""Engine and session factories, the column type for times, and the few helpers that send
+statements to asyncpg directly. PostgreSQL (through asyncpg) is the only database; times are always
+timezone-aware UTC.
 """
 
 from __future__ import annotations
@@ -14,8 +11,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import DateTime, Table, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import DateTime, event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -31,14 +28,12 @@ from sqlalchemy.types import TypeDecorator
 
 from app.core.settings import Settings
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on both databases.
+    """A `timestamptz` that takes and gives only aware datetimes, in UTC.
 
-    PostgreSQL stores `timestamptz`; SQLite has no time zones, so the value is stored as naive UTC
-    (whose text form sorts in time order) and given back its UTC offset when read.
+    A naive datetime is refused rather than guessed at (it may be a local time); values read back
+    are in UTC whatever the session's time zone.
     """
 
     impl = DateTime(timezone=True)
@@ -49,13 +44,12 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetimes are refused: pass an aware UTC datetime")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.astimezone(UTC)
 
 
 def utcnow() -> datetime:
@@ -64,43 +58,12 @@ def utcnow() -> datetime:
 
 
 def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
-    """Build the async engine for `settings.database_url`.
-
-    For SQLite, the file's folder is created, WAL mode lets readers run beside the writer, and
-    `synchronous=FULL` keeps a commit durable across a power cut (the callback endpoint promises
-    that an answered event is on disk).
-    """
-    url = make_url(settings.database_url)
-    if url.get_backend_name() != "sqlite":
-        kwargs.setdefault("pool_size", 10)
-        kwargs.setdefault("max_overflow", 10)
-        kwargs.setdefault("connect_args", {"timeout": 5, "command_timeout": 30})
-        pg_engine = create_async_engine(url, **kwargs)
-        event.listen(pg_engine.sync_engine, "checkout", _refuse_closed_connection)
-        return pg_engine
-
-    path = settings.sqlite_path()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-    engine = create_async_engine(url, **kwargs)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the sqlite3 module so that `_on_begin` decides how a
-        # transaction starts (SQLAlchemy's documented recipe for pysqlite/aiosqlite).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+    """Build the async engine for `settings.database_url` (PostgreSQL through asyncpg)."""
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 10)
+    kwargs.setdefault("connect_args", {"timeout": 5, "command_timeout": 30})
+    engine = create_async_engine(make_url(settings.database_url), **kwargs)
+    event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     return engine
 
 
@@ -123,21 +86,9 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 
 
 def create_reader(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for one-query reads. On PostgreSQL they run in autocommit, on the same pool: a
-    read then costs one round trip instead of BEGIN, query, ROLLBACK. (On SQLite a read in WAL
-    mode needs no such help, and every transaction must keep its `BEGIN IMMEDIATE`.)"""
-    if engine.dialect.name != "postgresql":
-        return create_sessionmaker(engine)
+    """Sessions for one-query reads, in autocommit on the same pool: a read then costs one round
+    trip instead of BEGIN, query, ROLLBACK."""
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
-
-
-def insert_for(dialect_name: str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT for `table` in the dialect's own form (both offer ON CONFLICT)."""
-    if dialect_name == "postgresql":
-        return postgresql.insert(table)
-    if dialect_name == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"unsupported database dialect {dialect_name!r}")
 
 
 class DriverStatement:
@@ -181,7 +132,7 @@ def changed_rows(status: str) -> int:
 
 
 async def driver_connection(connection: AsyncConnection) -> Any:
-    """The DBAPI driver's own connection under `connection` (asyncpg's, on PostgreSQL)."""
+    """The DBAPI driver's own connection under `connection` (asyncpg's)."""
     raw = await connection.get_raw_connection()
     return raw.driver_connection
 
@@ -246,7 +197,7 @@ async def _drop(connection: AsyncConnection) -> None:
 
 
 def is_storable_text(value: str) -> bool:
-    """Whether both databases can keep `value` as text: no NUL (PostgreSQL refuses it in text) and
+    """Whether the database can keep `value` as text: no NUL (PostgreSQL refuses it in text) and
     no lone surrogate (JSON can spell one, `\\ud800`, but no UTF-8 encoder accepts it).
 
     Text that fails this is treated as absent wherever it is read (an event's ids:

@@ -55,7 +55,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.core.db import UTCDateTime
 
-# Named constraints make migrations reproducible and let SQLite's batch mode find them.
+# Named constraints make migrations reproducible.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -63,9 +63,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-# BIGINT on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -104,11 +101,10 @@ class CallbackEvent(Base):
             "outcome",
             "id",
             postgresql_where=text("outcome IS NOT NULL"),
-            sqlite_where=text("outcome IS NOT NULL"),
         ),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     dedup_key: Mapped[str] = mapped_column(String(255), unique=True)
     """The event's identity: Sinch's event id when the body has one, else `sha256:<hex of body>`."""
     event_id: Mapped[str | None] = mapped_column(String(255))
@@ -222,7 +218,7 @@ class RegistrationHistory(Base):
         Index("ix_registration_history_registration_id_at", "registration_id", "at", "id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     registration_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("registrations.id", ondelete="CASCADE")
     )
@@ -255,12 +251,11 @@ class RegistrationChange(Base):
             "ix_registration_changes_unnumbered",
             "id",
             postgresql_where=text("seq IS NULL"),
-            sqlite_where=text("seq IS NULL"),
         ),
         Index("ix_registration_changes_recorded_at", "recorded_at"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     seq: Mapped[int | None] = mapped_column(BigInteger)
     """The change's place in the feed; None until the sequencer numbers it, after its commit."""
     registration_id: Mapped[str] = mapped_column(String(255))
@@ -342,7 +337,6 @@ class Delivery(Base):
             "subscription_id",
             "change_id",
             postgresql_where=text("state = 'pending'"),
-            sqlite_where=text("state = 'pending'"),
         ),
         Index(
             "ix_deliveries_pending_subscription_id_registration_id_change_id",
@@ -350,21 +344,19 @@ class Delivery(Base):
             "registration_id",
             "change_id",
             postgresql_where=text("state = 'pending'"),
-            sqlite_where=text("state = 'pending'"),
         ),
         Index("ix_deliveries_subscription_id_id", "subscription_id", "id"),
         Index("ix_deliveries_change_id", "change_id"),
-        # A delivery's id names its message (`webhook-id`): never given twice, even after the
-        # newest rows were deleted (SQLite reuses the rowids of those otherwise).
-        {"sqlite_autoincrement": True},
+        # A delivery's id names its message (`webhook-id`): never given twice, which its sequence
+        # ensures even after the newest rows were deleted.
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     subscription_id: Mapped[str] = mapped_column(
         String(40), ForeignKey("subscriptions.id", ondelete="CASCADE")
     )
     change_id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"),
+        BigInteger,
         ForeignKey("registration_changes.id", ondelete="CASCADE"),
     )
     registration_id: Mapped[str] = mapped_column(String(255))
@@ -388,7 +380,7 @@ class SyncState(Base):
 class ApiToken(Base):
     __tablename__ = "api_tokens"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     """Unique for ever: a revoked token's row stays, so its name is never given to another (a
     console session signed in under the name must not outlive the token)."""
@@ -406,10 +398,9 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_actor_id", "actor", "id"),
         Index("ix_audit_log_action_id", "action", "id"),
-        {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(100))
     """The token's name (`env:1`, `reporting`), or `cli:<user>` for the command line."""
@@ -426,7 +417,7 @@ class AuditEntry(Base):
 class CallbackSecret(Base):
     __tablename__ = "callback_secrets"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     secret: Mapped[str] = mapped_column(Text)
     """Kept as is: the service must compute HMACs with it (as with SINCH_CALLBACK_SECRETS)."""
     state: Mapped[str] = mapped_column(String(16))
@@ -441,7 +432,7 @@ class CountDelta(Base):
 
     __tablename__ = "count_deltas"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128))
     """`event_state:<state>`, `registration_status:<status>` or `h:<YYYY-MM-DDTHH>:<series>`."""
     delta: Mapped[int] = mapped_column(BigInteger)

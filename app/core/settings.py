@@ -7,14 +7,16 @@ an empty variable counts as unset. Secrets are `SecretStr` so that they never pr
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/registrations.db"
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/sinch_registrations"
+"""A PostgreSQL on this machine, for a process started without DATABASE_URL."""
+DATABASE_DRIVER = "postgresql+asyncpg"
+_POSTGRESQL_SCHEMES = ("postgres", "postgresql", DATABASE_DRIVER)
 SINCH_PRODUCTION_URL = "https://senderid.registrations.api.sinch.com"
 DEFAULT_SINCH_MAX_ATTEMPTS = 4
 JOB_BUDGET_SHARE = 0.75
@@ -136,6 +138,19 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_only(cls, value: str) -> str:
+        # PostgreSQL is the only database, reached through asyncpg; the usual `postgres://` and
+        # `postgresql://` spellings (a hosting platform's, libpq's) name the same server.
+        scheme, separator, rest = value.partition("://")
+        if not separator or scheme.lower() not in _POSTGRESQL_SCHEMES:
+            raise ValueError(
+                f"must be a PostgreSQL URL ({DATABASE_DRIVER}://user@host/database): PostgreSQL"
+                " is the only database"
+            )
+        return f"{DATABASE_DRIVER}://{rest}"
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -154,17 +169,6 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
-
-    @property
-    def is_sqlite(self) -> bool:
-        return make_url(self.database_url).get_backend_name() == "sqlite"
-
-    def sqlite_path(self) -> Path | None:
-        """The database file for a SQLite URL (None for PostgreSQL or an in-memory database)."""
-        url = make_url(self.database_url)
-        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-            return None
-        return Path(url.database)
 
     def safe_database_url(self) -> str:
         """The database URL with any password masked: the only form fit for a log line."""

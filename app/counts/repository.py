@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections import Counter
 
 from sqlalchemy import func, select, union_all
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import insert_for
 from app.core.models import COUNT_DELTAS, COUNT_TOTALS
 
 HOUR_PREFIX = "h:"
@@ -48,7 +48,7 @@ async def fold_batch(session: AsyncSession, limit: int) -> int:
         moved += 1
     changed = [{"name": name, "value": value} for name, value in sorted(sums.items()) if value]
     if changed:
-        statement = insert_for(session.get_bind().dialect.name, COUNT_TOTALS)
+        statement = postgresql.insert(COUNT_TOTALS)
         await session.execute(
             statement.on_conflict_do_update(
                 index_elements=[COUNT_TOTALS.c.name],

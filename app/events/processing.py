@@ -2,12 +2,14 @@
 
 The worker's task strings them together (app/worker/tasks.py): `begin` decides and, when it can,
 finishes the event at once; when the event must be checked, the task GETs the registration outside
-any transaction and hands the answer to `finish_with_snapshot`. On PostgreSQL the task first tries
-`try_begin`: the same step without locks, whose one write checks that nothing it read has changed.
+any transaction and hands the answer to `finish_with_snapshot`.
 
-Every write goes through the module that owns its table: `app.events.repository` for the event,
-`app.registrations.repository` for the registration and its history. Both ways run the same
-statement definitions; `try_begin` sends them compiled for asyncpg (`DriverStatement`).
+`begin` takes no locks (the faster of the two ways measured: docs/architecture.md, "One way to
+apply"): it reads the event with its registration, decides, and writes with one statement that
+first checks that nothing the decision rests on has changed; when something did, it reads and
+decides again. Every write goes through the module that owns its table: `app.events.repository`
+for the event, `app.registrations.repository` for the registration, its history and the change
+feed's row; `begin` sends those definitions compiled once for asyncpg (`DriverStatement`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, exists, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import DriverStatement, changed_rows
 from app.core.models import CALLBACK_EVENTS, EventState, HistorySource
@@ -51,11 +53,11 @@ class MustCheck:
 
 Step = Finished | MustCheck
 
-# A trusted event on PostgreSQL: its five writes in ONE statement (data-modifying CTEs). The event
-# row is locked for the statement and must still be `received`; the registration moves only if it
-# is still as read (the guard of MOVE_BY_CALLBACK); a history row, the change feed's row and its
-# deliveries follow the move; the event is finished only if the registration moved. Under the
-# locked way the guards always hold.
+# A trusted event: its five writes in ONE statement (data-modifying CTEs), the one statement of a
+# trusted apply. The event row is locked for the statement and must still be `received`; the
+# registration moves only if it is still as read (the guard of MOVE_BY_CALLBACK); a history row,
+# the change feed's row and its deliveries follow the move; the event is finished only if the
+# registration moved.
 _STILL_RECEIVED = (
     select(CALLBACK_EVENTS.c.id)
     .where(
@@ -76,14 +78,17 @@ APPLY_IN_ONE = (
     .add_cte(_CHANGE)
     .add_cte(_DELIVERIES)
 )
-_LOCK_WITH_REGISTRATION = events.READ_WITH_REGISTRATION.with_for_update()
-_LOCK_EVENT = events.READ_EVENT.with_for_update()
 
-# The lock-free way's statements: the same definitions, compiled for asyncpg once.
-_DRIVER_READ = DriverStatement(events.READ_WITH_REGISTRATION)
-_DRIVER_COUNT_TRY = DriverStatement(events.COUNT_TRY)
-_DRIVER_FINISH = DriverStatement(events.FINISH)
-_DRIVER_APPLY = DriverStatement(APPLY_IN_ONE)
+# `begin`'s statements: the owners' definitions, compiled for asyncpg once.
+_READ = DriverStatement(events.READ_WITH_REGISTRATION)
+_READ_EVENT = DriverStatement(events.READ_EVENT)
+_COUNT_TRY = DriverStatement(events.COUNT_TRY)
+_FINISH = DriverStatement(events.FINISH)
+_APPLY = DriverStatement(APPLY_IN_ONE)
+
+MAX_ROUNDS = 5
+"""Reads and decisions one `begin` makes while other writers keep moving the event's registration
+between its read and its write; past them it gives up and the job is tried again later."""
 
 
 def judge(
@@ -125,80 +130,55 @@ def _local(read: Any) -> LocalFacts:
     return LocalFacts.of(status, changed_at, synced_at, update_time)
 
 
-async def begin(
-    connection: AsyncConnection, row_id: int, *, now: datetime, skew: timedelta
-) -> Step:
+async def begin(driver: Any, row_id: int, *, now: datetime, skew: timedelta) -> Step | None:
     """Decide what event `row_id` needs; apply or ignore it now when no GET is needed.
 
-    Core on a plain connection, not the ORM: this is the worker's hot path. The event's row and its
-    registration's row stay locked until the caller's transaction ends. An event that is not
-    `received` (already processed, or gone) is left as it is: processing the same event twice
-    changes nothing the second time.
+    Runs on the asyncpg connection `driver` in autocommit: each statement commits on its own, and
+    none holds a lock beyond itself. An event that is not `received` (already processed, or gone)
+    is left as it is: processing the same event twice changes nothing the second time. None when
+    the event's registration moved between read and write `MAX_ROUNDS` times in a row.
     """
-    read = (await connection.execute(_LOCK_WITH_REGISTRATION, {"p_row": row_id})).first()
+    for _ in range(MAX_ROUNDS):
+        step = await _decide_and_write(driver, row_id, now=now, skew=skew)
+        if step is not None:
+            return step
+    return None
+
+
+async def _decide_and_write(
+    driver: Any, row_id: int, *, now: datetime, skew: timedelta
+) -> Step | None:
+    """One round of `begin`: None when the trusted write found its registration changed."""
+    read = await _READ.fetchrow(driver, {"p_row": row_id})
     if read is None:
-        return await _begin_unknown(connection, row_id, now, skew)
+        return await _begin_unknown(driver, row_id, now, skew)
     state, body, received_at = read[0], read[1], read[2]
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
     fields, decision = judge(body, _local(read), now=now, skew=skew)
     if decision.action is Action.CHECK:
-        await connection.execute(events.COUNT_TRY, {"p_row": row_id})
+        await _COUNT_TRY.execute(driver, {"p_row": row_id})
         return MustCheck(registration_id=read[4], decision=decision)
     if decision.action is Action.IGNORE:
         params = events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now)
-        await connection.execute(events.FINISH, params)
-        return Finished(outcome=decision.outcome, received_at=received_at)
+        return await _finish(driver, params, received_at)
     params = _apply_params(row_id, decision, fields, read, now)
-    if connection.dialect.name == "postgresql":
-        await connection.execute(APPLY_IN_ONE, params)
-    else:  # SQLite runs in-process: three statements cost no more than one
-        await connection.execute(registrations.MOVE_BY_CALLBACK, params)
-        await connection.execute(registrations.ADD_CALLBACK_HISTORY, params)
-        change = (await connection.execute(registrations.ADD_CALLBACK_CHANGE, params)).scalar()
-        await connection.execute(
-            registrations.ADD_CALLBACK_DELIVERIES, params | {"p_change": change}
-        )
-        await connection.execute(events.FINISH, params)
+    if not changed_rows(await _APPLY.execute(driver, params)):
+        return None  # processed meanwhile, or its registration moved: read and decide again
     return _applied(decision, fields, read, received_at)
 
 
-async def try_begin(driver: Any, row_id: int, *, now: datetime, skew: timedelta) -> Step | None:
-    """`begin` without locks, on the asyncpg connection `driver` in autocommit (PostgreSQL).
-
-    Reads without locks, decides, then writes in one statement that first checks that nothing the
-    decision rests on has changed: the event is still `received` and the registration still has
-    the status, `statusChangedAt` and `lastSyncedAt` that were read. None when this way cannot
-    settle the event (its registration is not known here, or something changed): the caller then
-    runs `begin`, which decides again on locked rows.
-    """
-    read = await _DRIVER_READ.fetchrow(driver, {"p_row": row_id})
-    if read is None:
-        return None
-    state, body, received_at = read[0], read[1], read[2]
-    if state != EventState.RECEIVED:
+async def _finish(driver: Any, params: dict[str, Any], received_at: datetime) -> Finished:
+    """Finish the event as `params` say, unless another process finished it first."""
+    if not changed_rows(await _FINISH.execute(driver, params)):
         return Finished(outcome="already_done")
-    fields, decision = judge(body, _local(read), now=now, skew=skew)
-    if decision.action is Action.CHECK:
-        await _DRIVER_COUNT_TRY.execute(driver, {"p_row": row_id})
-        return MustCheck(registration_id=read[4], decision=decision)
-    if decision.action is Action.IGNORE:
-        params = events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now)
-        if not changed_rows(await _DRIVER_FINISH.execute(driver, params)):
-            return Finished(outcome="already_done")
-        return Finished(outcome=decision.outcome, received_at=received_at)
-    params = _apply_params(row_id, decision, fields, read, now)
-    if not changed_rows(await _DRIVER_APPLY.execute(driver, params)):
-        return None  # processed meanwhile, or its registration moved: decide again, locked
-    return _applied(decision, fields, read, received_at)
+    return Finished(outcome=params["p_outcome"], received_at=received_at)
 
 
-async def _begin_unknown(
-    connection: AsyncConnection, row_id: int, now: datetime, skew: timedelta
-) -> Step:
+async def _begin_unknown(driver: Any, row_id: int, now: datetime, skew: timedelta) -> Step:
     """`begin` for an event whose registration is not known here: it is invalid or must be
     checked (a registration we do not know can only be learnt from a GET)."""
-    read = (await connection.execute(_LOCK_EVENT, {"p_row": row_id})).first()
+    read = await _READ_EVENT.fetchrow(driver, {"p_row": row_id})
     if read is None:
         return Finished(outcome="missing")
     state, body, received_at = read
@@ -216,9 +196,8 @@ async def _begin_unknown(
     if invalid is not None:
         outcome, error = invalid
         params = events.finish_params(row_id, EventState.INVALID, outcome, now, error)
-        await connection.execute(events.FINISH, params)
-        return Finished(outcome=outcome, received_at=received_at)
-    await connection.execute(events.COUNT_TRY, {"p_row": row_id})
+        return await _finish(driver, params, received_at)
+    await _COUNT_TRY.execute(driver, {"p_row": row_id})
     # Created meanwhile by another process? Then the GET is merely one more than needed.
     assert fields.registration_id is not None
     return MustCheck(registration_id=fields.registration_id, decision=decision)

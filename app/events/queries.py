@@ -21,7 +21,7 @@ from sqlalchemy.orm import load_only
 from app.core.models import CallbackEvent, EventState
 
 MAX_ROW_ID = 2**63 - 1
-"""The largest id either database stores (BIGINT, SQLite INTEGER)."""
+"""The largest id the database stores (BIGINT)."""
 
 _SHOWN = load_only(
     CallbackEvent.id,

@@ -2,8 +2,8 @@
 processed, failed or invalid, replaying and pruning them. Nothing here commits: callers own the
 transaction. The internal API's reads are in `queries.py`.
 
-Each write is a Core statement defined once. The worker's steps (app/events/processing.py) run
-them through SQLAlchemy, and on PostgreSQL's lock-free way compiled for asyncpg (`DriverStatement`).
+Each write is a Core statement defined once. The worker's first step (app/events/processing.py)
+sends them compiled for asyncpg (`DriverStatement`); the later steps run them through SQLAlchemy.
 Parameters: p_row (the event's id), p_state, p_outcome, p_error, p_now.
 """
 
@@ -17,9 +17,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, BindParameter, String, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.core.db import UTCDateTime, insert_for, rowcount
+from app.core.db import UTCDateTime, rowcount
 from app.core.models import CALLBACK_EVENTS, REGISTRATIONS, CallbackEvent, EventState
 
 _ROW: BindParameter[int] = bindparam("p_row", type_=BigInteger())
@@ -29,7 +30,7 @@ _NOW = bindparam("p_now", type_=UTCDateTime())
 
 # What the decision needs: the event and its registration, in one round trip. An inner join: an
 # event whose registration is not known here (or that names none) is read by READ_EVENT instead.
-# The locked way adds FOR UPDATE (both rows); the lock-free way reads it as it is.
+# Read without locks: the write that follows checks that what it rests on is unchanged.
 READ_WITH_REGISTRATION = (
     select(
         CALLBACK_EVENTS.c.state,
@@ -191,7 +192,7 @@ async def store_callbacks(
     """
     first, seen = _distinct(callbacks)
     statement = (
-        insert_for(connection.dialect.name, CALLBACK_EVENTS)
+        postgresql.insert(CALLBACK_EVENTS)
         .on_conflict_do_nothing(index_elements=[CALLBACK_EVENTS.c.dedup_key])
         .returning(CALLBACK_EVENTS.c.id, CALLBACK_EVENTS.c.dedup_key)
     )
@@ -224,10 +225,10 @@ async def store_callbacks(
     return _answers(callbacks, inserted)
 
 
-# PostgreSQL's fast path: the same two statements as `store_callbacks`, written for asyncpg with
-# one array per column (`unnest`, which Core's INSERT does not build), so a batch costs one round
-# trip (two with duplicates) and no per-row work in SQLAlchemy. The state is bound ($9), not spelt.
-# The endpoint tests run on both databases, so both paths answer to the same tests.
+# The endpoint's path: the same two statements as `store_callbacks`, written for asyncpg with one
+# array per column (`unnest`, which Core's INSERT does not build), so a batch costs one round trip
+# (two with duplicates) and no per-row work in SQLAlchemy. The state is bound ($9), not spelt.
+# `store_callbacks` stays for callers inside a SQLAlchemy transaction (tests, bench/worker.py).
 _PG_INSERT = """
 INSERT INTO callback_events (dedup_key, event_id, registration_id, body, headers, peer,
                              secret_index, received_at, state, duplicate_count, attempts)

@@ -7,7 +7,7 @@ JSON at query time.
 
 Sinch's shapes are partly unknown and may change, so reading is lenient: anything of the wrong
 shape counts as absent, and the rest is read. Nothing raises on any JSON value, and every string
-kept is text both databases can store, cut to the columns' sizes:
+kept is text the database can store, cut to the columns' sizes:
 
 - `senderIds`: `requestDetails[].senderIdDetails[].senderId`, in Sinch's order, each once (either
   list may also be a single object; a number is read as its text), at most `MAX_SENDER_IDS`;
@@ -151,7 +151,7 @@ def _distinct(values: Iterable[object], bound: int) -> tuple[str, ...]:
 
 def _text(value: object, limit: int) -> str | None:
     """A short identifier as kept: a non-empty string (or an integer's text) of at most `limit`
-    characters that both databases can store; anything else is None (never a cut identifier)."""
+    characters that the database can store; anything else is None (never a cut identifier)."""
     if isinstance(value, int) and not isinstance(value, bool):
         if abs(value) >= 10**limit:  # longer than kept, and str() refuses the largest ints
             return None

@@ -10,7 +10,7 @@ stays null, never a guess.
 
 A snapshot applied while the map is being replaced could read the old map and commit after the
 registrations were filled from the new one. `lock_for_lookup` (a shared lock on the map's mark row,
-which `refresh` updates first) orders the two on PostgreSQL; SQLite serializes writers anyway.
+which `refresh` updates first) orders the two.
 """
 
 from __future__ import annotations
@@ -68,10 +68,9 @@ def policy_markets(versions: Iterable[MarketVersion]) -> dict[str, Policy]:
 
 async def lock_for_lookup(session: AsyncSession) -> None:
     """Hold the map still until this transaction ends (see the module docstring)."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            select(SYNC_STATE.c.name).where(SYNC_STATE.c.name == MARK).with_for_update(read=True)
-        )
+    await session.execute(
+        select(SYNC_STATE.c.name).where(SYNC_STATE.c.name == MARK).with_for_update(read=True)
+    )
 
 
 async def market_of(session: AsyncSession, policy_id: str | None) -> str | None:

@@ -1,18 +1,15 @@
 """The one module that writes `registrations` and `registration_history` (and the worker's named
 marks in `sync_state`). Nothing here commits: callers own the transaction.
 
-Locking: `lock()` takes the registration's row lock on PostgreSQL (`SELECT ... FOR UPDATE`); on
-SQLite every transaction already holds the writer lock from its start (see app/core/db.py), which
-serializes all writers and so every registration too.
+Locking: `lock()` takes the registration's row lock (`SELECT ... FOR UPDATE`).
 
 A trusted callback's writes are Core statements built once (building a statement per event costs
-more than running it), used three ways from the same definitions: as they are on SQLite, joined
-into one statement with the event's own write on PostgreSQL (`callback_writes_as_ctes`), and that
-statement compiled for asyncpg on the worker's lock-free way (app/events/processing.py).
-Parameters: p_registration, p_from (the status as read), p_read_at and p_read_synced (its
-`status_changed_at` and `last_synced_at` as read), p_to, p_at (the event's time), p_event (Sinch's
-event id, or None), p_comment (the callback's comments, or None), p_facts_due (p_now when the
-registration must be fetched for its facts, else None), p_now.
+more than running it), given as CTEs (`callback_writes_as_ctes`) that app/events/processing.py
+joins with the event's own write into the one statement of a trusted apply. Parameters:
+p_registration, p_from (the status as read), p_read_at and p_read_synced (its `status_changed_at`
+and `last_synced_at` as read), p_to, p_at (the event's time), p_event (Sinch's event id, or None),
+p_comment (the callback's comments, or None), p_facts_due (p_now when the registration must be
+fetched for its facts, else None), p_now.
 
 The registration facts (app/registrations/facts.py) are written here too: a snapshot sets them all
 (`record_snapshot`, `replace_lookups`); a trusted callback sets `status_since` and, with comments,
@@ -27,7 +24,6 @@ from typing import Any
 
 from sqlalchemy import (
     CTE,
-    BigInteger,
     ColumnElement,
     String,
     Text,
@@ -40,11 +36,12 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import outbox
 from app.changes import repository as changes
-from app.core.db import UTCDateTime, insert_for
+from app.core.db import UTCDateTime
 from app.core.models import (
     MARKET_POLICIES,
     REGISTRATION_CHANGES,
@@ -107,35 +104,10 @@ _HISTORY_COLUMNS = (
 )
 _STATUS_CHANGE = literal(ChangeKind.STATUS.value, String())
 _CALLBACK_SOURCE = literal(HistorySource.CALLBACK.value, String())
-ADD_CALLBACK_CHANGE = changes.record_from(
-    select(REGISTRATIONS).where(REGISTRATIONS.c.id == _REGISTRATION).subquery(),
-    kind=_STATUS_CHANGE,
-    from_status=_FROM,
-    at=_AT,
-    source=_CALLBACK_SOURCE,
-    now=_NOW,
-).returning(REGISTRATION_CHANGES.c.id)
-"""The change feed's row of a trusted callback's move, after MOVE_BY_CALLBACK (SQLite's way);
-answers its id, for ADD_CALLBACK_DELIVERIES (p_change)."""
-ADD_CALLBACK_DELIVERIES = outbox.deliveries_for(
-    select(REGISTRATION_CHANGES)
-    .where(REGISTRATION_CHANGES.c.id == bindparam("p_change", type_=BigInteger()))
-    .subquery(),
-    _NOW,
-)
-ADD_CALLBACK_HISTORY = insert(REGISTRATION_HISTORY).values(
-    registration_id=_REGISTRATION,
-    from_status=_FROM,
-    to_status=_TO,
-    at=_AT,
-    source=HistorySource.CALLBACK.value,
-    event_id=_EVENT,
-    recorded_at=_NOW,
-)
 
 
 def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, CTE]:
-    """The trusted callback's writes as PostgreSQL CTEs, for one statement with the event's own
+    """The trusted callback's writes as CTEs, for one statement with the event's own
     write: `moved` (the moved registration's row, if `when` and the guard held), the history row,
     the change feed's row and its deliveries (the outbox) for each moved registration. The caller
     adds them with `add_cte`."""
@@ -201,7 +173,7 @@ async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> boo
     at this very moment: the loser of that race sees False and then locks the winner's row)."""
     table = REGISTRATIONS
     statement = (
-        insert_for(session.get_bind().dialect.name, table)
+        postgresql.insert(table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=["id"])
         .returning(table.c.id)
@@ -376,9 +348,7 @@ async def get_mark(session: AsyncSession, name: str) -> datetime | None:
 
 async def set_mark(session: AsyncSession, name: str, value: datetime, *, now: datetime) -> None:
     table = SYNC_STATE
-    statement = insert_for(session.get_bind().dialect.name, table).values(
-        name=name, value=value, updated_at=now
-    )
+    statement = postgresql.insert(table).values(name=name, value=value, updated_at=now)
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=["name"], set_={"value": value, "updated_at": now}

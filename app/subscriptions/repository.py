@@ -57,7 +57,7 @@ async def for_sending(
     session: AsyncSession, subscription_id: str, *, lock: bool
 ) -> Subscription | None:
     """The subscription as it stands (None if deleted); with `lock`, its row held until the
-    transaction ends (PostgreSQL; SQLite's writer lock does it there).
+    transaction ends.
 
     Every transaction that writes a delivery's outcome locks FIRST, before any delivery row: one
     order for all, so jobs of one subscription never deadlock (one disabling it updates every

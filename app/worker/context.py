@@ -28,7 +28,7 @@ class WorkerContext(TypedDict, total=False):
     settings: Settings
     engine: AsyncEngine
     connections: DriverConnections
-    """asyncpg connections for the lock-free step of `process_event` (PostgreSQL)."""
+    """asyncpg connections for `process_event`'s first step (`processing.begin`)."""
     sessionmaker: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
     """Sinch's client (deliveries have one per job: app/subscriptions/sender.py)."""

@@ -64,15 +64,14 @@ def retry_delay(job_try: int, base: float) -> float:
 
 async def process_event(ctx: WorkerContext, row_id: int) -> str:
     """Process inbox row `row_id`: apply, ignore, or check it with a GET. Answers the outcome."""
-    metrics, engine = ctx["metrics"], ctx["engine"]
+    metrics = ctx["metrics"]
     skew = timedelta(seconds=ctx["settings"].event_time_skew_seconds)
-    step: Step | None = None
-    if engine.dialect.name == "postgresql":
-        async with ctx["connections"].connection() as driver:
-            step = await processing.try_begin(driver, row_id, now=utcnow(), skew=skew)
+    async with ctx["connections"].connection() as driver:
+        step: Step | None = await processing.begin(driver, row_id, now=utcnow(), skew=skew)
     if step is None:
-        async with engine.begin() as connection:
-            step = await processing.begin(connection, row_id, now=utcnow(), skew=skew)
+        # Its registration kept moving under it (other writers): the job runs again later.
+        delay = retry_delay(ctx.get("job_try", 1), ctx["settings"].job_retry_base_seconds)
+        raise Retry(defer=timedelta(seconds=delay))
     if isinstance(step, MustCheck):
         step = await _check(ctx, row_id, step)
     if step.facts_due is not None and ctx.get("sinch") is not None:

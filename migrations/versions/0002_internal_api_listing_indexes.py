@@ -1,7 +1,7 @@
 """indexes of the internal API's listings
 
 Events newest first within a state; registrations changed since a time within a status or a type.
-On PostgreSQL the indexes are built CONCURRENTLY (outside the migration's transaction) so that a
+The indexes are built CONCURRENTLY (outside the migration's transaction) so that a
 deployment with a large inbox keeps accepting callbacks while they build.
 
 Revision ID: 0002
@@ -9,8 +9,7 @@ Revises: 0001
 Create Date: 2026-11-27
 """
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 from alembic import op
 
@@ -34,24 +33,13 @@ INDEXES = (
 )
 
 
-@contextmanager
-def _outside_transaction_on_postgresql() -> Iterator[bool]:
-    if op.get_bind().dialect.name == "postgresql":
-        with op.get_context().autocommit_block():
-            yield True
-    else:
-        yield False
-
-
 def upgrade() -> None:
-    with _outside_transaction_on_postgresql() as concurrently:
+    with op.get_context().autocommit_block():
         for name, table, columns in INDEXES:
-            op.create_index(
-                name, table, columns, unique=False, postgresql_concurrently=concurrently
-            )
+            op.create_index(name, table, columns, unique=False, postgresql_concurrently=True)
 
 
 def downgrade() -> None:
-    with _outside_transaction_on_postgresql() as concurrently:
+    with op.get_context().autocommit_block():
         for name, table, _columns in reversed(INDEXES):
-            op.drop_index(name, table_name=table, postgresql_concurrently=concurrently)
+            op.drop_index(name, table_name=table, postgresql_concurrently=True)

@@ -5,11 +5,10 @@ the lookup tables `registration_sender_ids` and `registration_tags`, the policy-
 `market_policies` (and its `sync_state` mark, which orders map refreshes and lookups), then fills
 the facts from the documents already kept.
 
-PostgreSQL: the new columns are nullable or have a constant default, so adding them changes the
-catalogue only; that DDL commits first. The two new indexes of `registrations` are then built
-CONCURRENTLY, and the backfill runs in batches of `BATCH` registrations, each committed on its own
-(no table-wide lock is held for more than the ALTER). SQLite runs everything in the one
-transaction (it has a single writer anyway). Processes of the previous version must be stopped
+The new columns are nullable or have a constant default, so adding them changes the catalogue
+only; that DDL commits first. The two new indexes of `registrations` are then built CONCURRENTLY,
+and the backfill runs in batches of `BATCH` registrations, each committed on its own (no
+table-wide lock is held for more than the ALTER). Processes of the previous version must be stopped
 first (README, Deploying): they would write registrations without their facts while it runs. The
 backfill can be run again over rows it filled (lookup rows already there are kept).
 
@@ -28,7 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 import app.core.db
 from app.registrations.facts import fact_columns, read_facts
@@ -88,17 +87,12 @@ def upgrade() -> None:
         ).bindparams(sa.bindparam("now", now, type_=_TIME))
     )
 
-    if op.get_bind().dialect.name == "postgresql":
-        with op.get_context().autocommit_block():
-            for name, columns in _NEW_INDEXES:
-                op.execute(
-                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} "
-                    f"ON registrations ({', '.join(columns)})"
-                )
-            _backfill(op.get_bind())
-    else:
+    with op.get_context().autocommit_block():
         for name, columns in _NEW_INDEXES:
-            op.create_index(name, "registrations", list(columns))
+            op.execute(
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} "
+                f"ON registrations ({', '.join(columns)})"
+            )
         _backfill(op.get_bind())
 
 
@@ -188,12 +182,9 @@ def _backfill(connection: sa.Connection) -> None:
         )
         for name, values in (("sender_ids", sender_rows), ("tags", tag_rows)):
             if values:
-                insert = (
-                    postgresql.insert(lookups[name])
-                    if connection.dialect.name == "postgresql"
-                    else sqlite.insert(lookups[name])
+                connection.execute(
+                    postgresql.insert(lookups[name]).on_conflict_do_nothing(), values
                 )
-                connection.execute(insert.on_conflict_do_nothing(), values)
 
 
 def downgrade() -> None:

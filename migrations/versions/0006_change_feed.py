@@ -24,13 +24,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _TIME = app.core.db.UTCDateTime(timezone=True)
-_BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "registration_changes",
-        sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=True),
         sa.Column("registration_id", sa.String(255), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
@@ -62,7 +61,6 @@ def upgrade() -> None:
         "registration_changes",
         ["id"],
         postgresql_where=sa.text("seq IS NULL"),
-        sqlite_where=sa.text("seq IS NULL"),
     )
     op.create_index("ix_registration_changes_recorded_at", "registration_changes", ["recorded_at"])
     # The columns of `_IMAGE`, written out: this SQL is a constant.

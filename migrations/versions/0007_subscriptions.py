@@ -20,7 +20,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _TIME = app.core.db.UTCDateTime(timezone=True)
-_BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -43,9 +42,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "deliveries",
-        sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("subscription_id", sa.String(40), nullable=False),
-        sa.Column("change_id", _BIG_ID, nullable=False),
+        sa.Column("change_id", sa.BigInteger(), nullable=False),
         sa.Column("registration_id", sa.String(255), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
@@ -67,7 +66,6 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_deliveries"),
-        sqlite_autoincrement=True,  # ids name messages (webhook-id): never reused
     )
     op.create_index(
         "ix_deliveries_state_next_attempt_at", "deliveries", ["state", "next_attempt_at"]
@@ -89,14 +87,12 @@ def upgrade() -> None:
         "deliveries",
         ["subscription_id", "change_id"],
         postgresql_where=pending,
-        sqlite_where=pending,
     )
     op.create_index(
         "ix_deliveries_pending_subscription_id_registration_id_change_id",
         "deliveries",
         ["subscription_id", "registration_id", "change_id"],
         postgresql_where=pending,
-        sqlite_where=pending,
     )
     op.create_index("ix_deliveries_change_id", "deliveries", ["change_id"])
 

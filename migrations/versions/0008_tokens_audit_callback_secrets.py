@@ -21,13 +21,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _TIME = app.core.db.UTCDateTime(timezone=True)
-_BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
     op.create_table(
         "api_tokens",
-        sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("scope", sa.String(8), nullable=False),
         sa.Column("token_hash", sa.String(64), nullable=False),
@@ -40,7 +39,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "audit_log",
-        sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("at", _TIME, nullable=False),
         sa.Column("actor", sa.String(100), nullable=False),
         sa.Column("action", sa.String(64), nullable=False),
@@ -49,13 +48,12 @@ def upgrade() -> None:
         sa.Column("forwarded_for", sa.String(255), nullable=True),
         sa.Column("detail", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_audit_log"),
-        sqlite_autoincrement=True,  # an entry's id is never given again, even after deletes
     )
     op.create_index("ix_audit_log_actor_id", "audit_log", ["actor", "id"])
     op.create_index("ix_audit_log_action_id", "audit_log", ["action", "id"])
     op.create_table(
         "callback_secrets",
-        sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("secret", sa.Text(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("created_at", _TIME, nullable=False),

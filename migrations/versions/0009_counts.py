@@ -6,7 +6,7 @@ total plus its unfolded deltas: read in one statement, whatever the size of the 
 
 The triggers are the one place that keeps the counts: every statement that inserts, updates or
 deletes an event or a registration passes through them, whichever code path (or person) runs it.
-On PostgreSQL, inserts and deletes of events are counted once per statement (transition tables:
+Inserts and deletes of events are counted once per statement (transition tables:
 a batch of callbacks adds one delta row per state and hour, not one per callback); updates once
 per row whose counted columns changed. No trigger updates a shared row, so concurrent writers never
 wait for each other.
@@ -29,15 +29,12 @@ down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-# --- PostgreSQL ------------------------------------------------------------------------------------
 # Names: `event_state:<state>`, `registration_status:<status>`, and per UTC hour of the event's
 # arrival or finish `h:<YYYY-MM-DDTHH>:received`, `h:<...>:finished`, `h:<...>:lag_ms` (the sum of
 # finish minus arrival, in ms, of the events finished in that hour).
 
 
-def _pg_contributions(row: str, sign: str, from_clause: str = "") -> str:
+def _contributions(row: str, sign: str, from_clause: str = "") -> str:
     """What one event row (or, with `from_clause`, every row of a transition table) counts for."""
     hour = "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"
     received = hour.format(col=f"{row}received_at")
@@ -53,13 +50,13 @@ def _pg_contributions(row: str, sign: str, from_clause: str = "") -> str:
     )
 
 
-_PG_FUNCTIONS = [
+_FUNCTIONS = [
     f"""
 CREATE FUNCTION count_event_statement() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO count_deltas (name, delta)
     SELECT name, sum(delta) * (CASE TG_OP WHEN 'DELETE' THEN -1 ELSE 1 END)
-    FROM ({_pg_contributions("", "1", "FROM changed_rows")}) AS c
+    FROM ({_contributions("", "1", "FROM changed_rows")}) AS c
     GROUP BY name HAVING sum(delta) <> 0;
     RETURN NULL;
 END $$""",
@@ -68,7 +65,7 @@ CREATE FUNCTION count_event_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO count_deltas (name, delta)
     SELECT name, sum(delta) FROM (
-        {_pg_contributions("NEW.", "1")} UNION ALL {_pg_contributions("OLD.", "-1")}
+        {_contributions("NEW.", "1")} UNION ALL {_contributions("OLD.", "-1")}
     ) AS c
     GROUP BY name HAVING sum(delta) <> 0;
     RETURN NULL;
@@ -90,9 +87,9 @@ _EVENT_CHANGED = " OR ".join(
     f"OLD.{column} IS DISTINCT FROM NEW.{column}"
     for column in ("state", "received_at", "processed_at")
 )
-"""When an event's counts change. SQLite spells IS DISTINCT FROM as IS NOT."""
+"""When an event's counts change."""
 
-_PG_TRIGGERS = [
+_TRIGGERS = [
     "CREATE TRIGGER count_events_insert AFTER INSERT ON callback_events "
     "REFERENCING NEW TABLE AS changed_rows FOR EACH STATEMENT "
     "EXECUTE FUNCTION count_event_statement()",
@@ -111,60 +108,6 @@ _PG_TRIGGERS = [
     "FOR EACH ROW EXECUTE FUNCTION count_registration_row()",
 ]
 
-# --- SQLite ----------------------------------------------------------------------------------------
-# Row triggers only (SQLite has no statement triggers); SQLite has one writer at a time anyway.
-# Times are stored as naive UTC text (app.core.db.UTCDateTime).
-
-
-def _sqlite_contributions(row: str, sign: str, from_clause: str = "") -> str:
-    received = f"strftime('%Y-%m-%dT%H', {row}received_at)"
-    finished = f"strftime('%Y-%m-%dT%H', {row}processed_at)"
-    lag = (
-        f"CAST(round((julianday({row}processed_at) - julianday({row}received_at)) * 86400000)"
-        " AS INTEGER)"
-    )
-    done = f"{row}processed_at IS NOT NULL"
-    return (
-        f"SELECT 'event_state:' || {row}state AS name, {sign} AS delta {from_clause} "
-        f"UNION ALL SELECT 'h:' || {received} || ':received', {sign} {from_clause} "
-        f"UNION ALL SELECT 'h:' || {finished} || ':finished', {sign} {from_clause} WHERE {done} "
-        f"UNION ALL SELECT 'h:' || {finished} || ':lag_ms', {sign} * {lag} {from_clause} "
-        f"WHERE {done}"
-    )
-
-
-def _sqlite_event_trigger(name: str, when: str, body: str) -> str:
-    changed = _EVENT_CHANGED.replace("IS DISTINCT FROM", "IS NOT")
-    condition = f" WHEN {changed}" if "UPDATE" in when else ""
-    return (
-        f"CREATE TRIGGER {name} {when} ON callback_events{condition} "
-        "BEGIN INSERT INTO count_deltas (name, delta) "
-        f"SELECT name, sum(delta) FROM ({body}) GROUP BY name HAVING sum(delta) <> 0; END"
-    )
-
-
-_SQLITE_TRIGGERS = [
-    _sqlite_event_trigger(
-        "count_events_insert", "AFTER INSERT", _sqlite_contributions("NEW.", "1")
-    ),
-    _sqlite_event_trigger(
-        "count_events_delete", "AFTER DELETE", _sqlite_contributions("OLD.", "-1")
-    ),
-    _sqlite_event_trigger(
-        "count_events_update",
-        "AFTER UPDATE OF state, received_at, processed_at",
-        f"{_sqlite_contributions('NEW.', '1')} UNION ALL {_sqlite_contributions('OLD.', '-1')}",
-    ),
-    "CREATE TRIGGER count_registrations_insert AFTER INSERT ON registrations BEGIN "
-    "INSERT INTO count_deltas (name, delta) VALUES ('registration_status:' || NEW.status, 1); END",
-    "CREATE TRIGGER count_registrations_update AFTER UPDATE OF status ON registrations "
-    "WHEN OLD.status IS NOT NEW.status BEGIN "
-    "INSERT INTO count_deltas (name, delta) VALUES ('registration_status:' || OLD.status, -1), "
-    "('registration_status:' || NEW.status, 1); END",
-    "CREATE TRIGGER count_registrations_delete AFTER DELETE ON registrations BEGIN "
-    "INSERT INTO count_deltas (name, delta) VALUES ('registration_status:' || OLD.status, -1); END",
-]
-
 _TRIGGER_NAMES = {
     "count_events_insert": "callback_events",
     "count_events_delete": "callback_events",
@@ -175,10 +118,9 @@ _TRIGGER_NAMES = {
 }
 
 
-def _backfill(dialect: str) -> str:
+def _backfill() -> str:
     """Every row counted as the triggers count it, summed per name."""
-    contributions = _pg_contributions if dialect == "postgresql" else _sqlite_contributions
-    events = contributions("", "1", "FROM callback_events")
+    events = _contributions("", "1", "FROM callback_events")
     return (
         "INSERT INTO count_totals (name, value) SELECT name, sum(delta) FROM ("
         f"{events} UNION ALL "
@@ -196,7 +138,7 @@ def _execute(statement: str) -> None:
 def upgrade() -> None:
     op.create_table(
         "count_deltas",
-        sa.Column("id", _BIG_ID, autoincrement=True, nullable=False),
+        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("name", sa.String(128), nullable=False),
         sa.Column("delta", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_count_deltas")),
@@ -213,7 +155,6 @@ def upgrade() -> None:
         "callback_events",
         ["outcome", "id"],
         postgresql_where=sa.text("outcome IS NOT NULL"),
-        sqlite_where=sa.text("outcome IS NOT NULL"),
     )
     # Registrations waiting in a state, oldest first (the console's "waiting on the customer").
     op.create_index(
@@ -221,26 +162,16 @@ def upgrade() -> None:
         "registrations",
         ["status", "status_since", "id"],
     )
-    dialect = op.get_bind().dialect.name
-    if dialect == "postgresql":
-        for statement in [*_PG_FUNCTIONS, *_PG_TRIGGERS]:
-            _execute(statement)
-    else:
-        for statement in _SQLITE_TRIGGERS:
-            _execute(statement)
-    _execute(_backfill(dialect))
+    for statement in [*_FUNCTIONS, *_TRIGGERS]:
+        _execute(statement)
+    _execute(_backfill())
 
 
 def downgrade() -> None:
-    dialect = op.get_bind().dialect.name
     for trigger, table in _TRIGGER_NAMES.items():
-        if dialect == "postgresql":
-            op.execute(sa.text(f"DROP TRIGGER IF EXISTS {trigger} ON {table}"))
-        else:
-            op.execute(sa.text(f"DROP TRIGGER IF EXISTS {trigger}"))
-    if dialect == "postgresql":
-        for function in ("count_event_statement", "count_event_update", "count_registration_row"):
-            op.execute(sa.text(f"DROP FUNCTION IF EXISTS {function}()"))
+        op.execute(sa.text(f"DROP TRIGGER IF EXISTS {trigger} ON {table}"))
+    for function in ("count_event_statement", "count_event_update", "count_registration_row"):
+        op.execute(sa.text(f"DROP FUNCTION IF EXISTS {function}()"))
     op.drop_index("ix_registrations_status_status_since_id", table_name="registrations")
     op.drop_index("ix_callback_events_outcome_id", table_name="callback_events")
     op.drop_table("count_totals")

@@ -40,7 +40,7 @@ async def test_counts_equal_the_rows_through_every_write_and_fold(
     sessionmaker: Sessions, v1: httpx.AsyncClient
 ) -> None:
     now = utcnow().replace(microsecond=0)
-    # Whole milliseconds: the lag sums are then exact on both databases' time arithmetic.
+    # Whole milliseconds: the lag sums are then exact in the database's time arithmetic.
     times = [now - timedelta(hours=h, minutes=7) for h in (0, 0, 1, 5, 30)]
     async with sessionmaker.begin() as session:
         connection = await session.connection()
@@ -112,7 +112,7 @@ async def test_counts_stay_exact_while_writers_and_folds_run_at_once(
     sessionmaker: Sessions,
 ) -> None:
     """Writers inserting batches and finishing events, and folds, all concurrently: no delta is
-    lost or folded twice (PostgreSQL runs them truly at once; SQLite one writer at a time)."""
+    lost or folded twice."""
     now = utcnow().replace(microsecond=0)
     writers_done = asyncio.Event()
 

@@ -1,7 +1,7 @@
 """List cursors from anyone: every cursor the OpenAPI document allows names a page (200), anything
 else is a 422 problem, and no cursor, however forged, makes a 5xx or a traceback in the log.
 
-Over real HTTP, on both databases. The allowed shape is read from the served /openapi.json, so
+Over real HTTP. The allowed shape is read from the served /openapi.json, so
 these tests hold the service to what its document promises.
 """
 

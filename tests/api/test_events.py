@@ -1,4 +1,4 @@
-"""`/v1/events`: list, show and replay kept callbacks, over real HTTP, on both databases.
+"""`/v1/events`: list, show and replay kept callbacks, over real HTTP.
 
 Events reach the inbox through the real callback endpoint and are processed by the steps the
 worker runs (app.events.processing), so every state is one the service itself produces.
@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.db import utcnow
+from app.core.db import driver_connection, utcnow
 from app.core.jobs import event_job_id
 from app.core.models import EventState
 from app.core.settings import Settings
@@ -66,10 +66,9 @@ async def kept_ids(settings: Settings) -> list[int]:
 
 
 async def process(sessionmaker: Sessions, row_id: int) -> None:
-    async with sessionmaker.begin() as session:
-        step = await processing.begin(
-            await session.connection(), row_id, now=utcnow(), skew=DEFAULT_SKEW
-        )
+    async with sessionmaker() as session:
+        driver = await driver_connection(await session.connection())
+        step = await processing.begin(driver, row_id, now=utcnow(), skew=DEFAULT_SKEW)
     assert isinstance(step, processing.Finished), step
 
 

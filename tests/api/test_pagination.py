@@ -1,5 +1,5 @@
 """Walking every page while rows are being written returns each row that existed before the walk
-exactly once: none twice, none missing. On both databases, over real HTTP."""
+exactly once: none twice, none missing. Over real HTTP."""
 
 from __future__ import annotations
 

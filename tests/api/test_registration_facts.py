@@ -1,4 +1,4 @@
-"""The registration facts over real HTTP, on both databases: read from the documents applied,
+"""The registration facts over real HTTP: read from the documents applied,
 answered with every registration, and filtered on (`senderId`, `marketCode`, `tag`, several
 `status`), with keyset pages that stay stable."""
 

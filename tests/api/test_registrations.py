@@ -292,7 +292,7 @@ async def wait_for_sinch_get(sim: SimulatorControl) -> None:
 
 
 async def test_refresh_holds_no_transaction_during_the_sinch_call(
-    v1: httpx.AsyncClient, sim: SimulatorControl, sessionmaker: Sessions, database_kind: str
+    v1: httpx.AsyncClient, sim: SimulatorControl, sessionmaker: Sessions
 ) -> None:
     """The race of a refresh with a write that lands while the refresh waits for Sinch: the write
     goes through at once (no transaction, no lock is held across the GET), and the refresh, whose
@@ -309,22 +309,17 @@ async def test_refresh_holds_no_transaction_during_the_sinch_call(
         sinch_document(doc["id"], "APPROVED", at=T0 + timedelta(seconds=1))
     )
     async with sessionmaker.begin() as session:
-        if database_kind == "postgresql":
-            open_transactions = await session.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
-                )
+        open_transactions = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
             )
-            assert open_transactions == 0, "a transaction is open across the Sinch call"
-            # A lock held by the refresh is an error here, not a wait.
-            await session.execute(
-                select(Registration.id)
-                .where(Registration.id == doc["id"])
-                .with_for_update(nowait=True)
-            )
-        # (On SQLite every transaction holds the writer lock: this one would wait for the
-        # refresh's, and the refresh would then answer its own document.)
+        )
+        assert open_transactions == 0, "a transaction is open across the Sinch call"
+        # A lock held by the refresh is an error here, not a wait.
+        await session.execute(
+            select(Registration.id).where(Registration.id == doc["id"]).with_for_update(nowait=True)
+        )
         await apply_snapshot(
             session,
             later,

@@ -188,7 +188,6 @@ def _cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProc
     )
 
 
-@pytest.mark.parametrize("database_kind", ["postgresql"], indirect=True)
 async def test_revocation_by_the_command_line_reaches_a_second_api_process(
     settings: Settings, tmp_path: Path
 ) -> None:

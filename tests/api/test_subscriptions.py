@@ -1,4 +1,4 @@
-"""`/v1/subscriptions` and `/v1/deliveries` over real HTTP, on both databases, and the outbox: a
+"""`/v1/subscriptions` and `/v1/deliveries` over real HTTP, and the outbox: a
 delivery per matching subscription written with each change, by every path that records one.
 Sending is tested with real receivers and processes in tests/subscriptions/."""
 

@@ -1,4 +1,4 @@
-"""docs/api.md's callback table, row by row, on both databases, over real HTTP."""
+"""docs/api.md's callback table, row by row, over real HTTP."""
 
 from __future__ import annotations
 

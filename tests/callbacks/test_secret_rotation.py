@@ -25,15 +25,13 @@ from app.core.settings import Settings
 from app.sinch.client import SinchClient, create_http_client
 from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.conftest import make_settings
-from tests.support.databases import copy_sqlite, create_sqlite_template
+from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.processes import ServiceProcess, start_api
 from tests.support.reads import rows
 
 HMAC_SECRET = "rotation-test-old-hmac-secret-never-logged"
 KEY_SECRET = "rotation-test-key-secret-never-logged"
 API_TOKEN = "rotation-test-api-token-never-logged"
-
-pytestmark = pytest.mark.parametrize("database_kind", ["postgresql"], indirect=True)
 
 
 @pytest.fixture
@@ -147,12 +145,11 @@ async def test_a_rotation_reaches_every_process_before_sinch(
 
 
 async def test_a_rotation_is_refused_when_a_process_does_not_accept_the_new_secret(
-    env: dict[str, str], service_settings: Settings, tmp_path: Path
+    env: dict[str, str], service_settings: Settings, tmp_path: Path, worker_id: str
 ) -> None:
     # A process of its own database never learns the pending secret: it answers the probe 401.
-    stray_database = await asyncio.to_thread(
-        lambda: copy_sqlite(create_sqlite_template(tmp_path), tmp_path)
-    )
+    stray_name = f"sinch_stray_{worker_id}_{os.getpid()}"
+    stray_database = await asyncio.to_thread(create_postgres_database, stray_name)
     first, first_url = await asyncio.to_thread(start_api, env, tmp_path / "api-1.log")
     stray, stray_url = await asyncio.to_thread(
         start_api, {**env, "DATABASE_URL": stray_database}, tmp_path / "api-stray.log"
@@ -195,6 +192,7 @@ async def test_a_rotation_is_refused_when_a_process_does_not_accept_the_new_secr
                 assert answer.status_code == 200
     finally:
         stop_all([first, stray])
+        await asyncio.to_thread(drop_postgres_database, stray_name)
 
 
 async def test_a_rotation_without_any_running_process_is_refused(

@@ -137,34 +137,24 @@ async def refuse_key_in_database(settings: Settings) -> None:
     engine = create_engine(settings)
     try:
         async with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                await connection.execute(
-                    text(
-                        "ALTER TABLE callback_events ADD CONSTRAINT test_refuses_a_key "
-                        f"CHECK (dedup_key <> '{REFUSED_KEY}')"
-                    )
+            await connection.execute(
+                text(
+                    "ALTER TABLE callback_events ADD CONSTRAINT test_refuses_a_key "
+                    f"CHECK (dedup_key <> '{REFUSED_KEY}')"
                 )
-            else:
-                await connection.execute(
-                    text(
-                        "CREATE TRIGGER test_refuses_a_key BEFORE INSERT ON callback_events "
-                        f"WHEN NEW.dedup_key = '{REFUSED_KEY}' "
-                        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
-                    )
-                )
+            )
     finally:
         await engine.dispose()
 
 
 async def accept_every_key_again(settings: Settings) -> None:
-    # The PostgreSQL database is shared by this process's tests (truncated between them).
+    # The database is shared by this process's tests (truncated between them).
     engine = create_engine(settings)
     try:
         async with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                await connection.execute(
-                    text("ALTER TABLE callback_events DROP CONSTRAINT IF EXISTS test_refuses_a_key")
-                )
+            await connection.execute(
+                text("ALTER TABLE callback_events DROP CONSTRAINT IF EXISTS test_refuses_a_key")
+            )
     finally:
         await engine.dispose()
 

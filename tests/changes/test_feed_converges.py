@@ -2,7 +2,7 @@
 holds exactly what `GET /v1/registrations` answers, and sees every `seq` once, without a gap.
 
 Everything is real, as in tests/worker/test_convergence.py: the simulator as Sinch, the API and
-the worker as child processes, a private Redis, and each database. While the simulator delivers
+the worker as child processes, a private Redis, and PostgreSQL. While the simulator delivers
 lifecycles' callbacks shuffled and duplicated, `refresh` is called through the API for some
 registrations; then Sinch moves on without telling (no callbacks) and a reconciliation catches up.
 Two readers follow the feed from the start to the end: a long-poll loop on `GET /v1/changes` and
@@ -56,13 +56,10 @@ SYNC_TIMES = ("statusChangedAt", "lastSyncedAt", "updatedAt")
 """Moved by a document that changes nothing else, without an item (module docstring)."""
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_id: str
-) -> Iterator[Stack]:
-    folder = tmp_path_factory.mktemp(f"feed-{request.param}")
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("feed")
     with running_stack(
-        request.param,
         folder,
         f"feed_{worker_id}",
         RECONCILE_INTERVAL_SECONDS="0",  # the test reconciles when it wants to

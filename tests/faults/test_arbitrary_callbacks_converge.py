@@ -139,10 +139,9 @@ def bodies(known_ids: list[str]) -> st.SearchStrategy[bytes]:
 # --- the stack and the oracle ---------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path, worker_id: str) -> Iterator[Stack]:
+@pytest.fixture
+def stack(tmp_path: Path, worker_id: str) -> Iterator[Stack]:
     with running_stack(
-        request.param,
         tmp_path,
         f"arbitrary_{worker_id}",
         CALLBACK_MAX_BODY_BYTES=str(MAX_BODY),

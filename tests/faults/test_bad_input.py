@@ -31,7 +31,7 @@ MAX_BODY = 4096
 def stack(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[Stack]:
     folder = tmp_path_factory.mktemp("bad-input")
     with running_stack(
-        "postgresql", folder, f"bad_input_{worker_id}", CALLBACK_MAX_BODY_BYTES=str(MAX_BODY)
+        folder, f"bad_input_{worker_id}", CALLBACK_MAX_BODY_BYTES=str(MAX_BODY)
     ) as running:
         running.start_api()
         running.start_worker()

@@ -6,8 +6,6 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
-
 from devtools.simulator import SimulatorControl
 from tests.support.stack import (
     assert_converged,
@@ -19,9 +17,8 @@ from tests.support.stack import (
 )
 
 
-@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
-def test_redis_stopped_during_load_then_started(kind: str, tmp_path: Path, worker_id: str) -> None:
-    with running_stack(kind, tmp_path, f"redis_stop_{worker_id}") as stack:
+def test_redis_stopped_during_load_then_started(tmp_path: Path, worker_id: str) -> None:
+    with running_stack(tmp_path, f"redis_stop_{worker_id}") as stack:
         stack.start_api()
         stack.start_worker()
 
@@ -48,7 +45,7 @@ def test_redis_stopped_during_load_then_started(kind: str, tmp_path: Path, worke
 def test_postgres_refusing_connections_answers_503_never_200(
     tmp_path: Path, worker_id: str
 ) -> None:
-    with running_stack("postgresql", tmp_path, f"pg_outage_{worker_id}", proxy=True) as stack:
+    with running_stack(tmp_path, f"pg_outage_{worker_id}", proxy=True) as stack:
         stack.start_api()
         stack.start_worker()
         assert stack.proxy is not None
@@ -81,7 +78,6 @@ def test_sinch_failing_then_recovering_loses_nothing_and_fails_nothing(
     tmp_path: Path, worker_id: str
 ) -> None:
     with running_stack(
-        "postgresql",
         tmp_path,
         f"sinch_faults_{worker_id}",
         SINCH_TIMEOUT_SECONDS="1",

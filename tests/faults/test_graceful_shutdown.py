@@ -18,7 +18,7 @@ from tests.support.stack import (
 
 
 def test_sigterm_of_api_and_worker_during_load(tmp_path: Path, worker_id: str) -> None:
-    with running_stack("postgresql", tmp_path, f"sigterm_{worker_id}") as stack:
+    with running_stack(tmp_path, f"sigterm_{worker_id}") as stack:
         stack.start_api()
         worker = stack.start_worker()
 

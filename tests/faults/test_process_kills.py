@@ -6,8 +6,6 @@ import asyncio
 import signal
 from pathlib import Path
 
-import pytest
-
 from devtools.simulator import SimulatorControl
 from tests.support.stack import (
     assert_converged,
@@ -19,11 +17,8 @@ from tests.support.stack import (
 )
 
 
-@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
-def test_api_killed_mid_load_loses_nothing_answered_200(
-    kind: str, tmp_path: Path, worker_id: str
-) -> None:
-    with running_stack(kind, tmp_path, f"api_kill_{worker_id}") as stack:
+def test_api_killed_mid_load_loses_nothing_answered_200(tmp_path: Path, worker_id: str) -> None:
+    with running_stack(tmp_path, f"api_kill_{worker_id}") as stack:
         stack.start_api()
         stack.start_worker()
 
@@ -55,7 +50,7 @@ def test_api_killed_mid_load_loses_nothing_answered_200(
 
 
 def test_worker_killed_mid_processing_a_new_one_finishes(tmp_path: Path, worker_id: str) -> None:
-    with running_stack("postgresql", tmp_path, f"worker_kill_{worker_id}") as stack:
+    with running_stack(tmp_path, f"worker_kill_{worker_id}") as stack:
         stack.start_api()
         doomed = stack.start_worker()
 

@@ -45,7 +45,7 @@ def _api_log_lines(stack: Stack, message: str) -> list[str]:
 
 
 def test_full_redis_workers_ride_it_out_and_readyz_says_so(tmp_path: Path, worker_id: str) -> None:
-    with running_stack("postgresql", tmp_path, f"redis_full_{worker_id}") as stack:
+    with running_stack(tmp_path, f"redis_full_{worker_id}") as stack:
         stack.start_api()
         running = stack.start_worker()
 
@@ -99,7 +99,7 @@ def test_full_redis_workers_ride_it_out_and_readyz_says_so(tmp_path: Path, worke
 
 
 def test_evicting_redis_is_not_ready_and_the_worker_says_so(tmp_path: Path, worker_id: str) -> None:
-    with running_stack("sqlite", tmp_path, f"redis_evicts_{worker_id}") as stack:
+    with running_stack(tmp_path, f"redis_evicts_{worker_id}") as stack:
         stack.start_api()
         with stack.redis.client() as client:
             client.config_set("maxmemory", 64 << 20)

@@ -1,7 +1,7 @@
 """Subscriptions end to end: changes pushed to real HTTP receivers as signed webhooks.
 
 Everything is real, as in tests/changes/test_feed_converges.py: the simulator as Sinch, the API
-and the worker as child processes, a private Redis, and each database. The receivers are small
+and the worker as child processes, a private Redis, and PostgreSQL. The receivers are small
 HTTP servers on loopback run by the test; each checks every request it gets with the
 `standardwebhooks` library (and with an HMAC of its own), and records what it got and answered.
 
@@ -66,13 +66,10 @@ class World:
     """Every subscription secret handed out: none may reach a log."""
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_id: str
-) -> Iterator[World]:
-    folder = tmp_path_factory.mktemp(f"subscriptions-{request.param}")
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[World]:
+    folder = tmp_path_factory.mktemp("subscriptions")
     with running_stack(
-        request.param,
         folder,
         f"subs_{worker_id}",
         SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1",

@@ -60,7 +60,12 @@ def test_each_worker_runs_only_its_own_jobs() -> None:
 
 def _stack(tmp_path: Path, name: str, **env: str) -> Any:
     return running_stack(
-        "postgresql", tmp_path, name, SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1", **env
+        tmp_path,
+        name,
+        SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1",
+        # The receivers are on loopback, which a delivery may reach only when allowed.
+        SUBSCRIPTION_ALLOWED_NETWORKS="127.0.0.0/8",
+        **env,
     )
 
 

@@ -1,10 +1,9 @@
-"""Real test databases: a PostgreSQL database per test process and a SQLite file per test."""
+"""Real test databases: a PostgreSQL database per test process (and more for whole stacks)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from pathlib import Path
 
 import asyncpg
@@ -70,18 +69,6 @@ def create_postgres_database(name: str, *, migrated: bool = True) -> str:
 
 def drop_postgres_database(name: str) -> None:
     asyncio.run(_drop(POSTGRES_ADMIN_URL, DATABASE_PREFIX + name))
-
-
-def create_sqlite_template(folder: Path) -> Path:
-    path = folder / "template.db"
-    migrate(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
-def copy_sqlite(template: Path, folder: Path) -> str:
-    target = folder / "service.db"
-    shutil.copyfile(template, target)
-    return f"sqlite+aiosqlite:///{target}"
 
 
 async def truncate_postgres(url: str) -> None:

@@ -3,7 +3,7 @@
 Used by the fault suite and the end-to-end convergence test.
 
 The stack is the simulator as Sinch, the API and worker as child processes, a private Redis, and a
-database (PostgreSQL, optionally behind a proxy the test can cut; or SQLite). The load keeps, per
+database (PostgreSQL, optionally behind a proxy the test can cut). The load keeps, per
 callback, whether it was answered 200; like Sinch, it resends whatever was not.
 """
 
@@ -29,12 +29,7 @@ from app.core.models import CallbackEvent, EventState
 from app.core.settings import Settings
 from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.conftest import make_settings
-from tests.support.databases import (
-    copy_sqlite,
-    create_postgres_database,
-    create_sqlite_template,
-    drop_postgres_database,
-)
+from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.processes import PrivateRedis, ServiceProcess, start_api, start_worker
 from tests.support.proxy import TcpProxy
 from tests.support.reads import history, registrations
@@ -49,7 +44,6 @@ LIFECYCLE = ["IN_PROGRESS", "PENDING", "IN_PROGRESS", "APPROVED"]
 
 @dataclass
 class Stack:
-    kind: str
     folder: Path
     settings: Settings
     env: dict[str, str]
@@ -105,17 +99,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(
-    kind: str, folder: Path, name: str, *, proxy: bool = False, **env: str
-) -> Iterator[Stack]:
+def running_stack(folder: Path, name: str, *, proxy: bool = False, **env: str) -> Iterator[Stack]:
     """Start everything; stop everything; then check that no process logged a secret."""
     pg_name = f"sinch_fault_{name}_{os.getpid()}"
-    if kind == "sqlite":
-        database_url = copy_sqlite(create_sqlite_template(folder), folder)
-        service_url = database_url
-    else:
-        database_url = create_postgres_database(pg_name)
-        service_url = database_url
+    database_url = create_postgres_database(pg_name)
+    service_url = database_url
     tcp_proxy = None
     if proxy:
         url = make_url(database_url)
@@ -152,7 +140,7 @@ def running_stack(
         sinch_key_secret=KEY_SECRET,
         sinch_callback_secrets=[HMAC_SECRET],
     )
-    stack = Stack(kind, folder, settings, variables, sim, redis_server, tcp_proxy)
+    stack = Stack(folder, settings, variables, sim, redis_server, tcp_proxy)
     try:
         yield stack
     finally:
@@ -163,8 +151,7 @@ def running_stack(
         redis_server.stop()
         if tcp_proxy is not None:
             tcp_proxy.stop()
-        if kind == "postgresql":
-            drop_postgres_database(pg_name)
+        drop_postgres_database(pg_name)
     logs = stack.logs()
     assert logs, "the processes wrote no logs"
     for secret in (KEY_SECRET, HMAC_SECRET, API_TOKEN):

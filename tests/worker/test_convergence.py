@@ -2,7 +2,7 @@
 on Sinch's truth.
 
 Everything is real: the simulator as Sinch over HTTP, the API and the worker as child processes
-(`uvicorn app.main:app`, `arq app.worker.WorkerSettings`), a private Redis, and each database.
+(`uvicorn app.main:app`, `arq app.worker.WorkerSettings`), a private Redis, and PostgreSQL.
 Hypothesis draws lifecycles (including transitions the table calls invalid and states nobody
 knows) and how their callbacks arrive.
 """
@@ -43,13 +43,10 @@ DRAIN_TIMEOUT_SECONDS = 60.0
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_id: str
-) -> Iterator[Stack]:
-    folder = tmp_path_factory.mktemp(f"e2e-{request.param}")
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("e2e")
     with running_stack(
-        request.param,
         folder,
         f"e2e_{worker_id}",
         RECONCILE_INTERVAL_SECONDS="0",  # the test reconciles when it wants to

@@ -1,6 +1,6 @@
 """Fresh facts where they matter: a trusted callback into a state whose meaning lives in Sinch's
 logs (REJECTED, PENDING, PENDING_ATTACHMENTS, ON_HOLD) or into APPROVED costs one more GET, as its
-own low-priority job, coalesced per registration. Real simulator, real Redis, both databases."""
+own low-priority job, coalesced per registration. Real simulator, real Redis."""
 
 from __future__ import annotations
 

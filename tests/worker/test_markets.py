@@ -1,6 +1,6 @@
 """Markets from Sinch's market details: the policy map is loaded by the worker (from the simulator
 over real HTTP), kept in the database, looked up when a document names no market, and fills the
-registrations applied before it was loaded. Unknown stays null. Both databases."""
+registrations applied before it was loaded. Unknown stays null."""
 
 from __future__ import annotations
 

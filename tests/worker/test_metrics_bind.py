@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.databases import copy_sqlite
 from tests.support.processes import ServiceProcess, start_worker, wait_until
 from tests.support.servers import free_port
 
@@ -46,11 +45,11 @@ def non_loopback_ipv4() -> str | None:
 
 
 @pytest.fixture
-def worker(sqlite_template: Path, tmp_path: Path, redis_url: str) -> Iterator[tuple[int, Path]]:
+def worker(database_url: str, tmp_path: Path, redis_url: str) -> Iterator[tuple[int, Path]]:
     port = free_port()
     log_path = tmp_path / "worker.log"
     env = {
-        "DATABASE_URL": copy_sqlite(sqlite_template, tmp_path),
+        "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "RECONCILE_INTERVAL_SECONDS": "0",
         "WORKER_METRICS_PORT": str(port),

@@ -1,6 +1,5 @@
 """The outbox on the worker's hot path: a trusted callback's move writes its change and its
-deliveries in the same statement (PostgreSQL's APPLY_IN_ONE, also taken lock-free) or the same
-transaction (SQLite)."""
+deliveries in the same statement (`processing.APPLY_IN_ONE`)."""
 
 from __future__ import annotations
 

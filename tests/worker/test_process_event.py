@@ -1,4 +1,4 @@
-"""`process_event` against the simulator over real HTTP, on both databases.
+"""`process_event` against the simulator over real HTTP.
 
 Callbacks reach the inbox through the real API (the simulator delivers them, signed); the test then
 runs the worker's job function with the context the real worker builds.

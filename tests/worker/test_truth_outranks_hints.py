@@ -2,7 +2,7 @@
 
 Callbacks reach the inbox through the real API over HTTP, signed here with a plain HMAC (not the
 service's own signer); the worker's job function runs with the context the real worker builds, and
-the simulator plays Sinch over HTTP. On both databases.
+the simulator plays Sinch over HTTP.
 """
 
 from __future__ import annotations
