@@ -18,8 +18,6 @@ from tests.conftest import API_TOKEN, CALLBACK_SECRET, make_settings
 from tests.support.processes import ServiceProcess, start_api
 from tests.support.servers import serve
 
-pytestmark = pytest.mark.parametrize("database_kind", ["postgresql"], indirect=True)
-
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 HUGE = 50 * 1024 * 1024
 CHUNK = b"x" * (256 * 1024)

@@ -32,7 +32,6 @@ async def open_console(base_url: str, cookie: str) -> httpx.Response:
         return await client.get("/console")
 
 
-@pytest.mark.parametrize("database_kind", ["postgresql"], indirect=True)
 @pytest.mark.parametrize("replaced_by", [[REPLACEMENT], []], ids=["replaced", "removed"])
 async def test_replacing_a_bootstrap_token_ends_its_sessions(
     settings: Settings, replaced_by: list[str]

@@ -20,8 +20,6 @@ from tests.api.conftest import API_TOKEN, AUTH, api_settings, put_registration
 from tests.api.test_console_sessions import sign_in
 from tests.support.tokens import bearer, make_token
 
-pytestmark = pytest.mark.parametrize("database_kind", ["postgresql"], indirect=True)
-
 SECRET_URL = "http://127.0.0.1:9/hooks?token=receiver-secret-123&team=a&bare-secret-456"
 REDACTED_URL = "http://127.0.0.1:9/hooks?token=REDACTED&team=REDACTED&REDACTED"
 T0 = datetime(2026, 1, 1, 10, tzinfo=UTC)

@@ -7,12 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.api.conftest import API_TOKEN, AUTH
 from tests.api.test_console_sessions import sign_in
-
-pytestmark = pytest.mark.parametrize("database_kind", ["postgresql"], indirect=True)
 
 CONSOLE_PAGES = {
     "/console": [],

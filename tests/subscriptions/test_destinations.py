@@ -61,7 +61,6 @@ async def test_a_name_resolving_to_loopback_is_not_called_unless_allowed(
     assert recorder.lines == ["POST /hook HTTP/1.1"]
 
 
-@pytest.mark.parametrize("database_kind", ["postgresql"], indirect=True)
 async def test_deliveries_follow_the_settings_as_they_stand_when_sent(
     recorder: Recorder, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:

@@ -25,8 +25,6 @@ from tests.api.conftest import put_registration
 from tests.support.worker import worker_context
 from tests.worker.conftest import sim_settings
 
-pytestmark = pytest.mark.parametrize("database_kind", ["postgresql"], indirect=True)
-
 Sessions = async_sessionmaker[AsyncSession]
 
 
