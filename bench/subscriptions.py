@@ -1,11 +1,13 @@
 """Benchmark of the webhook deliveries: commit-to-delivery latency at a steady 200 changes/s to 5
 subscribers (target p99 <= 500 ms over every delivery of every subscriber).
 
-One API and ONE worker (`arq app.worker.WorkerSettings`: its dispatcher wakes on the numbering's
-Redis signal and its `deliver` jobs POST). Five receivers in the bench process (minimal HTTP/1.1
-servers, keep-alive, answering 200 as soon as a body is in) subscribe through `POST
-/v1/subscriptions`, two with filters every change matches. The harness's writer process applies
-status changes through `apply_snapshot` (which writes the outbox) and pokes its `Sequencer`.
+One API, ONE worker (`arq app.worker.WorkerSettings`, which numbers nothing here: the writer does)
+and ONE delivery worker (`arq app.worker.DeliveryWorkerSettings`: its dispatcher wakes on the
+numbering's Redis signal and its `deliver` jobs POST; "worker" below is this process). Five
+receivers in the bench process (minimal HTTP/1.1 servers, keep-alive, answering 200 as soon as
+a body is in) subscribe through `POST /v1/subscriptions`, two with filters every change
+matches. The harness's writer process applies status changes through `apply_snapshot` (which
+writes the outbox) and pokes its `Sequencer`.
 Latency = the receiver's time once the request is read minus the writer's commit time of its
 change; a measured change never delivered counts as infinitely late. Checked per receiver: every
 change delivered once (by `seq`), as written, in order per registration, nothing else; sampled
@@ -268,8 +270,16 @@ def main() -> int:
     add("--registrations", type=int, default=200, help="registrations changed in turn (200)")
     add("--writers", type=int, default=4, help="transactions at once in the writer (4)")
     args = options.parse_args()
-    allowed = {"SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1"}
-    with stack("subscriptions", args, **allowed) as run, run.api() as api, run.worker() as worker:
+    allowed = {
+        "SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1",
+        "SUBSCRIPTION_ALLOWED_NETWORKS": "127.0.0.0/8",
+    }
+    with (
+        stack("subscriptions", args, **allowed) as run,
+        run.api() as api,
+        run.worker(),
+        run.deliveries() as worker,
+    ):
         results = asyncio.run(measure(run, api, worker))
     writer, rates = results["writer"], results["deliveries_per_s"]
     print(f"\nwriting {writer['changes_per_s']}/s (asked {args.rate:g})")

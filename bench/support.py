@@ -36,6 +36,7 @@ import httpx
 import redis
 
 from app.callbacks.signature import SIGNATURE_HEADER, sign
+from app.core.jobs import DELIVERIES_QUEUE
 from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,18 +266,23 @@ class Stack:
         """`uvicorn app.main:app` on the stack (a context manager answering a `Server`)."""
         return uvicorn_server(app, self.log(label), self.env)
 
+    def deliveries(self) -> Any:
+        """ONE delivery worker (`arq app.worker.DeliveryWorkerSettings`), as `worker`."""
+        return self.worker("deliveries", "app.worker.DeliveryWorkerSettings", DELIVERIES_QUEUE)
+
     @contextlib.contextmanager
     def worker(
-        self, label: str = "worker", settings: str = "app.worker.WorkerSettings"
+        self,
+        label: str = "worker",
+        settings: str = "app.worker.WorkerSettings",
+        queue: str = "arq:queue",
     ) -> Iterator[subprocess.Popen[bytes]]:
-        """ONE `arq <settings>` process, entered once arq has polled (its health-check key is in
-        Redis: the start-up hook has run); stopped with SIGINT."""
+        """ONE `arq <settings>` process reading `queue`, entered once arq has polled (its
+        health-check key is in Redis: the start-up hook has run); stopped with SIGINT."""
         client = redis.Redis.from_url(self.redis_url)
         command = [ARQ, settings]
         with running(command, self.log(label), self.env) as process:
-            wait_for(
-                lambda: bool(client.exists("arq:queue:health-check")), process, self.log(label)
-            )
+            wait_for(lambda: bool(client.exists(f"{queue}:health-check")), process, self.log(label))
             client.close()
             yield process
 
@@ -647,3 +653,11 @@ async def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+def rss_mib(pid: int) -> float:
+    """The resident memory of process `pid` now, in MiB (Linux: /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from arq import ArqRedis
 
-from app.core.jobs import enqueue_events
+from app.core.jobs import enqueue_event_batches
 from app.core.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class Enqueuer:
         if time.monotonic() < self._paused_until:
             return  # Redis failed a moment ago: drop, the sweep re-enqueues these rows
         try:
-            await enqueue_events(self._redis, batch)
+            await enqueue_event_batches(self._redis, batch)
         except Exception as exc:  # Redis down: the sweep re-enqueues the rows later
             log.warning(
                 "cannot enqueue %d callback events (%s); they wait for the sweep",

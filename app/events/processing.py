@@ -130,34 +130,39 @@ def _local(read: Any) -> LocalFacts:
     return LocalFacts.of(status, changed_at, synced_at, update_time)
 
 
-async def begin(driver: Any, row_id: int, *, now: datetime, skew: timedelta) -> Step | None:
+async def begin(
+    driver: Any, row_id: int, *, now: datetime, skew: timedelta, count_try: bool = True
+) -> Step | None:
     """Decide what event `row_id` needs; apply or ignore it now when no GET is needed.
 
     Runs on the asyncpg connection `driver` in autocommit: each statement commits on its own, and
     none holds a lock beyond itself. An event that is not `received` (already processed, or gone)
     is left as it is: processing the same event twice changes nothing the second time. None when
-    the event's registration moved between read and write `MAX_ROUNDS` times in a row.
+    the event's registration moved between read and write `MAX_ROUNDS` times in a row. A
+    `MustCheck` counts a try on the event (its `attempts`) unless `count_try` is False: a batch
+    that hands the check to a job of its own leaves the count to that job.
     """
     for _ in range(MAX_ROUNDS):
-        step = await _decide_and_write(driver, row_id, now=now, skew=skew)
+        step = await _decide_and_write(driver, row_id, now=now, skew=skew, count_try=count_try)
         if step is not None:
             return step
     return None
 
 
 async def _decide_and_write(
-    driver: Any, row_id: int, *, now: datetime, skew: timedelta
+    driver: Any, row_id: int, *, now: datetime, skew: timedelta, count_try: bool
 ) -> Step | None:
     """One round of `begin`: None when the trusted write found its registration changed."""
     read = await _READ.fetchrow(driver, {"p_row": row_id})
     if read is None:
-        return await _begin_unknown(driver, row_id, now, skew)
+        return await _begin_unknown(driver, row_id, now, skew, count_try)
     state, body, received_at = read[0], read[1], read[2]
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
     fields, decision = judge(body, _local(read), now=now, skew=skew)
     if decision.action is Action.CHECK:
-        await _COUNT_TRY.execute(driver, {"p_row": row_id})
+        if count_try:
+            await _COUNT_TRY.execute(driver, {"p_row": row_id})
         return MustCheck(registration_id=read[4], decision=decision)
     if decision.action is Action.IGNORE:
         params = events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now)
@@ -175,7 +180,9 @@ async def _finish(driver: Any, params: dict[str, Any], received_at: datetime) ->
     return Finished(outcome=params["p_outcome"], received_at=received_at)
 
 
-async def _begin_unknown(driver: Any, row_id: int, now: datetime, skew: timedelta) -> Step:
+async def _begin_unknown(
+    driver: Any, row_id: int, now: datetime, skew: timedelta, count_try: bool
+) -> Step:
     """`begin` for an event whose registration is not known here: it is invalid or must be
     checked (a registration we do not know can only be learnt from a GET)."""
     read = await _READ_EVENT.fetchrow(driver, {"p_row": row_id})
@@ -197,7 +204,8 @@ async def _begin_unknown(driver: Any, row_id: int, now: datetime, skew: timedelt
         outcome, error = invalid
         params = events.finish_params(row_id, EventState.INVALID, outcome, now, error)
         return await _finish(driver, params, received_at)
-    await _COUNT_TRY.execute(driver, {"p_row": row_id})
+    if count_try:
+        await _COUNT_TRY.execute(driver, {"p_row": row_id})
     # Created meanwhile by another process? Then the GET is merely one more than needed.
     assert fields.registration_id is not None
     return MustCheck(registration_id=fields.registration_id, decision=decision)

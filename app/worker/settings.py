@@ -18,6 +18,7 @@ from app.core.jobs import (
     DELIVERIES_QUEUE,
     EVENTS_QUEUE,
     PROCESS_EVENT,
+    PROCESS_EVENTS,
     REFRESH_FACTS,
     RedisError,
     memory_verdict,
@@ -267,6 +268,15 @@ def build_worker_settings(settings: Settings) -> type:
                 _job(tasks.process_event),
                 name=PROCESS_EVENT,
                 max_tries=settings.job_max_tries + 2,
+                keep_result=0,
+                timeout=settings.job_timeout_seconds,
+            ),
+            func(
+                _job(tasks.process_events),
+                name=PROCESS_EVENTS,
+                # The events' own tries are their `process_event` jobs' (the hand-offs); arq's
+                # tries only run again a batch whose worker died (what it finished is done).
+                max_tries=3,
                 keep_result=0,
                 timeout=settings.job_timeout_seconds,
             ),

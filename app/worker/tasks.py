@@ -64,7 +64,6 @@ def retry_delay(job_try: int, base: float) -> float:
 
 async def process_event(ctx: WorkerContext, row_id: int) -> str:
     """Process inbox row `row_id`: apply, ignore, or check it with a GET. Answers the outcome."""
-    metrics = ctx["metrics"]
     skew = timedelta(seconds=ctx["settings"].event_time_skew_seconds)
     async with ctx["connections"].connection() as driver:
         step: Step | None = await processing.begin(driver, row_id, now=utcnow(), skew=skew)
@@ -74,16 +73,43 @@ async def process_event(ctx: WorkerContext, row_id: int) -> str:
         raise Retry(defer=timedelta(seconds=delay))
     if isinstance(step, MustCheck):
         step = await _check(ctx, row_id, step)
+    await _processed(ctx, row_id, step)
+    _changed(ctx)
+    return step.outcome
+
+
+async def process_events(ctx: WorkerContext, row_ids: list[int]) -> int:
+    """Process the inbox rows that one group commit kept, in kept order: apply or ignore each that
+    needs no GET; hand each that must be checked with a GET (or whose registration kept moving)
+    to a `process_event` job of its own, so that a slow Sinch holds no other event and each
+    check has its own tries. Answers how many were handed on."""
+    skew = timedelta(seconds=ctx["settings"].event_time_skew_seconds)
+    handed_on: list[int] = []
+    async with ctx["connections"].connection() as driver:
+        for row_id in row_ids:
+            step = await processing.begin(driver, row_id, now=utcnow(), skew=skew, count_try=False)
+            if step is None or isinstance(step, MustCheck):
+                handed_on.append(row_id)
+            else:
+                await _processed(ctx, row_id, step)
+    if handed_on:
+        # Raises when Redis refuses: the job then runs again, and what it finished is done.
+        await enqueue_events(ctx["redis"], handed_on)
+    _changed(ctx)
+    return len(handed_on)
+
+
+async def _processed(ctx: WorkerContext, row_id: int, step: Finished) -> None:
+    """What follows an event's end: its facts fetch, its metrics, its log line."""
     if step.facts_due is not None and ctx.get("sinch") is not None:
         # Recorded in `facts_due_at` too: when Redis cannot take it, the sweep enqueues it.
         with contextlib.suppress(RedisError, OSError):
             await enqueue_facts(ctx["redis"], [step.facts_due])
-    _changed(ctx)
+    metrics = ctx["metrics"]
     metrics.events_processed.labels(step.outcome).inc()
     if step.received_at is not None:
         metrics.processing_lag.observe((utcnow() - step.received_at).total_seconds())
     _log_outcome(row_id, step.outcome)
-    return step.outcome
 
 
 def _changed(ctx: WorkerContext) -> None:

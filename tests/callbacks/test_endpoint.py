@@ -10,7 +10,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from app.core.jobs import event_job_id
+from app.core.jobs import events_job_id
 from app.core.settings import Settings
 from app.main import create_app
 from tests.callbacks.conftest import CALLBACK_PATH, event_body, post_signed
@@ -73,7 +73,7 @@ async def test_new_event_is_kept_with_everything_then_enqueued(
     assert event.headers["x-request-id"] == "trace-1"
     assert "authorization" not in event.headers
 
-    await wait_for_jobs(settings, {event_job_id(event.id)})
+    await wait_for_jobs(settings, {events_job_id([event.id])})
     assert await metric(api, 'sinch_callbacks_total{result="accepted"}') == 1
     assert await metric(api, 'sinch_callback_secret_matches_total{secret="0"}') == 1
 
