@@ -6,7 +6,11 @@ that dies (SIGKILL, OOM, a lost machine) therefore holds its jobs, and the event
 for that long. `Leases` shortens each running job's mark to `LEASE_SECONDS` as the job starts and
 renews it every `RENEW_SECONDS` while the job runs: a live worker keeps its jobs, a dead one's
 marks expire within `LEASE_SECONDS`, and any worker then takes the job from the queue (arq leaves
-a job in the queue until it finishes).
+a job in the queue until it finishes). A worker may die between arq's mark and the job's first
+shortening (arq marks the jobs it takes, then starts them): every worker therefore also shortens,
+at start and every `RENEW_SECONDS`, any mark still longer than a lease, whoever set it. So a dead
+worker's jobs are free at most `RENEW_SECONDS` + `LEASE_SECONDS` after its death (or after the
+next worker starts), and most within `LEASE_SECONDS`.
 
 Two workers cannot apply one event twice: a worker that stalls past its lease may see another
 start the same job, and then the database serializes them (the registration's row lock) and the
@@ -30,10 +34,28 @@ from app.core.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS: Final = 15.0
+LEASE_SECONDS: Final = 10.0
 """A dead worker's jobs are free again at most this long after its last renewal."""
-RENEW_SECONDS: Final = 5.0
-"""Renewal period: a third of the lease, so two renewals may fail before a live job loses it."""
+RENEW_SECONDS: Final = 2.0
+"""Renewal period: a fifth of the lease, so four renewals may fail (or the event loop stall for 8 s)
+before a live job loses it."""
+
+# Every in-progress mark longer than a lease (ARGV[2] ms), shortened to one, server-side in one
+# call: marks that arq set for jobs whose worker died before the job shortened its own.
+_SHORTEN_LONG_MARKS = """
+local cursor, shortened = "0", 0
+repeat
+  local found = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = found[1]
+  for _, key in ipairs(found[2]) do
+    if redis.call('PTTL', key) > tonumber(ARGV[2]) then
+      redis.call('PEXPIRE', key, ARGV[2])
+      shortened = shortened + 1
+    end
+  end
+until cursor == "0"
+return shortened
+"""
 
 
 class Leases:
@@ -76,8 +98,19 @@ class Leases:
         except (RedisError, OSError) as exc:
             log.warning("job leases not renewed (%s); arq's own expiry stands", exc)
 
+    async def shorten_long_marks(self) -> int:
+        """Shorten every in-progress mark longer than a lease to one; answers how many."""
+        shortened = await self._redis.eval(  # type: ignore[misc]
+            _SHORTEN_LONG_MARKS, 0, in_progress_key_prefix + "*", str(int(LEASE_SECONDS * 1000))
+        )
+        return int(shortened)
+
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(RENEW_SECONDS)
             if self._held:
                 await self._expire(list(self._held))
+            try:
+                await self.shorten_long_marks()
+            except (RedisError, OSError) as exc:
+                log.warning("long job marks not shortened (%s); retried shortly", exc)
+            await asyncio.sleep(RENEW_SECONDS)

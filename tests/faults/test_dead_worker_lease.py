@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from app.worker.leases import LEASE_SECONDS
+from app.worker.leases import LEASE_SECONDS, RENEW_SECONDS
 from devtools.simulator import SimulatorControl
 from tests.support.stack import Load, Stack, assert_converged, make_load, running_stack, send
 
@@ -41,10 +41,14 @@ async def _kill_while_a_get_hangs(stack: Stack, registrations: int) -> tuple[Loa
         worker.kill()
         stack.workers.remove(worker)
         await sim.clear_faults()
+    return load, _leases(stack)
+
+
+def _leases(stack: Stack) -> dict[str, int]:
+    """The events' in-progress marks: job id -> milliseconds to live."""
     with stack.redis.client() as client:
         keys = [key.decode() for key in client.scan_iter(LEASE_PREFIX + "*")]
-        leases = {key.removeprefix("arq:in-progress:"): int(client.pttl(key)) for key in keys}
-    return load, leases
+        return {key.removeprefix("arq:in-progress:"): int(client.pttl(key)) for key in keys}
 
 
 def test_a_dead_workers_jobs_are_held_at_most_a_lease(tmp_path: Path, worker_id: str) -> None:
@@ -57,9 +61,16 @@ def test_a_dead_workers_jobs_are_held_at_most_a_lease(tmp_path: Path, worker_id:
             load, leases = await _kill_while_a_get_hangs(stack, 2)
             killed_at = time.monotonic()
             assert leases, "the dead worker held no job"
-            # Each held event is free again within the lease, not arq's 55 s.
-            assert all(0 < ttl <= LEASE_SECONDS * 1000 for ttl in leases.values()), leases
+            # Each job that started is free again within the lease, not arq's 55 s; one that
+            # arq marked but the worker died before starting keeps arq's mark...
+            shortened = [ttl for ttl in leases.values() if 0 < ttl <= LEASE_SECONDS * 1000]
+            assert shortened, leases
             stack.start_worker()
+            # ... until a live worker shortens it, at its start.
+            deadline = time.monotonic() + RENEW_SECONDS + 10
+            while (longest := max(_leases(stack).values(), default=0)) > LEASE_SECONDS * 1000:
+                assert time.monotonic() < deadline, f"a mark of {longest} ms was left as it was"
+                await asyncio.sleep(0.1)
             # Including the held ones: each is run again once its lease expires.
             await assert_converged(stack, load)
             print(f"every event processed {time.monotonic() - killed_at:.1f} s after the kill")
