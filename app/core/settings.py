@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/registrations.db"
 SINCH_PRODUCTION_URL = "https://senderid.registrations.api.sinch.com"
@@ -172,6 +174,14 @@ class Settings(BaseSettings):
     @property
     def sinch_credentials_configured(self) -> bool:
         return bool(self.sinch_project_id and self.sinch_key_id and self.sinch_key_secret)
+
+
+def make_url(url: str) -> URL:
+    """SQLAlchemy's URL parser, imported on first use: reading the settings (`python -m app sign`)
+    does not load SQLAlchemy."""
+    from sqlalchemy.engine import make_url as parse
+
+    return parse(url)
 
 
 def describe_refusal(exc: ValidationError) -> str:
