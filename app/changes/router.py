@@ -168,6 +168,7 @@ async def _events(resources: Resources, after: int, client: Address | None) -> A
     when the reader fell behind the retention. No session is held while waiting."""
     sent = after
     ended = "the client left"
+    quiet_since = time.monotonic()
     try:
         while True:
             token = resources.changes.token()
@@ -179,10 +180,16 @@ async def _events(resources: Resources, after: int, client: Address | None) -> A
             for seq, item in page:
                 sent = seq
                 yield f"id: {seq}\nevent: change\ndata: {item}\n\n".encode()
-            if not page:
-                await resources.changes.wait(token, PING_SECONDS)
-                if resources.changes.token() == token:  # nothing new in all that time
-                    yield PING
+            if page:
+                quiet_since = time.monotonic()
+                continue
+            # The signal may wake without a change for this feed: ping by the clock.
+            left = quiet_since + PING_SECONDS - time.monotonic()
+            if left <= 0:
+                yield PING
+                quiet_since = time.monotonic()
+            else:
+                await resources.changes.wait(token, left)
     finally:
         log.info(
             "change stream ended: %s",
