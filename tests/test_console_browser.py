@@ -346,7 +346,6 @@ def test_a_token_taken_away_ends_its_sessions(tmp_path: Path) -> None:
 
 # --- the console as an operator reads it (issue 24, item 12) -------------------------------------
 
-README_SHOT = ROOT / "docs" / "console-overview.png"
 TONE_BACKGROUNDS = {
     "good": "rgba(226, 243, 230, 1)",
     "bad": "rgba(251, 228, 226, 1)",
@@ -472,7 +471,6 @@ def test_the_console_reads_as_an_operator_needs(busy_stack: Stack, browser: WebD
         assert tones[status] == EXPECTED_TONES[status], (status, tones)
     _page_text(browser)
     _shot(browser, "overview-operator")
-    shutil.copyfile(SCREENSHOTS / "overview-operator.png", README_SHOT)
     browser.find_element(By.LINK_TEXT, seeded["failing"]).click()
     _until(browser, lambda d: d.find_elements(By.ID, "deliveries"))
     assert "pending, retrying" in _badge_tones(browser)  # its state, as a badge
