@@ -17,25 +17,18 @@ import shlex
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arq import ArqRedis
-from pydantic import SecretStr, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from app.audit.actions import Action
-from app.audit.repository import Actor, record
-from app.callbacks.signature import SIGNATURE_HEADER, sign
-from app.changes.sequencer import number_and_publish
-from app.core.db import create_engine, create_sessionmaker, utcnow
-from app.core.jobs import create_redis
-from app.core.models import DeliveryState, EventState
-from app.core.settings import Settings, describe_refusal
-from app.events import service as events_service
-
 if TYPE_CHECKING:
+    # Only for annotations: a command imports what it uses when it runs, so that `--help` and
+    # the simple commands start without SQLAlchemy, FastAPI, arq (tests/test_cli_startup.py).
+    from arq import ArqRedis
+    from pydantic import SecretStr
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from app.core.settings import Settings
     from app.sinch.client import SinchClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +44,10 @@ class CommandError(Exception):
 
 
 def load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    from app.core.settings import Settings, describe_refusal
+
     try:
         return Settings()
     except ValidationError as exc:
@@ -106,6 +103,9 @@ async def opened(
     before the first query), a Redis client (lazy too), a Sinch client (refused with status 2
     when the credentials are not configured), each only when asked for; all closed when the
     block ends, in reverse order."""
+    from app.core.db import create_engine, create_sessionmaker
+    from app.core.jobs import create_redis
+
     if sinch:
         _require_sinch(settings)
     async with contextlib.AsyncExitStack() as stack:
@@ -186,6 +186,7 @@ def token_command() -> str:
 
 
 async def _reconcile(args: argparse.Namespace) -> int:
+    from app.changes.sequencer import number_and_publish
     from app.registrations.reconcile import reconcile
 
     async with opened(load_settings(), redis=True, sinch=True) as setup:
@@ -255,6 +256,7 @@ async def _changes(args: argparse.Namespace) -> int:
 
 
 async def _deliveries_list(args: argparse.Namespace) -> int:
+    from app.core.models import DeliveryState
     from app.subscriptions import repository as subscriptions_repository
     from app.subscriptions import service as subscriptions_service
 
@@ -289,6 +291,7 @@ async def _deliveries_list(args: argparse.Namespace) -> int:
 
 
 async def _deliveries_retry(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
     from app.subscriptions import service as subscriptions_service
 
     async with opened(load_settings(), redis=True) as setup:
@@ -303,6 +306,9 @@ async def _deliveries_retry(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
+    from app.events import service as events_service
+
     if not args.event_ids and not args.failed:
         raise CommandError("replay needs EVENT_ID ... or --failed", status=2)
     settings = load_settings()
@@ -338,6 +344,10 @@ async def _replay(args: argparse.Namespace) -> int:
 
 
 async def _prune(args: argparse.Namespace) -> int:
+    from app.core.db import utcnow
+    from app.core.models import EventState
+    from app.events import service as events_service
+
     settings = load_settings()
     days = args.days if args.days is not None else settings.event_retention_days
     states = [EventState(state) for state in (args.state or [EventState.PROCESSED])]
@@ -363,12 +373,14 @@ def sample_callback(registration_id: str, status: str) -> bytes:
         "resourceId": registration_id,
         "resourceType": "REGISTRATION",
         "status": status,
-        "createTime": utcnow().strftime("%Y-%m-%dT%H:%M:%S"),
+        "createTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _cmd_sign(args: argparse.Namespace) -> int:
+    from app.callbacks.signature import SIGNATURE_HEADER, sign
+
     settings = load_settings()
     if not settings.sinch_callback_secrets:
         raise CommandError(
@@ -404,6 +416,12 @@ async def _secret_show(_args: argparse.Namespace) -> int:
 
 
 async def _secret_set(args: argparse.Namespace) -> int:
+    from pydantic import SecretStr
+
+    from app.audit.actions import Action
+    from app.audit.repository import Actor, record
+    from app.core.db import utcnow
+
     settings = load_settings()
     async with opened(settings, sinch=True) as setup:
         new_secret = args.value or secrets_module.token_urlsafe(32)
@@ -431,6 +449,7 @@ async def _secret_set(args: argparse.Namespace) -> int:
 
 
 async def _secret_rotate(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
     from app.callbacks.rotation import RotationRefused, rotate
 
     async with opened(load_settings(), redis=True, sinch=True) as setup:
@@ -488,6 +507,7 @@ async def _print_matches(
 ) -> None:
     """Which of `labelled` signed the callbacks kept in the last `minutes` (never the secrets)."""
     from app.callbacks.secrets import REPORT_LIMIT, recent_matches
+    from app.core.db import utcnow
 
     async with sessionmaker() as session:
         counts = await recent_matches(
@@ -507,6 +527,8 @@ async def _print_matches(
 
 
 async def _token_create(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
+    from app.core.db import utcnow
     from app.tokens import service as tokens
     from app.tokens.principal import Scope
 
@@ -549,6 +571,8 @@ async def _token_list(args: argparse.Namespace) -> int:
 
 
 async def _token_revoke(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
+    from app.core.db import utcnow
     from app.tokens import service as tokens
 
     settings = load_settings()
@@ -597,8 +621,27 @@ def sync(function: Callable[[argparse.Namespace], Any]) -> Command:
     return run
 
 
+PRUNABLE_STATES = ("processed", "failed", "invalid")
+"""`EventState`'s values but `received`; spelt out so that building the parser imports no model
+(tests/test_cli_startup.py checks they are the enum's)."""
+DELIVERY_STATES = ("pending", "succeeded", "failed")
+"""`DeliveryState`'s values, spelt out for the same reason."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Names each option's default once: argparse's "(default: ...)" is added only when the
+    help does not speak of its default already and there is one worth naming (not None, not a
+    flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="python -m app",
         description="Track Sinch sender ID registrations: callbacks in, a converged copy out. "
@@ -657,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--state",
         action="append",
-        choices=[state.value for state in EventState if state is not EventState.RECEIVED],
+        choices=PRUNABLE_STATES,
         help="which states to prune, repeatable (default: processed)",
     )
 
@@ -676,9 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="deliveries, newest first, one line each", formatter_class=formatter
     )
     listing.add_argument("--subscription", help="only this subscription's (sub_...)")
-    listing.add_argument(
-        "--state", choices=[s.value for s in DeliveryState], help="only deliveries in this state"
-    )
+    listing.add_argument("--state", choices=DELIVERY_STATES, help="only deliveries in this state")
     listing.add_argument("--limit", type=non_negative, default=50, help="at most this many")
     listing.set_defaults(func=sync(_deliveries_list))
     retry = delivery_commands.add_parser(

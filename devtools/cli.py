@@ -16,6 +16,7 @@ from pathlib import Path
 from app.cli import (
     Command,
     CommandError,
+    HelpFormatter,
     load_settings,
     non_negative,
     port,
@@ -93,7 +94,7 @@ def lifecycle_states(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from devtools.simulator import server as sim
 
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="python -m devtools",
         description="Work on the service without a Sinch account: the simulator, the sandbox, "

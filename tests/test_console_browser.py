@@ -9,7 +9,9 @@ test's; the README's is one of them).
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -340,3 +342,172 @@ def test_a_token_taken_away_ends_its_sessions(tmp_path: Path) -> None:
             assert other.get("/console").status_code == 200
         finally:
             other.close()
+
+
+# --- the console as an operator reads it (issue 24, item 12) -------------------------------------
+
+TONE_BACKGROUNDS = {
+    "good": "rgba(226, 243, 230, 1)",
+    "bad": "rgba(251, 228, 226, 1)",
+    "waiting": "rgba(255, 241, 204, 1)",
+    "busy": "rgba(227, 237, 255, 1)",
+    "neutral": "rgba(236, 239, 243, 1)",
+}
+EXPECTED_TONES = {
+    "APPROVED": "good",
+    "REJECTED": "bad",
+    "PENDING": "waiting",
+    "IN_PROGRESS": "busy",
+    "processed": "good",
+    "failed": "bad",
+}
+REJECTION = "Sender ID `ACME` is a registered trademark of another company"
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
+CONSOLE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
+
+
+@pytest.fixture
+def busy_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose deliveries may reach loopback, and give up after two quick retries."""
+    with running_stack(
+        "postgresql",
+        tmp_path,
+        "console_busy",
+        SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1",
+        SUBSCRIPTION_ALLOWED_NETWORKS="127.0.0.0/8",
+        DELIVERY_RETRY_SECONDS="0.5,0.5",
+    ) as started:
+        started.start_api()
+        started.start_worker()
+        yield started
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _subscribe(api: httpx.Client) -> dict[str, str]:
+    """A subscription whose receiver is down (its deliveries fail) and one disabled."""
+    dead = api.post(
+        "/v1/subscriptions",
+        json={"url": f"http://127.0.0.1:{_closed_port()}/hook", "description": "billing"},
+    )
+    assert dead.status_code == 201, dead.text
+    off = api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/off"}).json()
+    assert api.patch(f"/v1/subscriptions/{off['id']}", json={"enabled": False}).is_success
+    return {"failing": dead.json()["id"], "disabled": off["id"]}
+
+
+async def _seed_busy(stack: Stack) -> dict[str, str]:
+    """Registrations in several states: one rejected with a reason in backticks, one waiting on
+    the customer, two approved, one in progress."""
+    callback_url = stack.api_url + CALLBACK_PATH
+    seeded: dict[str, str] = {}
+    async with SimulatorControl(stack.sim.base_url) as sim:
+        for name, lifecycle in [
+            ("approved", ["IN_PROGRESS", "APPROVED"]),
+            ("pending", ["IN_PROGRESS", "PENDING"]),
+            ("in_progress", ["IN_PROGRESS"]),
+            ("approved_2", ["IN_PROGRESS", "APPROVED"]),
+        ]:
+            made = await sim.create_registration(
+                callback_url=callback_url,
+                lifecycle=lifecycle,
+                policy_id="sim-policy-se-alphanumeric-multi",
+            )
+            seeded[name] = made["id"]
+            await sim.deliver()
+            await drain_all(stack)
+        rejected = await sim.create_registration(
+            callback_url=callback_url, lifecycle=["IN_PROGRESS"]
+        )
+        await sim.transition(rejected["id"], "REJECTED", comment=REJECTION)
+        seeded["rejected"] = rejected["id"]
+        await sim.deliver()
+        await drain_all(stack)
+    return seeded
+
+
+def _page_text(driver: WebDriver) -> str:
+    text: str = driver.find_element(By.TAG_NAME, "main").text
+    assert "`" not in text, "raw Markdown backticks on the page"
+    assert not ISO_TIME.search(text), "a time not in the console's one format"
+    return text
+
+
+def _badge_tones(driver: WebDriver) -> dict[str, str]:
+    """Each badge's text and the tone its colour says (every badge has text: never colour
+    alone)."""
+    by_colour = {colour: tone for tone, colour in TONE_BACKGROUNDS.items()}
+    tones: dict[str, str] = {}
+    for badge in driver.find_elements(By.CSS_SELECTOR, "main .status, main .state"):
+        assert badge.text.strip(), "a badge without text"
+        tones[badge.text] = by_colour[badge.value_of_css_property("background-color")]
+    return tones
+
+
+def test_the_console_reads_as_an_operator_needs(busy_stack: Stack, browser: WebDriver) -> None:
+    base = busy_stack.api_url
+    api = httpx.Client(base_url=base, headers=AUTH, timeout=30)
+    seeded = _subscribe(api) | asyncio.run(_seed_busy(busy_stack))
+
+    def deliveries_failing() -> bool:
+        listed = api.get(f"/v1/subscriptions/{seeded['failing']}/deliveries").json()["items"]
+        return bool(listed) and all(d["attempts"] > 0 for d in listed)
+
+    WebDriverWait(browser, WAIT_SECONDS).until(lambda _: deliveries_failing())
+    _sign_in(browser, base, API_TOKEN)
+    _until(browser, lambda d: d.find_elements(By.ID, "failing-subscriptions"))
+
+    # The overview lists the failing and the disabled subscription, each a link to its page.
+    failing = browser.find_element(By.ID, "failing-subscriptions")
+    links = [a.text for a in failing.find_elements(By.CSS_SELECTOR, "tbody a")]
+    assert sorted(links) == sorted([seeded["failing"], seeded["disabled"]])
+    assert "disabled" in failing.text
+    tones = _badge_tones(browser)
+    for status in ("APPROVED", "REJECTED", "PENDING", "IN_PROGRESS", "processed"):
+        assert tones[status] == EXPECTED_TONES[status], (status, tones)
+    _page_text(browser)
+    _shot(browser, "overview-operator")
+    browser.find_element(By.LINK_TEXT, seeded["failing"]).click()
+    _until(browser, lambda d: d.find_elements(By.ID, "deliveries"))
+    assert "pending, retrying" in _badge_tones(browser)  # its state, as a badge
+    _page_text(browser)
+    _shot(browser, "subscription-failing")
+
+    # Registrations: newest change first, by default.
+    browser.get(f"{base}/console/registrations")
+    _until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#registrations tbody tr a"))
+    shown = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#registrations tbody tr a")]
+    every = api.get("/v1/registrations").json()["items"]
+    newest_first = sorted(every, key=lambda r: (r["statusChangedAt"], r["id"]), reverse=True)
+    assert shown == [r["id"] for r in newest_first]
+    _page_text(browser)
+    _shot(browser, "registrations-newest-first")
+
+    # An approved registration: price as money; no message explains APPROVED, so none is shown
+    # (not the submission's "Registration submitted").
+    browser.get(f"{base}/console/registrations/{seeded['approved']}")
+    _until(browser, lambda d: d.find_elements(By.ID, "price"))
+    assert browser.find_element(By.ID, "price").text == "SEK 250.00 one-time, SEK 95.00 monthly"
+    reason = browser.find_element(By.ID, "reason-message").text
+    assert "Registration submitted" not in reason
+    assert reason.startswith("Nothing explains APPROVED yet")
+    assert _badge_tones(browser)["APPROVED"] == "good"
+    assert CONSOLE_TIME.search(_page_text(browser))
+    _shot(browser, "registration-approved")
+
+    # A rejected one: its rejection, without Markdown backticks, in red.
+    browser.get(f"{base}/console/registrations/{seeded['rejected']}")
+    _until(browser, lambda d: d.find_elements(By.ID, "reason-message"))
+    assert browser.find_element(By.ID, "reason-message").text == REJECTION.replace("`", "")
+    assert _badge_tones(browser)["REJECTED"] == "bad"
+    _page_text(browser)
+    _shot(browser, "registration-rejected")
+
+    # The audit trail's times are in the same format as every other page's.
+    browser.get(f"{base}/console/audit")
+    _until(browser, lambda d: d.find_elements(By.ID, "audit"))
+    assert CONSOLE_TIME.search(_page_text(browser))

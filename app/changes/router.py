@@ -7,13 +7,15 @@ database. A database session is taken per read, never held across a wait.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
-from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.datastructures import Address
 
 from app.changes import queries, service
 from app.changes.schemas import ChangePage
@@ -21,7 +23,9 @@ from app.core.pagination import DEFAULT_LIMIT, LimitQuery
 from app.core.problems import ProblemError
 from app.core.schemas import problem_responses
 from app.web.auth import require_token
-from app.web.deps import ResourcesDep
+from app.web.deps import Resources, ResourcesDep
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(
     prefix="/v1/changes",
@@ -130,6 +134,10 @@ async def _stream_start(
     return await _start(resources.reader, last_event_id or cursor)
 
 
+PING_SECONDS = 15.0
+PING = b": ping\n\n"
+
+
 @router.get(
     "/stream",
     operation_id="streamChanges",
@@ -137,15 +145,54 @@ async def _stream_start(
     description="The items of GET /v1/changes as events: `id` is the cursor after the item, "
     "`event: change`, `data` the item. Resumes after the `Last-Event-ID` header (or `cursor`); "
     "a comment line comes at least every 15 seconds.",
-    response_class=EventSourceResponse,
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def stream_changes(
-    resources: ResourcesDep, after: Annotated[int, Depends(_stream_start)]
-) -> AsyncIterator[ServerSentEvent]:
+    request: Request, resources: ResourcesDep, after: Annotated[int, Depends(_stream_start)]
+) -> StreamingResponse:
+    # Our own stream, not FastAPI's generator endpoints (`EventSourceResponse`): theirs logged two
+    # ERROR tracebacks (an ExceptionGroup of anyio.BrokenResourceError) whenever a client left
+    # while an event was buffered (issue 24, 6). Here a client leaving cancels the generator
+    # (or closes it) and that is one info line.
+    return StreamingResponse(
+        _events(resources, after, request.client),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(resources: Resources, after: int, client: Address | None) -> AsyncIterator[bytes]:
+    """The stream's bytes: each change after `after` as an event, a comment line when nothing
+    was sent for `PING_SECONDS`; ends (the client reconnects, then gets 410 with the way back)
+    when the reader fell behind the retention. No session is held while waiting."""
+    sent = after
+    ended = "the client left"
+    quiet_since = time.monotonic()
     try:
-        async for seq, item in service.follow(resources.feed, resources.changes, after=after):
-            yield ServerSentEvent(id=str(seq), event="change", raw_data=item)
-    except service.FeedGone:
-        # Fell behind the retention mid-stream: end it; reconnecting with Last-Event-ID
-        # answers 410 with the way back.
-        return
+        while True:
+            token = resources.changes.token()
+            try:
+                page = await resources.feed.page(after=sent, limit=service.BATCH)
+            except service.FeedGone:
+                ended = "it fell behind the retention"
+                return
+            for seq, item in page:
+                sent = seq
+                yield f"id: {seq}\nevent: change\ndata: {item}\n\n".encode()
+            if page:
+                quiet_since = time.monotonic()
+                continue
+            # The signal may wake without a change for this feed: ping by the clock.
+            left = quiet_since + PING_SECONDS - time.monotonic()
+            if left <= 0:
+                yield PING
+                quiet_since = time.monotonic()
+            else:
+                await resources.changes.wait(token, left)
+    finally:
+        log.info(
+            "change stream ended: %s",
+            ended,
+            extra={"after": sent, "client": client.host if client else None},
+        )

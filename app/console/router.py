@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import queries as audit_queries
 from app.audit.repository import Actor
-from app.console import charts
+from app.console import charts, present
 from app.console import session as sessions
 from app.core.db import utcnow
 from app.core.models import Delivery, EventState, Subscription
@@ -43,9 +43,11 @@ from app.events import service as event_service
 from app.events.schemas import EventOut
 from app.registrations import queries as registration_queries
 from app.registrations import service as registration_service
+from app.registrations.facts import Reason
 from app.registrations.schemas import HistoryItem, RegistrationOut
 from app.subscriptions import repository as subscription_repository
 from app.subscriptions import service as subscription_service
+from app.subscriptions.schemas import SubscriptionOut
 from app.tokens.principal import Principal, Scope
 from app.web.auth import authenticate, principal_named
 from app.web.deps import ResourcesDep
@@ -102,7 +104,10 @@ def _templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     environment.filters["ago"] = _ago
-    environment.filters["when"] = _when
+    environment.filters["when"] = present.when
+    environment.filters["money"] = present.money
+    environment.filters["tone"] = present.tone
+    environment.filters["plain"] = present.plain
     return Jinja2Templates(env=environment)
 
 
@@ -168,9 +173,11 @@ def _redirect(url: str) -> RedirectResponse:
 
 def _refused(request: Request, who: Viewer | None, status_code: int, message: str) -> HTMLResponse:
     # Messages passed on from the API's problems mark names with Markdown backticks: plain here.
-    plain = message.replace("`", "")
     return _page(
-        request, "refused.html", {"viewer": who, "message": plain}, status_code=status_code
+        request,
+        "refused.html",
+        {"viewer": who, "message": present.plain(message)},
+        status_code=status_code,
     )
 
 
@@ -217,10 +224,6 @@ def _ago(moment: datetime | None) -> str:
     if hours:
         return f"{hours} h {minutes} min"
     return f"{minutes} min" if minutes else f"{seconds} s"
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "-"
 
 
 def _with(params: Mapping[str, str | None], **changes: str | None) -> str:
@@ -329,6 +332,7 @@ async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) ->
             before=None,
             limit=OVERVIEW_ROWS,
         )
+        failing = [row for row in await _subscription_rows(session, who) if row.failing]
     hours = counts.hours
     return _page(
         request,
@@ -360,6 +364,8 @@ async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) ->
                 counts.registrations_by_status.get(s, 0) for s in WAITING_STATUSES
             ),
             "failed": [EventOut.of(e) for e in failed],
+            "failing_subscriptions": failing,
+            "success_rate_window": SUCCESS_RATE_WINDOW,
         },
     )
 
@@ -400,9 +406,10 @@ async def registrations(
             sender_id=params["sender_id"],
             market_code=params["market"],
             tags=tuple(t.strip() for t in (params["tag"] or "").split(",") if t.strip()),
+            newest_first=True,  # an operator looks for what moved last
         )
         try:
-            after = optional_cursor(_text(cursor), registration_queries.IdKey)
+            after = optional_cursor(_text(cursor), registration_queries.NewestKey)
         except ProblemError:
             return _refused(request, who, 400, "That page link is not valid any more.")
         rows = await registration_queries.list_registrations(
@@ -444,6 +451,12 @@ async def registration(
             limit=PAGE_SIZE,
         )
     answer = RegistrationOut.model_validate(row)
+    kept = answer.reason
+    reason = present.explaining_reason(
+        answer.status,
+        row.sinch,
+        Reason(message=kept.message, state=kept.state, at=kept.at) if kept else None,
+    )
     event_rows = {e.event_id: e.id for e in events if e.event_id}
     return _page(
         request,
@@ -451,6 +464,7 @@ async def registration(
         {
             "viewer": who,
             "registration": answer,
+            "reason": reason,
             "history": [HistoryItem.model_validate(h) for h in history],
             "event_rows": event_rows,
             "events": [EventOut.of(e) for e in events],
@@ -639,31 +653,62 @@ async def audit(request: Request, resources: ResourcesDep, who: ViewerDep) -> HT
 @router.get("/subscriptions")
 async def subscriptions(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
     async with resources.reader() as session:
-        known = await subscription_repository.every(session)
-        oldest = await subscription_repository.oldest_pending(session)
-        rows = []
-        for subscription in known:
-            recent = await subscription_service.deliveries(
-                session, subscription.id, before=None, limit=SUCCESS_RATE_WINDOW
-            )
-            rows.append(
-                {
-                    "subscription": subscription_service.answer(
-                        subscription, redact=not who.may_act
-                    ),
-                    "rate": _success_rate([d.state for d in recent]),
-                    "window": len(recent),
-                    "oldest_pending": oldest.get(subscription.id),
-                }
-            )
+        rows = await _subscription_rows(session, who)
     return _page(request, "subscriptions.html", {"viewer": who, "rows": rows})
 
 
-def _success_rate(states: list[str]) -> float | None:
-    """Succeeded among the finished (succeeded or failed); None when none has finished."""
-    succeeded = states.count("succeeded")
-    finished = succeeded + states.count("failed")
-    return succeeded / finished if finished else None
+@dataclass(frozen=True, slots=True)
+class SubscriptionRow:
+    """A subscription as the overview and the subscriptions page list it."""
+
+    subscription: SubscriptionOut
+    rate: float | None
+    """Succeeded among the finished (succeeded or failed) of its newest deliveries; None when
+    none has finished."""
+    window: int
+    """How many of its newest deliveries `rate` and the counts are over."""
+    failed: int
+    retrying: int
+    """Pending deliveries that have failed at least once (waiting for their next attempt)."""
+    failing_since: datetime | None
+    oldest_pending: datetime | None
+
+    @property
+    def failing(self) -> bool:
+        """Disabled, or with failed or retrying deliveries: what an operator must look at."""
+        return (
+            not self.subscription.enabled
+            or self.failed > 0
+            or self.retrying > 0
+            or self.failing_since is not None
+        )
+
+
+async def _subscription_rows(session: AsyncSession, who: Viewer) -> list[SubscriptionRow]:
+    """Every subscription with what its newest deliveries say (`SUCCESS_RATE_WINDOW` of them,
+    read as `GET /v1/subscriptions/{id}/deliveries` reads them); a `read` viewer sees URLs
+    redacted, as the API shows them."""
+    known = await subscription_repository.every(session)
+    oldest = await subscription_repository.oldest_pending(session)
+    rows = []
+    for subscription in known:
+        recent = await subscription_service.deliveries(
+            session, subscription.id, before=None, limit=SUCCESS_RATE_WINDOW
+        )
+        states = [str(d.state) for d in recent]
+        succeeded, failed = states.count("succeeded"), states.count("failed")
+        rows.append(
+            SubscriptionRow(
+                subscription=subscription_service.answer(subscription, redact=not who.may_act),
+                rate=succeeded / (succeeded + failed) if succeeded + failed else None,
+                window=len(recent),
+                failed=failed,
+                retrying=sum(1 for d in recent if d.state == "pending" and d.attempts > 0),
+                failing_since=subscription.failing_since,
+                oldest_pending=oldest.get(subscription.id),
+            )
+        )
+    return rows
 
 
 @router.get("/subscriptions/{subscription_id}")
@@ -724,7 +769,8 @@ async def _retry_note(
     if earlier is not None:
         return (
             f"Delivery {delivery.id} is pending again, queued behind delivery {earlier.id} of the "
-            f"same registration (still pending, next attempt {_when(earlier.next_attempt_at)}): "
+            "same registration (still pending, next attempt "
+            f"{present.when(earlier.next_attempt_at)}): "
             "it is sent once that one has succeeded or been given up, never before it. Retry "
             f"delivery {earlier.id} to send both sooner."
         )

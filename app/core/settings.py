@@ -7,11 +7,13 @@ an empty variable counts as unset. Secrets are `SecretStr` so that they never pr
 from __future__ import annotations
 
 from ipaddress import IPv4Network, IPv6Network
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://localhost/sinch_registrations"
 """A PostgreSQL on this machine, for a process started without DATABASE_URL."""
@@ -182,6 +184,14 @@ class Settings(BaseSettings):
     @property
     def sinch_credentials_configured(self) -> bool:
         return bool(self.sinch_project_id and self.sinch_key_id and self.sinch_key_secret)
+
+
+def make_url(url: str) -> URL:
+    """SQLAlchemy's URL parser, imported on first use: reading the settings (`python -m app sign`)
+    does not load SQLAlchemy."""
+    from sqlalchemy.engine import make_url as parse
+
+    return parse(url)
 
 
 def describe_refusal(exc: ValidationError) -> str:

@@ -12,6 +12,8 @@ very SQL the routes run. Every listing is keyset-paginated on an index (migratio
 - `senderId`, `tag`: the lookup tables' (sender_id, registration_id) and (tag, registration_id),
   joined to the primary key (migration 0005);
 - `marketCode`, by id: (market_code, id).
+The console's default, newest change first (`newest_first`), walks (status_changed_at, id)
+backwards, or sorts the filtered rows when a filter's index leads.
 Several `status` values are one `IN`; the planner then walks the primary key or the (status, id)
 index and sorts, both without a sequential scan (tests/api/test_query_plans.py).
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import (
@@ -51,6 +53,13 @@ class ChangedKey(IdKey):
     at: AwareDatetime
 
 
+class NewestKey(IdKey):
+    """Where a listing ordered newest change first stopped (`at` None: among the rows without
+    a time, which come last)."""
+
+    at: AwareDatetime | None
+
+
 @dataclass(frozen=True, slots=True)
 class RegistrationFilters:
     statuses: tuple[str, ...] = ()
@@ -62,6 +71,9 @@ class RegistrationFilters:
     """Every one of these tags."""
     updated_since: datetime | None = None
     """Only registrations whose `status_changed_at` is at or after it; orders by that time."""
+    newest_first: bool = False
+    """Without `updated_since`: order by `status_changed_at` descending (unknown times last),
+    then id descending, as an operator reads a list (the console)."""
 
     @property
     def by_change(self) -> bool:
@@ -119,6 +131,17 @@ def list_statement(
                 tuple_(Registration.status_changed_at, Registration.id) > (after.at, after.id)
             )
         statement = statement.order_by(Registration.status_changed_at, Registration.id)
+    elif filters.newest_first:
+        at = Registration.status_changed_at
+        if after is not None:
+            assert isinstance(after, NewestKey)
+            if after.at is None:
+                statement = statement.where(at.is_(None), Registration.id < after.id)
+            else:
+                statement = statement.where(
+                    or_(tuple_(at, Registration.id) < (after.at, after.id), at.is_(None))
+                )
+        statement = statement.order_by(at.desc().nulls_last(), Registration.id.desc())
     else:
         if after is not None:
             statement = statement.where(Registration.id > after.id)
@@ -138,6 +161,8 @@ def key_of(filters: RegistrationFilters, registration: Registration) -> IdKey:
     if filters.by_change:
         assert registration.status_changed_at is not None  # the filter excludes NULL
         return ChangedKey(id=registration.id, at=registration.status_changed_at)
+    if filters.newest_first:
+        return NewestKey(id=registration.id, at=registration.status_changed_at)
     return IdKey(id=registration.id)
 
 
