@@ -479,6 +479,19 @@ def test_dockerfile_installs_dependencies_before_the_code() -> None:
     assert before == [["pyproject.toml", "uv.lock", "./"]], f"copied before installing: {before}"
     copied = {Path(args[0]).as_posix() for i, args in copies if i > install}
     assert {"app", "migrations", "alembic.ini"} <= copied
+    # The dev tools (simulator, sandbox, demo, launcher) stay out of the production image.
+    assert not any(source.startswith("devtools") for source in copied), copied
+
+
+def test_the_image_leaves_out_the_dev_tools_and_their_extras() -> None:
+    install = next(args for kw, args in dockerfile() if kw == "RUN" and "pip install" in args)
+    # `uv export` without --extra/--all-extras: neither the test tools nor the embedded servers.
+    assert "--extra" not in install and "--all-extras" not in install
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    assert {"dev", "local"} <= set(extras)
+    # And the service never imports them: `app` stands without `devtools`.
+    for path in (ROOT / "app").rglob("*.py"):
+        assert "devtools" not in path.read_text(), f"{path} names devtools"
 
 
 def test_dockerfile_installs_exactly_the_lock() -> None:
@@ -523,7 +536,7 @@ def test_dockerignore_keeps_the_build_sources_and_drops_secrets() -> None:
 
     for needed in ("pyproject.toml", "alembic.ini", "app", "migrations"):
         assert not ignored(needed), f".dockerignore drops {needed}, which the image copies"
-    for dropped in (".env", ".venv", ".git", "var"):
+    for dropped in (".env", ".venv", ".git", "var", "devtools"):
         assert ignored(dropped), f".dockerignore lets {dropped} into the build context"
 
 
