@@ -370,7 +370,6 @@ CONSOLE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 def busy_stack(tmp_path: Path) -> Iterator[Stack]:
     """A stack whose deliveries may reach loopback, and give up after two quick retries."""
     with running_stack(
-        "postgresql",
         tmp_path,
         "console_busy",
         SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1",

@@ -16,16 +16,17 @@ each API process reads them again at most `TOKEN_CACHE_SECONDS` after its last r
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from app.audit.repository import Actor
 from app.console.session import fingerprint as session_fingerprint
 from app.core.problems import ProblemError
+from app.core.schemas import problem_responses
 from app.tokens.principal import Principal, Scope, TokenLookupError
 from app.web.deps import Resources, ResourcesDep
 
@@ -183,6 +184,24 @@ async def require_write(
 
 require_token = require_read
 """Every `/v1` route: at least `read` (the routes that act add `require_write`)."""
+
+
+def api_router(
+    prefix: str,
+    tag: str,
+    *,
+    guard: Callable[..., Awaitable[Principal]] = require_token,
+    errors: Sequence[int] = (),
+) -> APIRouter:
+    """A router of the internal API under `prefix`: every route passes `guard` first, and is
+    documented as answering 401 and 422 problems, and those of `errors`, besides its own."""
+    return APIRouter(
+        prefix=prefix,
+        tags=[tag],
+        dependencies=[Depends(guard)],
+        responses=problem_responses(*sorted({401, 422, *errors})),
+    )
+
 
 PrincipalDep = Annotated[Principal, Depends(require_read)]
 WriterDep = Annotated[Principal, Depends(require_write)]
