@@ -164,19 +164,19 @@ async def _principal(
     return principal
 
 
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+"""The `Authorization: Bearer` credentials, if any (their check is `identify`'s)."""
+
+
 async def require_read(
-    request: Request,
-    resources: ResourcesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    request: Request, resources: ResourcesDep, credentials: CredentialsDep
 ) -> Principal:
     """The caller, with a token of scope `read` or `write`; else 401 (or 403)."""
     return await _principal(request, resources, credentials, Scope.READ)
 
 
 async def require_write(
-    request: Request,
-    resources: ResourcesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    request: Request, resources: ResourcesDep, credentials: CredentialsDep
 ) -> Principal:
     """The caller, with a token of scope `write`; else 401, or 403 with a `read` token."""
     return await _principal(request, resources, credentials, Scope.WRITE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from arq import cron, func
@@ -118,22 +119,21 @@ def _start_deliveries(ctx: WorkerContext, settings: Settings, *, jobs: int, queu
 
 
 async def _shutdown(ctx: WorkerContext) -> None:
-    # Every step bounded (`within`): a shutdown that cannot hang, whatever one step does; one
-    # that fails or overruns is logged and the next still runs.
-    if "dispatcher" in ctx:
-        await within(10, ctx["dispatcher"].stop(), "stopping the delivery dispatcher")
-    if "change_signal" in ctx:
-        await within(10, ctx["change_signal"].stop(), "stopping the change signal")
-    if "sequencer" in ctx:
-        await within(15, ctx["sequencer"].stop(), "stopping the sequencer")
-    if "http" in ctx:
-        await within(10, ctx["http"].aclose(), "closing the Sinch HTTP client")
-    if "connections" in ctx:
-        await within(10, ctx["connections"].close(), "closing the held connections")
-    if "engine" in ctx:
-        await within(10, ctx["engine"].dispose(), "closing the database pool")
-    if "leases" in ctx:
-        await within(5, ctx["leases"].stop(), "stopping the job leases")
+    # In this order, each step of what start-up made (its key in `ctx`) bounded (`within`): a
+    # shutdown that cannot hang, whatever one step does; one that fails or overruns is logged and
+    # the next still runs.
+    steps: tuple[tuple[str, float, str, Callable[[], Awaitable[object]]], ...] = (
+        ("dispatcher", 10, "stopping the delivery dispatcher", lambda: ctx["dispatcher"].stop()),
+        ("change_signal", 10, "stopping the change signal", lambda: ctx["change_signal"].stop()),
+        ("sequencer", 15, "stopping the sequencer", lambda: ctx["sequencer"].stop()),
+        ("http", 10, "closing the Sinch HTTP client", lambda: ctx["http"].aclose()),
+        ("connections", 10, "closing the held connections", lambda: ctx["connections"].close()),
+        ("engine", 10, "closing the database pool", lambda: ctx["engine"].dispose()),
+        ("leases", 5, "stopping the job leases", lambda: ctx["leases"].stop()),
+    )
+    for key, seconds, what, step in steps:
+        if key in ctx:
+            await within(seconds, step(), what)
     log.info("worker stopped")
 
 
