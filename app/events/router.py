@@ -8,13 +8,7 @@ from typing import Annotated
 from fastapi import Path, Query
 
 from app.core.models import EventState
-from app.core.pagination import (
-    DEFAULT_LIMIT,
-    LimitQuery,
-    RowIdCursorQuery,
-    optional_cursor,
-    page,
-)
+from app.core.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import problem_responses, text_filter
 from app.events import queries, service

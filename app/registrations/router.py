@@ -12,13 +12,7 @@ from fastapi import Path, Query
 from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.pagination import (
-    DEFAULT_LIMIT,
-    LimitQuery,
-    TextIdCursorQuery,
-    optional_cursor,
-    page,
-)
+from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import (
     MAX_TEXT_LENGTH,

@@ -165,18 +165,28 @@ def build_delivery_worker_settings(settings: Settings) -> type:
     attributes: dict[str, Any] = {
         "functions": [_deliver_function(settings)],
         "queue_name": DELIVERIES_QUEUE,
-        "redis_settings": redis_settings(settings),
         "on_startup": on_startup,
-        "on_shutdown": _shutdown,
         "max_jobs": DELIVERY_MAX_JOBS,
+        **_both_workers(settings),
+    }
+    return type("DeliveryWorkerSettings", (), attributes)
+
+
+def _both_workers(settings: Settings) -> dict[str, Any]:
+    """The arq settings both kinds of worker share."""
+    return {
+        "redis_settings": redis_settings(settings),
+        "on_shutdown": _shutdown,
+        # arq reads at most 100 jobs per poll and polls every 0.5 s by default: a cap near 200
+        # jobs/s, and up to half a second of waiting per event. Polling Redis is cheap.
         "poll_delay": 0.05,
         "keep_result": 0,
         "job_timeout": settings.job_timeout_seconds,
         "handle_signals": True,
+        # SIGTERM: stop taking jobs, let running ones finish; what is cut short runs again later.
         "job_completion_wait": settings.shutdown_grace_seconds,
         "health_check_interval": 30,
     }
-    return type("DeliveryWorkerSettings", (), attributes)
 
 
 def _deliver_function(settings: Settings) -> Any:
@@ -290,18 +300,8 @@ def build_worker_settings(settings: Settings) -> type:
             *([_deliver_function(settings)] if shared else []),
         ],
         "cron_jobs": cron_jobs,
-        "redis_settings": redis_settings(settings),
         "on_startup": on_startup,
-        "on_shutdown": _shutdown,
         "max_jobs": MAX_JOBS,
-        # arq reads at most 100 jobs per poll and polls every 0.5 s by default: a cap near 200
-        # jobs/s, and up to half a second of waiting per event. Polling Redis is cheap.
-        "poll_delay": 0.05,
-        "keep_result": 0,
-        "job_timeout": settings.job_timeout_seconds,
-        "handle_signals": True,
-        # SIGTERM: stop taking jobs, let running ones finish; what is cut short runs again later.
-        "job_completion_wait": settings.shutdown_grace_seconds,
-        "health_check_interval": 30,
+        **_both_workers(settings),
     }
     return type("WorkerSettings", (), attributes)
