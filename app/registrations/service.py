@@ -27,10 +27,10 @@ from app.audit.repository import Actor, record
 from app.changes import repository as changes
 from app.changes.sequencer import Sequencer
 from app.core.db import utcnow
-from app.core.models import ChangeKind, HistorySource, Registration
+from app.core.models import FACT_COLUMNS, ChangeKind, HistorySource, Registration
 from app.core.problems import ProblemError
 from app.registrations import markets, queries, repository
-from app.registrations.facts import FACT_COLUMNS, fact_columns, read_facts
+from app.registrations.facts import fact_columns, read_facts
 from app.sinch.client import SinchClient
 from app.sinch.errors import SinchError, SinchNotFoundError, SinchRetryableError
 from app.sinch.schemas import SinchRegistration
