@@ -4,28 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
-
 from app.audit import queries
 from app.audit.schemas import AuditEntryOut, AuditPage
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
-from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
-from app.web.auth import require_write
+from app.core.schemas import text_filter
+from app.web.auth import api_router, require_write
 from app.web.deps import ReadSessionDep
 
-router = APIRouter(
-    prefix="/v1/audit",
-    tags=["audit"],
-    # Who did what, from where, is for those who may act themselves.
-    dependencies=[Depends(require_write)],
-    responses=problem_responses(401, 403, 422),
-)
-
-
-def _text(description: str) -> object:
-    return Query(
-        min_length=1, max_length=MAX_TEXT_LENGTH, pattern=PRINTABLE_PATTERN, description=description
-    )
+# Who did what, from where, is for those who may act themselves.
+router = api_router("/v1/audit", "audit", guard=require_write, errors=(403,))
 
 
 @router.get(
@@ -35,8 +22,10 @@ def _text(description: str) -> object:
 )
 async def list_audit(
     session: ReadSessionDep,
-    actor: Annotated[str | None, _text("Only this actor's entries (a token's name).")] = None,
-    action: Annotated[str | None, _text("Only entries of this action (`event.replay`).")] = None,
+    actor: Annotated[str | None, text_filter("Only this actor's entries (a token's name).")] = None,
+    action: Annotated[
+        str | None, text_filter("Only entries of this action (`event.replay`).")
+    ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: RowIdCursorQuery = None,
 ) -> AuditPage:

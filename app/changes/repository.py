@@ -37,7 +37,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import outbox
 from app.core.db import rowcount
-from app.core.models import DELIVERIES, REGISTRATION_CHANGES, REGISTRATIONS, DeliveryState
+from app.core.models import (
+    DELIVERIES,
+    FACT_COLUMNS,
+    REGISTRATION_CHANGES,
+    REGISTRATIONS,
+    DeliveryState,
+)
 
 IMAGE_COLUMNS: Final = (
     "registration_type",
@@ -45,16 +51,8 @@ IMAGE_COLUMNS: Final = (
     "last_synced_at",
     "created_at",
     "updated_at",
-    "sender_ids",
-    "tags",
-    "market_code",
-    "policy_id",
-    "eta_date",
-    "price",
     "status_since",
-    "reason_message",
-    "reason_state",
-    "reason_at",
+    *FACT_COLUMNS,
 )
 """The registration's columns a change copies (all its answer but `sinch`; the status is the
 change's own `status`)."""

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Address
@@ -21,18 +21,12 @@ from app.changes import queries, service
 from app.changes.schemas import ChangePage
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery
 from app.core.problems import ProblemError
-from app.core.schemas import problem_responses
-from app.web.auth import require_token
+from app.web.auth import api_router
 from app.web.deps import Resources, ResourcesDep
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
-    prefix="/v1/changes",
-    tags=["changes"],
-    dependencies=[Depends(require_token)],
-    responses=problem_responses(401, 410, 422),
-)
+router = api_router("/v1/changes", "changes", errors=(410,))
 
 MAX_WAIT_SECONDS = 30
 LATEST = "latest"

@@ -234,24 +234,36 @@ def _with(params: Mapping[str, str | None], **changes: str | None) -> str:
 # --- sign-in and sign-out ------------------------------------------------------------------------
 
 
-def _cookie_secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+def _set_cookie(
+    response: Response, request: Request, name: str, value: str, *, max_age: int
+) -> None:
+    """Every cookie of the console: sent to the console's paths only, never to scripts nor with a
+    request from another site, and only over HTTPS when the console is reached over HTTPS."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=sessions.COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+def _sign_in_page(
+    request: Request, *, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    """The sign-in form with a fresh marker, also set as the cookie its POST must come with."""
+    marker = sessions.new_secret()
+    context = {"viewer": None, "marker": marker} | ({"error": error} if error else {})
+    response = _page(request, "sign_in.html", context, status_code=status_code)
+    _set_cookie(response, request, sessions.SIGN_IN_COOKIE, marker, max_age=900)
+    return response
 
 
 @router.get("/sign-in")
 async def sign_in_form(request: Request) -> HTMLResponse:
-    marker = sessions.new_secret()
-    response = _page(request, "sign_in.html", {"viewer": None, "marker": marker})
-    response.set_cookie(
-        sessions.SIGN_IN_COOKIE,
-        marker,
-        max_age=900,
-        path=sessions.COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=_cookie_secure(request),
-    )
-    return response
+    return _sign_in_page(request)
 
 
 @router.post("/sign-in")
@@ -271,36 +283,12 @@ async def sign_in(
         )
     principal = await authenticate(resources, token) if token else None
     if principal is None:
-        fresh = sessions.new_secret()
-        response = _page(
-            request,
-            "sign_in.html",
-            {"viewer": None, "marker": fresh, "error": "That token is not accepted."},
-            status_code=401,
-        )
-        response.set_cookie(
-            sessions.SIGN_IN_COOKIE,
-            fresh,
-            max_age=900,
-            path=sessions.COOKIE_PATH,
-            httponly=True,
-            samesite="strict",
-            secure=_cookie_secure(request),
-        )
-        return response
+        return _sign_in_page(request, error="That token is not accepted.", status_code=401)
     lifetime = resources.settings.console_session_seconds
     session_id = await sessions.create(resources.redis, principal.name, token, lifetime)
     log.info("console sign-in", extra={"principal": principal.name})
     signed_in = _redirect("/console")
-    signed_in.set_cookie(
-        sessions.SESSION_COOKIE,
-        session_id,
-        max_age=lifetime,
-        path=sessions.COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=_cookie_secure(request),
-    )
+    _set_cookie(signed_in, request, sessions.SESSION_COOKIE, session_id, max_age=lifetime)
     signed_in.delete_cookie(sessions.SIGN_IN_COOKIE, path=sessions.COOKIE_PATH)
     return signed_in
 

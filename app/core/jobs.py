@@ -277,30 +277,30 @@ async def enqueue_deliveries(
 ) -> int:
     """Enqueue sending what is due for each subscription (`delivery_job_id`) on `queue`. Answers
     how many were new; raises like `enqueue_event` when Redis cannot be reached."""
-    added = 0
-    for subscription_id in subscription_ids:
-        job = await redis.enqueue_job(
-            DELIVER,
-            subscription_id,
-            _job_id=delivery_job_id(subscription_id),
-            _queue_name=queue,
-        )
-        added += job is not None
-    return added
+    return await _enqueue_each(redis, DELIVER, subscription_ids, delivery_job_id, _queue_name=queue)
 
 
 async def enqueue_facts(redis: ArqRedis, registration_ids: Sequence[str]) -> int:
     """Enqueue a fetch of each registration for its facts, `FACTS_DEFER_SECONDS` from now,
     coalesced per registration (`facts_job_id`). Answers how many were new; raises like
     `enqueue_event` when Redis cannot be reached (the sweep enqueues them later)."""
+    return await _enqueue_each(
+        redis, REFRESH_FACTS, registration_ids, facts_job_id, _defer_by=FACTS_DEFER_SECONDS
+    )
+
+
+async def _enqueue_each(
+    redis: ArqRedis,
+    function: str,
+    ids: Sequence[str],
+    job_id: Callable[[str], str],
+    **options: Any,
+) -> int:
+    """Enqueue `function(id)` for each id, as job `job_id(id)` with arq's `options`, one round
+    trip each. Answers how many were new (not already queued under their job id)."""
     added = 0
-    for registration_id in registration_ids:
-        job = await redis.enqueue_job(
-            REFRESH_FACTS,
-            registration_id,
-            _job_id=facts_job_id(registration_id),
-            _defer_by=FACTS_DEFER_SECONDS,
-        )
+    for each in ids:
+        job = await redis.enqueue_job(function, each, _job_id=job_id(each), **options)
         added += job is not None
     return added
 

@@ -26,80 +26,71 @@ class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        r = self.registry
-        self.callbacks = Counter(
-            "sinch_callbacks", "Callbacks received, by result.", ["result"], registry=r
+        self.callbacks = self._counter(
+            "sinch_callbacks", "Callbacks received, by result.", "result"
         )
         # Bound once: the callback endpoint counts every request.
         self.callback_results = {
             result: self.callbacks.labels(result) for result in CALLBACK_RESULTS
         }
-        self.connections_cut = Counter(
+        self.connections_cut = self._counter(
             "sinch_api_connections_cut",
             "Connections closed because a request's headers or body did not arrive in time "
             "(app/web/edge.py).",
-            ["phase"],
-            registry=r,
+            "phase",
         )
-        self.callback_secret_matches = Counter(
+        self.callback_secret_matches = self._counter(
             "sinch_callback_secret_matches",
             "Verified callbacks by the position of the secret that matched "
             "(0 is the current one; others mean Sinch still signs with an older secret).",
-            ["secret"],
-            registry=r,
+            "secret",
         )
-        self.events_processed = Counter(
-            "sinch_events_processed",
-            "Callback events processed, by outcome.",
-            ["outcome"],
-            registry=r,
+        self.events_processed = self._counter(
+            "sinch_events_processed", "Callback events processed, by outcome.", "outcome"
         )
         self.processing_lag = Histogram(
             "sinch_event_processing_lag_seconds",
             "Time from a callback's arrival to its event being processed.",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
-            registry=r,
+            registry=self.registry,
         )
-        self.deliveries = Counter(
+        self.deliveries = self._counter(
             "subscription_delivery_attempts",
             "Attempts to deliver a change to a subscription, by subscription and result.",
-            ["subscription", "result"],
-            registry=r,
+            "subscription",
+            "result",
         )
-        self.deliveries_given_up = Counter(
+        self.deliveries_given_up = self._counter(
             "subscription_deliveries_given_up",
             "Deliveries given up unsent, by reason: `retry_window` (still failing "
             "DELIVERY_GIVE_UP_HOURS after written), `change_pruned` (a disabled subscription's, "
             "when its change left the feed).",
-            ["reason"],
-            registry=r,
+            "reason",
         )
-        self.sinch_gets = Counter(
-            "sinch_registration_gets",
-            "GETs of a registration from Sinch, by reason.",
-            ["reason"],
-            registry=r,
+        self.sinch_gets = self._counter(
+            "sinch_registration_gets", "GETs of a registration from Sinch, by reason.", "reason"
         )
-        self.oldest_pending_delivery = Gauge(
+        self.oldest_pending_delivery = self._gauge(
             "subscription_oldest_pending_delivery_seconds",
             "Age of each subscription's oldest delivery not yet made (0: none pending).",
-            ["subscription"],
-            registry=r,
+            "subscription",
         )
-        self.events_by_state = Gauge(
-            "sinch_events",
-            "Kept callback events by state (received is the backlog).",
-            ["state"],
-            registry=r,
+        self.events_by_state = self._gauge(
+            "sinch_events", "Kept callback events by state (received is the backlog).", "state"
         )
 
-        self.registrations_by_status = Gauge(
-            "sinch_registrations",
-            "Registrations by status (Sinch's state names).",
-            ["status"],
-            registry=r,
+        self.registrations_by_status = self._gauge(
+            "sinch_registrations", "Registrations by status (Sinch's state names).", "status"
         )
         self._statuses_shown: set[str] = set()
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        """A counter in this registry, with these label names."""
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
+        """A gauge in this registry, with these label names."""
+        return Gauge(name, documentation, labels, registry=self.registry)
 
     def set_registrations(self, by_status: dict[str, int]) -> None:
         """Set the registrations gauge; a status no registration holds any more shows 0."""

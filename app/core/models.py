@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Final, cast
 
 from sqlalchemy import (
     JSON,
@@ -461,3 +461,16 @@ SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 DELIVERIES = cast(Table, Delivery.__table__)
 COUNT_DELTAS = cast(Table, CountDelta.__table__)
 COUNT_TOTALS = cast(Table, CountTotal.__table__)
+
+FACT_COLUMNS: Final = (
+    "sender_ids",
+    "tags",
+    "market_code",
+    "policy_id",
+    "eta_date",
+    "price",
+    "reason_message",
+    "reason_state",
+    "reason_at",
+)
+"""The `registrations` columns that hold the facts (`status_since` aside: it follows the status)."""

@@ -10,6 +10,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+from fastapi import Query
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -108,6 +109,19 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 """Text parameters (ids, states) hold no control characters: PostgreSQL refuses NUL in text."""
 MAX_TEXT_LENGTH = 255
+
+
+def text_filter(
+    description: str, *, alias: str | None = None, max_length: int = MAX_TEXT_LENGTH
+) -> Any:
+    """A listing's filter by one text (`Query`): 1 to `max_length` printable characters."""
+    return Query(
+        alias=alias,
+        min_length=1,
+        max_length=max_length,
+        pattern=PRINTABLE_PATTERN,
+        description=description,
+    )
 
 
 _RFC3339 = re.compile(

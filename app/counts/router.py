@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-
 from app.core.db import utcnow
-from app.core.schemas import problem_responses
 from app.counts import service
 from app.counts.schemas import CountsOut
-from app.web.auth import require_token
+from app.web.auth import api_router
 from app.web.deps import ReadSessionDep
 
-router = APIRouter(
-    prefix="/v1/counts",
-    tags=["counts"],
-    dependencies=[Depends(require_token)],
-    responses=problem_responses(401, 422),
-)
+router = api_router("/v1/counts", "counts")
 
 
 @router.get(

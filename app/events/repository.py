@@ -91,13 +91,8 @@ MAX_ERROR_LENGTH = 2000
 
 async def lock_event(session: AsyncSession, row_id: int) -> CallbackEvent | None:
     """The event, locked until the transaction ends; None if it is not kept."""
-    result = await session.execute(
-        select(CallbackEvent)
-        .where(CallbackEvent.id == row_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    return result.scalar_one_or_none()
+    # populate_existing: the SELECT is always sent (it takes the lock), and refreshes the object.
+    return await session.get(CallbackEvent, row_id, with_for_update=True, populate_existing=True)
 
 
 async def note_error(session: AsyncSession, row_id: int, error: str) -> None:

@@ -5,31 +5,20 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import Path, Query
 
 from app.core.models import EventState
-from app.core.pagination import (
-    DEFAULT_LIMIT,
-    LimitQuery,
-    RowIdCursorQuery,
-    optional_cursor,
-    page,
-)
+from app.core.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
 from app.core.problems import ProblemError
-from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses
+from app.core.schemas import problem_responses, text_filter
 from app.events import queries, service
 from app.events.schemas import EventOut, EventPage
-from app.web.auth import ActorDep, require_token
+from app.web.auth import ActorDep, api_router
 from app.web.deps import ReadSessionDep, ResourcesDep
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
-    prefix="/v1/events",
-    tags=["events"],
-    dependencies=[Depends(require_token)],
-    responses=problem_responses(401, 422),
-)
+router = api_router("/v1/events", "events")
 
 EventRowId = Annotated[
     int,
@@ -49,22 +38,11 @@ async def list_events(
     state: Annotated[EventState | None, Query(description="Only events in this state.")] = None,
     registration_id: Annotated[
         str | None,
-        Query(
-            alias="registrationId",
-            min_length=1,
-            max_length=MAX_TEXT_LENGTH,
-            pattern=PRINTABLE_PATTERN,
-            description="Only events about this registration.",
-        ),
+        text_filter("Only events about this registration.", alias="registrationId"),
     ] = None,
     outcome: Annotated[
         str | None,
-        Query(
-            min_length=1,
-            max_length=MAX_TEXT_LENGTH,
-            pattern=PRINTABLE_PATTERN,
-            description="Only events that ended with this outcome (e.g. `failed:rejected`).",
-        ),
+        text_filter("Only events that ended with this outcome (e.g. `failed:rejected`)."),
     ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: RowIdCursorQuery = None,

@@ -174,20 +174,6 @@ def _date(value: object) -> date | None:
     return at.date() if at is not None else None
 
 
-FACT_COLUMNS: Final = (
-    "sender_ids",
-    "tags",
-    "market_code",
-    "policy_id",
-    "eta_date",
-    "price",
-    "reason_message",
-    "reason_state",
-    "reason_at",
-)
-"""The `registrations` columns that hold the facts (`status_since` aside: it follows the status)."""
-
-
 def fact_columns(facts: DocumentFacts, market_code: str | None) -> dict[str, Any]:
     """The `registrations` columns a document's facts set (`market_code` resolved by the caller).
     A document without a readable log keeps the reason already known: absent is not "no reason"."""

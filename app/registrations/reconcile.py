@@ -59,7 +59,6 @@ async def reconcile(
                     session,
                     snapshot,
                     source=HistorySource.RECONCILE,
-                    event_id=None,
                     fetched_at=started,
                     now=utcnow(),
                 )

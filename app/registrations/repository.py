@@ -159,13 +159,10 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, C
 
 async def lock(session: AsyncSession, registration_id: str) -> Registration | None:
     """The registration, locked until the transaction ends; None if it is not known."""
-    result = await session.execute(
-        select(Registration)
-        .where(Registration.id == registration_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    # populate_existing: the SELECT is always sent (it takes the lock), and refreshes the object.
+    return await session.get(
+        Registration, registration_id, with_for_update=True, populate_existing=True
     )
-    return result.scalar_one_or_none()
 
 
 async def insert_if_absent(session: AsyncSession, values: dict[str, Any]) -> bool:

@@ -8,35 +8,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import Path, Query
 from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.pagination import (
-    DEFAULT_LIMIT,
-    LimitQuery,
-    TextIdCursorQuery,
-    optional_cursor,
-    page,
-)
+from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import (
     MAX_TEXT_LENGTH,
     PRINTABLE_PATTERN,
     QueryTime,
     problem_responses,
+    text_filter,
 )
 from app.registrations import queries, service
 from app.registrations.schemas import HistoryItem, HistoryOut, RegistrationOut, RegistrationPage
-from app.web.auth import ActorDep, require_token
+from app.web.auth import ActorDep, api_router
 from app.web.deps import ReadSessionDep, ResourcesDep
 
-router = APIRouter(
-    prefix="/v1/registrations",
-    tags=["registrations"],
-    dependencies=[Depends(require_token)],
-    responses=problem_responses(401, 422),
-)
+router = api_router("/v1/registrations", "registrations")
 
 RegistrationId = Annotated[
     str,
@@ -85,43 +75,30 @@ async def list_registrations(
     session: ReadSessionDep,
     status: Annotated[
         str | None,
-        Query(
-            min_length=1,
-            max_length=MAX_STATUS_FILTER_LENGTH,
-            pattern=PRINTABLE_PATTERN,
-            description="Only registrations in this state (Sinch's name, e.g. `APPROVED`), or in "
+        text_filter(
+            "Only registrations in this state (Sinch's name, e.g. `APPROVED`), or in "
             "any of several, comma-separated (`PENDING,PENDING_ATTACHMENTS`).",
+            max_length=MAX_STATUS_FILTER_LENGTH,
         ),
     ] = None,
     registration_type: Annotated[
         str | None,
-        Query(
+        text_filter(
+            "Only registrations of this type (e.g. `ALPHANUMERIC_SENDER_ID`).",
             alias="registrationType",
-            min_length=1,
-            max_length=MAX_TEXT_LENGTH,
-            pattern=PRINTABLE_PATTERN,
-            description="Only registrations of this type (e.g. `ALPHANUMERIC_SENDER_ID`).",
         ),
     ] = None,
     sender_id: Annotated[
         str | None,
-        Query(
+        text_filter(
+            "Only registrations that ask for this sender ID (any of their `senderIds`, exactly).",
             alias="senderId",
-            min_length=1,
-            max_length=MAX_TEXT_LENGTH,
-            pattern=PRINTABLE_PATTERN,
-            description="Only registrations that ask for this sender ID (any of their "
-            "`senderIds`, exactly).",
         ),
     ] = None,
     market_code: Annotated[
         str | None,
-        Query(
-            alias="marketCode",
-            min_length=1,
-            max_length=MAX_TEXT_LENGTH,
-            pattern=PRINTABLE_PATTERN,
-            description="Only registrations in this market (ISO 3166 alpha-2, e.g. `GB`).",
+        text_filter(
+            "Only registrations in this market (ISO 3166 alpha-2, e.g. `GB`).", alias="marketCode"
         ),
     ] = None,
     tag: Annotated[

@@ -27,10 +27,10 @@ from app.audit.repository import Actor, record
 from app.changes import repository as changes
 from app.changes.sequencer import Sequencer
 from app.core.db import utcnow
-from app.core.models import ChangeKind, HistorySource, Registration
+from app.core.models import FACT_COLUMNS, ChangeKind, HistorySource, Registration
 from app.core.problems import ProblemError
 from app.registrations import markets, queries, repository
-from app.registrations.facts import FACT_COLUMNS, fact_columns, read_facts
+from app.registrations.facts import fact_columns, read_facts
 from app.sinch.client import SinchClient
 from app.sinch.errors import SinchError, SinchNotFoundError, SinchRetryableError
 from app.sinch.schemas import SinchRegistration
@@ -90,11 +90,14 @@ async def apply_snapshot(
     snapshot: SinchRegistration,
     *,
     source: HistorySource,
-    event_id: str | None,
     fetched_at: datetime,
     now: datetime,
+    event_id: str | None = None,
 ) -> SnapshotResult:
     """Make the local registration say what Sinch's document says, unless we hold newer news.
+
+    `event_id` is the Sinch event id of the callback this snapshot checks (history rows name it);
+    None for a refresh or reconciliation.
 
     `fetched_at` is when the GET (or the listing) that answered `snapshot` began, on our clock; it
     becomes `last_synced_at`. The snapshot's Sinch time is its `updateTime` (`fetched_at` when Sinch
@@ -118,6 +121,21 @@ async def apply_snapshot(
         "updated_at": now,
         **columns,
     }
+
+    def add_history(*, from_status: str | None, note: str | None = None) -> None:
+        """The history row of this snapshot's move from `from_status` to its status."""
+        repository.add_history(
+            session,
+            registration_id=snapshot.id,
+            from_status=from_status,
+            to_status=snapshot.status,
+            at=at,
+            source=source,
+            event_id=event_id,
+            recorded_at=now,
+            note=note,
+        )
+
     # The registration is usually known: lock it first (one statement), insert only when absent.
     registration = await repository.lock(session, snapshot.id)
     if registration is None:
@@ -134,16 +152,7 @@ async def apply_snapshot(
                 source=source,
                 now=now,
             )
-            repository.add_history(
-                session,
-                registration_id=snapshot.id,
-                from_status=None,
-                to_status=snapshot.status,
-                at=at,
-                source=source,
-                event_id=event_id,
-                recorded_at=now,
-            )
+            add_history(from_status=None)
             return SnapshotResult(applied=True, status_changed=True)
         # Another transaction inserted it meanwhile: wait for its commit, then judge as usual.
         registration = await repository.lock(session, snapshot.id)
@@ -165,15 +174,8 @@ async def apply_snapshot(
         registration.status_changed_at is not None and at < registration.status_changed_at
     )
     if changed:
-        repository.add_history(
-            session,
-            registration_id=registration.id,
+        add_history(
             from_status=registration.status,
-            to_status=snapshot.status,
-            at=at,
-            source=source,
-            event_id=event_id,
-            recorded_at=now,
             note=overrule_note(registration.status, registration.status_changed_at)
             if overruled
             else None,
@@ -228,12 +230,7 @@ async def refresh(
     snapshot = await _fetch(sinch, registration_id)
     async with sessionmaker.begin() as session:
         await apply_snapshot(
-            session,
-            snapshot,
-            source=HistorySource.REFETCH,
-            event_id=None,
-            fetched_at=fetched_at,
-            now=utcnow(),
+            session, snapshot, source=HistorySource.REFETCH, fetched_at=fetched_at, now=utcnow()
         )
         record(session, actor, Action.REGISTRATION_REFRESH, registration_id, now=utcnow())
         registration = await queries.get_registration(session, registration_id)

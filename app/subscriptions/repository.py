@@ -71,6 +71,18 @@ async def for_sending(
     return result.scalar_one_or_none()
 
 
+def _failed_with(why: str) -> dict[str, Any]:
+    """The values that end a pending delivery `failed`: the last error of one already tried is
+    kept, `why` added to it."""
+    return {
+        "state": DeliveryState.FAILED.value,
+        "last_error": case(
+            (DELIVERIES.c.last_error.is_(None), why),
+            else_=DELIVERIES.c.last_error + "; " + why,
+        ),
+    }
+
+
 async def fail_pending(session: AsyncSession, subscription_id: str, why: str, now: datetime) -> int:
     """End every pending delivery of a subscription that will not be sent (it was disabled);
     the last error of one already tried is kept, `why` added to it."""
@@ -80,14 +92,7 @@ async def fail_pending(session: AsyncSession, subscription_id: str, why: str, no
             DELIVERIES.c.subscription_id == subscription_id,
             DELIVERIES.c.state == PENDING,
         )
-        .values(
-            state=DeliveryState.FAILED.value,
-            last_error=case(
-                (DELIVERIES.c.last_error.is_(None), why),
-                else_=DELIVERIES.c.last_error + "; " + why,
-            ),
-            updated_at=now,
-        )
+        .values(**_failed_with(why), updated_at=now)
     )
     return rowcount(result)
 
@@ -114,15 +119,7 @@ async def give_up_unsent(session: AsyncSession, *, through_seq: Any, now: dateti
                 select(REGISTRATION_CHANGES.c.id).where(REGISTRATION_CHANGES.c.seq <= through_seq)
             ),
         )
-        .values(
-            state=DeliveryState.FAILED.value,
-            last_error=case(
-                (DELIVERIES.c.last_error.is_(None), GIVEN_UP_PRUNED),
-                else_=DELIVERIES.c.last_error + "; " + GIVEN_UP_PRUNED,
-            ),
-            next_attempt_at=None,
-            updated_at=now,
-        )
+        .values(**_failed_with(GIVEN_UP_PRUNED), next_attempt_at=None, updated_at=now)
     )
     return rowcount(result)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import Path, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.actions import Action
@@ -34,17 +34,12 @@ from app.subscriptions.schemas import (
     SubscriptionWithSecret,
 )
 from app.tokens.principal import Principal, Scope
-from app.web.auth import ActorDep, PrincipalDep, require_token
+from app.web.auth import ActorDep, PrincipalDep, api_router
 from app.web.deps import ReadSessionDep, ResourcesDep, SessionDep
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
-    prefix="/v1",
-    tags=["subscriptions"],
-    dependencies=[Depends(require_token)],
-    responses=problem_responses(401, 422),
-)
+router = api_router("/v1", "subscriptions")
 
 SubscriptionId = Annotated[
     str,

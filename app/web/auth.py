@@ -16,16 +16,17 @@ each API process reads them again at most `TOKEN_CACHE_SECONDS` after its last r
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from app.audit.repository import Actor
 from app.console.session import fingerprint as session_fingerprint
 from app.core.problems import ProblemError
+from app.core.schemas import problem_responses
 from app.tokens.principal import Principal, Scope, TokenLookupError
 from app.web.deps import Resources, ResourcesDep
 
@@ -163,19 +164,19 @@ async def _principal(
     return principal
 
 
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+"""The `Authorization: Bearer` credentials, if any (their check is `identify`'s)."""
+
+
 async def require_read(
-    request: Request,
-    resources: ResourcesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    request: Request, resources: ResourcesDep, credentials: CredentialsDep
 ) -> Principal:
     """The caller, with a token of scope `read` or `write`; else 401 (or 403)."""
     return await _principal(request, resources, credentials, Scope.READ)
 
 
 async def require_write(
-    request: Request,
-    resources: ResourcesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    request: Request, resources: ResourcesDep, credentials: CredentialsDep
 ) -> Principal:
     """The caller, with a token of scope `write`; else 401, or 403 with a `read` token."""
     return await _principal(request, resources, credentials, Scope.WRITE)
@@ -183,6 +184,24 @@ async def require_write(
 
 require_token = require_read
 """Every `/v1` route: at least `read` (the routes that act add `require_write`)."""
+
+
+def api_router(
+    prefix: str,
+    tag: str,
+    *,
+    guard: Callable[..., Awaitable[Principal]] = require_token,
+    errors: Sequence[int] = (),
+) -> APIRouter:
+    """A router of the internal API under `prefix`: every route passes `guard` first, and is
+    documented as answering 401 and 422 problems, and those of `errors`, besides its own."""
+    return APIRouter(
+        prefix=prefix,
+        tags=[tag],
+        dependencies=[Depends(guard)],
+        responses=problem_responses(*sorted({401, 422, *errors})),
+    )
+
 
 PrincipalDep = Annotated[Principal, Depends(require_read)]
 WriterDep = Annotated[Principal, Depends(require_write)]

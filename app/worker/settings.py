@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from arq import cron, func
@@ -118,22 +119,21 @@ def _start_deliveries(ctx: WorkerContext, settings: Settings, *, jobs: int, queu
 
 
 async def _shutdown(ctx: WorkerContext) -> None:
-    # Every step bounded (`within`): a shutdown that cannot hang, whatever one step does; one
-    # that fails or overruns is logged and the next still runs.
-    if "dispatcher" in ctx:
-        await within(10, ctx["dispatcher"].stop(), "stopping the delivery dispatcher")
-    if "change_signal" in ctx:
-        await within(10, ctx["change_signal"].stop(), "stopping the change signal")
-    if "sequencer" in ctx:
-        await within(15, ctx["sequencer"].stop(), "stopping the sequencer")
-    if "http" in ctx:
-        await within(10, ctx["http"].aclose(), "closing the Sinch HTTP client")
-    if "connections" in ctx:
-        await within(10, ctx["connections"].close(), "closing the held connections")
-    if "engine" in ctx:
-        await within(10, ctx["engine"].dispose(), "closing the database pool")
-    if "leases" in ctx:
-        await within(5, ctx["leases"].stop(), "stopping the job leases")
+    # In this order, each step of what start-up made (its key in `ctx`) bounded (`within`): a
+    # shutdown that cannot hang, whatever one step does; one that fails or overruns is logged and
+    # the next still runs.
+    steps: tuple[tuple[str, float, str, Callable[[], Awaitable[object]]], ...] = (
+        ("dispatcher", 10, "stopping the delivery dispatcher", lambda: ctx["dispatcher"].stop()),
+        ("change_signal", 10, "stopping the change signal", lambda: ctx["change_signal"].stop()),
+        ("sequencer", 15, "stopping the sequencer", lambda: ctx["sequencer"].stop()),
+        ("http", 10, "closing the Sinch HTTP client", lambda: ctx["http"].aclose()),
+        ("connections", 10, "closing the held connections", lambda: ctx["connections"].close()),
+        ("engine", 10, "closing the database pool", lambda: ctx["engine"].dispose()),
+        ("leases", 5, "stopping the job leases", lambda: ctx["leases"].stop()),
+    )
+    for key, seconds, what, step in steps:
+        if key in ctx:
+            await within(seconds, step(), what)
     log.info("worker stopped")
 
 
@@ -165,18 +165,28 @@ def build_delivery_worker_settings(settings: Settings) -> type:
     attributes: dict[str, Any] = {
         "functions": [_deliver_function(settings)],
         "queue_name": DELIVERIES_QUEUE,
-        "redis_settings": redis_settings(settings),
         "on_startup": on_startup,
-        "on_shutdown": _shutdown,
         "max_jobs": DELIVERY_MAX_JOBS,
+        **_both_workers(settings),
+    }
+    return type("DeliveryWorkerSettings", (), attributes)
+
+
+def _both_workers(settings: Settings) -> dict[str, Any]:
+    """The arq settings both kinds of worker share."""
+    return {
+        "redis_settings": redis_settings(settings),
+        "on_shutdown": _shutdown,
+        # arq reads at most 100 jobs per poll and polls every 0.5 s by default: a cap near 200
+        # jobs/s, and up to half a second of waiting per event. Polling Redis is cheap.
         "poll_delay": 0.05,
         "keep_result": 0,
         "job_timeout": settings.job_timeout_seconds,
         "handle_signals": True,
+        # SIGTERM: stop taking jobs, let running ones finish; what is cut short runs again later.
         "job_completion_wait": settings.shutdown_grace_seconds,
         "health_check_interval": 30,
     }
-    return type("DeliveryWorkerSettings", (), attributes)
 
 
 def _deliver_function(settings: Settings) -> Any:
@@ -290,18 +300,8 @@ def build_worker_settings(settings: Settings) -> type:
             *([_deliver_function(settings)] if shared else []),
         ],
         "cron_jobs": cron_jobs,
-        "redis_settings": redis_settings(settings),
         "on_startup": on_startup,
-        "on_shutdown": _shutdown,
         "max_jobs": MAX_JOBS,
-        # arq reads at most 100 jobs per poll and polls every 0.5 s by default: a cap near 200
-        # jobs/s, and up to half a second of waiting per event. Polling Redis is cheap.
-        "poll_delay": 0.05,
-        "keep_result": 0,
-        "job_timeout": settings.job_timeout_seconds,
-        "handle_signals": True,
-        # SIGTERM: stop taking jobs, let running ones finish; what is cut short runs again later.
-        "job_completion_wait": settings.shutdown_grace_seconds,
-        "health_check_interval": 30,
+        **_both_workers(settings),
     }
     return type("WorkerSettings", (), attributes)

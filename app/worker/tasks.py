@@ -232,12 +232,7 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
         return "unusable_answer"
     async with ctx["sessionmaker"].begin() as session:
         result = await apply_snapshot(
-            session,
-            snapshot,
-            source=HistorySource.REFETCH,
-            event_id=None,
-            fetched_at=fetched_at,
-            now=utcnow(),
+            session, snapshot, source=HistorySource.REFETCH, fetched_at=fetched_at, now=utcnow()
         )
     _changed(ctx)
     return "applied" if result.applied else "superseded"
