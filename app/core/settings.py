@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     costs at most `JOB_MAX_TRIES` GETs."""
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     """Port of the worker's own Prometheus endpoint; 0 turns it off."""
+    delivery_worker_nice: int = Field(default=10, ge=0, le=19)
+    """How much lower a delivery worker's CPU priority is (Unix nice): callbacks first when the
+    machine is busy."""
     delivery_worker_metrics_port: int = Field(default=9102, ge=0, le=65535)
     """Where a delivery worker serves its own /metrics (0: not served)."""
     worker_metrics_host: str = "127.0.0.1"
