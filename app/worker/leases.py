@@ -3,14 +3,12 @@
 arq marks a job it starts with `arq:in-progress:<job id>`, which expires after the longest job
 timeout + 10 s (55 s by default) and which only the worker that runs the job deletes. A worker
 that dies (SIGKILL, OOM, a lost machine) therefore holds its jobs, and the events behind them,
-for that long. `Leases` shortens each running job's mark to `LEASE_SECONDS` as the job starts and
-renews it every `RENEW_SECONDS` while the job runs: a live worker keeps its jobs, a dead one's
-marks expire within `LEASE_SECONDS`, and any worker then takes the job from the queue (arq leaves
-a job in the queue until it finishes). A worker may die between arq's mark and the job's first
-shortening (arq marks the jobs it takes, then starts them): every worker therefore also shortens,
-at start and every `RENEW_SECONDS`, any mark still longer than a lease, whoever set it. So a dead
-worker's jobs are free at most `RENEW_SECONDS` + `LEASE_SECONDS` after its death (or after the
-next worker starts), and most within `LEASE_SECONDS`.
+for that long. Every worker shortens, at start and every `RENEW_SECONDS`, any mark longer than
+a lease (`LEASE_SECONDS`), whoever set it, and renews the leases of the jobs it runs
+(`Leases.held`): a live worker keeps its jobs, and a dead one's marks expire at most
+`RENEW_SECONDS` + `LEASE_SECONDS` after its death (or `LEASE_SECONDS` after the next worker
+starts, when none ran); then any worker takes the job from the queue (arq leaves a job in the
+queue until it finishes).
 
 Two workers cannot apply one event twice: a worker that stalls past its lease may see another
 start the same job, and then the database serializes them (the registration's row lock) and the
@@ -75,11 +73,12 @@ class Leases:
 
     @contextlib.asynccontextmanager
     async def held(self, job_id: str) -> AsyncIterator[None]:
-        """Hold `job_id`'s lease for the duration of the block: shortened now, renewed while the
-        block runs. A Redis that refuses is ridden out: the job runs on arq's own, longer mark."""
+        """Hold `job_id`'s lease while the block runs: renewed every `RENEW_SECONDS`. No Redis
+        call here (it was a twentieth of the worker's CPU at a job per event): arq's long mark
+        is shortened by the next look at the marks, within `RENEW_SECONDS`, whichever worker
+        takes it."""
         self._held[job_id] += 1
         try:
-            await self._expire([job_id])
             yield
         finally:
             self._held[job_id] -= 1

@@ -61,12 +61,9 @@ def test_a_dead_workers_jobs_are_held_at_most_a_lease(tmp_path: Path, worker_id:
             load, leases = await _kill_while_a_get_hangs(stack, 2)
             killed_at = time.monotonic()
             assert leases, "the dead worker held no job"
-            # Each job that started is free again within the lease, not arq's 55 s; one that
-            # arq marked but the worker died before starting keeps arq's mark...
-            shortened = [ttl for ttl in leases.values() if 0 < ttl <= LEASE_SECONDS * 1000]
-            assert shortened, leases
+            # A job that ran a while holds a lease, not arq's 55 s mark; a younger one keeps
+            # arq's mark until a live worker shortens it, at its start.
             stack.start_worker()
-            # ... until a live worker shortens it, at its start.
             deadline = time.monotonic() + RENEW_SECONDS + 10
             while (longest := max(_leases(stack).values(), default=0)) > LEASE_SECONDS * 1000:
                 assert time.monotonic() < deadline, f"a mark of {longest} ms was left as it was"

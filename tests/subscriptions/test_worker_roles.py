@@ -9,6 +9,7 @@ processes, a private Redis, PostgreSQL; a receiver on loopback checking every si
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,12 @@ def test_apart_the_callbacks_worker_delivers_nothing(tmp_path: Path, worker_id: 
                 assert {(d["state"], d["attempts"]) for d in owed} == {("pending", 0)}
                 assert not receiver.of(set(rids))
                 # ... and sent once a delivery worker runs.
-                stack.start_delivery_worker()
+                delivering = stack.start_delivery_worker()
+                # ... at a lower CPU priority than the callbacks' worker (DELIVERY_WORKER_NICE).
+                [events_worker] = stack.workers
+                assert delivering.process is not None and events_worker.process is not None
+                nice = os.getpriority(os.PRIO_PROCESS, delivering.process.pid)
+                assert nice - os.getpriority(os.PRIO_PROCESS, events_worker.process.pid) == 10
                 items = await all_delivered(api, receiver, created["id"], rids, after)
                 assert_genuine(receiver, items, rids)
 
