@@ -50,8 +50,9 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict app devtools
 
+# Three test processes on two cores: most tests wait on the processes and servers they start.
 pytest: $(DEV_STAMP)
-	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n 3 --dist loadgroup $(PYTEST_ARGS)
 
 ## make demo: the simulator and the service play shuffled, duplicated lifecycles (a temporary
 ## database, Redis db 14; embedded PostgreSQL and Valkey when DATABASE_URL is unset or Redis is down)
