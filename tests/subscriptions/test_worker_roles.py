@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from tests.subscriptions.test_deliveries import (
     receiving,
     subscribe,
 )
-from tests.support.stack import API_TOKEN, running_stack
+from tests.support.stack import API_TOKEN, Stack, running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
@@ -70,65 +71,61 @@ def _stack(tmp_path: Path, name: str, **env: str) -> Any:
     )
 
 
+async def _play_one_subscribed(
+    stack: Stack, between: Callable[[httpx.AsyncClient, str, list[str]], Awaitable[None]]
+) -> None:
+    """Subscribe a receiver, play one registration's lifecycle through the API and the worker,
+    run `between` (the API, the subscription's id, the registrations), then check that the
+    receiver got every change, signed and as the feed says."""
+    world = World(stack)
+    async with (
+        httpx.AsyncClient(
+            base_url=stack.api_url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30
+        ) as api,
+        receiving() as receiver,
+        SimulatorControl(stack.sim.base_url) as sim,
+    ):
+        created = await subscribe(api, world, receiver)
+        after = await latest(api)
+        rids = await play(world, sim, [["IN_PROGRESS", "APPROVED"]])
+        await between(api, created["id"], rids)
+        items = await all_delivered(api, receiver, created["id"], rids, after)
+        assert_genuine(receiver, items, rids)
+
+
 def test_apart_the_callbacks_worker_delivers_nothing(tmp_path: Path, worker_id: str) -> None:
     with _stack(tmp_path, f"roles_apart_{worker_id}") as stack:
         stack.start_api()
         stack.start_worker()
-        world = World(stack)
 
-        async def scenario() -> None:
-            async with (
-                httpx.AsyncClient(
-                    base_url=stack.api_url,
-                    headers={"Authorization": f"Bearer {API_TOKEN}"},
-                    timeout=30,
-                ) as api,
-                receiving() as receiver,
-                SimulatorControl(stack.sim.base_url) as sim,
-            ):
-                created = await subscribe(api, world, receiver)
-                after = await latest(api)
-                # Every callback applied by the worker: the changes are recorded, their
-                # deliveries owed...
-                rids = await play(world, sim, [["IN_PROGRESS", "APPROVED"]])
-                await asyncio.sleep(SETTLE_SECONDS)
-                owed = await deliveries(api, created["id"])
-                assert owed, "no delivery was recorded for the changes"
-                assert {(d["state"], d["attempts"]) for d in owed} == {("pending", 0)}
-                assert not receiver.of(set(rids))
-                # ... and sent once a delivery worker runs.
-                delivering = stack.start_delivery_worker()
-                # ... at a lower CPU priority than the callbacks' worker (DELIVERY_WORKER_NICE).
-                [events_worker] = stack.workers
-                assert delivering.process is not None and events_worker.process is not None
-                nice = os.getpriority(os.PRIO_PROCESS, delivering.process.pid)
-                assert nice - os.getpriority(os.PRIO_PROCESS, events_worker.process.pid) == 10
-                items = await all_delivered(api, receiver, created["id"], rids, after)
-                assert_genuine(receiver, items, rids)
+        async def nothing_sent_until_a_delivery_worker_runs(
+            api: httpx.AsyncClient, subscription_id: str, rids: list[str]
+        ) -> None:
+            # Every callback applied by the worker: the changes are recorded, their deliveries
+            # owed, none sent...
+            await asyncio.sleep(SETTLE_SECONDS)
+            owed = await deliveries(api, subscription_id)
+            assert owed, "no delivery was recorded for the changes"
+            assert {(d["state"], d["attempts"]) for d in owed} == {("pending", 0)}
+            # ... until a delivery worker runs, at a lower CPU priority than the callbacks'
+            # worker (DELIVERY_WORKER_NICE).
+            delivering = stack.start_delivery_worker()
+            [events_worker] = stack.workers
+            assert delivering.process is not None and events_worker.process is not None
+            nice = os.getpriority(os.PRIO_PROCESS, delivering.process.pid)
+            assert nice - os.getpriority(os.PRIO_PROCESS, events_worker.process.pid) == 10
 
-        asyncio.run(scenario())
+        asyncio.run(_play_one_subscribed(stack, nothing_sent_until_a_delivery_worker_runs))
 
 
 def test_shared_the_one_worker_delivers_too(tmp_path: Path, worker_id: str) -> None:
     with _stack(tmp_path, f"roles_shared_{worker_id}", DELIVERY_WORKER="shared") as stack:
         stack.start_api()
         stack.start_worker()
-        world = World(stack)
 
-        async def scenario() -> None:
-            async with (
-                httpx.AsyncClient(
-                    base_url=stack.api_url,
-                    headers={"Authorization": f"Bearer {API_TOKEN}"},
-                    timeout=30,
-                ) as api,
-                receiving() as receiver,
-                SimulatorControl(stack.sim.base_url) as sim,
-            ):
-                created = await subscribe(api, world, receiver)
-                after = await latest(api)
-                rids = await play(world, sim, [["IN_PROGRESS", "APPROVED"]])
-                items = await all_delivered(api, receiver, created["id"], rids, after)
-                assert_genuine(receiver, items, rids)
+        async def nothing_more(
+            api: httpx.AsyncClient, subscription_id: str, rids: list[str]
+        ) -> None:
+            return None
 
-        asyncio.run(scenario())
+        asyncio.run(_play_one_subscribed(stack, nothing_more))
