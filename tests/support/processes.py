@@ -189,12 +189,24 @@ def start_api(env: Mapping[str, str], log_path: Path) -> tuple[ServiceProcess, s
     )
     process.start()
     base_url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200,
-        timeout=30,
-        what="the API to start",
-    )
+    with _stopped_unless_started(process):
+        wait_until(
+            lambda: httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200,
+            timeout=30,
+            what="the API to start",
+        )
     return process, base_url
+
+
+@contextmanager
+def _stopped_unless_started(process: ServiceProcess) -> Iterator[None]:
+    """A process whose start is not seen in time is stopped before the failure goes on: nobody
+    else holds it yet, so it would outlive the test."""
+    try:
+        yield
+    except BaseException:
+        process.stop()
+        raise
 
 
 def start_worker(
@@ -209,9 +221,10 @@ def start_worker(
         [str(VENV_BIN / "arq"), f"app.worker.{name}"], service_env(env), log_path
     )
     process.start()
-    wait_until(
-        lambda: started in log_path.read_text(errors="replace"),
-        timeout=30,
-        what="the worker to start",
-    )
+    with _stopped_unless_started(process):
+        wait_until(
+            lambda: started in log_path.read_text(errors="replace"),
+            timeout=30,
+            what="the worker to start",
+        )
     return process
