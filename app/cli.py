@@ -640,22 +640,38 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    formatter = HelpFormatter
+def command_parsers(
+    prog: str, description: str
+) -> tuple[
+    argparse.ArgumentParser,
+    Any,
+    Callable[[str, str, Command], argparse.ArgumentParser],
+]:
+    """The shape of both command lines (`python -m app`, `python -m devtools`): a parser with
+    `HelpFormatter`, its subcommands (for groups such as `token ...`), and `command(name, help,
+    func)`, which adds a subcommand that runs `func`."""
     parser = argparse.ArgumentParser(
-        prog="python -m app",
-        description="Track Sinch sender ID registrations: callbacks in, a converged copy out. "
-        "Configuration comes from the environment and ./.env (see the README).",
-        formatter_class=formatter,
+        prog=prog, description=description, formatter_class=HelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
         sub = commands.add_parser(
-            name, help=help_text, description=help_text, formatter_class=formatter
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
         )
         sub.set_defaults(func=func)
         return sub
+
+    return parser, commands, command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    formatter = HelpFormatter
+    parser, commands, command = command_parsers(
+        "python -m app",
+        "Track Sinch sender ID registrations: callbacks in, a converged copy out. "
+        "Configuration comes from the environment and ./.env (see the README).",
+    )
 
     serve = command("serve", "run the HTTP API (uvicorn)", _cmd_serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")

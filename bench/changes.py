@@ -52,6 +52,7 @@ from bench.support import (
     wait_until,
     write_in_process,
     writer_figures,
+    writer_options,
 )
 
 TARGET_FEED_P99_MS = 100.0
@@ -303,12 +304,8 @@ def report(results: dict[str, Any], args: Any) -> bool:
 
 def main() -> int:
     options = parser(__doc__)
+    writer_options(options)
     add = options.add_argument
-    add("--rate", type=float, default=200.0, help="changes/s written (200)")
-    add("--seconds", type=float, default=20.0, help="measured seconds (20)")
-    add("--warmup", type=float, default=2.0, help="seconds written before (2)")
-    add("--registrations", type=int, default=200, help="registrations changed in turn (200)")
-    add("--writers", type=int, default=4, help="transactions at once in the writer (4)")
     add("--streams", type=int, default=200, help="SSE streams held open (200)")
     add("--callbacks", type=int, default=2000, help="callbacks sent with them open (2000)")
     add("--callback-rate", type=float, default=500.0, help="callbacks/s (500)")

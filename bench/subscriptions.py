@@ -51,6 +51,7 @@ from bench.support import (
     wait_until,
     write_in_process,
     writer_figures,
+    writer_options,
 )
 
 TARGET_P99_MS = 500.0
@@ -261,14 +262,10 @@ async def measure(run: Stack, api: Any, worker: Any) -> dict[str, Any]:
 
 def main() -> int:
     options = parser(__doc__)
+    writer_options(options)
     add = options.add_argument
-    add("--rate", type=float, default=200.0, help="changes/s written (200)")
-    add("--seconds", type=float, default=20.0, help="measured seconds (20)")
-    add("--warmup", type=float, default=2.0, help="seconds written before (2)")
     add("--subscribers", type=int, default=5, help="receivers subscribed (5)")
     add("--drain", type=float, default=30.0, help="seconds to wait for the rest (30)")
-    add("--registrations", type=int, default=200, help="registrations changed in turn (200)")
-    add("--writers", type=int, default=4, help="transactions at once in the writer (4)")
     args = options.parse_args()
     allowed = {
         "SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1",

@@ -322,6 +322,17 @@ def admin(sql: str) -> Any:
     return asyncio.run(run())
 
 
+def writer_options(options: argparse.ArgumentParser) -> None:
+    """The options of a bench whose writer process applies changes at a steady rate (the change
+    feed's and the deliveries')."""
+    add = options.add_argument
+    add("--rate", type=float, default=200.0, help="changes/s written (200)")
+    add("--seconds", type=float, default=20.0, help="measured seconds (20)")
+    add("--warmup", type=float, default=2.0, help="seconds written before (2)")
+    add("--registrations", type=int, default=200, help="registrations changed in turn (200)")
+    add("--writers", type=int, default=4, help="transactions at once in the writer (4)")
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """The options every benchmark has: `--env NAME=VALUE` (more environment for the service's
     processes, to try a setting) and `--py-spy BINARY` (profile the measured process)."""

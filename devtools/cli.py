@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.cli import (
-    Command,
     CommandError,
     HelpFormatter,
+    command_parsers,
     load_settings,
     non_negative,
     port,
@@ -95,20 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     from devtools.simulator import server as sim
 
     formatter = HelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="python -m devtools",
-        description="Work on the service without a Sinch account: the simulator, the sandbox, "
-        "the demo.",
-        formatter_class=formatter,
+    parser, commands, command = command_parsers(
+        "python -m devtools",
+        "Work on the service without a Sinch account: the simulator, the sandbox, the demo.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name, help=help_text, description=help_text, formatter_class=formatter
-        )
-        sub.set_defaults(func=func)
-        return sub
 
     simulator = command(
         "simulator",
