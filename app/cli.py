@@ -647,7 +647,7 @@ def command_parsers(
     Any,
     Callable[[str, str, Command], argparse.ArgumentParser],
 ]:
-    """The shape of both command lines (`python -m app`, `python -m devtools`): a parser with
+    """The shape of both command lines (this one and the dev tools'): a parser with
     `HelpFormatter`, its subcommands (for groups such as `token ...`), and `command(name, help,
     func)`, which adds a subcommand that runs `func`."""
     parser = argparse.ArgumentParser(
