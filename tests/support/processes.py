@@ -171,31 +171,57 @@ def service_env(settings_env: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+START_ATTEMPTS = 3
+"""Ports a test's API tries: the free port picked may be taken by another test process (or an
+outgoing connection) before uvicorn binds it."""
+
+
 def start_api(env: Mapping[str, str], log_path: Path) -> tuple[ServiceProcess, str]:
-    port = free_port()
-    process = ServiceProcess(
-        [
-            str(VENV_BIN / "uvicorn"),
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--http",
-            PROTOCOL,
-        ],
-        service_env(env),
-        log_path,
-    )
-    process.start()
-    base_url = f"http://127.0.0.1:{port}"
-    with _stopped_unless_started(process):
-        wait_until(
-            lambda: httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200,
-            timeout=30,
-            what="the API to start",
+    """Start the API on a free loopback port and wait (at most 30 s a try) until it answers
+    `/healthz`; on another port when the one picked was taken meanwhile."""
+    for _ in range(START_ATTEMPTS):
+        port = free_port()
+        process = ServiceProcess(
+            [
+                str(VENV_BIN / "uvicorn"),
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--http",
+                PROTOCOL,
+            ],
+            service_env(env),
+            log_path,
         )
-    return process, base_url
+        logged = log_path.stat().st_size if log_path.exists() else 0
+        process.start()
+        base_url = f"http://127.0.0.1:{port}"
+        with _stopped_unless_started(process):
+            if _answers(process, f"{base_url}/healthz", timeout=30):
+                return process, base_url
+        process.stop()
+        this_try = log_path.read_bytes()[logged:].decode(errors="replace")
+        if "address already in use" not in this_try:
+            raise AssertionError(f"the API exited at start:\n{this_try[-2000:]}")
+    raise AssertionError(f"the API found no free port in {START_ATTEMPTS} tries")
+
+
+def _answers(process: ServiceProcess, url: str, *, timeout: float) -> bool:
+    """True once `url` answers 200; False as soon as the process has exited; AssertionError
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.process is not None and process.process.poll() is not None:
+            return False
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass  # not listening yet
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for the API to start")
 
 
 @contextmanager
