@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from app.changes.repository import IMAGE_COLUMNS
-from app.core.models import ChangeKind, HistorySource, RegistrationChange
+from app.core.models import ChangeKind, ChangeSource, RegistrationChange
 from app.core.schemas import ApiModel, ApiTime
 
 
@@ -79,13 +79,14 @@ class ChangeOut(ApiModel):
     seq: int = Field(description="The change's place in the feed: increasing, without gaps.")
     kind: ChangeKind = Field(
         description="`status` when the status changed (facts may have too), `details` when only "
-        "facts did."
+        "facts did, `overdue` when the registration has waited past its market's p85 or Sinch's "
+        "`etaDate` (recorded once, by the forecasts cron; the image is the registration as then)."
     )
     registration_id: str
     from_status: str | None = Field(description="Null when the registration was first learnt.")
     to_status: str
     at: ApiTime = Field(description="Sinch's time of the change.")
-    source: HistorySource
+    source: ChangeSource
     recorded_at: ApiTime = Field(description="When this service recorded it (our clock).")
     registration: RegistrationView = Field(
         description="The registration's answer as of this change (as GET /v1/registrations/{id} "
@@ -107,7 +108,7 @@ class ChangeOut(ApiModel):
             from_status=row.from_status,
             to_status=row.status,
             at=row.at,
-            source=HistorySource(row.source),
+            source=ChangeSource(row.source),
             recorded_at=row.recorded_at,
             registration=RegistrationView.model_validate(image),
         )

@@ -27,6 +27,10 @@
 - `count_deltas`, `count_totals`: events by state, registrations by status and the hourly series,
   kept by database triggers (migration 0009) and read without counting rows (app/counts/,
   docs/counting.md).
+- `registration_stays`, `registration_forecasts`, `time_in_state`, `decision_curves`: the
+  time-in-state read model (app/forecasts/): each registration's stays in each state and its
+  decision clock and forecast, and the figures per market, type and state, kept by the worker's
+  forecasts cron so that a read never walks the history.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -235,11 +240,23 @@ class RegistrationHistory(Base):
     """Why the change needs explaining, e.g. a snapshot overruling a callback's claim."""
 
 
+class ChangeSource(StrEnum):
+    """What recorded a change of the feed: a status change's `HistorySource`, or the forecasts
+    cron finding a registration overdue (app/forecasts/)."""
+
+    CALLBACK = HistorySource.CALLBACK.value
+    REFETCH = HistorySource.REFETCH.value
+    RECONCILE = HistorySource.RECONCILE.value
+    FORECAST = "forecast"
+
+
 class ChangeKind(StrEnum):
     """What a change of the feed changed: the status (and maybe facts), or only facts."""
 
     STATUS = "status"
     DETAILS = "details"
+    OVERDUE = "overdue"
+    """The registration has waited past its market's p85 or Sinch's `etaDate` (app/forecasts/)."""
 
 
 class RegistrationChange(Base):
@@ -447,6 +464,110 @@ class CountTotal(Base):
     value: Mapped[int] = mapped_column(BigInteger)
 
 
+class RegistrationStay(Base):
+    """A registration's stay in one non-final state, on Sinch's clock (app/forecasts/stays.py)."""
+
+    __tablename__ = "registration_stays"
+    __table_args__ = (Index("ix_registration_stays_registration_id", "registration_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    registration_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("registrations.id", ondelete="CASCADE")
+    )
+    market_code: Mapped[str | None] = mapped_column(String(16))
+    registration_type: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(64))
+    entered_at: Mapped[datetime]
+    left_at: Mapped[datetime | None]
+    """None while it is still in the state."""
+
+
+class RegistrationForecast(Base):
+    """A registration's decision clock and forecast, as of `computed_at` (app/forecasts/)."""
+
+    __tablename__ = "registration_forecasts"
+    __table_args__ = (
+        Index(
+            "ix_registration_forecasts_overdue", "registration_id", postgresql_where=text("overdue")
+        ),
+        Index(
+            "ix_registration_forecasts_undecided",
+            "registration_id",
+            postgresql_where=text("decided_at IS NULL"),
+        ),
+    )
+
+    registration_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("registrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    market_code: Mapped[str | None] = mapped_column(String(16))
+    registration_type: Mapped[str | None] = mapped_column(String(64))
+    eta_date: Mapped[date | None] = mapped_column(Date())
+    submitted_at: Mapped[datetime | None]
+    decided_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    customer_seconds: Mapped[float] = mapped_column(Float())
+    """Time waiting on the customer in stays that ended (stays.Clock)."""
+    waiting_on_customer_since: Mapped[datetime | None]
+    decision_p50: Mapped[datetime | None]
+    decision_p85: Mapped[datetime | None]
+    overdue: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    overdue_since: Mapped[datetime | None]
+    """When the cron first found it overdue (our clock); its `overdue` change was recorded then."""
+    basis: Mapped[str] = mapped_column(String(32))
+    samples: Mapped[int] = mapped_column(Integer)
+    approval_chance: Mapped[float | None] = mapped_column(Float())
+    sinch_seconds: Mapped[float] = mapped_column(Float())
+    waited_customer_seconds: Mapped[float] = mapped_column(Float())
+    """Time waiting on the customer up to `computed_at` (the open stay included)."""
+    stays_from: Mapped[datetime]
+    """`registrations.updated_at` as of the stays and clock kept: newer means derive them again."""
+    computed_at: Mapped[datetime]
+
+
+class TimeInState(Base):
+    """p50, p85, p95 of stays in a state per market and type, over stays that began in or after
+    `since_month` (app/forecasts/model.py); rewritten whole by the forecasts cron."""
+
+    __tablename__ = "time_in_state"
+    __table_args__ = (Index("ix_time_in_state_since_month", "since_month", "market_code"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    since_month: Mapped[date] = mapped_column(Date())
+    market_code: Mapped[str | None] = mapped_column(String(16))
+    registration_type: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(64))
+    p50: Mapped[int | None] = mapped_column(BigInteger)
+    p85: Mapped[int | None] = mapped_column(BigInteger)
+    p95: Mapped[int | None] = mapped_column(BigInteger)
+    samples: Mapped[int] = mapped_column(Integer)
+    open: Mapped[int] = mapped_column(Integer)
+    computed_at: Mapped[datetime]
+
+
+class DecisionCurve(Base):
+    """The decision clocks of a market and type, binned (app/forecasts/model.py), with the share of
+    Sinch's `etaDate`s that held; rewritten whole by the forecasts cron."""
+
+    __tablename__ = "decision_curves"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    market_code: Mapped[str | None] = mapped_column(String(16))
+    registration_type: Mapped[str | None] = mapped_column(String(64))
+    bins: Mapped[list[list[float]]] = mapped_column(JSON())
+    """[bin, outcome (0 open, 1 approved, 2 rejected), count] rows."""
+    samples: Mapped[int] = mapped_column(Integer)
+    open: Mapped[int] = mapped_column(Integer)
+    p50: Mapped[int | None] = mapped_column(BigInteger)
+    p85: Mapped[int | None] = mapped_column(BigInteger)
+    approved_share: Mapped[float | None] = mapped_column(Float())
+    eta_samples: Mapped[int] = mapped_column(Integer)
+    """Decided registrations that had an `etaDate`."""
+    eta_held: Mapped[int] = mapped_column(Integer)
+    """Of those, decided by the end of their `etaDate`."""
+    computed_at: Mapped[datetime]
+
+
 # The tables themselves, typed as such, for the Core statements of the hot paths (the callback
 # inbox's bulk insert, the worker's apply).
 CALLBACK_EVENTS = cast(Table, CallbackEvent.__table__)
@@ -461,6 +582,10 @@ SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 DELIVERIES = cast(Table, Delivery.__table__)
 COUNT_DELTAS = cast(Table, CountDelta.__table__)
 COUNT_TOTALS = cast(Table, CountTotal.__table__)
+REGISTRATION_STAYS = cast(Table, RegistrationStay.__table__)
+REGISTRATION_FORECASTS = cast(Table, RegistrationForecast.__table__)
+TIME_IN_STATE = cast(Table, TimeInState.__table__)
+DECISION_CURVES = cast(Table, DecisionCurve.__table__)
 
 FACT_COLUMNS: Final = (
     "sender_ids",

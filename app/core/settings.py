@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     counts_fold_interval_seconds: int = Field(default=10, ge=1, le=60)
     """How often the worker folds the counts' deltas into their totals (docs/counting.md): reads
     sum the deltas written since, so this bounds their cost, never their exactness."""
+    forecast_interval_seconds: int = Field(default=300, ge=10, le=3600)
+    """How often the worker brings the time-in-state figures and the forecasts up to date
+    (app/forecasts/service.py); an `overdue` change is recorded at most this long late."""
     event_retention_days: int = Field(default=30, ge=1)
     """Processed events older than this are pruned daily; failed and invalid ones are kept."""
     subscription_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

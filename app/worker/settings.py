@@ -262,6 +262,13 @@ def build_worker_settings(settings: Settings) -> type:
             timeout=timeout,
         ),
         cron(
+            _job(tasks.refresh_forecasts),
+            **every(settings.forecast_interval_seconds),
+            unique=True,
+            run_at_startup=True,
+            timeout=timeout,
+        ),
+        cron(
             _job(tasks.prune_events), hour={3}, minute={17}, second=0, unique=True, timeout=timeout
         ),
         # Hourly, and at start-up: loads the market map when it is a day old (markets.MAX_AGE).

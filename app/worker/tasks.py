@@ -24,6 +24,7 @@ from app.counts import service as counts_service
 from app.events import processing, service
 from app.events import repository as events_repository
 from app.events.processing import Finished, MustCheck, Step
+from app.forecasts import service as forecasts_service
 from app.registrations import markets
 from app.registrations import repository as registrations_repository
 from app.registrations.reconcile import reconcile
@@ -338,6 +339,23 @@ async def fold_counts(ctx: WorkerContext) -> int:
     """Fold the counts' deltas into their totals (app/counts/service.py): keeps the console's and
     /metrics' reads cheap; the counts are exact with or without it. Answers how many deltas."""
     return await counts_service.fold(ctx["sessionmaker"], utcnow())
+
+
+async def refresh_forecasts(ctx: WorkerContext) -> int:
+    """Bring the time-in-state figures and every undecided registration's forecast up to date
+    (app/forecasts/service.py), bounded by `cron_budget`; registrations that became overdue get
+    their `overdue` change. Answers how many registrations were forecast."""
+    report = await forecasts_service.refresh(
+        ctx["sessionmaker"], now=utcnow(), stop_at=time.monotonic() + cron_budget(ctx)
+    )
+    if report.overdue:
+        _changed(ctx)
+    if not report.complete:
+        log.warning(
+            "forecasts: stopped at the cron's budget after %d registrations; the next run goes on",
+            report.derived,
+        )
+    return report.forecast
 
 
 async def prune_events(ctx: WorkerContext) -> int:

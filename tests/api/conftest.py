@@ -87,6 +87,16 @@ async def put_registration(
 ) -> None:
     """Apply a Sinch document as the worker would, in its own transaction."""
     document = sinch_document(registration_id, status, at=at, registration_type=registration_type)
+    await put_document(sessionmaker, document, source=source)
+
+
+async def put_document(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    document: dict[str, Any],
+    *,
+    source: HistorySource = HistorySource.RECONCILE,
+) -> None:
+    """Apply any Sinch document as the worker would, in its own transaction."""
     async with sessionmaker.begin() as session:
         await apply_snapshot(
             session,

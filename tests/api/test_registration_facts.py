@@ -11,11 +11,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.db import utcnow
 from app.core.models import HistorySource
-from app.registrations.service import apply_snapshot
-from app.sinch.schemas import SinchRegistration
-from tests.api.conftest import assert_problem
+from tests.api.conftest import assert_problem, put_document
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
@@ -52,15 +49,7 @@ def document(
 
 
 async def put(sessionmaker: Sessions, doc: dict[str, Any]) -> None:
-    async with sessionmaker.begin() as session:
-        await apply_snapshot(
-            session,
-            SinchRegistration.from_document(doc),
-            source=HistorySource.REFETCH,
-            event_id=None,
-            fetched_at=utcnow(),
-            now=utcnow(),
-        )
+    await put_document(sessionmaker, doc, source=HistorySource.REFETCH)
 
 
 async def ids(v1: httpx.AsyncClient, **params: Any) -> list[str]:

@@ -1,0 +1,231 @@
+"""Keeping the time-in-state read model: the forecasts cron's work (app/worker/tasks.py) and the
+same from the command line. Owns its short transactions, like app/events/service.py's prune.
+
+One run, in four steps, each bounded:
+1. derive again the stays and decision clock of every registration written since they were
+   derived (`registrations.updated_at`), `STALE_BATCH` registrations a transaction: the cost
+   follows what changed, not the history's size;
+2. rebuild `time_in_state`: every stay counted in bins by one aggregate statement, then the
+   quantiles per market, type and state for each window start month (`WINDOW_MONTHS`);
+3. rebuild `decision_curves` the same way from the decision clocks;
+4. forecast every undecided registration against its market's curve; one that has just become
+   overdue gets a change of kind `overdue` on the feed (and so its subscribers' deliveries), in
+   the transaction that marks it: once, however many runs find it still overdue.
+A read (app/forecasts/queries.py) then costs one indexed look-up, whatever the history holds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Final
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.changes import repository as changes
+from app.core.models import ChangeKind, ChangeSource
+from app.forecasts import model, repository
+from app.forecasts.estimators import cumulative_incidence
+from app.forecasts.stays import Entry, clock_of, log_entries, stays_of, timeline
+
+STALE_BATCH: Final = 500
+FORECAST_BATCH: Final = 2_000
+WINDOW_MONTHS: Final = 36
+"""Window starts kept: the figures over stays that began in each of the last 36 months or later."""
+
+Bins = list[tuple[int, int, float]]
+Group = tuple[str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    derived: int
+    """Registrations whose stays and clock were derived again."""
+    forecast: int
+    """Undecided registrations forecast."""
+    overdue: int
+    """Registrations that became overdue in this run (each an `overdue` change)."""
+    complete: bool
+    """False when `stop_at` came first: the next run goes on."""
+
+
+def month_start(moment: date) -> date:
+    return moment.replace(day=1)
+
+
+def _months_back(start: date, count: int) -> list[date]:
+    """`start` (a month's first day) and the `count - 1` months before it, newest first."""
+    months, year, month = [], start.year, start.month
+    for _ in range(count):
+        months.append(date(year, month, 1))
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return months
+
+
+async def derive_stale(session: AsyncSession, now: datetime) -> int:
+    """Step 1 for up to `STALE_BATCH` registrations; answers how many."""
+    found = await repository.stale(session, STALE_BATCH)
+    if not found:
+        return 0
+    derived = []
+    decided = []
+    for registration in found:
+        entries = timeline(
+            [
+                *log_entries(registration.document),
+                *(Entry(status, at) for status, at in registration.history),
+            ]
+        )
+        clock = clock_of(entries)
+        sinch, customer = clock.seconds_at(now)
+        derived.append((registration, stays_of(entries), clock, sinch, customer))
+        if clock.decided_at is not None or clock.submitted_at is None:
+            decided.append((registration.id, model.forecast(clock, [], registration.eta_date, now)))
+    await repository.replace_stays(session, derived, now)
+    await repository.write_forecasts(session, decided, now)
+    return len(found)
+
+
+def time_in_state_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
+    """Step 2's figures from `repository.stay_bins`: per market, type and state, for each window
+    start month of the last `WINDOW_MONTHS`, the quantiles of the stays that began in it or
+    later (windows with no stay left out)."""
+    by_group: dict[tuple[str | None, str | None, str], dict[date, Bins]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for row in rows:
+        outcome = model.STILL_OPEN if row.open else 1
+        by_group[(row.market_code, row.registration_type, row.status)][row.month].append(
+            (row.bin, outcome, float(row.count))
+        )
+    months = _months_back(month_start(now.date()), WINDOW_MONTHS)
+    oldest = months[-1]
+    figures = []
+    for (market, kind, status), by_month in by_group.items():
+        before_window: Bins = [b for m, bins in by_month.items() if m < oldest for b in bins]
+        cumulative: Bins = []
+        for month in months:  # newest first: each window adds its month to the one after it
+            cumulative = cumulative + by_month.get(month, [])
+            window = cumulative + (before_window if month == oldest else [])
+            if not window:
+                continue
+            q = model.quantiles(window)
+            figures.append(
+                {
+                    "since_month": month,
+                    "market_code": market,
+                    "registration_type": kind,
+                    "status": status,
+                    "p50": q.p50,
+                    "p85": q.p85,
+                    "p95": q.p95,
+                    "samples": q.samples,
+                    "open": q.open,
+                    "computed_at": now,
+                }
+            )
+    return figures
+
+
+def decision_curve_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
+    """Step 3's curves from `repository.clock_bins`, one per market and type."""
+    bins: dict[Group, Bins] = defaultdict(list)
+    eta: dict[Group, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        group = (row.market_code, row.registration_type)
+        bins[group].append((row.bin, row.outcome, float(row.count)))
+        eta[group][0] += row.eta_samples
+        eta[group][1] += row.eta_held
+    curves = []
+    for (market, kind), group_bins in bins.items():
+        q = model.quantiles(group_bins)
+        approved = cumulative_incidence(model.observations(group_bins), model.APPROVED)
+        share = approved[-1].value if approved else 0.0
+        curves.append(
+            {
+                "market_code": market,
+                "registration_type": kind,
+                "bins": [list(b) for b in group_bins],
+                "samples": q.samples,
+                "open": q.open,
+                "p50": q.p50,
+                "p85": q.p85,
+                "approved_share": share if q.samples else None,
+                "eta_samples": eta[(market, kind)][0],
+                "eta_held": eta[(market, kind)][1],
+                "computed_at": now,
+            }
+        )
+    return curves
+
+
+async def forecast_undecided(
+    session: AsyncSession, curves: dict[Group, Bins], after: str, now: datetime
+) -> tuple[int, int, str | None]:
+    """Step 4 for up to `FORECAST_BATCH` undecided registrations after id `after`. Answers how
+    many were forecast, how many became overdue, and the id to go on after (None at the end)."""
+    found = await repository.undecided(session, after, FORECAST_BATCH)
+    forecasts = []
+    newly_overdue: dict[str, list[str]] = defaultdict(list)
+    for registration in found:
+        bins = curves.get((registration.market_code, registration.registration_type), [])
+        forecast = model.forecast(registration.clock, bins, registration.eta_date, now)
+        forecasts.append((registration.id, forecast))
+        if forecast.overdue and not registration.overdue:
+            newly_overdue[registration.status].append(registration.id)
+    await repository.write_forecasts(session, forecasts, now)
+    for status, ids in newly_overdue.items():
+        await changes.record(
+            session,
+            ids,
+            kind=ChangeKind.OVERDUE,
+            from_status=status,
+            at=now,
+            source=ChangeSource.FORECAST,
+            now=now,
+        )
+    became = sum(len(ids) for ids in newly_overdue.values())
+    last = found[-1].id if len(found) == FORECAST_BATCH else None
+    return len(found), became, last
+
+
+async def refresh(
+    sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime, stop_at: float | None = None
+) -> Report:
+    """One run of the four steps (module docstring), each in its own short transactions; `stop_at`
+    (a `time.monotonic()` reading) ends step 1 early, and the run with it (the figures then wait
+    for a run that catches up)."""
+
+    def out_of_time() -> bool:
+        return stop_at is not None and time.monotonic() >= stop_at
+
+    derived = 0
+    while True:
+        async with sessionmaker.begin() as session:
+            batch = await derive_stale(session, now)
+        derived += batch
+        if batch < STALE_BATCH:
+            break
+        if out_of_time():
+            return Report(derived, 0, 0, complete=False)
+    async with sessionmaker.begin() as session:
+        figures = time_in_state_rows(await repository.stay_bins(session, now), now)
+        await repository.replace_time_in_state(session, figures)
+        curve_rows = decision_curve_rows(await repository.clock_bins(session, now), now)
+        await repository.replace_decision_curves(session, curve_rows)
+    curves: dict[Group, Bins] = {
+        (row["market_code"], row["registration_type"]): [
+            (int(k), int(outcome), float(count)) for k, outcome, count in row["bins"]
+        ]
+        for row in curve_rows
+    }
+    forecast = overdue = 0
+    after: str | None = ""
+    while after is not None:
+        async with sessionmaker.begin() as session:
+            count, became, after = await forecast_undecided(session, curves, after, now)
+        forecast += count
+        overdue += became
+    return Report(derived, forecast, overdue, complete=True)

@@ -1,0 +1,149 @@
+"""The forecasts cron's work on a real database: stays from Sinch's logs and the history, the
+figures per market and state, forecasts, and the `overdue` change recorded once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.core.models import (
+    ChangeKind,
+    RegistrationChange,
+    RegistrationForecast,
+    RegistrationStay,
+    TimeInState,
+)
+from app.forecasts import service
+from tests.api.conftest import put_document
+
+Sessions = async_sessionmaker[AsyncSession]
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def sinch_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+def document(
+    registration_id: str, market: str, steps: list[tuple[str, datetime]], **extra: Any
+) -> dict[str, Any]:
+    """A Sinch document whose logs tell its whole life (steps: state, Sinch's time)."""
+    status, last = steps[-1]
+    return {
+        "id": registration_id,
+        "status": status,
+        "registrationType": "ALPHANUMERIC_SENDER_ID",
+        "marketCode": market,
+        "createTime": sinch_time(steps[0][1]),
+        "updateTime": sinch_time(last),
+        "logs": [
+            {"registrationState": state, "createTime": sinch_time(at), "message": state}
+            for state, at in steps
+        ],
+        **extra,
+    }
+
+
+async def gb_history(sessionmaker: Sessions) -> None:
+    """25 decided GB registrations: 1 day IN_QUEUE, then 2..26 days IN_PROGRESS, approved."""
+    start = NOW - 60 * DAY
+    for n in range(25):
+        await put_document(
+            sessionmaker,
+            document(
+                f"gb-{n:02}",
+                "GB",
+                [
+                    ("IN_QUEUE", start),
+                    ("IN_PROGRESS", start + DAY),
+                    ("APPROVED", start + DAY + (2 + n) * DAY),
+                ],
+            ),
+        )
+
+
+async def test_figures_forecasts_and_one_overdue_change(sessionmaker: Sessions) -> None:
+    await gb_history(sessionmaker)
+    # Waiting on Sinch for 40 days: past GB's p85 (about 24 days). Another 3 days in: on time.
+    await put_document(
+        sessionmaker,
+        document("gb-late", "GB", [("IN_QUEUE", NOW - 40 * DAY), ("IN_PROGRESS", NOW - 39 * DAY)]),
+    )
+    await put_document(sessionmaker, document("gb-new", "GB", [("IN_QUEUE", NOW - 3 * DAY)]))
+    # A market with two decisions only, and Sinch's etaDate.
+    await put_document(
+        sessionmaker,
+        document("fr-1", "FR", [("IN_QUEUE", NOW - 2 * DAY)], etaDate="2026-06-20"),
+    )
+
+    report = await service.refresh(sessionmaker, now=NOW)
+    assert report.derived == 28
+    assert report.complete
+    assert report.overdue == 1
+
+    async with sessionmaker() as session:
+        stays = await session.scalar(select(func.count()).select_from(RegistrationStay))
+        # 25 decided with 2 stays each, gb-late 2 (one open), gb-new 1, fr-1 1.
+        assert stays == 54
+        month = NOW.date().replace(day=1) - timedelta(days=70)
+        figures = {
+            (row.market_code, row.status): row
+            for row in await session.scalars(
+                select(TimeInState).where(TimeInState.since_month == month.replace(day=1))
+            )
+        }
+        in_progress = figures[("GB", "IN_PROGRESS")]
+        assert (in_progress.samples, in_progress.open) == (25, 1)
+        # Stays of 2..26 days: the median is the 13th, 14 days, read from bins (at most 10 % late).
+        assert in_progress.p50 is not None
+        assert 14 * 86_400 <= in_progress.p50 <= 14 * 86_400 * 1.1
+        queue = figures[("GB", "IN_QUEUE")]
+        assert (queue.samples, queue.open) == (26, 1)
+
+        forecasts = {
+            row.registration_id: row for row in await session.scalars(select(RegistrationForecast))
+        }
+        assert forecasts["gb-late"].overdue
+        assert forecasts["gb-late"].basis == "history"
+        assert not forecasts["gb-new"].overdue
+        new_p50 = forecasts["gb-new"].decision_p50
+        assert new_p50 is not None
+        assert NOW < new_p50 < NOW + 30 * DAY
+        assert forecasts["fr-1"].basis == "sinch-eta"
+        assert forecasts["fr-1"].samples == 0
+        assert forecasts["gb-00"].basis == "decided"
+
+    # Another run finds it still overdue: no second change.
+    again = await service.refresh(sessionmaker, now=NOW + DAY)
+    assert again.derived == 0
+    assert again.overdue == 0
+    async with sessionmaker() as session:
+        overdue_changes = (
+            await session.scalars(
+                select(RegistrationChange).where(RegistrationChange.kind == ChangeKind.OVERDUE)
+            )
+        ).all()
+    assert [(c.registration_id, c.status, c.source) for c in overdue_changes] == [
+        ("gb-late", "IN_PROGRESS", "forecast")
+    ]
+
+
+async def test_a_registration_written_again_is_derived_again(sessionmaker: Sessions) -> None:
+    await put_document(sessionmaker, document("r", "GB", [("IN_QUEUE", NOW - 2 * DAY)]))
+    await service.refresh(sessionmaker, now=NOW)
+    await put_document(
+        sessionmaker,
+        document("r", "GB", [("IN_QUEUE", NOW - 2 * DAY), ("REJECTED", NOW - DAY)]),
+    )
+    report = await service.refresh(sessionmaker, now=NOW)
+    assert report.derived == 1
+    async with sessionmaker() as session:
+        row = await session.get(RegistrationForecast, "r")
+        assert row is not None
+        assert (row.outcome, row.basis, row.overdue) == ("REJECTED", "decided", False)
+        stays = (await session.scalars(select(RegistrationStay))).all()
+    assert [(s.status, s.left_at) for s in stays] == [("IN_QUEUE", NOW - DAY)]
