@@ -40,6 +40,7 @@ from app.core.problems import install_problem_handlers
 from app.core.settings import Settings
 from app.counts.router import router as counts_router
 from app.events.router import router as events_router
+from app.forecasts.router import router as forecasts_router
 from app.registrations.router import router as registrations_router
 from app.sinch.client import SinchClient, create_http_client
 from app.subscriptions.router import router as subscriptions_router
@@ -177,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(subscriptions_router)
     app.include_router(audit_router)
     app.include_router(counts_router)
+    app.include_router(forecasts_router)
     install_console(app)
     _describe_callback_endpoint(app)
     return app

@@ -63,7 +63,13 @@ class RegistrationView(ApiModel):
         # A row keeps the reason in three columns; the answer nests them.
         if isinstance(data, dict) or not hasattr(data, "reason_message"):
             return data
-        fields = {name: getattr(data, name) for name in cls.model_fields if name != "reason"}
+        # A field the row lacks (an answer's `forecast`, kept in a table of its own) keeps its
+        # default.
+        fields = {
+            name: getattr(data, name)
+            for name in cls.model_fields
+            if name != "reason" and hasattr(data, name)
+        }
         message = data.reason_message
         fields["reason"] = (
             None

@@ -11,7 +11,10 @@ very SQL the routes run. Every listing is keyset-paginated on an index (migratio
 - `updatedSince` and `registrationType`: (registration_type, status_changed_at, id);
 - `senderId`, `tag`: the lookup tables' (sender_id, registration_id) and (tag, registration_id),
   joined to the primary key (migration 0005);
-- `marketCode`, by id: (market_code, id).
+- `marketCode`, by id: (market_code, id);
+- `overdue=true`: the partial index of overdue forecasts (migration 0010), joined to the primary
+  key.
+The forecasts of a page are read by primary key (`app.forecasts.queries.forecasts_of`).
 The console's default, newest change first (`newest_first`), walks (status_changed_at, id)
 backwards, or sorts the filtered rows when a filter's index leads.
 Several `status` values are one `IN`; the planner then walks the primary key or the (status, id)
@@ -30,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import (
     Registration,
+    RegistrationForecast,
     RegistrationHistory,
     RegistrationSenderId,
     RegistrationTag,
@@ -69,6 +73,8 @@ class RegistrationFilters:
     market_code: str | None = None
     tags: tuple[str, ...] = ()
     """Every one of these tags."""
+    overdue: bool | None = None
+    """True: only registrations whose forecast is overdue; False: only those not overdue."""
     updated_since: datetime | None = None
     """Only registrations whose `status_changed_at` is at or after it; orders by that time."""
     newest_first: bool = False
@@ -121,6 +127,18 @@ def list_statement(
         statement = statement.where(
             Registration.id.in_(
                 select(RegistrationTag.registration_id).where(RegistrationTag.tag == tag)
+            )
+        )
+    if filters.overdue:
+        statement = statement.where(
+            Registration.id.in_(
+                select(RegistrationForecast.registration_id).where(RegistrationForecast.overdue)
+            )
+        )
+    elif filters.overdue is False:
+        statement = statement.where(
+            Registration.id.not_in(
+                select(RegistrationForecast.registration_id).where(RegistrationForecast.overdue)
             )
         )
     if filters.updated_since is not None:

@@ -21,6 +21,7 @@ from app.core.schemas import (
     problem_responses,
     text_filter,
 )
+from app.forecasts import queries as forecast_queries
 from app.registrations import queries, service
 from app.registrations.schemas import HistoryItem, HistoryOut, RegistrationOut, RegistrationPage
 from app.web.auth import ActorDep, api_router
@@ -61,7 +62,8 @@ async def _get_or_404(session: AsyncSession, registration_id: str) -> Registrati
     registration = await queries.get_registration(session, registration_id)
     if registration is None:
         raise ProblemError(404, "No registration with this id is known here.")
-    return RegistrationOut.model_validate(registration)
+    forecasts = await forecast_queries.forecasts_of(session, [registration_id])
+    return RegistrationOut.of(registration, forecasts.get(registration_id))
 
 
 @router.get(
@@ -117,6 +119,13 @@ async def list_registrations(
             "(ISO 8601 with an offset).",
         ),
     ] = None,
+    overdue: Annotated[
+        bool | None,
+        Query(
+            description="`true`: only registrations whose `forecast` is overdue (waited past "
+            "their market's p85 or Sinch's `etaDate`); `false`: only those that are not."
+        ),
+    ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: TextIdCursorQuery = None,
 ) -> RegistrationPage:
@@ -127,13 +136,16 @@ async def list_registrations(
         market_code=market_code,
         tags=tuple(dict.fromkeys(tag or ())),
         updated_since=updated_since,
+        overdue=overdue,
     )
     key_model = queries.ChangedKey if filters.by_change else queries.IdKey
     after = optional_cursor(cursor, key_model)
     rows = await queries.list_registrations(session, filters, after=after, limit=limit + 1)
     items, next_cursor = page(rows, limit, lambda row: queries.key_of(filters, row))
+    forecasts = await forecast_queries.forecasts_of(session, [row.id for row in items])
     return RegistrationPage(
-        items=[RegistrationOut.model_validate(row) for row in items], next_cursor=next_cursor
+        items=[RegistrationOut.of(row, forecasts.get(row.id)) for row in items],
+        next_cursor=next_cursor,
     )
 
 

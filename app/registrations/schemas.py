@@ -9,6 +9,7 @@ from pydantic import Field
 from app.changes.schemas import RegistrationView
 from app.core.models import HistorySource
 from app.core.schemas import ApiModel, ApiTime
+from app.forecasts.schemas import ForecastOut
 
 
 class RegistrationOut(RegistrationView):
@@ -17,6 +18,21 @@ class RegistrationOut(RegistrationView):
     sinch: dict[str, Any] | None = Field(
         description="The last full document fetched from Sinch, exactly as Sinch sent it."
     )
+    forecast: ForecastOut | None = Field(
+        default=None,
+        description="When it will be decided, from this service's history of its market "
+        "(computed by the worker every `FORECAST_INTERVAL_SECONDS`; null until its first run "
+        "after the registration arrived). Not part of a change's image: it moves with time, "
+        "not with changes; a change of kind `overdue` tells when it passes its due time.",
+    )
+
+    @classmethod
+    def of(cls, row: object, forecast: object | None) -> RegistrationOut:
+        """The answer of a `registrations` row with its `registration_forecasts` row (or None)."""
+        answer = cls.model_validate(row)
+        if forecast is None:
+            return answer
+        return answer.model_copy(update={"forecast": ForecastOut.model_validate(forecast)})
 
 
 class RegistrationPage(ApiModel):

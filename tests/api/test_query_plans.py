@@ -23,6 +23,7 @@ from app.core.models import (
     CallbackEvent,
     EventState,
     Registration,
+    RegistrationForecast,
     RegistrationHistory,
     RegistrationSenderId,
     RegistrationTag,
@@ -133,7 +134,27 @@ async def fill(connection: AsyncConnection) -> None:
         for registration in registrations
     ]
     await connection.execute(insert(RegistrationHistory), history)
+    # A forecast each, one in fifty overdue (app/forecasts/).
+    forecasts = [
+        {
+            "registration_id": registration["id"],
+            "market_code": registration["market_code"],
+            "registration_type": registration["registration_type"],
+            "submitted_at": registration["status_changed_at"],
+            "customer_seconds": 0.0,
+            "overdue": rng.random() < 0.02,
+            "basis": "history",
+            "samples": 100,
+            "sinch_seconds": 0.0,
+            "waited_customer_seconds": 0.0,
+            "stays_from": now,
+            "computed_at": now,
+        }
+        for registration in registrations
+    ]
+    await connection.execute(insert(RegistrationForecast), forecasts)
     for table in (
+        "registration_forecasts",
         "registrations",
         "registration_sender_ids",
         "registration_tags",
@@ -170,6 +191,7 @@ BY_TYPE_CHANGE = "ix_registrations_registration_type_status_changed_at_id"
 BY_SENDER_ID = "ix_registration_sender_ids_sender_id"
 BY_TAG = "ix_registration_tags_tag"
 BY_MARKET = "ix_registrations_market_code_id"
+BY_OVERDUE = "ix_registration_forecasts_overdue"
 FILTERS = {
     "none": (RegistrationFilters(), ["pk_registrations"]),
     "status": (RegistrationFilters(statuses=("APPROVED",)), [BY_STATUS]),
@@ -195,6 +217,9 @@ FILTERS = {
     "tag": (RegistrationFilters(tags=("#team-7",)), [BY_TAG]),
     "tags": (RegistrationFilters(tags=("#team-7", "#team-8")), [BY_TAG]),
     "tag+market": (RegistrationFilters(tags=("#team-7",), market_code="SE"), [BY_TAG, BY_MARKET]),
+    "overdue": (RegistrationFilters(overdue=True), [BY_OVERDUE]),
+    "overdue+market": (RegistrationFilters(overdue=True, market_code="GB"), [BY_OVERDUE]),
+    "not-overdue": (RegistrationFilters(overdue=False), ["pk_registrations"]),
     "since": (RegistrationFilters(updated_since=SINCE), [BY_CHANGE]),
     "since+status": (
         RegistrationFilters(updated_since=SINCE, statuses=("REJECTED",)),

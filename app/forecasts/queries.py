@@ -1,0 +1,81 @@
+"""Read-side SQL of the time-in-state answers. Never writes; reads only the read model the
+forecasts cron keeps (one indexed look-up of `time_in_state` per answer, and `decision_curves`,
+one row per market and type), never the stays or the history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import utcnow
+from app.core.models import DecisionCurve, RegistrationForecast, TimeInState
+
+
+@dataclass(frozen=True, slots=True)
+class StatsFilters:
+    market_code: str | None = None
+    registration_type: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    """Stays that began on or after the first day of this time's month (UTC)."""
+
+
+def figures_statement(filters: StatsFilters, month: date) -> Select[TimeInState]:
+    statement = select(TimeInState).where(TimeInState.since_month == month)
+    if filters.market_code is not None:
+        statement = statement.where(TimeInState.market_code == filters.market_code)
+    if filters.registration_type is not None:
+        statement = statement.where(TimeInState.registration_type == filters.registration_type)
+    if filters.status is not None:
+        statement = statement.where(TimeInState.status == filters.status)
+    return statement.order_by(
+        TimeInState.market_code.nulls_last(),
+        TimeInState.registration_type.nulls_last(),
+        TimeInState.status,
+    )
+
+
+async def window(session: AsyncSession, since: datetime | None) -> date:
+    """The window start month an answer uses: `since`'s month, no earlier than the oldest kept
+    (whose figures hold every stay before it too); the oldest kept without `since`."""
+    oldest: date | None = await session.scalar(select(func.min(TimeInState.since_month)))
+    asked = None if since is None else since.date().replace(day=1)
+    if oldest is None:
+        return asked or utcnow().date().replace(day=1)
+    return oldest if asked is None else max(asked, oldest)
+
+
+async def figures(
+    session: AsyncSession, filters: StatsFilters, month: date
+) -> Sequence[TimeInState]:
+    return (await session.scalars(figures_statement(filters, month))).all()
+
+
+async def decisions(session: AsyncSession, filters: StatsFilters) -> Sequence[DecisionCurve]:
+    statement = select(DecisionCurve)
+    if filters.market_code is not None:
+        statement = statement.where(DecisionCurve.market_code == filters.market_code)
+    if filters.registration_type is not None:
+        statement = statement.where(DecisionCurve.registration_type == filters.registration_type)
+    statement = statement.order_by(
+        DecisionCurve.market_code.nulls_last(), DecisionCurve.registration_type.nulls_last()
+    )
+    return (await session.scalars(statement)).all()
+
+
+async def forecasts_of(
+    session: AsyncSession, registration_ids: Sequence[str]
+) -> dict[str, RegistrationForecast]:
+    """The forecasts of these registrations (a page's), by primary key; absent: not yet computed."""
+    if not registration_ids:
+        return {}
+    rows = await session.scalars(
+        select(RegistrationForecast).where(
+            RegistrationForecast.registration_id.in_(list(registration_ids))
+        )
+    )
+    return {row.registration_id: row for row in rows}
