@@ -13,6 +13,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
+
 from app.cli import (
     CommandError,
     HelpFormatter,
@@ -73,6 +75,32 @@ async def _sandbox_play(args: argparse.Namespace) -> int:
     print("\nSee it through the API (the first line sets TOKEN without printing it):")
     for line in [token_command(), *curl_commands(args.api_url.rstrip("/"), registration_id)]:
         print(f"  {line}")
+    return 0
+
+
+async def _sandbox_history(args: argparse.Namespace) -> int:
+    import random
+
+    from app.core.db import utcnow
+    from devtools.history import HISTORY_DAYS, plan, play
+    from devtools.simulator import SimulatorControl
+
+    lifecycles = plan(random.Random(args.seed), args.registrations, utcnow())
+    try:
+        async with SimulatorControl(args.simulator_url) as simulator:
+            ids = await play(simulator, args.api_url, lifecycles)
+    except httpx.HTTPError as exc:
+        raise CommandError(
+            f"the simulator at {args.simulator_url} or the API at {args.api_url} did not answer "
+            f"({type(exc).__name__}): is `make run` running in the sandbox?"
+        ) from None
+    open_count = sum(1 for lifecycle in lifecycles if not lifecycle.decided)
+    print(
+        f"{len(ids)} registrations over the last {HISTORY_DAYS} days played into the sandbox "
+        f"({open_count} still waiting); the worker derives the figures at its next forecasts run "
+        f"(FORECAST_INTERVAL_SECONDS; 30 s in the sandbox). Then see "
+        f"{args.api_url.rstrip('/')}/console/aging and /v1/stats/time-in-state."
+    )
     return 0
 
 
@@ -164,6 +192,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds to wait for the API's copy to show each state",
     )
+    history_help = (
+        "play months of registration history into the sandbox (markets of different speeds, "
+        "rejections, customers slow to answer): the console's Aging page and "
+        "/v1/stats/time-in-state then have figures"
+    )
+    history = sandbox_commands.add_parser(
+        "history", help=history_help, description=history_help, formatter_class=formatter
+    )
+    history.set_defaults(func=sync(_sandbox_history))
+    history.add_argument("--api-url", default="http://127.0.0.1:8000", help="the API's base URL")
+    history.add_argument(
+        "--simulator-url", default="http://127.0.0.1:8010", help="the simulator's base URL"
+    )
+    history.add_argument(
+        "--registrations", type=int, default=300, help="how many registrations to play"
+    )
+    history.add_argument("--seed", type=int, default=7, help="the random seed (repeatable runs)")
     return parser
 
 

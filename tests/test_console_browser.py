@@ -25,8 +25,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.wait import WebDriverWait
 
+from app.core.db import create_engine, create_sessionmaker
 from app.tokens.principal import Scope
 from devtools.simulator import SimulatorControl
+from tests.api.test_time_in_state import seeded as seeded_history
 from tests.support.stack import API_TOKEN, CALLBACK_PATH, Stack, drain_all, running_stack
 from tests.support.tokens import make_token
 
@@ -511,3 +513,68 @@ def test_the_console_reads_as_an_operator_needs(busy_stack: Stack, browser: WebD
     browser.get(f"{base}/console/audit")
     _until(browser, lambda d: d.find_elements(By.ID, "audit"))
     assert CONSOLE_TIME.search(_page_text(browser))
+
+
+@pytest.fixture
+def api_only(tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(tmp_path, "aging") as started:
+        started.start_api()
+        yield started
+
+
+async def _seed_history(stack: Stack) -> None:
+    """The forecasts tests' history (25 decided GB registrations, one overdue, one waiting on the
+    customer, markets with too few decisions), then the forecasts cron's work."""
+    engine = create_engine(stack.settings)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        await seeded_history(sessionmaker)
+    finally:
+        await engine.dispose()
+
+
+def test_aging_shows_overdue_first_against_the_markets_figures(
+    api_only: Stack, browser: WebDriver
+) -> None:
+    asyncio.run(_seed_history(api_only))
+    base = api_only.api_url
+    api = httpx.Client(base_url=base, headers=AUTH, timeout=30)
+    overdue = [
+        r["id"] for r in api.get("/v1/registrations", params={"overdue": "true"}).json()["items"]
+    ]
+    assert overdue == ["gb-late"]
+
+    _sign_in(browser, base, API_TOKEN)
+    _until(browser, lambda d: d.find_elements(By.ID, "events-by-state"))
+    browser.find_element(By.LINK_TEXT, "Aging").click()
+    _until(browser, lambda d: d.find_elements(By.ID, "aging-chart"))
+    _shot(browser, "aging")
+    assert browser.find_element(By.ID, "overdue-count").text == "1 overdue"
+    rows = browser.find_elements(By.CSS_SELECTOR, "#open tbody tr")
+    # Overdue first, then the longest waiting on Sinch; decided ones are not listed.
+    first = rows[0].find_elements(By.TAG_NAME, "td")
+    assert first[-1].text == "overdue"
+    assert first[1].text == "GB"
+    assert first[3].text == "40.0 d"
+    assert len(rows) == 4  # gb-late, gb-pending, fr-1, de-1
+    assert all(row.find_elements(By.TAG_NAME, "td")[-1].text == "" for row in rows[1:])
+    # One bar per open registration, the overdue one in the alarm colour, and the GB ones with
+    # their market's p50 and p85 marks (FR and DE have too few decisions: no marks).
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#aging-chart rect.bar")) == 4
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#aging-chart rect.bar.overdue")) == 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#aging-chart line.mark.p85")) == 2 + 1
+    # The time-in-state table shows what the API answers.
+    figures = api.get("/v1/stats/time-in-state", params={"marketCode": "GB"}).json()["items"]
+    shown = {
+        tuple(cell.text for cell in row.find_elements(By.TAG_NAME, "td")[:3]): row
+        for row in browser.find_elements(By.CSS_SELECTOR, "#time-in-state tbody tr")
+    }
+    for item in figures:
+        row = shown[(item["marketCode"], item["registrationType"], item["status"])]
+        cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        assert cells[6:] == [str(item["samples"]), str(item["open"])]
+    decisions = {
+        row.find_elements(By.TAG_NAME, "td")[0].text: row
+        for row in browser.find_elements(By.CSS_SELECTOR, "#decisions tbody tr")
+    }
+    assert decisions["GB"].find_elements(By.TAG_NAME, "td")[4].text == "25"

@@ -4,6 +4,7 @@ neither), every label escaped. Pure functions of their numbers."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from markupsafe import Markup, escape
@@ -11,6 +12,7 @@ from markupsafe import Markup, escape
 _ROW = 22
 _LABEL_WIDTH = 190
 _BAR_WIDTH = 260
+_AGE_WIDTH = 520
 
 
 def bars(rows: Sequence[tuple[str, int]], *, title: str) -> Markup:
@@ -75,6 +77,76 @@ def columns(
     parts.append("</svg>")
     # Safe: every text interpolated above went through escape(); the rest are numbers.
     return Markup("".join(parts))  # noqa: S704
+
+
+@dataclass(frozen=True, slots=True)
+class Age:
+    """One open registration on the Aging chart: its wait on Sinch against its market's figures."""
+
+    label: str
+    seconds: float
+    p50: float | None
+    p85: float | None
+    overdue: bool
+
+
+def ages(rows: Sequence[Age], *, title: str) -> Markup:
+    """One bar per registration, its wait on Sinch, on one time scale for all; a thin mark at its
+    market's p50 and a thick one at its p85 (none where the data cannot tell); overdue bars in
+    the alarm colour. The wait is written beside each bar in days."""
+    largest = max(
+        (value for row in rows for value in (row.seconds, row.p50, row.p85) if value), default=0.0
+    )
+    height = max(1, len(rows)) * _ROW + 24
+    width = _LABEL_WIDTH + _AGE_WIDTH + 90
+    parts = [
+        f'<svg class="chart ages" role="img" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+    ]
+
+    def x(seconds: float) -> float:
+        return _LABEL_WIDTH + (_AGE_WIDTH * seconds / largest if largest else 0.0)
+
+    for index, row in enumerate(rows):
+        y = index * _ROW + 2
+        length = x(row.seconds) - _LABEL_WIDTH
+        kind = "bar overdue" if row.overdue else "bar"
+        parts.append(
+            f'<text class="label" x="0" y="{y + 15}">{escape(row.label)}</text>'
+            f'<rect class="{kind}" x="{_LABEL_WIDTH}" y="{y + 3}" width="{max(length, 1):.1f}"'
+            f' height="{_ROW - 6}"><title>{escape(row.label)}: {_days(row.seconds)} waiting on '
+            f"Sinch</title></rect>"
+        )
+        for name, mark in (("p50", row.p50), ("p85", row.p85)):
+            if mark:
+                parts.append(
+                    f'<line class="mark {name}" x1="{x(mark):.1f}" y1="{y + 1}" '
+                    f'x2="{x(mark):.1f}" y2="{y + _ROW - 1}"/>'
+                )
+        parts.append(
+            f'<text class="value" x="{x(row.seconds) + 6:.1f}" y="{y + 15}">'
+            f"{_days(row.seconds)}</text>"
+        )
+    legend_y = height - 6
+    parts.append(
+        f'<text class="label" x="0" y="{legend_y}">scale 0 to {_days(largest)}</text>'
+        f'<line class="mark p50" x1="{_LABEL_WIDTH}" y1="{legend_y - 10}" x2="{_LABEL_WIDTH}" '
+        f'y2="{legend_y}"/><text class="label" x="{_LABEL_WIDTH + 6}" y="{legend_y}">'
+        "market p50</text>"
+        f'<line class="mark p85" x1="{_LABEL_WIDTH + 110}" y1="{legend_y - 10}" '
+        f'x2="{_LABEL_WIDTH + 110}" y2="{legend_y}"/><text class="label" '
+        f'x="{_LABEL_WIDTH + 116}" y="{legend_y}">market p85</text>'
+    )
+    if not rows:
+        parts.append('<text class="label" x="0" y="16">no registration waits</text>')
+    parts.append("</svg>")
+    # Safe: every text interpolated above went through escape(); the rest are numbers.
+    return Markup("".join(parts))  # noqa: S704
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / 86_400:.1f} d"
 
 
 def _number(value: float) -> str:

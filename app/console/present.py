@@ -46,6 +46,23 @@ def when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment is not None else "-"
 
 
+def duration(seconds: float | None) -> str:
+    """A length of time as an operator reads it: `45 min`, `5.2 h`, `3.4 d`; `-` for none (the
+    data cannot tell)."""
+    if seconds is None:
+        return "-"
+    if seconds < 3_600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86_400:
+        return f"{seconds / 3_600:.1f} h"
+    return f"{seconds / 86_400:.1f} d"
+
+
+def share(value: float | None) -> str:
+    """A share as a percentage (`87 %`); `-` for none."""
+    return "-" if value is None else f"{100 * value:.0f} %"
+
+
 def plain(text: str | None) -> str:
     """A message as a person reads it: the Markdown backticks that API problems and errors use
     to mark names are dropped (the console shows no Markdown)."""

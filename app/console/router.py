@@ -41,6 +41,8 @@ from app.counts import service as counts_service
 from app.events import queries as event_queries
 from app.events import service as event_service
 from app.events.schemas import EventOut
+from app.forecasts import queries as forecast_queries
+from app.forecasts.model import MIN_SAMPLES
 from app.registrations import queries as registration_queries
 from app.registrations import service as registration_service
 from app.registrations.facts import Reason
@@ -57,6 +59,9 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
 OVERVIEW_ROWS = 20
+AGING_ROWS = 100
+"""Open registrations the Aging page lists (overdue first, longest waiting first)."""
+AGING_CHART_ROWS = 30
 WAITING_STATUSES = ("PENDING", "PENDING_ATTACHMENTS")
 """Registrations waiting on the customer's action."""
 SUCCESS_RATE_WINDOW = 100
@@ -108,6 +113,8 @@ def _templates() -> Jinja2Templates:
     environment.filters["money"] = present.money
     environment.filters["tone"] = present.tone
     environment.filters["plain"] = present.plain
+    environment.filters["duration"] = present.duration
+    environment.filters["share"] = present.share
     return Jinja2Templates(env=environment)
 
 
@@ -354,6 +361,51 @@ async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) ->
             "failed": [EventOut.of(e) for e in failed],
             "failing_subscriptions": failing,
             "success_rate_window": SUCCESS_RATE_WINDOW,
+        },
+    )
+
+
+# --- aging ---------------------------------------------------------------------------------------
+
+
+@router.get("/aging")
+async def aging(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
+    """Open registrations by their wait on Sinch against their market's p50 and p85, overdue
+    first, and the time-in-state figures per market: all read from the forecasts read model."""
+    async with resources.reader() as session:
+        waiting = await forecast_queries.aging(session, AGING_ROWS)
+        curves = await forecast_queries.decisions(session, forecast_queries.StatsFilters())
+        month = await forecast_queries.window(session, None)
+        figures = await forecast_queries.figures(session, forecast_queries.StatsFilters(), month)
+    by_market = {(c.market_code, c.registration_type): c for c in curves}
+
+    def age(row: forecast_queries.Aging) -> charts.Age:
+        curve = by_market.get((row.forecast.market_code, row.forecast.registration_type))
+        known = curve is not None and curve.samples >= MIN_SAMPLES
+        name = (row.sender_ids or [row.forecast.registration_id])[0]
+        return charts.Age(
+            label=f"{row.forecast.market_code or '?'} {name}",
+            seconds=row.forecast.sinch_seconds,
+            p50=curve.p50 if known and curve is not None else None,
+            p85=curve.p85 if known and curve is not None else None,
+            overdue=row.forecast.overdue,
+        )
+
+    return _page(
+        request,
+        "aging.html",
+        {
+            "viewer": who,
+            "waiting": waiting,
+            "overdue_count": sum(1 for row in waiting if row.forecast.overdue),
+            "chart": charts.ages(
+                [age(row) for row in waiting[:AGING_CHART_ROWS]],
+                title="Open registrations: wait on Sinch against the market's p50 and p85",
+            ),
+            "curves": curves,
+            "figures": figures,
+            "since": month,
+            "min_samples": MIN_SAMPLES,
         },
     )
 

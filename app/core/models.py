@@ -495,6 +495,13 @@ class RegistrationForecast(Base):
             "registration_id",
             postgresql_where=text("decided_at IS NULL"),
         ),
+        # The Aging page: undecided ones, overdue first, longest waiting first.
+        Index(
+            "ix_registration_forecasts_aging",
+            "overdue",
+            "sinch_seconds",
+            postgresql_where=text("decided_at IS NULL AND submitted_at IS NOT NULL"),
+        ),
     )
 
     registration_id: Mapped[str] = mapped_column(

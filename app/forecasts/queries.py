@@ -12,7 +12,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
-from app.core.models import DecisionCurve, RegistrationForecast, TimeInState
+from app.core.models import DecisionCurve, Registration, RegistrationForecast, TimeInState
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +79,30 @@ async def forecasts_of(
         )
     )
     return {row.registration_id: row for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Aging:
+    """An undecided registration as the console's Aging page shows it."""
+
+    forecast: RegistrationForecast
+    status: str
+    sender_ids: list[str]
+
+
+def aging_statement(limit: int) -> Select[RegistrationForecast, str, list[str]]:
+    """Undecided, submitted registrations, overdue first, then longest waiting on Sinch: a walk of
+    the partial index `ix_registration_forecasts_aging` (migration 0010), bounded by `limit`."""
+    f = RegistrationForecast
+    return (
+        select(f, Registration.status, Registration.sender_ids)
+        .join(Registration, Registration.id == f.registration_id)
+        .where(f.decided_at.is_(None), f.submitted_at.is_not(None))
+        .order_by(f.overdue.desc(), f.sinch_seconds.desc())
+        .limit(limit)
+    )
+
+
+async def aging(session: AsyncSession, limit: int) -> list[Aging]:
+    rows = (await session.execute(aging_statement(limit))).tuples()
+    return [Aging(forecast, status, sender_ids) for forecast, status, sender_ids in rows]

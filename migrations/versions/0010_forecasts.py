@@ -89,6 +89,12 @@ def upgrade() -> None:
         ["registration_id"],
         postgresql_where=sa.text("decided_at IS NULL"),
     )
+    op.create_index(
+        "ix_registration_forecasts_aging",
+        "registration_forecasts",
+        ["overdue", "sinch_seconds"],
+        postgresql_where=sa.text("decided_at IS NULL AND submitted_at IS NOT NULL"),
+    )
     op.create_table(
         "time_in_state",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
@@ -127,6 +133,7 @@ def downgrade() -> None:
     op.drop_table("decision_curves")
     op.drop_index("ix_time_in_state_since_month", table_name="time_in_state")
     op.drop_table("time_in_state")
+    op.drop_index("ix_registration_forecasts_aging", table_name="registration_forecasts")
     op.drop_index("ix_registration_forecasts_undecided", table_name="registration_forecasts")
     op.drop_index("ix_registration_forecasts_overdue", table_name="registration_forecasts")
     op.drop_table("registration_forecasts")

@@ -8,6 +8,7 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.changes import repository as changes
 from app.forecasts import service
 from tests.api.conftest import assert_problem, put_document
 from tests.forecasts.test_refresh import DAY, NOW, document, gb_history
@@ -161,3 +162,18 @@ async def test_forecast_on_registrations_and_the_overdue_filter(
         )
     ).json()
     assert [r["id"] for r in paged["items"]] == ["gb-late"]
+
+
+async def test_becoming_overdue_is_a_change_on_the_feed(
+    v1: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    await seeded(sessionmaker)
+    async with sessionmaker.begin() as session:
+        await changes.number(session)
+    items = (await v1.get("/v1/changes", params={"limit": 500})).json()["items"]
+    overdue = [item for item in items if item["kind"] == "overdue"]
+    assert [
+        (i["registrationId"], i["fromStatus"], i["toStatus"], i["source"]) for i in overdue
+    ] == [("gb-late", "IN_PROGRESS", "IN_PROGRESS", "forecast")]
+    assert overdue[0]["at"] == NOW.isoformat()
+    assert overdue[0]["registration"]["status"] == "IN_PROGRESS"
