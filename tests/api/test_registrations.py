@@ -59,7 +59,9 @@ async def test_get_answers_the_local_copy(v1: httpx.AsyncClient, sessionmaker: S
         "price",
         "statusSince",
         "reason",
+        "forecast",
     }
+    assert body["forecast"] is None  # until the worker's first forecasts run after it came
     assert body["id"] == "reg-1"
     assert body["status"] == "IN_QUEUE"
     assert body["registrationType"] == "ALPHANUMERIC_SENDER_ID"

@@ -294,6 +294,7 @@ async def listed(api: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
         for item in body["items"]:
             assert item["id"] not in found, "a registration listed twice"
             item.pop("sinch")
+            item.pop("forecast")  # it moves with time, not with changes: not in the feed
             found[item["id"]] = item
         cursor = body["nextCursor"]
         if cursor is None:
