@@ -2,7 +2,7 @@
 
 Fills a fresh database with 100,000 registrations in 12 markets and 1,000,000 history rows (ten
 status changes each: queue, processing, the customer asked twice, a hold, ...; two in five still
-waiting), runs the forecasts cron's work once in this process (`app.forecasts.service.refresh`,
+waiting, on hold), runs the forecasts cron's work once in this process (`app.forecasts.service.refresh`,
 timed: the first run derives every registration; a second run, with nothing changed, is timed
 too), then serves `uvicorn app.main:app` and measures over real HTTP, one request at a time,
 latency per request on the client (target p99 <= 100 ms each, issue 28):
@@ -63,19 +63,20 @@ FILL = [
     FROM generate_series(1, {{registrations}}) AS n
     """,
     # Ten rows each: the life above, each stay lasting 1 to 12 days give or take 12 hours (by
-    # market), the tenth row a decision (one in three rejected) for three in five registrations.
+    # market), the tenth row a decision (one in three rejected) for three in five registrations,
+    # ON_HOLD (still waiting) for the others.
     f"""
     INSERT INTO registration_history (registration_id, from_status, to_status, at, source,
                                       event_id, recorded_at)
     SELECT 'reg-' || lpad(n::text, 6, '0'), NULL,
            CASE WHEN k < 10 THEN (ARRAY{LIFE})[k]
+                WHEN n % 5 >= 3 THEN 'ON_HOLD'
                 WHEN n % 5 = 0 THEN 'REJECTED' ELSE 'APPROVED' END,
            timestamptz '2026-01-01' + (n % 300) * interval '1 day'
              + k * (1 + n % {len(MARKETS)}) * interval '1 day'
              + ((n * 7919 + k * 104729) % 43200) * interval '1 second',
            'reconcile', NULL, now()
     FROM generate_series(1, {{registrations}}) AS n, generate_series(1, 10) AS k
-    WHERE n % 5 < 3 OR k < 10
     """,
     """
     UPDATE registrations r SET status = h.to_status, status_changed_at = h.at, status_since = h.at
