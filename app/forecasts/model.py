@@ -171,7 +171,10 @@ def forecast(
     overdue = eta_passed or (p85_overall is not None and sinch > p85_overall)
     still = value_at(survival, sinch, start=1.0)
     chance = None
-    if still > 0 and approved:
-        remaining = approved[-1].value - value_at(approved, sinch, start=0.0)
+    # Only decisions seen after this wait tell how it will end: none (it has waited longer than
+    # every decided one), and the data cannot tell.
+    later = any(step.time > sinch for step in survival)
+    if still > 0 and later:
+        remaining = (approved[-1].value if approved else 0.0) - value_at(approved, sinch, start=0.0)
         chance = min(1.0, max(0.0, remaining / still))
     return made(Basis.HISTORY, by(0.5), by(0.85), overdue, chance)

@@ -100,7 +100,11 @@ def time_in_state_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
         by_group[(row.market_code, row.registration_type, row.status)][row.month].append(
             (row.bin, outcome, float(row.count))
         )
+    # Windows from the month of the oldest stay (at most `WINDOW_MONTHS` back) to this month.
+    first = min((m for by_month in by_group.values() for m in by_month), default=None)
     months = _months_back(month_start(now.date()), WINDOW_MONTHS)
+    if first is not None:
+        months = [m for m in months if m >= first] or months[:1]
     oldest = months[-1]
     figures = []
     for (market, kind, status), by_month in by_group.items():

@@ -89,7 +89,7 @@ async def test_figures_forecasts_and_one_overdue_change(sessionmaker: Sessions) 
         stays = await session.scalar(select(func.count()).select_from(RegistrationStay))
         # 25 decided with 2 stays each, gb-late 2 (one open), gb-new 1, fr-1 1.
         assert stays == 54
-        month = NOW.date().replace(day=1) - timedelta(days=70)
+        month = (NOW - 60 * DAY).date()  # the oldest stays began then: the widest window
         figures = {
             (row.market_code, row.status): row
             for row in await session.scalars(

@@ -123,6 +123,10 @@ def test_forecast_from_history_given_the_wait_so_far() -> None:
     # Past the market's p85 (about day 26): overdue.
     late = model.forecast(clock, bins, None, T0 + 28 * DAY)
     assert late.overdue
+    # Older than every decided one: no figure, no chance, but overdue.
+    oldest = model.forecast(clock, bins, None, T0 + 40 * DAY)
+    assert oldest.overdue
+    assert (oldest.decision_p50, oldest.decision_p85, oldest.approval_chance) == (None, None, None)
 
 
 def test_too_few_samples_say_so_and_fall_back_to_sinchs_eta() -> None:
