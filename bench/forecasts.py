@@ -4,8 +4,8 @@ Fills a fresh database with 100,000 registrations in 12 markets and 1,000,000 hi
 status changes each: queue, processing, the customer asked twice, a hold, ...; two in five still
 waiting, on hold), runs the forecasts cron's work in this process (`app.forecasts.service.
 refresh`, timed: the first run derives every registration; a second run, with nothing changed,
-is timed too), then serves `uvicorn app.main:app` and measures over real HTTP, one request at a time,
-latency per request on the client (target p99 <= 100 ms each, issue 28):
+is timed too), then serves `uvicorn app.main:app` and measures over real HTTP, one request at a
+time, latency per request on the client (target p99 <= 100 ms each, issue 28):
 1. GET /v1/stats/time-in-state: unfiltered, by market, by market and state, with `since`;
 2. GET /v1/registrations?overdue=true (first pages and pages by cursor, with and without a
    market);
