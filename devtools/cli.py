@@ -119,6 +119,14 @@ def lifecycle_states(text: str) -> list[str]:
     return states
 
 
+def _sandbox_urls(command: argparse.ArgumentParser) -> None:
+    """The options every `sandbox` command has: where the API and the simulator answer."""
+    command.add_argument("--api-url", default="http://127.0.0.1:8000", help="the API's base URL")
+    command.add_argument(
+        "--simulator-url", default="http://127.0.0.1:8010", help="the simulator's base URL"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from devtools.simulator import server as sim
 
@@ -177,10 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         "play", help=play_help, description=play_help, formatter_class=formatter
     )
     play.set_defaults(func=sync(_sandbox_play))
-    play.add_argument("--api-url", default="http://127.0.0.1:8000", help="the API's base URL")
-    play.add_argument(
-        "--simulator-url", default="http://127.0.0.1:8010", help="the simulator's base URL"
-    )
+    _sandbox_urls(play)
     play.add_argument(
         "--lifecycle",
         default="IN_PROGRESS,APPROVED",
@@ -201,10 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "history", help=history_help, description=history_help, formatter_class=formatter
     )
     history.set_defaults(func=sync(_sandbox_history))
-    history.add_argument("--api-url", default="http://127.0.0.1:8000", help="the API's base URL")
-    history.add_argument(
-        "--simulator-url", default="http://127.0.0.1:8010", help="the simulator's base URL"
-    )
+    _sandbox_urls(history)
     history.add_argument(
         "--registrations", type=int, default=300, help="how many registrations to play"
     )

@@ -15,17 +15,22 @@ _BAR_WIDTH = 260
 _AGE_WIDTH = 520
 
 
+def _opened(kind: str, width: int, height: int, title: str) -> list[str]:
+    """A chart's opening tag and its title (the accessible name), escaped."""
+    return [
+        f'<svg class="chart {kind}" role="img" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+    ]
+
+
 def bars(rows: Sequence[tuple[str, int]], *, title: str) -> Markup:
     """Horizontal bars, one per (label, count), scaled to the largest count; the count is written
     beside each bar (the number, not the bar, is what a person reads)."""
     largest = max((count for _, count in rows), default=0)
     height = max(1, len(rows)) * _ROW + 4
     width = _LABEL_WIDTH + _BAR_WIDTH + 80
-    parts = [
-        f'<svg class="chart bars" role="img" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
-    ]
+    parts = _opened("bars", width, height, title)
     for index, (label, count) in enumerate(rows):
         y = index * _ROW + 2
         length = round(_BAR_WIDTH * count / largest) if largest else 0
@@ -54,9 +59,7 @@ def columns(
     largest = max(values, default=0) or 1
     step = width / max(1, len(points))
     parts = [
-        f'<svg class="chart columns" role="img" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
+        *_opened("columns", width, height, title),
         f'<text class="value" x="0" y="12">max {_number(max(values, default=0))}{escape(unit)}'
         "</text>",
         f'<line class="axis" x1="0" y1="{top + plot}" x2="{width}" y2="{top + plot}"/>',
@@ -99,11 +102,7 @@ def ages(rows: Sequence[Age], *, title: str) -> Markup:
     )
     height = max(1, len(rows)) * _ROW + 24
     width = _LABEL_WIDTH + _AGE_WIDTH + 90
-    parts = [
-        f'<svg class="chart ages" role="img" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
-    ]
+    parts = _opened("ages", width, height, title)
 
     def x(seconds: float) -> float:
         return _LABEL_WIDTH + (_AGE_WIDTH * seconds / largest if largest else 0.0)
