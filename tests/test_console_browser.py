@@ -578,3 +578,8 @@ def test_aging_shows_overdue_first_against_the_markets_figures(
         for row in browser.find_elements(By.CSS_SELECTOR, "#decisions tbody tr")
     }
     assert decisions["GB"].find_elements(By.TAG_NAME, "td")[4].text == "25"
+    # The overdue one's page says so, with what its forecast stands on.
+    rows[0].find_element(By.TAG_NAME, "a").click()
+    forecast = _until(browser, lambda d: d.find_element(By.ID, "forecast"))
+    assert forecast.text.startswith("-; history, n=25")
+    assert forecast.text.endswith("overdue")

@@ -490,7 +490,8 @@ async def registration(
             before=None,
             limit=PAGE_SIZE,
         )
-    answer = RegistrationOut.model_validate(row)
+        forecasts = await forecast_queries.forecasts_of(session, [registration_id])
+    answer = RegistrationOut.of(row, forecasts.get(registration_id))
     kept = answer.reason
     reason = present.explaining_reason(
         answer.status,
