@@ -196,7 +196,7 @@ async def prune(session: AsyncSession, *, recorded_before: datetime, limit: int)
     always a prefix of the feed (a reader is either before it, and told so, or after it, never
     in a hole), never the newest change (it carries the numbering on), and never a change a
     delivery is still pending for, nor any after it (a pending delivery is never lost; a disabled
-    subscription's are given up first: app.subscriptions.repository.give_up_unsent). Answers how
+    subscription's are given up first: app.changes.outbox.give_up_unsent). Answers how
     many."""
     newest = select(func.max(REGISTRATION_CHANGES.c.seq)).scalar_subquery()
     doomed = (

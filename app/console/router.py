@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import queries as audit_queries
 from app.audit.repository import Actor
+from app.changes.live import SequencerDep
 from app.console import charts, present
 from app.console import session as sessions
 from app.core.db import utcnow
@@ -468,6 +469,7 @@ async def registration(
 async def refresh(
     request: Request,
     resources: ResourcesDep,
+    sequencer: SequencerDep,
     who: ViewerDep,
     registration_id: str,
     csrf: CsrfField = None,
@@ -479,7 +481,7 @@ async def refresh(
         await registration_service.refresh(
             resources.sessionmaker,
             resources.sinch,
-            resources.sequencer,
+            sequencer,
             registration_id,
             actor=_actor(request, who),
         )

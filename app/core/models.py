@@ -124,7 +124,37 @@ class CallbackEvent(Base):
     processed_at: Mapped[datetime | None]
 
 
-class Registration(Base):
+class RegistrationImage:
+    """The columns of a registration's answer (all of it but the status and Sinch's document): a
+    registration holds them, and each of its changes holds a copy as of that change
+    (`registration_changes`; app.changes.repository.IMAGE_COLUMNS)."""
+
+    registration_type: Mapped[str | None] = mapped_column(String(64))
+    status_changed_at: Mapped[datetime | None]
+    """Sinch's time of the newest information applied: recency is judged against it."""
+    last_synced_at: Mapped[datetime | None]
+    """When the fetch from Sinch whose document is applied began (our clock)."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # The registration facts (docs/api.md; read by app/registrations/facts.py).
+    sender_ids: Mapped[list[str]] = mapped_column(JSON())
+    """Sinch's order."""
+    tags: Mapped[list[str]] = mapped_column(JSON())
+    """Sinch's order."""
+    market_code: Mapped[str | None] = mapped_column(String(16))
+    """The document's top-level `marketCode`, else its policy's market; None when unknown."""
+    policy_id: Mapped[str | None] = mapped_column(String(255))
+    eta_date: Mapped[date | None] = mapped_column(Date())
+    price: Mapped[dict[str, Any] | None]
+    status_since: Mapped[datetime | None]
+    """Sinch's time at which the current `status` began: the `at` of the change that set it."""
+    reason_message: Mapped[str | None] = mapped_column(Text)
+    """Sinch's newest log message, or the comments of the callback that moved the status."""
+    reason_state: Mapped[str | None] = mapped_column(String(64))
+    reason_at: Mapped[datetime | None]
+
+
+class Registration(RegistrationImage, Base):
     __tablename__ = "registrations"
     __table_args__ = (
         Index("ix_registrations_status_id", "status", "id"),
@@ -145,34 +175,15 @@ class Registration(Base):
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     status: Mapped[str] = mapped_column(String(64))
     """Sinch's state name, kept as sent even when this service does not know it."""
-    registration_type: Mapped[str | None] = mapped_column(String(64))
-    status_changed_at: Mapped[datetime | None]
-    """Sinch's time of the newest information applied: recency is judged against it."""
-    last_synced_at: Mapped[datetime | None]
-    """When the fetch from Sinch whose document is applied began (our clock)."""
     callback_applied_at: Mapped[datetime | None]
     """When a trusted callback last moved the status (our clock): a snapshot fetched after it
     outranks it, whatever time the callback claimed (app/registrations/service.py)."""
     sinch: Mapped[dict[str, Any] | None]
     """The last full document fetched from Sinch, as Sinch sent it."""
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-    # The registration facts (docs/api.md; read by app/registrations/facts.py).
+    # Sinch's order; also one row each in `registration_sender_ids` and `registration_tags`, for
+    # lookups. Defaults here only: a change always copies them.
     sender_ids: Mapped[list[str]] = mapped_column(JSON(), default=list, server_default="[]")
-    """Sinch's order; also one row each in `registration_sender_ids`, for lookups."""
     tags: Mapped[list[str]] = mapped_column(JSON(), default=list, server_default="[]")
-    """Sinch's order; also one row each in `registration_tags`, for lookups."""
-    market_code: Mapped[str | None] = mapped_column(String(16))
-    """The document's top-level `marketCode`, else its policy's market; None when unknown."""
-    policy_id: Mapped[str | None] = mapped_column(String(255))
-    eta_date: Mapped[date | None] = mapped_column(Date())
-    price: Mapped[dict[str, Any] | None]
-    status_since: Mapped[datetime | None]
-    """Sinch's time at which the current `status` began: the `at` of the change that set it."""
-    reason_message: Mapped[str | None] = mapped_column(Text)
-    """Sinch's newest log message, or the comments of the callback that moved the status."""
-    reason_state: Mapped[str | None] = mapped_column(String(64))
-    reason_at: Mapped[datetime | None]
     facts_due_at: Mapped[datetime | None]
     """Set (our clock) when a callback moved the registration into a state whose meaning lives in
     Sinch's document (`facts.FACT_STATES`); cleared by a snapshot fetched after it. The worker
@@ -242,7 +253,7 @@ class ChangeKind(StrEnum):
     DETAILS = "details"
 
 
-class RegistrationChange(Base):
+class RegistrationChange(RegistrationImage, Base):
     __tablename__ = "registration_changes"
     __table_args__ = (
         Index("ix_registration_changes_seq", "seq", unique=True),
@@ -267,22 +278,8 @@ class RegistrationChange(Base):
     """Sinch's time of the change (for a market filled from Sinch's list: when it was filled)."""
     source: Mapped[str] = mapped_column(String(16))
     recorded_at: Mapped[datetime]
-    # The registration's answer as of the change: its columns, as `registrations` held them.
-    registration_type: Mapped[str | None] = mapped_column(String(64))
-    status_changed_at: Mapped[datetime | None]
-    last_synced_at: Mapped[datetime | None]
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-    sender_ids: Mapped[list[str]] = mapped_column(JSON())
-    tags: Mapped[list[str]] = mapped_column(JSON())
-    market_code: Mapped[str | None] = mapped_column(String(16))
-    policy_id: Mapped[str | None] = mapped_column(String(255))
-    eta_date: Mapped[date | None] = mapped_column(Date())
-    price: Mapped[dict[str, Any] | None]
-    status_since: Mapped[datetime | None]
-    reason_message: Mapped[str | None] = mapped_column(Text)
-    reason_state: Mapped[str | None] = mapped_column(String(64))
-    reason_at: Mapped[datetime | None]
+    # With `RegistrationImage`: the registration's answer as of the change, as `registrations`
+    # held it.
 
 
 class DeliveryState(StrEnum):

@@ -12,6 +12,7 @@ from fastapi import Path, Query
 from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes.live import SequencerDep
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import (
@@ -171,9 +172,12 @@ async def get_history(session: ReadSessionDep, registration_id: RegistrationId) 
     responses=problem_responses(403, 404, 502, 503),
 )
 async def refresh_registration(
-    resources: ResourcesDep, registration_id: RegistrationId, actor: ActorDep
+    resources: ResourcesDep,
+    sequencer: SequencerDep,
+    registration_id: RegistrationId,
+    actor: ActorDep,
 ) -> RegistrationOut:
     refreshed = await service.refresh(
-        resources.sessionmaker, resources.sinch, resources.sequencer, registration_id, actor=actor
+        resources.sessionmaker, resources.sinch, sequencer, registration_id, actor=actor
     )
     return RegistrationOut.model_validate(refreshed)

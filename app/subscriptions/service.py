@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
+from app.changes import outbox
 from app.changes.outbox import filter_text, filter_values
 from app.changes.signal import publish
 from app.core.db import utcnow
@@ -148,7 +149,7 @@ async def retry_deliveries(
     async with sessionmaker.begin() as session:
         for delivery_id in delivery_ids:
             now = utcnow()
-            if not await repository.retry_now(session, delivery_id, now):
+            if not await outbox.retry_now(session, delivery_id, now):
                 unknown.append(delivery_id)
             else:
                 record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=now)

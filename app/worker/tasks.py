@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from arq import Retry
 
+from app.changes import outbox
 from app.changes import repository as changes_repository
 from app.changes import service as changes_service
 from app.core.db import utcnow
@@ -34,7 +35,6 @@ from app.sinch.errors import (
     SinchRejectedError,
     SinchRetryableError,
 )
-from app.subscriptions import repository as subscriptions_repository
 from app.subscriptions import sender
 from app.worker.context import WorkerContext
 
@@ -364,7 +364,7 @@ async def prune_events(ctx: WorkerContext) -> int:
     # unnoticed. An enabled subscription's hold the pruning back (changes.repository.prune); a
     # disabled one's are given up here, marked and counted.
     async with ctx["sessionmaker"].begin() as session:
-        given_up = await subscriptions_repository.give_up_unsent(
+        given_up = await outbox.give_up_unsent(
             session, through_seq=changes_repository.pruned_through(recorded_before), now=utcnow()
         )
     if given_up:
