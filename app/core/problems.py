@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +21,9 @@ from starlette.routing import Match
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
 
 
 class ProblemError(Exception):
@@ -42,6 +45,14 @@ class ProblemError(Exception):
         self.headers = headers
         self.extra = extra
         """More members of the problem document (e.g. `errors`); never the caller's input."""
+
+
+def found(thing: T | None, detail: str) -> T:
+    """`thing`, or a 404 problem saying `detail` when it is None: what a route answers for an id
+    that names nothing."""
+    if thing is None:
+        raise ProblemError(404, detail)
+    return thing
 
 
 def problem_document(
