@@ -437,7 +437,14 @@ async def _secret_set(args: argparse.Namespace) -> int:
             return 1
         await setup.sinch.put_callback_configuration(SecretStr(new_secret))
         async with setup.sessionmaker.begin() as session:
-            record(session, Actor.command_line(), Action.CALLBACK_SECRET_SET, None, now=utcnow())
+            record(
+                session,
+                Actor.command_line(),
+                Action.CALLBACK_SECRET_SET,
+                None,
+                now=utcnow(),
+                project_id=settings.settings_project_id,
+            )
     print("  2. done: Sinch now signs with the new secret", file=sys.stderr)
     print(
         '  3. once sinch_callback_secret_matches{secret="1"} stops growing, drop the old '
@@ -452,13 +459,16 @@ async def _secret_rotate(args: argparse.Namespace) -> int:
     from app.audit.repository import Actor
     from app.callbacks.rotation import RotationRefused, rotate
 
-    async with opened(load_settings(), redis=True, sinch=True) as setup:
+    settings = load_settings()
+    project_id = settings.settings_project_id
+    async with opened(settings, redis=True, sinch=True) as setup:
         try:
             rotation = await rotate(
                 setup.sessionmaker,
                 setup.redis,
                 setup.sinch,
                 args.api_url or ["http://127.0.0.1:8000"],
+                project_id=project_id,
                 actor=Actor.command_line(),
                 within=args.timeout,
             )
@@ -471,6 +481,7 @@ async def _secret_rotate(args: argparse.Namespace) -> int:
         print("Sinch now signs callbacks with the new secret (the previous one stays accepted)")
         await _print_matches(
             setup.sessionmaker,
+            project_id,
             {"the new secret": rotation.new, "the previous secret": rotation.previous},
             minutes=args.minutes,
         )
@@ -484,7 +495,9 @@ async def _secret_status(args: argparse.Namespace) -> int:
     async with opened(settings, sinch=True) as setup:
         at_sinch = (await setup.sinch.get_callback_configuration()).hmac_secret
         async with setup.sessionmaker() as session:
-            accepted = await read_accepted(session, settings.sinch_callback_secrets)
+            accepted = await read_accepted(
+                session, settings.settings_project_id, settings.sinch_callback_secrets
+            )
         labelled: dict[str, SecretStr] = {"the secret Sinch signs with now": at_sinch}
         for position, secret in enumerate(accepted):
             if secret.get_secret_value() != at_sinch.get_secret_value():
@@ -495,23 +508,28 @@ async def _secret_status(args: argparse.Namespace) -> int:
                 "refused (401)",
                 file=sys.stderr,
             )
-        await _print_matches(setup.sessionmaker, labelled, minutes=args.minutes)
+        await _print_matches(
+            setup.sessionmaker, settings.settings_project_id, labelled, minutes=args.minutes
+        )
     return 0
 
 
 async def _print_matches(
     sessionmaker: async_sessionmaker[AsyncSession],
+    project_id: str,
     labelled: dict[str, SecretStr],
     *,
     minutes: float,
 ) -> None:
-    """Which of `labelled` signed the callbacks kept in the last `minutes` (never the secrets)."""
+    """Which of `labelled` signed project `project_id`'s callbacks kept in the last `minutes`
+    (never the secrets)."""
     from app.callbacks.secrets import REPORT_LIMIT, recent_matches
     from app.core.db import utcnow
 
     async with sessionmaker() as session:
         counts = await recent_matches(
             session,
+            project_id,
             {label: secret.get_secret_value() for label, secret in labelled.items()},
             since=utcnow() - timedelta(minutes=minutes),
         )

@@ -45,7 +45,8 @@ def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnEleme
 
 def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
     """An INSERT of a pending delivery for each enabled subscription matching each row of
-    `changes` (rows with the change's `id`, `registration_id`, `status`, `registration_type`)."""
+    `changes` (rows with the change's `id`, `registration_id`, `project_id`, `status`,
+    `registration_type`): a delivery belongs to its change's project."""
     subscriptions = SUBSCRIPTIONS
     matching = and_(
         subscriptions.c.enabled.is_(True),
@@ -57,6 +58,7 @@ def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
             "subscription_id",
             "change_id",
             "registration_id",
+            "project_id",
             "state",
             "attempts",
             "next_attempt_at",
@@ -67,6 +69,7 @@ def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
             subscriptions.c.id,
             changes.c.id,
             changes.c.registration_id,
+            changes.c.project_id,
             literal(DeliveryState.PENDING.value, String()),
             literal(0, Integer()),
             now,

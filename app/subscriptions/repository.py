@@ -268,8 +268,9 @@ async def record_successes(
     )
 
 
-async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> bool:
-    """Make a delivery pending and due now (a person asked). False if there is no such one."""
+async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> str | None:
+    """Make a delivery pending and due now (a person asked); answers its project, None if there is
+    no such delivery."""
     result = await session.execute(
         update(DELIVERIES)
         .where(DELIVERIES.c.id == delivery_id)
@@ -278,8 +279,10 @@ async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> b
             next_attempt_at=now,
             updated_at=now,
         )
+        .returning(DELIVERIES.c.project_id)
     )
-    return rowcount(result) > 0
+    project_id: str | None = result.scalar_one_or_none()
+    return project_id
 
 
 async def earlier_pending(session: AsyncSession, delivery: Delivery) -> Delivery | None:
