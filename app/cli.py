@@ -97,12 +97,19 @@ class Setup:
 
 @contextlib.asynccontextmanager
 async def opened(
-    settings: Settings, *, database: bool = True, redis: bool = False, sinch: bool = False
+    settings: Settings,
+    *,
+    database: bool = True,
+    redis: bool = False,
+    sinch: bool = False,
+    project: bool = False,
 ) -> AsyncIterator[Setup]:
     """The one setup of every command that touches the data: an engine (lazy: nothing connects
     before the first query), a Redis client (lazy too), a Sinch client (refused with status 2
     when the credentials are not configured), each only when asked for; all closed when the
-    block ends, in reverse order."""
+    block ends, in reverse order. `project`: the command writes rows of the settings' project,
+    so it makes sure of that project first, as a starting API or worker does
+    (app/projects/service.py)."""
     from app.core.db import create_engine, create_sessionmaker
     from app.core.jobs import create_redis
 
@@ -114,6 +121,12 @@ async def opened(
             engine = create_engine(settings)
             stack.push_async_callback(engine.dispose)
             sessionmaker = create_sessionmaker(engine)
+            if project:
+                from app.core.db import utcnow
+                from app.projects.service import ensure_settings_project
+
+                async with sessionmaker.begin() as session:
+                    await ensure_settings_project(session, settings, utcnow())
         redis_client = None
         if redis:
             redis_client = create_redis(settings)
@@ -189,7 +202,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
     from app.changes.sequencer import number_and_publish
     from app.registrations.reconcile import reconcile
 
-    async with opened(load_settings(), redis=True, sinch=True) as setup:
+    async with opened(load_settings(), redis=True, sinch=True, project=True) as setup:
         report = await reconcile(setup.sessionmaker, setup.sinch, full=args.full)
         # The changes it recorded go on the feed now (a worker's sequencer would, within 2 s).
         await number_and_publish(setup.sessionmaker, setup.redis)
@@ -423,7 +436,7 @@ async def _secret_set(args: argparse.Namespace) -> int:
     from app.core.db import utcnow
 
     settings = load_settings()
-    async with opened(settings, sinch=True) as setup:
+    async with opened(settings, sinch=True, project=True) as setup:
         new_secret = args.value or secrets_module.token_urlsafe(32)
         current = [s.get_secret_value() for s in settings.sinch_callback_secrets]
         print("Safe rotation, one step at a time:", file=sys.stderr)
@@ -461,7 +474,7 @@ async def _secret_rotate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     project_id = settings.settings_project_id
-    async with opened(settings, redis=True, sinch=True) as setup:
+    async with opened(settings, redis=True, sinch=True, project=True) as setup:
         try:
             rotation = await rotate(
                 setup.sessionmaker,

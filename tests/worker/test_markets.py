@@ -15,6 +15,7 @@ from app.sinch.schemas import MarketVersion, SinchRegistration
 from app.worker.context import WorkerContext
 from app.worker.tasks import refresh_markets
 from devtools.simulator import SimulatorControl
+from tests.support.projects import settings_project
 from tests.support.reads import registrations
 
 
@@ -51,6 +52,7 @@ async def apply(ctx: WorkerContext, document: dict[str, Any]) -> None:
         await apply_snapshot(
             session,
             SinchRegistration.from_document(document),
+            project_id=await settings_project(session),
             source=HistorySource.RECONCILE,
             event_id=None,
             fetched_at=utcnow(),
