@@ -41,6 +41,7 @@ from app.core.settings import Settings
 from app.counts.router import router as counts_router
 from app.events.router import router as events_router
 from app.health import router as health_router
+from app.projects.service import settle_at_start
 from app.registrations.router import router as registrations_router
 from app.sinch.client import SinchClient, create_http_client
 from app.subscriptions.router import router as subscriptions_router
@@ -106,7 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inbox.start()
         sessionmaker = create_sessionmaker(engine)
         reader = create_reader(engine)
-        callback_secrets = AcceptedSecrets(settings, reader, redis)
+        project_id = await settle_at_start(sessionmaker, settings)
+        callback_secrets = AcceptedSecrets(settings, reader, redis, project_id=project_id)
         await callback_secrets.start()
         tokens = TokenDirectory(reader, sessionmaker, ttl=settings.token_cache_seconds)
         changes = ChangeSignal(redis)

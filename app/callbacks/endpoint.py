@@ -216,6 +216,7 @@ class CallbackEndpoint:
         fields = parse_callback(body)
         client = scope.get("client")
         callback = NewCallback(
+            project_id=accepted.project_id,
             dedup_key=dedup_key(fields, body),
             event_id=fields.event_id,
             registration_id=fields.registration_id,

@@ -60,7 +60,8 @@ def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnEleme
 
 def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
     """An INSERT of a pending delivery for each enabled subscription matching each row of
-    `changes` (rows with the change's `id`, `registration_id`, `status`, `registration_type`)."""
+    `changes` (rows with the change's `id`, `registration_id`, `project_id`, `status`,
+    `registration_type`): a delivery belongs to its change's project."""
     subscriptions = SUBSCRIPTIONS
     matching = and_(
         subscriptions.c.enabled.is_(True),
@@ -72,6 +73,7 @@ def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
             "subscription_id",
             "change_id",
             "registration_id",
+            "project_id",
             "state",
             "attempts",
             "next_attempt_at",
@@ -82,6 +84,7 @@ def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
             subscriptions.c.id,
             changes.c.id,
             changes.c.registration_id,
+            changes.c.project_id,
             literal(DeliveryState.PENDING.value, String()),
             literal(0, Integer()),
             now,
@@ -192,8 +195,9 @@ async def record_successes(
     )
 
 
-async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> bool:
-    """Make a delivery pending and due now (a person asked). False if there is no such one."""
+async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> str | None:
+    """Make a delivery pending and due now (a person asked); answers its project, None if there is
+    no such delivery."""
     result = await session.execute(
         update(DELIVERIES)
         .where(DELIVERIES.c.id == delivery_id)
@@ -202,5 +206,7 @@ async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> b
             next_attempt_at=now,
             updated_at=now,
         )
+        .returning(DELIVERIES.c.project_id)
     )
-    return rowcount(result) > 0
+    project_id: str | None = result.scalar_one_or_none()
+    return project_id

@@ -1,5 +1,10 @@
 """Every table of the service.
 
+- `projects`: the Sinch projects this deployment serves (app/projects/). Every row of a project's
+  data below carries its `project_id` (a foreign key, `ON UPDATE CASCADE`: the placeholder
+  project of migration 0010 is renamed at start, app/projects/service.py); `market_policies`,
+  `subscriptions` and `api_tokens` belong to the deployment, `audit_log` rows to a project only
+  when the write concerned one.
 - `callback_events`: the inbox. One row per distinct callback Sinch delivered, kept with its raw
   bytes before the endpoint answers 200. The worker moves it from `received` to `processed`,
   `failed` or `invalid`.
@@ -49,6 +54,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -73,6 +79,43 @@ class Base(DeclarativeBase):
     }
 
 
+def project_key(*, nullable: bool = False, ondelete: str | None = None) -> Mapped[Any]:
+    """The `project_id` column of a project's data: a foreign key to `projects`, following a
+    rename of the project (the placeholder's, app/projects/service.py)."""
+    return mapped_column(
+        String(255),
+        ForeignKey("projects.id", onupdate="CASCADE", ondelete=ondelete),
+        nullable=nullable,
+    )
+
+
+class Project(Base):
+    """A Sinch project this deployment serves (app/projects/)."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """Sinch's project id, as in Sinch's paths (`/v1/projects/{id}/...`)."""
+    name: Mapped[str] = mapped_column(String(255))
+    key_id: Mapped[str | None] = mapped_column(String(255))
+    """The Sinch API key's id (None: no credentials, e.g. the placeholder project)."""
+    key_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The key's secret, Fernet-encrypted with `PROJECT_SECRETS_KEY` (app/projects/secrets.py);
+    None when it comes from the environment (the settings-defined project) or is not set."""
+    from_settings: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    """True for the one project the single-project settings define (`SINCH_PROJECT_ID`, ...):
+    its credentials and callback secrets are read from the environment."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    def __repr__(self) -> str:
+        # Never the sealed secret (nor whether one is set beyond a yes/no).
+        return (
+            f"Project(id={self.id!r}, name={self.name!r}, key_id={self.key_id!r}, "
+            f"key_secret={'set' if self.key_secret_sealed else 'unset'})"
+        )
+
+
 class EventState(StrEnum):
     """Where a kept callback stands. Names are part of the internal API (docs/api.md)."""
 
@@ -93,6 +136,10 @@ class HistorySource(StrEnum):
 class CallbackEvent(Base):
     __tablename__ = "callback_events"
     __table_args__ = (
+        # A callback's identity is its project's: the same event id (or body) sent for two
+        # projects is two events.
+        UniqueConstraint("project_id", "dedup_key", name="uq_callback_events_project_id_dedup_key"),
+        Index("ix_callback_events_project_id_id", "project_id", "id"),
         Index("ix_callback_events_state_received_at", "state", "received_at"),
         Index("ix_callback_events_registration_id_id", "registration_id", "id"),
         Index("ix_callback_events_state_id", "state", "id"),
@@ -105,7 +152,9 @@ class CallbackEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    dedup_key: Mapped[str] = mapped_column(String(255), unique=True)
+    project_id: Mapped[str] = project_key()
+    """The project whose callback route (and secrets) received it."""
+    dedup_key: Mapped[str] = mapped_column(String(255))
     """The event's identity: Sinch's event id when the body has one, else `sha256:<hex of body>`."""
     event_id: Mapped[str | None] = mapped_column(String(255))
     """Sinch's event id as sent (None when the body has none)."""
@@ -157,6 +206,7 @@ class RegistrationImage:
 class Registration(RegistrationImage, Base):
     __tablename__ = "registrations"
     __table_args__ = (
+        Index("ix_registrations_project_id_id", "project_id", "id"),
         Index("ix_registrations_status_id", "status", "id"),
         Index("ix_registrations_registration_type_id", "registration_type", "id"),
         Index("ix_registrations_status_changed_at_id", "status_changed_at", "id"),
@@ -173,6 +223,9 @@ class Registration(RegistrationImage, Base):
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """Sinch's registration id: unique across projects (Sinch makes it), so the key alone. Its
+    sender ids and tags rows belong to the project through it."""
+    project_id: Mapped[str] = project_key()
     status: Mapped[str] = mapped_column(String(64))
     """Sinch's state name, kept as sent even when this service does not know it."""
     callback_applied_at: Mapped[datetime | None]
@@ -233,6 +286,8 @@ class RegistrationHistory(Base):
     registration_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("registrations.id", ondelete="CASCADE")
     )
+    project_id: Mapped[str] = project_key()
+    """The registration's project."""
     from_status: Mapped[str | None] = mapped_column(String(64))
     to_status: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime]
@@ -264,12 +319,15 @@ class RegistrationChange(RegistrationImage, Base):
             postgresql_where=text("seq IS NULL"),
         ),
         Index("ix_registration_changes_recorded_at", "recorded_at"),
+        Index("ix_registration_changes_project_id_seq", "project_id", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     seq: Mapped[int | None] = mapped_column(BigInteger)
     """The change's place in the feed; None until the sequencer numbers it, after its commit."""
     registration_id: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = project_key()
+    """The registration's project (copied with its answer, `IMAGE_COLUMNS`)."""
     kind: Mapped[str] = mapped_column(String(16))
     from_status: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(64))
@@ -344,6 +402,7 @@ class Delivery(Base):
         ),
         Index("ix_deliveries_subscription_id_id", "subscription_id", "id"),
         Index("ix_deliveries_change_id", "change_id"),
+        Index("ix_deliveries_project_id", "project_id"),
         # A delivery's id names its message (`webhook-id`): never given twice, which its sequence
         # ensures even after the newest rows were deleted.
     )
@@ -357,6 +416,8 @@ class Delivery(Base):
         ForeignKey("registration_changes.id", ondelete="CASCADE"),
     )
     registration_id: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = project_key()
+    """The change's (its registration's) project."""
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_status_code: Mapped[int | None] = mapped_column(Integer)
@@ -369,6 +430,12 @@ class Delivery(Base):
 class SyncState(Base):
     __tablename__ = "sync_state"
 
+    project_id: Mapped[str] = mapped_column(
+        String(255),
+        ForeignKey("projects.id", onupdate="CASCADE", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    """Whose value it is (the reconciliation watermark is a project's)."""
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[datetime | None]
     updated_at: Mapped[datetime]
@@ -395,9 +462,12 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_actor_id", "actor", "id"),
         Index("ix_audit_log_action_id", "action", "id"),
+        Index("ix_audit_log_project_id_id", "project_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    project_id: Mapped[str | None] = project_key(nullable=True)
+    """The project the write concerned; None for the deployment's own (tokens, subscriptions)."""
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(100))
     """The token's name (`env:1`, `reporting`), or `cli:<user>` for the command line."""
@@ -413,8 +483,11 @@ class AuditEntry(Base):
 
 class CallbackSecret(Base):
     __tablename__ = "callback_secrets"
+    __table_args__ = (Index("ix_callback_secrets_project_id_id", "project_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = project_key(ondelete="CASCADE")
+    """The project whose callbacks it verifies."""
     secret: Mapped[str] = mapped_column(Text)
     """Kept as is: the service must compute HMACs with it (as with SINCH_CALLBACK_SECRETS)."""
     state: Mapped[str] = mapped_column(String(16))
@@ -430,6 +503,8 @@ class CountDelta(Base):
     __tablename__ = "count_deltas"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = project_key()
+    """The project of the event or registration counted."""
     name: Mapped[str] = mapped_column(String(128))
     """`event_state:<state>`, `registration_status:<status>` or `h:<YYYY-MM-DDTHH>:<series>`."""
     delta: Mapped[int] = mapped_column(BigInteger)
@@ -440,12 +515,16 @@ class CountTotal(Base):
 
     __tablename__ = "count_totals"
 
+    project_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("projects.id", onupdate="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
 
 
 # The tables themselves, typed as such, for the Core statements of the hot paths (the callback
 # inbox's bulk insert, the worker's apply).
+PROJECTS = cast(Table, Project.__table__)
 CALLBACK_EVENTS = cast(Table, CallbackEvent.__table__)
 REGISTRATIONS = cast(Table, Registration.__table__)
 REGISTRATION_HISTORY = cast(Table, RegistrationHistory.__table__)

@@ -89,7 +89,9 @@ async def create_subscription(
                 allowed_hosts=resources.settings.subscription_allowed_hosts,
                 now=now,
             )
-        record(session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now)
+        record(
+            session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now, project_id=None
+        )
     log.info("subscription created", extra={"subscription_id": subscription.id})
     return service.with_secret(subscription)
 
@@ -150,6 +152,7 @@ async def change_subscription(
             subscription_id,
             now=now,
             detail={"fields": changed},
+            project_id=None,
         )
     await publish(resources.redis)  # re-enabled: its pending deliveries go out now
     return service.answer(subscription)
@@ -167,7 +170,14 @@ async def delete_subscription(
 ) -> Response:
     async with session.begin():
         await repository.delete(session, await _found(session, subscription_id))
-        record(session, actor, Action.SUBSCRIPTION_DELETE, subscription_id, now=utcnow())
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_DELETE,
+            subscription_id,
+            now=utcnow(),
+            project_id=None,
+        )
     log.info("subscription deleted", extra={"subscription_id": subscription_id})
     return Response(status_code=204)
 
@@ -185,7 +195,14 @@ async def rotate_secret(
         subscription = await _found(session, subscription_id)
         now = utcnow()
         service.rotate(subscription, now=now)
-        record(session, actor, Action.SUBSCRIPTION_ROTATE_SECRET, subscription_id, now=now)
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_ROTATE_SECRET,
+            subscription_id,
+            now=now,
+            project_id=None,
+        )
     log.info("subscription secret rotated", extra={"subscription_id": subscription_id})
     return service.with_secret(subscription)
 

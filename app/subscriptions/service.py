@@ -147,9 +147,17 @@ async def retry_deliveries(
     async with sessionmaker.begin() as session:
         for delivery_id in delivery_ids:
             now = utcnow()
-            if not await outbox.retry_now(session, delivery_id, now):
+            project_id = await outbox.retry_now(session, delivery_id, now)
+            if project_id is None:
                 unknown.append(delivery_id)
             else:
-                record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=now)
+                record(
+                    session,
+                    actor,
+                    Action.DELIVERY_RETRY,
+                    str(delivery_id),
+                    now=now,
+                    project_id=project_id,
+                )
     await publish(redis)  # wakes the workers' dispatchers
     return unknown

@@ -30,6 +30,7 @@ from app.core.lifecycle import within
 from app.core.logs import configure_logging, warn_about_missing_configuration
 from app.core.metrics import Metrics
 from app.core.settings import Settings
+from app.projects.service import settle_at_start
 from app.sinch.client import DEFAULT_DEADLINE_SECONDS, SinchClient, create_http_client
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.sender import Sending
@@ -229,6 +230,7 @@ def build_worker_settings(settings: Settings) -> type:
 
     async def on_startup(ctx: WorkerContext) -> None:
         _common(settings, ctx)
+        await settle_at_start(ctx["sessionmaker"], settings)
         engine = ctx["engine"]
         # Fewer than the pool holds, so that sessions always find a connection.
         ctx["connections"] = DriverConnections(engine, keep=WORKER_HELD_CONNECTIONS)

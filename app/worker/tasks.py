@@ -180,7 +180,13 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
 
     async with sessionmaker.begin() as session:
         return await processing.finish_with_snapshot(
-            session, row_id, snapshot, step.decision, fetched_at=fetched_at, now=utcnow()
+            session,
+            row_id,
+            snapshot,
+            step.decision,
+            project_id=step.project_id,
+            fetched_at=fetched_at,
+            now=utcnow(),
         )
 
 
@@ -232,7 +238,12 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
         return "unusable_answer"
     async with ctx["sessionmaker"].begin() as session:
         result = await apply_snapshot(
-            session, snapshot, source=HistorySource.REFETCH, fetched_at=fetched_at, now=utcnow()
+            session,
+            snapshot,
+            project_id=sinch.project_id,
+            source=HistorySource.REFETCH,
+            fetched_at=fetched_at,
+            now=utcnow(),
         )
     _changed(ctx)
     return "applied" if result.applied else "superseded"
@@ -266,7 +277,7 @@ async def refresh_markets(ctx: WorkerContext) -> int:
     if sinch is None:
         return -1
     async with ctx["sessionmaker"]() as session:
-        if not await markets.is_due(session, utcnow()):
+        if not await markets.is_due(session, sinch.project_id, utcnow()):
             return -1
     try:
         report = await markets.refresh(ctx["sessionmaker"], sinch, now=utcnow())

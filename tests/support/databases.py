@@ -12,6 +12,7 @@ from alembic.config import Config
 from sqlalchemy.engine import make_url
 
 from app.core.models import Base
+from app.core.settings import DEFAULT_PROJECT_ID
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -25,6 +26,9 @@ def alembic_config(database_url: str) -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.attributes["database_url"] = database_url
+    # Migration 0010 names its project from SINCH_PROJECT_ID: none here (whatever `.env` holds),
+    # so that a test's database has the placeholder project, as `truncate_postgres` leaves it.
+    config.attributes["sinch_project_id"] = ""
     return config
 
 
@@ -99,8 +103,15 @@ def drop_postgres_database(name: str) -> None:
 
 
 async def truncate_postgres(url: str) -> None:
+    """Empty every table, back to the state migrating an empty database leaves: the placeholder
+    project only (migration 0010, run without SINCH_PROJECT_ID)."""
     connection = await asyncpg.connect(_plain(url))
     try:
         await connection.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+        await connection.execute(
+            "INSERT INTO projects (id, name, from_settings, created_at, updated_at) "
+            "VALUES ($1, $1, true, now(), now())",
+            DEFAULT_PROJECT_ID,
+        )
     finally:
         await connection.close()
