@@ -1,6 +1,8 @@
-"""The outbox: a delivery per matching subscription and change, written by the statement (or in
-the transaction) that records the change (app/changes/repository.py). The one place deliveries
-are created; a leaf that only knows the tables.
+"""The outbox: every write to `deliveries`. A delivery per matching subscription and change,
+written by the statement (or in the transaction) that records the change
+(app/changes/repository.py); then each attempt's outcome, a retry, the give-ups (called by
+app/subscriptions/ and the prune cron). A leaf that only knows the tables, so that the change
+record below and the senders above share it. Nothing here commits: callers own the transaction.
 
 A subscription's filters are kept as `,A,B,` (values hold no comma: the API refuses them) and
 matched exactly with replace(): plain SQL.
@@ -8,6 +10,8 @@ matched exactly with replace(): plain SQL.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -17,14 +21,25 @@ from sqlalchemy import (
     Integer,
     String,
     and_,
+    bindparam,
+    case,
     func,
     insert,
     literal,
     or_,
     select,
+    update,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.models import DELIVERIES, SUBSCRIPTIONS, DeliveryState
+from app.core.db import rowcount
+from app.core.models import DELIVERIES, REGISTRATION_CHANGES, SUBSCRIPTIONS, DeliveryState
+
+# `'pending'` written into the statement, not bound: the partial indexes of the pending deliveries
+# (`WHERE state = 'pending'`) serve only a query whose plan knows the value. Bound, PostgreSQL's
+# generic plan (chosen for a prepared statement after five runs) cannot use them and walked every
+# delivery of the subscription: 35 ms at 2k pending instead of 0.4.
+PENDING = literal(DeliveryState.PENDING.value, literal_execute=True)
 
 
 def filter_text(values: list[str] | None) -> str | None:
@@ -45,7 +60,8 @@ def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnEleme
 
 def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
     """An INSERT of a pending delivery for each enabled subscription matching each row of
-    `changes` (rows with the change's `id`, `registration_id`, `status`, `registration_type`)."""
+    `changes` (rows with the change's `id`, `registration_id`, `project_id`, `status`,
+    `registration_type`): a delivery belongs to its change's project."""
     subscriptions = SUBSCRIPTIONS
     matching = and_(
         subscriptions.c.enabled.is_(True),
@@ -57,6 +73,7 @@ def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
             "subscription_id",
             "change_id",
             "registration_id",
+            "project_id",
             "state",
             "attempts",
             "next_attempt_at",
@@ -67,6 +84,7 @@ def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
             subscriptions.c.id,
             changes.c.id,
             changes.c.registration_id,
+            changes.c.project_id,
             literal(DeliveryState.PENDING.value, String()),
             literal(0, Integer()),
             now,
@@ -74,3 +92,121 @@ def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
             now,
         ).select_from(changes.join(subscriptions, matching)),
     )
+
+
+def _failed_with(why: str) -> dict[str, Any]:
+    """The values that end a pending delivery `failed`: the last error of one already tried is
+    kept, `why` added to it."""
+    return {
+        "state": DeliveryState.FAILED.value,
+        "last_error": case(
+            (DELIVERIES.c.last_error.is_(None), why),
+            else_=DELIVERIES.c.last_error + "; " + why,
+        ),
+    }
+
+
+async def fail_pending(session: AsyncSession, subscription_id: str, why: str, now: datetime) -> int:
+    """End every pending delivery of a subscription that will not be sent (it was disabled);
+    the last error of one already tried is kept, `why` added to it."""
+    result = await session.execute(
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.subscription_id == subscription_id,
+            DELIVERIES.c.state == PENDING,
+        )
+        .values(**_failed_with(why), updated_at=now)
+    )
+    return rowcount(result)
+
+
+GIVEN_UP_PRUNED = (
+    "given up: not sent before its change left the feed (CHANGE_RETENTION_DAYS) while the "
+    "subscription was disabled"
+)
+
+
+async def give_up_unsent(session: AsyncSession, *, through_seq: Any, now: datetime) -> int:
+    """Mark `failed` (with `GIVEN_UP_PRUNED`) the pending deliveries of DISABLED subscriptions
+    whose change is numbered `through_seq` or lower: the changes pruning is about to delete
+    (app.changes.repository.pruned_through). An enabled subscription's pending deliveries are
+    left alone: pruning stops below them. Answers how many were given up."""
+    result = await session.execute(
+        update(DELIVERIES)
+        .where(
+            DELIVERIES.c.state == PENDING,
+            DELIVERIES.c.subscription_id.in_(
+                select(SUBSCRIPTIONS.c.id).where(SUBSCRIPTIONS.c.enabled.is_(False))
+            ),
+            DELIVERIES.c.change_id.in_(
+                select(REGISTRATION_CHANGES.c.id).where(REGISTRATION_CHANGES.c.seq <= through_seq)
+            ),
+        )
+        .values(**_failed_with(GIVEN_UP_PRUNED), next_attempt_at=None, updated_at=now)
+    )
+    return rowcount(result)
+
+
+async def record_attempt(
+    session: AsyncSession,
+    delivery_id: int,
+    *,
+    state: DeliveryState,
+    status_code: int | None,
+    error: str | None,
+    next_attempt_at: datetime | None,
+    now: datetime,
+) -> None:
+    """The outcome of one attempt."""
+    await session.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == delivery_id)
+        .values(
+            state=state.value,
+            attempts=DELIVERIES.c.attempts + 1,
+            last_status_code=status_code,
+            last_error=error,
+            next_attempt_at=next_attempt_at,
+            updated_at=now,
+        )
+    )
+
+
+_SUCCEEDED = (
+    update(DELIVERIES)
+    .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        state=DeliveryState.SUCCEEDED.value,
+        attempts=DELIVERIES.c.attempts + 1,
+        last_status_code=bindparam("status_code", type_=DELIVERIES.c.last_status_code.type),
+        last_error=None,
+        next_attempt_at=None,
+        updated_at=bindparam("now", type_=DELIVERIES.c.updated_at.type),
+    )
+)
+
+
+async def record_successes(
+    session: AsyncSession, delivery_ids: Collection[int], status_code: int, now: datetime
+) -> None:
+    """Attempts that succeeded with `status_code`: one statement for all of them."""
+    await session.execute(
+        _SUCCEEDED, {"ids": list(delivery_ids), "status_code": status_code, "now": now}
+    )
+
+
+async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> str | None:
+    """Make a delivery pending and due now (a person asked); answers its project, None if there is
+    no such delivery."""
+    result = await session.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == delivery_id)
+        .values(
+            state=DeliveryState.PENDING.value,
+            next_attempt_at=now,
+            updated_at=now,
+        )
+        .returning(DELIVERIES.c.project_id)
+    )
+    project_id: str | None = result.scalar_one_or_none()
+    return project_id

@@ -92,7 +92,7 @@ class Aging:
 
 def aging_statement(limit: int) -> Select[RegistrationForecast, str, list[str]]:
     """Undecided, submitted registrations, overdue first, then longest waiting on Sinch: a walk of
-    the partial index `ix_registration_forecasts_aging` (migration 0010), bounded by `limit`."""
+    the partial index `ix_registration_forecasts_aging` (migration 0011), bounded by `limit`."""
     f = RegistrationForecast
     return (
         select(f, Registration.status, Registration.sender_ids)

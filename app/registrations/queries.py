@@ -12,7 +12,7 @@ very SQL the routes run. Every listing is keyset-paginated on an index (migratio
 - `senderId`, `tag`: the lookup tables' (sender_id, registration_id) and (tag, registration_id),
   joined to the primary key (migration 0005);
 - `marketCode`, by id: (market_code, id);
-- `overdue=true`: the partial index of overdue forecasts (migration 0010), joined to the primary
+- `overdue=true`: the partial index of overdue forecasts (migration 0011), joined to the primary
   key.
 The forecasts of a page are read by primary key (`app.forecasts.queries.forecasts_of`).
 The console's default, newest change first (`newest_first`), walks (status_changed_at, id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Path, Response
@@ -20,7 +22,7 @@ from app.core.pagination import (
     encode_cursor,
     optional_cursor,
 )
-from app.core.problems import ProblemError
+from app.core.problems import ProblemError, found
 from app.core.schemas import problem_responses
 from app.events.queries import EventKey
 from app.subscriptions import repository, service
@@ -55,14 +57,16 @@ DeliveryId = Annotated[int, Path(alias="id", ge=1, le=2**62, description="The de
 
 
 async def _found(session: AsyncSession, subscription_id: str) -> Subscription:
-    subscription = await repository.get(session, subscription_id)
-    if subscription is None:
-        raise ProblemError(404, "No subscription with this id.")
-    return subscription
+    return found(await repository.get(session, subscription_id), "No subscription with this id.")
 
 
-def _refused(exc: UrlRefused) -> ProblemError:
-    return ProblemError(422, f"The URL is refused: {exc}")
+@contextmanager
+def _url_checked() -> Iterator[None]:
+    """A URL the rules refuse (`UrlRefused`) answered as a 422 problem saying why."""
+    try:
+        yield
+    except UrlRefused as exc:
+        raise ProblemError(422, f"The URL is refused: {exc}") from None
 
 
 @router.post(
@@ -78,16 +82,16 @@ async def create_subscription(
 ) -> SubscriptionWithSecret:
     async with session.begin():
         now = utcnow()
-        try:
+        with _url_checked():
             subscription = service.create(
                 session,
                 body,
                 allowed_hosts=resources.settings.subscription_allowed_hosts,
                 now=now,
             )
-        except UrlRefused as exc:
-            raise _refused(exc) from None
-        record(session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now)
+        record(
+            session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now, project_id=None
+        )
     log.info("subscription created", extra={"subscription_id": subscription.id})
     return service.with_secret(subscription)
 
@@ -133,15 +137,13 @@ async def change_subscription(
     async with session.begin():
         subscription = await _found(session, subscription_id)
         now = utcnow()
-        try:
+        with _url_checked():
             service.change(
                 subscription,
                 body,
                 allowed_hosts=resources.settings.subscription_allowed_hosts,
                 now=now,
             )
-        except UrlRefused as exc:
-            raise _refused(exc) from None
         changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
         record(
             session,
@@ -150,6 +152,7 @@ async def change_subscription(
             subscription_id,
             now=now,
             detail={"fields": changed},
+            project_id=None,
         )
     await publish(resources.redis)  # re-enabled: its pending deliveries go out now
     return service.answer(subscription)
@@ -167,7 +170,14 @@ async def delete_subscription(
 ) -> Response:
     async with session.begin():
         await repository.delete(session, await _found(session, subscription_id))
-        record(session, actor, Action.SUBSCRIPTION_DELETE, subscription_id, now=utcnow())
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_DELETE,
+            subscription_id,
+            now=utcnow(),
+            project_id=None,
+        )
     log.info("subscription deleted", extra={"subscription_id": subscription_id})
     return Response(status_code=204)
 
@@ -185,7 +195,14 @@ async def rotate_secret(
         subscription = await _found(session, subscription_id)
         now = utcnow()
         service.rotate(subscription, now=now)
-        record(session, actor, Action.SUBSCRIPTION_ROTATE_SECRET, subscription_id, now=now)
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_ROTATE_SECRET,
+            subscription_id,
+            now=now,
+            project_id=None,
+        )
     log.info("subscription secret rotated", extra={"subscription_id": subscription_id})
     return service.with_secret(subscription)
 

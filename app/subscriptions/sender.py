@@ -33,6 +33,7 @@ from typing import Final
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.changes import outbox
 from app.changes.signal import ChangeSignal
 from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
@@ -257,7 +258,7 @@ async def _record(
                     "after it was written (DELIVERY_GIVE_UP_HOURS)"
                 )
                 ended["given_up"] += 1
-        await repository.record_attempt(
+        await outbox.record_attempt(
             session,
             delivery.id,
             state=state,
@@ -268,7 +269,7 @@ async def _record(
         )
         ended["retrying" if retry_at else "failed"] += 1
     for status_code, ids in succeeded.items():
-        await repository.record_successes(session, ids, status_code, now)
+        await outbox.record_successes(session, ids, status_code, now)
     if gone:
         await repository.disable(session, subscription.id, "the receiver answered 410", now)
         log.warning(

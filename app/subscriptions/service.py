@@ -14,10 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
+from app.changes import outbox
 from app.changes.outbox import filter_text, filter_values
 from app.changes.signal import publish
 from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
+from app.core.schemas import same_named
 from app.subscriptions import repository
 from app.subscriptions.rules import check_url, new_secret, redacted_url
 from app.subscriptions.schemas import (
@@ -31,20 +33,17 @@ from app.subscriptions.schemas import (
 ROTATION_OVERLAP: Final = timedelta(hours=24)
 
 
+_SHOWN_OTHERWISE = ("url", "statuses", "registration_types")
+
+
 def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionOut:
     """The subscription as answered; with `redact` (a `read` token's view) its URL's credentials
     and query values hidden (`redacted_url`): they are often a receiver's secret."""
     return SubscriptionOut(
-        id=subscription.id,
+        **same_named(SubscriptionOut, subscription, but=_SHOWN_OTHERWISE),
         url=redacted_url(subscription.url) if redact else subscription.url,
         statuses=filter_values(subscription.status_filter),
         registration_types=filter_values(subscription.type_filter),
-        description=subscription.description,
-        enabled=subscription.enabled,
-        disabled_reason=subscription.disabled_reason,
-        previous_secret_until=subscription.previous_secret_until,
-        created_at=subscription.created_at,
-        updated_at=subscription.updated_at,
     )
 
 
@@ -148,9 +147,17 @@ async def retry_deliveries(
     async with sessionmaker.begin() as session:
         for delivery_id in delivery_ids:
             now = utcnow()
-            if not await repository.retry_now(session, delivery_id, now):
+            project_id = await outbox.retry_now(session, delivery_id, now)
+            if project_id is None:
                 unknown.append(delivery_id)
             else:
-                record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=now)
+                record(
+                    session,
+                    actor,
+                    Action.DELIVERY_RETRY,
+                    str(delivery_id),
+                    now=now,
+                    project_id=project_id,
+                )
     await publish(redis)  # wakes the workers' dispatchers
     return unknown

@@ -6,8 +6,8 @@ Four new tables, filled by the worker's forecasts cron (nothing existing is rewr
 `GET /v1/registrations?overdue=true` an index walk), `time_in_state` and `decision_curves` (the
 figures per market, type and state).
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 import app.core.db
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
