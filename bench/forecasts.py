@@ -51,10 +51,11 @@ FILL = [
     # Registrations: a market and type each, submitted over 2026; the status is set below, from
     # the newest history row. (Built from constants only: nothing from outside reaches this SQL.)
     f"""
-    INSERT INTO registrations (id, status, registration_type, status_changed_at, last_synced_at,
-                               sinch, created_at, updated_at, sender_ids, tags, market_code,
-                               eta_date)
-    SELECT 'reg-' || lpad(n::text, 6, '0'), 'IN_QUEUE',
+    INSERT INTO registrations (id, project_id, status, registration_type, status_changed_at,
+                               last_synced_at, sinch, created_at, updated_at, sender_ids, tags,
+                               market_code, eta_date)
+    SELECT 'reg-' || lpad(n::text, 6, '0'), (SELECT id FROM projects WHERE from_settings),
+           'IN_QUEUE',
            (ARRAY{TYPES})[1 + (n / 7) % 2],
            NULL, now(), json_build_object('id', 'reg-' || lpad(n::text, 6, '0')),
            now(), now(), json_build_array('S' || lpad(n::text, 6, '0')), '[]'::json,
@@ -66,9 +67,9 @@ FILL = [
     # market), the tenth row a decision (one in three rejected) for three in five registrations,
     # ON_HOLD (still waiting) for the others.
     f"""
-    INSERT INTO registration_history (registration_id, from_status, to_status, at, source,
-                                      event_id, recorded_at)
-    SELECT 'reg-' || lpad(n::text, 6, '0'), NULL,
+    INSERT INTO registration_history (registration_id, project_id, from_status, to_status, at,
+                                      source, event_id, recorded_at)
+    SELECT 'reg-' || lpad(n::text, 6, '0'), (SELECT id FROM projects WHERE from_settings), NULL,
            CASE WHEN k < 10 THEN (ARRAY{LIFE})[k]
                 WHEN n % 5 >= 3 THEN 'ON_HOLD'
                 WHEN n % 5 = 0 THEN 'REJECTED' ELSE 'APPROVED' END,

@@ -378,10 +378,11 @@ async def aging(request: Request, resources: ResourcesDep, who: ViewerDep) -> HT
         curves = await forecast_queries.decisions(session, forecast_queries.StatsFilters())
         month = await forecast_queries.window(session, None)
         figures = await forecast_queries.figures(session, forecast_queries.StatsFilters(), month)
-    by_market = {(c.market_code, c.registration_type): c for c in curves}
+    by_market = {(c.project_id, c.market_code, c.registration_type): c for c in curves}
 
     def age(row: forecast_queries.Aging) -> charts.Age:
-        curve = by_market.get((row.forecast.market_code, row.forecast.registration_type))
+        f = row.forecast
+        curve = by_market.get((f.project_id, f.market_code, f.registration_type))
         known = curve is not None and curve.samples >= MIN_SAMPLES
         name = (row.sender_ids or [row.forecast.registration_id])[0]
         return charts.Age(

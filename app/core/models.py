@@ -549,6 +549,8 @@ class RegistrationStay(Base):
     registration_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("registrations.id", ondelete="CASCADE")
     )
+    project_id: Mapped[str] = project_key(ondelete="CASCADE")
+    """The registration's project."""
     market_code: Mapped[str | None] = mapped_column(String(16))
     registration_type: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(64))
@@ -582,6 +584,8 @@ class RegistrationForecast(Base):
     registration_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("registrations.id", ondelete="CASCADE"), primary_key=True
     )
+    project_id: Mapped[str] = project_key(ondelete="CASCADE")
+    """The registration's project: its forecast stands on its project's decisions."""
     market_code: Mapped[str | None] = mapped_column(String(16))
     registration_type: Mapped[str | None] = mapped_column(String(64))
     eta_date: Mapped[date | None] = mapped_column(Date())
@@ -615,6 +619,7 @@ class TimeInState(Base):
     __table_args__ = (Index("ix_time_in_state_since_month", "since_month", "market_code"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = project_key(ondelete="CASCADE")
     since_month: Mapped[date] = mapped_column(Date())
     market_code: Mapped[str | None] = mapped_column(String(16))
     registration_type: Mapped[str | None] = mapped_column(String(64))
@@ -634,6 +639,7 @@ class DecisionCurve(Base):
     __tablename__ = "decision_curves"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = project_key(ondelete="CASCADE")
     market_code: Mapped[str | None] = mapped_column(String(16))
     registration_type: Mapped[str | None] = mapped_column(String(64))
     bins: Mapped[list[list[float]]] = mapped_column(JSON())

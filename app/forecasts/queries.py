@@ -17,6 +17,7 @@ from app.core.models import DecisionCurve, Registration, RegistrationForecast, T
 
 @dataclass(frozen=True, slots=True)
 class StatsFilters:
+    project_id: str | None = None
     market_code: str | None = None
     registration_type: str | None = None
     status: str | None = None
@@ -26,6 +27,8 @@ class StatsFilters:
 
 def figures_statement(filters: StatsFilters, month: date) -> Select[TimeInState]:
     statement = select(TimeInState).where(TimeInState.since_month == month)
+    if filters.project_id is not None:
+        statement = statement.where(TimeInState.project_id == filters.project_id)
     if filters.market_code is not None:
         statement = statement.where(TimeInState.market_code == filters.market_code)
     if filters.registration_type is not None:
@@ -33,6 +36,7 @@ def figures_statement(filters: StatsFilters, month: date) -> Select[TimeInState]
     if filters.status is not None:
         statement = statement.where(TimeInState.status == filters.status)
     return statement.order_by(
+        TimeInState.project_id,
         TimeInState.market_code.nulls_last(),
         TimeInState.registration_type.nulls_last(),
         TimeInState.status,
@@ -57,12 +61,16 @@ async def figures(
 
 async def decisions(session: AsyncSession, filters: StatsFilters) -> Sequence[DecisionCurve]:
     statement = select(DecisionCurve)
+    if filters.project_id is not None:
+        statement = statement.where(DecisionCurve.project_id == filters.project_id)
     if filters.market_code is not None:
         statement = statement.where(DecisionCurve.market_code == filters.market_code)
     if filters.registration_type is not None:
         statement = statement.where(DecisionCurve.registration_type == filters.registration_type)
     statement = statement.order_by(
-        DecisionCurve.market_code.nulls_last(), DecisionCurve.registration_type.nulls_last()
+        DecisionCurve.project_id,
+        DecisionCurve.market_code.nulls_last(),
+        DecisionCurve.registration_type.nulls_last(),
     )
     return (await session.scalars(statement)).all()
 

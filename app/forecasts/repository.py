@@ -49,6 +49,7 @@ class Stale:
     """A registration whose stays and clock must be derived again."""
 
     id: str
+    project_id: str
     market_code: str | None
     registration_type: str | None
     eta_date: date | None
@@ -66,6 +67,7 @@ async def stale(session: AsyncSession, limit: int) -> list[Stale]:
         await session.execute(
             select(
                 REGISTRATIONS.c.id,
+                REGISTRATIONS.c.project_id,
                 REGISTRATIONS.c.market_code,
                 REGISTRATIONS.c.registration_type,
                 REGISTRATIONS.c.eta_date,
@@ -90,6 +92,7 @@ async def stale(session: AsyncSession, limit: int) -> list[Stale]:
     return [
         Stale(
             row.id,
+            row.project_id,
             row.market_code,
             row.registration_type,
             row.eta_date,
@@ -115,6 +118,7 @@ async def replace_stays(
     stays = [
         {
             "registration_id": registration.id,
+            "project_id": registration.project_id,
             "market_code": registration.market_code,
             "registration_type": registration.registration_type,
             "status": stay.status,
@@ -129,6 +133,7 @@ async def replace_stays(
     clocks = [
         {
             "registration_id": registration.id,
+            "project_id": registration.project_id,
             "market_code": registration.market_code,
             "registration_type": registration.registration_type,
             "eta_date": registration.eta_date,
@@ -166,7 +171,8 @@ def _bin(seconds: Any) -> Any:
 
 
 async def stay_bins(session: AsyncSession, now: datetime) -> Sequence[Any]:
-    """Every stay, counted per (market, type, status, month it began, bin, still open)."""
+    """Every stay, counted per (project, market, type, status, month it began, bin, still
+    open)."""
     s = REGISTRATION_STAYS
     seconds = func.greatest(
         extract("epoch", func.coalesce(s.c.left_at, _NOW) - s.c.entered_at), 0.0
@@ -175,6 +181,7 @@ async def stay_bins(session: AsyncSession, now: datetime) -> Sequence[Any]:
     bin_ = _bin(seconds).label("bin")
     still = s.c.left_at.is_(None).label("open")
     statement = select(
+        s.c.project_id,
         s.c.market_code,
         s.c.registration_type,
         s.c.status,
@@ -182,7 +189,9 @@ async def stay_bins(session: AsyncSession, now: datetime) -> Sequence[Any]:
         bin_,
         still,
         func.count().label("count"),
-    ).group_by(s.c.market_code, s.c.registration_type, s.c.status, month, bin_, still)
+    ).group_by(
+        s.c.project_id, s.c.market_code, s.c.registration_type, s.c.status, month, bin_, still
+    )
     return (await session.execute(statement, {"now": now})).all()
 
 
@@ -201,9 +210,9 @@ def _sinch_seconds() -> Any:
 
 
 async def clock_bins(session: AsyncSession, now: datetime) -> Sequence[Any]:
-    """The submitted registrations' waits on Sinch, counted per (market, type, bin, outcome
-    code), with per market and type the decided ones that had an `etaDate` and those decided by
-    its end."""
+    """The submitted registrations' waits on Sinch, counted per (project, market, type, bin,
+    outcome code), with in each group the decided ones that had an `etaDate` and those decided
+    by its end."""
     f = REGISTRATION_FORECASTS
     outcome = case(
         *((f.c.outcome == name, literal(code)) for name, code in OUTCOME_CODES.items()),
@@ -214,6 +223,7 @@ async def clock_bins(session: AsyncSession, now: datetime) -> Sequence[Any]:
     held = had_eta & (func.timezone("UTC", f.c.decided_at).cast(postgresql.DATE) <= f.c.eta_date)
     statement = (
         select(
+            f.c.project_id,
             f.c.market_code,
             f.c.registration_type,
             bin_,
@@ -223,7 +233,7 @@ async def clock_bins(session: AsyncSession, now: datetime) -> Sequence[Any]:
             func.count().filter(held).label("eta_held"),
         )
         .where(f.c.submitted_at.is_not(None))
-        .group_by(f.c.market_code, f.c.registration_type, bin_, outcome)
+        .group_by(f.c.project_id, f.c.market_code, f.c.registration_type, bin_, outcome)
     )
     return (await session.execute(statement, {"now": now})).all()
 
@@ -243,6 +253,7 @@ async def replace_decision_curves(session: AsyncSession, rows: list[dict[str, An
 @dataclass(frozen=True, slots=True)
 class Undecided:
     id: str
+    project_id: str
     status: str
     market_code: str | None
     registration_type: str | None
@@ -265,6 +276,7 @@ async def undecided(session: AsyncSession, after: str, limit: int) -> list[Undec
     return [
         Undecided(
             row.registration_id,
+            row.project_id,
             row.status,
             row.market_code,
             row.registration_type,

@@ -20,14 +20,18 @@ router = api_router("/v1/stats", "stats")
     "/time-in-state",
     operation_id="getTimeInState",
     summary="Time in each state per market and type: p50, p85, p95 and the sample size",
-    description="Measured on Sinch's clock (the document's logs and the callbacks' times), "
-    "stays still running counted as censored (Kaplan-Meier). Read from figures the worker keeps "
-    "(every `FORECAST_INTERVAL_SECONDS`), so the answer costs the same whatever the history "
-    "holds. `decisions` gives, per market and type, the time waiting on Sinch from submission "
-    "to a decision and the share of Sinch's `etaDate`s that held.",
+    description="Per Sinch project, measured on Sinch's clock (the document's logs and the "
+    "callbacks' times), stays still running counted as censored (Kaplan-Meier). Read from "
+    "figures the worker keeps (every `FORECAST_INTERVAL_SECONDS`), so the answer costs the "
+    "same whatever the history holds. `decisions` gives, per market and type, the time "
+    "waiting on Sinch from submission to a decision and the share of Sinch's `etaDate`s that "
+    "held.",
 )
 async def get_time_in_state(
     session: ReadSessionDep,
+    project_id: Annotated[
+        str | None, text_filter("Only this Sinch project's registrations.", alias="projectId")
+    ] = None,
     market_code: Annotated[
         str | None, text_filter("Only this market (e.g. `GB`).", alias="marketCode")
     ] = None,
@@ -46,7 +50,7 @@ async def get_time_in_state(
         ),
     ] = None,
 ) -> TimeInStateOut:
-    filters = queries.StatsFilters(market_code, registration_type, status, since)
+    filters = queries.StatsFilters(project_id, market_code, registration_type, status, since)
     month = await queries.window(session, since)
     rows = await queries.figures(session, filters, month)
     curves = await queries.decisions(session, filters)
@@ -56,6 +60,7 @@ async def get_time_in_state(
         since=month,
         decisions=[
             DecisionItem(
+                project_id=curve.project_id,
                 market_code=curve.market_code,
                 registration_type=curve.registration_type,
                 p50=curve.p50,

@@ -37,7 +37,10 @@ class ForecastOut(ApiModel):
         "`sinch-eta` (fewer, and Sinch gave an `etaDate`), `too-few-samples` (fewer, and no "
         "`etaDate`: no date is given), `decided`, `not-submitted`."
     )
-    samples: int = Field(description="Decisions of its market and type the figures stand on.")
+    samples: int = Field(
+        description="Decisions of its project's registrations of its market and type the figures "
+        "stand on."
+    )
     approval_chance: float | None = Field(
         description="The chance it ends approved rather than rejected, given its wait so far "
         "(competing outcomes, Aalen-Johansen); null where the data cannot tell."
@@ -78,6 +81,7 @@ class ForecastOut(ApiModel):
 
 
 class TimeInStateItem(ApiModel):
+    project_id: str = Field(description="The Sinch project whose registrations these are.")
     market_code: str | None = Field(description="Null for registrations whose market is unknown.")
     registration_type: str | None
     status: str
@@ -93,8 +97,10 @@ class TimeInStateItem(ApiModel):
 
 
 class DecisionItem(ApiModel):
-    """Per market and type: how long Sinch takes to decide, and how often its `etaDate` held."""
+    """Per project, market and type: how long Sinch takes to decide, and how often its `etaDate`
+    held."""
 
+    project_id: str
     market_code: str | None
     registration_type: str | None
     p50: int | None = Field(
@@ -121,7 +127,7 @@ class TimeInStateOut(ApiModel):
         "the month `since` fell in (the figures are kept per month)."
     )
     decisions: list[DecisionItem] = Field(
-        description="Time to a decision per market and type, over every registration seen."
+        description="Time to a decision per project, market and type, over every registration seen."
     )
     computed_at: ApiTime | None = Field(
         description="When the worker last computed the figures; null before its first run."

@@ -36,7 +36,8 @@ WINDOW_MONTHS: Final = 36
 """Window starts kept: the figures over stays that began in each of the last 36 months or later."""
 
 Bins = list[tuple[int, int, float]]
-Group = tuple[str | None, str | None]
+Group = tuple[str, str | None, str | None]
+"""(project, market, type): a project's registrations stand on its own history."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,17 +90,16 @@ async def derive_stale(session: AsyncSession, now: datetime) -> int:
 
 
 def time_in_state_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
-    """Step 2's figures from `repository.stay_bins`: per market, type and state, for each window
-    start month of the last `WINDOW_MONTHS`, the quantiles of the stays that began in it or
-    later (windows with no stay left out)."""
-    by_group: dict[tuple[str | None, str | None, str], dict[date, Bins]] = defaultdict(
+    """Step 2's figures from `repository.stay_bins`: per project, market, type and state, for
+    each window start month from the oldest stay's (at most `WINDOW_MONTHS` back), the quantiles
+    of the stays that began in it or later (windows with no stay left out)."""
+    by_group: dict[tuple[str, str | None, str | None, str], dict[date, Bins]] = defaultdict(
         lambda: defaultdict(list)
     )
     for row in rows:
         outcome = model.STILL_OPEN if row.open else 1
-        by_group[(row.market_code, row.registration_type, row.status)][row.month].append(
-            (row.bin, outcome, float(row.count))
-        )
+        group = (row.project_id, row.market_code, row.registration_type, row.status)
+        by_group[group][row.month].append((row.bin, outcome, float(row.count)))
     # Windows from the month of the oldest stay (at most `WINDOW_MONTHS` back) to this month.
     first = min((m for by_month in by_group.values() for m in by_month), default=None)
     months = _months_back(month_start(now.date()), WINDOW_MONTHS)
@@ -107,7 +107,7 @@ def time_in_state_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
         months = [m for m in months if m >= first] or months[:1]
     oldest = months[-1]
     figures = []
-    for (market, kind, status), by_month in by_group.items():
+    for (project, market, kind, status), by_month in by_group.items():
         before_window: Bins = [b for m, bins in by_month.items() if m < oldest for b in bins]
         cumulative: Bins = []
         for month in months:  # newest first: each window adds its month to the one after it
@@ -118,6 +118,7 @@ def time_in_state_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
             q = model.quantiles(window)
             figures.append(
                 {
+                    "project_id": project,
                     "since_month": month,
                     "market_code": market,
                     "registration_type": kind,
@@ -134,21 +135,22 @@ def time_in_state_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
 
 
 def decision_curve_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
-    """Step 3's curves from `repository.clock_bins`, one per market and type."""
+    """Step 3's curves from `repository.clock_bins`, one per project, market and type."""
     bins: dict[Group, Bins] = defaultdict(list)
     eta: dict[Group, list[int]] = defaultdict(lambda: [0, 0])
     for row in rows:
-        group = (row.market_code, row.registration_type)
+        group = (row.project_id, row.market_code, row.registration_type)
         bins[group].append((row.bin, row.outcome, float(row.count)))
         eta[group][0] += row.eta_samples
         eta[group][1] += row.eta_held
     curves = []
-    for (market, kind), group_bins in bins.items():
+    for (project, market, kind), group_bins in bins.items():
         q = model.quantiles(group_bins)
         approved = cumulative_incidence(model.observations(group_bins), model.APPROVED)
         share = approved[-1].value if approved else 0.0
         curves.append(
             {
+                "project_id": project,
                 "market_code": market,
                 "registration_type": kind,
                 "bins": [list(b) for b in group_bins],
@@ -157,8 +159,8 @@ def decision_curve_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
                 "p50": q.p50,
                 "p85": q.p85,
                 "approved_share": share if q.samples else None,
-                "eta_samples": eta[(market, kind)][0],
-                "eta_held": eta[(market, kind)][1],
+                "eta_samples": eta[(project, market, kind)][0],
+                "eta_held": eta[(project, market, kind)][1],
                 "computed_at": now,
             }
         )
@@ -174,7 +176,8 @@ async def forecast_undecided(
     forecasts = []
     newly_overdue: dict[str, list[str]] = defaultdict(list)
     for registration in found:
-        bins = curves.get((registration.market_code, registration.registration_type), [])
+        group = (registration.project_id, registration.market_code, registration.registration_type)
+        bins = curves.get(group, [])
         forecast = model.forecast(registration.clock, bins, registration.eta_date, now)
         forecasts.append((registration.id, forecast))
         if forecast.overdue and not registration.overdue:
@@ -220,7 +223,7 @@ async def refresh(
         curve_rows = decision_curve_rows(await repository.clock_bins(session, now), now)
         await repository.replace_decision_curves(session, curve_rows)
     curves: dict[Group, Bins] = {
-        (row["market_code"], row["registration_type"]): [
+        (row["project_id"], row["market_code"], row["registration_type"]): [
             (int(k), int(outcome), float(count)) for k, outcome, count in row["bins"]
         ]
         for row in curve_rows

@@ -1,6 +1,7 @@
 """time in state and forecasts: the read model of app/forecasts/
 
-Four new tables, filled by the worker's forecasts cron (nothing existing is rewritten or locked):
+Four new tables, each row with its project (`project_id`, following the project's rename like
+every project's data, and deleted with it), filled by the worker's forecasts cron (nothing existing is rewritten or locked):
 `registration_stays` (each registration's stays in each state, on Sinch's clock),
 `registration_forecasts` (its decision clock and forecast; the partial index on `overdue` makes
 `GET /v1/registrations?overdue=true` an index walk), `time_in_state` and `decision_curves` (the
@@ -31,6 +32,7 @@ def upgrade() -> None:
         "registration_stays",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("registration_id", sa.String(255), nullable=False),
+        sa.Column("project_id", sa.String(255), nullable=False),
         sa.Column("market_code", sa.String(16), nullable=True),
         sa.Column("registration_type", sa.String(64), nullable=True),
         sa.Column("status", sa.String(64), nullable=False),
@@ -42,6 +44,13 @@ def upgrade() -> None:
             name="fk_registration_stays_registration_id_registrations",
             ondelete="CASCADE",
         ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name="fk_registration_stays_project_id_projects",
+            onupdate="CASCADE",
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_registration_stays"),
     )
     op.create_index(
@@ -50,6 +59,7 @@ def upgrade() -> None:
     op.create_table(
         "registration_forecasts",
         sa.Column("registration_id", sa.String(255), nullable=False),
+        sa.Column("project_id", sa.String(255), nullable=False),
         sa.Column("market_code", sa.String(16), nullable=True),
         sa.Column("registration_type", sa.String(64), nullable=True),
         sa.Column("eta_date", sa.Date(), nullable=True),
@@ -75,6 +85,13 @@ def upgrade() -> None:
             name="fk_registration_forecasts_registration_id_registrations",
             ondelete="CASCADE",
         ),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name="fk_registration_forecasts_project_id_projects",
+            onupdate="CASCADE",
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("registration_id", name="pk_registration_forecasts"),
     )
     op.create_index(
@@ -98,6 +115,7 @@ def upgrade() -> None:
     op.create_table(
         "time_in_state",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("project_id", sa.String(255), nullable=False),
         sa.Column("since_month", sa.Date(), nullable=False),
         sa.Column("market_code", sa.String(16), nullable=True),
         sa.Column("registration_type", sa.String(64), nullable=True),
@@ -108,12 +126,20 @@ def upgrade() -> None:
         sa.Column("samples", sa.Integer(), nullable=False),
         sa.Column("open", sa.Integer(), nullable=False),
         sa.Column("computed_at", _TIME, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name="fk_time_in_state_project_id_projects",
+            onupdate="CASCADE",
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_time_in_state"),
     )
     op.create_index("ix_time_in_state_since_month", "time_in_state", ["since_month", "market_code"])
     op.create_table(
         "decision_curves",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("project_id", sa.String(255), nullable=False),
         sa.Column("market_code", sa.String(16), nullable=True),
         sa.Column("registration_type", sa.String(64), nullable=True),
         sa.Column("bins", sa.JSON(), nullable=False),
@@ -125,6 +151,13 @@ def upgrade() -> None:
         sa.Column("eta_samples", sa.Integer(), nullable=False),
         sa.Column("eta_held", sa.Integer(), nullable=False),
         sa.Column("computed_at", _TIME, nullable=False),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+            name="fk_decision_curves_project_id_projects",
+            onupdate="CASCADE",
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_decision_curves"),
     )
 

@@ -141,6 +141,7 @@ async def fill(connection: AsyncConnection) -> None:
     forecasts = [
         {
             "registration_id": registration["id"],
+            "project_id": DEFAULT_PROJECT_ID,
             "market_code": registration["market_code"],
             "registration_type": registration["registration_type"],
             "submitted_at": registration["status_changed_at"],

@@ -9,9 +9,14 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes import repository as changes
+from app.core.db import utcnow
+from app.core.models import HistorySource, Project
 from app.forecasts import service
+from app.registrations.service import apply_snapshot
+from app.sinch.schemas import SinchRegistration
 from tests.api.conftest import assert_problem, put_document
 from tests.forecasts.test_refresh import DAY, NOW, document, gb_history
+from tests.support.projects import settings_project
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -50,6 +55,7 @@ async def test_time_in_state_per_market_and_state(
     body = (await v1.get("/v1/stats/time-in-state")).json()
     items = {(i["marketCode"], i["status"]): i for i in body["items"]}
     assert set(items[("GB", "IN_PROGRESS")]) == {
+        "projectId",
         "marketCode",
         "registrationType",
         "status",
@@ -177,3 +183,48 @@ async def test_becoming_overdue_is_a_change_on_the_feed(
     ] == [("gb-late", "IN_PROGRESS", "IN_PROGRESS", "forecast")]
     assert overdue[0]["at"] == NOW.isoformat()
     assert overdue[0]["registration"]["status"] == "IN_PROGRESS"
+
+
+async def test_each_project_has_its_own_figures(
+    v1: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    await seeded(sessionmaker)
+    async with sessionmaker.begin() as session:
+        session.add(Project(id="other", name="Other", created_at=utcnow(), updated_at=utcnow()))
+    async with sessionmaker.begin() as session:
+        await apply_snapshot(
+            session,
+            SinchRegistration.from_document(
+                document("other-1", "GB", [("IN_QUEUE", NOW - 5 * DAY), ("IN_PROGRESS", NOW)])
+            ),
+            project_id="other",
+            source=HistorySource.RECONCILE,
+            event_id=None,
+            fetched_at=utcnow(),
+            now=utcnow(),
+        )
+    await service.refresh(sessionmaker, now=NOW)
+    other = (await v1.get("/v1/stats/time-in-state", params={"projectId": "other"})).json()
+    assert {
+        (i["projectId"], i["marketCode"], i["status"], i["samples"], i["open"])
+        for i in other["items"]
+    } == {
+        ("other", "GB", "IN_QUEUE", 1, 0),
+        ("other", "GB", "IN_PROGRESS", 0, 1),
+    }
+    assert [(d["projectId"], d["samples"], d["open"]) for d in other["decisions"]] == [
+        ("other", 0, 1)
+    ]
+    everything = (await v1.get("/v1/stats/time-in-state")).json()
+    assert {i["projectId"] for i in everything["items"]} == {
+        "other",
+        await _settings_project(sessionmaker),
+    }
+    # Its forecast stands on its own project's decisions (none), not on the other's 25.
+    forecast = (await v1.get("/v1/registrations/other-1")).json()["forecast"]
+    assert (forecast["basis"], forecast["samples"]) == ("too-few-samples", 0)
+
+
+async def _settings_project(sessionmaker: Sessions) -> str:
+    async with sessionmaker() as session:
+        return await settings_project(session)
