@@ -27,6 +27,17 @@ depends_on: str | Sequence[str] | None = None
 _TIME = app.core.db.UTCDateTime(timezone=True)
 
 
+def _of_project(table: str) -> sa.ForeignKeyConstraint:
+    """A row's project: follows the project's rename, goes with the project."""
+    return sa.ForeignKeyConstraint(
+        ["project_id"],
+        ["projects.id"],
+        name=f"fk_{table}_project_id_projects",
+        onupdate="CASCADE",
+        ondelete="CASCADE",
+    )
+
+
 def upgrade() -> None:
     op.create_table(
         "registration_stays",
@@ -44,13 +55,7 @@ def upgrade() -> None:
             name="fk_registration_stays_registration_id_registrations",
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["project_id"],
-            ["projects.id"],
-            name="fk_registration_stays_project_id_projects",
-            onupdate="CASCADE",
-            ondelete="CASCADE",
-        ),
+        _of_project("registration_stays"),
         sa.PrimaryKeyConstraint("id", name="pk_registration_stays"),
     )
     op.create_index(
@@ -85,13 +90,7 @@ def upgrade() -> None:
             name="fk_registration_forecasts_registration_id_registrations",
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["project_id"],
-            ["projects.id"],
-            name="fk_registration_forecasts_project_id_projects",
-            onupdate="CASCADE",
-            ondelete="CASCADE",
-        ),
+        _of_project("registration_forecasts"),
         sa.PrimaryKeyConstraint("registration_id", name="pk_registration_forecasts"),
     )
     op.create_index(
@@ -126,13 +125,7 @@ def upgrade() -> None:
         sa.Column("samples", sa.Integer(), nullable=False),
         sa.Column("open", sa.Integer(), nullable=False),
         sa.Column("computed_at", _TIME, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["project_id"],
-            ["projects.id"],
-            name="fk_time_in_state_project_id_projects",
-            onupdate="CASCADE",
-            ondelete="CASCADE",
-        ),
+        _of_project("time_in_state"),
         sa.PrimaryKeyConstraint("id", name="pk_time_in_state"),
     )
     op.create_index("ix_time_in_state_since_month", "time_in_state", ["since_month", "market_code"])
@@ -151,13 +144,7 @@ def upgrade() -> None:
         sa.Column("eta_samples", sa.Integer(), nullable=False),
         sa.Column("eta_held", sa.Integer(), nullable=False),
         sa.Column("computed_at", _TIME, nullable=False),
-        sa.ForeignKeyConstraint(
-            ["project_id"],
-            ["projects.id"],
-            name="fk_decision_curves_project_id_projects",
-            onupdate="CASCADE",
-            ondelete="CASCADE",
-        ),
+        _of_project("decision_curves"),
         sa.PrimaryKeyConstraint("id", name="pk_decision_curves"),
     )
 
