@@ -103,17 +103,20 @@ async def opened(
     redis: bool = False,
     sinch: bool = False,
     project: bool = False,
+    project_id: str | None = None,
 ) -> AsyncIterator[Setup]:
     """The one setup of every command that touches the data: an engine (lazy: nothing connects
     before the first query), a Redis client (lazy too), a Sinch client (refused with status 2
     when the credentials are not configured), each only when asked for; all closed when the
     block ends, in reverse order. `project`: the command writes rows of the settings' project,
     so it makes sure of that project first, as a starting API or worker does
-    (app/projects/service.py)."""
+    (app/projects/service.py). `project_id` (`--project`): the Sinch client is that project's,
+    with its own credentials (refused with status 2 when it has none); the settings' when None."""
     from app.core.db import create_engine, create_sessionmaker
     from app.core.jobs import create_redis
 
-    if sinch:
+    other_project = project_id not in (None, settings.settings_project_id)
+    if sinch and not other_project:
         _require_sinch(settings)
     async with contextlib.AsyncExitStack() as stack:
         sessionmaker = None
@@ -136,7 +139,18 @@ async def opened(
             from app.sinch.client import SinchClient, create_http_client
 
             http = await stack.enter_async_context(create_http_client(settings))
-            sinch_client = SinchClient.from_settings(settings, http)
+            if project_id is not None and other_project and sessionmaker is not None:
+                from app.projects.clients import ProjectClients
+
+                sinch_client = await ProjectClients(settings, http, sessionmaker).client(project_id)
+                if sinch_client is None:
+                    raise CommandError(
+                        f"project {project_id} does not exist or has no usable Sinch key"
+                        " (see `project show`; PROJECT_SECRETS_KEY opens the stored keys)",
+                        status=2,
+                    )
+            else:
+                sinch_client = SinchClient.from_settings(settings, http)
         yield Setup(settings, sessionmaker, redis_client, sinch_client)
 
 
@@ -202,7 +216,9 @@ async def _reconcile(args: argparse.Namespace) -> int:
     from app.changes.sequencer import number_and_publish
     from app.registrations.reconcile import reconcile
 
-    async with opened(load_settings(), redis=True, sinch=True, project=True) as setup:
+    async with opened(
+        load_settings(), redis=True, sinch=True, project=True, project_id=args.project
+    ) as setup:
         report = await reconcile(setup.sessionmaker, setup.sinch, full=args.full)
         # The changes it recorded go on the feed now (a worker's sequencer would, within 2 s).
         await number_and_publish(setup.sessionmaker, setup.redis)
@@ -421,8 +437,10 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _secret_show(_args: argparse.Namespace) -> int:
-    async with opened(load_settings(), database=False, sinch=True) as setup:
+async def _secret_show(args: argparse.Namespace) -> int:
+    async with opened(
+        load_settings(), database=args.project is not None, sinch=True, project_id=args.project
+    ) as setup:
         configuration = await setup.sinch.get_callback_configuration()
     print(configuration.hmac_secret.get_secret_value())
     return 0
@@ -473,8 +491,10 @@ async def _secret_rotate(args: argparse.Namespace) -> int:
     from app.callbacks.rotation import RotationRefused, rotate
 
     settings = load_settings()
-    project_id = settings.settings_project_id
-    async with opened(settings, redis=True, sinch=True, project=True) as setup:
+    project_id = args.project or settings.settings_project_id
+    async with opened(
+        settings, redis=True, sinch=True, project=True, project_id=project_id
+    ) as setup:
         try:
             rotation = await rotate(
                 setup.sessionmaker,
@@ -505,12 +525,14 @@ async def _secret_status(args: argparse.Namespace) -> int:
     from app.callbacks.secrets import read_accepted
 
     settings = load_settings()
-    async with opened(settings, sinch=True) as setup:
+    project_id = args.project or settings.settings_project_id
+    environment = (
+        settings.sinch_callback_secrets if project_id == settings.settings_project_id else []
+    )
+    async with opened(settings, sinch=True, project_id=project_id) as setup:
         at_sinch = (await setup.sinch.get_callback_configuration()).hmac_secret
         async with setup.sessionmaker() as session:
-            accepted = await read_accepted(
-                session, settings.settings_project_id, settings.sinch_callback_secrets
-            )
+            accepted = await read_accepted(session, project_id, environment)
         labelled: dict[str, SecretStr] = {"the secret Sinch signs with now": at_sinch}
         for position, secret in enumerate(accepted):
             if secret.get_secret_value() != at_sinch.get_secret_value():
@@ -521,9 +543,7 @@ async def _secret_status(args: argparse.Namespace) -> int:
                 "refused (401)",
                 file=sys.stderr,
             )
-        await _print_matches(
-            setup.sessionmaker, settings.settings_project_id, labelled, minutes=args.minutes
-        )
+        await _print_matches(setup.sessionmaker, project_id, labelled, minutes=args.minutes)
     return 0
 
 
@@ -949,6 +969,14 @@ def build_parser() -> argparse.ArgumentParser:
     secret_status.add_argument(
         "--minutes", type=float, default=10.0, help="callbacks of the last N minutes"
     )
+
+    for one_project in (reconcile, show, secret_rotate, secret_status):
+        one_project.add_argument(
+            "--project",
+            metavar="PROJECT_ID",
+            help="act on this project, with its own Sinch credentials (default: the project the"
+            " settings define, SINCH_PROJECT_ID)",
+        )
 
     project = commands.add_parser(
         "project", help="the Sinch projects this deployment serves", formatter_class=formatter
