@@ -264,8 +264,8 @@ async def remove_project(
     if counts and not with_data:
         held = ", ".join(f"{count} {table}" for table, count in counts.items())
         raise ProjectRefused(
-            f"project {project_id} still has data ({held}); remove it with --with-data to delete"
-            " that data too"
+            f"project {project_id} still has data ({held}); remove it with its data"
+            " (--with-data, or the console's \"with its data\") to delete that data too"
         )
     for table in DATA_TABLES:
         await session.execute(
