@@ -265,7 +265,7 @@ async def remove_project(
         held = ", ".join(f"{count} {table}" for table, count in counts.items())
         raise ProjectRefused(
             f"project {project_id} still has data ({held}); remove it with its data"
-            " (--with-data, or the console's \"with its data\") to delete that data too"
+            ' (--with-data, or the console\'s "with its data") to delete that data too'
         )
     for table in DATA_TABLES:
         await session.execute(
