@@ -103,17 +103,20 @@ async def opened(
     redis: bool = False,
     sinch: bool = False,
     project: bool = False,
+    project_id: str | None = None,
 ) -> AsyncIterator[Setup]:
     """The one setup of every command that touches the data: an engine (lazy: nothing connects
     before the first query), a Redis client (lazy too), a Sinch client (refused with status 2
     when the credentials are not configured), each only when asked for; all closed when the
     block ends, in reverse order. `project`: the command writes rows of the settings' project,
     so it makes sure of that project first, as a starting API or worker does
-    (app/projects/service.py)."""
+    (app/projects/service.py). `project_id` (`--project`): the Sinch client is that project's,
+    with its own credentials (refused with status 2 when it has none); the settings' when None."""
     from app.core.db import create_engine, create_sessionmaker
     from app.core.jobs import create_redis
 
-    if sinch:
+    other_project = project_id not in (None, settings.settings_project_id)
+    if sinch and not other_project:
         _require_sinch(settings)
     async with contextlib.AsyncExitStack() as stack:
         sessionmaker = None
@@ -136,7 +139,18 @@ async def opened(
             from app.sinch.client import SinchClient, create_http_client
 
             http = await stack.enter_async_context(create_http_client(settings))
-            sinch_client = SinchClient.from_settings(settings, http)
+            if project_id is not None and other_project and sessionmaker is not None:
+                from app.projects.clients import ProjectClients
+
+                sinch_client = await ProjectClients(settings, http, sessionmaker).client(project_id)
+                if sinch_client is None:
+                    raise CommandError(
+                        f"project {project_id} does not exist or has no usable Sinch key"
+                        " (see `project show`; PROJECT_SECRETS_KEY opens the stored keys)",
+                        status=2,
+                    )
+            else:
+                sinch_client = SinchClient.from_settings(settings, http)
         yield Setup(settings, sessionmaker, redis_client, sinch_client)
 
 
@@ -202,7 +216,9 @@ async def _reconcile(args: argparse.Namespace) -> int:
     from app.changes.sequencer import number_and_publish
     from app.registrations.reconcile import reconcile
 
-    async with opened(load_settings(), redis=True, sinch=True, project=True) as setup:
+    async with opened(
+        load_settings(), redis=True, sinch=True, project=True, project_id=args.project
+    ) as setup:
         report = await reconcile(setup.sessionmaker, setup.sinch, full=args.full)
         # The changes it recorded go on the feed now (a worker's sequencer would, within 2 s).
         await number_and_publish(setup.sessionmaker, setup.redis)
@@ -421,8 +437,10 @@ def _cmd_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _secret_show(_args: argparse.Namespace) -> int:
-    async with opened(load_settings(), database=False, sinch=True) as setup:
+async def _secret_show(args: argparse.Namespace) -> int:
+    async with opened(
+        load_settings(), database=args.project is not None, sinch=True, project_id=args.project
+    ) as setup:
         configuration = await setup.sinch.get_callback_configuration()
     print(configuration.hmac_secret.get_secret_value())
     return 0
@@ -473,8 +491,10 @@ async def _secret_rotate(args: argparse.Namespace) -> int:
     from app.callbacks.rotation import RotationRefused, rotate
 
     settings = load_settings()
-    project_id = settings.settings_project_id
-    async with opened(settings, redis=True, sinch=True, project=True) as setup:
+    project_id = args.project or settings.settings_project_id
+    async with opened(
+        settings, redis=True, sinch=True, project=True, project_id=project_id
+    ) as setup:
         try:
             rotation = await rotate(
                 setup.sessionmaker,
@@ -505,12 +525,14 @@ async def _secret_status(args: argparse.Namespace) -> int:
     from app.callbacks.secrets import read_accepted
 
     settings = load_settings()
-    async with opened(settings, sinch=True) as setup:
+    project_id = args.project or settings.settings_project_id
+    environment = (
+        settings.sinch_callback_secrets if project_id == settings.settings_project_id else []
+    )
+    async with opened(settings, sinch=True, project_id=project_id) as setup:
         at_sinch = (await setup.sinch.get_callback_configuration()).hmac_secret
         async with setup.sessionmaker() as session:
-            accepted = await read_accepted(
-                session, settings.settings_project_id, settings.sinch_callback_secrets
-            )
+            accepted = await read_accepted(session, project_id, environment)
         labelled: dict[str, SecretStr] = {"the secret Sinch signs with now": at_sinch}
         for position, secret in enumerate(accepted):
             if secret.get_secret_value() != at_sinch.get_secret_value():
@@ -521,9 +543,7 @@ async def _secret_status(args: argparse.Namespace) -> int:
                 "refused (401)",
                 file=sys.stderr,
             )
-        await _print_matches(
-            setup.sessionmaker, settings.settings_project_id, labelled, minutes=args.minutes
-        )
+        await _print_matches(setup.sessionmaker, project_id, labelled, minutes=args.minutes)
     return 0
 
 
@@ -615,6 +635,135 @@ async def _token_revoke(args: argparse.Namespace) -> int:
     print(
         f"token {args.name} revoked: every API process refuses it within "
         f"{settings.token_cache_seconds:g} s"
+    )
+    return 0
+
+
+# --- projects -------------------------------------------------------------------------------------
+
+KEY_SECRET_VARIABLE = "PROJECT_KEY_SECRET"  # noqa: S105 (a variable's name)
+CALLBACK_SECRET_VARIABLE = "PROJECT_CALLBACK_SECRET"  # noqa: S105 (a variable's name)
+
+
+def secret_input(variable: str, prompt: str) -> SecretStr:
+    """A secret from the environment variable `variable`, else asked without echo when stdin is
+    a terminal; never from the arguments (they show in `ps` and shell histories)."""
+    import getpass
+
+    from pydantic import SecretStr
+
+    given = os.environ.get(variable)
+    if not given and sys.stdin.isatty():
+        given = getpass.getpass(prompt)
+    if not given:
+        raise CommandError(f"set {variable} (or run in a terminal to be asked for it)", status=2)
+    return SecretStr(given)
+
+
+async def _project_add(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
+    from app.core.db import utcnow
+    from app.projects.secrets import SecretsKeyMissing, WrongSecretsKey, box_of
+    from app.projects.service import ProjectRefused, add_project
+
+    settings = load_settings()
+    try:
+        box = box_of(settings.project_secrets_key)
+    except (SecretsKeyMissing, WrongSecretsKey) as exc:
+        raise CommandError(str(exc), status=2) from None
+    key_secret = secret_input(KEY_SECRET_VARIABLE, "Sinch key secret: ")
+    callback_secret = secret_input(CALLBACK_SECRET_VARIABLE, "Callback HMAC secret: ")
+    async with opened(settings) as setup, setup.sessionmaker.begin() as session:
+        try:
+            await add_project(
+                session,
+                box,
+                project_id=args.project_id,
+                name=args.name or args.project_id,
+                key_id=args.key_id,
+                key_secret=key_secret,
+                callback_secret=callback_secret,
+                actor=Actor.command_line(),
+                now=utcnow(),
+            )
+        except ProjectRefused as exc:
+            raise CommandError(str(exc), status=2) from None
+    print(
+        f"project {args.project_id} added; running API and worker processes serve it within"
+        " seconds. Its callback URL: <API base URL>"
+        f"/callbacks/sinch/{args.project_id}/registrations"
+    )
+    return 0
+
+
+def project_lines(project: Any) -> list[str]:
+    """What `project show` prints of a `ProjectView` (never a secret: there is none in it)."""
+    return [
+        f"id:               {project.id}",
+        f"name:             {project.name}",
+        f"key id:           {project.key_id or '-'}",
+        f"key secret:       {'set' if project.key_secret_set else 'not set'}",
+        f"callback secrets: {project.callback_secrets} stored"
+        + (" (and SINCH_CALLBACK_SECRETS)" if project.from_settings else ""),
+        f"from settings:    {'yes' if project.from_settings else 'no'}",
+        f"callback path:    /callbacks/sinch/{project.id}/registrations",
+        f"created:          {project.created_at.isoformat(timespec='seconds')}",
+    ]
+
+
+async def _project_list(_args: argparse.Namespace) -> int:
+    from app.projects.queries import list_projects
+
+    settings = load_settings()
+    async with opened(settings) as setup, setup.sessionmaker() as session:
+        projects = await list_projects(
+            session, environment_secret=settings.sinch_key_secret is not None
+        )
+    print(f"{'ID':<38} {'NAME':<24} {'KEY ID':<38} SETTINGS")
+    for project in projects:
+        print(
+            f"{project.id:<38} {project.name:<24} {project.key_id or '-':<38} "
+            f"{'yes' if project.from_settings else 'no'}"
+        )
+    return 0
+
+
+async def _project_show(args: argparse.Namespace) -> int:
+    from app.projects.queries import get_project
+
+    settings = load_settings()
+    async with opened(settings) as setup, setup.sessionmaker() as session:
+        project = await get_project(
+            session, args.project_id, environment_secret=settings.sinch_key_secret is not None
+        )
+    if project is None:
+        raise CommandError(f"no project {args.project_id}")
+    print("\n".join(project_lines(project)))
+    return 0
+
+
+async def _project_remove(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
+    from app.core.db import utcnow
+    from app.projects.service import ProjectRefused, remove_project
+
+    settings = load_settings()
+    async with opened(settings) as setup, setup.sessionmaker.begin() as session:
+        try:
+            deleted = await remove_project(
+                session,
+                args.project_id,
+                with_data=args.with_data,
+                actor=Actor.command_line(),
+                settings_project_id=settings.settings_project_id,
+                now=utcnow(),
+            )
+        except ProjectRefused as exc:
+            raise CommandError(str(exc)) from None
+    rows = ", ".join(f"{count} {table}" for table, count in deleted.items()) or "no data"
+    print(
+        f"project {args.project_id} removed ({rows}); running API processes refuse its callbacks"
+        " within seconds"
     )
     return 0
 
@@ -820,6 +969,51 @@ def build_parser() -> argparse.ArgumentParser:
     secret_status.add_argument(
         "--minutes", type=float, default=10.0, help="callbacks of the last N minutes"
     )
+
+    for one_project in (reconcile, show, secret_rotate, secret_status):
+        one_project.add_argument(
+            "--project",
+            metavar="PROJECT_ID",
+            help="act on this project, with its own Sinch credentials (default: the project the"
+            " settings define, SINCH_PROJECT_ID)",
+        )
+
+    project = commands.add_parser(
+        "project", help="the Sinch projects this deployment serves", formatter_class=formatter
+    )
+    project_commands = project.add_subparsers(dest="project_command", required=True)
+    add_help = (
+        f"add a project: its key secret from {KEY_SECRET_VARIABLE}, its first callback secret "
+        f"from {CALLBACK_SECRET_VARIABLE} (asked without echo in a terminal), never arguments; "
+        "needs PROJECT_SECRETS_KEY"
+    )
+    project_add = project_commands.add_parser(
+        "add", help=add_help, description=add_help, formatter_class=formatter
+    )
+    project_add.add_argument("project_id", metavar="PROJECT_ID", help="Sinch's project id")
+    project_add.add_argument("--name", help="a name for people (the id when omitted)")
+    project_add.add_argument("--key-id", required=True, help="the Sinch access key's id")
+    project_add.set_defaults(func=sync(_project_add))
+    project_commands.add_parser(
+        "list", help="every project (no secret)", formatter_class=formatter
+    ).set_defaults(func=sync(_project_list))
+    project_show = project_commands.add_parser(
+        "show", help="one project (no secret)", formatter_class=formatter
+    )
+    project_show.add_argument("project_id", metavar="PROJECT_ID")
+    project_show.set_defaults(func=sync(_project_show))
+    remove_help = (
+        "remove a project: refused while it has registrations, events, changes or deliveries "
+        "unless --with-data (which deletes them); its audit entries stay"
+    )
+    project_remove = project_commands.add_parser(
+        "remove", help=remove_help, description=remove_help, formatter_class=formatter
+    )
+    project_remove.add_argument("project_id", metavar="PROJECT_ID")
+    project_remove.add_argument(
+        "--with-data", action="store_true", help="delete the project's data with it"
+    )
+    project_remove.set_defaults(func=sync(_project_remove))
 
     token = commands.add_parser(
         "token",

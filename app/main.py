@@ -20,8 +20,11 @@ from app.audit.router import router as audit_router
 from app.callbacks.endpoint import (
     CALLBACK_PATH,
     OPENAPI_OPERATION,
+    PROJECT_CALLBACK_PATH,
+    PROJECT_OPENAPI_OPERATION,
     UNSUPPORTED_ENCODING,
     CallbackEndpoint,
+    callback_project,
 )
 from app.callbacks.enqueuer import Enqueuer
 from app.callbacks.secrets import AcceptedSecrets
@@ -71,7 +74,7 @@ class ServiceAPI(FastAPI):
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
                 await stack(scope, receive, send)
-            elif scope["path"] == CALLBACK_PATH and scope["method"] == "POST":
+            elif scope["method"] == "POST" and callback_project(scope["path"]) is not None:
                 await endpoint(scope, receive, send)
             elif _encoded(scope):
                 # No route decodes a body: refused here (the endpoint refuses its own), unread.
@@ -108,8 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inbox.start()
         sessionmaker = create_sessionmaker(engine)
         reader = create_reader(engine)
-        project_id = await settle_at_start(sessionmaker, settings)
-        callback_secrets = AcceptedSecrets(settings, reader, redis, project_id=project_id)
+        await settle_at_start(sessionmaker, settings)
+        callback_secrets = AcceptedSecrets(settings, reader, redis)
         await callback_secrets.start()
         tokens = TokenDirectory(reader, sessionmaker, ttl=settings.token_cache_seconds)
         changes = ChangeSignal(redis)
@@ -174,9 +177,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         install_docs(app)
     # POSTs to the callback endpoint never reach the router (`ServiceAPI`); the route is there
     # for the other methods' 405. FastAPI does not describe a plain ASGI route by itself.
-    app.router.routes.append(
-        Route(CALLBACK_PATH, CallbackEndpoint(), methods=["POST"], include_in_schema=False)
-    )
+    for path in (CALLBACK_PATH, PROJECT_CALLBACK_PATH):
+        app.router.routes.append(
+            Route(path, CallbackEndpoint(), methods=["POST"], include_in_schema=False)
+        )
     app.include_router(health_router)
     app.include_router(registrations_router)
     app.include_router(events_router)
@@ -196,6 +200,7 @@ def _describe_callback_endpoint(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         schema = describe_routes()
         schema["paths"].setdefault(CALLBACK_PATH, {})["post"] = OPENAPI_OPERATION
+        schema["paths"].setdefault(PROJECT_CALLBACK_PATH, {})["post"] = PROJECT_OPENAPI_OPERATION
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

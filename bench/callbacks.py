@@ -44,6 +44,8 @@ from bench.support import (
     table,
 )
 
+PROJECT_PATH = "/callbacks/sinch/{project}/registrations"
+"""With `--projects N`: the callbacks go to the last added project's own callback URL."""
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 
@@ -52,9 +54,26 @@ bare = FastAPI()
 
 
 @bare.post(CALLBACK_PATH)
+@bare.post(PROJECT_PATH)
 async def receive(request: Request) -> Response:
     await request.body()
     return Response(status_code=200)
+
+
+ADD_PROJECTS = """
+WITH added AS (
+    INSERT INTO projects (id, name, key_id, from_settings, created_at, updated_at)
+    SELECT 'bench-project-' || n, 'bench ' || n, 'key-' || n, false, now(), now()
+    FROM generate_series(1, $1::int) AS n
+    RETURNING id
+), secrets AS (
+    INSERT INTO callback_secrets (project_id, secret, state, created_at, updated_at)
+    SELECT id, $2::text, 'current', now(), now() FROM added RETURNING 1
+)
+SELECT count(*) FROM secrets
+"""
+"""`--projects N`: N-1 projects beside the settings' (no key secret: no Sinch call is made
+here), each accepting the bench's callback secret."""
 
 
 def write_bodies(path: Path, count: int) -> None:
@@ -66,13 +85,19 @@ def write_bodies(path: Path, count: int) -> None:
 
 
 def wrk(
-    args: Any, url: str, bodies: Path, lines: tuple[int, int], seconds: float, meter: CpuMeter
+    args: Any,
+    url: str,
+    bodies: Path,
+    lines: tuple[int, int],
+    seconds: float,
+    meter: CpuMeter,
+    path: str = CALLBACK_PATH,
 ) -> Any:
     """wrk sending lines [first, last) of `bodies` to `url`: its figures (BENCH_RESULT, from
     callbacks.lua), with the CPU of the meter's groups and of wrk itself meanwhile."""
     command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s"]
     command += ["--timeout", "10s", "-s", str(ROOT / "bench" / "callbacks.lua"), url, "--"]
-    command += [str(bodies), str(lines[0]), str(lines[1]), str(args.threads), CALLBACK_PATH]
+    command += [str(bodies), str(lines[0]), str(lines[1]), str(args.threads), path]
     with tempfile.TemporaryFile() as out:
         meter.start()
         began = time.monotonic()
@@ -113,19 +138,21 @@ def rows_stored(run: Stack) -> int:
     return int(count)
 
 
-def measure(run: Stack, app: str, bodies: Path, warm: int, measured: int) -> dict[str, Any]:
-    """Warm-up on lines [0, warm), then the measured run on [warm, warm + measured); for the
-    service, the rows each stored."""
+def measure(
+    run: Stack, app: str, bodies: Path, warm: int, measured: int, path: str = CALLBACK_PATH
+) -> dict[str, Any]:
+    """Warm-up on lines [0, warm), then the measured run on [warm, warm + measured), POSTed to
+    `path`; for the service, the rows each stored."""
     args, label = run.args, "service" if app == "app.main:app" else "bare"
     with run.api(label, app) as server:
-        url = server.base_url + CALLBACK_PATH
+        url = server.base_url + path
         pid = server.process.pid
         meter = run.cpu(server=pid) if label == "service" else CpuMeter({"server": [pid]})
         rows = rows_stored(run)
-        warmup = wrk(args, url, bodies, (0, warm), args.warmup, meter)
+        warmup = wrk(args, url, bodies, (0, warm), args.warmup, meter, path)
         warmup["rows"] = rows_stored(run) - rows
         profiler = start_profiler(args.py_spy, pid, run.log(f"{label}-profile"))
-        figures = wrk(args, url, bodies, (warm, warm + measured), args.duration, meter)
+        figures = wrk(args, url, bodies, (warm, warm + measured), args.duration, meter, path)
         if profiler is not None:
             profiler.send_signal(2)
             profiler.wait()
@@ -159,6 +186,13 @@ def main() -> int:
     options.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds (3)")
     options.add_argument("--connections", type=int, default=32)
     options.add_argument("--threads", type=int, default=1, help="wrk threads (2 cores here: 1)")
+    options.add_argument(
+        "--projects",
+        type=int,
+        default=1,
+        help="projects configured (1: the settings' only); with more, N-1 are added, each with"
+        " its callback secret, and the callbacks go to the last one's own URL",
+    )
     args = options.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -170,9 +204,13 @@ def main() -> int:
         measured = math.ceil(10_000 * args.duration) + 2000
         bodies = Path(temp) / "bodies.txt"
         write_bodies(bodies, warm + measured)
+        path = CALLBACK_PATH
+        if args.projects > 1:
+            asyncio.run(run.value(ADD_PROJECTS, args.projects - 1, SECRET))
+            path = PROJECT_PATH.format(project=f"bench-project-{args.projects - 1}")
         results = {
-            "bare": measure(run, "bench.callbacks:bare", bodies, warm, measured),
-            "service": measure(run, "app.main:app", bodies, warm, measured),
+            "bare": measure(run, "bench.callbacks:bare", bodies, warm, measured, path),
+            "service": measure(run, "app.main:app", bodies, warm, measured, path),
         }
         duplicates = asyncio.run(
             run.value("SELECT coalesce(sum(duplicate_count), 0) FROM callback_events")
@@ -180,7 +218,7 @@ def main() -> int:
     bare_run, service = results["bare"]["measured"], results["service"]["measured"]
     print(
         f"\nwrk -t{args.threads} -c{args.connections}, {args.duration:g} s after "
-        f"{args.warmup:g} s warm-up, POST {CALLBACK_PATH}"
+        f"{args.warmup:g} s warm-up, POST {path}, {args.projects} project(s) configured"
     )
     rows: list[list[object]] = [["", "req/s", "p50 ms", "p99 ms", "max ms", "server CPU/req"]]
     for name, figures in (("bare FastAPI (ceiling)", bare_run), ("this service", service)):

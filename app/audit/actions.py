@@ -21,3 +21,6 @@ class Action(StrEnum):
     CALLBACK_SECRET_ROTATE = "callback_secret.rotate"  # noqa: S105
     CALLBACK_SECRET_ROTATE_REFUSED = "callback_secret.rotate_refused"  # noqa: S105
     CALLBACK_SECRET_SET = "callback_secret.set"  # noqa: S105
+    PROJECT_ADD = "project.add"
+    PROJECT_RENAME = "project.rename"
+    PROJECT_REMOVE = "project.remove"

@@ -1,4 +1,6 @@
-"""`POST /callbacks/sinch/registrations`: verify, keep, answer. HTTP only: nothing is processed.
+"""`POST /callbacks/sinch/{projectId}/registrations` (and `POST /callbacks/sinch/registrations`,
+the settings-defined project's): verify with that project's secrets, keep, answer. HTTP only:
+nothing is processed.
 
 The endpoint is the service's hot path (every Sinch callback lands here, possibly in bursts), so it
 is a plain ASGI app rather than a FastAPI route: it reads the scope and the body itself and writes
@@ -36,6 +38,32 @@ from app.web.deps import Resources
 log = logging.getLogger(__name__)
 
 CALLBACK_PATH = "/callbacks/sinch/registrations"
+"""The settings-defined project's callback URL (as before projects existed)."""
+PROJECT_CALLBACK_PATH = "/callbacks/sinch/{projectId}/registrations"
+"""Any project's callback URL: the project in the path decides which secrets verify the body."""
+_PREFIX = "/callbacks/sinch/"
+_SUFFIX = "/registrations"
+
+
+def callback_project(path: str) -> str | None:
+    """The project a callback POSTed to `path` is for: "" for `CALLBACK_PATH` (the
+    settings-defined project), the `{projectId}` segment for `PROJECT_CALLBACK_PATH`, None when
+    `path` is neither (then it is not the callback endpoint's). Two string tests on the hot
+    path; a project id holding "/" is no project's."""
+    if path == CALLBACK_PATH:
+        return ""
+    if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
+        project_id = path[len(_PREFIX) : -len(_SUFFIX)]
+        if project_id and "/" not in project_id:
+            return project_id
+    return None
+
+
+def project_callback_path(project_id: str) -> str:
+    """Project `project_id`'s callback path (`PROJECT_CALLBACK_PATH` filled in)."""
+    return f"{_PREFIX}{project_id}{_SUFFIX}"
+
+
 COMMIT_TIMEOUT_SECONDS = 15.0
 
 # Headers that may carry someone's credentials are never kept; the signature header is kept (it is
@@ -117,6 +145,12 @@ def probe_answer(nonce: str, instance_id: str) -> Answer:
     return bytes_answer(200, "application/json", probe_answer_body(nonce, instance_id))
 
 
+UNKNOWN_PROJECT = closing(
+    problem_answer(404, "No such project here: its callbacks are not accepted (nothing was kept).")
+)
+"""Sent, body unread (the connection is closed), for a project this deployment does not serve
+(never added, or removed): nothing is kept, nothing is verified with another project's secrets."""
+
 OK = Answer(
     {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]},
     {"type": "http.response.body", "body": b""},
@@ -130,7 +164,9 @@ class CallbackEndpoint:
     A body must arrive whole within `callback_read_timeout_seconds`; one that does not is answered
     408 and the connection closed, and one whose client leaves before it is complete gets no
     answer. A body with a `Content-Encoding` other than `identity` is answered 415 unread. None of
-    these is kept. A signed secret rotation probe is answered with this process's instance id and
+    these is kept. A POST to the callback path of a project this process does not know (within
+    `REFRESH_SECONDS` of its adding or removal: app/callbacks/secrets.py) is answered 404 unread.
+    A signed secret rotation probe is answered with this process's instance id and
     not kept either.
     """
 
@@ -159,7 +195,12 @@ class CallbackEndpoint:
         inbox: InboxWriter = state["inbox"]
         settings = resources.settings
         counted = resources.metrics.callback_results
-        secrets = accepted.accepted
+        project_id = callback_project(scope["path"]) or accepted.settings_project_id
+        # One dict lookup: this project's secrets, and no other project's, verify the body.
+        secrets = accepted.by_project.get(project_id)
+        if secrets is None:
+            counted["unknown_project"].inc()
+            return UNKNOWN_PROJECT
         if not secrets:
             counted["unavailable"].inc()
             return problem_answer(
@@ -216,7 +257,7 @@ class CallbackEndpoint:
         fields = parse_callback(body)
         client = scope.get("client")
         callback = NewCallback(
-            project_id=accepted.project_id,
+            project_id=project_id,
             dedup_key=dedup_key(fields, body),
             event_id=fields.event_id,
             registration_id=fields.registration_id,
@@ -274,8 +315,25 @@ OPENAPI_OPERATION: dict[str, Any] = {
         "200": {"description": "Kept durably (or already kept)."},
         "401": {"description": "Missing or wrong signature."},
         "408": {"description": "Body not received in full within CALLBACK_READ_TIMEOUT_SECONDS."},
+        "404": {"description": "No such project (never added, or removed): nothing kept."},
         "413": {"description": "Body larger than CALLBACK_MAX_BODY_BYTES."},
         "415": {"description": "A Content-Encoding other than identity: not read, not kept."},
         "503": {"description": "No callback secret configured, or the database cannot commit."},
     },
+}
+
+PROJECT_OPENAPI_OPERATION: dict[str, Any] = {
+    **OPENAPI_OPERATION,
+    "summary": "Receive a Sinch registration status callback for one project",
+    "operationId": "receive_project_callback",
+    "parameters": [
+        {
+            "name": "projectId",
+            "in": "path",
+            "required": True,
+            "description": "The Sinch project the callback is for: its secrets alone verify it.",
+            "schema": {"type": "string"},
+        },
+        *OPENAPI_OPERATION["parameters"],
+    ],
 }

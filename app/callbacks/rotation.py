@@ -35,10 +35,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.repository import Actor
 from app.callbacks import secrets
+from app.callbacks.endpoint import project_callback_path
 from app.core.db import utcnow
 from app.sinch.client import SinchClient
 
-CALLBACK_PATH = "/callbacks/sinch/registrations"
 ROUND_PAUSE_SECONDS = 0.2
 
 
@@ -79,11 +79,13 @@ class Rotation:
 
 
 async def probe_every_process(
-    redis: ArqRedis, api_urls: Sequence[str], secret: str, *, within: float
+    redis: ArqRedis, api_urls: Sequence[str], project_id: str, secret: str, *, within: float
 ) -> ProbeReport:
-    """Send signed probes to each URL, round after round, until every API process announced in
-    Redis has accepted one or `within` seconds have passed."""
+    """Send probes signed with `secret` to project `project_id`'s callback path at each URL
+    (only that project's secrets verify them), round after round, until every API process
+    announced in Redis has accepted one or `within` seconds have passed."""
     report = ProbeReport()
+    path = project_callback_path(project_id)
     deadline = time.monotonic() + within
     # No keep-alive: each probe opens its own connection, which a balancer may give another
     # process.
@@ -96,7 +98,7 @@ async def probe_every_process(
                 body, headers = secrets.signed_probe(secret, nonce)
                 try:
                     answer = await client.post(
-                        url.rstrip("/") + CALLBACK_PATH, content=body, headers=headers
+                        url.rstrip("/") + path, content=body, headers=headers
                     )
                 except httpx.HTTPError:
                     report.answers["no answer"] += 1
@@ -142,7 +144,7 @@ async def rotate(
     async with sessionmaker.begin() as session:
         row_id = await secrets.add_pending(session, project_id, new, now=utcnow())
     try:
-        report = await probe_every_process(redis, api_urls, new, within=within)
+        report = await probe_every_process(redis, api_urls, project_id, new, within=within)
     except BaseException:
         async with sessionmaker.begin() as session:
             await secrets.withdraw(

@@ -41,7 +41,7 @@ from app.audit.actions import Action
 from app.audit.repository import Actor, record
 from app.callbacks.signature import SIGNATURE_HEADER, sign
 from app.core.lifecycle import stop_task
-from app.core.models import CallbackEvent, CallbackSecret
+from app.core.models import PROJECTS, CallbackEvent, CallbackSecret
 from app.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ async def read_accepted(
 ) -> tuple[SecretStr, ...]:
     """The accepted secrets of project `project_id` as its rows of `callback_secrets` and
     `environment` (its secrets from the environment, if any) stand now. The one read of those
-    rows: each API process's `AcceptedSecrets` and `secret status` come here."""
+    rows of one project (`secret status`); `read_every_project` reads every project's at once."""
     rows = await session.execute(
         select(CallbackSecret.state, CallbackSecret.secret)
         .where(CallbackSecret.project_id == project_id)
@@ -82,38 +82,68 @@ async def read_accepted(
     return accepted_secrets([(row.state, row.secret) for row in rows], environment)
 
 
+async def read_every_project(
+    session: AsyncSession, settings_project_id: str, environment: Sequence[SecretStr]
+) -> dict[str, tuple[SecretStr, ...]]:
+    """Every project's accepted secrets (project id -> secrets, in the module's order), from two
+    indexed reads: the `projects` rows and the `callback_secrets` rows. A project without any
+    secret maps to `()`; `environment` (`SINCH_CALLBACK_SECRETS`) belongs to
+    `settings_project_id` alone, which is always in the map (its row may not be written yet)."""
+    ids = (await session.execute(select(PROJECTS.c.id))).scalars().all()
+    rows: dict[str, list[tuple[str, str]]] = {project_id: [] for project_id in ids}
+    rows.setdefault(settings_project_id, [])
+    found = await session.execute(
+        select(CallbackSecret.project_id, CallbackSecret.state, CallbackSecret.secret).order_by(
+            CallbackSecret.id.desc()
+        )
+    )
+    for row in found:
+        if row.project_id in rows:
+            rows[row.project_id].append((row.state, row.secret))
+    return {
+        project_id: accepted_secrets(
+            project_rows, environment if project_id == settings_project_id else ()
+        )
+        for project_id, project_rows in rows.items()
+    }
+
+
 class AcceptedSecrets:
-    """This process's accepted secrets (`accepted`) of project `project_id`, kept fresh by a task
-    of its own, which also announces the process in Redis. If the database does not answer, the
-    last secrets read stay. The environment's `SINCH_CALLBACK_SECRETS` are accepted for the
-    settings-defined project only."""
+    """This process's accepted secrets of every project (`by_project`: project id -> secrets; a
+    project absent from it is unknown here), kept fresh by a task of its own, which also announces
+    the process in Redis. A project added or removed (`python -m app project add/remove`, the
+    console) is so known or unknown to every API process within `REFRESH_SECONDS` (plus one
+    read). If the database does not answer, the last secrets read stay. The environment's
+    `SINCH_CALLBACK_SECRETS` are accepted for the settings-defined project only, and a secret of
+    one project never verifies another's callbacks (each callback is checked against its own
+    project's tuple only)."""
 
     def __init__(
-        self,
-        settings: Settings,
-        reader: async_sessionmaker[AsyncSession],
-        redis: ArqRedis,
-        *,
-        project_id: str,
+        self, settings: Settings, reader: async_sessionmaker[AsyncSession], redis: ArqRedis
     ) -> None:
-        self.project_id = project_id
-        self._environment: tuple[SecretStr, ...] = (
-            tuple(settings.sinch_callback_secrets)
-            if project_id == settings.settings_project_id
-            else ()
-        )
+        self.settings_project_id = settings.settings_project_id
+        self._environment: tuple[SecretStr, ...] = tuple(settings.sinch_callback_secrets)
         self._reader = reader
         self._redis = redis
         self.instance_id = uuid.uuid4().hex[:16]
-        self.accepted: tuple[SecretStr, ...] = self._environment
+        self.by_project: dict[str, tuple[SecretStr, ...]] = {
+            self.settings_project_id: self._environment
+        }
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._failing = False
 
+    @property
+    def accepted(self) -> tuple[SecretStr, ...]:
+        """The settings-defined project's accepted secrets."""
+        return self.by_project.get(self.settings_project_id, ())
+
     async def refresh(self) -> None:
         """Read the rows again (raises when the database does not answer)."""
         async with self._reader() as session:
-            self.accepted = await read_accepted(session, self.project_id, self._environment)
+            self.by_project = await read_every_project(
+                session, self.settings_project_id, self._environment
+            )
 
     async def announce(self) -> None:
         now = time.time()

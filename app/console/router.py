@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import queries as audit_queries
@@ -44,6 +45,9 @@ from app.events import service as event_service
 from app.events.schemas import EventOut
 from app.forecasts import queries as forecast_queries
 from app.forecasts.model import MIN_SAMPLES
+from app.projects import queries as project_queries
+from app.projects import service as project_service
+from app.projects.secrets import SecretsKeyMissing, WrongSecretsKey, box_of
 from app.registrations import queries as registration_queries
 from app.registrations import service as registration_service
 from app.registrations.facts import Reason
@@ -839,6 +843,111 @@ async def retry_delivery(
         return _refused(request, who, 404, "No delivery with this id.")
     back = f"/console/subscriptions/{_path(subscription_id)}" if subscription_id else "/console"
     return _redirect(f"{back}?retried={delivery_id}")
+
+
+# --- projects ------------------------------------------------------------------------------------
+
+
+@router.get("/projects")
+async def projects(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
+    """Every project (never a secret); with a write token, forms to add, rename, remove."""
+    async with resources.reader() as session:
+        found = await project_queries.list_projects(
+            session, environment_secret=resources.settings.sinch_key_secret is not None
+        )
+    return _page(
+        request,
+        "projects.html",
+        {"viewer": who, "projects": found, "note": _text(request.query_params.get("note"))},
+    )
+
+
+_PROJECT_NOTES = {
+    "added": "Project added: every API and worker process serves it within seconds.",
+    "renamed": "Project renamed.",
+    "removed": "Project removed: its callbacks are refused (404) within seconds.",
+}
+
+
+async def _project_write(
+    request: Request, resources: ResourcesDep, who: Viewer, csrf: str | None, write: Any, done: str
+) -> Response:
+    """Run `write(session, actor, now)` in a transaction when `who` may act; a refusal of the
+    service (`ProjectRefused`, `SecretsKeyMissing`, ...) is the refusal page, nothing changed."""
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    try:
+        async with resources.sessionmaker.begin() as session:
+            await write(session, _actor(request, who), utcnow())
+    except (project_service.ProjectRefused, SecretsKeyMissing, WrongSecretsKey) as exc:
+        return _refused(request, who, 409, f"{exc}. Nothing was changed.")
+    return _redirect("/console/projects?" + urlencode({"note": _PROJECT_NOTES[done]}))
+
+
+@router.post("/projects")
+async def add_project(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    project_id: Annotated[str, Form()],
+    key_id: Annotated[str, Form()],
+    key_secret: Annotated[SecretStr, Form()],
+    callback_secret: Annotated[SecretStr, Form()],
+    name: Annotated[str | None, Form()] = None,
+    csrf: CsrfField = None,
+) -> Response:
+    async def write(session: AsyncSession, actor: Actor, now: datetime) -> None:
+        await project_service.add_project(
+            session,
+            box_of(resources.settings.project_secrets_key),
+            project_id=project_id.strip(),
+            name=_text(name) or project_id.strip(),
+            key_id=key_id,
+            key_secret=key_secret,
+            callback_secret=callback_secret,
+            actor=actor,
+            now=now,
+        )
+
+    return await _project_write(request, resources, who, csrf, write, "added")
+
+
+@router.post("/projects/{project_id}/rename")
+async def rename_project(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    project_id: str,
+    name: Annotated[str, Form()],
+    csrf: CsrfField = None,
+) -> Response:
+    async def write(session: AsyncSession, actor: Actor, now: datetime) -> None:
+        await project_service.rename_project(session, project_id, name, actor=actor, now=now)
+
+    return await _project_write(request, resources, who, csrf, write, "renamed")
+
+
+@router.post("/projects/{project_id}/remove")
+async def remove_project(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    project_id: str,
+    with_data: Annotated[str | None, Form()] = None,
+    csrf: CsrfField = None,
+) -> Response:
+    async def write(session: AsyncSession, actor: Actor, now: datetime) -> None:
+        await project_service.remove_project(
+            session,
+            project_id,
+            with_data=bool(with_data),
+            actor=actor,
+            settings_project_id=resources.settings.settings_project_id,
+            now=now,
+        )
+
+    return await _project_write(request, resources, who, csrf, write, "removed")
 
 
 # --- installation --------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ CALLBACK_RESULTS = (
     "unavailable",
     "unsupported_encoding",
     "probe",
+    "unknown_project",
 )
 
 

@@ -311,13 +311,15 @@ async def facts_due_before(session: AsyncSession, cutoff: datetime, limit: int) 
     return list(result.scalars())
 
 
-async def facts_due(session: AsyncSession, registration_id: str) -> bool:
-    """Whether the registration still waits for a facts fetch (a snapshot fetched since the need
-    arose has cleared it)."""
+async def facts_due(session: AsyncSession, registration_id: str) -> str | None:
+    """The registration's project when it still waits for a facts fetch (a snapshot fetched
+    since the need arose has cleared it), else None."""
     result = await session.execute(
-        select(Registration.facts_due_at).where(Registration.id == registration_id)
+        select(Registration.project_id).where(
+            Registration.id == registration_id, Registration.facts_due_at.is_not(None)
+        )
     )
-    return result.scalar_one_or_none() is not None
+    return result.scalar_one_or_none()
 
 
 async def clear_facts_due(

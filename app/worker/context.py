@@ -13,6 +13,7 @@ from app.changes.signal import ChangeSignal
 from app.core.db import DriverConnections
 from app.core.metrics import Metrics
 from app.core.settings import Settings
+from app.projects.clients import ProjectClients
 from app.sinch.client import SinchClient
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.sender import Sending
@@ -33,6 +34,9 @@ class WorkerContext(TypedDict, total=False):
     http: httpx.AsyncClient
     """Sinch's client (deliveries have one per job: app/subscriptions/sender.py)."""
     sinch: SinchClient | None
+    """The settings-defined project's client (`projects.settings_client`)."""
+    projects: ProjectClients
+    """Every project's Sinch client: each job calls Sinch with its project's (app/projects)."""
     metrics: Metrics
     sequencer: Sequencer
     """Numbers the changes the jobs record, after their commit (app/changes/sequencer.py)."""

@@ -30,8 +30,9 @@ from app.core.lifecycle import within
 from app.core.logs import configure_logging, warn_about_missing_configuration
 from app.core.metrics import Metrics
 from app.core.settings import Settings
+from app.projects.clients import ProjectClients
 from app.projects.service import settle_at_start
-from app.sinch.client import DEFAULT_DEADLINE_SECONDS, SinchClient, create_http_client
+from app.sinch.client import DEFAULT_DEADLINE_SECONDS, create_http_client
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.sender import Sending
 from app.worker import tasks
@@ -236,11 +237,10 @@ def build_worker_settings(settings: Settings) -> type:
         ctx["connections"] = DriverConnections(engine, keep=WORKER_HELD_CONNECTIONS)
         ctx["http"] = http = create_http_client(settings)
         deadline = sinch_deadline_seconds(settings.job_timeout_seconds)
-        ctx["sinch"] = (
-            SinchClient.from_settings(settings, http, deadline_seconds=deadline)
-            if settings.sinch_credentials_configured
-            else None
+        ctx["projects"] = projects = ProjectClients(
+            settings, http, ctx["sessionmaker"], deadline_seconds=deadline
         )
+        ctx["sinch"] = projects.settings_client
         _serve_metrics(ctx["metrics"], settings.worker_metrics_port, settings.worker_metrics_host)
         ctx["sequencer"] = sequencer = Sequencer(ctx["sessionmaker"], ctx["redis"])
         sequencer.start()

@@ -102,7 +102,7 @@ async def process_events(ctx: WorkerContext, row_ids: list[int]) -> int:
 
 async def _processed(ctx: WorkerContext, row_id: int, step: Finished) -> None:
     """What follows an event's end: its facts fetch, its metrics, its log line."""
-    if step.facts_due is not None and ctx.get("sinch") is not None:
+    if step.facts_due is not None and _sinch_configured(ctx):
         # Recorded in `facts_due_at` too: when Redis cannot take it, the sweep enqueues it.
         with contextlib.suppress(RedisError, OSError):
             await enqueue_facts(ctx["redis"], [step.facts_due])
@@ -111,6 +111,12 @@ async def _processed(ctx: WorkerContext, row_id: int, step: Finished) -> None:
     if step.received_at is not None:
         metrics.processing_lag.observe((utcnow() - step.received_at).total_seconds())
     _log_outcome(row_id, step.outcome)
+
+
+def _sinch_configured(ctx: WorkerContext) -> bool:
+    """Whether any project may have Sinch credentials here: the settings' (`SINCH_*`), or
+    projects added with their sealed keys (`PROJECT_SECRETS_KEY` set)."""
+    return ctx.get("sinch") is not None or ctx["settings"].project_secrets_key is not None
 
 
 def _changed(ctx: WorkerContext) -> None:
@@ -135,15 +141,18 @@ def _log_outcome(row_id: int, outcome: str) -> None:
 
 
 async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
-    sessionmaker, sinch, settings = ctx["sessionmaker"], ctx["sinch"], ctx["settings"]
+    sessionmaker, settings = ctx["sessionmaker"], ctx["settings"]
     log_extra = {"row_id": row_id, "registration_id": step.registration_id}
+    # The event's project's credentials, never another project's.
+    sinch = await ctx["projects"].client(step.project_id)
     if sinch is None:
         return await _give_up(
             ctx,
             row_id,
             EventState.FAILED,
             "failed:not_configured",
-            "Sinch credentials are not configured; replay the event once they are",
+            f"Sinch credentials of project {step.project_id} are not configured; replay the"
+            " event once they are",
         )
     ctx["metrics"].sinch_gets.labels(step.decision.reason.value).inc()
     fetched_at = utcnow()
@@ -201,13 +210,18 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
     for the sweep; one that cannot answer usefully (404, refusal, an unusable document) ends the
     wait, since asking again would not help.
     """
-    sinch, settings = ctx["sinch"], ctx["settings"]
-    if sinch is None:
+    settings = ctx["settings"]
+    if not _sinch_configured(ctx):
         return "not_configured"
     extra = {"registration_id": registration_id}
     async with ctx["sessionmaker"]() as session:
-        if not await registrations_repository.facts_due(session, registration_id):
-            return "not_due"
+        project_id = await registrations_repository.facts_due(session, registration_id)
+    if project_id is None:
+        return "not_due"
+    # The registration's project's credentials, never another project's.
+    sinch = await ctx["projects"].client(project_id)
+    if sinch is None:
+        return "not_configured"
     ctx["metrics"].sinch_gets.labels("facts").inc()
     fetched_at = utcnow()
     try:
@@ -272,21 +286,26 @@ async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
 
 
 async def refresh_markets(ctx: WorkerContext) -> int:
-    """Load Sinch's market details when the map is a day old or was never loaded (a no-op without
-    Sinch credentials). Answers how many policies the map holds now, or -1 when not due."""
-    sinch = ctx["sinch"]
-    if sinch is None:
-        return -1
-    async with ctx["sessionmaker"]() as session:
-        if not await markets.is_due(session, sinch.project_id, utcnow()):
-            return -1
-    try:
-        report = await markets.refresh(ctx["sessionmaker"], sinch, now=utcnow())
-    except SinchError as exc:
-        log.warning("market details not loaded (%s); markets stay as they were", exc)
-        return -1
-    _changed(ctx)
-    return report.policies
+    """Load Sinch's market details, per project with its own client, where the project's map is
+    a day old or was never loaded (a no-op without Sinch credentials). Answers how many policies
+    the maps loaded now hold, or -1 when none was due."""
+    loaded = -1
+    for sinch in await ctx["projects"].every():
+        async with ctx["sessionmaker"]() as session:
+            if not await markets.is_due(session, sinch.project_id, utcnow()):
+                continue
+        try:
+            report = await markets.refresh(ctx["sessionmaker"], sinch, now=utcnow())
+        except SinchError as exc:
+            log.warning(
+                "market details of project %s not loaded (%s); they stay as they were",
+                sinch.project_id,
+                exc,
+            )
+            continue
+        loaded = max(loaded, 0) + report.policies
+        _changed(ctx)
+    return loaded
 
 
 async def _give_up(
@@ -311,7 +330,7 @@ async def sweep(ctx: WorkerContext) -> int:
     enqueued = await enqueue_events(ctx["redis"], row_ids)
     if enqueued:
         log.info("sweep re-enqueued %d events", enqueued)
-    if ctx.get("sinch") is not None:
+    if _sinch_configured(ctx):
         async with ctx["sessionmaker"]() as session:
             due = await registrations_repository.facts_due_before(session, cutoff, SWEEP_BATCH)
         facts = await enqueue_facts(ctx["redis"], due)
@@ -327,13 +346,13 @@ async def reconcile_changes(ctx: WorkerContext) -> int:
     what it applied; the watermark moves only when a run finishes, so the next run starts from the
     same point. A first import or a long backlog belongs to `python -m app reconcile`.
     """
-    sinch = ctx["sinch"]
-    if sinch is None:
-        return 0
     budget = cron_budget(ctx)
+    seen = 0
     try:
+        # Each project with its own client and watermark, within the one budget.
         async with asyncio.timeout(budget):
-            report = await reconcile(ctx["sessionmaker"], sinch)
+            for sinch in await ctx["projects"].every():
+                seen += (await reconcile(ctx["sessionmaker"], sinch)).seen
     except TimeoutError:
         _changed(ctx)
         log.warning(
@@ -343,7 +362,7 @@ async def reconcile_changes(ctx: WorkerContext) -> int:
         )
         return 0
     _changed(ctx)
-    return report.seen
+    return seen
 
 
 async def fold_counts(ctx: WorkerContext) -> int:

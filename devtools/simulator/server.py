@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -16,8 +16,10 @@ from typing import Any, Self
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from devtools.simulator.app import create_simulator_app
+from devtools.simulator.projects import ProjectKeys, ProjectsSimulator
 
 DEFAULT_PROJECT_ID = "sim-project"
 DEFAULT_KEY_ID = "sim-key-id"
@@ -137,20 +139,21 @@ class SimulatorServer:
         port: int = 0,
         startup_timeout_seconds: float = 10.0,
         log_level: str = "warning",
+        other_projects: Sequence[ProjectKeys] = (),
     ) -> None:
         self.project_id = project_id
         self.key_id = key_id
         self.key_secret = key_secret
         self.hmac_secret = hmac_secret
         self.host = host
-        self.app: FastAPI = create_simulator_app(
-            project_id=project_id,
-            key_id=key_id,
-            key_secret=key_secret,
-            hmac_secret=hmac_secret,
-            token_ttl_seconds=token_ttl_seconds,
-            seed=seed,
+        # `other_projects`: served too, each with its own keys and state (devtools/simulator/
+        # projects.py); `app` stays the first project's simulator, `served` what uvicorn runs.
+        first = ProjectKeys(project_id, key_id, key_secret, hmac_secret)
+        self.projects = ProjectsSimulator(
+            [first, *other_projects], token_ttl_seconds=token_ttl_seconds, seed=seed
         )
+        self.app: FastAPI = self.projects.first
+        self.served: ASGIApp = self.projects if other_projects else self.app
         self._requested_port = port
         self._startup_timeout = startup_timeout_seconds
         self._log_level = log_level
@@ -204,7 +207,7 @@ class SimulatorServer:
         self._socket = sock
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.app,
+            self.served,
             log_level=self._log_level,
             access_log=False,
             lifespan="on",

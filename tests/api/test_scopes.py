@@ -7,8 +7,6 @@ without touching this file); revocation is checked against two real API processe
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from app.web.auth import principal_named, token_fingerprint
 from app.web.deps import Resources
 from tests.api.conftest import API_TOKEN, AUTH, assert_problem
 from tests.api.test_auth import SAMPLE_PATH_VALUES
-from tests.support.processes import start_api
+from tests.support.processes import run_cli, start_api
 from tests.support.reads import rows
 from tests.support.servers import serve
 from tests.support.tokens import bearer, make_token, revoke_token
@@ -175,18 +173,6 @@ async def test_database_tokens_work_without_any_bootstrap_token(
         assert body["detail"] == "The bearer token is not accepted."
 
 
-def _cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 async def test_revocation_by_the_command_line_reaches_a_second_api_process(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -200,7 +186,7 @@ async def test_revocation_by_the_command_line_reaches_a_second_api_process(
         "SINCH_CALLBACK_SECRETS": "a-callback-secret-for-this-test",
     }
     created = await asyncio.to_thread(
-        _cli, env, "token", "create", "billing", "--scope", "read", cwd=tmp_path
+        run_cli, env, "token", "create", "billing", "--scope", "read", cwd=tmp_path
     )
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
@@ -217,13 +203,15 @@ async def test_revocation_by_the_command_line_reaches_a_second_api_process(
                 answer = await client.post(f"{url}/v1/events/1/replay", headers=bearer(token))
                 assert answer.status_code == 403
 
-            listed = await asyncio.to_thread(_cli, env, "token", "list", cwd=tmp_path)
+            listed = await asyncio.to_thread(run_cli, env, "token", "list", cwd=tmp_path)
             assert listed.returncode == 0, listed.stderr
             [line] = [row for row in listed.stdout.splitlines() if row.startswith("billing ")]
             assert " read " in line
             assert token not in listed.stdout
 
-            revoked = await asyncio.to_thread(_cli, env, "token", "revoke", "billing", cwd=tmp_path)
+            revoked = await asyncio.to_thread(
+                run_cli, env, "token", "revoke", "billing", cwd=tmp_path
+            )
             assert revoked.returncode == 0, revoked.stderr
             deadline = time.monotonic() + REVOCATION_BOUND
             refused: set[str] = set()
@@ -237,19 +225,21 @@ async def test_revocation_by_the_command_line_reaches_a_second_api_process(
                         refused.add(url)
                 await asyncio.sleep(0.05)
 
-            again = await asyncio.to_thread(_cli, env, "token", "revoke", "billing", cwd=tmp_path)
+            again = await asyncio.to_thread(
+                run_cli, env, "token", "revoke", "billing", cwd=tmp_path
+            )
             assert again.returncode == 1 and "no live token" in again.stderr
             reused = await asyncio.to_thread(
-                _cli, env, "token", "create", "billing", "--scope", "write", cwd=tmp_path
+                run_cli, env, "token", "create", "billing", "--scope", "write", cwd=tmp_path
             )
             assert reused.returncode == 2 and "never reused" in reused.stderr
             malformed = await asyncio.to_thread(
-                _cli, env, "token", "create", "env:9", "--scope", "write", cwd=tmp_path
+                run_cli, env, "token", "create", "env:9", "--scope", "write", cwd=tmp_path
             )
             assert malformed.returncode == 2 and reused.stdout == malformed.stdout == ""
-            listed = await asyncio.to_thread(_cli, env, "token", "list", cwd=tmp_path)
+            listed = await asyncio.to_thread(run_cli, env, "token", "list", cwd=tmp_path)
             assert "billing" not in listed.stdout
-            listed = await asyncio.to_thread(_cli, env, "token", "list", "--all", cwd=tmp_path)
+            listed = await asyncio.to_thread(run_cli, env, "token", "list", "--all", cwd=tmp_path)
             [line] = [row for row in listed.stdout.splitlines() if row.startswith("billing ")]
             assert line.split()[-1] != "-"  # its revocation time
             assert line.split()[-2] != "-"  # last used: it was used above

@@ -259,3 +259,18 @@ def start_worker(
             what="the worker to start",
         )
     return process
+
+
+def run_cli(env: Mapping[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m app *args` in `cwd` with environment `env`, to its end; stdin is never a
+    terminal (a command that would ask for a secret refuses instead)."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )

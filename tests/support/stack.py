@@ -15,7 +15,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from app.core.db import create_engine
 from app.core.models import CallbackEvent, EventState
 from app.core.settings import Settings
 from devtools.simulator import SimulatorControl, SimulatorServer
+from devtools.simulator.projects import ProjectKeys
 from tests.conftest import make_settings
 from tests.support.databases import create_postgres_database, drop_postgres_database
 from tests.support.processes import PrivateRedis, ServiceProcess, start_api, start_worker
@@ -99,8 +100,16 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(folder: Path, name: str, *, proxy: bool = False, **env: str) -> Iterator[Stack]:
-    """Start everything; stop everything; then check that no process logged a secret."""
+def running_stack(
+    folder: Path,
+    name: str,
+    *,
+    proxy: bool = False,
+    sim_projects: Sequence[ProjectKeys] = (),
+    **env: str,
+) -> Iterator[Stack]:
+    """Start everything; stop everything; then check that no process logged a secret.
+    `sim_projects`: more Sinch projects the simulator serves (devtools/simulator/projects.py)."""
     pg_name = f"sinch_fault_{name}_{os.getpid()}"
     database_url = create_postgres_database(pg_name)
     service_url = database_url
@@ -114,7 +123,9 @@ def running_stack(folder: Path, name: str, *, proxy: bool = False, **env: str) -
         )
     redis_server = PrivateRedis(folder)
     redis_server.start()
-    sim = SimulatorServer(key_secret=KEY_SECRET, hmac_secret=HMAC_SECRET)
+    sim = SimulatorServer(
+        key_secret=KEY_SECRET, hmac_secret=HMAC_SECRET, other_projects=sim_projects
+    )
     sim.start()
     variables = {
         **sim.env(),
@@ -154,7 +165,7 @@ def running_stack(folder: Path, name: str, *, proxy: bool = False, **env: str) -
         drop_postgres_database(pg_name)
     logs = stack.logs()
     assert logs, "the processes wrote no logs"
-    for secret in (KEY_SECRET, HMAC_SECRET, API_TOKEN):
+    for secret in (KEY_SECRET, HMAC_SECRET, API_TOKEN, *_project_secrets(sim_projects)):
         assert secret not in logs, "a secret reached a log"
 
 
@@ -231,6 +242,10 @@ async def resend_until_kept(load: Load, url: str, *, limit_seconds: float = 60) 
         await send(load, url, load.unanswered())
         if load.unanswered():
             await asyncio.sleep(0.5)
+
+
+def _project_secrets(projects: Sequence[ProjectKeys]) -> list[str]:
+    return [secret for p in projects for secret in (p.key_secret, p.hmac_secret)]
 
 
 async def kept_event_ids(stack: Stack) -> dict[str, str]:

@@ -20,6 +20,7 @@ from app.main import create_app
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
 from devtools.simulator import SimulatorControl, SimulatorServer
+from tests.support import processes
 from tests.support.reads import events, registrations, rows
 from tests.support.servers import serve
 from tests.support.signing import sign
@@ -43,21 +44,9 @@ def cli_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _run(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        env=cli_env(settings),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 async def run_cli(settings: Settings, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run `python -m app ...` off the event loop, which serves the API the command may call."""
-    return await asyncio.to_thread(_run, settings, *args, cwd=cwd)
+    return await asyncio.to_thread(processes.run_cli, cli_env(settings), *args, cwd=cwd)
 
 
 @pytest.fixture
