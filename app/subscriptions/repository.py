@@ -1,20 +1,23 @@
-"""The one module that writes `subscriptions` and `deliveries` (their creation by the outbox
-aside: app/changes/outbox.py). Nothing here commits: callers own the transaction."""
+"""The one module that writes `subscriptions`, `deliveries` (their creation by the outbox
+aside: app/changes/outbox.py) and `delivery_attempts`. Nothing here commits: callers own the
+transaction."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, func, literal, select, update
+import sqlalchemy
+from sqlalchemy import bindparam, case, exists, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from app.core.db import rowcount
 from app.core.models import (
     DELIVERIES,
+    DELIVERY_ATTEMPTS,
     REGISTRATION_CHANGES,
     SUBSCRIPTIONS,
     Delivery,
@@ -22,6 +25,7 @@ from app.core.models import (
     RegistrationChange,
     Subscription,
 )
+from app.subscriptions.delivery import Attempt
 
 # `'pending'` written into the statement, not bound: the partial indexes of the pending deliveries
 # (`WHERE state = 'pending'`) serve only a query whose plan knows the value. Bound, PostgreSQL's
@@ -266,6 +270,49 @@ async def record_successes(
     await session.execute(
         _SUCCEEDED, {"ids": list(delivery_ids), "status_code": status_code, "now": now}
     )
+
+
+def attempt_row(subscription_id: str, delivery_id: int, attempt: Attempt) -> dict[str, Any]:
+    """The attempts log's row of one attempt (`log_attempts`)."""
+    return {
+        "delivery_id": delivery_id,
+        "subscription_id": subscription_id,
+        "attempted_at": attempt.at,
+        "succeeded": attempt.succeeded,
+        "request_headers": attempt.request_headers,
+        "response_status": attempt.status_code,
+        "response_body": attempt.response_body,
+        "latency_ms": attempt.latency_ms,
+        "error": attempt.error,
+    }
+
+
+_LOG_ATTEMPTS = insert(DELIVERY_ATTEMPTS)
+
+
+async def log_attempts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep attempts (`attempt_row`) in the attempts log: one statement for all of them (an
+    INSERT of many rows), so that the sending cycle pays one round trip, not one per POST."""
+    if rows:
+        await session.execute(_LOG_ATTEMPTS, list(rows))
+
+
+async def prune_attempts(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` attempts made before `before`, oldest first (the prune cron). Walks the
+    primary key from its start: ids grow with time, so the old rows come first and no index on
+    the time is needed."""
+    oldest = (
+        select(DELIVERY_ATTEMPTS.c.id)
+        .where(DELIVERY_ATTEMPTS.c.attempted_at < before)
+        .order_by(DELIVERY_ATTEMPTS.c.id)
+        .limit(limit)
+    )
+    result = await session.execute(
+        sqlalchemy.delete(DELIVERY_ATTEMPTS).where(
+            DELIVERY_ATTEMPTS.c.id.in_(oldest.scalar_subquery())
+        )
+    )
+    return rowcount(result)
 
 
 async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> bool:

@@ -5,27 +5,32 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import Path, Response
+from fastapi import Path, Query, Response
+from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.actions import Action
 from app.audit.repository import record
 from app.changes.signal import publish
 from app.core.db import utcnow
-from app.core.models import Subscription
+from app.core.models import Delivery, Subscription
 from app.core.pagination import (
     DEFAULT_LIMIT,
     LimitQuery,
     RowIdCursorQuery,
+    TimeRowIdCursorQuery,
     encode_cursor,
     optional_cursor,
+    page,
 )
 from app.core.problems import ProblemError
 from app.core.schemas import problem_responses
 from app.events.queries import EventKey
-from app.subscriptions import repository, service
+from app.subscriptions import queries, repository, service
 from app.subscriptions.rules import UrlRefused
 from app.subscriptions.schemas import (
+    AttemptOutcome,
+    AttemptPage,
     DeliveryPage,
     SubscriptionIn,
     SubscriptionList,
@@ -228,3 +233,68 @@ async def retry_delivery(
     if unknown:
         raise ProblemError(404, "No delivery with this id.")
     return Response(status_code=202)
+
+
+OutcomeQuery = Annotated[
+    AttemptOutcome | None,
+    Query(description="`succeeded` (a 2xx answer) or `failed` (anything else); omitted: both."),
+]
+SinceQuery = Annotated[
+    AwareDatetime | None,
+    Query(description="Only attempts made at or after this time (ISO 8601 with an offset)."),
+]
+
+
+async def _attempt_page(
+    session: AsyncSession, filters: queries.AttemptFilters, limit: int, cursor: str | None
+) -> AttemptPage:
+    rows = await queries.attempts(
+        session,
+        filters,
+        limit=limit + 1,
+        before=optional_cursor(cursor, queries.AttemptKey),
+    )
+    items, next_cursor = page(rows, limit, queries.key_of)
+    return AttemptPage(items=list(items), next_cursor=next_cursor)
+
+
+@router.get(
+    "/subscriptions/{id}/attempts",
+    operation_id="listSubscriptionAttempts",
+    summary="A subscription's delivery attempts, newest first",
+    description="Every POST of its deliveries: the headers sent, the payload, the receiver's "
+    "status and the first 4 KiB of its answer, the latency and the error. Kept "
+    "`EVENT_RETENTION_DAYS`, and never longer than their delivery.",
+    responses=problem_responses(404),
+)
+async def list_subscription_attempts(
+    session: ReadSessionDep,
+    subscription_id: SubscriptionId,
+    outcome: OutcomeQuery = None,
+    since: SinceQuery = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: TimeRowIdCursorQuery = None,
+) -> AttemptPage:
+    await _found(session, subscription_id)
+    filters = queries.AttemptFilters(subscription_id=subscription_id, outcome=outcome, since=since)
+    return await _attempt_page(session, filters, limit, cursor)
+
+
+@router.get(
+    "/deliveries/{id}/attempts",
+    operation_id="listDeliveryAttempts",
+    summary="A delivery's attempts, newest first",
+    responses=problem_responses(404),
+)
+async def list_delivery_attempts(
+    session: ReadSessionDep,
+    delivery_id: DeliveryId,
+    outcome: OutcomeQuery = None,
+    since: SinceQuery = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: TimeRowIdCursorQuery = None,
+) -> AttemptPage:
+    if await session.get(Delivery, delivery_id) is None:
+        raise ProblemError(404, "No delivery with this id.")
+    filters = queries.AttemptFilters(delivery_id=delivery_id, outcome=outcome, since=since)
+    return await _attempt_page(session, filters, limit, cursor)

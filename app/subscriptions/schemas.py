@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
@@ -86,4 +87,36 @@ class DeliveryOut(ApiModel):
 
 class DeliveryPage(ApiModel):
     items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class AttemptOutcome(StrEnum):
+    """The attempts log's `outcome` filter: a 2xx answer, or anything else."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class AttemptOut(ApiModel):
+    id: int
+    delivery_id: int
+    seq: int | None = Field(description="The change's place in the feed (/v1/changes).")
+    attempted_at: ApiTime = Field(description="When the POST began.")
+    request_headers: dict[str, str] | None = Field(
+        description="The headers sent, `webhook-signature` included (a signature, never a "
+        "secret); null when nothing was sent (the URL or its address was refused)."
+    )
+    payload: dict[str, Any] = Field(description="The body sent: `{type, timestamp, data}`.")
+    response_status: int | None = Field(description="The receiver's status; null: no answer.")
+    response_body: str | None = Field(
+        description="The first 4 KiB of the receiver's answer, as text; null: no answer."
+    )
+    latency_ms: float | None = Field(
+        description="From the POST's start to the answer's head (or the failure)."
+    )
+    error: str | None = Field(description="Why the attempt failed; null when it succeeded.")
+
+
+class AttemptPage(ApiModel):
+    items: list[AttemptOut]
     next_cursor: str | None

@@ -43,6 +43,7 @@ from app.subscriptions.delivery import (
     Attempt,
     Bodies,
     delivery_client,
+    message_id,
     post,
     proxy_for,
     refusal,
@@ -202,7 +203,7 @@ def _start(
                 http,
                 subscription.url,
                 secrets,
-                delivery.id,
+                message_id(delivery.id),
                 sending.bodies.of(change),
                 seconds=sending.settings.delivery_timeout_seconds,
                 proxy=proxy,
@@ -212,7 +213,7 @@ def _start(
 
 
 async def _not_sent(why: str) -> Attempt:
-    return Attempt(None, why)
+    return Attempt(None, why, at=utcnow())
 
 
 async def _record(
@@ -222,8 +223,9 @@ async def _record(
     settings: Settings,
     rng: random.Random | None,
 ) -> Counter[str]:
-    """Write the outcomes of attempts that have ended; the subscription's row is locked
-    (repository.for_sending). Successes take one statement per status code."""
+    """Write the outcomes of attempts that have ended, and the attempts themselves (the attempts
+    log); the subscription's row is locked (repository.for_sending). Successes take one
+    statement per status code, the log one for all."""
     now = utcnow()
     ended: Counter[str] = Counter()
     succeeded: dict[int, list[int]] = {}
@@ -269,6 +271,10 @@ async def _record(
         ended["retrying" if retry_at else "failed"] += 1
     for status_code, ids in succeeded.items():
         await repository.record_successes(session, ids, status_code, now)
+    await repository.log_attempts(
+        session,
+        [repository.attempt_row(subscription.id, d.id, attempt) for d, attempt in finished],
+    )
     if gone:
         await repository.disable(session, subscription.id, "the receiver answered 410", now)
         log.warning(

@@ -1,9 +1,11 @@
 """What the API's, the console's and the command line's doors do to subscriptions and deliveries.
 Runs in the caller's transaction and never commits, except `retry_deliveries` (which owns its one
-transaction, since it must wake the dispatchers after the commit)."""
+transaction, since it must wake the dispatchers after the commit) and `prune_attempts` (the prune
+cron's batches, each its own transaction)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
@@ -154,3 +156,22 @@ async def retry_deliveries(
                 record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=now)
     await publish(redis)  # wakes the workers' dispatchers
     return unknown
+
+
+PRUNE_BATCH: Final = 5000
+
+
+async def prune_attempts(
+    sessionmaker: async_sessionmaker[AsyncSession], *, before: datetime, stop_at: float
+) -> tuple[int, bool]:
+    """Delete the attempts made before `before`, `PRUNE_BATCH` per transaction, until done or
+    `stop_at` (monotonic clock) has passed. Answers (deleted, complete). Its own transactions."""
+    total = 0
+    while True:
+        async with sessionmaker.begin() as session:
+            deleted = await repository.prune_attempts(session, before=before, limit=PRUNE_BATCH)
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            return total, True
+        if time.monotonic() >= stop_at:
+            return total, False

@@ -1,0 +1,202 @@
+"""The attempts log: every POST of a delivery kept with what was sent and what the receiver
+answered, served by `/v1/subscriptions/{id}/attempts` and `/v1/deliveries/{id}/attempts`.
+
+Real pieces: the API on loopback, the worker's own sending loop (`deliver_subscription`) and HTTP
+client, a receiver over real HTTP on loopback, PostgreSQL and Redis. The receiver's script
+decides each answer; its record is what the log must show.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from ipaddress import ip_network
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Response
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.changes.sequencer import number_and_publish
+from app.changes.signal import ChangeSignal
+from app.core.db import utcnow
+from app.core.jobs import create_redis
+from app.core.models import DeliveryAttempt
+from app.core.settings import Settings
+from app.subscriptions import service
+from app.subscriptions.schemas import SubscriptionIn
+from app.subscriptions.sender import Sending, deliver_subscription
+from tests.api.conftest import AUTH, put_registration
+from tests.conftest import make_settings
+from tests.support.servers import serve
+
+LOOPBACK = [ip_network("127.0.0.0/8")]
+LONG_ANSWER = "é" * 3000  # 6000 bytes: more than the 4 KiB kept, cut inside a character
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str) -> Settings:
+    return make_settings(
+        database_url,
+        redis_url,
+        subscription_allowed_hosts=["127.0.0.1"],
+        subscription_allowed_networks=LOOPBACK,
+        delivery_timeout_seconds=5,
+        delivery_retry_seconds=[0.01],
+    )
+
+
+@dataclass
+class Receiver:
+    """Answers each request with the next of `answers` (then 200 "ok"), and keeps each request's
+    headers and body."""
+
+    answers: list[tuple[int, str]]
+    got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    url: str = ""
+
+    async def hook(self, request: Request) -> Response:
+        self.got.append((dict(request.headers), await request.body()))
+        status, text = self.answers.pop(0) if self.answers else (200, "ok")
+        return Response(status_code=status, content=text.encode(), media_type="text/plain")
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    found = Receiver(answers=[(500, LONG_ANSWER)])
+    app = FastAPI()
+    app.add_api_route("/hook", found.hook, methods=["POST"])
+    async with serve(app) as base_url:
+        found.url = f"{base_url}/hook"
+        yield found
+
+
+async def send_all(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], subscription_id: str
+) -> None:
+    redis = create_redis(settings)
+    try:
+        sending = Sending(sessionmaker, settings, ChangeSignal(redis))
+        await deliver_subscription(sending, subscription_id, budget_seconds=10)
+    finally:
+        await redis.aclose()
+
+
+async def listed(v1: httpx.AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a listing, walking its pages."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(100):
+        answer = await v1.get(path, params={**params, **({"cursor": cursor} if cursor else {})})
+        assert answer.status_code == 200, answer.text
+        items.extend(answer.json()["items"])
+        cursor = answer.json()["nextCursor"]
+        if cursor is None:
+            return items
+    raise AssertionError("the listing never ended")
+
+
+async def test_every_attempt_is_logged_with_what_was_sent_and_answered(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    api: httpx.AsyncClient,
+    receiver: Receiver,
+) -> None:
+    async with sessionmaker.begin() as session:
+        subscription = service.create(
+            session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
+        )
+    began = utcnow()
+    for number in range(3):
+        await put_registration(sessionmaker, f"reg-attempts-{number}")
+    await number_and_publish(sessionmaker, None)
+    # The first POST is answered 500: its delivery is retried (0.01 s later) and succeeds.
+    for _ in range(3):
+        await send_all(settings, sessionmaker, subscription.id)
+        if len(receiver.got) == 4:
+            break
+    assert len(receiver.got) == 4
+
+    async with httpx.AsyncClient(base_url=api.base_url, headers=AUTH, timeout=30) as v1:
+        path = f"/v1/subscriptions/{subscription.id}/attempts"
+        attempts = await listed(v1, path, limit=1)  # one per page: the cursor walks them all
+        assert len(attempts) == 4
+        times = [a["attemptedAt"] for a in attempts]
+        assert times == sorted(times, reverse=True), "not newest first"
+        assert len({a["id"] for a in attempts}) == 4
+
+        failed = [a for a in attempts if a["responseStatus"] == 500]
+        assert len(failed) == 1
+        [failure] = failed
+        assert failure["error"] == "answered 500"
+        assert failure["responseBody"] == LONG_ANSWER.encode()[:4096].decode(errors="replace")
+        retried = [a for a in attempts if a["deliveryId"] == failure["deliveryId"]]
+        assert len(retried) == 2 and retried[0]["responseStatus"] == 200
+
+        # What the log says was sent is what the receiver got, byte for byte.
+        by_signature = {
+            headers["webhook-signature"]: (headers, body) for headers, body in receiver.got
+        }
+        for attempt in attempts:
+            headers, body = by_signature[attempt["requestHeaders"]["webhook-signature"]]
+            for name, value in attempt["requestHeaders"].items():
+                assert headers[name] == value
+            assert attempt["payload"] == json.loads(body)
+            assert attempt["payload"]["data"]["seq"] == attempt["seq"]
+            assert headers["webhook-id"] == f"msg_{attempt['deliveryId']}"
+            assert attempt["latencyMs"] >= 0
+            assert subscription.secret not in json.dumps(attempt)
+            assert attempt["attemptedAt"] >= began.isoformat()
+        assert {a["responseBody"] for a in attempts if a["responseStatus"] == 200} == {"ok"}
+        assert all(a["error"] is None for a in attempts if a["responseStatus"] == 200)
+
+        # Filters.
+        only_failed = await listed(v1, path, outcome="failed")
+        assert [a["id"] for a in only_failed] == [failure["id"]]
+        succeeded = await listed(v1, path, outcome="succeeded")
+        assert {a["id"] for a in succeeded} == {a["id"] for a in attempts} - {failure["id"]}
+        later = (utcnow() + timedelta(seconds=1)).isoformat()
+        assert await listed(v1, path, since=later) == []
+        assert len(await listed(v1, path, since=began.isoformat())) == 4
+
+        # Per delivery.
+        of_delivery = await listed(v1, f"/v1/deliveries/{failure['deliveryId']}/attempts")
+        assert [a["id"] for a in of_delivery] == [a["id"] for a in retried]
+
+        # Bad input: 4xx problems.
+        assert (await v1.get(path, params={"outcome": "maybe"})).status_code == 422
+        assert (await v1.get(path, params={"since": "yesterday"})).status_code == 422
+        assert (await v1.get(path, params={"cursor": "x"})).status_code == 422
+        assert (await v1.get("/v1/subscriptions/sub_nothing/attempts")).status_code == 404
+        assert (await v1.get("/v1/deliveries/987654321/attempts")).status_code == 404
+        assert (await api.get(path)).status_code == 401
+
+        # Deleting the subscription deletes its attempts.
+        assert (await v1.delete(f"/v1/subscriptions/{subscription.id}")).status_code == 204
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(DeliveryAttempt)) == 0
+
+
+async def test_attempts_past_their_retention_are_pruned(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], receiver: Receiver
+) -> None:
+    async with sessionmaker.begin() as session:
+        subscription = service.create(
+            session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
+        )
+    await put_registration(sessionmaker, "reg-prune")
+    await number_and_publish(sessionmaker, None)
+    await send_all(settings, sessionmaker, subscription.id)
+    async with sessionmaker() as session:
+        kept = (await session.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id))).all()
+    assert len(kept) == 2  # the 500, then the retry's 200
+    cutoff = kept[1].attempted_at  # strictly after the first attempt, not the second
+    deleted, complete = await service.prune_attempts(sessionmaker, before=cutoff, stop_at=0.0)
+    assert (deleted, complete) == (1, True)
+    async with sessionmaker() as session:
+        left = (await session.scalars(select(DeliveryAttempt))).all()
+    assert [a.id for a in left] == [kept[1].id]
