@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 import urllib.request
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +28,12 @@ from aiohttp.resolver import DefaultResolver
 
 from app.changes.schemas import ChangeOut
 from app.core.db import utcnow
-from app.core.models import RegistrationChange
+from app.core.models import RegistrationChange, Subscription
 from app.subscriptions.rules import UrlRefused, check_url, signature
+from app.subscriptions.schemas import PingData
 
 EVENT_TYPE = "registration.changed"
+PING_TYPE = "ping"
 USER_AGENT = "sinch-registrations-webhooks/1"
 
 
@@ -62,6 +65,27 @@ def body_of(change: RegistrationChange) -> str:
     data = item.model_dump_json(by_alias=True)
     stamp = item.recorded_at.isoformat()
     return f'{{"type":"{EVENT_TYPE}","timestamp":"{stamp}","data":{data}}}'
+
+
+def ping_body(subscription_id: str, at: datetime) -> str:
+    """The body of a test message (`POST /v1/subscriptions/{id}/test`): `{"type": "ping",
+    "timestamp", "data": PingData}` as JSON."""
+    data = PingData(subscription_id=subscription_id, sent_at=at).model_dump_json(by_alias=True)
+    return f'{{"type":"{PING_TYPE}","timestamp":"{at.isoformat()}","data":{data}}}'
+
+
+def ping_message_id() -> str:
+    """A test message's `webhook-id`: never a delivery's (`message_id`), never repeated."""
+    return f"msg_ping_{uuid.uuid4().hex}"
+
+
+def signing_secrets(subscription: Subscription, now: datetime) -> list[str]:
+    """The secrets that sign a message to `subscription` at `now`: its own, and during a
+    rotation's overlap its previous one too."""
+    secrets = [subscription.secret]
+    if subscription.previous_secret and (subscription.previous_secret_until or now) > now:
+        secrets.append(subscription.previous_secret)
+    return secrets
 
 
 def retry_after_seconds(header: str | None, now: datetime) -> float | None:

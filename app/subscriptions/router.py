@@ -32,6 +32,7 @@ from app.subscriptions.schemas import (
     AttemptOutcome,
     AttemptPage,
     DeliveryPage,
+    PingOutcome,
     SubscriptionIn,
     SubscriptionList,
     SubscriptionOut,
@@ -298,3 +299,31 @@ async def list_delivery_attempts(
         raise ProblemError(404, "No delivery with this id.")
     filters = queries.AttemptFilters(delivery_id=delivery_id, outcome=outcome, since=since)
     return await _attempt_page(session, filters, limit, cursor)
+
+
+@router.post(
+    "/subscriptions/{id}/test",
+    operation_id="testSubscription",
+    summary="Send a signed `ping` now and answer what came of it",
+    description="The message is signed like a delivery (`webhook-id` `msg_ping_...`, never a "
+    'delivery\'s) and obeys the same destination checks; its body is `{type: "ping", '
+    "timestamp, data: {subscriptionId, sentAt}}`. Answers 200 whatever the receiver did.",
+    responses=problem_responses(403, 404),
+)
+async def test_subscription(
+    resources: ResourcesDep, session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
+) -> PingOutcome:
+    async with session.begin():
+        subscription = await _found(session, subscription_id)
+    # No transaction open during the POST.
+    outcome = await service.send_test(subscription, resources.settings, now=utcnow())
+    async with session.begin():
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_TEST,
+            subscription_id,
+            now=utcnow(),
+            detail={"delivered": outcome.delivered, "responseStatus": outcome.response_status},
+        )
+    return outcome

@@ -120,3 +120,25 @@ class AttemptOut(ApiModel):
 class AttemptPage(ApiModel):
     items: list[AttemptOut]
     next_cursor: str | None
+
+
+class PingData(ApiModel):
+    """The `data` of a test message (`ping`): which subscription it tests, and when it was sent."""
+
+    subscription_id: str = Field(description="The subscription tested.")
+    sent_at: ApiTime = Field(description="When the test was sent (this service's clock).")
+
+
+class PingOutcome(ApiModel):
+    """What came of a test message."""
+
+    delivered: bool = Field(description="The receiver answered 2xx.")
+    response_status: int | None = Field(description="The receiver's status; null: no answer.")
+    response_body: str | None = Field(
+        description="The first 4 KiB of the receiver's answer, as text; null: no answer."
+    )
+    latency_ms: float | None = Field(
+        description="From the POST's start to the answer's head (or the failure); null when "
+        "nothing was sent."
+    )
+    error: str | None = Field(description="Why it was not delivered; null when it was.")

@@ -27,7 +27,7 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Final
 
 import aiohttp
@@ -47,6 +47,7 @@ from app.subscriptions.delivery import (
     post,
     proxy_for,
     refusal,
+    signing_secrets,
     tls_context,
 )
 from app.subscriptions.rules import next_attempt
@@ -74,13 +75,6 @@ class Sending:
     tls: ssl.SSLContext = field(default_factory=tls_context)
     """Built once: building it costs more CPU than a delivery."""
     bodies: Bodies = field(default_factory=Bodies)
-
-
-def _secrets(subscription: Subscription, now: datetime) -> list[str]:
-    secrets = [subscription.secret]
-    if subscription.previous_secret and (subscription.previous_secret_until or now) > now:
-        secrets.append(subscription.previous_secret)  # a rotation's overlap: both sign
-    return secrets
 
 
 async def deliver_subscription(
@@ -183,7 +177,7 @@ def _start(
     URL may not be called now (`refusal`: the settings narrowed since it was made, or it names an
     address not allowed), an attempt that sends nothing and fails saying why."""
     busy = {delivery.registration_id for delivery in flying.values()}
-    secrets = _secrets(subscription, utcnow())
+    secrets = signing_secrets(subscription, utcnow())
     proxy = proxy_for(subscription.url)
     settings = sending.settings
     why = refusal(

@@ -20,10 +20,22 @@ from app.changes.outbox import filter_text, filter_values
 from app.changes.signal import publish
 from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
+from app.core.settings import Settings
 from app.subscriptions import repository
+from app.subscriptions.delivery import (
+    delivery_client,
+    ping_body,
+    ping_message_id,
+    post,
+    proxy_for,
+    refusal,
+    signing_secrets,
+    tls_context,
+)
 from app.subscriptions.rules import check_url, new_secret, redacted_url
 from app.subscriptions.schemas import (
     DeliveryOut,
+    PingOutcome,
     SubscriptionIn,
     SubscriptionOut,
     SubscriptionPatch,
@@ -175,3 +187,42 @@ async def prune_attempts(
             return total, True
         if time.monotonic() >= stop_at:
             return total, False
+
+
+async def send_test(
+    subscription: Subscription, settings: Settings, *, now: datetime
+) -> PingOutcome:
+    """POST a signed `ping` to the subscription's URL now and answer what came of it. The same
+    checks as a delivery (`refusal`: SUBSCRIPTION_ALLOWED_HOSTS as they stand, and the addresses
+    of SUBSCRIPTION_ALLOWED_NETWORKS, checked again when the name resolves); a refused URL is not
+    called. Its own HTTP client, closed at the end; no transaction may be open meanwhile. Not
+    kept in the attempts log: it belongs to no delivery."""
+    why = refusal(
+        subscription.url,
+        settings.subscription_allowed_hosts,
+        settings.subscription_allowed_networks,
+    )
+    if why is not None:
+        return PingOutcome(
+            delivered=False, response_status=None, response_body=None, latency_ms=None, error=why
+        )
+    http = delivery_client(tls_context(), settings.subscription_allowed_networks)
+    try:
+        attempt = await post(
+            http,
+            subscription.url,
+            signing_secrets(subscription, now),
+            ping_message_id(),
+            ping_body(subscription.id, now),
+            seconds=settings.delivery_timeout_seconds,
+            proxy=proxy_for(subscription.url),
+        )
+    finally:
+        await http.close()
+    return PingOutcome(
+        delivered=attempt.succeeded,
+        response_status=attempt.status_code,
+        response_body=attempt.response_body,
+        latency_ms=attempt.latency_ms,
+        error=attempt.error,
+    )

@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from standardwebhooks.webhooks import Webhook
 
 from app.changes.sequencer import number_and_publish
 from app.changes.signal import ChangeSignal
@@ -200,3 +201,61 @@ async def test_attempts_past_their_retention_are_pruned(
     async with sessionmaker() as session:
         left = (await session.scalars(select(DeliveryAttempt))).all()
     assert [a.id for a in left] == [kept[1].id]
+
+
+async def test_a_test_message_is_signed_sent_now_and_its_outcome_answered(
+    sessionmaker: async_sessionmaker[AsyncSession], api: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    async with sessionmaker.begin() as session:
+        subscription = service.create(
+            session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
+        )
+        # A host the settings do not allow (they narrowed since it was made): never called.
+        refused = service.create(
+            session,
+            SubscriptionIn(url=receiver.url.replace("127.0.0.1", "localhost")),
+            allowed_hosts=["localhost"],
+            now=utcnow(),
+        )
+    async with httpx.AsyncClient(base_url=api.base_url, headers=AUTH, timeout=30) as v1:
+        path = f"/v1/subscriptions/{subscription.id}/test"
+        failed = await v1.post(path)  # the receiver's first answer: 500 and a long body
+        assert failed.status_code == 200, failed.text
+        assert failed.json()["delivered"] is False
+        assert failed.json()["responseStatus"] == 500
+        assert failed.json()["error"] == "answered 500"
+        assert len(failed.json()["responseBody"].encode()) <= 4096
+
+        answer = await v1.post(path)
+        assert answer.status_code == 200, answer.text
+        outcome = answer.json()
+        assert outcome["delivered"] is True and outcome["error"] is None
+        assert outcome["responseStatus"] == 200 and outcome["responseBody"] == "ok"
+        assert outcome["latencyMs"] >= 0
+        assert set(outcome) == {"delivered", "responseStatus", "responseBody", "latencyMs", "error"}
+
+        headers, body = receiver.got[-1]
+        Webhook(subscription.secret).verify(body, headers)  # raises when not genuine
+        message = json.loads(body)
+        assert message["type"] == "ping"
+        assert message["data"]["subscriptionId"] == subscription.id
+        assert headers["webhook-id"].startswith("msg_ping_")
+        assert receiver.got[0][0]["webhook-id"] != headers["webhook-id"]
+
+        sent = len(receiver.got)
+        not_sent = (await v1.post(f"/v1/subscriptions/{refused.id}/test")).json()
+        assert not_sent["delivered"] is False and not_sent["responseStatus"] is None
+        assert not_sent["error"] == (
+            "not sent: the URL's host is not allowed (SUBSCRIPTION_ALLOWED_HOSTS)"
+        )
+        assert len(receiver.got) == sent
+
+        audit = (await v1.get("/v1/audit", params={"action": "subscription.test"})).json()
+        assert [(e["target"], e["detail"]["delivered"]) for e in audit["items"]] == [
+            (refused.id, False),
+            (subscription.id, True),
+            (subscription.id, False),
+        ]
+        assert (await v1.post("/v1/subscriptions/sub_nothing/test")).status_code == 404
+        # Not a delivery: the attempts log holds no test message.
+        assert (await v1.get(f"/v1/subscriptions/{subscription.id}/attempts")).json()["items"] == []
