@@ -307,6 +307,8 @@ class Subscription(Base):
     """The registration types it wants, as `,A,B,`; None: every type."""
     enabled: Mapped[bool] = mapped_column(Boolean)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None]
+    """When it was last disabled (None while enabled): where its backlog begins."""
     secret: Mapped[str] = mapped_column(Text)
     """`whsec_` + base64: kept as is, since the service signs with it."""
     previous_secret: Mapped[str | None] = mapped_column(Text)

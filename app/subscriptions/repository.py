@@ -329,6 +329,48 @@ async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> b
     return rowcount(result) > 0
 
 
+def _failed_since(subscription_id: str, since: datetime, *, by_outcome: bool) -> list[Any]:
+    """Failed deliveries of a subscription written at or after `since` (`by_outcome`: marked
+    failed at or after it)."""
+    at = DELIVERIES.c.updated_at if by_outcome else DELIVERIES.c.created_at
+    return [
+        DELIVERIES.c.subscription_id == subscription_id,
+        DELIVERIES.c.state == DeliveryState.FAILED.value,
+        at >= since,
+    ]
+
+
+async def count_failed(
+    session: AsyncSession, subscription_id: str, since: datetime, *, by_outcome: bool = False
+) -> int:
+    """How many deliveries `retry_failed` would make pending."""
+    found = await session.scalar(
+        select(func.count())
+        .select_from(DELIVERIES)
+        .where(*_failed_since(subscription_id, since, by_outcome=by_outcome))
+    )
+    return found or 0
+
+
+async def retry_failed(
+    session: AsyncSession,
+    subscription_id: str,
+    since: datetime,
+    now: datetime,
+    *,
+    by_outcome: bool = False,
+) -> int:
+    """Make every failed delivery of a subscription written at or after `since` (`by_outcome`:
+    marked failed at or after it) pending and due now; answers how many. Their order holds:
+    `due` sends a registration's earliest pending change first."""
+    result = await session.execute(
+        update(DELIVERIES)
+        .where(*_failed_since(subscription_id, since, by_outcome=by_outcome))
+        .values(state=DeliveryState.PENDING.value, next_attempt_at=now, updated_at=now)
+    )
+    return rowcount(result)
+
+
 async def earlier_pending(session: AsyncSession, delivery: Delivery) -> Delivery | None:
     """The earliest pending delivery of the same subscription and registration before `delivery`
     (a lower change): while there is one, `delivery` is not sent (`due` keeps their order)."""
@@ -361,7 +403,7 @@ async def disable(session: AsyncSession, subscription_id: str, why: str, now: da
     await session.execute(
         update(SUBSCRIPTIONS)
         .where(SUBSCRIPTIONS.c.id == subscription_id)
-        .values(enabled=False, disabled_reason=why, updated_at=now)
+        .values(enabled=False, disabled_reason=why, disabled_at=now, updated_at=now)
     )
     await fail_pending(session, subscription_id, f"not sent: {why}", now)
 

@@ -32,7 +32,11 @@ from app.subscriptions.schemas import (
     AttemptOutcome,
     AttemptPage,
     DeliveryPage,
+    EnableIn,
+    EnableOut,
     PingOutcome,
+    RetryFailedIn,
+    RetryFailedOut,
     SubscriptionIn,
     SubscriptionList,
     SubscriptionOut,
@@ -327,3 +331,63 @@ async def test_subscription(
             detail={"delivered": outcome.delivered, "responseStatus": outcome.response_status},
         )
     return outcome
+
+
+def _recovery_refused(refused: service.Refused) -> ProblemError:
+    if refused is service.Refused.UNKNOWN:
+        return ProblemError(404, "No subscription with this id.")
+    if refused is service.Refused.DISABLED:
+        return ProblemError(
+            409,
+            "The subscription is disabled: nothing would be sent. Enable it with its backlog "
+            "(POST /v1/subscriptions/{id}/enable).",
+        )
+    return ProblemError(409, "The subscription is enabled already.")
+
+
+@router.post(
+    "/subscriptions/{id}/retry-failed",
+    operation_id="retrySubscriptionFailures",
+    summary="Retry every failed delivery written since a time",
+    description="With `dryRun`, only counts them. Otherwise makes them pending and due now (in "
+    "change order per registration), audited with the count; 409 for a disabled subscription.",
+    responses=problem_responses(403, 404, 409),
+)
+async def retry_failed(
+    resources: ResourcesDep, subscription_id: SubscriptionId, body: RetryFailedIn, actor: ActorDep
+) -> RetryFailedOut:
+    found = await service.retry_failed(
+        resources.sessionmaker,
+        resources.redis,
+        subscription_id,
+        since=body.since,
+        dry_run=body.dry_run,
+        actor=actor,
+    )
+    if isinstance(found, service.Refused):
+        raise _recovery_refused(found)
+    return RetryFailedOut(count=found, dry_run=body.dry_run)
+
+
+@router.post(
+    "/subscriptions/{id}/enable",
+    operation_id="enableSubscription",
+    summary="Enable a disabled subscription, with or without its backlog",
+    description="The backlog: what was not delivered since it began failing or was disabled. "
+    "With it, the failed deliveries of that time go out again, in change order; without, the "
+    "pending ones are skipped (ended `failed`). 409 when it is enabled already.",
+    responses=problem_responses(403, 404, 409),
+)
+async def enable_subscription(
+    resources: ResourcesDep, subscription_id: SubscriptionId, body: EnableIn, actor: ActorDep
+) -> EnableOut:
+    found = await service.enable(
+        resources.sessionmaker,
+        resources.redis,
+        subscription_id,
+        backlog=body.backlog,
+        actor=actor,
+    )
+    if isinstance(found, service.Refused):
+        raise _recovery_refused(found)
+    return found

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import AwareDatetime, Field, StringConstraints
 
 from app.core.models import DeliveryState
 from app.core.schemas import ApiModel, ApiTime
@@ -142,3 +142,31 @@ class PingOutcome(ApiModel):
         "nothing was sent."
     )
     error: str | None = Field(description="Why it was not delivered; null when it was.")
+
+
+class RetryFailedIn(ApiModel):
+    since: AwareDatetime = Field(
+        description="Retry the failed deliveries written at or after this time."
+    )
+    dry_run: bool = Field(
+        default=False, description="`true`: only count them; nothing changes, nothing is sent."
+    )
+
+
+class RetryFailedOut(ApiModel):
+    count: int = Field(description="How many failed deliveries are (or, dry, would be) retried.")
+    dry_run: bool
+
+
+class EnableIn(ApiModel):
+    backlog: bool = Field(
+        description="`true`: also deliver what failed since it began failing or was disabled "
+        "(in change order); `false`: skip that, and what is still pending, and deliver only "
+        "new changes."
+    )
+
+
+class EnableOut(ApiModel):
+    subscription: SubscriptionOut
+    retried: int = Field(description="Failed deliveries of the backlog made pending again.")
+    skipped: int = Field(description="Pending deliveries ended `failed` (without the backlog).")

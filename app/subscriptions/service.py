@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Final
 
 from redis.asyncio import Redis
@@ -35,6 +36,7 @@ from app.subscriptions.delivery import (
 from app.subscriptions.rules import check_url, new_secret, redacted_url
 from app.subscriptions.schemas import (
     DeliveryOut,
+    EnableOut,
     PingOutcome,
     SubscriptionIn,
     SubscriptionOut,
@@ -102,6 +104,8 @@ def change(
     if "description" in given:
         subscription.description = body.description
     if "enabled" in given and body.enabled is not None:
+        if body.enabled or subscription.enabled:  # disabled again: it began before
+            subscription.disabled_at = None if body.enabled else now
         subscription.enabled = body.enabled
         subscription.disabled_reason = None if body.enabled else "disabled through the API"
         if body.enabled:
@@ -226,3 +230,90 @@ async def send_test(
         latency_ms=attempt.latency_ms,
         error=attempt.error,
     )
+
+
+class Refused(Enum):
+    """Why a recovery was not done."""
+
+    UNKNOWN = "unknown"
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+
+
+async def retry_failed(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    subscription_id: str,
+    *,
+    since: datetime,
+    dry_run: bool,
+    actor: Actor,
+) -> int | Refused:
+    """Make every failed delivery of the subscription written at or after `since` pending and
+    due now (one transaction, one audit entry by `actor` with the count), then wake the
+    dispatchers; answers how many. `dry_run`: only count them (nothing changes, no entry).
+    Refused for an unknown subscription, and (not dry) for a disabled one: nothing would be
+    sent (`enable` with its backlog is the way)."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return Refused.UNKNOWN
+        if dry_run:
+            return await repository.count_failed(session, subscription_id, since)
+        if not subscription.enabled:
+            return Refused.DISABLED
+        now = utcnow()
+        count = await repository.retry_failed(session, subscription_id, since, now)
+        detail = {"since": since.isoformat(), "count": count}
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_RETRY_FAILED,
+            subscription_id,
+            now=now,
+            detail=detail,
+        )
+    await publish(redis)
+    return count
+
+
+SKIPPED = "skipped: the subscription was enabled again without its backlog"
+
+
+async def enable(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    subscription_id: str,
+    *,
+    backlog: bool,
+    actor: Actor,
+) -> EnableOut | Refused:
+    """Enable a disabled subscription (one transaction, audited by `actor`), then wake the
+    dispatchers. Its backlog is what was not delivered since it began failing or was disabled,
+    whichever came first: with `backlog`, the deliveries that failed since then are made pending
+    (those still pending stay so); without, the pending ones end `failed` (`SKIPPED`) and only
+    new changes go out. Changes made while it was disabled have no delivery (the outbox writes
+    them for enabled subscriptions only): no backlog holds them."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return Refused.UNKNOWN
+        if subscription.enabled:
+            return Refused.ENABLED
+        now = utcnow()
+        starts = [t for t in (subscription.failing_since, subscription.disabled_at) if t]
+        retried = skipped = 0
+        if backlog and starts:
+            retried = await repository.retry_failed(
+                session, subscription_id, min(starts), now, by_outcome=True
+            )
+        if not backlog:
+            skipped = await repository.fail_pending(session, subscription_id, SKIPPED, now)
+        subscription.enabled = True
+        subscription.disabled_reason = subscription.disabled_at = None
+        subscription.failing_since = None
+        subscription.updated_at = now
+        detail = {"backlog": backlog, "retried": retried, "skipped": skipped}
+        record(session, actor, Action.SUBSCRIPTION_ENABLE, subscription_id, now=now, detail=detail)
+    await publish(redis)
+    return EnableOut(subscription=answer(subscription), retried=retried, skipped=skipped)

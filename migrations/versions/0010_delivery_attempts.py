@@ -1,7 +1,7 @@
-"""delivery_attempts: every POST of a delivery, for the attempts log
+"""delivery_attempts: every POST of a delivery, for the attempts log; subscriptions.disabled_at
 
-One new table (app/subscriptions/repository.py writes it): nothing existing is rewritten or locked
-beyond the foreign key's reference to `deliveries`.
+One new table (app/subscriptions/repository.py writes it) and one nullable column (no rewrite):
+nothing existing is rewritten.
 
 Revision ID: 0010
 Revises: 0009
@@ -24,6 +24,7 @@ _TIME = app.core.db.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
+    op.add_column("subscriptions", sa.Column("disabled_at", _TIME, nullable=True))
     op.create_table(
         "delivery_attempts",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
@@ -62,3 +63,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("delivery_attempts")
+    op.drop_column("subscriptions", "disabled_at")

@@ -28,7 +28,7 @@ from app.core.db import utcnow
 from app.core.jobs import create_redis
 from app.core.models import DeliveryAttempt
 from app.core.settings import Settings
-from app.subscriptions import service
+from app.subscriptions import repository, service
 from app.subscriptions.schemas import SubscriptionIn
 from app.subscriptions.sender import Sending, deliver_subscription
 from tests.api.conftest import AUTH, put_registration
@@ -259,3 +259,91 @@ async def test_a_test_message_is_signed_sent_now_and_its_outcome_answered(
         assert (await v1.post("/v1/subscriptions/sub_nothing/test")).status_code == 404
         # Not a delivery: the attempts log holds no test message.
         assert (await v1.get(f"/v1/subscriptions/{subscription.id}/attempts")).json()["items"] == []
+
+
+async def test_failed_deliveries_are_recovered_in_bulk_and_a_backlog_on_enabling(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    api: httpx.AsyncClient,
+    receiver: Receiver,
+) -> None:
+    receiver.answers.clear()  # 200 to everything
+    async with sessionmaker.begin() as session:
+        subscription = service.create(
+            session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
+        )
+    began = utcnow()
+    for number in range(3):
+        await put_registration(sessionmaker, f"reg-recover-{number}")
+    await number_and_publish(sessionmaker, None)
+    # Disabled before they went out (as after a 410): its pending deliveries end failed.
+    async with sessionmaker.begin() as session:
+        await repository.disable(session, subscription.id, "the receiver answered 410", utcnow())
+    base = f"/v1/subscriptions/{subscription.id}"
+
+    async with httpx.AsyncClient(base_url=api.base_url, headers=AUTH, timeout=30) as v1:
+
+        async def states() -> list[str]:
+            answer = await v1.get(f"{base}/deliveries")
+            return sorted(d["state"] for d in answer.json()["items"])
+
+        assert await states() == ["failed"] * 3
+        dry = await v1.post(
+            f"{base}/retry-failed", json={"since": began.isoformat(), "dryRun": True}
+        )
+        assert dry.status_code == 200, dry.text
+        assert dry.json() == {"count": 3, "dryRun": True}
+        assert await states() == ["failed"] * 3, "a dry run changed something"
+        refused = await v1.post(f"{base}/retry-failed", json={"since": began.isoformat()})
+        assert refused.status_code == 409, refused.text
+
+        enabled = await v1.post(f"{base}/enable", json={"backlog": True})
+        assert enabled.status_code == 200, enabled.text
+        assert enabled.json()["retried"] == 3 and enabled.json()["skipped"] == 0
+        assert enabled.json()["subscription"]["enabled"] is True
+        await send_all(settings, sessionmaker, subscription.id)
+        assert len(receiver.got) == 3 and await states() == ["succeeded"] * 3
+        assert (await v1.post(f"{base}/enable", json={"backlog": True})).status_code == 409
+
+        # Disabled with a delivery pending; enabled again without its backlog: skipped.
+        await put_registration(sessionmaker, "reg-recover-late")
+        await number_and_publish(sessionmaker, None)
+        assert (await v1.patch(base, json={"enabled": False})).status_code == 200
+        enabled = await v1.post(f"{base}/enable", json={"backlog": False})
+        assert enabled.status_code == 200, enabled.text
+        assert enabled.json()["retried"] == 0 and enabled.json()["skipped"] == 1
+        await send_all(settings, sessionmaker, subscription.id)
+        assert len(receiver.got) == 3, "a skipped delivery was sent"
+        [skipped] = [
+            d
+            for d in (await v1.get(f"{base}/deliveries")).json()["items"]
+            if d["state"] == "failed"
+        ]
+        assert skipped["lastError"] == service.SKIPPED
+
+        # Enabled: every failure since a time, retried in one call.
+        later = utcnow().isoformat()
+        assert (await v1.post(f"{base}/retry-failed", json={"since": later})).json()["count"] == 0
+        retried = await v1.post(f"{base}/retry-failed", json={"since": began.isoformat()})
+        assert retried.json() == {"count": 1, "dryRun": False}
+        await send_all(settings, sessionmaker, subscription.id)
+        assert len(receiver.got) == 4 and await states() == ["succeeded"] * 4
+
+        audit = (await v1.get("/v1/audit")).json()["items"]
+        actions = [(e["action"], e["detail"]) for e in audit if e["target"] == subscription.id]
+        assert ("subscription.retry_failed", {"since": later, "count": 0}) in actions
+        assert ("subscription.retry_failed", {"since": began.isoformat(), "count": 1}) in actions
+        assert (
+            "subscription.enable",
+            {"backlog": True, "retried": 3, "skipped": 0},
+        ) in actions
+
+        # Bad input.
+        assert (await v1.post(f"{base}/retry-failed", json={"since": "x"})).status_code == 422
+        assert (await v1.post(f"{base}/retry-failed", json={})).status_code == 422
+        assert (await v1.post(f"{base}/enable", json={})).status_code == 422
+        gone = "/v1/subscriptions/sub_nothing"
+        assert (await v1.post(f"{gone}/enable", json={"backlog": True})).status_code == 404
+        assert (
+            await v1.post(f"{gone}/retry-failed", json={"since": later, "dryRun": True})
+        ).status_code == 404
