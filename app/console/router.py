@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -37,6 +37,7 @@ from app.core.models import Delivery, EventState, Subscription
 from app.core.pagination import encode_cursor, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import MAX_TEXT_LENGTH
+from app.core.settings import Settings
 from app.counts import service as counts_service
 from app.events import queries as event_queries
 from app.events import service as event_service
@@ -46,6 +47,7 @@ from app.registrations import service as registration_service
 from app.registrations.facts import Reason
 from app.registrations.schemas import HistoryItem, RegistrationOut
 from app.subscriptions import repository as subscription_repository
+from app.subscriptions import rules as subscription_rules
 from app.subscriptions import service as subscription_service
 from app.subscriptions.schemas import SubscriptionOut
 from app.tokens.principal import Principal, Scope
@@ -320,7 +322,9 @@ async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) ->
             before=None,
             limit=OVERVIEW_ROWS,
         )
-        failing = [row for row in await _subscription_rows(session, who) if row.failing]
+        failing = [
+            row for row in await _subscription_rows(session, who, resources.settings) if row.failing
+        ]
     hours = counts.hours
     return _page(
         request,
@@ -353,6 +357,7 @@ async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) ->
             ),
             "failed": [EventOut.of(e) for e in failed],
             "failing_subscriptions": failing,
+            "failing_alert_minutes": resources.settings.subscription_failing_alert_minutes,
             "success_rate_window": SUCCESS_RATE_WINDOW,
         },
     )
@@ -641,7 +646,7 @@ async def audit(request: Request, resources: ResourcesDep, who: ViewerDep) -> HT
 @router.get("/subscriptions")
 async def subscriptions(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
     async with resources.reader() as session:
-        rows = await _subscription_rows(session, who)
+        rows = await _subscription_rows(session, who, resources.settings)
     return _page(request, "subscriptions.html", {"viewer": who, "rows": rows})
 
 
@@ -660,6 +665,8 @@ class SubscriptionRow:
     """Pending deliveries that have failed at least once (waiting for their next attempt)."""
     failing_since: datetime | None
     oldest_pending: datetime | None
+    flagged: bool = False
+    """Every attempt has failed for SUBSCRIPTION_FAILING_ALERT_MINUTES (`rules.failing`)."""
 
     @property
     def failing(self) -> bool:
@@ -672,12 +679,16 @@ class SubscriptionRow:
         )
 
 
-async def _subscription_rows(session: AsyncSession, who: Viewer) -> list[SubscriptionRow]:
+async def _subscription_rows(
+    session: AsyncSession, who: Viewer, settings: Settings
+) -> list[SubscriptionRow]:
     """Every subscription with what its newest deliveries say (`SUCCESS_RATE_WINDOW` of them,
     read as `GET /v1/subscriptions/{id}/deliveries` reads them); a `read` viewer sees URLs
     redacted, as the API shows them."""
     known = await subscription_repository.every(session)
     oldest = await subscription_repository.oldest_pending(session)
+    now = utcnow()
+    alert_after = timedelta(minutes=settings.subscription_failing_alert_minutes)
     rows = []
     for subscription in known:
         recent = await subscription_service.deliveries(
@@ -694,6 +705,9 @@ async def _subscription_rows(session: AsyncSession, who: Viewer) -> list[Subscri
                 retrying=sum(1 for d in recent if d.state == "pending" and d.attempts > 0),
                 failing_since=subscription.failing_since,
                 oldest_pending=oldest.get(subscription.id),
+                flagged=subscription_rules.failing(
+                    subscription.enabled, subscription.failing_since, now, alert_after
+                ),
             )
         )
     return rows

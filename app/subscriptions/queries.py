@@ -10,16 +10,18 @@ change for `seq` and the payload (the change's body, not kept per attempt): one 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import Select, select, tuple_
+from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.models import Delivery, DeliveryAttempt, RegistrationChange
+from app.core.models import Delivery, DeliveryAttempt, RegistrationChange, Subscription
 from app.subscriptions.delivery import body_of
-from app.subscriptions.schemas import AttemptOut, AttemptOutcome
+from app.subscriptions.rules import cause, failing
+from app.subscriptions.schemas import AttemptOut, AttemptOutcome, HealthOut, HourOut, LatencyOut
 
 MAX_ROW_ID = 2**63 - 1
 
@@ -92,4 +94,59 @@ def _answer(attempt: DeliveryAttempt, change: RegistrationChange) -> AttemptOut:
         response_body=attempt.response_body,
         latency_ms=attempt.latency_ms,
         error=attempt.error,
+    )
+
+
+HEALTH_WINDOW = timedelta(hours=24)
+
+
+async def health(
+    session: AsyncSession, subscription: Subscription, *, now: datetime, alert_after: timedelta
+) -> HealthOut:
+    """The subscription's health over `HEALTH_WINDOW` before `now`: three aggregates of its
+    attempts in that window (one index range each: `(subscription_id, attempted_at, id)`)."""
+    since = now - HEALTH_WINDOW
+    window = (
+        DeliveryAttempt.subscription_id == subscription.id,
+        DeliveryAttempt.attempted_at >= since,
+    )
+    answered = DeliveryAttempt.response_status.is_not(None)
+    totals = (
+        await session.execute(
+            select(
+                func.count(),
+                func.count().filter(DeliveryAttempt.succeeded),
+                func.percentile_cont(0.5).within_group(DeliveryAttempt.latency_ms).filter(answered),
+                func.percentile_cont(0.95)
+                .within_group(DeliveryAttempt.latency_ms)
+                .filter(answered),
+            ).where(*window)
+        )
+    ).one()
+    attempts, succeeded, p50, p95 = totals
+    causes: Counter[str] = Counter()
+    failures = await session.execute(
+        select(DeliveryAttempt.response_status, DeliveryAttempt.error, func.count())
+        .where(*window, DeliveryAttempt.succeeded.is_(False))
+        .group_by(DeliveryAttempt.response_status, DeliveryAttempt.error)
+    )
+    for status, error, count in failures.all():
+        causes[cause(status, error)] += count
+    hour = func.date_trunc("hour", DeliveryAttempt.attempted_at)
+    hours = await session.execute(
+        select(hour, func.count().filter(DeliveryAttempt.succeeded), func.count())
+        .where(*window)
+        .group_by(hour)
+        .order_by(hour)
+    )
+    return HealthOut(
+        since=since,
+        attempts=attempts,
+        succeeded=succeeded,
+        success_rate=succeeded / attempts if attempts else None,
+        latency_ms=LatencyOut(p50=p50, p95=p95),
+        failures_by_cause=dict(causes),
+        failing_since=subscription.failing_since,
+        failing=failing(subscription.enabled, subscription.failing_since, now, alert_after),
+        hourly=[HourOut(hour=at, succeeded=ok, failed=all_ - ok) for at, ok, all_ in hours.all()],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Path, Query, Response
@@ -34,6 +35,7 @@ from app.subscriptions.schemas import (
     DeliveryPage,
     EnableIn,
     EnableOut,
+    HealthOut,
     PingOutcome,
     RetryFailedIn,
     RetryFailedOut,
@@ -391,3 +393,20 @@ async def enable_subscription(
     if isinstance(found, service.Refused):
         raise _recovery_refused(found)
     return found
+
+
+@router.get(
+    "/subscriptions/{id}/health",
+    operation_id="getSubscriptionHealth",
+    summary="A subscription's deliveries over the last 24 hours",
+    description="Success rate, latency (p50, p95), failures by cause and each hour's counts, "
+    "from the attempts log; `failing` when every attempt has failed for at least "
+    "SUBSCRIPTION_FAILING_ALERT_MINUTES.",
+    responses=problem_responses(404),
+)
+async def subscription_health(
+    resources: ResourcesDep, session: ReadSessionDep, subscription_id: SubscriptionId
+) -> HealthOut:
+    subscription = await _found(session, subscription_id)
+    alert_after = timedelta(minutes=resources.settings.subscription_failing_alert_minutes)
+    return await queries.health(session, subscription, now=utcnow(), alert_after=alert_after)

@@ -170,3 +170,36 @@ class EnableOut(ApiModel):
     subscription: SubscriptionOut
     retried: int = Field(description="Failed deliveries of the backlog made pending again.")
     skipped: int = Field(description="Pending deliveries ended `failed` (without the backlog).")
+
+
+class LatencyOut(ApiModel):
+    p50: float | None = Field(description="Milliseconds; null without an answered attempt.")
+    p95: float | None
+
+
+class HourOut(ApiModel):
+    hour: ApiTime = Field(description="The hour's start (UTC).")
+    succeeded: int
+    failed: int
+
+
+class HealthOut(ApiModel):
+    """A subscription's deliveries over the last 24 hours, from the attempts log."""
+
+    since: ApiTime = Field(description="The window's start: 24 hours before the answer.")
+    attempts: int
+    succeeded: int
+    success_rate: float | None = Field(description="succeeded / attempts; null without any.")
+    latency_ms: LatencyOut = Field(description="Of the attempts that got an answer.")
+    failures_by_cause: dict[str, int] = Field(
+        description="`http_4xx`, `http_5xx`, `http_other`, `timeout`, `connection`, "
+        "`not_sent` (refused by the destination checks), `other`: only those that occurred."
+    )
+    failing_since: ApiTime | None = Field(
+        description="The first failed attempt since the last success; null while it succeeds."
+    )
+    failing: bool = Field(
+        description="Enabled, and every attempt has failed for at least "
+        "SUBSCRIPTION_FAILING_ALERT_MINUTES."
+    )
+    hourly: list[HourOut] = Field(description="Each hour of the window that had attempts.")

@@ -347,3 +347,45 @@ async def test_failed_deliveries_are_recovered_in_bulk_and_a_backlog_on_enabling
         assert (
             await v1.post(f"{gone}/retry-failed", json={"since": later, "dryRun": True})
         ).status_code == 404
+
+
+async def test_health_over_a_day_and_the_failing_flag(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    api: httpx.AsyncClient,
+    receiver: Receiver,
+) -> None:
+    receiver.answers[:] = [(503, "busy"), (404, "no")]  # then 200
+    async with sessionmaker.begin() as session:
+        subscription = service.create(
+            session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
+        )
+    await put_registration(sessionmaker, "reg-health")
+    await number_and_publish(sessionmaker, None)
+    for _ in range(4):
+        await send_all(settings, sessionmaker, subscription.id)
+        if len(receiver.got) == 3:
+            break
+    assert len(receiver.got) == 3
+    base = f"/v1/subscriptions/{subscription.id}"
+    async with httpx.AsyncClient(base_url=api.base_url, headers=AUTH, timeout=30) as v1:
+        answer = await v1.get(f"{base}/health")
+        assert answer.status_code == 200, answer.text
+        health = answer.json()
+        assert health["attempts"] == 3 and health["succeeded"] == 1
+        assert health["successRate"] == pytest.approx(1 / 3)
+        assert health["failuresByCause"] == {"http_5xx": 1, "http_4xx": 1}
+        assert 0 <= health["latencyMs"]["p50"] <= health["latencyMs"]["p95"]
+        assert sum(h["succeeded"] + h["failed"] for h in health["hourly"]) == 3
+        assert health["failing"] is False and health["failingSince"] is None
+
+        # Every attempt failed for 20 minutes (more than the 15 of the default): flagged.
+        async with sessionmaker.begin() as session:
+            await repository.note_failure(
+                session, subscription.id, utcnow() - timedelta(minutes=20)
+            )
+        health = (await v1.get(f"{base}/health")).json()
+        assert health["failing"] is True and health["failingSince"] is not None
+        metrics = (await api.get("/metrics")).text
+        assert f'subscription_failing{{subscription="{subscription.id}"}} 1.0' in metrics
+        assert (await v1.get("/v1/subscriptions/sub_nothing/health")).status_code == 404
