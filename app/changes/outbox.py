@@ -45,12 +45,14 @@ def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnEleme
 
 def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
     """An INSERT of a pending delivery for each enabled subscription matching each row of
-    `changes` (rows with the change's `id`, `registration_id`, `status`, `registration_type`)."""
+    `changes` (rows with the change's `id`, `registration_id`, `status`, `registration_type`,
+    `kind`)."""
     subscriptions = SUBSCRIPTIONS
     matching = and_(
         subscriptions.c.enabled.is_(True),
         _matches(subscriptions.c.status_filter, changes.c.status),
         _matches(subscriptions.c.type_filter, changes.c.registration_type),
+        _matches(subscriptions.c.kind_filter, changes.c.kind),
     )
     return insert(DELIVERIES).from_select(
         [

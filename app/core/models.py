@@ -305,6 +305,8 @@ class Subscription(Base):
     """The statuses it wants, as `,A,B,` (matched with LIKE); None: every status."""
     type_filter: Mapped[str | None] = mapped_column(Text)
     """The registration types it wants, as `,A,B,`; None: every type."""
+    kind_filter: Mapped[str | None] = mapped_column(Text)
+    """The kinds of change it wants (`status`, `details`), as `,A,B,`; None: every kind."""
     enabled: Mapped[bool] = mapped_column(Boolean)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     disabled_at: Mapped[datetime | None]

@@ -28,6 +28,7 @@ from app.core.problems import ProblemError
 from app.core.schemas import problem_responses
 from app.events.queries import EventKey
 from app.subscriptions import queries, repository, service
+from app.subscriptions.event_types import event_types
 from app.subscriptions.rules import UrlRefused
 from app.subscriptions.schemas import (
     AttemptOutcome,
@@ -35,6 +36,7 @@ from app.subscriptions.schemas import (
     DeliveryPage,
     EnableIn,
     EnableOut,
+    EventTypeList,
     HealthOut,
     PingOutcome,
     RetryFailedIn,
@@ -410,3 +412,12 @@ async def subscription_health(
     subscription = await _found(session, subscription_id)
     alert_after = timedelta(minutes=resources.settings.subscription_failing_alert_minutes)
     return await queries.health(session, subscription, now=utcnow(), alert_after=alert_after)
+
+
+@router.get(
+    "/event-types",
+    operation_id="listEventTypes",
+    summary="The messages a subscription receives, with the JSON Schema of each one's `data`",
+)
+async def list_event_types() -> EventTypeList:
+    return EventTypeList(items=list(event_types()))

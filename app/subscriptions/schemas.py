@@ -30,6 +30,11 @@ class SubscriptionIn(ApiModel):
     registration_types: FilterList | None = Field(
         default=None, description="Only registrations of these types; omitted: every type."
     )
+    kinds: FilterList | None = Field(
+        default=None,
+        description="Only changes of these kinds (`status`: the status moved; `details`: only "
+        "facts changed); omitted: every kind. The catalog: GET /v1/event-types.",
+    )
     description: Description | None = None
 
 
@@ -39,6 +44,7 @@ class SubscriptionPatch(ApiModel):
     url: Url | None = None
     statuses: FilterList | None = None
     registration_types: FilterList | None = None
+    kinds: FilterList | None = None
     description: Description | None = None
     enabled: bool | None = Field(
         default=None, description="`true` enables again a subscription that was disabled."
@@ -50,6 +56,7 @@ class SubscriptionOut(ApiModel):
     url: str
     statuses: list[str] | None
     registration_types: list[str] | None
+    kinds: list[str] | None
     description: str | None
     enabled: bool
     disabled_reason: str | None = Field(description="Why it was disabled; null when enabled.")
@@ -203,3 +210,16 @@ class HealthOut(ApiModel):
         "SUBSCRIPTION_FAILING_ALERT_MINUTES."
     )
     hourly: list[HourOut] = Field(description="Each hour of the window that had attempts.")
+
+
+class EventTypeOut(ApiModel):
+    type: str = Field(description="The message's `type`.")
+    version: int = Field(description="Raised when `data` changes in a way receivers could notice.")
+    description: str
+    schema_: dict[str, Any] = Field(
+        alias="schema", description="The JSON Schema (2020-12) of the message's `data`."
+    )
+
+
+class EventTypeList(ApiModel):
+    items: list[EventTypeOut]

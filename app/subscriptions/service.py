@@ -55,6 +55,7 @@ def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionO
         url=redacted_url(subscription.url) if redact else subscription.url,
         statuses=filter_values(subscription.status_filter),
         registration_types=filter_values(subscription.type_filter),
+        kinds=filter_values(subscription.kind_filter),
         description=subscription.description,
         enabled=subscription.enabled,
         disabled_reason=subscription.disabled_reason,
@@ -78,6 +79,7 @@ def create(
         description=body.description,
         status_filter=filter_text(body.statuses),
         type_filter=filter_text(body.registration_types),
+        kind_filter=filter_text(body.kinds),
         enabled=True,
         secret=new_secret(),
         created_at=now,
@@ -101,6 +103,8 @@ def change(
         subscription.status_filter = filter_text(body.statuses)
     if "registration_types" in given:
         subscription.type_filter = filter_text(body.registration_types)
+    if "kinds" in given:
+        subscription.kind_filter = filter_text(body.kinds)
     if "description" in given:
         subscription.description = body.description
     if "enabled" in given and body.enabled is not None:

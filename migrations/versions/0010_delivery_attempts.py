@@ -1,6 +1,6 @@
-"""delivery_attempts: every POST of a delivery, for the attempts log; subscriptions.disabled_at
+"""delivery_attempts (the attempts log); subscriptions.disabled_at and kind_filter
 
-One new table (app/subscriptions/repository.py writes it) and one nullable column (no rewrite):
+One new table (app/subscriptions/repository.py writes it) and two nullable columns (no rewrite):
 nothing existing is rewritten.
 
 Revision ID: 0010
@@ -25,6 +25,7 @@ _TIME = app.core.db.UTCDateTime(timezone=True)
 
 def upgrade() -> None:
     op.add_column("subscriptions", sa.Column("disabled_at", _TIME, nullable=True))
+    op.add_column("subscriptions", sa.Column("kind_filter", sa.Text(), nullable=True))
     op.create_table(
         "delivery_attempts",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
@@ -63,4 +64,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("delivery_attempts")
+    op.drop_column("subscriptions", "kind_filter")
     op.drop_column("subscriptions", "disabled_at")

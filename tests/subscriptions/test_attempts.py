@@ -16,6 +16,7 @@ from ipaddress import ip_network
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 from fastapi import FastAPI, Request, Response
 from sqlalchemy import func, select
@@ -389,3 +390,50 @@ async def test_health_over_a_day_and_the_failing_flag(
         metrics = (await api.get("/metrics")).text
         assert f'subscription_failing{{subscription="{subscription.id}"}} 1.0' in metrics
         assert (await v1.get("/v1/subscriptions/sub_nothing/health")).status_code == 404
+
+
+async def test_the_catalog_describes_what_is_sent_and_kinds_filter_deliveries(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    api: httpx.AsyncClient,
+    receiver: Receiver,
+) -> None:
+    receiver.answers.clear()
+    async with httpx.AsyncClient(base_url=api.base_url, headers=AUTH, timeout=30) as v1:
+        answer = await v1.get("/v1/event-types")
+        assert answer.status_code == 200, answer.text
+        catalog = {item["type"]: item for item in answer.json()["items"]}
+        assert set(catalog) == {"registration.changed", "ping"}
+        assert all(item["version"] == 1 and item["description"] for item in catalog.values())
+        assert (await api.get("/v1/event-types")).status_code == 401
+
+        made = await v1.post("/v1/subscriptions", json={"url": receiver.url, "kinds": ["status"]})
+        assert made.status_code == 201, made.text
+        assert made.json()["kinds"] == ["status"]
+        only_details = await v1.post(
+            "/v1/subscriptions", json={"url": receiver.url, "kinds": ["details"]}
+        )
+        assert only_details.json()["kinds"] == ["details"]
+
+        await put_registration(sessionmaker, "reg-catalog")  # learnt: a status change
+        await put_registration(sessionmaker, "reg-catalog", "IN_PROGRESS")
+        await number_and_publish(sessionmaker, None)
+        for created in (made, only_details):
+            await send_all(settings, sessionmaker, created.json()["id"])
+        assert len(receiver.got) == 2, "a `details` subscription got status changes"
+        changed = jsonschema_rs.validator_for(catalog["registration.changed"]["schema"])
+        for _headers, body in receiver.got:
+            message = json.loads(body)
+            assert message["type"] == "registration.changed"
+            changed.validate(message["data"])  # raises when the schema does not describe it
+        ping = jsonschema_rs.validator_for(catalog["ping"]["schema"])
+        tested = await v1.post(f"/v1/subscriptions/{made.json()['id']}/test")
+        assert tested.json()["delivered"] is True
+        ping.validate(json.loads(receiver.got[-1][1])["data"])
+
+        # The filter changes like the others; null means every kind.
+        path = f"/v1/subscriptions/{only_details.json()['id']}"
+        patched = await v1.patch(path, json={"kinds": None})
+        assert patched.status_code == 200 and patched.json()["kinds"] is None
+        bad = await v1.patch(path, json={"kinds": ["a,b"]})
+        assert bad.status_code == 422
