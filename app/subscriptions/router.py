@@ -10,9 +10,6 @@ from fastapi import Path, Query, Response
 from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.actions import Action
-from app.audit.repository import record
-from app.changes.signal import publish
 from app.core.db import utcnow
 from app.core.models import Delivery, Subscription
 from app.core.pagination import (
@@ -49,7 +46,7 @@ from app.subscriptions.schemas import (
 )
 from app.tokens.principal import Principal, Scope
 from app.web.auth import ActorDep, PrincipalDep, api_router
-from app.web.deps import ReadSessionDep, ResourcesDep, SessionDep
+from app.web.deps import ReadSessionDep, ResourcesDep
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +65,14 @@ SubscriptionId = Annotated[
 DeliveryId = Annotated[int, Path(alias="id", ge=1, le=2**62, description="The delivery's id.")]
 
 
+def _unknown() -> ProblemError:
+    return ProblemError(404, "No subscription with this id.")
+
+
 async def _found(session: AsyncSession, subscription_id: str) -> Subscription:
     subscription = await repository.get(session, subscription_id)
     if subscription is None:
-        raise ProblemError(404, "No subscription with this id.")
+        raise _unknown()
     return subscription
 
 
@@ -88,20 +89,17 @@ def _refused(exc: UrlRefused) -> ProblemError:
     responses=problem_responses(403),
 )
 async def create_subscription(
-    resources: ResourcesDep, session: SessionDep, body: SubscriptionIn, actor: ActorDep
+    resources: ResourcesDep, body: SubscriptionIn, actor: ActorDep
 ) -> SubscriptionWithSecret:
-    async with session.begin():
-        now = utcnow()
-        try:
-            subscription = service.create(
-                session,
-                body,
-                allowed_hosts=resources.settings.subscription_allowed_hosts,
-                now=now,
-            )
-        except UrlRefused as exc:
-            raise _refused(exc) from None
-        record(session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now)
+    try:
+        subscription = await service.subscribe(
+            resources.sessionmaker,
+            body,
+            allowed_hosts=resources.settings.subscription_allowed_hosts,
+            actor=actor,
+        )
+    except UrlRefused as exc:
+        raise _refused(exc) from None
     log.info("subscription created", extra={"subscription_id": subscription.id})
     return service.with_secret(subscription)
 
@@ -139,33 +137,23 @@ async def get_subscription(
 )
 async def change_subscription(
     resources: ResourcesDep,
-    session: SessionDep,
     subscription_id: SubscriptionId,
     body: SubscriptionPatch,
     actor: ActorDep,
 ) -> SubscriptionOut:
-    async with session.begin():
-        subscription = await _found(session, subscription_id)
-        now = utcnow()
-        try:
-            service.change(
-                subscription,
-                body,
-                allowed_hosts=resources.settings.subscription_allowed_hosts,
-                now=now,
-            )
-        except UrlRefused as exc:
-            raise _refused(exc) from None
-        changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
-        record(
-            session,
-            actor,
-            Action.SUBSCRIPTION_CHANGE,
+    try:
+        subscription = await service.edit(
+            resources.sessionmaker,
+            resources.redis,
             subscription_id,
-            now=now,
-            detail={"fields": changed},
+            body,
+            allowed_hosts=resources.settings.subscription_allowed_hosts,
+            actor=actor,
         )
-    await publish(resources.redis)  # re-enabled: its pending deliveries go out now
+    except UrlRefused as exc:
+        raise _refused(exc) from None
+    if subscription is None:
+        raise _unknown()
     return service.answer(subscription)
 
 
@@ -177,11 +165,10 @@ async def change_subscription(
     responses=problem_responses(403, 404),
 )
 async def delete_subscription(
-    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
+    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
 ) -> Response:
-    async with session.begin():
-        await repository.delete(session, await _found(session, subscription_id))
-        record(session, actor, Action.SUBSCRIPTION_DELETE, subscription_id, now=utcnow())
+    if not await service.remove(resources.sessionmaker, subscription_id, actor=actor):
+        raise _unknown()
     log.info("subscription deleted", extra={"subscription_id": subscription_id})
     return Response(status_code=204)
 
@@ -193,13 +180,11 @@ async def delete_subscription(
     responses=problem_responses(403, 404),
 )
 async def rotate_secret(
-    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
+    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
 ) -> SubscriptionWithSecret:
-    async with session.begin():
-        subscription = await _found(session, subscription_id)
-        now = utcnow()
-        service.rotate(subscription, now=now)
-        record(session, actor, Action.SUBSCRIPTION_ROTATE_SECRET, subscription_id, now=now)
+    subscription = await service.rotate_secret(resources.sessionmaker, subscription_id, actor=actor)
+    if subscription is None:
+        raise _unknown()
     log.info("subscription secret rotated", extra={"subscription_id": subscription_id})
     return service.with_secret(subscription)
 
@@ -319,27 +304,19 @@ async def list_delivery_attempts(
     responses=problem_responses(403, 404),
 )
 async def test_subscription(
-    resources: ResourcesDep, session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
+    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
 ) -> PingOutcome:
-    async with session.begin():
-        subscription = await _found(session, subscription_id)
-    # No transaction open during the POST.
-    outcome = await service.send_test(subscription, resources.settings, now=utcnow())
-    async with session.begin():
-        record(
-            session,
-            actor,
-            Action.SUBSCRIPTION_TEST,
-            subscription_id,
-            now=utcnow(),
-            detail={"delivered": outcome.delivered, "responseStatus": outcome.response_status},
-        )
+    outcome = await service.ping(
+        resources.sessionmaker, subscription_id, resources.settings, actor=actor
+    )
+    if outcome is None:
+        raise _unknown()
     return outcome
 
 
 def _recovery_refused(refused: service.Refused) -> ProblemError:
     if refused is service.Refused.UNKNOWN:
-        return ProblemError(404, "No subscription with this id.")
+        return _unknown()
     if refused is service.Refused.DISABLED:
         return ProblemError(
             409,

@@ -321,3 +321,94 @@ async def enable(
         record(session, actor, Action.SUBSCRIPTION_ENABLE, subscription_id, now=now, detail=detail)
     await publish(redis)
     return EnableOut(subscription=answer(subscription), retried=retried, skipped=skipped)
+
+
+# --- the audited actions: each owns its one transaction, with its audit entry by `actor`; the API
+# and the console both come here.
+
+
+async def subscribe(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    body: SubscriptionIn,
+    *,
+    allowed_hosts: Sequence[str],
+    actor: Actor,
+) -> Subscription:
+    """`create`, audited. Raises UrlRefused for a URL not allowed (nothing is kept)."""
+    async with sessionmaker.begin() as session:
+        now = utcnow()
+        subscription = create(session, body, allowed_hosts=allowed_hosts, now=now)
+        record(session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now)
+    return subscription
+
+
+async def edit(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    subscription_id: str,
+    body: SubscriptionPatch,
+    *,
+    allowed_hosts: Sequence[str],
+    actor: Actor,
+) -> Subscription | None:
+    """`change`, audited with the fields given, then wake the dispatchers (enabled again: its
+    pending deliveries go out now). None for an unknown subscription; raises UrlRefused."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return None
+        now = utcnow()
+        change(subscription, body, allowed_hosts=allowed_hosts, now=now)
+        changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
+        action = Action.SUBSCRIPTION_CHANGE
+        record(session, actor, action, subscription_id, now=now, detail={"fields": changed})
+    await publish(redis)
+    return subscription
+
+
+async def remove(
+    sessionmaker: async_sessionmaker[AsyncSession], subscription_id: str, *, actor: Actor
+) -> bool:
+    """Delete a subscription, its deliveries and their attempts, audited; False if unknown."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return False
+        await repository.delete(session, subscription)
+        record(session, actor, Action.SUBSCRIPTION_DELETE, subscription_id, now=utcnow())
+    return True
+
+
+async def rotate_secret(
+    sessionmaker: async_sessionmaker[AsyncSession], subscription_id: str, *, actor: Actor
+) -> Subscription | None:
+    """`rotate`, audited; None for an unknown subscription."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return None
+        now = utcnow()
+        rotate(subscription, now=now)
+        record(session, actor, Action.SUBSCRIPTION_ROTATE_SECRET, subscription_id, now=now)
+    return subscription
+
+
+async def ping(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    subscription_id: str,
+    settings: Settings,
+    *,
+    actor: Actor,
+) -> PingOutcome | None:
+    """`send_test` (no transaction open during the POST), then its audit entry with the outcome.
+    None for an unknown subscription."""
+    async with sessionmaker() as session:
+        subscription = await repository.get(session, subscription_id)
+    if subscription is None:
+        return None
+    outcome = await send_test(subscription, settings, now=utcnow())
+    async with sessionmaker.begin() as session:
+        detail = {"delivered": outcome.delivered, "responseStatus": outcome.response_status}
+        action = Action.SUBSCRIPTION_TEST
+        record(session, actor, action, subscription_id, now=utcnow(), detail=detail)
+    return outcome
