@@ -10,82 +10,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
-from ipaddress import ip_network
 from typing import Any
 
 import httpx
 import jsonschema_rs
 import pytest
-from fastapi import FastAPI, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from standardwebhooks.webhooks import Webhook
 
 from app.changes.sequencer import number_and_publish
-from app.changes.signal import ChangeSignal
 from app.core.db import utcnow
-from app.core.jobs import create_redis
 from app.core.models import DeliveryAttempt
 from app.core.settings import Settings
 from app.subscriptions import repository, service
 from app.subscriptions.schemas import SubscriptionIn
-from app.subscriptions.sender import Sending, deliver_subscription
 from tests.api.conftest import AUTH, put_registration
-from tests.conftest import make_settings
-from tests.support.servers import serve
+from tests.support.receivers import Receiver, receiving, receiving_settings, send_all
 
-LOOPBACK = [ip_network("127.0.0.0/8")]
 LONG_ANSWER = "é" * 3000  # 6000 bytes: more than the 4 KiB kept, cut inside a character
 
 
 @pytest.fixture
 def settings(database_url: str, redis_url: str) -> Settings:
-    return make_settings(
-        database_url,
-        redis_url,
-        subscription_allowed_hosts=["127.0.0.1"],
-        subscription_allowed_networks=LOOPBACK,
-        delivery_timeout_seconds=5,
-        delivery_retry_seconds=[0.01],
-    )
-
-
-@dataclass
-class Receiver:
-    """Answers each request with the next of `answers` (then 200 "ok"), and keeps each request's
-    headers and body."""
-
-    answers: list[tuple[int, str]]
-    got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    url: str = ""
-
-    async def hook(self, request: Request) -> Response:
-        self.got.append((dict(request.headers), await request.body()))
-        status, text = self.answers.pop(0) if self.answers else (200, "ok")
-        return Response(status_code=status, content=text.encode(), media_type="text/plain")
+    return receiving_settings(database_url, redis_url)
 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver(answers=[(500, LONG_ANSWER)])
-    app = FastAPI()
-    app.add_api_route("/hook", found.hook, methods=["POST"])
-    async with serve(app) as base_url:
-        found.url = f"{base_url}/hook"
+    async with receiving(answers=[(500, LONG_ANSWER)]) as found:
         yield found
-
-
-async def send_all(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], subscription_id: str
-) -> None:
-    redis = create_redis(settings)
-    try:
-        sending = Sending(sessionmaker, settings, ChangeSignal(redis))
-        await deliver_subscription(sending, subscription_id, budget_seconds=10)
-    finally:
-        await redis.aclose()
 
 
 async def listed(v1: httpx.AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
