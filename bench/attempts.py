@@ -32,9 +32,8 @@ from bench.support import (
     execute,
     finish,
     parser,
+    reads_table,
     stack,
-    table,
-    verdict,
 )
 
 TARGET_P99_MS = 150.0
@@ -149,15 +148,8 @@ def main() -> int:
     with stack("attempts", args) as run:
         results = asyncio.run(run_reads(run))
     print(f"\nGET over HTTP, one at a time, {args.requests} requests each")
-    rows: list[list[object]] = [["", "req/s", "p50 ms", "p99 ms", "max ms", "target p99"]]
-    for name, figures in results.items():
-        latency = figures["latency_ms"]
-        figures_ms = [latency[key] for key in ("p50", "p99", "max")]
-        rows.append(
-            [name, figures["requests_per_s"], *figures_ms, verdict(latency["p99"], TARGET_P99_MS)]
-        )
-    print(table(rows))
-    met = all(figures["latency_ms"]["p99"] <= TARGET_P99_MS for figures in results.values())
+    shown, met = reads_table(results, {name: TARGET_P99_MS for name in results})
+    print(shown)
     return finish(run, results, met, [])
 
 

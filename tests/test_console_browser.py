@@ -9,6 +9,7 @@ test's; the README's is one of them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import socket
@@ -368,19 +369,26 @@ ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
 CONSOLE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 
 
-@pytest.fixture
-def busy_stack(tmp_path: Path) -> Iterator[Stack]:
-    """A stack whose deliveries may reach loopback, and give up after two quick retries."""
+@contextlib.contextmanager
+def _stack_delivering(folder: Path, name: str, **env: str) -> Iterator[Stack]:
+    """A stack whose deliveries may reach loopback, with its delivery worker."""
     with running_stack(
-        tmp_path,
-        "console_busy",
+        folder,
+        name,
         SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1",
         SUBSCRIPTION_ALLOWED_NETWORKS="127.0.0.0/8",
-        DELIVERY_RETRY_SECONDS="0.5,0.5",
+        **env,
     ) as started:
         started.start_api()
         started.start_worker()
         started.start_delivery_worker()
+        yield started
+
+
+@pytest.fixture
+def busy_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose deliveries may reach loopback, and give up after two quick retries."""
+    with _stack_delivering(tmp_path, "console_busy", DELIVERY_RETRY_SECONDS="0.5,0.5") as started:
         yield started
 
 
@@ -517,27 +525,16 @@ def test_the_console_reads_as_an_operator_needs(busy_stack: Stack, browser: WebD
 
 @pytest.fixture
 def delivering_stack(tmp_path: Path) -> Iterator[Stack]:
-    """A stack that delivers to loopback receivers; a subscription failing for 0.05 s is
-    flagged (SUBSCRIPTION_FAILING_ALERT_MINUTES)."""
-    with running_stack(
+    """`busy_stack`'s, and a subscription failing for 0.06 s is flagged
+    (SUBSCRIPTION_FAILING_ALERT_MINUTES)."""
+    with _stack_delivering(
         tmp_path,
         "console_subs",
-        SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1",
-        SUBSCRIPTION_ALLOWED_NETWORKS="127.0.0.0/8",
         SUBSCRIPTION_FAILING_ALERT_MINUTES="0.001",
         DELIVERY_RETRY_SECONDS="0.2",
         DELIVERY_TIMEOUT_SECONDS="2",
     ) as started:
-        started.start_api()
-        started.start_worker()
-        started.start_delivery_worker()
         yield started
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_subscriptions_are_managed_from_their_pages(
