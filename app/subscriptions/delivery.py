@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -110,8 +110,8 @@ class Attempt:
     status_code: int | None
     error: str | None
     retry_after: float | None = None
-    at: datetime | None = None
-    """When the POST began."""
+    at: datetime = field(default_factory=utcnow)
+    """When the POST began (or was refused)."""
     request_headers: dict[str, str] | None = None
     """The headers sent: the signature, never a secret."""
     response_body: str | None = None

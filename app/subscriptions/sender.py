@@ -207,7 +207,7 @@ def _start(
 
 
 async def _not_sent(why: str) -> Attempt:
-    return Attempt(None, why, at=utcnow())
+    return Attempt(None, why)
 
 
 async def _record(
