@@ -97,12 +97,19 @@ class Setup:
 
 @contextlib.asynccontextmanager
 async def opened(
-    settings: Settings, *, database: bool = True, redis: bool = False, sinch: bool = False
+    settings: Settings,
+    *,
+    database: bool = True,
+    redis: bool = False,
+    sinch: bool = False,
+    project: bool = False,
 ) -> AsyncIterator[Setup]:
     """The one setup of every command that touches the data: an engine (lazy: nothing connects
     before the first query), a Redis client (lazy too), a Sinch client (refused with status 2
     when the credentials are not configured), each only when asked for; all closed when the
-    block ends, in reverse order."""
+    block ends, in reverse order. `project`: the command writes rows of the settings' project,
+    so it makes sure of that project first, as a starting API or worker does
+    (app/projects/service.py)."""
     from app.core.db import create_engine, create_sessionmaker
     from app.core.jobs import create_redis
 
@@ -114,6 +121,12 @@ async def opened(
             engine = create_engine(settings)
             stack.push_async_callback(engine.dispose)
             sessionmaker = create_sessionmaker(engine)
+            if project:
+                from app.core.db import utcnow
+                from app.projects.service import ensure_settings_project
+
+                async with sessionmaker.begin() as session:
+                    await ensure_settings_project(session, settings, utcnow())
         redis_client = None
         if redis:
             redis_client = create_redis(settings)
@@ -189,7 +202,7 @@ async def _reconcile(args: argparse.Namespace) -> int:
     from app.changes.sequencer import number_and_publish
     from app.registrations.reconcile import reconcile
 
-    async with opened(load_settings(), redis=True, sinch=True) as setup:
+    async with opened(load_settings(), redis=True, sinch=True, project=True) as setup:
         report = await reconcile(setup.sessionmaker, setup.sinch, full=args.full)
         # The changes it recorded go on the feed now (a worker's sequencer would, within 2 s).
         await number_and_publish(setup.sessionmaker, setup.redis)
@@ -423,7 +436,7 @@ async def _secret_set(args: argparse.Namespace) -> int:
     from app.core.db import utcnow
 
     settings = load_settings()
-    async with opened(settings, sinch=True) as setup:
+    async with opened(settings, sinch=True, project=True) as setup:
         new_secret = args.value or secrets_module.token_urlsafe(32)
         current = [s.get_secret_value() for s in settings.sinch_callback_secrets]
         print("Safe rotation, one step at a time:", file=sys.stderr)
@@ -437,7 +450,14 @@ async def _secret_set(args: argparse.Namespace) -> int:
             return 1
         await setup.sinch.put_callback_configuration(SecretStr(new_secret))
         async with setup.sessionmaker.begin() as session:
-            record(session, Actor.command_line(), Action.CALLBACK_SECRET_SET, None, now=utcnow())
+            record(
+                session,
+                Actor.command_line(),
+                Action.CALLBACK_SECRET_SET,
+                None,
+                now=utcnow(),
+                project_id=settings.settings_project_id,
+            )
     print("  2. done: Sinch now signs with the new secret", file=sys.stderr)
     print(
         '  3. once sinch_callback_secret_matches{secret="1"} stops growing, drop the old '
@@ -452,13 +472,16 @@ async def _secret_rotate(args: argparse.Namespace) -> int:
     from app.audit.repository import Actor
     from app.callbacks.rotation import RotationRefused, rotate
 
-    async with opened(load_settings(), redis=True, sinch=True) as setup:
+    settings = load_settings()
+    project_id = settings.settings_project_id
+    async with opened(settings, redis=True, sinch=True, project=True) as setup:
         try:
             rotation = await rotate(
                 setup.sessionmaker,
                 setup.redis,
                 setup.sinch,
                 args.api_url or ["http://127.0.0.1:8000"],
+                project_id=project_id,
                 actor=Actor.command_line(),
                 within=args.timeout,
             )
@@ -471,6 +494,7 @@ async def _secret_rotate(args: argparse.Namespace) -> int:
         print("Sinch now signs callbacks with the new secret (the previous one stays accepted)")
         await _print_matches(
             setup.sessionmaker,
+            project_id,
             {"the new secret": rotation.new, "the previous secret": rotation.previous},
             minutes=args.minutes,
         )
@@ -484,7 +508,9 @@ async def _secret_status(args: argparse.Namespace) -> int:
     async with opened(settings, sinch=True) as setup:
         at_sinch = (await setup.sinch.get_callback_configuration()).hmac_secret
         async with setup.sessionmaker() as session:
-            accepted = await read_accepted(session, settings.sinch_callback_secrets)
+            accepted = await read_accepted(
+                session, settings.settings_project_id, settings.sinch_callback_secrets
+            )
         labelled: dict[str, SecretStr] = {"the secret Sinch signs with now": at_sinch}
         for position, secret in enumerate(accepted):
             if secret.get_secret_value() != at_sinch.get_secret_value():
@@ -495,23 +521,28 @@ async def _secret_status(args: argparse.Namespace) -> int:
                 "refused (401)",
                 file=sys.stderr,
             )
-        await _print_matches(setup.sessionmaker, labelled, minutes=args.minutes)
+        await _print_matches(
+            setup.sessionmaker, settings.settings_project_id, labelled, minutes=args.minutes
+        )
     return 0
 
 
 async def _print_matches(
     sessionmaker: async_sessionmaker[AsyncSession],
+    project_id: str,
     labelled: dict[str, SecretStr],
     *,
     minutes: float,
 ) -> None:
-    """Which of `labelled` signed the callbacks kept in the last `minutes` (never the secrets)."""
+    """Which of `labelled` signed project `project_id`'s callbacks kept in the last `minutes`
+    (never the secrets)."""
     from app.callbacks.secrets import REPORT_LIMIT, recent_matches
     from app.core.db import utcnow
 
     async with sessionmaker() as session:
         counts = await recent_matches(
             session,
+            project_id,
             {label: secret.get_secret_value() for label, secret in labelled.items()},
             since=utcnow() - timedelta(minutes=minutes),
         )

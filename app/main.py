@@ -40,6 +40,8 @@ from app.core.problems import install_problem_handlers
 from app.core.settings import Settings
 from app.counts.router import router as counts_router
 from app.events.router import router as events_router
+from app.health import router as health_router
+from app.projects.service import settle_at_start
 from app.registrations.router import router as registrations_router
 from app.sinch.client import SinchClient, create_http_client
 from app.subscriptions.router import router as subscriptions_router
@@ -47,7 +49,6 @@ from app.tokens.directory import TokenDirectory
 from app.web.bodies import BodyGuard
 from app.web.deps import Resources
 from app.web.docs import install_docs
-from app.web.health import router as health_router
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inbox.start()
         sessionmaker = create_sessionmaker(engine)
         reader = create_reader(engine)
-        callback_secrets = AcceptedSecrets(settings, reader, redis)
+        project_id = await settle_at_start(sessionmaker, settings)
+        callback_secrets = AcceptedSecrets(settings, reader, redis, project_id=project_id)
         await callback_secrets.start()
         tokens = TokenDirectory(reader, sessionmaker, ttl=settings.token_cache_seconds)
         changes = ChangeSignal(redis)
@@ -120,15 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reader=reader,
             redis=redis,
             metrics=Metrics(),
-            inbox=inbox,
             sinch=SinchClient.from_settings(settings, http)
             if settings.sinch_credentials_configured
             else None,
-            changes=changes,
-            feed=FeedReader(create_reader(engine)),
-            sequencer=sequencer,
             tokens=tokens,
-            callback_secrets=callback_secrets,
         )
         # Everything built so far lives as long as the process: keep the collector from scanning
         # it again and again (full collections otherwise pause requests for tens of ms).
@@ -136,7 +133,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         log.info("api started", extra={"database": settings.safe_database_url()})
         try:
-            yield {"resources": resources}
+            # What one package uses stands apart, named as that package reads it (the callback
+            # endpoint; `app.changes.live`), so that `Resources` names no domain type.
+            yield {
+                "resources": resources,
+                "inbox": inbox,
+                "callback_secrets": callback_secrets,
+                "changes": changes,
+                "feed": FeedReader(create_reader(engine)),
+                "sequencer": sequencer,
+            }
         finally:
             # Every step bounded (`within`): a shutdown that cannot hang, whatever one step does;
             # one that fails or overruns is logged and the next still runs.

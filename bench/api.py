@@ -47,10 +47,11 @@ FILL = [
     # 100,000 registrations, ids like reg-000042, states and types spread evenly. (Built from the
     # constants above only: nothing from outside reaches this SQL.)
     f"""
-    INSERT INTO registrations (id, status, registration_type, status_changed_at, last_synced_at,
-                               sinch, created_at, updated_at, sender_ids, tags, market_code,
-                               policy_id, status_since, reason_message, reason_state, reason_at)
-    SELECT 'reg-' || lpad(n::text, 6, '0'),
+    INSERT INTO registrations (id, project_id, status, registration_type, status_changed_at,
+                               last_synced_at, sinch, created_at, updated_at, sender_ids, tags,
+                               market_code, policy_id, status_since, reason_message,
+                               reason_state, reason_at)
+    SELECT 'reg-' || lpad(n::text, 6, '0'), (SELECT id FROM projects WHERE from_settings),
            (ARRAY{STATES})[1 + n % {len(STATES)}],
            (ARRAY{TYPES})[1 + (n / 7) % {len(TYPES)}],
            timestamptz '2026-01-01' + n * interval '13 seconds',
@@ -78,16 +79,18 @@ FILL = [
     SELECT DISTINCT id, json_array_elements_text(tags) FROM registrations
     """,
     """
-    INSERT INTO registration_history (registration_id, from_status, to_status, at, source,
-                                      event_id, recorded_at)
-    SELECT id, NULL, status, status_changed_at, 'reconcile', NULL, now() FROM registrations
+    INSERT INTO registration_history (registration_id, project_id, from_status, to_status, at,
+                                      source, event_id, recorded_at)
+    SELECT id, project_id, NULL, status, status_changed_at, 'reconcile', NULL, now()
+    FROM registrations
     """,
     # 1,000,000 events, ten per registration, nearly all processed.
     """
-    INSERT INTO callback_events (dedup_key, event_id, registration_id, body, headers, peer,
-                                 secret_index, received_at, duplicate_count, state, outcome,
+    INSERT INTO callback_events (project_id, dedup_key, event_id, registration_id, body, headers,
+                                 peer, secret_index, received_at, duplicate_count, state, outcome,
                                  attempts, processed_at)
-    SELECT 'evt-' || n, 'evt-' || n, 'reg-' || lpad((1 + n % {registrations})::text, 6, '0'),
+    SELECT (SELECT id FROM projects WHERE from_settings), 'evt-' || n, 'evt-' || n,
+           'reg-' || lpad((1 + n % {registrations})::text, 6, '0'),
            convert_to('{"eventId":"evt-' || n || '"}', 'UTF8'), '{}'::json, '127.0.0.1', 0,
            timestamptz '2026-01-01' + n * interval '1 second', 0,
            CASE WHEN n % 1000 = 0 THEN 'failed' ELSE 'processed' END, 'applied:trusted', 1,

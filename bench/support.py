@@ -611,10 +611,12 @@ def write_in_process(
 async def _write(
     url: str, redis_url: str, docs: Sequence[dict[str, Any]], rate: float, at_once: int
 ) -> dict[str, list[float]]:
+    from sqlalchemy import select
+
     from app.changes.sequencer import Sequencer, number_and_publish
     from app.core.db import create_engine, create_sessionmaker, utcnow
     from app.core.jobs import create_redis
-    from app.core.models import HistorySource
+    from app.core.models import HistorySource, Project
     from app.registrations.service import apply_snapshot
     from app.sinch.schemas import SinchRegistration
 
@@ -624,11 +626,16 @@ async def _write(
     sequencer = Sequencer(sessions, client)
     times: dict[str, list[float]] = {"started": [0.0] * len(docs), "committed": [0.0] * len(docs)}
 
+    async with sessions() as session:
+        # The settings' project of the harness's service, whatever its id.
+        project = str(await session.scalar(select(Project.id).where(Project.from_settings)))
+
     async def apply(doc: dict[str, Any]) -> None:
         async with sessions.begin() as session:
             await apply_snapshot(
                 session,
                 SinchRegistration.from_document(doc),
+                project_id=project,
                 source=HistorySource.REFETCH,
                 event_id=None,
                 fetched_at=utcnow(),

@@ -130,9 +130,10 @@ async def seed(run: Stack, prefix: str, count: int) -> None:
     await execute(
         run.plain_url,
         [
-            "INSERT INTO registrations (id, status, registration_type, status_changed_at,"
-            " last_synced_at, sinch, created_at, updated_at)"
-            " SELECT '{prefix}-' || lpad(n::text, 6, '0'), 'IN_QUEUE', 'ALPHANUMERIC_SENDER_ID',"
+            "INSERT INTO registrations (id, project_id, status, registration_type,"
+            " status_changed_at, last_synced_at, sinch, created_at, updated_at)"
+            " SELECT '{prefix}-' || lpad(n::text, 6, '0'),"
+            " (SELECT id FROM projects WHERE from_settings), 'IN_QUEUE', 'ALPHANUMERIC_SENDER_ID',"
             " '{at}', '{at}', json_build_object('id', '{prefix}-' || lpad(n::text, 6, '0'),"
             " 'status', 'IN_QUEUE', 'updateTime', '{stamp}'), now(), now()"
             " FROM generate_series(1, {count}) AS n"

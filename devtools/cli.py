@@ -122,7 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command(
         "demo", "play shuffled lifecycles from the simulator against the service", _cmd_demo
     )
-    demo.add_argument("--registrations", type=int, default=30, help="how many lifecycles")
+    demo.add_argument(
+        "--registrations",
+        type=int,
+        default=30,
+        help="how many lifecycles, delivered shuffled and duplicated; as many (10 at the most) "
+        "are then played in order, one callback at a time",
+    )
     demo.add_argument(
         "--redis-db",
         type=non_negative,

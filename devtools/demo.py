@@ -161,7 +161,9 @@ async def _play(sim: SimulatorServer, api_url: str, settings: Settings, count: i
         truth = {rid: (await control.registration(rid))["status"] for rid in ids}
         facts = {rid: _true_facts(await control.facts(rid)) for rid in ids}
         gets = (await control.stats()).get("getRegistration", 0)
-        in_order = await _play_in_order(control, api_url, settings, rng, len(delivered))
+        in_order = await _play_in_order(
+            control, api_url, settings, rng, len(delivered), min(count, IN_ORDER_MOST)
+        )
 
     print(f"\n{'registration':<38} {'local':<20} {'Sinch (simulator)':<20} facts")
     mismatches = 0
@@ -221,12 +223,21 @@ async def _deliver_one(
     return kept + 1
 
 
+IN_ORDER_MOST = 10
+"""Lifecycles played in order at the most (one callback at a time: each waits for the worker)."""
+
+
 async def _play_in_order(
-    control: SimulatorControl, api_url: str, settings: Settings, rng: random.Random, kept: int
+    control: SimulatorControl,
+    api_url: str,
+    settings: Settings,
+    rng: random.Random,
+    kept: int,
+    count: int,
 ) -> _InOrder:
-    """Lifecycles delivered one callback at a time, in order: the GETs it costs, and its bound."""
+    """`count` lifecycles delivered one callback at a time, in order: the GETs they cost, and
+    their bound."""
     gets_before = (await control.stats()).get("getRegistration", 0)
-    count = 10
     fact_moves = checks = 0
     for _ in range(count):
         path = rng.choice(LIFECYCLES)

@@ -22,6 +22,7 @@ from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.support.databases import (
     create_postgres_database,
     drop_postgres_database,
+    drop_template,
     truncate_postgres,
 )
 from tests.support.servers import serve
@@ -32,8 +33,27 @@ OLD_CALLBACK_SECRET = "previous-callback-secret-9876543210"
 API_TOKEN = "internal-token-abcdefghijklmnop"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `slow` (they start processes) first, each kind in its own order.
+
+    `make test` runs three test processes (`--dist loadgroup`), each taking the next test when it
+    is done with one. A slow test taken near the end runs on alone while the others wait for it;
+    taken first, the slow tests share the processes and the quick ones fill in around them.
+    (`trylast`: after every conftest has marked its tests.)"""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _worker_number(worker_id: str) -> int:
     return 0 if worker_id == "master" else int(worker_id.removeprefix("gw"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_template() -> Iterator[None]:
+    """Drops this test process's migrated template database (tests.support.databases) at the
+    end, whichever tests made it."""
+    yield
+    drop_template()
 
 
 @pytest.fixture(scope="session")

@@ -258,6 +258,14 @@ def test_first_run_in_the_sandbox_shows_a_registration_converging(
     assert code in (0, 130), running.seen
     assert_no_server_left(checkout)
 
+    # The .env the first run wrote holds its two secrets and no simulator value (the simulator's
+    # URL and credentials reach the API and the worker as their environment only).
+    written = (checkout / ".env").read_text()
+    assert set(re.findall(r"^(\w+)=", written, re.M)) == {
+        "SINCH_CALLBACK_SECRETS",
+        "INTERNAL_API_TOKENS",
+    }
+
     # Started again: the simulator remembers the registration, the database its copy; a failed
     # event is named with its outcome.
     env.update(JOB_MAX_TRIES="1", PORT=str(free_port()), SIM_PORT=str(free_port()))
@@ -285,19 +293,6 @@ def test_first_run_in_the_sandbox_shows_a_registration_converging(
         code = running.interrupt()
     assert code in (0, 130), running.seen
     assert_no_server_left(checkout)
-
-
-def test_the_env_file_holds_no_simulator_value(checkout: Path, redis_server: PrivateRedis) -> None:
-    running = Running(checkout, user_env(redis_server))
-    try:
-        running.read_until(r"-m devtools sandbox play")
-    finally:
-        running.interrupt()
-    written = (checkout / ".env").read_text()
-    assert set(re.findall(r"^(\w+)=", written, re.M)) == {
-        "SINCH_CALLBACK_SECRETS",
-        "INTERNAL_API_TOKENS",
-    }
 
 
 @pytest.mark.parametrize(("variable", "what"), [("PORT", "the API"), ("SIM_PORT", "simulator")])

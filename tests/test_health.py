@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.health import REDIS_PROBE_KEY
 from app.main import create_app
-from app.web.health import REDIS_PROBE_KEY
 from tests.conftest import make_settings
 from tests.support.processes import private_redis
 from tests.support.servers import free_port, serve
@@ -73,7 +73,7 @@ async def test_readyz_names_the_database_when_it_is_down(redis_url: str) -> None
 
 
 class _Records(logging.Handler):
-    """What `app.web.health` logs (the app's logging set-up replaces the root's handlers, so
+    """What `app.health` logs (the app's logging set-up replaces the root's handlers, so
     pytest's caplog would see nothing)."""
 
     def __init__(self) -> None:
@@ -90,7 +90,7 @@ class _Records(logging.Handler):
 @pytest.fixture
 def health_log() -> Iterator[_Records]:
     handler = _Records()
-    logger = logging.getLogger("app.web.health")
+    logger = logging.getLogger("app.health")
     logger.addHandler(handler)
     try:
         yield handler

@@ -221,3 +221,177 @@ def test_the_counts_migration_counts_the_rows_kept_before(empty_database_url: st
             await engine.dispose()
 
     asyncio.run(compare())
+
+
+# --- 0010: projects ---------------------------------------------------------------------------
+
+_PROJECT_TABLES = (
+    "registrations",
+    "callback_events",
+    "registration_history",
+    "registration_changes",
+    "deliveries",
+    "callback_secrets",
+    "sync_state",
+    "count_deltas",
+    "count_totals",
+)
+"""Every table whose rows all belong to a project after 0010 (audit_log: some)."""
+
+_SEED_BEFORE_PROJECTS = [
+    "INSERT INTO registrations (id, status, created_at, updated_at) VALUES "
+    "('r-1', 'APPROVED', now(), now())",
+    "INSERT INTO callback_events (dedup_key, registration_id, body, headers, secret_index, "
+    "received_at, state, processed_at) VALUES "
+    "('k-1', 'r-1', '\\x7b7d', '{}', 0, now(), 'processed', now())",
+    # A fold: what was counted so far moves into the totals.
+    "INSERT INTO count_totals (name, value) SELECT name, sum(delta) FROM count_deltas "
+    "GROUP BY name",
+    "DELETE FROM count_deltas",
+    "INSERT INTO registrations (id, status, created_at, updated_at) VALUES "
+    "('r-2', 'PENDING', now(), now())",
+    "INSERT INTO callback_events (dedup_key, registration_id, body, headers, secret_index, "
+    "received_at, state) VALUES ('k-2', 'r-2', '\\x7b7d', '{}', 0, now(), 'received')",
+    "INSERT INTO registration_history (registration_id, to_status, at, source, recorded_at) "
+    "VALUES ('r-1', 'APPROVED', now(), 'callback', now())",
+    "INSERT INTO registration_changes (registration_id, kind, status, at, source, recorded_at, "
+    "created_at, updated_at, sender_ids, tags) VALUES "
+    "('r-1', 'status', 'APPROVED', now(), 'callback', now(), now(), now(), '[]', '[]')",
+    "INSERT INTO subscriptions (id, url, enabled, secret, created_at, updated_at) VALUES "
+    "('sub-1', 'https://example.com/hook', true, 'whsec_x', now(), now())",
+    "INSERT INTO deliveries (subscription_id, change_id, registration_id, state, created_at, "
+    "updated_at) SELECT 'sub-1', id, registration_id, 'pending', now(), now() "
+    "FROM registration_changes",
+    "INSERT INTO audit_log (at, actor, action, target) VALUES "
+    "(now(), 'env:1', 'registration.refresh', 'r-1'), (now(), 'cli:me', 'token.create', 'ops')",
+    "INSERT INTO callback_secrets (secret, state, created_at, updated_at) VALUES "
+    "('s3cret-current', 'current', now(), now())",
+    "INSERT INTO sync_state (name, value, updated_at) VALUES ('reconcile', now(), now())",
+]
+"""Rows of every kind as revision 0009 kept them (a fold having run, later deltas left)."""
+
+
+async def _execute(url: str, statements: list[str]) -> None:
+    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def _owners(url: str) -> dict[str, set[str | None]]:
+    """Each project table's distinct `project_id`s, and the projects' (id, from_settings)."""
+    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    try:
+        async with engine.connect() as connection:
+            owners: dict[str, set[str | None]] = {}
+            for table in _PROJECT_TABLES:  # the tables' names are this module's own
+                query = text(f"SELECT DISTINCT project_id FROM {table}")  # noqa: S608
+                owners[table] = set((await connection.execute(query)).scalars().all())
+            audit = await connection.execute(
+                text("SELECT target, project_id FROM audit_log ORDER BY id")
+            )
+            owners["audit_log"] = {f"{target}:{project}" for target, project in audit}
+            projects = await connection.execute(text("SELECT id, from_settings FROM projects"))
+            owners["projects"] = {f"{pid}:{flag}" for pid, flag in projects}
+            return owners
+    finally:
+        await engine.dispose()
+
+
+async def _counts_agree(url: str, project_id: str) -> None:
+    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    try:
+        sessions = create_sessionmaker(engine)
+        now = datetime.now(UTC)
+        expected = await truth(sessions, now)
+        assert expected["registrations"] == {"APPROVED": 1, "PENDING": 1}
+        assert await shown(sessions, now) == expected
+        async with sessions() as session:
+            of_project = await counts.read(session, now, project_id=project_id)
+            of_other = await counts.read(session, now, project_id="another")
+        assert of_project.registrations_by_status == {"APPROVED": 1, "PENDING": 1}
+        assert of_project.events_by_state["received"] == 1
+        assert of_other.registrations_total == 0 and of_other.events_total == 0
+    finally:
+        await engine.dispose()
+
+
+def test_the_projects_migration_gives_every_row_to_sinch_project_id(
+    empty_database_url: str,
+) -> None:
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0009")
+    asyncio.run(_execute(empty_database_url, _SEED_BEFORE_PROJECTS))
+    config.attributes["sinch_project_id"] = "proj-a"
+    command.upgrade(config, "head")
+
+    owners = asyncio.run(_owners(empty_database_url))
+    assert owners.pop("projects") == {"proj-a:True"}
+    # The audit entry about a registration is its project's; a token's is the deployment's.
+    assert owners.pop("audit_log") == {"r-1:proj-a", "ops:None"}
+    assert owners == {table: {"proj-a"} for table in _PROJECT_TABLES}
+    asyncio.run(_counts_agree(empty_database_url, "proj-a"))
+
+    # Back to 0009: the columns go, the counts stay right, and the triggers count new rows again.
+    command.downgrade(config, "0009")
+    asyncio.run(
+        _execute(
+            empty_database_url,
+            [
+                "INSERT INTO registrations (id, status, created_at, updated_at) VALUES "
+                "('r-3', 'APPROVED', now(), now())"
+            ],
+        )
+    )
+    tables, _ = asyncio.run(_inspect(empty_database_url))
+    assert "projects" not in tables
+    command.upgrade(config, "head")
+    owners = asyncio.run(_owners(empty_database_url))
+    assert owners["registrations"] == {"proj-a"}
+
+
+async def _settle(url: str, sinch_project_id: str) -> None:
+    from app.projects.service import ensure_settings_project
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, database_url=url, sinch_project_id=sinch_project_id, sinch_key_id="key-b"
+    )
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            assert await ensure_settings_project(session, settings, datetime.now(UTC)) == (
+                sinch_project_id
+            )
+    finally:
+        await engine.dispose()
+
+
+def test_the_placeholder_project_becomes_sinch_project_id_at_start(
+    empty_database_url: str,
+) -> None:
+    """Migrated without SINCH_PROJECT_ID: the rows are the placeholder's until a start with it
+    set renames the placeholder, and every row (counts and marks too) follows."""
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0009")
+    asyncio.run(_execute(empty_database_url, _SEED_BEFORE_PROJECTS))
+    command.upgrade(config, "head")
+    assert asyncio.run(_owners(empty_database_url))["registrations"] == {"default"}
+
+    asyncio.run(_settle(empty_database_url, "proj-b"))
+    owners = asyncio.run(_owners(empty_database_url))
+    assert owners.pop("projects") == {"proj-b:True"}
+    assert owners.pop("audit_log") == {"r-1:proj-b", "ops:None"}
+    assert owners == {table: {"proj-b"} for table in _PROJECT_TABLES}
+    asyncio.run(_counts_agree(empty_database_url, "proj-b"))
+
+    # Named otherwise later: the old project keeps its rows and is no longer the settings' one.
+    asyncio.run(_settle(empty_database_url, "proj-c"))
+    owners = asyncio.run(_owners(empty_database_url))
+    assert owners["projects"] == {"proj-b:False", "proj-c:True"}
+    assert owners["registrations"] == {"proj-b"}
+    # Two projects: going below 0010 would mix their rows, so it is refused.
+    with pytest.raises(RuntimeError, match="2 projects exist"):
+        command.downgrade(config, "0009")

@@ -53,14 +53,19 @@ def record(
     target: str | None,
     *,
     now: datetime,
+    project_id: str | None,
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Add an entry to `session`; it is written with the caller's transaction or not at all.
+
+    `project_id`: the project the write concerned (a registration's, an event's, a project's
+    callback secrets'); None for the deployment's own writes (tokens, subscriptions).
 
     `detail` must never hold a secret (a token, an HMAC secret): answers show it as is.
     """
     session.add(
         AuditEntry(
+            project_id=project_id,
             at=now,
             actor=actor.name[:100],
             action=action.value,

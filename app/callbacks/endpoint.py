@@ -12,16 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, NamedTuple
+from typing import Any
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from app.callbacks.secrets import PROBE_PREFIX, probe_answer_body, read_probe
+from app.callbacks.secrets import PROBE_PREFIX, AcceptedSecrets, probe_answer_body, read_probe
 from app.callbacks.signature import SIGNATURE_HEADER, matching_secret
+from app.callbacks.writer import InboxWriter
 from app.core.db import utcnow
-from app.core.problems import PROBLEM_MEDIA_TYPE, problem_body
 from app.events.parsing import dedup_key, parse_callback
 from app.events.repository import NewCallback
+from app.web.asgi import (
+    Answer,
+    BodyTooLarge,
+    ClientGone,
+    bytes_answer,
+    closing,
+    problem_answer,
+    read_capped_body,
+)
 from app.web.deps import Resources
 
 log = logging.getLogger(__name__)
@@ -33,10 +42,6 @@ COMMIT_TIMEOUT_SECONDS = 15.0
 # a MAC of the body, not a secret) so that a kept event can be re-verified.
 _UNKEPT_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key"})
 _SIGNATURE = SIGNATURE_HEADER.lower().encode("latin-1")
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class ReadDeadlines:
@@ -90,66 +95,6 @@ class ReadDeadlines:
         self._timer = self._loop.call_later(self._tick, self._look) if self._reads else None
 
 
-class ClientGone(Exception):
-    pass
-
-
-async def read_capped_body(receive: Receive, declared: int | None, limit: int) -> bytes:
-    """The raw body, read chunk by chunk; `BodyTooLarge` as soon as more than `limit` bytes came.
-
-    A declared `Content-Length` over the limit is refused before reading anything; the bytes
-    actually read are counted too, so a chunked or lying body is cut off just past the limit.
-    `ClientGone` when the caller disconnects before the body is complete.
-    """
-    if declared is not None and declared > limit:
-        raise BodyTooLarge
-    message = await receive()
-    if message["type"] != "http.request":
-        raise ClientGone
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False) and len(body) <= limit:
-        return body  # the usual case: the whole body in one message
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body", False):
-        if size > limit:
-            raise BodyTooLarge
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
-    if size > limit:
-        raise BodyTooLarge
-    return b"".join(chunks)
-
-
-class Answer(NamedTuple):
-    """An answer as its two ASGI messages."""
-
-    start: Message
-    body: Message
-
-
-def problem_answer(status: int, detail: str) -> Answer:
-    body = problem_body(status, detail)
-    headers = [
-        (b"content-type", PROBLEM_MEDIA_TYPE.encode("ascii")),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
-    return Answer(
-        {"type": "http.response.start", "status": status, "headers": headers},
-        {"type": "http.response.body", "body": body},
-    )
-
-
-def closing(answer: Answer) -> Answer:
-    """`answer`, closing the connection after it (the rest of the request is not read)."""
-    headers = [*answer.start["headers"], (b"connection", b"close")]
-    return Answer({**answer.start, "headers": headers}, answer.body)
-
-
 # Sent when the body did not arrive in time; the connection is closed, as what is left of the body
 # may still trickle in and must not be read as a next request.
 TOO_SLOW = closing(
@@ -169,15 +114,7 @@ UNSUPPORTED_ENCODING = closing(
 
 def probe_answer(nonce: str, instance_id: str) -> Answer:
     """The answer to a secret rotation's probe (app/callbacks/secrets.py): who verified it."""
-    body = probe_answer_body(nonce, instance_id)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
-    return Answer(
-        {"type": "http.response.start", "status": 200, "headers": headers},
-        {"type": "http.response.body", "body": body},
-    )
+    return bytes_answer(200, "application/json", probe_answer_body(nonce, instance_id))
 
 
 OK = Answer(
@@ -187,7 +124,8 @@ OK = Answer(
 
 
 class CallbackEndpoint:
-    """The endpoint, as an ASGI app; the lifespan's `Resources` come from the scope's state.
+    """The endpoint, as an ASGI app; the lifespan's `Resources`, `callback_secrets` and `inbox`
+    come from the scope's state.
 
     A body must arrive whole within `callback_read_timeout_seconds`; one that does not is answered
     408 and the connection closed, and one whose client leaves before it is complete gets no
@@ -215,10 +153,13 @@ class CallbackEndpoint:
 
     async def handle(self, scope: Scope, receive: Receive) -> Answer | None:
         """Verify, keep and decide the answer; None when the caller left before its body came."""
-        resources: Resources = scope["state"]["resources"]
+        state = scope["state"]
+        resources: Resources = state["resources"]
+        accepted: AcceptedSecrets = state["callback_secrets"]
+        inbox: InboxWriter = state["inbox"]
         settings = resources.settings
         counted = resources.metrics.callback_results
-        secrets = resources.callback_secrets.accepted
+        secrets = accepted.accepted
         if not secrets:
             counted["unavailable"].inc()
             return problem_answer(
@@ -269,12 +210,13 @@ class CallbackEndpoint:
             return problem_answer(401, "The callback's signature could not be verified.")
         if body.startswith(PROBE_PREFIX) and (nonce := read_probe(body)) is not None:
             counted["probe"].inc()
-            return probe_answer(nonce, resources.callback_secrets.instance_id)
+            return probe_answer(nonce, accepted.instance_id)
         resources.metrics.callback_secret_matches.labels(str(secret_index)).inc()
 
         fields = parse_callback(body)
         client = scope.get("client")
         callback = NewCallback(
+            project_id=accepted.project_id,
             dedup_key=dedup_key(fields, body),
             event_id=fields.event_id,
             registration_id=fields.registration_id,
@@ -286,7 +228,7 @@ class CallbackEndpoint:
         )
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
-                stored = await resources.inbox.store(callback)
+                stored = await inbox.store(callback)
         except Exception as exc:
             counted["unavailable"].inc()
             log.warning(

@@ -129,30 +129,34 @@ async def rotate(
     sinch: SinchClient,
     api_urls: Sequence[str],
     *,
+    project_id: str,
     actor: Actor,
     within: float,
 ) -> Rotation:
-    """The steps of the module's docstring. `RotationRefused` when a process does not accept the
+    """The steps of the module's docstring, for project `project_id` (whose Sinch client `sinch`
+    is). `RotationRefused` when a process does not accept the
     new secret in time; a Sinch error from the PUT leaves the secret `pending` (still accepted,
     harmless: the next rotation retires it)."""
     previous = (await sinch.get_callback_configuration()).hmac_secret
     new = secrets_module.token_urlsafe(32)
     async with sessionmaker.begin() as session:
-        row_id = await secrets.add_pending(session, new, now=utcnow())
+        row_id = await secrets.add_pending(session, project_id, new, now=utcnow())
     try:
         report = await probe_every_process(redis, api_urls, new, within=within)
     except BaseException:
         async with sessionmaker.begin() as session:
             await secrets.withdraw(
-                session, row_id, actor=actor, now=utcnow(), reason="probe interrupted"
+                session, project_id, row_id, actor=actor, now=utcnow(), reason="probe interrupted"
             )
         raise
     if not report.complete:
         reason = report.describe()
         async with sessionmaker.begin() as session:
-            await secrets.withdraw(session, row_id, actor=actor, now=utcnow(), reason=reason)
+            await secrets.withdraw(
+                session, project_id, row_id, actor=actor, now=utcnow(), reason=reason
+            )
         raise RotationRefused(reason)
     await sinch.put_callback_configuration(SecretStr(new))
     async with sessionmaker.begin() as session:
-        await secrets.activate(session, row_id, actor=actor, now=utcnow())
+        await secrets.activate(session, project_id, row_id, actor=actor, now=utcnow())
     return Rotation(previous=previous, new=SecretStr(new), probe=report)

@@ -69,31 +69,43 @@ def accepted_secrets(
 
 
 async def read_accepted(
-    session: AsyncSession, environment: Sequence[SecretStr]
+    session: AsyncSession, project_id: str, environment: Sequence[SecretStr]
 ) -> tuple[SecretStr, ...]:
-    """The accepted secrets as the rows of `callback_secrets` and `environment` stand now. The one
-    read of those rows: each API process's `AcceptedSecrets` and `secret status` come here."""
+    """The accepted secrets of project `project_id` as its rows of `callback_secrets` and
+    `environment` (its secrets from the environment, if any) stand now. The one read of those
+    rows: each API process's `AcceptedSecrets` and `secret status` come here."""
     rows = await session.execute(
-        select(CallbackSecret.state, CallbackSecret.secret).order_by(CallbackSecret.id.desc())
+        select(CallbackSecret.state, CallbackSecret.secret)
+        .where(CallbackSecret.project_id == project_id)
+        .order_by(CallbackSecret.id.desc())
     )
     return accepted_secrets([(row.state, row.secret) for row in rows], environment)
 
 
 class AcceptedSecrets:
-    """This process's accepted secrets (`accepted`), kept fresh by a task of its own, which also
-    announces the process in Redis. If the database does not answer, the last secrets read stay."""
+    """This process's accepted secrets (`accepted`) of project `project_id`, kept fresh by a task
+    of its own, which also announces the process in Redis. If the database does not answer, the
+    last secrets read stay. The environment's `SINCH_CALLBACK_SECRETS` are accepted for the
+    settings-defined project only."""
 
     def __init__(
         self,
         settings: Settings,
         reader: async_sessionmaker[AsyncSession],
         redis: ArqRedis,
+        *,
+        project_id: str,
     ) -> None:
-        self._settings = settings
+        self.project_id = project_id
+        self._environment: tuple[SecretStr, ...] = (
+            tuple(settings.sinch_callback_secrets)
+            if project_id == settings.settings_project_id
+            else ()
+        )
         self._reader = reader
         self._redis = redis
         self.instance_id = uuid.uuid4().hex[:16]
-        self.accepted: tuple[SecretStr, ...] = tuple(settings.sinch_callback_secrets)
+        self.accepted: tuple[SecretStr, ...] = self._environment
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._failing = False
@@ -101,7 +113,7 @@ class AcceptedSecrets:
     async def refresh(self) -> None:
         """Read the rows again (raises when the database does not answer)."""
         async with self._reader() as session:
-            self.accepted = await read_accepted(session, self._settings.sinch_callback_secrets)
+            self.accepted = await read_accepted(session, self.project_id, self._environment)
 
     async def announce(self) -> None:
         now = time.time()
@@ -178,35 +190,62 @@ async def live_instances(redis: ArqRedis) -> set[str]:
 # --- the rows (nothing here commits) ----------------------------------------------------------
 
 
-async def add_pending(session: AsyncSession, secret: str, *, now: datetime) -> int:
-    row = CallbackSecret(secret=secret, state=PENDING, created_at=now, updated_at=now)
+async def add_pending(session: AsyncSession, project_id: str, secret: str, *, now: datetime) -> int:
+    row = CallbackSecret(
+        project_id=project_id, secret=secret, state=PENDING, created_at=now, updated_at=now
+    )
     session.add(row)
     await session.flush()
     return row.id
 
 
-async def activate(session: AsyncSession, row_id: int, *, actor: Actor, now: datetime) -> None:
-    """The pending row `row_id` becomes `current`; the current one (and any other pending one)
-    `previous`; older `previous` rows are deleted (accepted no more). Audited."""
-    await session.execute(delete(CallbackSecret).where(CallbackSecret.state == PREVIOUS))
+async def activate(
+    session: AsyncSession, project_id: str, row_id: int, *, actor: Actor, now: datetime
+) -> None:
+    """The pending row `row_id` of project `project_id` becomes `current`; the project's current
+    one (and any other pending one) `previous`; its older `previous` rows are deleted (accepted no
+    more). Other projects' rows are untouched. Audited."""
+    of_project = CallbackSecret.project_id == project_id
+    await session.execute(
+        delete(CallbackSecret).where(of_project, CallbackSecret.state == PREVIOUS)
+    )
     await session.execute(
         update(CallbackSecret)
-        .where(CallbackSecret.id != row_id)
+        .where(of_project, CallbackSecret.id != row_id)
         .values(state=PREVIOUS, updated_at=now)
     )
     await session.execute(
         update(CallbackSecret)
-        .where(CallbackSecret.id == row_id)
+        .where(of_project, CallbackSecret.id == row_id)
         .values(state=CURRENT, updated_at=now)
     )
-    record(session, actor, Action.CALLBACK_SECRET_ROTATE, None, now=now, detail={"row": row_id})
+    record(
+        session,
+        actor,
+        Action.CALLBACK_SECRET_ROTATE,
+        None,
+        now=now,
+        detail={"row": row_id},
+        project_id=project_id,
+    )
 
 
 async def withdraw(
-    session: AsyncSession, row_id: int, *, actor: Actor, now: datetime, reason: str
+    session: AsyncSession,
+    project_id: str,
+    row_id: int,
+    *,
+    actor: Actor,
+    now: datetime,
+    reason: str,
 ) -> None:
-    """Delete the pending row `row_id` (its secret is accepted no more) and audit the refusal."""
-    await session.execute(delete(CallbackSecret).where(CallbackSecret.id == row_id))
+    """Delete the pending row `row_id` of project `project_id` (its secret is accepted no more)
+    and audit the refusal."""
+    await session.execute(
+        delete(CallbackSecret).where(
+            CallbackSecret.project_id == project_id, CallbackSecret.id == row_id
+        )
+    )
     record(
         session,
         actor,
@@ -214,6 +253,7 @@ async def withdraw(
         None,
         now=now,
         detail={"row": row_id, "reason": reason},
+        project_id=project_id,
     )
 
 
@@ -223,14 +263,14 @@ which secret Sinch signs with, without reading minutes of a busy inbox."""
 
 
 async def recent_matches(
-    session: AsyncSession, secrets: Mapping[str, str], *, since: datetime
+    session: AsyncSession, project_id: str, secrets: Mapping[str, str], *, since: datetime
 ) -> Counter[str]:
-    """How many of the callbacks kept since `since` (the newest `REPORT_LIMIT` at most) each
-    secret of `secrets` (label -> secret) signed, by verifying each kept body and signature
-    again; `other` for the rest."""
+    """How many of project `project_id`'s callbacks kept since `since` (the newest
+    `REPORT_LIMIT` at most) each secret of `secrets` (label -> secret) signed, by verifying each
+    kept body and signature again; `other` for the rest."""
     rows = await session.execute(
         select(CallbackEvent.body, CallbackEvent.headers)
-        .where(CallbackEvent.received_at >= since)
+        .where(CallbackEvent.project_id == project_id, CallbackEvent.received_at >= since)
         .order_by(CallbackEvent.id.desc())
         .limit(REPORT_LIMIT)
     )

@@ -72,11 +72,13 @@ def record_from(
     source: ColumnElement[Any],
     now: ColumnElement[Any],
 ) -> Insert:
-    """An INSERT of one change per row of `rows`, which has the registration's `id`, `status` and
-    `IMAGE_COLUMNS` (the registrations table itself, or a CTE returning them)."""
+    """An INSERT of one change per row of `rows`, which has the registration's `id`,
+    `project_id`, `status` and `IMAGE_COLUMNS` (the registrations table itself, or a CTE returning
+    them): a change belongs to its registration's project."""
     return insert(REGISTRATION_CHANGES).from_select(
         [
             "registration_id",
+            "project_id",
             "kind",
             "from_status",
             "status",
@@ -87,6 +89,7 @@ def record_from(
         ],
         select(
             rows.c.id,
+            rows.c.project_id,
             kind,
             from_status,
             rows.c.status,
@@ -115,6 +118,7 @@ _RECORD = record_from(
 _RECORDED = _RECORD.returning(
     REGISTRATION_CHANGES.c.id,
     REGISTRATION_CHANGES.c.registration_id,
+    REGISTRATION_CHANGES.c.project_id,
     REGISTRATION_CHANGES.c.status,
     REGISTRATION_CHANGES.c.registration_type,
     REGISTRATION_CHANGES.c.kind,
@@ -197,7 +201,7 @@ async def prune(session: AsyncSession, *, recorded_before: datetime, limit: int)
     always a prefix of the feed (a reader is either before it, and told so, or after it, never
     in a hole), never the newest change (it carries the numbering on), and never a change a
     delivery is still pending for, nor any after it (a pending delivery is never lost; a disabled
-    subscription's are given up first: app.subscriptions.repository.give_up_unsent). Answers how
+    subscription's are given up first: app.changes.outbox.give_up_unsent). Answers how
     many."""
     newest = select(func.max(REGISTRATION_CHANGES.c.seq)).scalar_subquery()
     doomed = (

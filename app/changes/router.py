@@ -18,11 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Address
 
 from app.changes import queries, service
+from app.changes.live import FeedDep, SignalDep
 from app.changes.schemas import ChangePage
+from app.changes.service import FeedReader
+from app.changes.signal import ChangeSignal
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery
 from app.core.problems import ProblemError
 from app.web.auth import api_router
-from app.web.deps import Resources, ResourcesDep
+from app.web.deps import ResourcesDep
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ async def _start(reader: async_sessionmaker[AsyncSession], cursor: str | None) -
 )
 async def list_changes(
     resources: ResourcesDep,
+    signal: SignalDep,
+    feed: FeedDep,
     cursor: CursorQuery = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     wait: Annotated[
@@ -94,15 +99,15 @@ async def list_changes(
     after = await _start(resources.reader, cursor)
     deadline = time.monotonic() + wait
     while True:
-        token = resources.changes.token()
+        token = signal.token()
         try:
-            page = await resources.feed.page(after=after, limit=limit)
+            page = await feed.page(after=after, limit=limit)
         except service.FeedGone:
             raise ProblemError(410, GONE) from None
         left = deadline - time.monotonic()
         if page or left <= 0:
             break
-        await resources.changes.wait(token, left)
+        await signal.wait(token, left)
     # The items are JSON already (made once per change and process: service.FeedReader).
     next_cursor = page[-1][0] if page else after
     items = ",".join(item for _, item in page)
@@ -143,20 +148,25 @@ PING = b": ping\n\n"
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def stream_changes(
-    request: Request, resources: ResourcesDep, after: Annotated[int, Depends(_stream_start)]
+    request: Request,
+    signal: SignalDep,
+    feed: FeedDep,
+    after: Annotated[int, Depends(_stream_start)],
 ) -> StreamingResponse:
     # Our own stream, not FastAPI's generator endpoints (`EventSourceResponse`): theirs logged two
     # ERROR tracebacks (an ExceptionGroup of anyio.BrokenResourceError) whenever a client left
     # while an event was buffered (issue 24, 6). Here a client leaving cancels the generator
     # (or closes it) and that is one info line.
     return StreamingResponse(
-        _events(resources, after, request.client),
+        _events(signal, feed, after, request.client),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _events(resources: Resources, after: int, client: Address | None) -> AsyncIterator[bytes]:
+async def _events(
+    signal: ChangeSignal, feed: FeedReader, after: int, client: Address | None
+) -> AsyncIterator[bytes]:
     """The stream's bytes: each change after `after` as an event, a comment line when nothing
     was sent for `PING_SECONDS`; ends (the client reconnects, then gets 410 with the way back)
     when the reader fell behind the retention. No session is held while waiting."""
@@ -165,9 +175,9 @@ async def _events(resources: Resources, after: int, client: Address | None) -> A
     quiet_since = time.monotonic()
     try:
         while True:
-            token = resources.changes.token()
+            token = signal.token()
             try:
-                page = await resources.feed.page(after=sent, limit=service.BATCH)
+                page = await feed.page(after=sent, limit=service.BATCH)
             except service.FeedGone:
                 ended = "it fell behind the retention"
                 return
@@ -183,7 +193,7 @@ async def _events(resources: Resources, after: int, client: Address | None) -> A
                 yield PING
                 quiet_since = time.monotonic()
             else:
-                await resources.changes.wait(token, left)
+                await signal.wait(token, left)
     finally:
         log.info(
             "change stream ended: %s",

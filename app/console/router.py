@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import queries as audit_queries
 from app.audit.repository import Actor
+from app.changes.live import SequencerDep
 from app.console import charts, present
 from app.console import session as sessions
 from app.core.db import utcnow
@@ -324,7 +325,7 @@ async def sign_out(
 async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
     now = utcnow()
     async with resources.reader() as session:
-        counts = await counts_service.read(session, now)
+        counts = await counts_service.read(session, now, project_id=None)
         waiting = await registration_queries.waiting(session, WAITING_STATUSES, OVERVIEW_ROWS)
         failed = await event_queries.list_events(
             session,
@@ -418,7 +419,7 @@ async def registrations(
         rows = await registration_queries.list_registrations(
             session, filters, after=after, limit=PAGE_SIZE + 1
         )
-        counts = await counts_service.read(session, utcnow())
+        counts = await counts_service.read(session, utcnow(), project_id=None)
     items, next_cursor = page(rows, PAGE_SIZE, lambda r: registration_queries.key_of(filters, r))
     return _page(
         request,
@@ -483,6 +484,7 @@ async def registration(
 async def refresh(
     request: Request,
     resources: ResourcesDep,
+    sequencer: SequencerDep,
     who: ViewerDep,
     registration_id: str,
     csrf: CsrfField = None,
@@ -494,7 +496,7 @@ async def refresh(
         await registration_service.refresh(
             resources.sessionmaker,
             resources.sinch,
-            resources.sequencer,
+            sequencer,
             registration_id,
             actor=_actor(request, who),
         )
@@ -528,7 +530,7 @@ async def events(
         return _refused(request, who, 400, "That page link is not valid any more.")
     async with resources.reader() as session:
         rows = await event_queries.list_events(session, filters, before=before, limit=PAGE_SIZE + 1)
-        counts = await counts_service.read(session, utcnow())
+        counts = await counts_service.read(session, utcnow(), project_id=None)
     items, next_cursor = page(rows, PAGE_SIZE, event_queries.key_of)
     return _page(
         request,
@@ -549,7 +551,7 @@ async def confirm_replay_failed(
     request: Request, resources: ResourcesDep, who: ViewerDep
 ) -> HTMLResponse:
     async with resources.reader() as session:
-        counts = await counts_service.read(session, utcnow())
+        counts = await counts_service.read(session, utcnow(), project_id=None)
     return _page(
         request,
         "replay_failed.html",

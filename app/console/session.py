@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from app.web.auth import token_fingerprint
+
 SESSION_COOKIE = "console_session"
 SIGN_IN_COOKIE = "console_sign_in"
 """A random value the sign-in form repeats (double submit): a sign-in form posted from another
@@ -35,18 +37,12 @@ class Session:
     csrf: str
     """Every form of this session carries it; a POST without it is refused."""
     fingerprint: str
-    """`fingerprint(token)` of the token signed in with; "" for a session older than this field
-    (a bootstrap token's such session ends at its next request)."""
+    """`token_fingerprint(token)` of the token signed in with; "" for a session older than this
+    field (a bootstrap token's such session ends at its next request)."""
 
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
-
-
-def fingerprint(token: str) -> str:
-    """A one-way digest naming `token` (SHA-256 with this module's own prefix): equal for the same
-    token, useless to present as a token. Tokens are random and long, so no guess finds one."""
-    return hashlib.sha256(b"console-session-token\0" + token.encode()).hexdigest()
 
 
 def _key(session_id: str) -> str:
@@ -63,7 +59,7 @@ async def create(redis: Redis, principal: str, token: str, lifetime_seconds: int
     answers its id (the cookie's value)."""
     session_id = new_secret()
     value = json.dumps(
-        {"principal": principal, "fingerprint": fingerprint(token), "csrf": new_secret()}
+        {"principal": principal, "fingerprint": token_fingerprint(token), "csrf": new_secret()}
     )
     await redis.set(_key(session_id), value, ex=lifetime_seconds)
     return session_id

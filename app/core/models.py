@@ -1,5 +1,10 @@
 """Every table of the service.
 
+- `projects`: the Sinch projects this deployment serves (app/projects/). Every row of a project's
+  data below carries its `project_id` (a foreign key, `ON UPDATE CASCADE`: the placeholder
+  project of migration 0010 is renamed at start, app/projects/service.py); `market_policies`,
+  `subscriptions` and `api_tokens` belong to the deployment, `audit_log` rows to a project only
+  when the write concerned one.
 - `callback_events`: the inbox. One row per distinct callback Sinch delivered, kept with its raw
   bytes before the endpoint answers 200. The worker moves it from `received` to `processed`,
   `failed` or `invalid`.
@@ -19,7 +24,8 @@
   the worker (app/subscriptions/).
 - `delivery_attempts`: every POST of a delivery (its time, headers, the receiver's status and the
   first 4 KiB of its answer, latency, error), written by the sending cycle that records the
-  delivery's outcome; deleted with its delivery, or past `EVENT_RETENTION_DAYS`.
+  delivery's outcome; deleted with its delivery, or past `EVENT_RETENTION_DAYS`. Of its
+  delivery's project, through the delivery.
 - `sync_state`: small named values the worker keeps (the reconciliation watermark).
 - `api_tokens`: the internal API's tokens made by `python -m app token create`, each kept as the
   SHA-256 of the token (never the token), with its scope (app/tokens/).
@@ -53,6 +59,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -77,6 +84,43 @@ class Base(DeclarativeBase):
     }
 
 
+def project_key(*, nullable: bool = False, ondelete: str | None = None) -> Mapped[Any]:
+    """The `project_id` column of a project's data: a foreign key to `projects`, following a
+    rename of the project (the placeholder's, app/projects/service.py)."""
+    return mapped_column(
+        String(255),
+        ForeignKey("projects.id", onupdate="CASCADE", ondelete=ondelete),
+        nullable=nullable,
+    )
+
+
+class Project(Base):
+    """A Sinch project this deployment serves (app/projects/)."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """Sinch's project id, as in Sinch's paths (`/v1/projects/{id}/...`)."""
+    name: Mapped[str] = mapped_column(String(255))
+    key_id: Mapped[str | None] = mapped_column(String(255))
+    """The Sinch API key's id (None: no credentials, e.g. the placeholder project)."""
+    key_secret_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """The key's secret, Fernet-encrypted with `PROJECT_SECRETS_KEY` (app/projects/secrets.py);
+    None when it comes from the environment (the settings-defined project) or is not set."""
+    from_settings: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    """True for the one project the single-project settings define (`SINCH_PROJECT_ID`, ...):
+    its credentials and callback secrets are read from the environment."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    def __repr__(self) -> str:
+        # Never the sealed secret (nor whether one is set beyond a yes/no).
+        return (
+            f"Project(id={self.id!r}, name={self.name!r}, key_id={self.key_id!r}, "
+            f"key_secret={'set' if self.key_secret_sealed else 'unset'})"
+        )
+
+
 class EventState(StrEnum):
     """Where a kept callback stands. Names are part of the internal API (docs/api.md)."""
 
@@ -97,6 +141,10 @@ class HistorySource(StrEnum):
 class CallbackEvent(Base):
     __tablename__ = "callback_events"
     __table_args__ = (
+        # A callback's identity is its project's: the same event id (or body) sent for two
+        # projects is two events.
+        UniqueConstraint("project_id", "dedup_key", name="uq_callback_events_project_id_dedup_key"),
+        Index("ix_callback_events_project_id_id", "project_id", "id"),
         Index("ix_callback_events_state_received_at", "state", "received_at"),
         Index("ix_callback_events_registration_id_id", "registration_id", "id"),
         Index("ix_callback_events_state_id", "state", "id"),
@@ -109,7 +157,9 @@ class CallbackEvent(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    dedup_key: Mapped[str] = mapped_column(String(255), unique=True)
+    project_id: Mapped[str] = project_key()
+    """The project whose callback route (and secrets) received it."""
+    dedup_key: Mapped[str] = mapped_column(String(255))
     """The event's identity: Sinch's event id when the body has one, else `sha256:<hex of body>`."""
     event_id: Mapped[str | None] = mapped_column(String(255))
     """Sinch's event id as sent (None when the body has none)."""
@@ -128,9 +178,40 @@ class CallbackEvent(Base):
     processed_at: Mapped[datetime | None]
 
 
-class Registration(Base):
+class RegistrationImage:
+    """The columns of a registration's answer (all of it but the status and Sinch's document): a
+    registration holds them, and each of its changes holds a copy as of that change
+    (`registration_changes`; app.changes.repository.IMAGE_COLUMNS)."""
+
+    registration_type: Mapped[str | None] = mapped_column(String(64))
+    status_changed_at: Mapped[datetime | None]
+    """Sinch's time of the newest information applied: recency is judged against it."""
+    last_synced_at: Mapped[datetime | None]
+    """When the fetch from Sinch whose document is applied began (our clock)."""
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    # The registration facts (docs/api.md; read by app/registrations/facts.py).
+    sender_ids: Mapped[list[str]] = mapped_column(JSON())
+    """Sinch's order."""
+    tags: Mapped[list[str]] = mapped_column(JSON())
+    """Sinch's order."""
+    market_code: Mapped[str | None] = mapped_column(String(16))
+    """The document's top-level `marketCode`, else its policy's market; None when unknown."""
+    policy_id: Mapped[str | None] = mapped_column(String(255))
+    eta_date: Mapped[date | None] = mapped_column(Date())
+    price: Mapped[dict[str, Any] | None]
+    status_since: Mapped[datetime | None]
+    """Sinch's time at which the current `status` began: the `at` of the change that set it."""
+    reason_message: Mapped[str | None] = mapped_column(Text)
+    """Sinch's newest log message, or the comments of the callback that moved the status."""
+    reason_state: Mapped[str | None] = mapped_column(String(64))
+    reason_at: Mapped[datetime | None]
+
+
+class Registration(RegistrationImage, Base):
     __tablename__ = "registrations"
     __table_args__ = (
+        Index("ix_registrations_project_id_id", "project_id", "id"),
         Index("ix_registrations_status_id", "status", "id"),
         Index("ix_registrations_registration_type_id", "registration_type", "id"),
         Index("ix_registrations_status_changed_at_id", "status_changed_at", "id"),
@@ -147,36 +228,20 @@ class Registration(Base):
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """Sinch's registration id: unique across projects (Sinch makes it), so the key alone. Its
+    sender ids and tags rows belong to the project through it."""
+    project_id: Mapped[str] = project_key()
     status: Mapped[str] = mapped_column(String(64))
     """Sinch's state name, kept as sent even when this service does not know it."""
-    registration_type: Mapped[str | None] = mapped_column(String(64))
-    status_changed_at: Mapped[datetime | None]
-    """Sinch's time of the newest information applied: recency is judged against it."""
-    last_synced_at: Mapped[datetime | None]
-    """When the fetch from Sinch whose document is applied began (our clock)."""
     callback_applied_at: Mapped[datetime | None]
     """When a trusted callback last moved the status (our clock): a snapshot fetched after it
     outranks it, whatever time the callback claimed (app/registrations/service.py)."""
     sinch: Mapped[dict[str, Any] | None]
     """The last full document fetched from Sinch, as Sinch sent it."""
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-    # The registration facts (docs/api.md; read by app/registrations/facts.py).
+    # Sinch's order; also one row each in `registration_sender_ids` and `registration_tags`, for
+    # lookups. Defaults here only: a change always copies them.
     sender_ids: Mapped[list[str]] = mapped_column(JSON(), default=list, server_default="[]")
-    """Sinch's order; also one row each in `registration_sender_ids`, for lookups."""
     tags: Mapped[list[str]] = mapped_column(JSON(), default=list, server_default="[]")
-    """Sinch's order; also one row each in `registration_tags`, for lookups."""
-    market_code: Mapped[str | None] = mapped_column(String(16))
-    """The document's top-level `marketCode`, else its policy's market; None when unknown."""
-    policy_id: Mapped[str | None] = mapped_column(String(255))
-    eta_date: Mapped[date | None] = mapped_column(Date())
-    price: Mapped[dict[str, Any] | None]
-    status_since: Mapped[datetime | None]
-    """Sinch's time at which the current `status` began: the `at` of the change that set it."""
-    reason_message: Mapped[str | None] = mapped_column(Text)
-    """Sinch's newest log message, or the comments of the callback that moved the status."""
-    reason_state: Mapped[str | None] = mapped_column(String(64))
-    reason_at: Mapped[datetime | None]
     facts_due_at: Mapped[datetime | None]
     """Set (our clock) when a callback moved the registration into a state whose meaning lives in
     Sinch's document (`facts.FACT_STATES`); cleared by a snapshot fetched after it. The worker
@@ -226,6 +291,8 @@ class RegistrationHistory(Base):
     registration_id: Mapped[str] = mapped_column(
         String(255), ForeignKey("registrations.id", ondelete="CASCADE")
     )
+    project_id: Mapped[str] = project_key()
+    """The registration's project."""
     from_status: Mapped[str | None] = mapped_column(String(64))
     to_status: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime]
@@ -246,7 +313,7 @@ class ChangeKind(StrEnum):
     DETAILS = "details"
 
 
-class RegistrationChange(Base):
+class RegistrationChange(RegistrationImage, Base):
     __tablename__ = "registration_changes"
     __table_args__ = (
         Index("ix_registration_changes_seq", "seq", unique=True),
@@ -257,12 +324,15 @@ class RegistrationChange(Base):
             postgresql_where=text("seq IS NULL"),
         ),
         Index("ix_registration_changes_recorded_at", "recorded_at"),
+        Index("ix_registration_changes_project_id_seq", "project_id", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     seq: Mapped[int | None] = mapped_column(BigInteger)
     """The change's place in the feed; None until the sequencer numbers it, after its commit."""
     registration_id: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = project_key()
+    """The registration's project (copied with its answer, `IMAGE_COLUMNS`)."""
     kind: Mapped[str] = mapped_column(String(16))
     from_status: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(64))
@@ -271,22 +341,8 @@ class RegistrationChange(Base):
     """Sinch's time of the change (for a market filled from Sinch's list: when it was filled)."""
     source: Mapped[str] = mapped_column(String(16))
     recorded_at: Mapped[datetime]
-    # The registration's answer as of the change: its columns, as `registrations` held them.
-    registration_type: Mapped[str | None] = mapped_column(String(64))
-    status_changed_at: Mapped[datetime | None]
-    last_synced_at: Mapped[datetime | None]
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-    sender_ids: Mapped[list[str]] = mapped_column(JSON())
-    tags: Mapped[list[str]] = mapped_column(JSON())
-    market_code: Mapped[str | None] = mapped_column(String(16))
-    policy_id: Mapped[str | None] = mapped_column(String(255))
-    eta_date: Mapped[date | None] = mapped_column(Date())
-    price: Mapped[dict[str, Any] | None]
-    status_since: Mapped[datetime | None]
-    reason_message: Mapped[str | None] = mapped_column(Text)
-    reason_state: Mapped[str | None] = mapped_column(String(64))
-    reason_at: Mapped[datetime | None]
+    # With `RegistrationImage`: the registration's answer as of the change, as `registrations`
+    # held it.
 
 
 class DeliveryState(StrEnum):
@@ -355,6 +411,7 @@ class Delivery(Base):
         ),
         Index("ix_deliveries_subscription_id_id", "subscription_id", "id"),
         Index("ix_deliveries_change_id", "change_id"),
+        Index("ix_deliveries_project_id", "project_id"),
         # A delivery's id names its message (`webhook-id`): never given twice, which its sequence
         # ensures even after the newest rows were deleted.
     )
@@ -368,6 +425,8 @@ class Delivery(Base):
         ForeignKey("registration_changes.id", ondelete="CASCADE"),
     )
     registration_id: Mapped[str] = mapped_column(String(255))
+    project_id: Mapped[str] = project_key()
+    """The change's (its registration's) project."""
     state: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_status_code: Mapped[int | None] = mapped_column(Integer)
@@ -421,6 +480,12 @@ class DeliveryAttempt(Base):
 class SyncState(Base):
     __tablename__ = "sync_state"
 
+    project_id: Mapped[str] = mapped_column(
+        String(255),
+        ForeignKey("projects.id", onupdate="CASCADE", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    """Whose value it is (the reconciliation watermark is a project's)."""
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[datetime | None]
     updated_at: Mapped[datetime]
@@ -447,9 +512,12 @@ class AuditEntry(Base):
     __table_args__ = (
         Index("ix_audit_log_actor_id", "actor", "id"),
         Index("ix_audit_log_action_id", "action", "id"),
+        Index("ix_audit_log_project_id_id", "project_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    project_id: Mapped[str | None] = project_key(nullable=True)
+    """The project the write concerned; None for the deployment's own (tokens, subscriptions)."""
     at: Mapped[datetime]
     actor: Mapped[str] = mapped_column(String(100))
     """The token's name (`env:1`, `reporting`), or `cli:<user>` for the command line."""
@@ -465,8 +533,11 @@ class AuditEntry(Base):
 
 class CallbackSecret(Base):
     __tablename__ = "callback_secrets"
+    __table_args__ = (Index("ix_callback_secrets_project_id_id", "project_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = project_key(ondelete="CASCADE")
+    """The project whose callbacks it verifies."""
     secret: Mapped[str] = mapped_column(Text)
     """Kept as is: the service must compute HMACs with it (as with SINCH_CALLBACK_SECRETS)."""
     state: Mapped[str] = mapped_column(String(16))
@@ -482,6 +553,8 @@ class CountDelta(Base):
     __tablename__ = "count_deltas"
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = project_key()
+    """The project of the event or registration counted."""
     name: Mapped[str] = mapped_column(String(128))
     """`event_state:<state>`, `registration_status:<status>` or `h:<YYYY-MM-DDTHH>:<series>`."""
     delta: Mapped[int] = mapped_column(BigInteger)
@@ -492,12 +565,16 @@ class CountTotal(Base):
 
     __tablename__ = "count_totals"
 
+    project_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("projects.id", onupdate="CASCADE"), primary_key=True
+    )
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger)
 
 
 # The tables themselves, typed as such, for the Core statements of the hot paths (the callback
 # inbox's bulk insert, the worker's apply).
+PROJECTS = cast(Table, Project.__table__)
 CALLBACK_EVENTS = cast(Table, CallbackEvent.__table__)
 REGISTRATIONS = cast(Table, Registration.__table__)
 REGISTRATION_HISTORY = cast(Table, RegistrationHistory.__table__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +21,9 @@ from starlette.routing import Match
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
 
 
 class ProblemError(Exception):
@@ -42,6 +45,23 @@ class ProblemError(Exception):
         self.headers = headers
         self.extra = extra
         """More members of the problem document (e.g. `errors`); never the caller's input."""
+
+    def response(self) -> JSONResponse:
+        """This problem's document as an answer of media type `application/problem+json`."""
+        return JSONResponse(
+            problem_document(self.status, self.detail, title=self.title, extra=self.extra),
+            status_code=self.status,
+            headers=self.headers,
+            media_type=PROBLEM_MEDIA_TYPE,
+        )
+
+
+def found(thing: T | None, detail: str) -> T:
+    """`thing`, or a 404 problem saying `detail` when it is None: what a route answers for an id
+    that names nothing."""
+    if thing is None:
+        raise ProblemError(404, detail)
+    return thing
 
 
 def problem_document(
@@ -65,35 +85,17 @@ def problem_document(
 
 
 def problem_body(status: int, detail: str | None = None) -> bytes:
-    """`problem_document` encoded as `problem_response` encodes it, for plain ASGI endpoints."""
+    """`problem_document` encoded as `ProblemError.response` encodes it, for plain ASGI
+    endpoints."""
     # Starlette's JSONResponse encoding, so that both kinds of endpoint answer the same bytes.
     return json.dumps(
         problem_document(status, detail), ensure_ascii=False, allow_nan=False, separators=(",", ":")
     ).encode("utf-8")
 
 
-def problem_response(
-    status: int,
-    detail: str | None = None,
-    *,
-    title: str | None = None,
-    headers: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> JSONResponse:
-    """`problem_document` as an answer of media type `application/problem+json`."""
-    return JSONResponse(
-        problem_document(status, detail, title=title, extra=extra),
-        status_code=status,
-        headers=headers,
-        media_type=PROBLEM_MEDIA_TYPE,
-    )
-
-
 async def _on_problem(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(
-        exc.status, exc.detail, title=exc.title, headers=exc.headers, extra=exc.extra
-    )
+    return exc.response()
 
 
 BODY_NOT_PARSED = "There was an error parsing the body"  # FastAPI's words for a body not JSON
@@ -115,13 +117,13 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     detail: str | None = exc.detail if isinstance(exc.detail, str) else None
     if exc.status_code == 400 and detail == BODY_NOT_PARSED:
         # A body that is not JSON is invalid input like any other: 422, as every route declares.
-        return problem_response(422, "The body is not valid JSON.")
+        return ProblemError(422, "The body is not valid JSON.").response()
     if detail == HTTPStatus(exc.status_code).phrase:
         detail = None
     headers = dict(exc.headers) if exc.headers else None
     if exc.status_code == 405:
         headers = (headers or {}) | {"Allow": _allowed_methods(request)}
-    return problem_response(exc.status_code, detail, headers=headers)
+    return ProblemError(exc.status_code, detail, headers=headers).response()
 
 
 async def _on_validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -131,9 +133,9 @@ async def _on_validation_error(_request: Request, exc: Exception) -> JSONRespons
         {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type")}
         for error in exc.errors()
     ]
-    return problem_response(
+    return ProblemError(
         422, "The request is not valid; see `errors`.", extra={"errors": errors}
-    )
+    ).response()
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -144,7 +146,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         type(exc).__name__,
         exc_info=exc,
     )
-    return problem_response(500, "An unexpected error occurred; it has been logged.")
+    return ProblemError(500, "An unexpected error occurred; it has been logged.").response()
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -7,6 +7,7 @@ them in the OpenAPI document, so routes can list the errors they answer.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -33,6 +34,12 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, from_attributes=True, frozen=True
     )
+
+
+def same_named(model: type[BaseModel], row: object, *, but: Collection[str]) -> dict[str, Any]:
+    """The fields of `model` but those of `but`, read from `row`'s attributes of the same name:
+    what a document shows of a row as it is, for the fields it shows otherwise to be added."""
+    return {name: getattr(row, name) for name in model.model_fields if name not in but}
 
 
 def _iso_with_offset(value: datetime) -> str:

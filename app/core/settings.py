@@ -21,6 +21,9 @@ DATABASE_DRIVER = "postgresql+asyncpg"
 _POSTGRESQL_SCHEMES = ("postgres", "postgresql", DATABASE_DRIVER)
 SINCH_PRODUCTION_URL = "https://senderid.registrations.api.sinch.com"
 DEFAULT_SINCH_MAX_ATTEMPTS = 4
+DEFAULT_PROJECT_ID = "default"
+"""The placeholder project: the one the settings define while `SINCH_PROJECT_ID` is unset, and the
+owner of existing rows when migration 0010 ran without it (renamed at start once it is set)."""
 JOB_BUDGET_SHARE = 0.75
 """Share of the job timeout a long job (a cron, a subscription's deliveries) may spend before it
 stops by itself (arq would cancel it)."""
@@ -41,6 +44,9 @@ class Settings(BaseSettings):
     sinch_project_id: str | None = None
     sinch_key_id: str | None = None
     sinch_key_secret: SecretStr | None = None
+    project_secrets_key: SecretStr | None = None
+    """Fernet key sealing the projects' key secrets in the database (app/projects/secrets.py);
+    unset: only the environment's (`SINCH_KEY_SECRET`) is used, none is stored."""
     sinch_api_base_url: str = SINCH_PRODUCTION_URL
     sinch_auth_url: str = "https://auth.sinch.com/oauth2/token"
     sinch_callback_secrets: SecretList = Field(default_factory=list)
@@ -186,6 +192,12 @@ class Settings(BaseSettings):
     def job_budget_seconds(self) -> float:
         """Seconds a long job may run: below the job timeout, so it ends on its own terms."""
         return self.job_timeout_seconds * JOB_BUDGET_SHARE
+
+    @property
+    def settings_project_id(self) -> str:
+        """The project the single-project settings define: `SINCH_PROJECT_ID`, or the placeholder
+        `default` without it (app/projects/service.py)."""
+        return self.sinch_project_id or DEFAULT_PROJECT_ID
 
     @property
     def sinch_credentials_configured(self) -> bool:

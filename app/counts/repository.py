@@ -15,14 +15,17 @@ from app.core.models import COUNT_DELTAS, COUNT_TOTALS
 HOUR_PREFIX = "h:"
 
 
-async def current(session: AsyncSession) -> dict[str, int]:
-    """Every count as it stands: its total plus its unfolded deltas, in ONE statement, so that a
-    fold committing meanwhile is seen entirely or not at all (one snapshot). Costs the number of
-    names plus the deltas written since the last fold, not the number of rows counted."""
-    parts = union_all(
-        select(COUNT_TOTALS.c.name, COUNT_TOTALS.c.value.label("v")),
-        select(COUNT_DELTAS.c.name, COUNT_DELTAS.c.delta.label("v")),
-    ).subquery()
+async def current(session: AsyncSession, project_id: str | None) -> dict[str, int]:
+    """Every count of project `project_id` (None: of every project, summed) as it stands: its
+    total plus its unfolded deltas, in ONE statement, so that a fold committing meanwhile is seen
+    entirely or not at all (one snapshot). Costs the number of names plus the deltas written since
+    the last fold, not the number of rows counted."""
+    totals = select(COUNT_TOTALS.c.name, COUNT_TOTALS.c.value.label("v"))
+    deltas = select(COUNT_DELTAS.c.name, COUNT_DELTAS.c.delta.label("v"))
+    if project_id is not None:
+        totals = totals.where(COUNT_TOTALS.c.project_id == project_id)
+        deltas = deltas.where(COUNT_DELTAS.c.project_id == project_id)
+    parts = union_all(totals, deltas).subquery()
     rows = await session.execute(select(parts.c.name, func.sum(parts.c.v)).group_by(parts.c.name))
     return {name: int(value) for name, value in rows}
 
@@ -39,19 +42,23 @@ async def fold_batch(session: AsyncSession, limit: int) -> int:
     removed = await session.execute(
         COUNT_DELTAS.delete()
         .where(COUNT_DELTAS.c.id.in_(doomed))
-        .returning(COUNT_DELTAS.c.name, COUNT_DELTAS.c.delta)
+        .returning(COUNT_DELTAS.c.project_id, COUNT_DELTAS.c.name, COUNT_DELTAS.c.delta)
     )
-    sums: Counter[str] = Counter()
+    sums: Counter[tuple[str, str]] = Counter()
     moved = 0
-    for name, delta in removed:
-        sums[name] += delta
+    for project_id, name, delta in removed:
+        sums[project_id, name] += delta
         moved += 1
-    changed = [{"name": name, "value": value} for name, value in sorted(sums.items()) if value]
+    changed = [
+        {"project_id": project_id, "name": name, "value": value}
+        for (project_id, name), value in sorted(sums.items())
+        if value
+    ]
     if changed:
         statement = postgresql.insert(COUNT_TOTALS)
         await session.execute(
             statement.on_conflict_do_update(
-                index_elements=[COUNT_TOTALS.c.name],
+                index_elements=[COUNT_TOTALS.c.project_id, COUNT_TOTALS.c.name],
                 set_={"value": COUNT_TOTALS.c.value + statement.excluded.value},
             ),
             changed,

@@ -19,4 +19,4 @@ router = api_router("/v1/counts", "counts")
     "tables: the database keeps the counts as rows change (docs/counting.md).",
 )
 async def get_counts(session: ReadSessionDep) -> CountsOut:
-    return CountsOut.of(await service.read(session, utcnow()))
+    return CountsOut.of(await service.read(session, utcnow(), project_id=None))

@@ -63,9 +63,10 @@ def hour_label(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
-async def read(session: AsyncSession, now: datetime) -> Counts:
-    """The counts as they stand, the series ending with `now`'s hour."""
-    values = await repository.current(session)
+async def read(session: AsyncSession, now: datetime, *, project_id: str | None) -> Counts:
+    """The counts of project `project_id` (None: of every project) as they stand, the series
+    ending with `now`'s hour."""
+    values = await repository.current(session, project_id)
     events = {state.value: 0 for state in EventState}
     statuses: dict[str, int] = {}
     for name, value in values.items():

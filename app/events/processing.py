@@ -45,9 +45,11 @@ class Finished:
 
 @dataclass(frozen=True, slots=True)
 class MustCheck:
-    """The event must be checked: GET `registration_id` from Sinch, then `finish_with_snapshot`."""
+    """The event must be checked: GET `registration_id` from Sinch with the credentials of the
+    event's project `project_id`, then `finish_with_snapshot`."""
 
     registration_id: str
+    project_id: str
     decision: Decision
 
 
@@ -104,7 +106,7 @@ def _apply_params(
     row_id: int, decision: Decision, fields: CallbackFields, read: Any, now: datetime
 ) -> dict[str, Any]:
     """The parameters of a trusted event's writes; `read` is the READ_WITH_REGISTRATION row."""
-    _, _, _, sinch_event_id, registration_id, status, changed_at, synced_at, _ = read
+    _, _, _, sinch_event_id, registration_id, status, changed_at, synced_at, _, _ = read
     return {
         **events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now),
         "p_registration": registration_id,
@@ -126,7 +128,7 @@ def _applied(decision: Decision, fields: CallbackFields, read: Any, received_at:
 
 
 def _local(read: Any) -> LocalFacts:
-    _, _, _, _, _, status, changed_at, synced_at, update_time = read
+    _, _, _, _, _, status, changed_at, synced_at, update_time, _ = read
     return LocalFacts.of(status, changed_at, synced_at, update_time)
 
 
@@ -163,7 +165,7 @@ async def _decide_and_write(
     if decision.action is Action.CHECK:
         if count_try:
             await _COUNT_TRY.execute(driver, {"p_row": row_id})
-        return MustCheck(registration_id=read[4], decision=decision)
+        return MustCheck(registration_id=read[4], project_id=read[9], decision=decision)
     if decision.action is Action.IGNORE:
         params = events.finish_params(row_id, EventState.PROCESSED, decision.outcome, now)
         return await _finish(driver, params, received_at)
@@ -188,7 +190,7 @@ async def _begin_unknown(
     read = await _READ_EVENT.fetchrow(driver, {"p_row": row_id})
     if read is None:
         return Finished(outcome="missing")
-    state, body, received_at = read
+    state, body, received_at, project_id = read
     if state != EventState.RECEIVED:
         return Finished(outcome="already_done")
     fields, decision = judge(body, None, now=now, skew=skew)
@@ -208,7 +210,9 @@ async def _begin_unknown(
         await _COUNT_TRY.execute(driver, {"p_row": row_id})
     # Created meanwhile by another process? Then the GET is merely one more than needed.
     assert fields.registration_id is not None
-    return MustCheck(registration_id=fields.registration_id, decision=decision)
+    return MustCheck(
+        registration_id=fields.registration_id, project_id=project_id, decision=decision
+    )
 
 
 async def finish_with_snapshot(
@@ -217,11 +221,12 @@ async def finish_with_snapshot(
     snapshot: SinchRegistration,
     decision: Decision,
     *,
+    project_id: str,
     fetched_at: datetime,
     now: datetime,
 ) -> Finished:
-    """Apply the registration fetched (the GET began at `fetched_at`) to check event `row_id` and
-    mark the event processed.
+    """Apply the registration fetched (the GET began at `fetched_at`, with the credentials of the
+    event's project `project_id`) to check event `row_id` and mark the event processed.
 
     The snapshot is applied even if another process finished the event meanwhile: it is Sinch's
     truth, and the recency rule keeps it from overwriting anything newer.
@@ -230,6 +235,7 @@ async def finish_with_snapshot(
     await apply_snapshot(
         session,
         snapshot,
+        project_id=project_id,
         source=HistorySource.REFETCH,
         event_id=event.event_id if event is not None else None,
         fetched_at=fetched_at,

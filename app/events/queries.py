@@ -25,6 +25,7 @@ MAX_ROW_ID = 2**63 - 1
 
 _SHOWN = load_only(
     CallbackEvent.id,
+    CallbackEvent.project_id,
     CallbackEvent.dedup_key,
     CallbackEvent.event_id,
     CallbackEvent.registration_id,

@@ -30,6 +30,7 @@ _NOW = bindparam("p_now", type_=UTCDateTime())
 
 # What the decision needs: the event and its registration, in one round trip. An inner join: an
 # event whose registration is not known here (or that names none) is read by READ_EVENT instead.
+# A registration of another project is not the event's: the join is within the event's project.
 # Read without locks: the write that follows checks that what it rests on is unchanged.
 READ_WITH_REGISTRATION = (
     select(
@@ -42,14 +43,21 @@ READ_WITH_REGISTRATION = (
         REGISTRATIONS.c.status_changed_at,
         REGISTRATIONS.c.last_synced_at,
         REGISTRATIONS.c.sinch["updateTime"].as_string(),
+        CALLBACK_EVENTS.c.project_id,
     )
     .join_from(
-        CALLBACK_EVENTS, REGISTRATIONS, REGISTRATIONS.c.id == CALLBACK_EVENTS.c.registration_id
+        CALLBACK_EVENTS,
+        REGISTRATIONS,
+        (REGISTRATIONS.c.id == CALLBACK_EVENTS.c.registration_id)
+        & (REGISTRATIONS.c.project_id == CALLBACK_EVENTS.c.project_id),
     )
     .where(CALLBACK_EVENTS.c.id == _ROW)
 )
 READ_EVENT = select(
-    CALLBACK_EVENTS.c.state, CALLBACK_EVENTS.c.body, CALLBACK_EVENTS.c.received_at
+    CALLBACK_EVENTS.c.state,
+    CALLBACK_EVENTS.c.body,
+    CALLBACK_EVENTS.c.received_at,
+    CALLBACK_EVENTS.c.project_id,
 ).where(CALLBACK_EVENTS.c.id == _ROW)
 
 COUNT_TRY = (
@@ -156,6 +164,8 @@ async def prune(
 class NewCallback:
     """A verified callback, ready to be kept."""
 
+    project_id: str
+    """The project whose route and secrets received it: its dedup keys are that project's."""
     dedup_key: str
     event_id: str | None
     registration_id: str | None
@@ -182,17 +192,21 @@ async def store_callbacks(
 ) -> list[Stored]:
     """Keep `callbacks` in one statement; answer one `Stored` per callback, in order.
 
-    A callback whose dedup key is already kept (by an earlier transaction, or earlier in this same
-    batch) is a duplicate: no row is added and the kept row's `duplicate_count` grows instead.
+    A callback whose dedup key is already kept for its project (by an earlier transaction, or
+    earlier in this same batch) is a duplicate: no row is added and the kept row's
+    `duplicate_count` grows instead.
     """
     first, seen = _distinct(callbacks)
     statement = (
         postgresql.insert(CALLBACK_EVENTS)
-        .on_conflict_do_nothing(index_elements=[CALLBACK_EVENTS.c.dedup_key])
-        .returning(CALLBACK_EVENTS.c.id, CALLBACK_EVENTS.c.dedup_key)
+        .on_conflict_do_nothing(
+            index_elements=[CALLBACK_EVENTS.c.project_id, CALLBACK_EVENTS.c.dedup_key]
+        )
+        .returning(CALLBACK_EVENTS.c.id, CALLBACK_EVENTS.c.project_id, CALLBACK_EVENTS.c.dedup_key)
     )
     rows = [
         {
+            "project_id": c.project_id,
             "dedup_key": c.dedup_key,
             "event_id": c.event_id,
             "registration_id": c.registration_id,
@@ -207,15 +221,18 @@ async def store_callbacks(
         for c in first
     ]
     result = await connection.execute(statement, rows)
-    inserted: dict[str, int] = {key: row_id for row_id, key in result.all()}
+    inserted: dict[Key, int] = {(project, key): row_id for row_id, project, key in result.all()}
 
     bumps = _duplicates(seen, inserted)
     if bumps:
         await connection.execute(
             update(CALLBACK_EVENTS)
-            .where(CALLBACK_EVENTS.c.dedup_key == bindparam("key"))
+            .where(
+                CALLBACK_EVENTS.c.project_id == bindparam("project"),
+                CALLBACK_EVENTS.c.dedup_key == bindparam("key"),
+            )
             .values(duplicate_count=CALLBACK_EVENTS.c.duplicate_count + bindparam("n")),
-            [{"key": key, "n": n} for key, n in bumps.items()],
+            [{"project": project, "key": key, "n": n} for (project, key), n in bumps.items()],
         )
     return _answers(callbacks, inserted)
 
@@ -225,20 +242,21 @@ async def store_callbacks(
 # (two with duplicates) and no per-row work in SQLAlchemy. The state is bound ($9), not spelt.
 # `store_callbacks` stays for callers inside a SQLAlchemy transaction (tests, bench/worker.py).
 _PG_INSERT = """
-INSERT INTO callback_events (dedup_key, event_id, registration_id, body, headers, peer,
-                             secret_index, received_at, state, duplicate_count, attempts)
-SELECT t.dedup_key, t.event_id, t.registration_id, t.body, t.headers::json, t.peer,
+INSERT INTO callback_events (project_id, dedup_key, event_id, registration_id, body, headers,
+                             peer, secret_index, received_at, state, duplicate_count, attempts)
+SELECT t.project_id, t.dedup_key, t.event_id, t.registration_id, t.body, t.headers::json, t.peer,
        t.secret_index, t.received_at, $9::varchar, 0, 0
-FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::bytea[], $5::text[], $6::varchar[],
-            $7::smallint[], $8::timestamptz[])
-     AS t(dedup_key, event_id, registration_id, body, headers, peer, secret_index, received_at)
-ON CONFLICT (dedup_key) DO NOTHING
-RETURNING id, dedup_key
+FROM unnest($10::varchar[], $1::varchar[], $2::varchar[], $3::varchar[], $4::bytea[],
+            $5::text[], $6::varchar[], $7::smallint[], $8::timestamptz[])
+     AS t(project_id, dedup_key, event_id, registration_id, body, headers, peer, secret_index,
+          received_at)
+ON CONFLICT (project_id, dedup_key) DO NOTHING
+RETURNING id, project_id, dedup_key
 """
 _PG_BUMP = """
 UPDATE callback_events SET duplicate_count = duplicate_count + t.n
-FROM unnest($1::varchar[], $2::int[]) AS t(k, n)
-WHERE dedup_key = t.k
+FROM unnest($1::varchar[], $2::varchar[], $3::int[]) AS t(p, k, n)
+WHERE project_id = t.p AND dedup_key = t.k
 """
 
 
@@ -254,9 +272,9 @@ async def store_callbacks_asyncpg(
     duplicate. A 200 is never given for a row that is not kept.
     """
     rows, seen = _distinct(callbacks)
-    inserted: dict[str, int] = {
-        key: row_id
-        for row_id, key in await connection.fetch(
+    inserted: dict[Key, int] = {
+        (project, key): row_id
+        for row_id, project, key in await connection.fetch(
             _PG_INSERT,
             [c.dedup_key for c in rows],
             [c.event_id for c in rows],
@@ -267,34 +285,47 @@ async def store_callbacks_asyncpg(
             [c.secret_index for c in rows],
             [c.received_at for c in rows],
             EventState.RECEIVED.value,
+            [c.project_id for c in rows],
         )
     }
     bumps = _duplicates(seen, inserted)
     if bumps:
-        await connection.execute(_PG_BUMP, list(bumps), list(bumps.values()))
+        await connection.execute(
+            _PG_BUMP,
+            [project for project, _ in bumps],
+            [key for _, key in bumps],
+            list(bumps.values()),
+        )
     return _answers(callbacks, inserted)
 
 
 # The dedup arithmetic both inserts share. Pure.
 
+Key = tuple[str, str]
+"""A callback's identity: its project and its dedup key."""
 
-def _distinct(callbacks: Sequence[NewCallback]) -> tuple[list[NewCallback], Counter[str]]:
-    """The first callback of each dedup key, in order, and how many times each key came."""
-    first: dict[str, NewCallback] = {}
-    seen = Counter[str]()
+
+def _key(callback: NewCallback) -> Key:
+    return callback.project_id, callback.dedup_key
+
+
+def _distinct(callbacks: Sequence[NewCallback]) -> tuple[list[NewCallback], Counter[Key]]:
+    """The first callback of each key, in order, and how many times each key came."""
+    first: dict[Key, NewCallback] = {}
+    seen = Counter[Key]()
     for callback in callbacks:
-        first.setdefault(callback.dedup_key, callback)
-        seen[callback.dedup_key] += 1
+        first.setdefault(_key(callback), callback)
+        seen[_key(callback)] += 1
     return list(first.values()), seen
 
 
-def _duplicates(seen: Counter[str], inserted: dict[str, int]) -> dict[str, int]:
+def _duplicates(seen: Counter[Key], inserted: dict[Key, int]) -> dict[Key, int]:
     """How much each kept row's `duplicate_count` grows: every arrival but the one inserted."""
     bumps = {key: count - (1 if key in inserted else 0) for key, count in seen.items()}
     return {key: n for key, n in bumps.items() if n > 0}
 
 
-def _answers(callbacks: Sequence[NewCallback], inserted: dict[str, int]) -> list[Stored]:
+def _answers(callbacks: Sequence[NewCallback], inserted: dict[Key, int]) -> list[Stored]:
     """One answer per callback, in order: the new row for the first of its key, else duplicate."""
     rows = dict(inserted)
-    return [Stored(row_id=rows.pop(callback.dedup_key, None)) for callback in callbacks]
+    return [Stored(row_id=rows.pop(_key(callback), None)) for callback in callbacks]

@@ -9,7 +9,7 @@ from fastapi import Path, Query
 
 from app.core.models import EventState
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
-from app.core.problems import ProblemError
+from app.core.problems import found
 from app.core.schemas import problem_responses, text_filter
 from app.events import queries, service
 from app.events.schemas import EventOut, EventPage
@@ -61,10 +61,7 @@ async def list_events(
     responses=problem_responses(404),
 )
 async def get_event(session: ReadSessionDep, row_id: EventRowId) -> EventOut:
-    event = await queries.get_event(session, row_id)
-    if event is None:
-        raise ProblemError(404, _NOT_FOUND)
-    return EventOut.of(event)
+    return EventOut.of(found(await queries.get_event(session, row_id), _NOT_FOUND))
 
 
 @router.post(
@@ -78,6 +75,4 @@ async def get_event(session: ReadSessionDep, row_id: EventRowId) -> EventOut:
 )
 async def replay_event(resources: ResourcesDep, row_id: EventRowId, actor: ActorDep) -> EventOut:
     event = await service.replay_event(resources.sessionmaker, resources.redis, row_id, actor=actor)
-    if event is None:
-        raise ProblemError(404, _NOT_FOUND)
-    return EventOut.of(event)
+    return EventOut.of(found(event, _NOT_FOUND))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from app.core.models import CallbackEvent, EventState
-from app.core.schemas import ApiModel, ApiTime
+from app.core.schemas import ApiModel, ApiTime, same_named
 from app.events.parsing import read_claim
 
 OUTCOME_DESCRIPTION = """How processing ended, `<action>:<reason>`; null until it has. \
@@ -36,6 +36,10 @@ first: merged into this row on arrival, never processed apart, with no outcome o
 Another event claiming the same status and time (another `eventId`, or a body differing by a byte) \
 is not counted here: it is an event of its own, which ends `ignored:duplicate` when what it \
 claims is still what is held."""
+
+
+_CLAIMED = ("claimed_status", "claimed_at")
+"""What `EventOut` reads from the event's body; it shows its other columns as they are."""
 
 
 class EventOut(ApiModel):
@@ -72,19 +76,9 @@ class EventOut(ApiModel):
         """The document of a row loaded by `app.events.queries` (its body included)."""
         claimed_status, claimed_at = read_claim(event.body)
         return cls(
-            id=event.id,
-            event_id=event.event_id,
-            dedup_key=event.dedup_key,
-            registration_id=event.registration_id,
+            **same_named(cls, event, but=_CLAIMED),
             claimed_status=claimed_status,
             claimed_at=claimed_at,
-            state=event.state,
-            outcome=event.outcome,
-            attempts=event.attempts,
-            last_error=event.last_error,
-            received_at=event.received_at,
-            processed_at=event.processed_at,
-            duplicate_count=event.duplicate_count,
         )
 
 

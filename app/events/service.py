@@ -90,8 +90,16 @@ async def _replay_one(
     async with sessionmaker.begin() as session:
         if not await repository.reset_for_replay(session, row_id):
             return None, False
-        record(session, actor, Action.EVENT_REPLAY, str(row_id), now=utcnow(), detail=detail)
         event = await queries.get_event(session, row_id)
+        record(
+            session,
+            actor,
+            Action.EVENT_REPLAY,
+            str(row_id),
+            now=utcnow(),
+            detail=detail,
+            project_id=event.project_id if event is not None else None,
+        )
     try:
         async with asyncio.timeout(ENQUEUE_TIMEOUT_SECONDS):
             await enqueue_event(redis, row_id)

@@ -84,8 +84,9 @@ async def market_of(session: AsyncSession, policy_id: str | None) -> str | None:
     return result.scalar_one_or_none()
 
 
-async def is_due(session: AsyncSession, now: datetime) -> bool:
-    loaded = await repository.get_mark(session, MARK)
+async def is_due(session: AsyncSession, project_id: str, now: datetime) -> bool:
+    """Whether the map is a day old (or never loaded) as far as project `project_id` loaded it."""
+    loaded = await repository.get_mark(session, project_id, MARK)
     return loaded is None or now - loaded >= MAX_AGE
 
 
@@ -108,7 +109,7 @@ async def refresh(
         return RefreshReport(policies=0, registrations_filled=0)
     async with sessionmaker.begin() as session:
         # First: this waits for snapshots that read the old map, and holds new ones back.
-        await repository.set_mark(session, MARK, now, now=now)
+        await repository.set_mark(session, sinch.project_id, MARK, now, now=now)
         await session.execute(delete(MARKET_POLICIES))
         if markets:
             await session.execute(

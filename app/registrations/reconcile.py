@@ -41,10 +41,12 @@ async def reconcile(
     sessionmaker: async_sessionmaker[AsyncSession], sinch: SinchClient, *, full: bool = False
 ) -> ReconcileReport:
     """Apply every registration Sinch changed since the watermark. Each one is its own short
-    transaction; the watermark moves only once every page was read and applied."""
+    transaction; the watermark moves only once every page was read and applied. Works for the
+    project of `sinch` (its watermark, its registrations)."""
+    project_id = sinch.project_id
     started = utcnow()
     async with sessionmaker() as session:
-        watermark = None if full else await repository.get_mark(session, WATERMARK)
+        watermark = None if full else await repository.get_mark(session, project_id, WATERMARK)
     since = watermark - OVERLAP if watermark is not None else None
 
     seen = changed = 0
@@ -58,6 +60,7 @@ async def reconcile(
                 result = await apply_snapshot(
                     session,
                     snapshot,
+                    project_id=project_id,
                     source=HistorySource.RECONCILE,
                     fetched_at=started,
                     now=utcnow(),
@@ -65,7 +68,7 @@ async def reconcile(
             changed += result.status_changed
 
     async with sessionmaker.begin() as session:
-        await repository.set_mark(session, WATERMARK, started, now=utcnow())
+        await repository.set_mark(session, project_id, WATERMARK, started, now=utcnow())
     log.info(
         "reconciled",
         extra={"seen": seen, "changed": changed, "since": since.isoformat() if since else "start"},

@@ -95,6 +95,7 @@ MOVE_BY_CALLBACK = (
 )
 _HISTORY_COLUMNS = (
     "registration_id",
+    "project_id",
     "from_status",
     "to_status",
     "at",
@@ -115,6 +116,7 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, C
         MOVE_BY_CALLBACK.where(when)
         .returning(
             REGISTRATIONS.c.id,
+            REGISTRATIONS.c.project_id,
             REGISTRATIONS.c.status,
             *(REGISTRATIONS.c[name] for name in changes.IMAGE_COLUMNS),
         )
@@ -126,6 +128,7 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, C
             _HISTORY_COLUMNS,
             select(
                 moved.c.id,
+                moved.c.project_id,
                 _FROM,
                 _TO,
                 _AT,
@@ -148,6 +151,7 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, C
         .returning(
             REGISTRATION_CHANGES.c.id,
             REGISTRATION_CHANGES.c.registration_id,
+            REGISTRATION_CHANGES.c.project_id,
             REGISTRATION_CHANGES.c.status,
             REGISTRATION_CHANGES.c.registration_type,
             REGISTRATION_CHANGES.c.kind,
@@ -273,6 +277,7 @@ def add_history(
     session: AsyncSession,
     *,
     registration_id: str,
+    project_id: str,
     from_status: str | None,
     to_status: str,
     at: datetime,
@@ -284,6 +289,7 @@ def add_history(
     session.add(
         RegistrationHistory(
             registration_id=registration_id,
+            project_id=project_id,
             from_status=from_status,
             to_status=to_status,
             at=at,
@@ -338,17 +344,22 @@ async def postpone_facts(session: AsyncSession, registration_id: str, *, until: 
     )
 
 
-async def get_mark(session: AsyncSession, name: str) -> datetime | None:
-    """A named time the worker keeps (the reconciliation watermark); None if never set."""
-    row = await session.get(SyncState, name)
+async def get_mark(session: AsyncSession, project_id: str, name: str) -> datetime | None:
+    """A named time the worker keeps for project `project_id` (its reconciliation watermark);
+    None if never set."""
+    row = await session.get(SyncState, (project_id, name))
     return row.value if row is not None else None
 
 
-async def set_mark(session: AsyncSession, name: str, value: datetime, *, now: datetime) -> None:
+async def set_mark(
+    session: AsyncSession, project_id: str, name: str, value: datetime, *, now: datetime
+) -> None:
     table = SYNC_STATE
-    statement = postgresql.insert(table).values(name=name, value=value, updated_at=now)
+    statement = postgresql.insert(table).values(
+        project_id=project_id, name=name, value=value, updated_at=now
+    )
     await session.execute(
         statement.on_conflict_do_update(
-            index_elements=["name"], set_={"value": value, "updated_at": now}
+            index_elements=["project_id", "name"], set_={"value": value, "updated_at": now}
         )
     )

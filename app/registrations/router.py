@@ -12,8 +12,10 @@ from fastapi import Path, Query
 from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes.live import SequencerDep
+from app.core.models import Registration
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
-from app.core.problems import ProblemError
+from app.core.problems import ProblemError, found
 from app.core.schemas import (
     MAX_TEXT_LENGTH,
     PRINTABLE_PATTERN,
@@ -57,11 +59,9 @@ def _statuses(status: str | None) -> tuple[str, ...]:
     return named
 
 
-async def _get_or_404(session: AsyncSession, registration_id: str) -> RegistrationOut:
+async def _known(session: AsyncSession, registration_id: str) -> Registration:
     registration = await queries.get_registration(session, registration_id)
-    if registration is None:
-        raise ProblemError(404, "No registration with this id is known here.")
-    return RegistrationOut.model_validate(registration)
+    return found(registration, "No registration with this id is known here.")
 
 
 @router.get(
@@ -146,7 +146,7 @@ async def list_registrations(
 async def get_registration(
     session: ReadSessionDep, registration_id: RegistrationId
 ) -> RegistrationOut:
-    return await _get_or_404(session, registration_id)
+    return RegistrationOut.model_validate(await _known(session, registration_id))
 
 
 @router.get(
@@ -156,8 +156,7 @@ async def get_registration(
     responses=problem_responses(404),
 )
 async def get_history(session: ReadSessionDep, registration_id: RegistrationId) -> HistoryOut:
-    if await queries.get_registration(session, registration_id) is None:
-        raise ProblemError(404, "No registration with this id is known here.")
+    await _known(session, registration_id)
     rows = await queries.history(session, registration_id)
     return HistoryOut(items=[HistoryItem.model_validate(row) for row in rows])
 
@@ -171,9 +170,12 @@ async def get_history(session: ReadSessionDep, registration_id: RegistrationId) 
     responses=problem_responses(403, 404, 502, 503),
 )
 async def refresh_registration(
-    resources: ResourcesDep, registration_id: RegistrationId, actor: ActorDep
+    resources: ResourcesDep,
+    sequencer: SequencerDep,
+    registration_id: RegistrationId,
+    actor: ActorDep,
 ) -> RegistrationOut:
     refreshed = await service.refresh(
-        resources.sessionmaker, resources.sinch, resources.sequencer, registration_id, actor=actor
+        resources.sessionmaker, resources.sinch, sequencer, registration_id, actor=actor
     )
     return RegistrationOut.model_validate(refreshed)

@@ -79,6 +79,15 @@ def _answer(registration: Registration) -> tuple[object, ...]:
     return tuple(getattr(registration, name) for name in _ANSWER_COLUMNS)
 
 
+class ProjectMismatch(Exception):
+    """A snapshot fetched for one project names a registration kept for another."""
+
+    def __init__(self, registration_id: str, kept_for: str, fetched_for: str) -> None:
+        super().__init__(
+            f"registration {registration_id} belongs to project {kept_for}, not to {fetched_for}"
+        )
+
+
 def overrule_note(status: str, claimed_at: datetime | None) -> str:
     """The history note of a snapshot that corrects a status a callback had set."""
     claimed = claimed_at.isoformat() if claimed_at is not None else "no time"
@@ -89,12 +98,17 @@ async def apply_snapshot(
     session: AsyncSession,
     snapshot: SinchRegistration,
     *,
+    project_id: str,
     source: HistorySource,
     fetched_at: datetime,
     now: datetime,
     event_id: str | None = None,
 ) -> SnapshotResult:
     """Make the local registration say what Sinch's document says, unless we hold newer news.
+
+    `project_id` is the project whose credentials fetched `snapshot`: a new registration belongs
+    to it; a known registration of another project raises `ProjectMismatch` (nothing written),
+    since no project's data may be written from another's answers.
 
     `event_id` is the Sinch event id of the callback this snapshot checks (history rows name it);
     None for a refresh or reconciliation.
@@ -111,6 +125,7 @@ async def apply_snapshot(
     columns = fact_columns(facts, market_code)
     values = {
         "id": snapshot.id,
+        "project_id": project_id,
         "status": snapshot.status,
         "registration_type": snapshot.registration_type,
         "status_changed_at": at,
@@ -127,6 +142,7 @@ async def apply_snapshot(
         repository.add_history(
             session,
             registration_id=snapshot.id,
+            project_id=project_id,
             from_status=from_status,
             to_status=snapshot.status,
             at=at,
@@ -158,6 +174,8 @@ async def apply_snapshot(
         registration = await repository.lock(session, snapshot.id)
         if registration is None:  # deleted between the two statements: nothing to guard against
             raise RuntimeError(f"registration {snapshot.id} vanished while being written")
+    if registration.project_id != project_id:
+        raise ProjectMismatch(snapshot.id, registration.project_id, project_id)
     if not snapshot_wins(
         fetched_at=fetched_at,
         update_time=snapshot.update_time,
@@ -226,29 +244,41 @@ async def refresh(
     Raises `ProblemError`: 503 (no credentials, Sinch unavailable), 404 (Sinch has no such
     registration), 502 (Sinch's answer unusable). Its details never echo Sinch's answer.
     """
+    if sinch is None:
+        raise ProblemError(503, "Sinch credentials not configured.")
     fetched_at = utcnow()
     snapshot = await _fetch(sinch, registration_id)
     async with sessionmaker.begin() as session:
         await apply_snapshot(
-            session, snapshot, source=HistorySource.REFETCH, fetched_at=fetched_at, now=utcnow()
+            session,
+            snapshot,
+            project_id=sinch.project_id,
+            source=HistorySource.REFETCH,
+            fetched_at=fetched_at,
+            now=utcnow(),
         )
-        record(session, actor, Action.REGISTRATION_REFRESH, registration_id, now=utcnow())
         registration = await queries.get_registration(session, registration_id)
         if registration is None:  # applied just above; only a concurrent delete could do this
             raise ProblemError(404, "No registration with this id is known here.")
+        record(
+            session,
+            actor,
+            Action.REGISTRATION_REFRESH,
+            registration_id,
+            now=utcnow(),
+            project_id=registration.project_id,
+        )
     sequencer.poke()  # what the refresh changed goes on the feed
     log.info("registration refreshed", extra={"registration_id": registration_id})
     return registration
 
 
-async def _fetch(sinch: SinchClient | None, registration_id: str) -> SinchRegistration:
+async def _fetch(sinch: SinchClient, registration_id: str) -> SinchRegistration:
     """GET the registration from Sinch, every failure turned into its problem answer.
 
     The Sinch client's messages hold no secret, but they are still not echoed: they name Sinch's
     URLs and statuses, which are none of the caller's business beyond "unavailable".
     """
-    if sinch is None:
-        raise ProblemError(503, "Sinch credentials not configured.")
     try:
         snapshot = await sinch.get_registration(registration_id)
     except SinchNotFoundError:

@@ -3,7 +3,7 @@
 
 Newest first by `attempted_at`, then id, keyset-paginated (`<time>:<id>` cursors): a
 subscription's walk is its index `(subscription_id, attempted_at, id)`, its failures alone the
-partial index of failed attempts (migration 0010). Each page joins its rows to their delivery and
+partial index of failed attempts (migration 0011). Each page joins its rows to their delivery and
 change for `seq` and the payload (the change's body, not kept per attempt): one probe each.
 """
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Annotated
 
@@ -21,7 +23,7 @@ from app.core.pagination import (
     optional_cursor,
     page,
 )
-from app.core.problems import ProblemError
+from app.core.problems import ProblemError, found
 from app.core.schemas import problem_responses
 from app.events.queries import EventKey
 from app.subscriptions import queries, repository, service
@@ -65,19 +67,24 @@ SubscriptionId = Annotated[
 DeliveryId = Annotated[int, Path(alias="id", ge=1, le=2**62, description="The delivery's id.")]
 
 
+NO_SUBSCRIPTION = "No subscription with this id."
+
+
 def _unknown() -> ProblemError:
-    return ProblemError(404, "No subscription with this id.")
+    return ProblemError(404, NO_SUBSCRIPTION)
 
 
 async def _found(session: AsyncSession, subscription_id: str) -> Subscription:
-    subscription = await repository.get(session, subscription_id)
-    if subscription is None:
-        raise _unknown()
-    return subscription
+    return found(await repository.get(session, subscription_id), NO_SUBSCRIPTION)
 
 
-def _refused(exc: UrlRefused) -> ProblemError:
-    return ProblemError(422, f"The URL is refused: {exc}")
+@contextmanager
+def _url_checked() -> Iterator[None]:
+    """A URL the rules refuse (`UrlRefused`) answered as a 422 problem saying why."""
+    try:
+        yield
+    except UrlRefused as exc:
+        raise ProblemError(422, f"The URL is refused: {exc}") from None
 
 
 @router.post(
@@ -91,15 +98,13 @@ def _refused(exc: UrlRefused) -> ProblemError:
 async def create_subscription(
     resources: ResourcesDep, body: SubscriptionIn, actor: ActorDep
 ) -> SubscriptionWithSecret:
-    try:
+    with _url_checked():
         subscription = await service.subscribe(
             resources.sessionmaker,
             body,
             allowed_hosts=resources.settings.subscription_allowed_hosts,
             actor=actor,
         )
-    except UrlRefused as exc:
-        raise _refused(exc) from None
     log.info("subscription created", extra={"subscription_id": subscription.id})
     return service.with_secret(subscription)
 
@@ -141,7 +146,7 @@ async def change_subscription(
     body: SubscriptionPatch,
     actor: ActorDep,
 ) -> SubscriptionOut:
-    try:
+    with _url_checked():
         subscription = await service.edit(
             resources.sessionmaker,
             resources.redis,
@@ -150,11 +155,7 @@ async def change_subscription(
             allowed_hosts=resources.settings.subscription_allowed_hosts,
             actor=actor,
         )
-    except UrlRefused as exc:
-        raise _refused(exc) from None
-    if subscription is None:
-        raise _unknown()
-    return service.answer(subscription)
+    return service.answer(found(subscription, NO_SUBSCRIPTION))
 
 
 @router.delete(
@@ -182,9 +183,10 @@ async def delete_subscription(
 async def rotate_secret(
     resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
 ) -> SubscriptionWithSecret:
-    subscription = await service.rotate_secret(resources.sessionmaker, subscription_id, actor=actor)
-    if subscription is None:
-        raise _unknown()
+    subscription = found(
+        await service.rotate_secret(resources.sessionmaker, subscription_id, actor=actor),
+        NO_SUBSCRIPTION,
+    )
     log.info("subscription secret rotated", extra={"subscription_id": subscription_id})
     return service.with_secret(subscription)
 
@@ -288,8 +290,7 @@ async def list_delivery_attempts(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: TimeRowIdCursorQuery = None,
 ) -> AttemptPage:
-    if await session.get(Delivery, delivery_id) is None:
-        raise ProblemError(404, "No delivery with this id.")
+    found(await session.get(Delivery, delivery_id), "No delivery with this id.")
     filters = queries.AttemptFilters(delivery_id=delivery_id, outcome=outcome, since=since)
     return await _attempt_page(session, filters, limit, cursor)
 
@@ -309,9 +310,7 @@ async def test_subscription(
     outcome = await service.ping(
         resources.sessionmaker, subscription_id, resources.settings, actor=actor
     )
-    if outcome is None:
-        raise _unknown()
-    return outcome
+    return found(outcome, NO_SUBSCRIPTION)
 
 
 def _recovery_refused(refused: service.Refused) -> ProblemError:

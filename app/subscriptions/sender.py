@@ -28,11 +28,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.changes import outbox
 from app.changes.signal import ChangeSignal
 from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
@@ -210,6 +211,21 @@ async def _not_sent(why: str) -> Attempt:
     return Attempt(None, why)
 
 
+def _attempt_row(subscription_id: str, delivery_id: int, attempt: Attempt) -> dict[str, Any]:
+    """The attempts log's row of one attempt (`outbox.log_attempts`)."""
+    return {
+        "delivery_id": delivery_id,
+        "subscription_id": subscription_id,
+        "attempted_at": attempt.at,
+        "succeeded": attempt.succeeded,
+        "request_headers": attempt.request_headers,
+        "response_status": attempt.status_code,
+        "response_body": attempt.response_body,
+        "latency_ms": attempt.latency_ms,
+        "error": attempt.error,
+    }
+
+
 async def _record(
     session: AsyncSession,
     subscription: Subscription,
@@ -253,7 +269,7 @@ async def _record(
                     "after it was written (DELIVERY_GIVE_UP_HOURS)"
                 )
                 ended["given_up"] += 1
-        await repository.record_attempt(
+        await outbox.record_attempt(
             session,
             delivery.id,
             state=state,
@@ -264,10 +280,9 @@ async def _record(
         )
         ended["retrying" if retry_at else "failed"] += 1
     for status_code, ids in succeeded.items():
-        await repository.record_successes(session, ids, status_code, now)
-    await repository.log_attempts(
-        session,
-        [repository.attempt_row(subscription.id, d.id, attempt) for d, attempt in finished],
+        await outbox.record_successes(session, ids, status_code, now)
+    await outbox.log_attempts(
+        session, [_attempt_row(subscription.id, d.id, attempt) for d, attempt in finished]
     )
     if gone:
         await repository.disable(session, subscription.id, "the receiver answered 410", now)

@@ -17,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
+from app.changes import outbox
 from app.changes.outbox import filter_text, filter_values
 from app.changes.signal import publish
 from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
+from app.core.schemas import same_named
 from app.core.settings import Settings
 from app.subscriptions import repository
 from app.subscriptions.delivery import (
@@ -47,21 +49,18 @@ from app.subscriptions.schemas import (
 ROTATION_OVERLAP: Final = timedelta(hours=24)
 
 
+_SHOWN_OTHERWISE = ("url", "statuses", "registration_types", "kinds")
+
+
 def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionOut:
     """The subscription as answered; with `redact` (a `read` token's view) its URL's credentials
     and query values hidden (`redacted_url`): they are often a receiver's secret."""
     return SubscriptionOut(
-        id=subscription.id,
+        **same_named(SubscriptionOut, subscription, but=_SHOWN_OTHERWISE),
         url=redacted_url(subscription.url) if redact else subscription.url,
         statuses=filter_values(subscription.status_filter),
         registration_types=filter_values(subscription.type_filter),
         kinds=filter_values(subscription.kind_filter),
-        description=subscription.description,
-        enabled=subscription.enabled,
-        disabled_reason=subscription.disabled_reason,
-        previous_secret_until=subscription.previous_secret_until,
-        created_at=subscription.created_at,
-        updated_at=subscription.updated_at,
     )
 
 
@@ -170,10 +169,18 @@ async def retry_deliveries(
     async with sessionmaker.begin() as session:
         for delivery_id in delivery_ids:
             now = utcnow()
-            if not await repository.retry_now(session, delivery_id, now):
+            project_id = await outbox.retry_now(session, delivery_id, now)
+            if project_id is None:
                 unknown.append(delivery_id)
             else:
-                record(session, actor, Action.DELIVERY_RETRY, str(delivery_id), now=now)
+                record(
+                    session,
+                    actor,
+                    Action.DELIVERY_RETRY,
+                    str(delivery_id),
+                    now=now,
+                    project_id=project_id,
+                )
     await publish(redis)  # wakes the workers' dispatchers
     return unknown
 
@@ -189,7 +196,7 @@ async def prune_attempts(
     total = 0
     while True:
         async with sessionmaker.begin() as session:
-            deleted = await repository.prune_attempts(session, before=before, limit=PRUNE_BATCH)
+            deleted = await outbox.prune_attempts(session, before=before, limit=PRUNE_BATCH)
         total += deleted
         if deleted < PRUNE_BATCH:
             return total, True
@@ -263,11 +270,11 @@ async def retry_failed(
         if subscription is None:
             return Refused.UNKNOWN
         if dry_run:
-            return await repository.count_failed(session, subscription_id, since)
+            return await outbox.count_failed(session, subscription_id, since)
         if not subscription.enabled:
             return Refused.DISABLED
         now = utcnow()
-        count = await repository.retry_failed(session, subscription_id, since, now)
+        count = await outbox.retry_failed(session, subscription_id, since, now)
         detail = {"since": since.isoformat(), "count": count}
         record(
             session,
@@ -276,6 +283,7 @@ async def retry_failed(
             subscription_id,
             now=now,
             detail=detail,
+            project_id=None,
         )
     await publish(redis)
     return count
@@ -308,17 +316,25 @@ async def enable(
         starts = [t for t in (subscription.failing_since, subscription.disabled_at) if t]
         retried = skipped = 0
         if backlog and starts:
-            retried = await repository.retry_failed(
+            retried = await outbox.retry_failed(
                 session, subscription_id, min(starts), now, by_outcome=True
             )
         if not backlog:
-            skipped = await repository.fail_pending(session, subscription_id, SKIPPED, now)
+            skipped = await outbox.fail_pending(session, subscription_id, SKIPPED, now)
         subscription.enabled = True
         subscription.disabled_reason = subscription.disabled_at = None
         subscription.failing_since = None
         subscription.updated_at = now
         detail = {"backlog": backlog, "retried": retried, "skipped": skipped}
-        record(session, actor, Action.SUBSCRIPTION_ENABLE, subscription_id, now=now, detail=detail)
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_ENABLE,
+            subscription_id,
+            now=now,
+            detail=detail,
+            project_id=None,
+        )
     await publish(redis)
     return EnableOut(subscription=answer(subscription), retried=retried, skipped=skipped)
 
@@ -338,7 +354,9 @@ async def subscribe(
     async with sessionmaker.begin() as session:
         now = utcnow()
         subscription = create(session, body, allowed_hosts=allowed_hosts, now=now)
-        record(session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now)
+        record(
+            session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now, project_id=None
+        )
     return subscription
 
 
@@ -361,7 +379,15 @@ async def edit(
         change(subscription, body, allowed_hosts=allowed_hosts, now=now)
         changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
         action = Action.SUBSCRIPTION_CHANGE
-        record(session, actor, action, subscription_id, now=now, detail={"fields": changed})
+        record(
+            session,
+            actor,
+            action,
+            subscription_id,
+            now=now,
+            detail={"fields": changed},
+            project_id=None,
+        )
     await publish(redis)
     return subscription
 
@@ -375,7 +401,14 @@ async def remove(
         if subscription is None:
             return False
         await repository.delete(session, subscription)
-        record(session, actor, Action.SUBSCRIPTION_DELETE, subscription_id, now=utcnow())
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_DELETE,
+            subscription_id,
+            now=utcnow(),
+            project_id=None,
+        )
     return True
 
 
@@ -389,7 +422,14 @@ async def rotate_secret(
             return None
         now = utcnow()
         rotate(subscription, now=now)
-        record(session, actor, Action.SUBSCRIPTION_ROTATE_SECRET, subscription_id, now=now)
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_ROTATE_SECRET,
+            subscription_id,
+            now=now,
+            project_id=None,
+        )
     return subscription
 
 
@@ -410,5 +450,7 @@ async def ping(
     async with sessionmaker.begin() as session:
         detail = {"delivered": outcome.delivered, "responseStatus": outcome.response_status}
         action = Action.SUBSCRIPTION_TEST
-        record(session, actor, action, subscription_id, now=utcnow(), detail=detail)
+        record(
+            session, actor, action, subscription_id, now=utcnow(), detail=detail, project_id=None
+        )
     return outcome

@@ -57,7 +57,15 @@ async def create(
     session.add(
         ApiToken(name=name, scope=scope.value, token_hash=hash_token(token), created_at=now)
     )
-    record(session, actor, Action.TOKEN_CREATE, name, now=now, detail={"scope": scope.value})
+    record(
+        session,
+        actor,
+        Action.TOKEN_CREATE,
+        name,
+        now=now,
+        detail={"scope": scope.value},
+        project_id=None,
+    )
     return token
 
 
@@ -71,7 +79,15 @@ async def revoke(session: AsyncSession, name: str, *, actor: Actor, now: datetim
     if token is None:
         raise TokenError(f"no live token is named {name}")
     token.revoked_at = now
-    record(session, actor, Action.TOKEN_REVOKE, name, now=now, detail={"scope": token.scope})
+    record(
+        session,
+        actor,
+        Action.TOKEN_REVOKE,
+        name,
+        now=now,
+        detail={"scope": token.scope},
+        project_id=None,
+    )
 
 
 async def every(session: AsyncSession, *, revoked: bool = False) -> Sequence[ApiToken]:

@@ -21,7 +21,8 @@ from __future__ import annotations
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.callbacks.endpoint import (
+from app.core.problems import ProblemError
+from app.web.asgi import (
     Answer,
     BodyTooLarge,
     ClientGone,
@@ -29,7 +30,6 @@ from app.callbacks.endpoint import (
     problem_answer,
     read_capped_body,
 )
-from app.core.problems import ProblemError
 from app.web.auth import identify
 from app.web.deps import Resources
 

@@ -1,4 +1,10 @@
-"""What the lifespan builds once per process, and the `Annotated` dependencies that hand it out."""
+"""What the lifespan builds once per process for every route (`Resources`), and the `Annotated`
+dependencies that hand it out.
+
+What belongs to one domain package (the callback inbox and secrets, the change feed's signal,
+reader and sequencer) is not here: the lifespan keeps it in its state under its own name, and the
+package hands it out itself (e.g. `app.changes.live`), so that this shared edge names no domain
+type."""
 
 from __future__ import annotations
 
@@ -14,11 +20,6 @@ from app.core.metrics import Metrics
 from app.core.settings import Settings
 
 if TYPE_CHECKING:
-    from app.callbacks.secrets import AcceptedSecrets
-    from app.callbacks.writer import InboxWriter
-    from app.changes.sequencer import Sequencer
-    from app.changes.service import FeedReader
-    from app.changes.signal import ChangeSignal
     from app.sinch.client import SinchClient
     from app.tokens.directory import TokenDirectory
 
@@ -32,19 +33,10 @@ class Resources:
     """Sessions for routes that only read (see `create_reader`)."""
     redis: ArqRedis
     metrics: Metrics
-    inbox: InboxWriter
     sinch: SinchClient | None
     """None when the Sinch credentials are not configured."""
-    changes: ChangeSignal
-    """Wakes the change feed's waiting readers when changes are numbered (any process)."""
-    feed: FeedReader
-    """Reads the change feed once for all of this process's readers at one position."""
-    sequencer: Sequencer
-    """Numbers the changes this process records (a refresh), after their commit."""
     tokens: TokenDirectory
     """The database tokens of the internal API, as this process last read them."""
-    callback_secrets: AcceptedSecrets
-    """The callback secrets this process accepts (environment and rotated ones), kept fresh."""
 
 
 async def get_resources(request: Request) -> Resources:

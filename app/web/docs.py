@@ -9,6 +9,7 @@ which reads OpenAPI 3.1, and ReDoc), served under `DOCS_ASSETS_PATH`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypedDict
 
 import fastapi_offline
 from fastapi import FastAPI, Request
@@ -31,6 +32,13 @@ NEVER_FRAMED = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-anc
 Only `frame-ancestors`: the pages' own inline scripts must still run."""
 
 
+class _Page(TypedDict):
+    """What both pages are given alike: the document they show and their title."""
+
+    openapi_url: str
+    title: str
+
+
 def _never_framed(page: HTMLResponse) -> HTMLResponse:
     page.headers.update(NEVER_FRAMED)
     return page
@@ -42,15 +50,21 @@ def install_docs(app: FastAPI) -> None:
     openapi_url = app.openapi_url
     app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=ASSETS_FOLDER), name="docs-assets")
 
+    def under_root(request: Request, path: str) -> str:
+        """`path` as the browser must ask for it (behind a proxy that strips a prefix too)."""
+        return f"{request.scope.get('root_path', '')}{path}"
+
     def asset(request: Request, name: str) -> str:
-        return f"{request.scope.get('root_path', '')}{DOCS_ASSETS_PATH}/{name}"
+        return under_root(request, f"{DOCS_ASSETS_PATH}/{name}")
+
+    def page(request: Request, name: str) -> _Page:
+        return _Page(openapi_url=under_root(request, openapi_url), title=f"{app.title} - {name}")
 
     @app.get(DOCS_PATH, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         return _never_framed(
             get_swagger_ui_html(
-                openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
-                title=f"{app.title} - Swagger UI",
+                **page(request, "Swagger UI"),
                 oauth2_redirect_url=OAUTH2_REDIRECT_PATH,
                 swagger_js_url=asset(request, "swagger-ui-bundle.js"),
                 swagger_css_url=asset(request, "swagger-ui.css"),
@@ -67,8 +81,7 @@ def install_docs(app: FastAPI) -> None:
     async def redoc(request: Request) -> HTMLResponse:
         return _never_framed(
             get_redoc_html(
-                openapi_url=f"{request.scope.get('root_path', '')}{openapi_url}",
-                title=f"{app.title} - ReDoc",
+                **page(request, "ReDoc"),
                 redoc_js_url=asset(request, "redoc.standalone.js"),
                 redoc_favicon_url=asset(request, "favicon.png"),
                 with_google_fonts=False,

@@ -30,6 +30,7 @@ from app.core.lifecycle import within
 from app.core.logs import configure_logging, warn_about_missing_configuration
 from app.core.metrics import Metrics
 from app.core.settings import Settings
+from app.projects.service import settle_at_start
 from app.sinch.client import DEFAULT_DEADLINE_SECONDS, SinchClient, create_http_client
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.sender import Sending
@@ -204,16 +205,22 @@ def _both_workers(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _deliver_function(settings: Settings) -> Any:
+def _function(settings: Settings, function: Any, name: str, *, max_tries: int) -> Any:
+    """One of our jobs as arq registers it: leased (`_job`), no result kept, bounded by
+    `JOB_TIMEOUT_SECONDS`, run at most `max_tries` times."""
     return func(
-        _job(tasks.deliver),
-        name=DELIVER,
-        # A delivery's retries are its own (next_attempt_at); arq's tries only run again a job
-        # whose worker died (its deliveries are still pending).
-        max_tries=3,
+        _job(function),
+        name=name,
+        max_tries=max_tries,
         keep_result=0,
         timeout=settings.job_timeout_seconds,
     )
+
+
+def _deliver_function(settings: Settings) -> Any:
+    # A delivery's retries are its own (next_attempt_at); arq's tries only run again a job whose
+    # worker died (its deliveries are still pending).
+    return _function(settings, tasks.deliver, DELIVER, max_tries=3)
 
 
 def build_worker_settings(settings: Settings) -> type:
@@ -223,6 +230,7 @@ def build_worker_settings(settings: Settings) -> type:
 
     async def on_startup(ctx: WorkerContext) -> None:
         _common(settings, ctx)
+        await settle_at_start(ctx["sessionmaker"], settings)
         engine = ctx["engine"]
         # Fewer than the pool holds, so that sessions always find a connection.
         ctx["connections"] = DriverConnections(engine, keep=WORKER_HELD_CONNECTIONS)
@@ -285,33 +293,17 @@ def build_worker_settings(settings: Settings) -> type:
             )
         )
 
+    backstop = settings.job_max_tries + 2
+    backstop = settings.job_max_tries + 2
     attributes: dict[str, Any] = {
         "functions": [
             # Our own give-up comes at `job_max_tries`; arq's limit is a backstop above it (a job
             # is also re-run when a worker dies mid-job).
-            func(
-                _job(tasks.process_event),
-                name=PROCESS_EVENT,
-                max_tries=settings.job_max_tries + 2,
-                keep_result=0,
-                timeout=settings.job_timeout_seconds,
-            ),
-            func(
-                _job(tasks.process_events),
-                name=PROCESS_EVENTS,
-                # The events' own tries are their `process_event` jobs' (the hand-offs); arq's
-                # tries only run again a batch whose worker died (what it finished is done).
-                max_tries=3,
-                keep_result=0,
-                timeout=settings.job_timeout_seconds,
-            ),
-            func(
-                _job(tasks.refresh_facts),
-                name=REFRESH_FACTS,
-                max_tries=settings.job_max_tries + 2,
-                keep_result=0,
-                timeout=settings.job_timeout_seconds,
-            ),
+            _function(settings, tasks.process_event, PROCESS_EVENT, max_tries=backstop),
+            # The events' own tries are their `process_event` jobs' (the hand-offs); arq's tries
+            # only run again a batch whose worker died (what it finished is done).
+            _function(settings, tasks.process_events, PROCESS_EVENTS, max_tries=3),
+            _function(settings, tasks.refresh_facts, REFRESH_FACTS, max_tries=backstop),
             *([_deliver_function(settings)] if shared else []),
         ],
         "cron_jobs": cron_jobs,

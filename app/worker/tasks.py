@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from arq import Retry
 
+from app.changes import outbox
 from app.changes import repository as changes_repository
 from app.changes import service as changes_service
 from app.core.db import utcnow
@@ -34,7 +35,6 @@ from app.sinch.errors import (
     SinchRejectedError,
     SinchRetryableError,
 )
-from app.subscriptions import repository as subscriptions_repository
 from app.subscriptions import sender
 from app.subscriptions import service as subscriptions_service
 from app.worker.context import WorkerContext
@@ -181,7 +181,13 @@ async def _check(ctx: WorkerContext, row_id: int, step: MustCheck) -> Finished:
 
     async with sessionmaker.begin() as session:
         return await processing.finish_with_snapshot(
-            session, row_id, snapshot, step.decision, fetched_at=fetched_at, now=utcnow()
+            session,
+            row_id,
+            snapshot,
+            step.decision,
+            project_id=step.project_id,
+            fetched_at=fetched_at,
+            now=utcnow(),
         )
 
 
@@ -233,7 +239,12 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
         return "unusable_answer"
     async with ctx["sessionmaker"].begin() as session:
         result = await apply_snapshot(
-            session, snapshot, source=HistorySource.REFETCH, fetched_at=fetched_at, now=utcnow()
+            session,
+            snapshot,
+            project_id=sinch.project_id,
+            source=HistorySource.REFETCH,
+            fetched_at=fetched_at,
+            now=utcnow(),
         )
     _changed(ctx)
     return "applied" if result.applied else "superseded"
@@ -267,7 +278,7 @@ async def refresh_markets(ctx: WorkerContext) -> int:
     if sinch is None:
         return -1
     async with ctx["sessionmaker"]() as session:
-        if not await markets.is_due(session, utcnow()):
+        if not await markets.is_due(session, sinch.project_id, utcnow()):
             return -1
     try:
         report = await markets.refresh(ctx["sessionmaker"], sinch, now=utcnow())
@@ -371,7 +382,7 @@ async def prune_events(ctx: WorkerContext) -> int:
     # unnoticed. An enabled subscription's hold the pruning back (changes.repository.prune); a
     # disabled one's are given up here, marked and counted.
     async with ctx["sessionmaker"].begin() as session:
-        given_up = await subscriptions_repository.give_up_unsent(
+        given_up = await outbox.give_up_unsent(
             session, through_seq=changes_repository.pruned_through(recorded_before), now=utcnow()
         )
     if given_up:

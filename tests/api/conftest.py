@@ -23,6 +23,7 @@ from app.registrations.service import apply_snapshot
 from app.sinch.schemas import SinchRegistration
 from devtools.simulator import SimulatorServer
 from tests.conftest import API_TOKEN, CALLBACK_SECRET, make_settings
+from tests.support.projects import settings_project
 from tests.support.servers import serve
 from tests.support.signing import sign
 
@@ -91,6 +92,7 @@ async def put_registration(
         await apply_snapshot(
             session,
             SinchRegistration.from_document(document),
+            project_id=await settings_project(session),
             source=source,
             event_id=None,
             fetched_at=utcnow(),

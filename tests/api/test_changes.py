@@ -30,6 +30,7 @@ from app.main import create_app
 from app.registrations.service import apply_snapshot
 from app.sinch.schemas import SinchRegistration
 from tests.api.conftest import AUTH, assert_problem
+from tests.support.projects import settings_project
 from tests.support.servers import serve
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -52,6 +53,7 @@ async def put(session: AsyncSession, doc: dict[str, Any]) -> None:
     await apply_snapshot(
         session,
         SinchRegistration.from_document(doc),
+        project_id=await settings_project(session),
         source=HistorySource.REFETCH,
         event_id=None,
         fetched_at=utcnow(),

@@ -19,12 +19,14 @@ from app.events import repository as events
 from tests.api.conftest import put_registration
 from tests.support.counts import shown as _shown
 from tests.support.counts import truth as _truth
+from tests.support.projects import settings_project
 
 Sessions = async_sessionmaker[AsyncSession]
 
 
-def _callback(number: int, at: datetime) -> events.NewCallback:
+def _callback(project_id: str, number: int, at: datetime) -> events.NewCallback:
     return events.NewCallback(
+        project_id=project_id,
         dedup_key=f"count-{number}",
         event_id=f"count-{number}",
         registration_id=f"reg-{number % 3}",
@@ -44,9 +46,12 @@ async def test_counts_equal_the_rows_through_every_write_and_fold(
     times = [now - timedelta(hours=h, minutes=7) for h in (0, 0, 1, 5, 30)]
     async with sessionmaker.begin() as session:
         connection = await session.connection()
-        await events.store_callbacks(connection, [_callback(n, t) for n, t in enumerate(times)])
+        project = await settings_project(session)
+        await events.store_callbacks(
+            connection, [_callback(project, n, t) for n, t in enumerate(times)]
+        )
         # A duplicate adds no event.
-        await events.store_callbacks(connection, [_callback(0, times[0])])
+        await events.store_callbacks(connection, [_callback(project, 0, times[0])])
     ids = {n: i for n, i in enumerate(sorted(await _ids(sessionmaker)))}
     async with sessionmaker.begin() as session:
         for n, state in (
@@ -119,8 +124,11 @@ async def test_counts_stay_exact_while_writers_and_folds_run_at_once(
     async def writer(number: int) -> None:
         for batch in range(15):
             base = number * 1000 + batch * 10
-            callbacks = [_callback(base + i, now - timedelta(minutes=i)) for i in range(4)]
             async with sessionmaker.begin() as session:
+                project = await settings_project(session)
+                callbacks = [
+                    _callback(project, base + i, now - timedelta(minutes=i)) for i in range(4)
+                ]
                 connection = await session.connection()
                 stored = await events.store_callbacks(connection, callbacks)
             async with sessionmaker.begin() as session:

@@ -18,6 +18,7 @@ from app.core.models import HistorySource
 from app.registrations.service import apply_snapshot
 from app.sinch.schemas import SinchRegistration
 from tests.api.conftest import put_registration, sinch_document
+from tests.support.projects import settings_project
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -40,6 +41,7 @@ async def seed(sessionmaker: Sessions, rng: random.Random) -> dict[str, tuple[st
             await apply_snapshot(
                 session,
                 SinchRegistration.from_document(document),
+                project_id=await settings_project(session),
                 source=HistorySource.RECONCILE,
                 event_id=None,
                 fetched_at=utcnow(),

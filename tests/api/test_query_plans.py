@@ -27,7 +27,7 @@ from app.core.models import (
     RegistrationSenderId,
     RegistrationTag,
 )
-from app.core.settings import Settings
+from app.core.settings import DEFAULT_PROJECT_ID, Settings
 from app.events import queries as event_queries
 from app.events.queries import EventFilters
 from app.registrations import queries as registration_queries
@@ -80,6 +80,7 @@ async def fill(connection: AsyncConnection) -> None:
     registrations: list[dict[str, Any]] = [
         {
             "id": f"{rng.getrandbits(64):016x}-{number}",
+            "project_id": DEFAULT_PROJECT_ID,
             "status": rng.choice(STATUSES),
             "registration_type": rng.choice(TYPES),
             "status_changed_at": T0 + timedelta(seconds=rng.randrange(30 * 86_400)),
@@ -108,6 +109,7 @@ async def fill(connection: AsyncConnection) -> None:
     )
     events = [
         {
+            "project_id": DEFAULT_PROJECT_ID,
             "dedup_key": f"event-{number}",
             "event_id": f"event-{number}",
             "registration_id": rng.choice(registrations)["id"],
@@ -124,6 +126,7 @@ async def fill(connection: AsyncConnection) -> None:
     history = [
         {
             "registration_id": registration["id"],
+            "project_id": DEFAULT_PROJECT_ID,
             "from_status": None,
             "to_status": registration["status"],
             "at": registration["status_changed_at"],

@@ -16,6 +16,7 @@ from app.core.models import HistorySource
 from app.registrations.service import apply_snapshot
 from app.sinch.schemas import SinchRegistration
 from tests.api.conftest import assert_problem
+from tests.support.projects import settings_project
 
 Sessions = async_sessionmaker[AsyncSession]
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
@@ -56,6 +57,7 @@ async def put(sessionmaker: Sessions, doc: dict[str, Any]) -> None:
         await apply_snapshot(
             session,
             SinchRegistration.from_document(doc),
+            project_id=await settings_project(session),
             source=HistorySource.REFETCH,
             event_id=None,
             fetched_at=utcnow(),

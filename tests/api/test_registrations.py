@@ -23,6 +23,7 @@ from app.sinch.schemas import SinchRegistration
 from devtools.simulator import SimulatorControl
 from tests.api.conftest import AUTH, assert_problem, put_registration, sinch_document
 from tests.conftest import make_settings
+from tests.support.projects import settings_project
 from tests.support.servers import serve
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -323,6 +324,7 @@ async def test_refresh_holds_no_transaction_during_the_sinch_call(
         await apply_snapshot(
             session,
             later,
+            project_id=await settings_project(session),
             source=HistorySource.RECONCILE,
             event_id=None,
             fetched_at=utcnow(),

@@ -16,12 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.console.session import fingerprint
 from app.core.models import ApiToken, AuditEntry
 from app.core.settings import Settings
 from app.main import create_app
 from app.tokens.principal import Principal, Scope
-from app.web.auth import principal_named
+from app.web.auth import principal_named, token_fingerprint
 from app.web.deps import Resources
 from tests.api.conftest import API_TOKEN, AUTH, assert_problem
 from tests.api.test_auth import SAMPLE_PATH_VALUES
@@ -149,11 +148,11 @@ async def test_principal_named_follows_revocation(settings: Settings) -> None:
         assert await principal_named(resources, "console-user", "") == Principal(
             "console-user", Scope.READ
         )
-        env_token = fingerprint(API_TOKEN)
+        env_token = token_fingerprint(API_TOKEN)
         assert await principal_named(resources, "env:1", env_token) == Principal(
             "env:1", Scope.WRITE
         )
-        assert await principal_named(resources, "env:1", fingerprint("another")) is None
+        assert await principal_named(resources, "env:1", token_fingerprint("another")) is None
         assert await principal_named(resources, "env:2", env_token) is None
         assert await principal_named(resources, "nobody", "") is None
         await revoke_token(settings, "console-user")

@@ -22,6 +22,7 @@ from app.registrations.service import apply_snapshot
 from app.sinch.schemas import SinchRegistration
 from devtools.simulator import SimulatorServer
 from tests.api.conftest import AUTH, api_settings, assert_problem
+from tests.support.projects import settings_project
 from tests.support.servers import serve
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -63,6 +64,7 @@ async def put(sessionmaker: Sessions, registration_id: str, status: str, at: dat
         await apply_snapshot(
             session,
             SinchRegistration.from_document(document),
+            project_id=await settings_project(session),
             source=HistorySource.REFETCH,
             event_id=None,
             fetched_at=utcnow(),

@@ -168,9 +168,10 @@ async def refusing_database(settings: Settings) -> AsyncIterator[Settings]:
         await accept_every_key_again(settings)
 
 
-def new_callback(body: bytes) -> NewCallback:
+def new_callback(project_id: str, body: bytes) -> NewCallback:
     fields = parse_callback(body)
     return NewCallback(
+        project_id=project_id,
         dedup_key=fields.event_id or body_digest(body),
         event_id=fields.event_id,
         registration_id=fields.registration_id,
@@ -184,6 +185,7 @@ def new_callback(body: bytes) -> NewCallback:
 
 async def test_a_refused_row_fails_no_other_row_of_its_batch(refusing_database: Settings) -> None:
     settings = refusing_database
+    project = settings.settings_project_id
     engine = create_engine(settings)
     committed: list[int] = []
 
@@ -198,9 +200,9 @@ async def test_a_refused_row_fails_no_other_row_of_its_batch(refusing_database: 
         bodies = [*innocent[:25], refused, *innocent[25:], innocent[0]]
         # Queued together before the writer runs: they make one group commit.
         results = await asyncio.wait_for(
-            asyncio.gather(*(writer.store(new_callback(body)) for body in bodies)), 30
+            asyncio.gather(*(writer.store(new_callback(project, body)) for body in bodies)), 30
         )
-        again = await asyncio.wait_for(writer.store(new_callback(refused)), 30)
+        again = await asyncio.wait_for(writer.store(new_callback(project, refused)), 30)
     finally:
         await writer.stop()
         await engine.dispose()

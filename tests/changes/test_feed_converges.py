@@ -44,7 +44,9 @@ from devtools.simulator import SimulatorControl
 from tests.support.reads import wait_for_facts
 from tests.support.stack import API_TOKEN, CALLBACK_PATH, Stack, running_stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+# One group for the module: its tests share one stack (a module fixture), built once in one test
+# process; the other end-to-end modules run beside it in the others.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e_feed")]
 
 UNKNOWN_STATE = "SUSPENDED_BY_CARRIER"  # a state Sinch might add one day
 DRAIN_SECONDS = 60.0

@@ -34,7 +34,7 @@ from tests.subscriptions.test_deliveries import (
 )
 from tests.support.stack import API_TOKEN, Stack, running_stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+pytestmark = [pytest.mark.slow]
 
 SETTLE_SECONDS = 3.0
 """Three of the dispatcher's looks: a delivery due this long would have been sent by a worker

@@ -40,7 +40,9 @@ from tests.support.stack import CALLBACK_PATH, Stack, running_stack
 UNKNOWN_STATE = "SUSPENDED_BY_CARRIER"  # a state Sinch might add one day
 DRAIN_TIMEOUT_SECONDS = 60.0
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
+# One group for the module: its tests share one stack (a module fixture), built once in one test
+# process; the other end-to-end modules run beside it in the others.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e_convergence")]
 
 
 @pytest.fixture(scope="module")

@@ -47,4 +47,5 @@ async def test_reconcile_stops_at_its_budget_and_keeps_the_watermark(
     assert cron_budget(worker_ctx) < JOB_TIMEOUT
     assert await reconcile_changes(worker_ctx) == 0
     async with worker_ctx["sessionmaker"]() as session:
-        assert await repository.get_mark(session, WATERMARK) is None
+        project = worker_ctx["settings"].settings_project_id
+        assert await repository.get_mark(session, project, WATERMARK) is None

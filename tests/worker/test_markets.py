@@ -15,6 +15,7 @@ from app.sinch.schemas import MarketVersion, SinchRegistration
 from app.worker.context import WorkerContext
 from app.worker.tasks import refresh_markets
 from devtools.simulator import SimulatorControl
+from tests.support.projects import settings_project
 from tests.support.reads import registrations
 
 
@@ -51,6 +52,7 @@ async def apply(ctx: WorkerContext, document: dict[str, Any]) -> None:
         await apply_snapshot(
             session,
             SinchRegistration.from_document(document),
+            project_id=await settings_project(session),
             source=HistorySource.RECONCILE,
             event_id=None,
             fetched_at=utcnow(),
@@ -85,9 +87,10 @@ async def test_policies_give_markets_before_and_after_the_map_is_loaded(
     asked = (await sim.stats())["marketDetails"]
     assert await refresh_markets(worker_ctx) == -1
     assert (await sim.stats())["marketDetails"] == asked
+    project = worker_ctx["settings"].settings_project_id
     async with worker_ctx["sessionmaker"]() as session:
-        assert not await markets.is_due(session, utcnow())
-        assert await markets.is_due(session, utcnow() + timedelta(days=1, seconds=1))
+        assert not await markets.is_due(session, project, utcnow())
+        assert await markets.is_due(session, project, utcnow() + timedelta(days=1, seconds=1))
 
     # A registration applied now finds its market in the map.
     later = await sim.create_registration(policy_id="sim-policy-se-alphanumeric-multi")
@@ -101,5 +104,6 @@ async def test_sinch_unavailable_leaves_the_map_as_it_was(
 ) -> None:
     await sim.inject_fault("status", status=503, count=50)
     assert await refresh_markets(worker_ctx) == -1
+    project = worker_ctx["settings"].settings_project_id
     async with worker_ctx["sessionmaker"]() as session:
-        assert await markets.is_due(session, utcnow())
+        assert await markets.is_due(session, project, utcnow())

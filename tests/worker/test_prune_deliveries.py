@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.changes.outbox import GIVEN_UP_PRUNED
 from app.changes.sequencer import number_and_publish
 from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
 from app.core.settings import Settings
 from app.subscriptions import service
-from app.subscriptions.repository import GIVEN_UP_PRUNED
 from app.subscriptions.schemas import SubscriptionIn
 from app.worker.context import WorkerContext
 from app.worker.tasks import prune_events

@@ -1,5 +1,8 @@
 """`/healthz` (the process runs), `/readyz` (the database answers, Redis answers and can hold
-arq's queue, a callback secret is configured) and `/metrics`."""
+arq's queue, a callback secret is configured) and `/metrics`.
+
+A door of the API beside app/main.py, not part of the shared edge (app/web/): it looks into the
+rooms below (the callback secrets, the counts, the subscriptions' deliveries)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from pydantic import BaseModel
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from sqlalchemy import text
 
+from app.callbacks.secrets import AcceptedSecrets
 from app.core.db import utcnow
 from app.core.jobs import memory_verdict, mib
 from app.counts import service as counts_service
@@ -131,7 +135,8 @@ async def readyz(request: Request, resources: ResourcesDep) -> JSONResponse:
         _check(ping_database()), _check(redis_verdict(resources.redis))
     )
     _announce(request, redis)
-    secret = "ok" if resources.callback_secrets.accepted else UNVERIFIABLE_CALLBACKS
+    callback_secrets: AcceptedSecrets = request.state.callback_secrets
+    secret = "ok" if callback_secrets.accepted else UNVERIFIABLE_CALLBACKS
     checks = {"database": database, "redis": redis, "callbackSecret": secret}
     ok = all(verdict == "ok" for verdict in checks.values())
     health = Health(status="ok" if ok else "unavailable", checks=checks)
@@ -154,7 +159,7 @@ async def metrics(request: Request, resources: ResourcesDep) -> Response:
         now = utcnow()
         # Kept by the database as rows change: the cost does not grow with the tables.
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), resources.reader() as session:
-            counts = await counts_service.read(session, now)
+            counts = await counts_service.read(session, now, project_id=None)
             oldest = await subscriptions.oldest_pending(session)
             known = await subscriptions.every(session)
         for state, count in counts.events_by_state.items():

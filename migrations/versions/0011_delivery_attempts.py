@@ -1,10 +1,10 @@
 """delivery_attempts (the attempts log); subscriptions.disabled_at and kind_filter
 
-One new table (app/subscriptions/repository.py writes it) and two nullable columns (no rewrite):
-nothing existing is rewritten.
+One new table (app/changes/outbox.py writes it, as it writes deliveries) and two nullable columns:
+nothing existing is rewritten. An attempt belongs to its delivery's project, through the delivery.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 import app.core.db
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
