@@ -22,6 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
+# How long a service process may take to start: importing the app takes about 2 s on an idle
+# 2-core machine, and several times that when the test processes load it; a bound, not a wait.
+START_SECONDS = 60
+
+
 def wait_until(predicate: object, *, timeout: float, interval: float = 0.05, what: str) -> None:
     """Poll `predicate()` until it is truthy; AssertionError naming `what` after `timeout`."""
     assert callable(predicate)
@@ -199,7 +204,7 @@ def start_api(env: Mapping[str, str], log_path: Path) -> tuple[ServiceProcess, s
         process.start()
         base_url = f"http://127.0.0.1:{port}"
         with _stopped_unless_started(process):
-            if _answers(process, f"{base_url}/healthz", timeout=30):
+            if _answers(process, f"{base_url}/healthz", timeout=START_SECONDS):
                 return process, base_url
         process.stop()
         this_try = log_path.read_bytes()[logged:].decode(errors="replace")
@@ -250,7 +255,7 @@ def start_worker(
     with _stopped_unless_started(process):
         wait_until(
             lambda: started in log_path.read_text(errors="replace"),
-            timeout=30,
+            timeout=START_SECONDS,
             what="the worker to start",
         )
     return process
