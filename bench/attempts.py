@@ -52,19 +52,20 @@ FILL = [
     """,
     # One change per delivery, with the image a delivery's payload is built from.
     """
-    INSERT INTO registration_changes (seq, registration_id, kind, from_status, status, at, source,
-                                      recorded_at, registration_type, created_at, updated_at,
-                                      sender_ids, tags)
-    SELECT n, 'reg-' || lpad((n % 20000)::text, 6, '0'), 'status', 'IN_PROGRESS', 'APPROVED',
+    INSERT INTO registration_changes (seq, project_id, registration_id, kind, from_status, status,
+                                      at, source, recorded_at, registration_type, created_at,
+                                      updated_at, sender_ids, tags)
+    SELECT n, (SELECT id FROM projects WHERE from_settings),
+           'reg-' || lpad((n % 20000)::text, 6, '0'), 'status', 'IN_PROGRESS', 'APPROVED',
            now(), 'callback', now(), 'ALPHANUMERIC_SENDER_ID', now(), now(),
            '["ACME"]'::json, '["#a"]'::json
     FROM generate_series(1, {deliveries}) AS n
     """,
     f"""
-    INSERT INTO deliveries (subscription_id, change_id, registration_id, state, attempts,
-                            last_status_code, created_at, updated_at)
+    INSERT INTO deliveries (subscription_id, change_id, registration_id, project_id, state,
+                            attempts, last_status_code, created_at, updated_at)
     SELECT CASE WHEN c.id % 11 = 0 THEN '{OTHER}' ELSE '{SUBSCRIPTION}' END, c.id,
-           c.registration_id, 'succeeded', {PER_DELIVERY}, 200, now(), now()
+           c.registration_id, c.project_id, 'succeeded', {PER_DELIVERY}, 200, now(), now()
     FROM registration_changes AS c
     """,
     # PER_DELIVERY attempts each, their times spread over 30 days in delivery order; one in 20
