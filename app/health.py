@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from datetime import timedelta
 from typing import Literal
 
 from arq import ArqRedis
@@ -24,6 +25,7 @@ from app.core.db import utcnow
 from app.core.jobs import memory_verdict, mib
 from app.counts import service as counts_service
 from app.subscriptions import repository as subscriptions
+from app.subscriptions.rules import failing
 from app.web.auth import UnauthorizedError, token_accepted
 from app.web.deps import ResourcesDep
 
@@ -164,9 +166,13 @@ async def metrics(request: Request, resources: ResourcesDep) -> Response:
             resources.metrics.events_by_state.labels(state).set(count)
         resources.metrics.set_registrations(counts.registrations_by_status)
         gauge = resources.metrics.oldest_pending_delivery
+        flag = resources.metrics.subscription_failing
+        alert_after = timedelta(minutes=resources.settings.subscription_failing_alert_minutes)
         for subscription in known:
             since = oldest.get(subscription.id)
             gauge.labels(subscription.id).set((now - since).total_seconds() if since else 0.0)
+            flagged = failing(subscription.enabled, subscription.failing_since, now, alert_after)
+            flag.labels(subscription.id).set(1.0 if flagged else 0.0)
     except Exception as exc:  # metrics still answer; the gauges keep their last values
         log.warning("counts not refreshed for /metrics: %s", type(exc).__name__)
     return Response(resources.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -31,9 +31,8 @@ from bench.support import (
     finish,
     latency_summary,
     parser,
+    reads_table,
     stack,
-    table,
-    verdict,
 )
 
 STATES = ["IN_QUEUE", "IN_PROGRESS", "APPROVED", "REJECTED", "PENDING", "ON_HOLD"]
@@ -212,15 +211,8 @@ def main() -> int:
     with stack("api", args) as run:
         results = asyncio.run(run_reads(run))
     print(f"\nGET over HTTP, {args.concurrency} at a time, {args.requests} requests each")
-    rows: list[list[object]] = [["", "req/s", "p50 ms", "p99 ms", "max ms", "target p99"]]
-    for name, figures in results.items():
-        latency = figures["latency_ms"]
-        figures_ms = [latency[key] for key in ("p50", "p99", "max")]
-        rows.append(
-            [name, figures["requests_per_s"], *figures_ms, verdict(latency["p99"], TARGETS[name])]
-        )
-    print(table(rows))
-    met = all(results[name]["latency_ms"]["p99"] <= target for name, target in TARGETS.items())
+    shown, met = reads_table(results, TARGETS)
+    print(shown)
     return finish(run, results, met, [])
 
 

@@ -84,6 +84,20 @@ def table(rows: Sequence[Sequence[object]]) -> str:
     )
 
 
+def reads_table(results: Mapping[str, Any], targets: Mapping[str, float]) -> tuple[str, bool]:
+    """The figures of `bench.api.measure` per name as a table against each name's target p99,
+    and whether every target is met."""
+    rows: list[list[object]] = [["", "req/s", "p50 ms", "p99 ms", "max ms", "target p99"]]
+    for name, figures in results.items():
+        latency = figures["latency_ms"]
+        figures_ms = [latency[key] for key in ("p50", "p99", "max")]
+        rows.append(
+            [name, figures["requests_per_s"], *figures_ms, verdict(latency["p99"], targets[name])]
+        )
+    met = all(results[name]["latency_ms"]["p99"] <= target for name, target in targets.items())
+    return table(rows), met
+
+
 def verdict(value: float | None, target: float) -> str:
     """`<= target met` or `NOT MET` (None, never delivered, misses)."""
     return f"<= {target:g} {'met' if value is not None and value <= target else 'NOT MET'}"

@@ -9,6 +9,7 @@ test's; the README's is one of them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import socket
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request, Response
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -28,6 +30,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 from app.core.db import create_engine, create_sessionmaker
 from app.tokens.principal import Scope
 from devtools.simulator import SimulatorControl
+from tests.api.conftest import served_in_thread
 from tests.api.test_time_in_state import seeded as seeded_history
 from tests.support.stack import API_TOKEN, CALLBACK_PATH, Stack, drain_all, running_stack
 from tests.support.tokens import make_token
@@ -368,19 +371,26 @@ ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
 CONSOLE_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 
 
-@pytest.fixture
-def busy_stack(tmp_path: Path) -> Iterator[Stack]:
-    """A stack whose deliveries may reach loopback, and give up after two quick retries."""
+@contextlib.contextmanager
+def _stack_delivering(folder: Path, name: str, **env: str) -> Iterator[Stack]:
+    """A stack whose deliveries may reach loopback, with its delivery worker."""
     with running_stack(
-        tmp_path,
-        "console_busy",
+        folder,
+        name,
         SUBSCRIPTION_ALLOWED_HOSTS="127.0.0.1",
         SUBSCRIPTION_ALLOWED_NETWORKS="127.0.0.0/8",
-        DELIVERY_RETRY_SECONDS="0.5,0.5",
+        **env,
     ) as started:
         started.start_api()
         started.start_worker()
         started.start_delivery_worker()
+        yield started
+
+
+@pytest.fixture
+def busy_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A stack whose deliveries may reach loopback, and give up after two quick retries."""
+    with _stack_delivering(tmp_path, "console_busy", DELIVERY_RETRY_SECONDS="0.5,0.5") as started:
         yield started
 
 
@@ -583,3 +593,129 @@ def test_aging_shows_overdue_first_against_the_markets_figures(
     forecast = _until(browser, lambda d: d.find_element(By.ID, "forecast"))
     assert forecast.text.startswith("-; history, n=25")
     assert forecast.text.endswith("overdue")
+
+
+@pytest.fixture
+def delivering_stack(tmp_path: Path) -> Iterator[Stack]:
+    """`busy_stack`'s, and a subscription failing for 0.06 s is flagged
+    (SUBSCRIPTION_FAILING_ALERT_MINUTES)."""
+    with _stack_delivering(
+        tmp_path,
+        "console_subs",
+        SUBSCRIPTION_FAILING_ALERT_MINUTES="0.001",
+        DELIVERY_RETRY_SECONDS="0.2",
+        DELIVERY_TIMEOUT_SECONDS="2",
+    ) as started:
+        yield started
+
+
+def test_subscriptions_are_managed_from_their_pages(
+    delivering_stack: Stack, browser: WebDriver
+) -> None:
+    stack = delivering_stack
+    base = stack.api_url
+    api = httpx.Client(base_url=base, headers=AUTH, timeout=30)
+    answers = iter([(503, "busy, try later")])
+
+    async def hook(request: Request) -> Response:
+        await request.body()
+        status, text = next(answers, (200, '{"received": true}'))
+        return Response(status_code=status, content=text, media_type="application/json")
+
+    receiver = FastAPI()
+    receiver.add_api_route("/hook", hook, methods=["POST"])
+    with served_in_thread(receiver) as receiver_url:
+        _sign_in(browser, base, API_TOKEN)
+        _until(browser, lambda d: d.find_elements(By.ID, "events-by-state"))
+
+        # Create it from the list: the secret is shown once.
+        browser.get(f"{base}/console/subscriptions")
+        browser.find_element(By.CSS_SELECTOR, "#new-subscription summary").click()
+        form = browser.find_element(By.CSS_SELECTOR, "#new-subscription form")
+        form.find_element(By.NAME, "url").send_keys(f"{receiver_url}/hook")
+        form.find_element(By.NAME, "description").send_keys("billing")
+        _shot(browser, "subscription-new")
+        form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        secret = _until(browser, lambda d: d.find_element(By.ID, "secret")).text
+        assert secret.startswith("whsec_")
+        _shot(browser, "subscription-created")
+        [made] = api.get("/v1/subscriptions").json()["items"]
+        page = f"{base}/console/subscriptions/{made['id']}"
+
+        # A change: its first attempt answered 503, the retry 200; both in the attempts log.
+        asyncio.run(_seed(stack))
+
+        def attempts_shown(driver: WebDriver) -> bool:
+            driver.get(page)
+            rows = driver.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")
+            return len(rows) >= 2 and "503" in driver.find_element(By.ID, "attempts").text
+
+        _until(browser, attempts_shown)
+        first = browser.find_elements(By.CSS_SELECTOR, "#attempts tbody tr")[-1]
+        first.find_element(By.TAG_NAME, "summary").click()
+        body = first.find_element(By.CSS_SELECTOR, "pre.response-body").text
+        assert body == "busy, try later"
+        headers = first.find_element(By.CSS_SELECTOR, "pre.headers").text
+        assert "webhook-signature: v1," in headers and secret not in browser.page_source
+        assert browser.find_elements(By.CSS_SELECTOR, "#health svg.chart")
+        _shot(browser, "subscription")
+
+        # Send a test event: the outcome at once.
+        browser.find_element(By.ID, "send-test").click()
+        _until(browser, lambda d: d.find_elements(By.ID, "ping"))
+        assert browser.find_element(By.ID, "ping-status").text == "200"
+        _shot(browser, "subscription-test-event")
+
+        # Edit the description; disable; enable with the backlog.
+        browser.get(page)
+        browser.find_element(By.CSS_SELECTOR, "#edit summary").click()
+        described = browser.find_element(By.CSS_SELECTOR, "#edit input[name=description]")
+        described.clear()
+        described.send_keys("billing and audit")
+        browser.find_element(By.ID, "save").click()
+        assert _until(browser, lambda d: d.find_element(By.ID, "done")).text == "Saved."
+        assert api.get(f"/v1/subscriptions/{made['id']}").json()["description"] == (
+            "billing and audit"
+        )
+        browser.find_element(By.ID, "disable").click()
+        _until(browser, lambda d: d.find_elements(By.ID, "enable"))
+        _shot(browser, "subscription-disabled")
+        browser.find_element(By.ID, "enable").click()
+        _until(browser, lambda d: "Enabled again with its backlog" in d.page_source)
+        assert api.get(f"/v1/subscriptions/{made['id']}").json()["enabled"] is True
+
+        # Retry the failed since a time: the count first.
+        browser.get(page)
+        browser.find_element(By.ID, "retry-failed").click()
+        count = _until(browser, lambda d: d.find_element(By.ID, "failed-count")).text
+        assert count.startswith("0 deliveries")
+        _shot(browser, "subscription-retry-failed")
+
+        # Rotate the secret: a new one, shown once.
+        browser.get(page)
+        browser.find_element(By.ID, "rotate").click()
+        rotated = _until(browser, lambda d: d.find_element(By.ID, "secret")).text
+        assert rotated.startswith("whsec_") and rotated != secret
+        _shot(browser, "subscription-rotated")
+
+        # A receiver that is down: flagged on the overview once failing long enough.
+        dead = api.post(
+            "/v1/subscriptions", json={"url": f"http://127.0.0.1:{_closed_port()}/hook"}
+        ).json()
+        asyncio.run(_seed(stack))
+
+        def flagged(driver: WebDriver) -> bool:
+            driver.get(f"{base}/console")
+            return bool(driver.find_elements(By.CSS_SELECTOR, "#failing-subscriptions .flagged"))
+
+        _until(browser, flagged)
+        assert dead["id"] in browser.find_element(By.ID, "failing-subscriptions").text
+        _shot(browser, "overview-failing-subscription")
+
+        # Delete, the id typed to confirm.
+        browser.get(page)
+        browser.find_element(By.CSS_SELECTOR, "#delete summary").click()
+        browser.find_element(By.CSS_SELECTOR, "#delete input[name=confirm]").send_keys(made["id"])
+        browser.find_element(By.ID, "confirm-delete").click()
+        _until(browser, lambda d: "is deleted" in d.page_source)
+        assert api.get(f"/v1/subscriptions/{made['id']}").status_code == 404

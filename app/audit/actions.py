@@ -15,6 +15,9 @@ class Action(StrEnum):
     SUBSCRIPTION_CHANGE = "subscription.change"
     SUBSCRIPTION_DELETE = "subscription.delete"
     SUBSCRIPTION_ROTATE_SECRET = "subscription.rotate_secret"  # noqa: S105
+    SUBSCRIPTION_TEST = "subscription.test"
+    SUBSCRIPTION_RETRY_FAILED = "subscription.retry_failed"
+    SUBSCRIPTION_ENABLE = "subscription.enable"
     DELIVERY_RETRY = "delivery.retry"
     TOKEN_CREATE = "token.create"  # noqa: S105
     TOKEN_REVOKE = "token.revoke"  # noqa: S105

@@ -1,6 +1,7 @@
-"""The outbox: every write to `deliveries`. A delivery per matching subscription and change,
-written by the statement (or in the transaction) that records the change
-(app/changes/repository.py); then each attempt's outcome, a retry, the give-ups (called by
+"""The outbox: every write to `deliveries` and to their attempts log (`delivery_attempts`). A
+delivery per matching subscription and change, written by the statement (or in the transaction)
+that records the change (app/changes/repository.py); then each attempt's outcome and the
+attempt itself, a retry, bulk recovery, the give-ups, the attempts' pruning (called by
 app/subscriptions/ and the prune cron). A leaf that only knows the tables, so that the change
 record below and the senders above share it. Nothing here commits: callers own the transaction.
 
@@ -10,7 +11,7 @@ matched exactly with replace(): plain SQL.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
     insert,
     literal,
@@ -33,7 +35,13 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import rowcount
-from app.core.models import DELIVERIES, REGISTRATION_CHANGES, SUBSCRIPTIONS, DeliveryState
+from app.core.models import (
+    DELIVERIES,
+    DELIVERY_ATTEMPTS,
+    REGISTRATION_CHANGES,
+    SUBSCRIPTIONS,
+    DeliveryState,
+)
 
 # `'pending'` written into the statement, not bound: the partial indexes of the pending deliveries
 # (`WHERE state = 'pending'`) serve only a query whose plan knows the value. Bound, PostgreSQL's
@@ -61,12 +69,13 @@ def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnEleme
 def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
     """An INSERT of a pending delivery for each enabled subscription matching each row of
     `changes` (rows with the change's `id`, `registration_id`, `project_id`, `status`,
-    `registration_type`): a delivery belongs to its change's project."""
+    `registration_type`, `kind`): a delivery belongs to its change's project."""
     subscriptions = SUBSCRIPTIONS
     matching = and_(
         subscriptions.c.enabled.is_(True),
         _matches(subscriptions.c.status_filter, changes.c.status),
         _matches(subscriptions.c.type_filter, changes.c.registration_type),
+        _matches(subscriptions.c.kind_filter, changes.c.kind),
     )
     return insert(DELIVERIES).from_select(
         [
@@ -210,3 +219,73 @@ async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> s
     )
     project_id: str | None = result.scalar_one_or_none()
     return project_id
+
+
+_LOG_ATTEMPTS = insert(DELIVERY_ATTEMPTS)
+
+
+async def log_attempts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Keep attempts in the attempts log (`delivery_attempts`, rows of its columns: the sender's
+    `attempt_row`): one statement for all of them, so that the sending cycle pays one round
+    trip, not one per POST."""
+    if rows:
+        await session.execute(_LOG_ATTEMPTS, list(rows))
+
+
+async def prune_attempts(session: AsyncSession, *, before: datetime, limit: int) -> int:
+    """Delete up to `limit` attempts made before `before`, oldest first (the prune cron). Walks the
+    primary key from its start: ids grow with time, so the old rows come first and no index on
+    the time is needed."""
+    oldest = (
+        select(DELIVERY_ATTEMPTS.c.id)
+        .where(DELIVERY_ATTEMPTS.c.attempted_at < before)
+        .order_by(DELIVERY_ATTEMPTS.c.id)
+        .limit(limit)
+    )
+    result = await session.execute(
+        delete(DELIVERY_ATTEMPTS).where(DELIVERY_ATTEMPTS.c.id.in_(oldest.scalar_subquery()))
+    )
+    return rowcount(result)
+
+
+def _failed_since(subscription_id: str, since: datetime, *, by_outcome: bool) -> list[Any]:
+    """Failed deliveries of a subscription written at or after `since` (`by_outcome`: marked
+    failed at or after it)."""
+    at = DELIVERIES.c.updated_at if by_outcome else DELIVERIES.c.created_at
+    return [
+        DELIVERIES.c.subscription_id == subscription_id,
+        DELIVERIES.c.state == DeliveryState.FAILED.value,
+        at >= since,
+    ]
+
+
+async def count_failed(
+    session: AsyncSession, subscription_id: str, since: datetime, *, by_outcome: bool = False
+) -> int:
+    """How many deliveries `retry_failed` would make pending (a dry run reads it here, beside the
+    write it announces)."""
+    found = await session.scalar(
+        select(func.count())
+        .select_from(DELIVERIES)
+        .where(*_failed_since(subscription_id, since, by_outcome=by_outcome))
+    )
+    return found or 0
+
+
+async def retry_failed(
+    session: AsyncSession,
+    subscription_id: str,
+    since: datetime,
+    now: datetime,
+    *,
+    by_outcome: bool = False,
+) -> int:
+    """Make every failed delivery of a subscription written at or after `since` (`by_outcome`:
+    marked failed at or after it) pending and due now; answers how many. Their order holds:
+    the sender's `due` sends a registration's earliest pending change first."""
+    result = await session.execute(
+        update(DELIVERIES)
+        .where(*_failed_since(subscription_id, since, by_outcome=by_outcome))
+        .values(state=DeliveryState.PENDING.value, next_attempt_at=now, updated_at=now)
+    )
+    return rowcount(result)

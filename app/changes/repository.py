@@ -121,6 +121,7 @@ _RECORDED = _RECORD.returning(
     REGISTRATION_CHANGES.c.project_id,
     REGISTRATION_CHANGES.c.status,
     REGISTRATION_CHANGES.c.registration_type,
+    REGISTRATION_CHANGES.c.kind,
 ).cte("recorded")
 _RECORD_WITH_DELIVERIES = outbox.deliveries_for(_RECORDED, _NOW).add_cte(_RECORDED)
 """The change and its deliveries in one statement (a data-modifying CTE)."""

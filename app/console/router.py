@@ -14,9 +14,9 @@ import functools
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit import queries as audit_queries
@@ -39,6 +39,7 @@ from app.core.models import Delivery, EventState, Subscription
 from app.core.pagination import encode_cursor, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import MAX_TEXT_LENGTH
+from app.core.settings import Settings
 from app.counts import service as counts_service
 from app.events import queries as event_queries
 from app.events import service as event_service
@@ -52,9 +53,19 @@ from app.registrations import queries as registration_queries
 from app.registrations import service as registration_service
 from app.registrations.facts import Reason
 from app.registrations.schemas import HistoryItem, RegistrationOut
+from app.subscriptions import queries as subscription_queries
 from app.subscriptions import repository as subscription_repository
+from app.subscriptions import rules as subscription_rules
 from app.subscriptions import service as subscription_service
-from app.subscriptions.schemas import SubscriptionOut
+from app.subscriptions.rules import UrlRefused
+from app.subscriptions.schemas import (
+    AttemptOutcome,
+    HealthOut,
+    HourOut,
+    SubscriptionIn,
+    SubscriptionOut,
+    SubscriptionPatch,
+)
 from app.tokens.principal import Principal, Scope
 from app.web.auth import authenticate, principal_named
 from app.web.deps import ResourcesDep
@@ -332,7 +343,9 @@ async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) ->
             before=None,
             limit=OVERVIEW_ROWS,
         )
-        failing = [row for row in await _subscription_rows(session, who) if row.failing]
+        failing = [
+            row for row in await _subscription_rows(session, who, resources.settings) if row.failing
+        ]
     hours = counts.hours
     return _page(
         request,
@@ -365,6 +378,7 @@ async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) ->
             ),
             "failed": [EventOut.of(e) for e in failed],
             "failing_subscriptions": failing,
+            "failing_alert_minutes": resources.settings.subscription_failing_alert_minutes,
             "success_rate_window": SUCCESS_RATE_WINDOW,
         },
     )
@@ -701,7 +715,7 @@ async def audit(request: Request, resources: ResourcesDep, who: ViewerDep) -> HT
 @router.get("/subscriptions")
 async def subscriptions(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
     async with resources.reader() as session:
-        rows = await _subscription_rows(session, who)
+        rows = await _subscription_rows(session, who, resources.settings)
     return _page(request, "subscriptions.html", {"viewer": who, "rows": rows})
 
 
@@ -720,6 +734,8 @@ class SubscriptionRow:
     """Pending deliveries that have failed at least once (waiting for their next attempt)."""
     failing_since: datetime | None
     oldest_pending: datetime | None
+    flagged: bool = False
+    """Every attempt has failed for SUBSCRIPTION_FAILING_ALERT_MINUTES (`rules.failing`)."""
 
     @property
     def failing(self) -> bool:
@@ -732,12 +748,16 @@ class SubscriptionRow:
         )
 
 
-async def _subscription_rows(session: AsyncSession, who: Viewer) -> list[SubscriptionRow]:
+async def _subscription_rows(
+    session: AsyncSession, who: Viewer, settings: Settings
+) -> list[SubscriptionRow]:
     """Every subscription with what its newest deliveries say (`SUCCESS_RATE_WINDOW` of them,
     read as `GET /v1/subscriptions/{id}/deliveries` reads them); a `read` viewer sees URLs
     redacted, as the API shows them."""
     known = await subscription_repository.every(session)
     oldest = await subscription_repository.oldest_pending(session)
+    now = utcnow()
+    alert_after = timedelta(minutes=settings.subscription_failing_alert_minutes)
     rows = []
     for subscription in known:
         recent = await subscription_service.deliveries(
@@ -754,6 +774,9 @@ async def _subscription_rows(session: AsyncSession, who: Viewer) -> list[Subscri
                 retrying=sum(1 for d in recent if d.state == "pending" and d.attempts > 0),
                 failing_since=subscription.failing_since,
                 oldest_pending=oldest.get(subscription.id),
+                flagged=subscription_rules.failing(
+                    subscription.enabled, subscription.failing_since, now, alert_after
+                ),
             )
         )
     return rows
@@ -779,21 +802,59 @@ async def subscription(
             session, subscription_id, before=before.id if before else None, limit=PAGE_SIZE + 1
         )
         retried = await _retry_note(session, found, request.query_params.get("retried"))
+        now = utcnow()
+        alert_after = timedelta(minutes=resources.settings.subscription_failing_alert_minutes)
+        health = await subscription_queries.health(session, found, now=now, alert_after=alert_after)
+        attempts = await subscription_queries.attempts(
+            session,
+            subscription_queries.AttemptFilters(subscription_id=subscription_id),
+            limit=ATTEMPTS_SHOWN,
+        )
     items = rows[:PAGE_SIZE]
     next_cursor = (
         encode_cursor(event_queries.EventKey(id=items[-1].id)) if len(rows) > PAGE_SIZE else None
     )
+    answer = subscription_service.answer(found, redact=not who.may_act)
     return _page(
         request,
         "subscription.html",
         {
             "viewer": who,
-            "subscription": subscription_service.answer(found, redact=not who.may_act),
+            "subscription": answer,
             "items": items,
             "next_link": _with({}, cursor=next_cursor) if next_cursor else None,
             "retried": retried,
+            "done": DONE_NOTES.get(request.query_params.get("done", "")),
+            "health": health,
+            "attempts": attempts,
+            "success_chart": charts.columns(
+                _hourly(health, now, lambda h: 100 * h.succeeded / (h.succeeded + h.failed)),
+                title="Attempts that succeeded per hour",
+                unit=" %",
+            ),
+            "failed_chart": charts.columns(
+                _hourly(health, now, lambda h: h.failed), title="Failed attempts per hour"
+            ),
+            "causes_chart": charts.bars(
+                sorted(health.failures_by_cause.items()), title="Failures by cause, 24 h"
+            ),
+            "since_default": (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"),
         },
     )
+
+
+DONE_NOTES = {"saved": "Saved.", "disabled": "Disabled: nothing is sent until it is enabled."}
+
+
+def _hourly(
+    health: HealthOut, now: datetime, value: Callable[[HourOut], float]
+) -> list[tuple[datetime, float | None]]:
+    """The 24 hours of the health window, oldest first, each `value` of its attempts, or None
+    for an hour without any (no column)."""
+    by_hour = {hour.hour: hour for hour in health.hourly}
+    current = now.replace(minute=0, second=0, microsecond=0)
+    hours = [current - timedelta(hours=back) for back in range(23, -1, -1)]
+    return [(h, value(by_hour[h]) if h in by_hour else None) for h in hours]
 
 
 async def _retry_note(
@@ -948,6 +1009,397 @@ async def remove_project(
         )
 
     return await _project_write(request, resources, who, csrf, write, "removed")
+
+
+# --- managing subscriptions ----------------------------------------------------------------------
+# Each action calls the same service function as the API's route (audited there); forms post
+# text, so lists are comma-separated and a blank field means "every value".
+
+ATTEMPTS_SHOWN = 20
+"""Attempts on a subscription's page; its attempts page pages through the rest."""
+
+
+def _list(text: str | None) -> list[str] | None:
+    """A comma-separated form field as a filter: None when blank (every value)."""
+    values = [value.strip() for value in (text or "").split(",") if value.strip()]
+    return values or None
+
+
+def _invalid(request: Request, who: Viewer, exc: ValidationError) -> HTMLResponse:
+    """A form the API's own model refuses: say which field, never echo the value."""
+    fields = sorted({".".join(str(part) for part in error["loc"][:1]) for error in exc.errors()})
+    return _refused(request, who, 422, f"Not saved: check {', '.join(fields)}.")
+
+
+SubscriptionForm = Annotated[str | None, Form()]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionFields:
+    """The subscription form's fields (creating, editing), as `SubscriptionIn` and
+    `SubscriptionPatch` take them: comma-separated lists split, blanks as None."""
+
+    url: str | None
+    values: dict[str, Any]
+
+
+def _subscription_fields(
+    url: SubscriptionForm = None,
+    description: SubscriptionForm = None,
+    statuses: SubscriptionForm = None,
+    registration_types: SubscriptionForm = None,
+    kinds: SubscriptionForm = None,
+) -> SubscriptionFields:
+    return SubscriptionFields(
+        url=(url or "").strip() or None,
+        values={
+            "description": _text(description),
+            "statuses": _list(statuses),
+            "registration_types": _list(registration_types),
+            "kinds": _list(kinds),
+        },
+    )
+
+
+SubscriptionFormDep = Annotated[SubscriptionFields, Depends(_subscription_fields)]
+
+
+@router.post("/subscriptions")
+async def create_subscription(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    form: SubscriptionFormDep,
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    try:
+        body = SubscriptionIn(url=form.url or "", **form.values)
+        created = await subscription_service.subscribe(
+            resources.sessionmaker,
+            body,
+            allowed_hosts=resources.settings.subscription_allowed_hosts,
+            actor=_actor(request, who),
+        )
+    except ValidationError as exc:
+        return _invalid(request, who, exc)
+    except UrlRefused as exc:
+        return _refused(request, who, 422, f"The URL is refused: {exc}")
+    return _secret_page(request, who, created, "Subscription created.")
+
+
+def _secret_page(
+    request: Request, who: Viewer, subscription: Subscription, message: str
+) -> HTMLResponse:
+    """The one time a secret is shown (after creating or rotating), like the API's answer."""
+    return _page(
+        request,
+        "secret.html",
+        {
+            "viewer": who,
+            "message": message,
+            "subscription": subscription_service.answer(subscription),
+            "secret": subscription.secret,
+        },
+    )
+
+
+@router.post("/subscriptions/{subscription_id}/edit")
+async def edit_subscription(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    form: SubscriptionFormDep,
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    try:
+        # Every field of the form is given (set, even when blank): a blank filter means every
+        # value again, a blank description none; a blank URL leaves the URL as it is.
+        url = {"url": form.url} if form.url else {}
+        body = SubscriptionPatch(**form.values, **url)
+        changed = await subscription_service.edit(
+            resources.sessionmaker,
+            resources.redis,
+            subscription_id,
+            body,
+            allowed_hosts=resources.settings.subscription_allowed_hosts,
+            actor=_actor(request, who),
+        )
+    except ValidationError as exc:
+        return _invalid(request, who, exc)
+    except UrlRefused as exc:
+        return _refused(request, who, 422, f"The URL is refused: {exc}")
+    if changed is None:
+        return _refused(request, who, 404, "No subscription with this id.")
+    return _redirect(f"/console/subscriptions/{_path(subscription_id)}?done=saved")
+
+
+@router.post("/subscriptions/{subscription_id}/disable")
+async def disable_subscription(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    changed = await subscription_service.edit(
+        resources.sessionmaker,
+        resources.redis,
+        subscription_id,
+        SubscriptionPatch(enabled=False),
+        allowed_hosts=resources.settings.subscription_allowed_hosts,
+        actor=_actor(request, who),
+    )
+    if changed is None:
+        return _refused(request, who, 404, "No subscription with this id.")
+    return _redirect(f"/console/subscriptions/{_path(subscription_id)}?done=disabled")
+
+
+@router.post("/subscriptions/{subscription_id}/enable")
+async def enable_subscription(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    backlog: Annotated[str | None, Form()] = None,
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    found = await subscription_service.enable(
+        resources.sessionmaker,
+        resources.redis,
+        subscription_id,
+        backlog=backlog == "yes",
+        actor=_actor(request, who),
+    )
+    if isinstance(found, subscription_service.Refused):
+        return _recovery_refused(request, who, found)
+    message = (
+        f"Enabled again with its backlog: {found.retried} failed deliveries go out again."
+        if backlog == "yes"
+        else f"Enabled again without its backlog: {found.skipped} pending deliveries skipped."
+    )
+    return _done(request, who, message, f"/console/subscriptions/{_path(subscription_id)}")
+
+
+def _done(request: Request, who: Viewer, message: str, back: str) -> HTMLResponse:
+    return _page(request, "done.html", {"viewer": who, "message": message, "back": back})
+
+
+def _recovery_refused(
+    request: Request, who: Viewer, refused: subscription_service.Refused
+) -> HTMLResponse:
+    if refused is subscription_service.Refused.UNKNOWN:
+        return _refused(request, who, 404, "No subscription with this id.")
+    if refused is subscription_service.Refused.DISABLED:
+        return _refused(
+            request, who, 409, "This subscription is disabled: enable it with its backlog."
+        )
+    return _refused(request, who, 409, "This subscription is enabled already.")
+
+
+@router.post("/subscriptions/{subscription_id}/rotate-secret")
+async def rotate_subscription_secret(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    rotated = await subscription_service.rotate_secret(
+        resources.sessionmaker, subscription_id, actor=_actor(request, who)
+    )
+    if rotated is None:
+        return _refused(request, who, 404, "No subscription with this id.")
+    until = present.when(rotated.previous_secret_until)
+    return _secret_page(
+        request,
+        who,
+        rotated,
+        f"A new signing secret. Deliveries are signed with the old one too until {until}: "
+        "give the receiver the new one before then.",
+    )
+
+
+@router.post("/subscriptions/{subscription_id}/test")
+async def send_test_event(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    outcome = await subscription_service.ping(
+        resources.sessionmaker, subscription_id, resources.settings, actor=_actor(request, who)
+    )
+    if outcome is None:
+        return _refused(request, who, 404, "No subscription with this id.")
+    return _page(
+        request,
+        "ping.html",
+        {"viewer": who, "subscription_id": subscription_id, "outcome": outcome},
+    )
+
+
+def _since(text: str | None) -> datetime | None:
+    """A `datetime-local` field (or ISO 8601) as a UTC time; None when blank or unreadable."""
+    try:
+        moment = datetime.fromisoformat((text or "").strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def _retry_failed(
+    request: Request,
+    resources: ResourcesDep,
+    who: Viewer,
+    subscription_id: str,
+    since: datetime | None,
+    *,
+    dry_run: bool,
+) -> int | HTMLResponse:
+    """The count (dry) or the retry of the failed deliveries since `since`, else the refusal
+    page to answer."""
+    if since is None:
+        return _refused(request, who, 400, "Say since when (a date and time, UTC).")
+    count = await subscription_service.retry_failed(
+        resources.sessionmaker,
+        resources.redis,
+        subscription_id,
+        since=since,
+        dry_run=dry_run,
+        actor=_actor(request, who),
+    )
+    if isinstance(count, subscription_service.Refused):
+        return _recovery_refused(request, who, count)
+    return count
+
+
+@router.get("/subscriptions/{subscription_id}/retry-failed")
+async def confirm_retry_failed(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    since: str | None = None,
+) -> Response:
+    moment = _since(since)
+    count = await _retry_failed(request, resources, who, subscription_id, moment, dry_run=True)
+    if not isinstance(count, int):
+        return count
+    return _page(
+        request,
+        "retry_failed.html",
+        {"viewer": who, "subscription_id": subscription_id, "since": moment, "count": count},
+    )
+
+
+@router.post("/subscriptions/{subscription_id}/retry-failed")
+async def retry_failed(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    since: Annotated[str | None, Form()] = None,
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    moment = _since(since)
+    count = await _retry_failed(request, resources, who, subscription_id, moment, dry_run=False)
+    if not isinstance(count, int):
+        return count
+    return _done(
+        request,
+        who,
+        f"{count} failed deliveries since {present.when(moment)} are pending again, sent now "
+        "in change order.",
+        f"/console/subscriptions/{_path(subscription_id)}",
+    )
+
+
+@router.post("/subscriptions/{subscription_id}/delete")
+async def delete_subscription(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    confirm: Annotated[str | None, Form()] = None,
+    csrf: CsrfField = None,
+) -> Response:
+    refused = _acting(request, who, csrf)
+    if refused is not None:
+        return refused
+    if confirm != subscription_id:
+        return _refused(request, who, 400, "Not deleted: type the subscription's id to confirm.")
+    if not await subscription_service.remove(
+        resources.sessionmaker, subscription_id, actor=_actor(request, who)
+    ):
+        return _refused(request, who, 404, "No subscription with this id.")
+    return _done(
+        request,
+        who,
+        f"Subscription {subscription_id} is deleted, with its deliveries and their attempts.",
+        "/console/subscriptions",
+    )
+
+
+@router.get("/subscriptions/{subscription_id}/attempts")
+async def subscription_attempts(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    subscription_id: str,
+    outcome: str | None = None,
+    cursor: str | None = None,
+) -> Response:
+    try:
+        before = optional_cursor(_text(cursor), subscription_queries.AttemptKey)
+        chosen = AttemptOutcome(outcome) if outcome else None
+    except (ProblemError, ValueError):
+        return _refused(request, who, 400, "That page link is not valid any more.")
+    async with resources.reader() as session:
+        found = await subscription_repository.get(session, subscription_id)
+        if found is None:
+            return _refused(request, who, 404, "No subscription with this id.")
+        filters = subscription_queries.AttemptFilters(
+            subscription_id=subscription_id, outcome=chosen
+        )
+        rows = await subscription_queries.attempts(
+            session, filters, limit=PAGE_SIZE + 1, before=before
+        )
+    items, next_cursor = page(rows, PAGE_SIZE, subscription_queries.key_of)
+    params = {"outcome": chosen.value if chosen else None}
+    return _page(
+        request,
+        "attempts.html",
+        {
+            "viewer": who,
+            "subscription": subscription_service.answer(found, redact=not who.may_act),
+            "attempts": items,
+            "outcome": chosen.value if chosen else "",
+            "next_link": _with(params, cursor=next_cursor) if next_cursor else None,
+        },
+    )
 
 
 # --- installation --------------------------------------------------------------------------------

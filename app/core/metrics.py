@@ -76,6 +76,12 @@ class Metrics:
             "Age of each subscription's oldest delivery not yet made (0: none pending).",
             "subscription",
         )
+        self.subscription_failing = self._gauge(
+            "subscription_failing",
+            "1 when every attempt to the subscription has failed for at least "
+            "SUBSCRIPTION_FAILING_ALERT_MINUTES (and it is enabled), else 0.",
+            "subscription",
+        )
         self.events_by_state = self._gauge(
             "sinch_events", "Kept callback events by state (received is the backlog).", "state"
         )

@@ -22,6 +22,10 @@
 - `subscriptions`, `deliveries`: the changes pushed to internal services (Standard Webhooks): a
   delivery per matching subscription and change, written with the change (an outbox), sent by
   the worker (app/subscriptions/).
+- `delivery_attempts`: every POST of a delivery (its time, headers, the receiver's status and the
+  first 4 KiB of its answer, latency, error), written by the sending cycle that records the
+  delivery's outcome; deleted with its delivery, or past `EVENT_RETENTION_DAYS`. Of its
+  delivery's project, through the delivery.
 - `sync_state`: small named values the worker keeps (the reconciliation watermark).
 - `api_tokens`: the internal API's tokens made by `python -m app token create`, each kept as the
   SHA-256 of the token (never the token), with its scope (app/tokens/).
@@ -373,8 +377,12 @@ class Subscription(Base):
     """The statuses it wants, as `,A,B,` (matched with LIKE); None: every status."""
     type_filter: Mapped[str | None] = mapped_column(Text)
     """The registration types it wants, as `,A,B,`; None: every type."""
+    kind_filter: Mapped[str | None] = mapped_column(Text)
+    """The kinds of change it wants (`status`, `details`), as `,A,B,`; None: every kind."""
     enabled: Mapped[bool] = mapped_column(Boolean)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None]
+    """When it was last disabled (None while enabled): where its backlog begins."""
     secret: Mapped[str] = mapped_column(Text)
     """`whsec_` + base64: kept as is, since the service signs with it."""
     previous_secret: Mapped[str | None] = mapped_column(Text)
@@ -442,6 +450,47 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class DeliveryAttempt(Base):
+    """One POST of a delivery (or one that was not sent, saying why). Its payload is not kept:
+    it is its change's body (`delivery.body_of`), which never changes once numbered."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        # The attempts page: a subscription's newest first; its failures alone (outcome=failed).
+        Index(
+            "ix_delivery_attempts_subscription_id_attempted_at_id",
+            "subscription_id",
+            "attempted_at",
+            "id",
+        ),
+        Index(
+            "ix_delivery_attempts_failed_subscription_id_attempted_at_id",
+            "subscription_id",
+            "attempted_at",
+            "id",
+            postgresql_where=text("NOT succeeded"),
+        ),
+        # A delivery's attempts, and the cascade when deliveries are deleted.
+        Index("ix_delivery_attempts_delivery_id_id", "delivery_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("deliveries.id", ondelete="CASCADE")
+    )
+    subscription_id: Mapped[str] = mapped_column(String(40))
+    """The delivery's (kept here for the listing's index; deleted with the delivery)."""
+    attempted_at: Mapped[datetime]
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+    request_headers: Mapped[dict[str, Any] | None]
+    """The headers sent (the signature, never a secret); None when nothing was sent."""
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    """The first 4 KiB of the answer's body, as text (undecodable bytes replaced)."""
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class SyncState(Base):
@@ -669,6 +718,7 @@ MARKET_POLICIES = cast(Table, MarketPolicy.__table__)
 REGISTRATION_CHANGES = cast(Table, RegistrationChange.__table__)
 SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 DELIVERIES = cast(Table, Delivery.__table__)
+DELIVERY_ATTEMPTS = cast(Table, DeliveryAttempt.__table__)
 COUNT_DELTAS = cast(Table, CountDelta.__table__)
 COUNT_TOTALS = cast(Table, CountTotal.__table__)
 REGISTRATION_STAYS = cast(Table, RegistrationStay.__table__)

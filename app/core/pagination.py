@@ -52,6 +52,8 @@ TEXT_ID_CURSOR_PATTERN = rf"^[0-9]{{0,{_TIME_DIGITS}}}:[^\x00-\x1f\x7f]{{1,{MAX_
 characters), with or without a time: exactly what the registration listing's keys accept."""
 ROW_ID_CURSOR_PATTERN = r"^:[1-9][0-9]{0,17}$"
 """Cursors of keys with a row number (below 10**18, far beyond what a BIGINT sequence reaches)."""
+TIME_ROW_ID_CURSOR_PATTERN = rf"^[0-9]{{0,{_TIME_DIGITS}}}:[1-9][0-9]{{0,17}}$"
+"""Cursors of keys with a time and a row number (a listing ordered by a time, then the id)."""
 
 
 def _cursor_query(pattern: str) -> Any:
@@ -65,6 +67,7 @@ def _cursor_query(pattern: str) -> Any:
 
 TextIdCursorQuery = Annotated[str | None, _cursor_query(TEXT_ID_CURSOR_PATTERN)]
 RowIdCursorQuery = Annotated[str | None, _cursor_query(ROW_ID_CURSOR_PATTERN)]
+TimeRowIdCursorQuery = Annotated[str | None, _cursor_query(TIME_ROW_ID_CURSOR_PATTERN)]
 
 
 class InvalidCursorError(ProblemError):

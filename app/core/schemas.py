@@ -76,6 +76,7 @@ _DESCRIPTIONS = {
     403: "The token is accepted, but its scope does not allow this (`read` on a route that acts).",
     404: "Not found.",
     408: "The request did not arrive whole in time.",
+    409: "The resource is not in a state that allows this (the detail says why).",
     410: "The cursor names changes no longer kept: resynchronise (the detail says how).",
     422: "A parameter is not valid (a cursor included); `errors` says which.",
     502: "Sinch answered something this service cannot use.",

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     """A delivery failing this long after it was written is given up (`failed`)."""
     subscription_disable_after_hours: float = Field(default=120.0, gt=0)
     """A subscription whose every attempt failed this long is disabled."""
+    subscription_failing_alert_minutes: float = Field(default=15.0, gt=0)
+    """A subscription whose every attempt failed this long is flagged `failing` (the console's
+    overview, its health, `/metrics`' `subscription_failing`)."""
     delivery_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
     change_retention_days: int = Field(default=30, ge=1)
     """Changes of the feed older than this are pruned daily; an older cursor answers 410."""

@@ -154,6 +154,7 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, C
             REGISTRATION_CHANGES.c.project_id,
             REGISTRATION_CHANGES.c.status,
             REGISTRATION_CHANGES.c.registration_type,
+            REGISTRATION_CHANGES.c.kind,
         )
         .cte("change")
     )

@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
+import time
 import urllib.request
+import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -26,10 +28,12 @@ from aiohttp.resolver import DefaultResolver
 
 from app.changes.schemas import ChangeOut
 from app.core.db import utcnow
-from app.core.models import RegistrationChange
+from app.core.models import RegistrationChange, Subscription
 from app.subscriptions.rules import UrlRefused, check_url, signature
+from app.subscriptions.schemas import PingData
 
 EVENT_TYPE = "registration.changed"
+PING_TYPE = "ping"
 USER_AGENT = "sinch-registrations-webhooks/1"
 
 
@@ -63,6 +67,27 @@ def body_of(change: RegistrationChange) -> str:
     return f'{{"type":"{EVENT_TYPE}","timestamp":"{stamp}","data":{data}}}'
 
 
+def ping_body(subscription_id: str, at: datetime) -> str:
+    """The body of a test message (`POST /v1/subscriptions/{id}/test`): `{"type": "ping",
+    "timestamp", "data": PingData}` as JSON."""
+    data = PingData(subscription_id=subscription_id, sent_at=at).model_dump_json(by_alias=True)
+    return f'{{"type":"{PING_TYPE}","timestamp":"{at.isoformat()}","data":{data}}}'
+
+
+def ping_message_id() -> str:
+    """A test message's `webhook-id`: never a delivery's (`message_id`), never repeated."""
+    return f"msg_ping_{uuid.uuid4().hex}"
+
+
+def signing_secrets(subscription: Subscription, now: datetime) -> list[str]:
+    """The secrets that sign a message to `subscription` at `now`: its own, and during a
+    rotation's overlap its previous one too."""
+    secrets = [subscription.secret]
+    if subscription.previous_secret and (subscription.previous_secret_until or now) > now:
+        secrets.append(subscription.previous_secret)
+    return secrets
+
+
 def retry_after_seconds(header: str | None, now: datetime) -> float | None:
     """A `Retry-After` header (seconds, or an HTTP date) as seconds from `now`; None if absent or
     unreadable."""
@@ -80,37 +105,78 @@ def retry_after_seconds(header: str | None, now: datetime) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
+    """What came of one POST (or of one not sent: no `request_headers`, `error` says why)."""
+
     status_code: int | None
     error: str | None
     retry_after: float | None = None
+    at: datetime = field(default_factory=utcnow)
+    """When the POST began (or was refused)."""
+    request_headers: dict[str, str] | None = None
+    """The headers sent: the signature, never a secret."""
+    response_body: str | None = None
+    """The first `ANSWER_KEPT_BYTES` of the answer's body as text; None without an answer."""
+    latency_ms: float | None = None
+    """From the POST's start to the end of the answer's head (or the failure)."""
 
     @property
     def succeeded(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
+def signed_headers(secrets: list[str], message: str, at: datetime, body: str) -> dict[str, str]:
+    """The headers of a POST of `body` as message `message` (`webhook-id`) at `at`, signed with
+    every one of `secrets`."""
+    return {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": message,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": signature(secrets, message, at, body),
+    }
+
+
+async def _answer_text(response: aiohttp.ClientResponse) -> str:
+    """The first `ANSWER_KEPT_BYTES` of the answer as text. Reads up to `ANSWER_READ_BYTES` so
+    that the connection can serve the next delivery, and drops a connection whose answer goes
+    on."""
+    kept = bytearray()
+    read = 0
+    while read < ANSWER_READ_BYTES and not response.content.at_eof():
+        chunk = await response.content.read(ANSWER_READ_BYTES - read)
+        if not chunk:
+            break
+        read += len(chunk)
+        if len(kept) < ANSWER_KEPT_BYTES:
+            kept += chunk[: ANSWER_KEPT_BYTES - len(kept)]
+    if not response.content.at_eof():
+        response.close()
+    return kept.decode("utf-8", errors="replace")
+
+
 async def post(
     http: aiohttp.ClientSession,
     url: str,
     secrets: list[str],
-    delivery_id: int,
+    message: str,
     body: str,
     *,
     seconds: float,
     proxy: str | None = None,
 ) -> Attempt:
-    """One POST, given `seconds` in all (connecting, sending, the answer's head), through `proxy`
-    when one is given (`proxy_for`). Redirects are not followed (a 3xx is a failure): the URL
-    checked at creation is the only place the service calls. Errors name their kind, never the
-    URL (it may carry a token in its query)."""
+    """One POST of `body` as message `message` (`webhook-id`: `message_id` of a delivery), given
+    `seconds` in all (connecting, sending, the answer's head), through `proxy` when one is given
+    (`proxy_for`). Redirects are not followed (a 3xx is a failure): the URL checked at creation is
+    the only place the service calls. Errors name their kind, never the URL (it may carry a token
+    in its query). The attempt keeps the headers sent and the first 4 KiB of the answer."""
     at = utcnow()
-    headers = {
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "webhook-id": message_id(delivery_id),
-        "webhook-timestamp": str(int(at.timestamp())),
-        "webhook-signature": signature(secrets, message_id(delivery_id), at, body),
-    }
+    headers = signed_headers(secrets, message, at, body)
+    started = time.monotonic()
+
+    def failed(error: str) -> Attempt:
+        latency = (time.monotonic() - started) * 1000
+        return Attempt(None, error, at=at, request_headers=headers, latency_ms=latency)
+
     try:
         async with http.post(
             url,
@@ -120,33 +186,39 @@ async def post(
             allow_redirects=False,
             proxy=proxy,
         ) as response:
+            latency_ms = (time.monotonic() - started) * 1000
             status = response.status
             retry_after = response.headers.get("retry-after")
-            # What the receiver says is not kept; read a little of it so that the connection can
-            # serve the next delivery, and drop a connection whose answer goes on.
-            await response.content.read(ANSWER_READ_BYTES)
-            if not response.content.at_eof():
-                response.close()
+            answer = await _answer_text(response)
     except TimeoutError:
-        return Attempt(None, f"no answer within {seconds:g} s")
+        return failed(f"no answer within {seconds:g} s")
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, AddressRefused):
-            return Attempt(None, ADDRESS_REFUSED)
-        return Attempt(None, "could not connect")
+            return failed(ADDRESS_REFUSED)
+        return failed("could not connect")
     except aiohttp.ServerDisconnectedError:
-        return Attempt(None, "the receiver closed the connection without an answer")
+        return failed("the receiver closed the connection without an answer")
     except aiohttp.ClientError as exc:
-        return Attempt(None, f"could not deliver ({type(exc).__name__})")
-    if 200 <= status < 300:
-        return Attempt(status, None)
-    return Attempt(status, f"answered {status}", retry_after_seconds(retry_after, utcnow()))
+        return failed(f"could not deliver ({type(exc).__name__})")
+    ok = 200 <= status < 300
+    return Attempt(
+        status,
+        None if ok else f"answered {status}",
+        None if ok else retry_after_seconds(retry_after, utcnow()),
+        at=at,
+        request_headers=headers,
+        response_body=answer,
+        latency_ms=latency_ms,
+    )
 
 
 CONCURRENCY = 32
 """POSTs in flight at once for one subscription (one job per subscription at a time): the size
 of its job's connection pool."""
 ANSWER_READ_BYTES = 64 * 1024
-"""How much of a receiver's answer is read (and thrown away) before its connection is reused."""
+"""How much of a receiver's answer is read before its connection is reused."""
+ANSWER_KEPT_BYTES = 4 * 1024
+"""How much of a receiver's answer an attempt keeps (the attempts log)."""
 
 
 def tls_context() -> ssl.SSLContext:

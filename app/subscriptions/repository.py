@@ -191,7 +191,7 @@ async def disable(session: AsyncSession, subscription_id: str, why: str, now: da
     await session.execute(
         update(SUBSCRIPTIONS)
         .where(SUBSCRIPTIONS.c.id == subscription_id)
-        .values(enabled=False, disabled_reason=why, updated_at=now)
+        .values(enabled=False, disabled_reason=why, disabled_at=now, updated_at=now)
     )
     await outbox.fail_pending(session, subscription_id, f"not sent: {why}", now)
 

@@ -5,30 +5,41 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Path, Response
+from fastapi import Path, Query, Response
+from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.actions import Action
-from app.audit.repository import record
-from app.changes.signal import publish
 from app.core.db import utcnow
-from app.core.models import Subscription
+from app.core.models import Delivery, Subscription
 from app.core.pagination import (
     DEFAULT_LIMIT,
     LimitQuery,
     RowIdCursorQuery,
+    TimeRowIdCursorQuery,
     encode_cursor,
     optional_cursor,
+    page,
 )
 from app.core.problems import ProblemError, found
 from app.core.schemas import problem_responses
 from app.events.queries import EventKey
-from app.subscriptions import repository, service
+from app.subscriptions import queries, repository, service
+from app.subscriptions.event_types import event_types
 from app.subscriptions.rules import UrlRefused
 from app.subscriptions.schemas import (
+    AttemptOutcome,
+    AttemptPage,
     DeliveryPage,
+    EnableIn,
+    EnableOut,
+    EventTypeList,
+    HealthOut,
+    PingOutcome,
+    RetryFailedIn,
+    RetryFailedOut,
     SubscriptionIn,
     SubscriptionList,
     SubscriptionOut,
@@ -37,7 +48,7 @@ from app.subscriptions.schemas import (
 )
 from app.tokens.principal import Principal, Scope
 from app.web.auth import ActorDep, PrincipalDep, api_router
-from app.web.deps import ReadSessionDep, ResourcesDep, SessionDep
+from app.web.deps import ReadSessionDep, ResourcesDep
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +67,15 @@ SubscriptionId = Annotated[
 DeliveryId = Annotated[int, Path(alias="id", ge=1, le=2**62, description="The delivery's id.")]
 
 
+NO_SUBSCRIPTION = "No subscription with this id."
+
+
+def _unknown() -> ProblemError:
+    return ProblemError(404, NO_SUBSCRIPTION)
+
+
 async def _found(session: AsyncSession, subscription_id: str) -> Subscription:
-    return found(await repository.get(session, subscription_id), "No subscription with this id.")
+    return found(await repository.get(session, subscription_id), NO_SUBSCRIPTION)
 
 
 @contextmanager
@@ -78,19 +96,14 @@ def _url_checked() -> Iterator[None]:
     responses=problem_responses(403),
 )
 async def create_subscription(
-    resources: ResourcesDep, session: SessionDep, body: SubscriptionIn, actor: ActorDep
+    resources: ResourcesDep, body: SubscriptionIn, actor: ActorDep
 ) -> SubscriptionWithSecret:
-    async with session.begin():
-        now = utcnow()
-        with _url_checked():
-            subscription = service.create(
-                session,
-                body,
-                allowed_hosts=resources.settings.subscription_allowed_hosts,
-                now=now,
-            )
-        record(
-            session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now, project_id=None
+    with _url_checked():
+        subscription = await service.subscribe(
+            resources.sessionmaker,
+            body,
+            allowed_hosts=resources.settings.subscription_allowed_hosts,
+            actor=actor,
         )
     log.info("subscription created", extra={"subscription_id": subscription.id})
     return service.with_secret(subscription)
@@ -129,33 +142,20 @@ async def get_subscription(
 )
 async def change_subscription(
     resources: ResourcesDep,
-    session: SessionDep,
     subscription_id: SubscriptionId,
     body: SubscriptionPatch,
     actor: ActorDep,
 ) -> SubscriptionOut:
-    async with session.begin():
-        subscription = await _found(session, subscription_id)
-        now = utcnow()
-        with _url_checked():
-            service.change(
-                subscription,
-                body,
-                allowed_hosts=resources.settings.subscription_allowed_hosts,
-                now=now,
-            )
-        changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
-        record(
-            session,
-            actor,
-            Action.SUBSCRIPTION_CHANGE,
+    with _url_checked():
+        subscription = await service.edit(
+            resources.sessionmaker,
+            resources.redis,
             subscription_id,
-            now=now,
-            detail={"fields": changed},
-            project_id=None,
+            body,
+            allowed_hosts=resources.settings.subscription_allowed_hosts,
+            actor=actor,
         )
-    await publish(resources.redis)  # re-enabled: its pending deliveries go out now
-    return service.answer(subscription)
+    return service.answer(found(subscription, NO_SUBSCRIPTION))
 
 
 @router.delete(
@@ -166,18 +166,10 @@ async def change_subscription(
     responses=problem_responses(403, 404),
 )
 async def delete_subscription(
-    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
+    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
 ) -> Response:
-    async with session.begin():
-        await repository.delete(session, await _found(session, subscription_id))
-        record(
-            session,
-            actor,
-            Action.SUBSCRIPTION_DELETE,
-            subscription_id,
-            now=utcnow(),
-            project_id=None,
-        )
+    if not await service.remove(resources.sessionmaker, subscription_id, actor=actor):
+        raise _unknown()
     log.info("subscription deleted", extra={"subscription_id": subscription_id})
     return Response(status_code=204)
 
@@ -189,20 +181,12 @@ async def delete_subscription(
     responses=problem_responses(403, 404),
 )
 async def rotate_secret(
-    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
+    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
 ) -> SubscriptionWithSecret:
-    async with session.begin():
-        subscription = await _found(session, subscription_id)
-        now = utcnow()
-        service.rotate(subscription, now=now)
-        record(
-            session,
-            actor,
-            Action.SUBSCRIPTION_ROTATE_SECRET,
-            subscription_id,
-            now=now,
-            project_id=None,
-        )
+    subscription = found(
+        await service.rotate_secret(resources.sessionmaker, subscription_id, actor=actor),
+        NO_SUBSCRIPTION,
+    )
     log.info("subscription secret rotated", extra={"subscription_id": subscription_id})
     return service.with_secret(subscription)
 
@@ -245,3 +229,171 @@ async def retry_delivery(
     if unknown:
         raise ProblemError(404, "No delivery with this id.")
     return Response(status_code=202)
+
+
+OutcomeQuery = Annotated[
+    AttemptOutcome | None,
+    Query(description="`succeeded` (a 2xx answer) or `failed` (anything else); omitted: both."),
+]
+SinceQuery = Annotated[
+    AwareDatetime | None,
+    Query(description="Only attempts made at or after this time (ISO 8601 with an offset)."),
+]
+
+
+async def _attempt_page(
+    session: AsyncSession, filters: queries.AttemptFilters, limit: int, cursor: str | None
+) -> AttemptPage:
+    rows = await queries.attempts(
+        session,
+        filters,
+        limit=limit + 1,
+        before=optional_cursor(cursor, queries.AttemptKey),
+    )
+    items, next_cursor = page(rows, limit, queries.key_of)
+    return AttemptPage(items=list(items), next_cursor=next_cursor)
+
+
+@router.get(
+    "/subscriptions/{id}/attempts",
+    operation_id="listSubscriptionAttempts",
+    summary="A subscription's delivery attempts, newest first",
+    description="Every POST of its deliveries: the headers sent, the payload, the receiver's "
+    "status and the first 4 KiB of its answer, the latency and the error. Kept "
+    "`EVENT_RETENTION_DAYS`, and never longer than their delivery.",
+    responses=problem_responses(404),
+)
+async def list_subscription_attempts(
+    session: ReadSessionDep,
+    subscription_id: SubscriptionId,
+    outcome: OutcomeQuery = None,
+    since: SinceQuery = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: TimeRowIdCursorQuery = None,
+) -> AttemptPage:
+    await _found(session, subscription_id)
+    filters = queries.AttemptFilters(subscription_id=subscription_id, outcome=outcome, since=since)
+    return await _attempt_page(session, filters, limit, cursor)
+
+
+@router.get(
+    "/deliveries/{id}/attempts",
+    operation_id="listDeliveryAttempts",
+    summary="A delivery's attempts, newest first",
+    responses=problem_responses(404),
+)
+async def list_delivery_attempts(
+    session: ReadSessionDep,
+    delivery_id: DeliveryId,
+    outcome: OutcomeQuery = None,
+    since: SinceQuery = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: TimeRowIdCursorQuery = None,
+) -> AttemptPage:
+    found(await session.get(Delivery, delivery_id), "No delivery with this id.")
+    filters = queries.AttemptFilters(delivery_id=delivery_id, outcome=outcome, since=since)
+    return await _attempt_page(session, filters, limit, cursor)
+
+
+@router.post(
+    "/subscriptions/{id}/test",
+    operation_id="testSubscription",
+    summary="Send a signed `ping` now and answer what came of it",
+    description="The message is signed like a delivery (`webhook-id` `msg_ping_...`, never a "
+    'delivery\'s) and obeys the same destination checks; its body is `{type: "ping", '
+    "timestamp, data: {subscriptionId, sentAt}}`. Answers 200 whatever the receiver did.",
+    responses=problem_responses(403, 404),
+)
+async def test_subscription(
+    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
+) -> PingOutcome:
+    outcome = await service.ping(
+        resources.sessionmaker, subscription_id, resources.settings, actor=actor
+    )
+    return found(outcome, NO_SUBSCRIPTION)
+
+
+def _recovery_refused(refused: service.Refused) -> ProblemError:
+    if refused is service.Refused.UNKNOWN:
+        return _unknown()
+    if refused is service.Refused.DISABLED:
+        return ProblemError(
+            409,
+            "The subscription is disabled: nothing would be sent. Enable it with its backlog "
+            "(POST /v1/subscriptions/{id}/enable).",
+        )
+    return ProblemError(409, "The subscription is enabled already.")
+
+
+@router.post(
+    "/subscriptions/{id}/retry-failed",
+    operation_id="retrySubscriptionFailures",
+    summary="Retry every failed delivery written since a time",
+    description="With `dryRun`, only counts them. Otherwise makes them pending and due now (in "
+    "change order per registration), audited with the count; 409 for a disabled subscription.",
+    responses=problem_responses(403, 404, 409),
+)
+async def retry_failed(
+    resources: ResourcesDep, subscription_id: SubscriptionId, body: RetryFailedIn, actor: ActorDep
+) -> RetryFailedOut:
+    found = await service.retry_failed(
+        resources.sessionmaker,
+        resources.redis,
+        subscription_id,
+        since=body.since,
+        dry_run=body.dry_run,
+        actor=actor,
+    )
+    if isinstance(found, service.Refused):
+        raise _recovery_refused(found)
+    return RetryFailedOut(count=found, dry_run=body.dry_run)
+
+
+@router.post(
+    "/subscriptions/{id}/enable",
+    operation_id="enableSubscription",
+    summary="Enable a disabled subscription, with or without its backlog",
+    description="The backlog: what was not delivered since it began failing or was disabled. "
+    "With it, the failed deliveries of that time go out again, in change order; without, the "
+    "pending ones are skipped (ended `failed`). 409 when it is enabled already.",
+    responses=problem_responses(403, 404, 409),
+)
+async def enable_subscription(
+    resources: ResourcesDep, subscription_id: SubscriptionId, body: EnableIn, actor: ActorDep
+) -> EnableOut:
+    found = await service.enable(
+        resources.sessionmaker,
+        resources.redis,
+        subscription_id,
+        backlog=body.backlog,
+        actor=actor,
+    )
+    if isinstance(found, service.Refused):
+        raise _recovery_refused(found)
+    return found
+
+
+@router.get(
+    "/subscriptions/{id}/health",
+    operation_id="getSubscriptionHealth",
+    summary="A subscription's deliveries over the last 24 hours",
+    description="Success rate, latency (p50, p95), failures by cause and each hour's counts, "
+    "from the attempts log; `failing` when every attempt has failed for at least "
+    "SUBSCRIPTION_FAILING_ALERT_MINUTES.",
+    responses=problem_responses(404),
+)
+async def subscription_health(
+    resources: ResourcesDep, session: ReadSessionDep, subscription_id: SubscriptionId
+) -> HealthOut:
+    subscription = await _found(session, subscription_id)
+    alert_after = timedelta(minutes=resources.settings.subscription_failing_alert_minutes)
+    return await queries.health(session, subscription, now=utcnow(), alert_after=alert_after)
+
+
+@router.get(
+    "/event-types",
+    operation_id="listEventTypes",
+    summary="The messages a subscription receives, with the JSON Schema of each one's `data`",
+)
+async def list_event_types() -> EventTypeList:
+    return EventTypeList(items=list(event_types()))

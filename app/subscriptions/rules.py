@@ -102,3 +102,32 @@ def next_attempt(
         pause = max(pause, min(retry_after, MAX_RETRY_AFTER.total_seconds()))
     when = now + timedelta(seconds=pause)
     return None if when - created_at > give_up_after else when
+
+
+CAUSES = ("http_4xx", "http_5xx", "http_other", "timeout", "connection", "not_sent", "other")
+"""Why attempts fail, as health counts them (`cause`)."""
+
+
+def cause(status_code: int | None, error: str | None) -> str:
+    """The cause of a failed attempt (one of `CAUSES`), from its status and its error (the
+    sender's own words: app/subscriptions/delivery.py)."""
+    if status_code is not None:
+        if 400 <= status_code < 500:
+            return "http_4xx"
+        return "http_5xx" if 500 <= status_code < 600 else "http_other"
+    text = error or ""
+    if text.startswith("no answer within"):
+        return "timeout"
+    if text.startswith("not sent"):
+        return "not_sent"
+    if text.startswith(("could not connect", "the receiver closed")):
+        return "connection"
+    return "other"
+
+
+def failing(
+    enabled: bool, failing_since: datetime | None, now: datetime, alert_after: timedelta
+) -> bool:
+    """Whether a subscription is flagged: enabled, and every attempt has failed for at least
+    `alert_after` (SUBSCRIPTION_FAILING_ALERT_MINUTES)."""
+    return enabled and failing_since is not None and now - failing_since >= alert_after

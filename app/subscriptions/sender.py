@@ -27,8 +27,8 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Final
+from datetime import timedelta
+from typing import Any, Final
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,9 +44,11 @@ from app.subscriptions.delivery import (
     Attempt,
     Bodies,
     delivery_client,
+    message_id,
     post,
     proxy_for,
     refusal,
+    signing_secrets,
     tls_context,
 )
 from app.subscriptions.rules import next_attempt
@@ -74,13 +76,6 @@ class Sending:
     tls: ssl.SSLContext = field(default_factory=tls_context)
     """Built once: building it costs more CPU than a delivery."""
     bodies: Bodies = field(default_factory=Bodies)
-
-
-def _secrets(subscription: Subscription, now: datetime) -> list[str]:
-    secrets = [subscription.secret]
-    if subscription.previous_secret and (subscription.previous_secret_until or now) > now:
-        secrets.append(subscription.previous_secret)  # a rotation's overlap: both sign
-    return secrets
 
 
 async def deliver_subscription(
@@ -183,7 +178,7 @@ def _start(
     URL may not be called now (`refusal`: the settings narrowed since it was made, or it names an
     address not allowed), an attempt that sends nothing and fails saying why."""
     busy = {delivery.registration_id for delivery in flying.values()}
-    secrets = _secrets(subscription, utcnow())
+    secrets = signing_secrets(subscription, utcnow())
     proxy = proxy_for(subscription.url)
     settings = sending.settings
     why = refusal(
@@ -203,7 +198,7 @@ def _start(
                 http,
                 subscription.url,
                 secrets,
-                delivery.id,
+                message_id(delivery.id),
                 sending.bodies.of(change),
                 seconds=sending.settings.delivery_timeout_seconds,
                 proxy=proxy,
@@ -216,6 +211,21 @@ async def _not_sent(why: str) -> Attempt:
     return Attempt(None, why)
 
 
+def _attempt_row(subscription_id: str, delivery_id: int, attempt: Attempt) -> dict[str, Any]:
+    """The attempts log's row of one attempt (`outbox.log_attempts`)."""
+    return {
+        "delivery_id": delivery_id,
+        "subscription_id": subscription_id,
+        "attempted_at": attempt.at,
+        "succeeded": attempt.succeeded,
+        "request_headers": attempt.request_headers,
+        "response_status": attempt.status_code,
+        "response_body": attempt.response_body,
+        "latency_ms": attempt.latency_ms,
+        "error": attempt.error,
+    }
+
+
 async def _record(
     session: AsyncSession,
     subscription: Subscription,
@@ -223,8 +233,9 @@ async def _record(
     settings: Settings,
     rng: random.Random | None,
 ) -> Counter[str]:
-    """Write the outcomes of attempts that have ended; the subscription's row is locked
-    (repository.for_sending). Successes take one statement per status code."""
+    """Write the outcomes of attempts that have ended, and the attempts themselves (the attempts
+    log); the subscription's row is locked (repository.for_sending). Successes take one
+    statement per status code, the log one for all."""
     now = utcnow()
     ended: Counter[str] = Counter()
     succeeded: dict[int, list[int]] = {}
@@ -270,6 +281,9 @@ async def _record(
         ended["retrying" if retry_at else "failed"] += 1
     for status_code, ids in succeeded.items():
         await outbox.record_successes(session, ids, status_code, now)
+    await outbox.log_attempts(
+        session, [_attempt_row(subscription.id, d.id, attempt) for d, attempt in finished]
+    )
     if gone:
         await repository.disable(session, subscription.id, "the receiver answered 410", now)
         log.warning(

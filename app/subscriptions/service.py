@@ -1,11 +1,14 @@
 """What the API's, the console's and the command line's doors do to subscriptions and deliveries.
 Runs in the caller's transaction and never commits, except `retry_deliveries` (which owns its one
-transaction, since it must wake the dispatchers after the commit)."""
+transaction, since it must wake the dispatchers after the commit) and `prune_attempts` (the prune
+cron's batches, each its own transaction)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Final
 
 from redis.asyncio import Redis
@@ -20,10 +23,23 @@ from app.changes.signal import publish
 from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
 from app.core.schemas import same_named
+from app.core.settings import Settings
 from app.subscriptions import repository
+from app.subscriptions.delivery import (
+    delivery_client,
+    ping_body,
+    ping_message_id,
+    post,
+    proxy_for,
+    refusal,
+    signing_secrets,
+    tls_context,
+)
 from app.subscriptions.rules import check_url, new_secret, redacted_url
 from app.subscriptions.schemas import (
     DeliveryOut,
+    EnableOut,
+    PingOutcome,
     SubscriptionIn,
     SubscriptionOut,
     SubscriptionPatch,
@@ -33,7 +49,7 @@ from app.subscriptions.schemas import (
 ROTATION_OVERLAP: Final = timedelta(hours=24)
 
 
-_SHOWN_OTHERWISE = ("url", "statuses", "registration_types")
+_SHOWN_OTHERWISE = ("url", "statuses", "registration_types", "kinds")
 
 
 def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionOut:
@@ -44,6 +60,7 @@ def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionO
         url=redacted_url(subscription.url) if redact else subscription.url,
         statuses=filter_values(subscription.status_filter),
         registration_types=filter_values(subscription.type_filter),
+        kinds=filter_values(subscription.kind_filter),
     )
 
 
@@ -61,6 +78,7 @@ def create(
         description=body.description,
         status_filter=filter_text(body.statuses),
         type_filter=filter_text(body.registration_types),
+        kind_filter=filter_text(body.kinds),
         enabled=True,
         secret=new_secret(),
         created_at=now,
@@ -84,9 +102,13 @@ def change(
         subscription.status_filter = filter_text(body.statuses)
     if "registration_types" in given:
         subscription.type_filter = filter_text(body.registration_types)
+    if "kinds" in given:
+        subscription.kind_filter = filter_text(body.kinds)
     if "description" in given:
         subscription.description = body.description
     if "enabled" in given and body.enabled is not None:
+        if body.enabled or subscription.enabled:  # disabled again: it began before
+            subscription.disabled_at = None if body.enabled else now
         subscription.enabled = body.enabled
         subscription.disabled_reason = None if body.enabled else "disabled through the API"
         if body.enabled:
@@ -161,3 +183,274 @@ async def retry_deliveries(
                 )
     await publish(redis)  # wakes the workers' dispatchers
     return unknown
+
+
+PRUNE_BATCH: Final = 5000
+
+
+async def prune_attempts(
+    sessionmaker: async_sessionmaker[AsyncSession], *, before: datetime, stop_at: float
+) -> tuple[int, bool]:
+    """Delete the attempts made before `before`, `PRUNE_BATCH` per transaction, until done or
+    `stop_at` (monotonic clock) has passed. Answers (deleted, complete). Its own transactions."""
+    total = 0
+    while True:
+        async with sessionmaker.begin() as session:
+            deleted = await outbox.prune_attempts(session, before=before, limit=PRUNE_BATCH)
+        total += deleted
+        if deleted < PRUNE_BATCH:
+            return total, True
+        if time.monotonic() >= stop_at:
+            return total, False
+
+
+async def send_test(
+    subscription: Subscription, settings: Settings, *, now: datetime
+) -> PingOutcome:
+    """POST a signed `ping` to the subscription's URL now and answer what came of it. The same
+    checks as a delivery (`refusal`: SUBSCRIPTION_ALLOWED_HOSTS as they stand, and the addresses
+    of SUBSCRIPTION_ALLOWED_NETWORKS, checked again when the name resolves); a refused URL is not
+    called. Its own HTTP client, closed at the end; no transaction may be open meanwhile. Not
+    kept in the attempts log: it belongs to no delivery."""
+    why = refusal(
+        subscription.url,
+        settings.subscription_allowed_hosts,
+        settings.subscription_allowed_networks,
+    )
+    if why is not None:
+        return PingOutcome(
+            delivered=False, response_status=None, response_body=None, latency_ms=None, error=why
+        )
+    http = delivery_client(tls_context(), settings.subscription_allowed_networks)
+    try:
+        attempt = await post(
+            http,
+            subscription.url,
+            signing_secrets(subscription, now),
+            ping_message_id(),
+            ping_body(subscription.id, now),
+            seconds=settings.delivery_timeout_seconds,
+            proxy=proxy_for(subscription.url),
+        )
+    finally:
+        await http.close()
+    return PingOutcome(
+        delivered=attempt.succeeded,
+        response_status=attempt.status_code,
+        response_body=attempt.response_body,
+        latency_ms=attempt.latency_ms,
+        error=attempt.error,
+    )
+
+
+class Refused(Enum):
+    """Why a recovery was not done."""
+
+    UNKNOWN = "unknown"
+    DISABLED = "disabled"
+    ENABLED = "enabled"
+
+
+async def retry_failed(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    subscription_id: str,
+    *,
+    since: datetime,
+    dry_run: bool,
+    actor: Actor,
+) -> int | Refused:
+    """Make every failed delivery of the subscription written at or after `since` pending and
+    due now (one transaction, one audit entry by `actor` with the count), then wake the
+    dispatchers; answers how many. `dry_run`: only count them (nothing changes, no entry).
+    Refused for an unknown subscription, and (not dry) for a disabled one: nothing would be
+    sent (`enable` with its backlog is the way)."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return Refused.UNKNOWN
+        if dry_run:
+            return await outbox.count_failed(session, subscription_id, since)
+        if not subscription.enabled:
+            return Refused.DISABLED
+        now = utcnow()
+        count = await outbox.retry_failed(session, subscription_id, since, now)
+        detail = {"since": since.isoformat(), "count": count}
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_RETRY_FAILED,
+            subscription_id,
+            now=now,
+            detail=detail,
+            project_id=None,
+        )
+    await publish(redis)
+    return count
+
+
+SKIPPED = "skipped: the subscription was enabled again without its backlog"
+
+
+async def enable(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    subscription_id: str,
+    *,
+    backlog: bool,
+    actor: Actor,
+) -> EnableOut | Refused:
+    """Enable a disabled subscription (one transaction, audited by `actor`), then wake the
+    dispatchers. Its backlog is what was not delivered since it began failing or was disabled,
+    whichever came first: with `backlog`, the deliveries that failed since then are made pending
+    (those still pending stay so); without, the pending ones end `failed` (`SKIPPED`) and only
+    new changes go out. Changes made while it was disabled have no delivery (the outbox writes
+    them for enabled subscriptions only): no backlog holds them."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return Refused.UNKNOWN
+        if subscription.enabled:
+            return Refused.ENABLED
+        now = utcnow()
+        starts = [t for t in (subscription.failing_since, subscription.disabled_at) if t]
+        retried = skipped = 0
+        if backlog and starts:
+            retried = await outbox.retry_failed(
+                session, subscription_id, min(starts), now, by_outcome=True
+            )
+        if not backlog:
+            skipped = await outbox.fail_pending(session, subscription_id, SKIPPED, now)
+        subscription.enabled = True
+        subscription.disabled_reason = subscription.disabled_at = None
+        subscription.failing_since = None
+        subscription.updated_at = now
+        detail = {"backlog": backlog, "retried": retried, "skipped": skipped}
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_ENABLE,
+            subscription_id,
+            now=now,
+            detail=detail,
+            project_id=None,
+        )
+    await publish(redis)
+    return EnableOut(subscription=answer(subscription), retried=retried, skipped=skipped)
+
+
+# --- the audited actions: each owns its one transaction, with its audit entry by `actor`; the API
+# and the console both come here.
+
+
+async def subscribe(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    body: SubscriptionIn,
+    *,
+    allowed_hosts: Sequence[str],
+    actor: Actor,
+) -> Subscription:
+    """`create`, audited. Raises UrlRefused for a URL not allowed (nothing is kept)."""
+    async with sessionmaker.begin() as session:
+        now = utcnow()
+        subscription = create(session, body, allowed_hosts=allowed_hosts, now=now)
+        record(
+            session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now, project_id=None
+        )
+    return subscription
+
+
+async def edit(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    subscription_id: str,
+    body: SubscriptionPatch,
+    *,
+    allowed_hosts: Sequence[str],
+    actor: Actor,
+) -> Subscription | None:
+    """`change`, audited with the fields given, then wake the dispatchers (enabled again: its
+    pending deliveries go out now). None for an unknown subscription; raises UrlRefused."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return None
+        now = utcnow()
+        change(subscription, body, allowed_hosts=allowed_hosts, now=now)
+        changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
+        action = Action.SUBSCRIPTION_CHANGE
+        record(
+            session,
+            actor,
+            action,
+            subscription_id,
+            now=now,
+            detail={"fields": changed},
+            project_id=None,
+        )
+    await publish(redis)
+    return subscription
+
+
+async def remove(
+    sessionmaker: async_sessionmaker[AsyncSession], subscription_id: str, *, actor: Actor
+) -> bool:
+    """Delete a subscription, its deliveries and their attempts, audited; False if unknown."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return False
+        await repository.delete(session, subscription)
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_DELETE,
+            subscription_id,
+            now=utcnow(),
+            project_id=None,
+        )
+    return True
+
+
+async def rotate_secret(
+    sessionmaker: async_sessionmaker[AsyncSession], subscription_id: str, *, actor: Actor
+) -> Subscription | None:
+    """`rotate`, audited; None for an unknown subscription."""
+    async with sessionmaker.begin() as session:
+        subscription = await repository.get(session, subscription_id)
+        if subscription is None:
+            return None
+        now = utcnow()
+        rotate(subscription, now=now)
+        record(
+            session,
+            actor,
+            Action.SUBSCRIPTION_ROTATE_SECRET,
+            subscription_id,
+            now=now,
+            project_id=None,
+        )
+    return subscription
+
+
+async def ping(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    subscription_id: str,
+    settings: Settings,
+    *,
+    actor: Actor,
+) -> PingOutcome | None:
+    """`send_test` (no transaction open during the POST), then its audit entry with the outcome.
+    None for an unknown subscription."""
+    async with sessionmaker() as session:
+        subscription = await repository.get(session, subscription_id)
+    if subscription is None:
+        return None
+    outcome = await send_test(subscription, settings, now=utcnow())
+    async with sessionmaker.begin() as session:
+        detail = {"delivered": outcome.delivered, "responseStatus": outcome.response_status}
+        action = Action.SUBSCRIPTION_TEST
+        record(
+            session, actor, action, subscription_id, now=utcnow(), detail=detail, project_id=None
+        )
+    return outcome

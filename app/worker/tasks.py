@@ -37,6 +37,7 @@ from app.sinch.errors import (
     SinchRetryableError,
 )
 from app.subscriptions import sender
+from app.subscriptions import service as subscriptions_service
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -389,8 +390,9 @@ async def refresh_forecasts(ctx: WorkerContext) -> int:
 
 
 async def prune_events(ctx: WorkerContext) -> int:
-    """Delete processed events past their retention (failed and invalid ones are kept), then the
-    change feed's changes past theirs. Answers how many events were deleted.
+    """Delete processed events past their retention (failed and invalid ones are kept), and the
+    delivery attempts past the same (EVENT_RETENTION_DAYS), then the change feed's changes past
+    theirs. Answers how many events were deleted.
 
     Works in batches, each its own transaction, and stops starting new ones once its share of
     `cron_budget` is spent (events: the first half; changes: up to the whole); what is left goes
@@ -407,6 +409,11 @@ async def prune_events(ctx: WorkerContext) -> int:
         log.info("pruning stopped at its time budget; the next run continues")
     if total:
         log.info("pruned %d processed events", total)
+    attempts, complete = await subscriptions_service.prune_attempts(
+        ctx["sessionmaker"], before=cutoff, stop_at=started + budget / 2
+    )
+    if attempts:
+        log.info("pruned %d delivery attempts%s", attempts, "" if complete else " (more left)")
     recorded_before = utcnow() - timedelta(days=settings.change_retention_days)
     # The FK of a delivery to its change cascades: a pending delivery must not go with its change
     # unnoticed. An enabled subscription's hold the pruning back (changes.repository.prune); a

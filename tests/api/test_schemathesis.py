@@ -160,6 +160,13 @@ DECLARED = {
     ("post", "/v1/subscriptions/{id}/rotate-secret"): {"200", "401", "403", "404", "422"},
     ("get", "/v1/subscriptions/{id}/deliveries"): {"200", "401", "404", "422"},
     ("post", "/v1/deliveries/{id}/retry"): {"202", "401", "403", "404", "422"},
+    ("get", "/v1/subscriptions/{id}/attempts"): {"200", "401", "404", "422"},
+    ("get", "/v1/deliveries/{id}/attempts"): {"200", "401", "404", "422"},
+    ("post", "/v1/subscriptions/{id}/test"): {"200", "401", "403", "404", "422"},
+    ("post", "/v1/subscriptions/{id}/retry-failed"): {"200", "401", "403", "404", "409", "422"},
+    ("post", "/v1/subscriptions/{id}/enable"): {"200", "401", "403", "404", "409", "422"},
+    ("get", "/v1/subscriptions/{id}/health"): {"200", "401", "404", "422"},
+    ("get", "/v1/event-types"): {"200", "401", "422"},
     ("get", "/v1/audit"): {"200", "401", "403", "422"},
 }
 

@@ -13,8 +13,11 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
 from app.subscriptions.rules import (
+    CAUSES,
     UrlRefused,
+    cause,
     check_url,
+    failing,
     new_secret,
     next_attempt,
     signature,
@@ -142,3 +145,31 @@ def test_retries_last_at_least_three_days_with_the_default_pauses(attempts: int,
             return
         assert at > now
         now = at
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "expected"),
+    [
+        (404, "answered 404", "http_4xx"),
+        (410, "answered 410", "http_4xx"),
+        (503, "answered 503", "http_5xx"),
+        (307, "answered 307", "http_other"),
+        (None, "no answer within 15 s", "timeout"),
+        (None, "could not connect", "connection"),
+        (None, "the receiver closed the connection without an answer", "connection"),
+        (None, "not sent: the URL's host is not allowed (SUBSCRIPTION_ALLOWED_HOSTS)", "not_sent"),
+        (None, "could not deliver (ClientPayloadError)", "other"),
+        (None, None, "other"),
+    ],
+)
+def test_each_failure_has_one_cause(status: int | None, error: str | None, expected: str) -> None:
+    assert cause(status, error) == expected
+    assert expected in CAUSES
+
+
+def test_a_subscription_is_flagged_once_it_has_failed_for_the_alert_time() -> None:
+    alert = timedelta(minutes=15)
+    assert failing(True, T0, T0 + alert, alert)
+    assert not failing(True, T0, T0 + alert - timedelta(seconds=1), alert)
+    assert not failing(True, None, T0 + alert, alert), "succeeding"
+    assert not failing(False, T0, T0 + 2 * alert, alert), "disabled: not flagged as failing"

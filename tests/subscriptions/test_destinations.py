@@ -45,7 +45,7 @@ async def recorder() -> AsyncIterator[Recorder]:
 async def send_once(url: str, allowed: list[object]) -> str | None:
     http = delivery_client(tls_context(), allowed)  # type: ignore[arg-type]
     try:
-        attempt = await post(http, url, [SECRET], 1, "{}", seconds=5)
+        attempt = await post(http, url, [SECRET], "msg_1", "{}", seconds=5)
     finally:
         await http.close()
     return attempt.error
