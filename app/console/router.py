@@ -313,7 +313,7 @@ async def sign_out(
 async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
     now = utcnow()
     async with resources.reader() as session:
-        counts = await counts_service.read(session, now, project_id=None)
+        counts = await counts_service.read(session, now, projects=None)
         waiting = await registration_queries.waiting(session, WAITING_STATUSES, OVERVIEW_ROWS)
         failed = await event_queries.list_events(
             session,
@@ -404,7 +404,7 @@ async def registrations(
         rows = await registration_queries.list_registrations(
             session, filters, after=after, limit=PAGE_SIZE + 1
         )
-        counts = await counts_service.read(session, utcnow(), project_id=None)
+        counts = await counts_service.read(session, utcnow(), projects=None)
     items, next_cursor = page(rows, PAGE_SIZE, lambda r: registration_queries.key_of(filters, r))
     return _page(
         request,
@@ -515,7 +515,7 @@ async def events(
         return _refused(request, who, 400, "That page link is not valid any more.")
     async with resources.reader() as session:
         rows = await event_queries.list_events(session, filters, before=before, limit=PAGE_SIZE + 1)
-        counts = await counts_service.read(session, utcnow(), project_id=None)
+        counts = await counts_service.read(session, utcnow(), projects=None)
     items, next_cursor = page(rows, PAGE_SIZE, event_queries.key_of)
     return _page(
         request,
@@ -536,7 +536,7 @@ async def confirm_replay_failed(
     request: Request, resources: ResourcesDep, who: ViewerDep
 ) -> HTMLResponse:
     async with resources.reader() as session:
-        counts = await counts_service.read(session, utcnow(), project_id=None)
+        counts = await counts_service.read(session, utcnow(), projects=None)
     return _page(
         request,
         "replay_failed.html",

@@ -35,8 +35,15 @@ from app.subscriptions.schemas import (
     SubscriptionPatch,
     SubscriptionWithSecret,
 )
-from app.tokens.principal import Principal, Scope
-from app.web.auth import ActorDep, PrincipalDep, api_router
+from app.tokens.principal import Principal, Scope, Visible
+from app.web.auth import (
+    ActorDep,
+    LimitDep,
+    PrincipalDep,
+    ProjectIdQuery,
+    VisibleDep,
+    api_router,
+)
 from app.web.deps import ReadSessionDep, ResourcesDep, SessionDep
 
 log = logging.getLogger(__name__)
@@ -56,17 +63,24 @@ SubscriptionId = Annotated[
 DeliveryId = Annotated[int, Path(alias="id", ge=1, le=2**62, description="The delivery's id.")]
 
 
-async def _found(session: AsyncSession, subscription_id: str) -> Subscription:
-    return found(await repository.get(session, subscription_id), "No subscription with this id.")
+async def _found(session: AsyncSession, subscription_id: str, limit: Visible) -> Subscription:
+    """The subscription, when it exists and a token limited to `limit` may see it; else 404."""
+    subscription = await repository.get(session, subscription_id)
+    if subscription is not None and not service.visible_to(subscription, limit):
+        subscription = None
+    return found(subscription, "No subscription with this id.")
 
 
 @contextmanager
 def _url_checked() -> Iterator[None]:
-    """A URL the rules refuse (`UrlRefused`) answered as a 422 problem saying why."""
+    """A URL the rules refuse (`UrlRefused`), or projects a token may not name
+    (`ProjectsRefused`), answered as a 422 problem saying why."""
     try:
         yield
     except UrlRefused as exc:
         raise ProblemError(422, f"The URL is refused: {exc}") from None
+    except service.ProjectsRefused as exc:
+        raise ProblemError(422, str(exc)) from None
 
 
 @router.post(
@@ -78,16 +92,21 @@ def _url_checked() -> Iterator[None]:
     responses=problem_responses(403),
 )
 async def create_subscription(
-    resources: ResourcesDep, session: SessionDep, body: SubscriptionIn, actor: ActorDep
+    resources: ResourcesDep,
+    session: SessionDep,
+    body: SubscriptionIn,
+    actor: ActorDep,
+    limit: LimitDep,
 ) -> SubscriptionWithSecret:
     async with session.begin():
         now = utcnow()
         with _url_checked():
-            subscription = service.create(
+            subscription = await service.create(
                 session,
                 body,
                 allowed_hosts=resources.settings.subscription_allowed_hosts,
                 now=now,
+                limit=limit,
             )
         record(
             session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now, project_id=None
@@ -96,11 +115,24 @@ async def create_subscription(
     return service.with_secret(subscription)
 
 
-@router.get("/subscriptions", operation_id="listSubscriptions", summary="Every subscription")
-async def list_subscriptions(session: ReadSessionDep, principal: PrincipalDep) -> SubscriptionList:
+@router.get(
+    "/subscriptions",
+    operation_id="listSubscriptions",
+    summary="Every subscription",
+    description="With `projectId`, those that receive that project's changes. A token limited "
+    "to projects sees only subscriptions limited to projects within its own.",
+)
+async def list_subscriptions(
+    session: ReadSessionDep, principal: PrincipalDep, project_id: ProjectIdQuery = None
+) -> SubscriptionList:
     redact = _redact(principal)
     return SubscriptionList(
-        items=[service.answer(s, redact=redact) for s in await repository.every(session)]
+        items=[
+            service.answer(s, redact=redact)
+            for s in await repository.every(session)
+            if service.visible_to(s, principal.projects)
+            and (project_id is None or service.receives(s, project_id))
+        ]
     )
 
 
@@ -118,7 +150,8 @@ def _redact(principal: Principal) -> bool:
 async def get_subscription(
     session: ReadSessionDep, principal: PrincipalDep, subscription_id: SubscriptionId
 ) -> SubscriptionOut:
-    return service.answer(await _found(session, subscription_id), redact=_redact(principal))
+    subscription = await _found(session, subscription_id, principal.projects)
+    return service.answer(subscription, redact=_redact(principal))
 
 
 @router.patch(
@@ -133,16 +166,19 @@ async def change_subscription(
     subscription_id: SubscriptionId,
     body: SubscriptionPatch,
     actor: ActorDep,
+    limit: LimitDep,
 ) -> SubscriptionOut:
     async with session.begin():
-        subscription = await _found(session, subscription_id)
+        subscription = await _found(session, subscription_id, limit)
         now = utcnow()
         with _url_checked():
-            service.change(
+            await service.change(
+                session,
                 subscription,
                 body,
                 allowed_hosts=resources.settings.subscription_allowed_hosts,
                 now=now,
+                limit=limit,
             )
         changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
         record(
@@ -166,10 +202,10 @@ async def change_subscription(
     responses=problem_responses(403, 404),
 )
 async def delete_subscription(
-    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
+    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep, limit: LimitDep
 ) -> Response:
     async with session.begin():
-        await repository.delete(session, await _found(session, subscription_id))
+        await repository.delete(session, await _found(session, subscription_id, limit))
         record(
             session,
             actor,
@@ -189,10 +225,10 @@ async def delete_subscription(
     responses=problem_responses(403, 404),
 )
 async def rotate_secret(
-    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep
+    session: SessionDep, subscription_id: SubscriptionId, actor: ActorDep, limit: LimitDep
 ) -> SubscriptionWithSecret:
     async with session.begin():
-        subscription = await _found(session, subscription_id)
+        subscription = await _found(session, subscription_id, limit)
         now = utcnow()
         service.rotate(subscription, now=now)
         record(
@@ -215,14 +251,20 @@ async def rotate_secret(
 )
 async def list_deliveries(
     session: ReadSessionDep,
+    principal: PrincipalDep,
+    projects: VisibleDep,
     subscription_id: SubscriptionId,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: RowIdCursorQuery = None,
 ) -> DeliveryPage:
-    await _found(session, subscription_id)
+    await _found(session, subscription_id, principal.projects)
     before = optional_cursor(cursor, EventKey)
     rows = await service.deliveries(
-        session, subscription_id, before=before.id if before else None, limit=limit + 1
+        session,
+        subscription_id,
+        before=before.id if before else None,
+        limit=limit + 1,
+        projects=projects,
     )
     items = rows[:limit]
     next_cursor = encode_cursor(EventKey(id=items[-1].id)) if len(rows) > limit else None
@@ -237,10 +279,10 @@ async def list_deliveries(
     responses=problem_responses(403, 404),
 )
 async def retry_delivery(
-    resources: ResourcesDep, delivery_id: DeliveryId, actor: ActorDep
+    resources: ResourcesDep, delivery_id: DeliveryId, actor: ActorDep, limit: LimitDep
 ) -> Response:
     unknown = await service.retry_deliveries(
-        resources.sessionmaker, resources.redis, [delivery_id], actor=actor
+        resources.sessionmaker, resources.redis, [delivery_id], actor=actor, limit=limit
     )
     if unknown:
         raise ProblemError(404, "No delivery with this id.")

@@ -29,6 +29,11 @@ class SubscriptionIn(ApiModel):
     registration_types: FilterList | None = Field(
         default=None, description="Only registrations of these types; omitted: every type."
     )
+    project_ids: FilterList | None = Field(
+        default=None,
+        description="Only these Sinch projects' changes; omitted: every project (with a token "
+        "limited to projects: the token's projects).",
+    )
     description: Description | None = None
 
 
@@ -38,6 +43,7 @@ class SubscriptionPatch(ApiModel):
     url: Url | None = None
     statuses: FilterList | None = None
     registration_types: FilterList | None = None
+    project_ids: FilterList | None = None
     description: Description | None = None
     enabled: bool | None = Field(
         default=None, description="`true` enables again a subscription that was disabled."
@@ -49,6 +55,9 @@ class SubscriptionOut(ApiModel):
     url: str
     statuses: list[str] | None
     registration_types: list[str] | None
+    project_ids: list[str] | None = Field(
+        description="The Sinch projects whose changes it receives; null: every project."
+    )
     description: str | None
     enabled: bool
     disabled_reason: str | None = Field(description="Why it was disabled; null when enabled.")
@@ -74,6 +83,7 @@ class SubscriptionList(ApiModel):
 class DeliveryOut(ApiModel):
     id: int
     seq: int | None = Field(description="The change's place in the feed (/v1/changes).")
+    project_id: str = Field(description="The Sinch project it belongs to.")
     registration_id: str
     state: DeliveryState
     attempts: int

@@ -20,6 +20,7 @@ from app.changes.signal import publish
 from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
 from app.core.schemas import same_named
+from app.projects.queries import list_projects, within
 from app.subscriptions import repository
 from app.subscriptions.rules import check_url, new_secret, redacted_url
 from app.subscriptions.schemas import (
@@ -29,11 +30,12 @@ from app.subscriptions.schemas import (
     SubscriptionPatch,
     SubscriptionWithSecret,
 )
+from app.tokens.principal import Visible
 
 ROTATION_OVERLAP: Final = timedelta(hours=24)
 
 
-_SHOWN_OTHERWISE = ("url", "statuses", "registration_types")
+_SHOWN_OTHERWISE = ("url", "statuses", "registration_types", "project_ids")
 
 
 def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionOut:
@@ -44,23 +46,71 @@ def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionO
         url=redacted_url(subscription.url) if redact else subscription.url,
         statuses=filter_values(subscription.status_filter),
         registration_types=filter_values(subscription.type_filter),
+        project_ids=filter_values(subscription.project_filter),
     )
+
+
+class ProjectsRefused(ValueError):
+    """`projectIds` names a project that does not exist or that the token may not see (one
+    message for both: never a hint that another project exists), or a limited token asked for
+    every project."""
+
+
+def visible_to(subscription: Subscription, limit: Visible) -> bool:
+    """Whether a token limited to `limit` (None: unlimited) sees and manages the subscription:
+    only one limited to projects all within the token's (a subscription of every project, or of
+    one outside the limit, is 404 to it, as a missing one)."""
+    if limit is None:
+        return True
+    projects = filter_values(subscription.project_filter)
+    return projects is not None and set(projects) <= limit
+
+
+def receives(subscription: Subscription, project_id: str) -> bool:
+    """Whether the subscription receives `project_id`'s changes (the `projectId` filter of the
+    listing; the outbox applies the same rule in SQL)."""
+    projects = filter_values(subscription.project_filter)
+    return projects is None or project_id in projects
+
+
+async def project_filter(
+    session: AsyncSession, asked: list[str] | None, limit: Visible
+) -> str | None:
+    """The `project_filter` to keep for `projectIds` = `asked` by a token limited to `limit`:
+    `asked` (each project existing and within the limit), or the token's projects when nothing
+    is asked. `ProjectsRefused` otherwise."""
+    if asked is None:
+        if limit is None:
+            return None
+        asked = sorted(limit)
+    existing = {project.id for project in await list_projects(session, limit)}
+    refused = [project for project in asked if project not in existing]
+    if refused:
+        raise ProjectsRefused(f"`projectIds` names no project known here: {', '.join(refused)}")
+    return filter_text(sorted(set(asked)))
 
 
 def with_secret(subscription: Subscription) -> SubscriptionWithSecret:
     return SubscriptionWithSecret(**answer(subscription).model_dump(), secret=subscription.secret)
 
 
-def create(
-    session: AsyncSession, body: SubscriptionIn, *, allowed_hosts: Sequence[str], now: datetime
+async def create(
+    session: AsyncSession,
+    body: SubscriptionIn,
+    *,
+    allowed_hosts: Sequence[str],
+    now: datetime,
+    limit: Visible = None,
 ) -> Subscription:
-    """A new, enabled subscription with a new secret. Raises UrlRefused for a URL not allowed."""
+    """A new, enabled subscription with a new secret, made by a token limited to `limit`. Raises
+    UrlRefused for a URL not allowed, ProjectsRefused for projects it may not name."""
     subscription = Subscription(
         id=repository.new_id(),
         url=check_url(body.url, allowed_hosts),
         description=body.description,
         status_filter=filter_text(body.statuses),
         type_filter=filter_text(body.registration_types),
+        project_filter=await project_filter(session, body.project_ids, limit),
         enabled=True,
         secret=new_secret(),
         created_at=now,
@@ -70,13 +120,17 @@ def create(
     return subscription
 
 
-def change(
+async def change(
+    session: AsyncSession,
     subscription: Subscription,
     body: SubscriptionPatch,
     *,
     allowed_hosts: Sequence[str],
     now: datetime,
+    limit: Visible = None,
 ) -> None:
+    """Change the fields `body` gives, by a token limited to `limit`. Raises UrlRefused,
+    ProjectsRefused (`projectIds` null from a limited token: every project is not its to give)."""
     given = body.model_fields_set
     if "url" in given and body.url is not None:
         subscription.url = check_url(body.url, allowed_hosts)
@@ -84,6 +138,10 @@ def change(
         subscription.status_filter = filter_text(body.statuses)
     if "registration_types" in given:
         subscription.type_filter = filter_text(body.registration_types)
+    if "project_ids" in given:
+        if body.project_ids is None and limit is not None:
+            raise ProjectsRefused("`projectIds` must name projects: this token is limited to some")
+        subscription.project_filter = await project_filter(session, body.project_ids, limit)
     if "description" in given:
         subscription.description = body.description
     if "enabled" in given and body.enabled is not None:
@@ -115,15 +173,19 @@ async def deliveries(
     before: int | None,
     limit: int,
     state: DeliveryState | None = None,
+    projects: Visible = None,
 ) -> list[DeliveryOut]:
     """A subscription's deliveries, newest first, before the id `before`, only those in `state`
-    when given. The one listing of deliveries: the API, the console and the CLI come here."""
-    statement = (
+    when given, only those of `projects` (None: every project). The one listing of deliveries:
+    the API, the console and the CLI come here."""
+    statement = within(
         select(*_DELIVERY_COLUMNS, RegistrationChange.seq)
         .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
         .where(Delivery.subscription_id == subscription_id)
         .order_by(Delivery.id.desc())
-        .limit(limit)
+        .limit(limit),
+        Delivery.project_id,
+        projects,
     )
     if before is not None:
         statement = statement.where(Delivery.id < before)
@@ -139,15 +201,17 @@ async def retry_deliveries(
     delivery_ids: Sequence[int],
     *,
     actor: Actor,
+    limit: Visible = None,
 ) -> list[int]:
     """Make each delivery pending and due now (one transaction, with an audit entry by `actor`
-    for each), then wake the dispatchers. Answers the ids that name no delivery. The one
-    implementation of a retry: the API, the console and the CLI come here."""
+    for each), then wake the dispatchers. Answers the ids that name no delivery of `limit`'s
+    projects (None: of any project): another project's delivery is unknown to a limited token.
+    The one implementation of a retry: the API, the console and the CLI come here."""
     unknown = []
     async with sessionmaker.begin() as session:
         for delivery_id in delivery_ids:
             now = utcnow()
-            project_id = await outbox.retry_now(session, delivery_id, now)
+            project_id = await outbox.retry_now(session, delivery_id, now, limit)
             if project_id is None:
                 unknown.append(delivery_id)
             else:
