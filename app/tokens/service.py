@@ -19,8 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
-from app.core.models import ApiToken
-from app.projects.service import project_ids
+from app.core.models import ApiToken, Project
 from app.tokens.principal import Scope
 
 PREFIX = "sr_"
@@ -63,7 +62,9 @@ async def create(
         raise TokenError(f"a token named {name} exists or existed: names are never reused")
     limit = sorted(set(projects)) or None
     if limit is not None:
-        known = set(await project_ids(session))
+        known = set(
+            (await session.execute(select(Project.id).where(Project.id.in_(limit)))).scalars()
+        )
         unknown = [project for project in limit if project not in known]
         if unknown:
             raise TokenError(f"no project is called {', '.join(unknown)}")
