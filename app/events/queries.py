@@ -103,8 +103,12 @@ def key_of(event: CallbackEvent) -> EventKey:
     return EventKey(id=event.id)
 
 
-async def get_raw_event(session: AsyncSession, row_id: int) -> CallbackEvent | None:
-    """One event with everything kept, its raw body and headers included (the console's detail
-    page, for people with a session; the internal API never answers them)."""
-    result = await session.execute(select(CallbackEvent).where(CallbackEvent.id == row_id))
+async def get_raw_event(
+    session: AsyncSession, row_id: int, visible: Visible = None
+) -> CallbackEvent | None:
+    """One event of `visible`'s projects with everything kept, its raw body and headers included
+    (the console's detail page, for people with a session; the internal API never answers
+    them)."""
+    statement = select(CallbackEvent).where(CallbackEvent.id == row_id)
+    result = await session.execute(within(statement, CallbackEvent.project_id, visible))
     return result.scalar_one_or_none()

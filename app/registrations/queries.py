@@ -191,14 +191,17 @@ async def history(session: AsyncSession, registration_id: str) -> Sequence[Regis
     return result.scalars().all()
 
 
-async def waiting(session: AsyncSession, statuses: Sequence[str], limit: int) -> list[Registration]:
-    """Registrations in any of `statuses`, longest in their status first (by `status_since`,
-    unknown last, then id), at most `limit`. One indexed walk per status on (status,
-    status_since, id) (migration 0009), merged here: cost bounded by `limit`, not the table."""
+async def waiting(
+    session: AsyncSession, statuses: Sequence[str], limit: int, visible: Visible = None
+) -> list[Registration]:
+    """Registrations of `visible`'s projects (None: every project) in any of `statuses`, longest
+    in their status first (by `status_since`, unknown last, then id), at most `limit`. One
+    indexed walk per status on (status, status_since, id) (migration 0009), merged here: cost
+    bounded by `limit`, not the table."""
     found: list[Registration] = []
     for status in statuses:
         result = await session.execute(
-            select(Registration)
+            within(select(Registration), Registration.project_id, visible)
             .where(Registration.status == status)
             .order_by(Registration.status_since.nulls_last(), Registration.id)
             .limit(limit)
