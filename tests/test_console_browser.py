@@ -567,6 +567,8 @@ def test_the_project_switcher_and_a_token_limited_to_a_project(
     _until(browser, lambda d: f"project={PROJECT_B}" in d.current_url)
     assert _listed(browser) == [("reg-of-b", PROJECT_B)]
     _shot(browser, "registrations-project-b")
+    events_link = browser.find_element(By.LINK_TEXT, "Events").get_attribute("href")
+    assert events_link is not None and events_link.endswith(f"/console/events?project={PROJECT_B}")
     browser.delete_all_cookies()
 
     # A token limited to the settings' project: its rows only; B's registration is not found.
