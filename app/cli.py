@@ -273,7 +273,7 @@ async def _changes(args: argparse.Namespace) -> int:
                 return 0
             signal.start()
             feed = changes_service.FeedReader(sessions)
-            async for _, item in changes_service.follow(feed, signal, after=after):
+            async for _, _, item in changes_service.follow(feed, signal, after=after):
                 print(change_line(ChangeOut.model_validate_json(item)), flush=True)
         except changes_service.FeedGone:
             raise CommandError(
@@ -586,13 +586,19 @@ async def _token_create(args: argparse.Namespace) -> int:
     async with opened(load_settings()) as setup, setup.sessionmaker.begin() as session:
         try:
             token = await tokens.create(
-                session, args.name, Scope(args.scope), actor=Actor.command_line(), now=utcnow()
+                session,
+                args.name,
+                Scope(args.scope),
+                actor=Actor.command_line(),
+                now=utcnow(),
+                projects=args.project or (),
             )
         except tokens.TokenError as exc:
             raise CommandError(str(exc), status=2) from None
     print(
-        f"token {args.name} (scope {args.scope}) created; it is shown this once and only its "
-        "hash is kept:",
+        f"token {args.name} (scope {args.scope}"
+        + (f", projects {', '.join(sorted(set(args.project)))}" if args.project else "")
+        + ") created; it is shown this once and only its hash is kept:",
         file=sys.stderr,
     )
     print(token)
@@ -609,11 +615,12 @@ async def _token_list(args: argparse.Namespace) -> int:
     def when(value: Any) -> str:
         return value.isoformat(timespec="seconds") if value else "-"
 
-    print(f"{'NAME':<24} {'SCOPE':<6} {'CREATED':<26} {'LAST USED':<26} REVOKED")
+    print(f"{'NAME':<24} {'SCOPE':<6} {'CREATED':<26} {'LAST USED':<26} {'REVOKED':<26} PROJECTS")
     for row in rows:
         print(
             f"{row.name:<24} {row.scope:<6} {when(row.created_at):<26} "
-            f"{when(row.last_used_at):<26} {when(row.revoked_at)}"
+            f"{when(row.last_used_at):<26} {when(row.revoked_at):<26} "
+            f"{','.join(row.project_ids) if row.project_ids else 'all'}"
         )
     count = len(settings.internal_api_tokens)
     if count:
@@ -1028,6 +1035,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("name", help="its name (letters, digits, '.', '_', '-'), never reused")
     create.add_argument("--scope", choices=["read", "write"], required=True)
+    create.add_argument(
+        "--project",
+        action="append",
+        metavar="PROJECT_ID",
+        help="limit it to this project (repeat for several); none given: every project",
+    )
     create.set_defaults(func=sync(_token_create))
     token_list = token_commands.add_parser(
         "list", help="name, scope, created and last used of each", formatter_class=formatter

@@ -159,7 +159,7 @@ async def metrics(request: Request, resources: ResourcesDep) -> Response:
         now = utcnow()
         # Kept by the database as rows change: the cost does not grow with the tables.
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS), resources.reader() as session:
-            counts = await counts_service.read(session, now, project_id=None)
+            counts = await counts_service.read(session, now, projects=None)
             oldest = await subscriptions.oldest_pending(session)
             known = await subscriptions.every(session)
         for state, count in counts.events_by_state.items():

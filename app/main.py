@@ -45,6 +45,7 @@ from app.counts.router import router as counts_router
 from app.events.router import router as events_router
 from app.forecasts.router import router as forecasts_router
 from app.health import router as health_router
+from app.projects.router import router as projects_router
 from app.projects.service import settle_at_start
 from app.registrations.router import router as registrations_router
 from app.sinch.client import SinchClient, create_http_client
@@ -189,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(counts_router)
     app.include_router(forecasts_router)
+    app.include_router(projects_router)
     install_console(app)
     _describe_callback_endpoint(app)
     return app

@@ -9,6 +9,10 @@ at a time (default 1), latency per request on the client:
 3. the same with the registration facts' filters: `senderId` (alone, with `marketCode`, with a
    `status`), `marketCode` (alone, with several `status`es), one or two `tag`s (p99 <= 25 ms).
 
+`--projects N` spreads the rows over N Sinch projects (the settings' one and N-1 more, round
+robin), and adds a measure: 4. first pages filtered by `projectId` (alone, with a `status`, with
+`updatedSince`) (p99 <= 25 ms).
+
 Run from the repository root: `.venv/bin/python -m bench.api` (see bench/README.md).
 """
 
@@ -41,9 +45,26 @@ MARKETS = ["GB", "SE", "DE", "FR", "US", "NL", "ES", "IT", "NO", "DK", "FI", "PL
 TAGS = 40
 BRANDS = 1000
 """Every third registration also asks for a brand's sender ID (`ACME0042`), shared by ~33."""
-TARGETS = {"get_registration": 10.0, "filtered_page": 25.0, "facts_filtered_page": 25.0}
+TARGETS = {
+    "get_registration": 10.0,
+    "filtered_page": 25.0,
+    "facts_filtered_page": 25.0,
+    "project_filtered_page": 25.0,
+}
+EXTRA_PROJECT = "bench-project-"
+"""The projects beyond the settings' one are `bench-project-1` .. `bench-project-{N-1}`; a row
+numbered n belongs to project n % N (0: the settings' one)."""
+PROJECT_OF = (
+    f"CASE WHEN {{n}} % {{projects}} = 0 THEN (SELECT id FROM projects WHERE from_settings) "
+    f"ELSE '{EXTRA_PROJECT}' || ({{n}} % {{projects}}) END"
+)
 
 FILL = [
+    f"""
+    INSERT INTO projects (id, name, from_settings, created_at, updated_at)
+    SELECT '{EXTRA_PROJECT}' || p, 'Bench ' || p, false, now(), now()
+    FROM generate_series(1, {{projects}} - 1) AS p
+    """,
     # 100,000 registrations, ids like reg-000042, states and types spread evenly. (Built from the
     # constants above only: nothing from outside reaches this SQL.)
     f"""
@@ -51,7 +72,7 @@ FILL = [
                                last_synced_at, sinch, created_at, updated_at, sender_ids, tags,
                                market_code, policy_id, status_since, reason_message,
                                reason_state, reason_at)
-    SELECT 'reg-' || lpad(n::text, 6, '0'), (SELECT id FROM projects WHERE from_settings),
+    SELECT 'reg-' || lpad(n::text, 6, '0'), {PROJECT_OF.replace("{n}", "n")},
            (ARRAY{STATES})[1 + n % {len(STATES)}],
            (ARRAY{TYPES})[1 + (n / 7) % {len(TYPES)}],
            timestamptz '2026-01-01' + n * interval '13 seconds',
@@ -84,18 +105,18 @@ FILL = [
     SELECT id, project_id, NULL, status, status_changed_at, 'reconcile', NULL, now()
     FROM registrations
     """,
-    # 1,000,000 events, ten per registration, nearly all processed.
-    """
+    # 1,000,000 events, ten per registration (of its project), nearly all processed.
+    f"""
     INSERT INTO callback_events (project_id, dedup_key, event_id, registration_id, body, headers,
                                  peer, secret_index, received_at, duplicate_count, state, outcome,
                                  attempts, processed_at)
-    SELECT (SELECT id FROM projects WHERE from_settings), 'evt-' || n, 'evt-' || n,
-           'reg-' || lpad((1 + n % {registrations})::text, 6, '0'),
-           convert_to('{"eventId":"evt-' || n || '"}', 'UTF8'), '{}'::json, '127.0.0.1', 0,
+    SELECT {PROJECT_OF.replace("{n}", "(1 + n % {registrations})")}, 'evt-' || n, 'evt-' || n,
+           'reg-' || lpad((1 + n % {{registrations}})::text, 6, '0'),
+           convert_to('{{"eventId":"evt-' || n || '"}}', 'UTF8'), '{{}}'::json, '127.0.0.1', 0,
            timestamptz '2026-01-01' + n * interval '1 second', 0,
            CASE WHEN n % 1000 = 0 THEN 'failed' ELSE 'processed' END, 'applied:trusted', 1,
            timestamptz '2026-01-01' + n * interval '1 second'
-    FROM generate_series(1, {events}) AS n
+    FROM generate_series(1, {{events}}) AS n
     """,
     "VACUUM ANALYZE",  # and no autovacuum competing with the measurement
     "CHECKPOINT",  # nor the bulk load's dirty pages being written out during it
@@ -145,8 +166,17 @@ async def measure(client: httpx.AsyncClient, paths: list[str], concurrency: int)
 async def fill(run: Stack) -> None:
     """The registrations and events of `--registrations` and `--events`, then VACUUM ANALYZE."""
     args = run.args
-    print(f"filling {args.registrations:,} registrations and {args.events:,} events ...")
-    await execute(run.plain_url, FILL, registrations=args.registrations, events=args.events)
+    print(
+        f"filling {args.registrations:,} registrations and {args.events:,} events in "
+        f"{args.projects} project(s) ..."
+    )
+    await execute(
+        run.plain_url,
+        FILL,
+        registrations=args.registrations,
+        events=args.events,
+        projects=args.projects,
+    )
 
 
 async def cursor_paths(
@@ -186,11 +216,25 @@ async def run_reads(run: Stack) -> dict[str, Any]:
             facts = [facts_page() for _ in range(n // 2)]
             facts += await cursor_paths(client, n // 2, facts_page)
             await measure(client, ids[:200] + pages[:100], args.concurrency)  # warm-up
-            return {
+            results = {
                 "get_registration": await measure(client, ids, args.concurrency),
                 "filtered_page": await measure(client, pages, args.concurrency),
                 "facts_filtered_page": await measure(client, facts, args.concurrency),
             }
+            if args.projects > 1:
+                projects = [p["id"] for p in (await client.get("/v1/projects")).json()["items"]]
+
+                def project_page() -> str:
+                    query = rng.choice(
+                        ["", f"&status={rng.choice(STATES)}", "&updatedSince=2026-01-05T00:00:00Z"]
+                    )
+                    return f"/v1/registrations?projectId={rng.choice(projects)}{query}&limit=50"
+
+                by_project = [project_page() for _ in range(n)]
+                results["project_filtered_page"] = await measure(
+                    client, by_project, args.concurrency
+                )
+            return results
 
 
 def options(doc: str | None) -> argparse.ArgumentParser:
@@ -199,6 +243,9 @@ def options(doc: str | None) -> argparse.ArgumentParser:
     options.add_argument("--registrations", type=int, default=100_000)
     options.add_argument("--events", type=int, default=1_000_000)
     options.add_argument("--requests", type=int, default=2_000, help="per measure (2000)")
+    options.add_argument(
+        "--projects", type=int, default=1, help="Sinch projects the rows are spread over (1)"
+    )
     return options
 
 

@@ -25,13 +25,17 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
+from sqlalchemy import insert
 
-from app.core.db import create_engine, create_sessionmaker
+from app.core.db import create_engine, create_sessionmaker, utcnow
+from app.core.models import PROJECTS
 from app.tokens.principal import Scope
 from devtools.simulator import SimulatorControl
-from tests.api.conftest import served_in_thread
+from tests.api.conftest import put_registration, served_in_thread
 from tests.api.test_time_in_state import seeded as seeded_history
+from tests.support.projects import settings_project
 from tests.support.stack import API_TOKEN, CALLBACK_PATH, Stack, drain_all, running_stack
 from tests.support.tokens import make_token
 
@@ -719,3 +723,74 @@ def test_subscriptions_are_managed_from_their_pages(
         browser.find_element(By.ID, "confirm-delete").click()
         _until(browser, lambda d: "is deleted" in d.page_source)
         assert api.get(f"/v1/subscriptions/{made['id']}").status_code == 404
+
+
+PROJECT_B = "brand-b"
+
+
+async def _seed_two_projects(stack: Stack) -> str:
+    """Registrations of the settings' project and of a second one, through the service's writer
+    (apply_snapshot with the project); answers the settings' project's id."""
+    engine = create_engine(stack.settings)
+    try:
+        sessions = create_sessionmaker(engine)
+        async with sessions.begin() as session:
+            project_a = await settings_project(session)
+            now = utcnow()
+            await session.execute(
+                insert(PROJECTS).values(
+                    id=PROJECT_B, name="Brand B", created_at=now, updated_at=now
+                )
+            )
+        await put_registration(sessions, "reg-of-a", project_id=project_a)
+        await put_registration(sessions, "reg-of-b", "APPROVED", project_id=PROJECT_B)
+    finally:
+        await engine.dispose()
+    return project_a
+
+
+def _listed(driver: WebDriver) -> list[tuple[str, str]]:
+    rows = driver.find_elements(By.CSS_SELECTOR, "#registrations tbody tr")
+    return [
+        (cells[0].text, cells[1].text)
+        for cells in (row.find_elements(By.TAG_NAME, "td") for row in rows)
+        if len(cells) > 1
+    ]
+
+
+def test_the_project_switcher_and_a_token_limited_to_a_project(
+    stack: Stack, browser: WebDriver
+) -> None:
+    project_a = asyncio.run(_seed_two_projects(stack))
+    _sign_in(browser, stack.api_url, API_TOKEN)
+    _until(browser, lambda d: d.find_elements(By.ID, "project"))
+    browser.get(f"{stack.api_url}/console/registrations")
+    _until(browser, lambda d: d.find_elements(By.ID, "registrations"))
+    assert sorted(_listed(browser)) == [("reg-of-a", project_a), ("reg-of-b", PROJECT_B)]
+    # Choose project B in the switcher: the list, and the link it leaves, carry it.
+    Select(browser.find_element(By.ID, "project")).select_by_value(PROJECT_B)
+    browser.find_element(By.CSS_SELECTOR, ".project-switch button").click()
+    _until(browser, lambda d: f"project={PROJECT_B}" in d.current_url)
+    assert _listed(browser) == [("reg-of-b", PROJECT_B)]
+    _shot(browser, "registrations-project-b")
+    events_link = browser.find_element(By.LINK_TEXT, "Events").get_attribute("href")
+    assert events_link is not None and events_link.endswith(f"/console/events?project={PROJECT_B}")
+    browser.delete_all_cookies()
+
+    # A token limited to the settings' project: its rows only; B's registration is not found.
+    token = asyncio.run(make_token(stack.settings, "only-a", Scope.READ, projects=[project_a]))
+    _sign_in(browser, stack.api_url, token)
+    _until(browser, lambda d: d.find_elements(By.ID, "project"))
+    options = [
+        o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#project option")
+    ]
+    assert options == ["", project_a]
+    browser.get(f"{stack.api_url}/console/registrations")
+    _until(browser, lambda d: d.find_elements(By.ID, "registrations"))
+    assert _listed(browser) == [("reg-of-a", project_a)]
+    _shot(browser, "registrations-limited-token")
+    browser.get(f"{stack.api_url}/console/registrations?project={PROJECT_B}")
+    _until(browser, lambda d: d.find_elements(By.ID, "registrations"))
+    assert _listed(browser) == []
+    browser.get(f"{stack.api_url}/console/registrations/reg-of-b")
+    _until(browser, lambda d: "No registration with this id is known here." in d.page_source)

@@ -310,8 +310,8 @@ async def _counts_agree(url: str, project_id: str) -> None:
         assert expected["registrations"] == {"APPROVED": 1, "PENDING": 1}
         assert await shown(sessions, now) == expected
         async with sessions() as session:
-            of_project = await counts.read(session, now, project_id=project_id)
-            of_other = await counts.read(session, now, project_id="another")
+            of_project = await counts.read(session, now, projects=frozenset({project_id}))
+            of_other = await counts.read(session, now, projects=frozenset({"another"}))
         assert of_project.registrations_by_status == {"APPROVED": 1, "PENDING": 1}
         assert of_project.events_by_state["received"] == 1
         assert of_other.registrations_total == 0 and of_other.events_total == 0

@@ -13,6 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import AuditEntry
+from app.projects.queries import within
+from app.tokens.principal import Visible
 
 MAX_ROW_ID = 2**63 - 1
 
@@ -36,10 +38,13 @@ async def recent(
     before: AuditKey | None = None,
     actor: str | None = None,
     action: str | None = None,
+    projects: Visible = None,
 ) -> Sequence[AuditEntry]:
     """Entries older than `before` (all when None), newest first, at most `limit`; optionally
-    only those of one actor or one action. The console lists recent entries with this too."""
-    statement = select(AuditEntry)
+    only those of one actor or one action; only those of `projects` when given (a
+    deployment-wide entry, of no project, is then left out). The console lists recent entries
+    with this too."""
+    statement = within(select(AuditEntry), AuditEntry.project_id, projects)
     if actor is not None:
         statement = statement.where(AuditEntry.actor == actor)
     if action is not None:

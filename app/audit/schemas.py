@@ -14,6 +14,10 @@ class AuditEntryOut(ApiModel):
 
     id: int = Field(description="The entry's number; later entries have larger ones.")
     at: ApiTime = Field(description="When the write was committed (the service's clock).")
+    project_id: str | None = Field(
+        description="The Sinch project it acted in; null for a deployment-wide write (a token, "
+        "a subscription), which only a token limited to no project sees."
+    )
     actor: str = Field(
         description="Who: the token's name (`env:<n>` for the n-th of INTERNAL_API_TOKENS), or "
         "`cli:<user>` for the command line. Never the token."

@@ -42,6 +42,8 @@ from app.core.models import (
     SUBSCRIPTIONS,
     DeliveryState,
 )
+from app.projects.queries import only
+from app.tokens.principal import Visible
 
 # `'pending'` written into the statement, not bound: the partial indexes of the pending deliveries
 # (`WHERE state = 'pending'`) serve only a query whose plan knows the value. Bound, PostgreSQL's
@@ -69,13 +71,15 @@ def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnEleme
 def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
     """An INSERT of a pending delivery for each enabled subscription matching each row of
     `changes` (rows with the change's `id`, `registration_id`, `project_id`, `status`,
-    `registration_type`, `kind`): a delivery belongs to its change's project."""
+    `registration_type`, `kind`): a delivery belongs to its change's project, and a subscription
+    limited to projects (`project_filter`) gets only theirs."""
     subscriptions = SUBSCRIPTIONS
     matching = and_(
         subscriptions.c.enabled.is_(True),
         _matches(subscriptions.c.status_filter, changes.c.status),
         _matches(subscriptions.c.type_filter, changes.c.registration_type),
         _matches(subscriptions.c.kind_filter, changes.c.kind),
+        _matches(subscriptions.c.project_filter, changes.c.project_id),
     )
     return insert(DELIVERIES).from_select(
         [
@@ -204,12 +208,14 @@ async def record_successes(
     )
 
 
-async def retry_now(session: AsyncSession, delivery_id: int, now: datetime) -> str | None:
-    """Make a delivery pending and due now (a person asked); answers its project, None if there is
-    no such delivery."""
+async def retry_now(
+    session: AsyncSession, delivery_id: int, now: datetime, visible: Visible = None
+) -> str | None:
+    """Make a delivery of one of `visible`'s projects (None: any) pending and due now (a person
+    asked); answers its project, None if there is no such delivery."""
     result = await session.execute(
         update(DELIVERIES)
-        .where(DELIVERIES.c.id == delivery_id)
+        .where(DELIVERIES.c.id == delivery_id, only(DELIVERIES.c.project_id, visible))
         .values(
             state=DeliveryState.PENDING.value,
             next_attempt_at=now,

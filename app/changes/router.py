@@ -24,7 +24,8 @@ from app.changes.service import FeedReader
 from app.changes.signal import ChangeSignal
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery
 from app.core.problems import ProblemError
-from app.web.auth import api_router
+from app.tokens.principal import Visible
+from app.web.auth import VisibleDep, api_router
 from app.web.deps import ResourcesDep
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,16 @@ async def _start(reader: async_sessionmaker[AsyncSession], cursor: str | None) -
     description="Every change of a registration's answer (its status or a fact), in the order "
     "the changes became visible (`seq`). With `wait`, a request that finds nothing new is held "
     "until a change comes or `wait` seconds pass; `items` may then be empty and `nextCursor` is "
-    "the position given.",
+    "the position given. With `projectId`, or a token limited to projects, only those projects' "
+    "changes: a page may then hold fewer than `limit` items, and `nextCursor` moves past the "
+    "other projects' changes it skipped.",
     response_model=ChangePage,
 )
 async def list_changes(
     resources: ResourcesDep,
     signal: SignalDep,
     feed: FeedDep,
+    projects: VisibleDep,
     cursor: CursorQuery = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     wait: Annotated[
@@ -104,16 +108,17 @@ async def list_changes(
             page = await feed.page(after=after, limit=limit)
         except service.FeedGone:
             raise ProblemError(410, GONE) from None
+        if page:
+            after = page[-1].seq
+        items = service.shown(page, projects)
         left = deadline - time.monotonic()
-        if page or left <= 0:
+        if items or left <= 0:
             break
-        await signal.wait(token, left)
+        if not page:  # else: only other projects' changes were read; read on, no wait
+            await signal.wait(token, left)
     # The items are JSON already (made once per change and process: service.FeedReader).
-    next_cursor = page[-1][0] if page else after
-    items = ",".join(item for _, item in page)
-    return Response(
-        f'{{"items":[{items}],"nextCursor":"{next_cursor}"}}', media_type="application/json"
-    )
+    joined = ",".join(item.json for item in items)
+    return Response(f'{{"items":[{joined}],"nextCursor":"{after}"}}', media_type="application/json")
 
 
 async def _stream_start(
@@ -151,6 +156,7 @@ async def stream_changes(
     request: Request,
     signal: SignalDep,
     feed: FeedDep,
+    projects: VisibleDep,
     after: Annotated[int, Depends(_stream_start)],
 ) -> StreamingResponse:
     # Our own stream, not FastAPI's generator endpoints (`EventSourceResponse`): theirs logged two
@@ -158,16 +164,21 @@ async def stream_changes(
     # while an event was buffered (issue 24, 6). Here a client leaving cancels the generator
     # (or closes it) and that is one info line.
     return StreamingResponse(
-        _events(signal, feed, after, request.client),
+        _events(signal, feed, after, projects, request.client),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _events(
-    signal: ChangeSignal, feed: FeedReader, after: int, client: Address | None
+    signal: ChangeSignal,
+    feed: FeedReader,
+    after: int,
+    projects: Visible,
+    client: Address | None,
 ) -> AsyncIterator[bytes]:
-    """The stream's bytes: each change after `after` as an event, a comment line when nothing
+    """The stream's bytes: each change after `after` of `projects` (None: every project) as an
+    event, a comment line when nothing
     was sent for `PING_SECONDS`; ends (the client reconnects, then gets 410 with the way back)
     when the reader fell behind the retention. No session is held while waiting."""
     sent = after
@@ -181,11 +192,11 @@ async def _events(
             except service.FeedGone:
                 ended = "it fell behind the retention"
                 return
-            for seq, item in page:
-                sent = seq
+            for seq, _, item in service.shown(page, projects):
                 yield f"id: {seq}\nevent: change\ndata: {item}\n\n".encode()
-            if page:
                 quiet_since = time.monotonic()
+            if page:
+                sent = page[-1].seq
                 continue
             # The signal may wake without a change for this feed: ping by the clock.
             left = quiet_since + PING_SECONDS - time.monotonic()

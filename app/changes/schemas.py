@@ -27,6 +27,7 @@ class RegistrationView(ApiModel):
     what the change feed carries; `RegistrationOut` adds the document."""
 
     id: str
+    project_id: str = Field(description="The Sinch project it belongs to.")
     status: str = Field(description="Sinch's state name, as sent (states unknown here included).")
     registration_type: str | None
     status_changed_at: ApiTime | None = Field(
@@ -89,6 +90,7 @@ class ChangeOut(ApiModel):
         "`etaDate` (recorded once, by the forecasts cron; the image is the registration as then)."
     )
     registration_id: str
+    project_id: str = Field(description="The Sinch project it belongs to.")
     from_status: str | None = Field(description="Null when the registration was first learnt.")
     to_status: str
     at: ApiTime = Field(description="Sinch's time of the change.")
@@ -103,6 +105,7 @@ class ChangeOut(ApiModel):
     def of(cls, row: RegistrationChange) -> ChangeOut:
         image = SimpleNamespace(
             id=row.registration_id,
+            project_id=row.project_id,
             status=row.status,
             **{name: getattr(row, name) for name in IMAGE_COLUMNS},
         )
@@ -111,6 +114,7 @@ class ChangeOut(ApiModel):
             seq=row.seq,
             kind=ChangeKind(row.kind),
             registration_id=row.registration_id,
+            project_id=row.project_id,
             from_status=row.from_status,
             to_status=row.status,
             at=row.at,

@@ -8,6 +8,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -15,6 +16,7 @@ from app.changes import queries, repository
 from app.changes.schemas import ChangeOut
 from app.changes.signal import ChangeSignal
 from app.core.models import RegistrationChange
+from app.tokens.principal import Visible
 
 BATCH = 100
 WAIT_SECONDS = 30.0
@@ -39,6 +41,23 @@ def check_contiguous(after: int, rows: Sequence[RegistrationChange]) -> None:
         raise FeedGone(after)
 
 
+class FeedItem(NamedTuple):
+    """One change as the feed serves it: its `seq`, its project, and its item's JSON."""
+
+    seq: int
+    project_id: str
+    json: str
+
+
+def shown(page: Sequence[FeedItem], visible: Visible) -> list[FeedItem]:
+    """The items of `page` a reader limited to `visible` sees (None: every project). A reader
+    that sees only some still moves its position past the whole page: what it skips is not its
+    own (app/projects/queries.py's `within` is the same rule in SQL)."""
+    if visible is None:
+        return list(page)
+    return [item for item in page if item.project_id in visible]
+
+
 class FeedReader:
     """One process's reads of the feed, shared by all its readers.
 
@@ -50,12 +69,13 @@ class FeedReader:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache_size: int = 4096):
         self._sessions = sessions
         self._cache_size = cache_size
-        self._flights: dict[tuple[int, int], asyncio.Future[list[tuple[int, str]]]] = {}
-        self._items: OrderedDict[int, str] = OrderedDict()
+        self._flights: dict[tuple[int, int], asyncio.Future[list[FeedItem]]] = {}
+        self._items: OrderedDict[int, FeedItem] = OrderedDict()
 
-    async def page(self, *, after: int, limit: int) -> list[tuple[int, str]]:
-        """Up to `limit` changes after `after` as `(seq, item JSON)`; raises `FeedGone` when the
-        changes right after `after` were pruned."""
+    async def page(self, *, after: int, limit: int) -> list[FeedItem]:
+        """Up to `limit` changes after `after`, of every project (readers limited to projects
+        filter with `shown`); raises `FeedGone` when the changes right after `after` were
+        pruned."""
         key = (after, limit)
         flight = self._flights.get(key)
         if flight is None:
@@ -64,7 +84,7 @@ class FeedReader:
             flight.add_done_callback(lambda _: self._flights.pop(key, None))
         return await asyncio.shield(flight)
 
-    async def _read(self, after: int, limit: int) -> list[tuple[int, str]]:
+    async def _read(self, after: int, limit: int) -> list[FeedItem]:
         rows = await read(self._sessions, after=after, limit=limit)
         check_contiguous(after, rows)
         page = []
@@ -72,26 +92,26 @@ class FeedReader:
             assert row.seq is not None
             item = self._items.get(row.seq)
             if item is None:
-                item = ChangeOut.of(row).model_dump_json(by_alias=True)
+                item = FeedItem(
+                    row.seq, row.project_id, ChangeOut.of(row).model_dump_json(by_alias=True)
+                )
                 self._items[row.seq] = item
                 if len(self._items) > self._cache_size:
                     self._items.popitem(last=False)
-            page.append((row.seq, item))
+            page.append(item)
         return page
 
 
-async def follow(
-    feed: FeedReader, signal: ChangeSignal, *, after: int
-) -> AsyncIterator[tuple[int, str]]:
-    """Every change numbered after `after`, in `seq` order, forever, as `(seq, item JSON)`: reads
-    until nothing is new, then waits for `signal` (no session is held while waiting). Raises
-    `FeedGone` when a reader that fell behind the retention finds its next changes pruned."""
+async def follow(feed: FeedReader, signal: ChangeSignal, *, after: int) -> AsyncIterator[FeedItem]:
+    """Every change numbered after `after`, in `seq` order, forever: reads until nothing is new,
+    then waits for `signal` (no session is held while waiting). Raises `FeedGone` when a reader
+    that fell behind the retention finds its next changes pruned."""
     while True:
         token = signal.token()
         page = await feed.page(after=after, limit=BATCH)
-        for seq, item in page:
-            after = seq
-            yield seq, item
+        for item in page:
+            after = item.seq
+            yield item
         if not page:
             await signal.wait(token, WAIT_SECONDS)
 

@@ -66,7 +66,7 @@ from app.subscriptions.schemas import (
     SubscriptionOut,
     SubscriptionPatch,
 )
-from app.tokens.principal import Principal, Scope
+from app.tokens.principal import Principal, Scope, Visible
 from app.web.auth import authenticate, principal_named
 from app.web.deps import ResourcesDep
 
@@ -145,10 +145,24 @@ class Viewer:
     principal: Principal
     csrf: str
     session_id: str
+    project: str | None = None
+    """The project switcher's choice (`?project=`), None: every project the token sees."""
+    projects: tuple[str, ...] = ()
+    """The projects the token sees, for the switcher."""
 
     @property
     def may_act(self) -> bool:
         return self.principal.scope.allows(Scope.WRITE)
+
+    @property
+    def visible(self) -> Visible:
+        """What the pages list: the switcher's project within the token's limit."""
+        return self.principal.visible(self.project)
+
+    @property
+    def limit(self) -> Visible:
+        """The token's limit: what a page of one row (by id) may show."""
+        return self.principal.projects
 
 
 def _actor(request: Request, who: Viewer) -> Actor:
@@ -167,7 +181,17 @@ async def viewer(request: Request, resources: ResourcesDep) -> Viewer:
     if principal is None:  # its token was revoked or replaced: the session ends with it
         await sessions.end(resources.redis, session_id)
         raise SignInRequired
-    return Viewer(principal=principal, csrf=found.csrf, session_id=session_id)
+    async with resources.reader() as session:
+        projects = tuple(
+            p.id for p in await project_queries.list_projects(session, principal.projects)
+        )
+    return Viewer(
+        principal=principal,
+        csrf=found.csrf,
+        session_id=session_id,
+        project=_text(request.query_params.get("project")),
+        projects=projects,
+    )
 
 
 ViewerDep = Annotated[Viewer, Depends(viewer)]
@@ -335,11 +359,13 @@ async def sign_out(
 async def overview(request: Request, resources: ResourcesDep, who: ViewerDep) -> HTMLResponse:
     now = utcnow()
     async with resources.reader() as session:
-        counts = await counts_service.read(session, now, project_id=None)
-        waiting = await registration_queries.waiting(session, WAITING_STATUSES, OVERVIEW_ROWS)
+        counts = await counts_service.read(session, now, projects=who.visible)
+        waiting = await registration_queries.waiting(
+            session, WAITING_STATUSES, OVERVIEW_ROWS, who.visible
+        )
         failed = await event_queries.list_events(
             session,
-            event_queries.EventFilters(state=EventState.FAILED),
+            event_queries.EventFilters(state=EventState.FAILED, projects=who.visible),
             before=None,
             limit=OVERVIEW_ROWS,
         )
@@ -452,12 +478,13 @@ async def registrations(
         "sender_id": _text(sender_id),
         "market": _text(market),
         "tag": _text(tag),
+        "project": who.project,
     }
     search = _text(q)
     async with resources.reader() as session:
         if search is not None:
             # An id opens its page; anything else is looked up as a sender ID.
-            if await registration_queries.get_registration(session, search) is not None:
+            if await registration_queries.get_registration(session, search, who.limit):
                 return _redirect(f"/console/registrations/{_path(search)}")
             params["sender_id"] = search
         filters = registration_queries.RegistrationFilters(
@@ -467,6 +494,7 @@ async def registrations(
             market_code=params["market"],
             tags=tuple(t.strip() for t in (params["tag"] or "").split(",") if t.strip()),
             newest_first=True,  # an operator looks for what moved last
+            projects=who.visible,
         )
         try:
             after = optional_cursor(_text(cursor), registration_queries.NewestKey)
@@ -475,7 +503,7 @@ async def registrations(
         rows = await registration_queries.list_registrations(
             session, filters, after=after, limit=PAGE_SIZE + 1
         )
-        counts = await counts_service.read(session, utcnow(), project_id=None)
+        counts = await counts_service.read(session, utcnow(), projects=who.visible)
     items, next_cursor = page(rows, PAGE_SIZE, lambda r: registration_queries.key_of(filters, r))
     return _page(
         request,
@@ -500,13 +528,13 @@ async def registration(
     request: Request, resources: ResourcesDep, who: ViewerDep, registration_id: str
 ) -> HTMLResponse:
     async with resources.reader() as session:
-        row = await registration_queries.get_registration(session, registration_id)
+        row = await registration_queries.get_registration(session, registration_id, who.limit)
         if row is None:
             return _refused(request, who, 404, "No registration with this id is known here.")
         history = await registration_queries.history(session, registration_id)
         events = await event_queries.list_events(
             session,
-            event_queries.EventFilters(registration_id=registration_id),
+            event_queries.EventFilters(registration_id=registration_id, projects=who.limit),
             before=None,
             limit=PAGE_SIZE,
         )
@@ -549,6 +577,10 @@ async def refresh(
     refused = _acting(request, who, csrf)
     if refused is not None:
         return refused
+    if who.limit is not None:
+        async with resources.reader() as session:
+            if not await registration_queries.get_registration(session, registration_id, who.limit):
+                return _refused(request, who, 404, "No registration with this id is known here.")
     try:
         await registration_service.refresh(
             resources.sessionmaker,
@@ -577,9 +609,11 @@ async def events(
     chosen = _text(state)
     if chosen is not None and chosen not in {s.value for s in EventState}:
         return _refused(request, who, 400, "No such event state.")
-    params = {"state": chosen, "outcome": _text(outcome)}
+    params = {"state": chosen, "outcome": _text(outcome), "project": who.project}
     filters = event_queries.EventFilters(
-        state=EventState(chosen) if chosen else None, outcome=params["outcome"]
+        state=EventState(chosen) if chosen else None,
+        outcome=params["outcome"],
+        projects=who.visible,
     )
     try:
         before = optional_cursor(_text(cursor), event_queries.EventKey)
@@ -587,7 +621,7 @@ async def events(
         return _refused(request, who, 400, "That page link is not valid any more.")
     async with resources.reader() as session:
         rows = await event_queries.list_events(session, filters, before=before, limit=PAGE_SIZE + 1)
-        counts = await counts_service.read(session, utcnow(), project_id=None)
+        counts = await counts_service.read(session, utcnow(), projects=who.visible)
     items, next_cursor = page(rows, PAGE_SIZE, event_queries.key_of)
     return _page(
         request,
@@ -608,7 +642,7 @@ async def confirm_replay_failed(
     request: Request, resources: ResourcesDep, who: ViewerDep
 ) -> HTMLResponse:
     async with resources.reader() as session:
-        counts = await counts_service.read(session, utcnow(), project_id=None)
+        counts = await counts_service.read(session, utcnow(), projects=who.visible)
     return _page(
         request,
         "replay_failed.html",
@@ -624,7 +658,7 @@ async def replay_failed(
     if refused is not None:
         return refused
     report = await event_service.replay_failed(
-        resources.sessionmaker, resources.redis, actor=_actor(request, who)
+        resources.sessionmaker, resources.redis, actor=_actor(request, who), visible=who.limit
     )
     return _page(
         request,
@@ -648,7 +682,7 @@ async def event(request: Request, resources: ResourcesDep, who: ViewerDep, row_i
     if not 1 <= row_id <= event_queries.MAX_ROW_ID:
         return _refused(request, who, 404, "No event with this id is kept.")
     async with resources.reader() as session:
-        row = await event_queries.get_raw_event(session, row_id)
+        row = await event_queries.get_raw_event(session, row_id, who.limit)
     if row is None:
         return _refused(request, who, 404, "No event with this id is kept.")
     try:
@@ -682,7 +716,13 @@ async def replay(
     refused = _acting(request, who, csrf)
     if refused is not None:
         return refused
-    if not 1 <= row_id <= event_queries.MAX_ROW_ID or (
+    if not 1 <= row_id <= event_queries.MAX_ROW_ID:
+        return _refused(request, who, 404, "No event with this id is kept.")
+    if who.limit is not None:
+        async with resources.reader() as session:
+            if await event_queries.get_event(session, row_id, who.limit) is None:
+                return _refused(request, who, 404, "No event with this id is kept.")
+    if (
         await event_service.replay_event(
             resources.sessionmaker, resources.redis, row_id, actor=_actor(request, who)
         )
@@ -706,7 +746,7 @@ async def audit(request: Request, resources: ResourcesDep, who: ViewerDep) -> HT
             request, who, 403, "The audit trail is shown to write tokens only, as in the API."
         )
     async with resources.reader() as session:
-        entries = await audit_queries.recent(session, limit=AUDIT_PAGE_SIZE)
+        entries = await audit_queries.recent(session, limit=AUDIT_PAGE_SIZE, projects=who.visible)
     return _page(
         request, "audit.html", {"viewer": who, "entries": entries, "limit": AUDIT_PAGE_SIZE}
     )
@@ -754,14 +794,18 @@ async def _subscription_rows(
     """Every subscription with what its newest deliveries say (`SUCCESS_RATE_WINDOW` of them,
     read as `GET /v1/subscriptions/{id}/deliveries` reads them); a `read` viewer sees URLs
     redacted, as the API shows them."""
-    known = await subscription_repository.every(session)
+    known = [
+        s
+        for s in await subscription_repository.every(session)
+        if subscription_service.visible_to(s, who.limit)
+    ]
     oldest = await subscription_repository.oldest_pending(session)
     now = utcnow()
     alert_after = timedelta(minutes=settings.subscription_failing_alert_minutes)
     rows = []
     for subscription in known:
         recent = await subscription_service.deliveries(
-            session, subscription.id, before=None, limit=SUCCESS_RATE_WINDOW
+            session, subscription.id, before=None, limit=SUCCESS_RATE_WINDOW, projects=who.visible
         )
         states = [str(d.state) for d in recent]
         succeeded, failed = states.count("succeeded"), states.count("failed")
@@ -795,11 +839,15 @@ async def subscription(
     except ProblemError:
         return _refused(request, who, 400, "That page link is not valid any more.")
     async with resources.reader() as session:
-        found = await subscription_repository.get(session, subscription_id)
+        found = await subscription_service.visible(session, subscription_id, who.limit)
         if found is None:
             return _refused(request, who, 404, "No subscription with this id.")
         rows = await subscription_service.deliveries(
-            session, subscription_id, before=before.id if before else None, limit=PAGE_SIZE + 1
+            session,
+            subscription_id,
+            before=before.id if before else None,
+            limit=PAGE_SIZE + 1,
+            projects=who.visible,
         )
         retried = await _retry_note(session, found, request.query_params.get("retried"))
         now = utcnow()
@@ -899,7 +947,11 @@ async def retry_delivery(
     if refused is not None:
         return refused
     if not 1 <= delivery_id <= 2**62 or await subscription_service.retry_deliveries(
-        resources.sessionmaker, resources.redis, [delivery_id], actor=_actor(request, who)
+        resources.sessionmaker,
+        resources.redis,
+        [delivery_id],
+        actor=_actor(request, who),
+        limit=who.limit,
     ):
         return _refused(request, who, 404, "No delivery with this id.")
     back = f"/console/subscriptions/{_path(subscription_id)}" if subscription_id else "/console"
@@ -1082,6 +1134,7 @@ async def create_subscription(
             body,
             allowed_hosts=resources.settings.subscription_allowed_hosts,
             actor=_actor(request, who),
+            limit=who.limit,
         )
     except ValidationError as exc:
         return _invalid(request, who, exc)
@@ -1130,6 +1183,7 @@ async def edit_subscription(
             body,
             allowed_hosts=resources.settings.subscription_allowed_hosts,
             actor=_actor(request, who),
+            limit=who.limit,
         )
     except ValidationError as exc:
         return _invalid(request, who, exc)
@@ -1158,6 +1212,7 @@ async def disable_subscription(
         SubscriptionPatch(enabled=False),
         allowed_hosts=resources.settings.subscription_allowed_hosts,
         actor=_actor(request, who),
+        limit=who.limit,
     )
     if changed is None:
         return _refused(request, who, 404, "No subscription with this id.")
@@ -1182,6 +1237,7 @@ async def enable_subscription(
         subscription_id,
         backlog=backlog == "yes",
         actor=_actor(request, who),
+        limit=who.limit,
     )
     if isinstance(found, subscription_service.Refused):
         return _recovery_refused(request, who, found)
@@ -1221,7 +1277,7 @@ async def rotate_subscription_secret(
     if refused is not None:
         return refused
     rotated = await subscription_service.rotate_secret(
-        resources.sessionmaker, subscription_id, actor=_actor(request, who)
+        resources.sessionmaker, subscription_id, actor=_actor(request, who), limit=who.limit
     )
     if rotated is None:
         return _refused(request, who, 404, "No subscription with this id.")
@@ -1247,7 +1303,11 @@ async def send_test_event(
     if refused is not None:
         return refused
     outcome = await subscription_service.ping(
-        resources.sessionmaker, subscription_id, resources.settings, actor=_actor(request, who)
+        resources.sessionmaker,
+        subscription_id,
+        resources.settings,
+        actor=_actor(request, who),
+        limit=who.limit,
     )
     if outcome is None:
         return _refused(request, who, 404, "No subscription with this id.")
@@ -1287,6 +1347,7 @@ async def _retry_failed(
         since=since,
         dry_run=dry_run,
         actor=_actor(request, who),
+        limit=who.limit,
     )
     if isinstance(count, subscription_service.Refused):
         return _recovery_refused(request, who, count)
@@ -1352,7 +1413,7 @@ async def delete_subscription(
     if confirm != subscription_id:
         return _refused(request, who, 400, "Not deleted: type the subscription's id to confirm.")
     if not await subscription_service.remove(
-        resources.sessionmaker, subscription_id, actor=_actor(request, who)
+        resources.sessionmaker, subscription_id, actor=_actor(request, who), limit=who.limit
     ):
         return _refused(request, who, 404, "No subscription with this id.")
     return _done(
@@ -1378,7 +1439,7 @@ async def subscription_attempts(
     except (ProblemError, ValueError):
         return _refused(request, who, 400, "That page link is not valid any more.")
     async with resources.reader() as session:
-        found = await subscription_repository.get(session, subscription_id)
+        found = await subscription_service.visible(session, subscription_id, who.limit)
         if found is None:
             return _refused(request, who, 404, "No subscription with this id.")
         filters = subscription_queries.AttemptFilters(

@@ -66,6 +66,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.core.db import UTCDateTime
@@ -379,6 +380,8 @@ class Subscription(Base):
     """The registration types it wants, as `,A,B,`; None: every type."""
     kind_filter: Mapped[str | None] = mapped_column(Text)
     """The kinds of change it wants (`status`, `details`), as `,A,B,`; None: every kind."""
+    project_filter: Mapped[str | None] = mapped_column(Text)
+    """The projects whose changes it wants, as `,A,B,`; None: every project."""
     enabled: Mapped[bool] = mapped_column(Boolean)
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     disabled_at: Mapped[datetime | None]
@@ -517,6 +520,8 @@ class ApiToken(Base):
     scope: Mapped[str] = mapped_column(String(8))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     """Hex SHA-256 of the token; the token itself is shown once and never kept."""
+    project_ids: Mapped[list[str] | None] = mapped_column(postgresql.ARRAY(String(255)))
+    """The projects the token may see (migration 0011); None: every project."""
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None]
     """Written at most about once a minute per token and API process, not on every request."""

@@ -11,20 +11,27 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import COUNT_DELTAS, COUNT_TOTALS
+from app.projects.queries import within
+from app.tokens.principal import Visible
 
 HOUR_PREFIX = "h:"
 
 
-async def current(session: AsyncSession, project_id: str | None) -> dict[str, int]:
-    """Every count of project `project_id` (None: of every project, summed) as it stands: its
+async def current(session: AsyncSession, projects: Visible) -> dict[str, int]:
+    """Every count of `projects` (None: of every project), summed, as it stands: its
     total plus its unfolded deltas, in ONE statement, so that a fold committing meanwhile is seen
     entirely or not at all (one snapshot). Costs the number of names plus the deltas written since
     the last fold, not the number of rows counted."""
-    totals = select(COUNT_TOTALS.c.name, COUNT_TOTALS.c.value.label("v"))
-    deltas = select(COUNT_DELTAS.c.name, COUNT_DELTAS.c.delta.label("v"))
-    if project_id is not None:
-        totals = totals.where(COUNT_TOTALS.c.project_id == project_id)
-        deltas = deltas.where(COUNT_DELTAS.c.project_id == project_id)
+    totals = within(
+        select(COUNT_TOTALS.c.name, COUNT_TOTALS.c.value.label("v")),
+        COUNT_TOTALS.c.project_id,
+        projects,
+    )
+    deltas = within(
+        select(COUNT_DELTAS.c.name, COUNT_DELTAS.c.delta.label("v")),
+        COUNT_DELTAS.c.project_id,
+        projects,
+    )
     parts = union_all(totals, deltas).subquery()
     rows = await session.execute(select(parts.c.name, func.sum(parts.c.v)).group_by(parts.c.name))
     return {name: int(value) for name, value in rows}

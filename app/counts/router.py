@@ -5,7 +5,7 @@ from __future__ import annotations
 from app.core.db import utcnow
 from app.counts import service
 from app.counts.schemas import CountsOut
-from app.web.auth import api_router
+from app.web.auth import VisibleDep, api_router
 from app.web.deps import ReadSessionDep
 
 router = api_router("/v1/counts", "counts")
@@ -18,5 +18,5 @@ router = api_router("/v1/counts", "counts")
     description="Exact at the moment of the answer, at a cost that does not grow with the "
     "tables: the database keeps the counts as rows change (docs/counting.md).",
 )
-async def get_counts(session: ReadSessionDep) -> CountsOut:
-    return CountsOut.of(await service.read(session, utcnow(), project_id=None))
+async def get_counts(session: ReadSessionDep, projects: VisibleDep) -> CountsOut:
+    return CountsOut.of(await service.read(session, utcnow(), projects=projects))

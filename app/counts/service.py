@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.models import EventState
 from app.counts import repository
+from app.tokens.principal import Visible
 
 SERIES_HOURS = 24
 """The hourly series cover the current hour and the 23 before it."""
@@ -63,10 +64,10 @@ def hour_label(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
-async def read(session: AsyncSession, now: datetime, *, project_id: str | None) -> Counts:
-    """The counts of project `project_id` (None: of every project) as they stand, the series
+async def read(session: AsyncSession, now: datetime, *, projects: Visible) -> Counts:
+    """The counts of `projects` (None: of every project), summed, as they stand, the series
     ending with `now`'s hour."""
-    values = await repository.current(session, project_id)
+    values = await repository.current(session, projects)
     events = {state.value: 0 for state in EventState}
     statuses: dict[str, int] = {}
     for name, value in values.items():

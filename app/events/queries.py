@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 
 from app.core.models import CallbackEvent, EventState
+from app.projects.queries import within
+from app.tokens.principal import Visible
 
 MAX_ROW_ID = 2**63 - 1
 """The largest id the database stores (BIGINT)."""
@@ -55,14 +57,20 @@ class EventFilters:
     registration_id: str | None = None
     outcome: str | None = None
     """Exactly this outcome (e.g. `failed:rejected`)."""
+    projects: Visible = None
+    """Only these projects' events (None: every project); one walks (project_id, id)."""
 
 
-def event_statement(row_id: int) -> Select[CallbackEvent]:
-    return select(CallbackEvent).where(CallbackEvent.id == row_id).options(_SHOWN)
+def event_statement(row_id: int, visible: Visible = None) -> Select[CallbackEvent]:
+    statement = select(CallbackEvent).where(CallbackEvent.id == row_id).options(_SHOWN)
+    return within(statement, CallbackEvent.project_id, visible)
 
 
-async def get_event(session: AsyncSession, row_id: int) -> CallbackEvent | None:
-    result = await session.execute(event_statement(row_id))
+async def get_event(
+    session: AsyncSession, row_id: int, visible: Visible = None
+) -> CallbackEvent | None:
+    """The event, when it is kept and belongs to one of `visible` (None: any project)."""
+    result = await session.execute(event_statement(row_id, visible))
     return result.scalar_one_or_none()
 
 
@@ -70,7 +78,9 @@ def list_statement(
     filters: EventFilters, *, before: EventKey | None, limit: int
 ) -> Select[CallbackEvent]:
     """Events matching `filters` older than `before`, newest first, at most `limit` of them."""
-    statement = select(CallbackEvent).options(_SHOWN)
+    statement = within(
+        select(CallbackEvent).options(_SHOWN), CallbackEvent.project_id, filters.projects
+    )
     if filters.state is not None:
         statement = statement.where(CallbackEvent.state == filters.state)
     if filters.registration_id is not None:
@@ -93,8 +103,12 @@ def key_of(event: CallbackEvent) -> EventKey:
     return EventKey(id=event.id)
 
 
-async def get_raw_event(session: AsyncSession, row_id: int) -> CallbackEvent | None:
-    """One event with everything kept, its raw body and headers included (the console's detail
-    page, for people with a session; the internal API never answers them)."""
-    result = await session.execute(select(CallbackEvent).where(CallbackEvent.id == row_id))
+async def get_raw_event(
+    session: AsyncSession, row_id: int, visible: Visible = None
+) -> CallbackEvent | None:
+    """One event of `visible`'s projects with everything kept, its raw body and headers included
+    (the console's detail page, for people with a session; the internal API never answers
+    them)."""
+    statement = select(CallbackEvent).where(CallbackEvent.id == row_id)
+    result = await session.execute(within(statement, CallbackEvent.project_id, visible))
     return result.scalar_one_or_none()

@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.db import UTCDateTime, rowcount
 from app.core.models import CALLBACK_EVENTS, REGISTRATIONS, CallbackEvent, EventState
+from app.projects.queries import within
+from app.tokens.principal import Visible
 
 _ROW: BindParameter[int] = bindparam("p_row", type_=BigInteger())
 _NOW = bindparam("p_now", type_=UTCDateTime())
@@ -136,9 +138,13 @@ async def received_before(session: AsyncSession, cutoff: datetime, limit: int) -
     return list(result.scalars())
 
 
-async def ids_in_state(session: AsyncSession, state: EventState) -> list[int]:
+async def ids_in_state(
+    session: AsyncSession, state: EventState, visible: Visible = None
+) -> list[int]:
+    """The ids of the events in `state`, of `visible`'s projects (None: every project)."""
+    statement = select(CallbackEvent.id).where(CallbackEvent.state == state)
     result = await session.execute(
-        select(CallbackEvent.id).where(CallbackEvent.state == state).order_by(CallbackEvent.id)
+        within(statement, CallbackEvent.project_id, visible).order_by(CallbackEvent.id)
     )
     return list(result.scalars())
 

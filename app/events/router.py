@@ -13,7 +13,7 @@ from app.core.problems import found
 from app.core.schemas import problem_responses, text_filter
 from app.events import queries, service
 from app.events.schemas import EventOut, EventPage
-from app.web.auth import ActorDep, api_router
+from app.web.auth import ActorDep, LimitDep, VisibleDep, api_router
 from app.web.deps import ReadSessionDep, ResourcesDep
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ _NOT_FOUND = "No event with this id is kept."
 )
 async def list_events(
     session: ReadSessionDep,
+    projects: VisibleDep,
     state: Annotated[EventState | None, Query(description="Only events in this state.")] = None,
     registration_id: Annotated[
         str | None,
@@ -47,7 +48,9 @@ async def list_events(
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: RowIdCursorQuery = None,
 ) -> EventPage:
-    filters = queries.EventFilters(state=state, registration_id=registration_id, outcome=outcome)
+    filters = queries.EventFilters(
+        state=state, registration_id=registration_id, outcome=outcome, projects=projects
+    )
     before = optional_cursor(cursor, queries.EventKey)
     rows = await queries.list_events(session, filters, before=before, limit=limit + 1)
     items, next_cursor = page(rows, limit, queries.key_of)
@@ -60,8 +63,8 @@ async def list_events(
     summary="One kept callback event (without its body and headers)",
     responses=problem_responses(404),
 )
-async def get_event(session: ReadSessionDep, row_id: EventRowId) -> EventOut:
-    return EventOut.of(found(await queries.get_event(session, row_id), _NOT_FOUND))
+async def get_event(session: ReadSessionDep, limit: LimitDep, row_id: EventRowId) -> EventOut:
+    return EventOut.of(found(await queries.get_event(session, row_id, limit), _NOT_FOUND))
 
 
 @router.post(
@@ -73,6 +76,11 @@ async def get_event(session: ReadSessionDep, row_id: EventRowId) -> EventOut:
     status_code=202,
     responses=problem_responses(403, 404),
 )
-async def replay_event(resources: ResourcesDep, row_id: EventRowId, actor: ActorDep) -> EventOut:
+async def replay_event(
+    resources: ResourcesDep, row_id: EventRowId, actor: ActorDep, limit: LimitDep
+) -> EventOut:
+    if limit is not None:
+        async with resources.reader() as session:
+            found(await queries.get_event(session, row_id, limit), _NOT_FOUND)
     event = await service.replay_event(resources.sessionmaker, resources.redis, row_id, actor=actor)
     return EventOut.of(found(event, _NOT_FOUND))

@@ -46,6 +46,7 @@ class EventOut(ApiModel):
     """One kept callback event."""
 
     id: int = Field(description="The event's id here: the `{id}` of /v1/events/{id}.")
+    project_id: str = Field(description="The Sinch project it belongs to.")
     event_id: str | None = Field(
         description="Sinch's event id (the body's `eventId`); null when the body has none."
     )

@@ -21,6 +21,7 @@ from app.core.db import utcnow
 from app.core.jobs import enqueue_event
 from app.core.models import CallbackEvent, EventState
 from app.events import queries, repository
+from app.tokens.principal import Visible
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,14 @@ async def replay(
 
 
 async def replay_failed(
-    sessionmaker: async_sessionmaker[AsyncSession], redis: ArqRedis, *, actor: Actor
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: ArqRedis,
+    *,
+    actor: Actor,
+    visible: Visible = None,
 ) -> Replayed:
-    """Replay every event `failed` now (`replay`): the console's "replay all failed" and the
-    CLI's `replay --failed`."""
+    """Replay every event `failed` now, of `visible`'s projects (None: every project)
+    (`replay`): the console's "replay all failed" and the CLI's `replay --failed`."""
     async with sessionmaker() as session:
-        row_ids = await repository.ids_in_state(session, EventState.FAILED)
+        row_ids = await repository.ids_in_state(session, EventState.FAILED, visible)
     return await replay(sessionmaker, redis, row_ids, actor=actor)

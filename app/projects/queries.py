@@ -1,19 +1,45 @@
-"""Reading the projects: what every page, command and answer about projects shows. Never a key
-secret nor a callback secret: a `ProjectView` holds whether a key secret is set, not the secret.
+"""Reading the projects, and the one place a request's project limit is applied to a query
+(`within`). Never writes.
 
-Shared with the API's read side (`GET /v1/projects`): one query for the list, one for a project.
+What every page, command and answer about projects shows is a `ProjectView`: never a key secret nor
+a callback secret, only whether a key secret is set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import ColumnElement, Row, Select, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from app.core.models import PROJECTS, CallbackSecret
+from app.tokens.principal import Visible
+
+_S = TypeVar("_S", bound=Select[Any])
+Column = ColumnElement[Any] | QueryableAttribute[Any]
+"""A `project_id` column, of a table or a mapped class."""
+
+
+def only(column: Column, visible: Visible) -> ColumnElement[bool]:
+    """The condition that `column` (a `project_id`) is one of `visible` (true for None: every
+    project). One project is an equality, so the listing indexes led by `project_id` serve it."""
+    if visible is None:
+        return true()
+    if len(visible) == 1:
+        return column == next(iter(visible))
+    return column.in_(sorted(visible))
+
+
+def within(statement: _S, column: Column, visible: Visible) -> _S:
+    """`statement` limited to rows whose `column` is one of `visible`: every listing and lookup of
+    a project's data under /v1 and in the console passes here, so a token limited to projects
+    never reads another project's row (a lookup then finds nothing: 404 as for a missing row)."""
+    if visible is None:
+        return statement
+    return statement.where(only(column, visible))
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +59,14 @@ class ProjectView:
     updated_at: datetime
 
 
-def _views() -> Select[Any]:
+def _views(visible: Visible) -> Select[Any]:
     secrets = (
         select(func.count())
         .where(CallbackSecret.project_id == PROJECTS.c.id)
         .correlate(PROJECTS)
         .scalar_subquery()
     )
-    return select(
+    statement = select(
         PROJECTS.c.id,
         PROJECTS.c.name,
         PROJECTS.c.key_id,
@@ -50,6 +76,7 @@ def _views() -> Select[Any]:
         PROJECTS.c.created_at,
         PROJECTS.c.updated_at,
     ).order_by(PROJECTS.c.id)
+    return within(statement, PROJECTS.c.id, visible)
 
 
 def _view(row: Row[Any], *, environment_secret: bool) -> ProjectView:
@@ -66,17 +93,21 @@ def _view(row: Row[Any], *, environment_secret: bool) -> ProjectView:
 
 
 async def list_projects(
-    session: AsyncSession, *, environment_secret: bool = False
+    session: AsyncSession, visible: Visible = None, *, environment_secret: bool = False
 ) -> list[ProjectView]:
-    """Every project, by id. `environment_secret`: whether the settings give the
-    settings-defined project's key secret (`SINCH_KEY_SECRET`)."""
-    rows = await session.execute(_views())
+    """The projects of `visible` (None: every project), by id. `environment_secret`: whether the
+    settings give the settings-defined project's key secret (`SINCH_KEY_SECRET`)."""
+    rows = await session.execute(_views(visible))
     return [_view(row, environment_secret=environment_secret) for row in rows]
 
 
 async def get_project(
-    session: AsyncSession, project_id: str, *, environment_secret: bool = False
+    session: AsyncSession,
+    project_id: str,
+    visible: Visible = None,
+    *,
+    environment_secret: bool = False,
 ) -> ProjectView | None:
-    """Project `project_id`, or None when there is no such project."""
-    row = (await session.execute(_views().where(PROJECTS.c.id == project_id))).first()
+    """Project `project_id` when it exists and is among `visible`, else None."""
+    row = (await session.execute(_views(visible).where(PROJECTS.c.id == project_id))).first()
     return None if row is None else _view(row, environment_secret=environment_secret)

@@ -39,6 +39,8 @@ from app.core.models import (
     RegistrationTag,
 )
 from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN
+from app.projects.queries import within
+from app.tokens.principal import Visible
 
 
 class _Key(BaseModel):
@@ -77,6 +79,9 @@ class RegistrationFilters:
     """True: only registrations whose forecast is overdue; False: only those not overdue."""
     updated_since: datetime | None = None
     """Only registrations whose `status_changed_at` is at or after it; orders by that time."""
+    projects: Visible = None
+    """Only these projects' registrations (None: every project): the `projectId` filter within the
+    token's limit. One project walks the (project_id, id) index (migration 0010)."""
     newest_first: bool = False
     """Without `updated_since`: order by `status_changed_at` descending (unknown times last),
     then id descending, as an operator reads a list (the console)."""
@@ -86,12 +91,16 @@ class RegistrationFilters:
         return self.updated_since is not None
 
 
-def registration_statement(registration_id: str) -> Select[Registration]:
-    return select(Registration).where(Registration.id == registration_id)
+def registration_statement(registration_id: str, visible: Visible = None) -> Select[Registration]:
+    statement = select(Registration).where(Registration.id == registration_id)
+    return within(statement, Registration.project_id, visible)
 
 
-async def get_registration(session: AsyncSession, registration_id: str) -> Registration | None:
-    result = await session.execute(registration_statement(registration_id))
+async def get_registration(
+    session: AsyncSession, registration_id: str, visible: Visible = None
+) -> Registration | None:
+    """The registration, when it is known here and belongs to one of `visible` (None: any)."""
+    result = await session.execute(registration_statement(registration_id, visible))
     return result.scalar_one_or_none()
 
 
@@ -106,7 +115,7 @@ def list_statement(
     walk moves behind the cursor and is seen again with its newer state, never lost. `after` must
     be a `ChangedKey` then. Asks for `limit` rows (callers pass one more to detect a next page).
     """
-    statement = select(Registration)
+    statement = within(select(Registration), Registration.project_id, filters.projects)
     if len(filters.statuses) == 1:
         statement = statement.where(Registration.status == filters.statuses[0])
     elif filters.statuses:
@@ -200,14 +209,17 @@ async def history(session: AsyncSession, registration_id: str) -> Sequence[Regis
     return result.scalars().all()
 
 
-async def waiting(session: AsyncSession, statuses: Sequence[str], limit: int) -> list[Registration]:
-    """Registrations in any of `statuses`, longest in their status first (by `status_since`,
-    unknown last, then id), at most `limit`. One indexed walk per status on (status,
-    status_since, id) (migration 0009), merged here: cost bounded by `limit`, not the table."""
+async def waiting(
+    session: AsyncSession, statuses: Sequence[str], limit: int, visible: Visible = None
+) -> list[Registration]:
+    """Registrations of `visible`'s projects (None: every project) in any of `statuses`, longest
+    in their status first (by `status_since`, unknown last, then id), at most `limit`. One
+    indexed walk per status on (status, status_since, id) (migration 0009), merged here: cost
+    bounded by `limit`, not the table."""
     found: list[Registration] = []
     for status in statuses:
         result = await session.execute(
-            select(Registration)
+            within(select(Registration), Registration.project_id, visible)
             .where(Registration.status == status)
             .order_by(Registration.status_since.nulls_last(), Registration.id)
             .limit(limit)

@@ -26,7 +26,8 @@ from app.core.schemas import (
 from app.forecasts import queries as forecast_queries
 from app.registrations import queries, service
 from app.registrations.schemas import HistoryItem, HistoryOut, RegistrationOut, RegistrationPage
-from app.web.auth import ActorDep, api_router
+from app.tokens.principal import Visible
+from app.web.auth import ActorDep, LimitDep, VisibleDep, api_router
 from app.web.deps import ReadSessionDep, ResourcesDep
 
 router = api_router("/v1/registrations", "registrations")
@@ -60,8 +61,8 @@ def _statuses(status: str | None) -> tuple[str, ...]:
     return named
 
 
-async def _known(session: AsyncSession, registration_id: str) -> Registration:
-    registration = await queries.get_registration(session, registration_id)
+async def _known(session: AsyncSession, registration_id: str, visible: Visible) -> Registration:
+    registration = await queries.get_registration(session, registration_id, visible)
     return found(registration, "No registration with this id is known here.")
 
 
@@ -74,6 +75,7 @@ async def _known(session: AsyncSession, registration_id: str) -> Registration:
 )
 async def list_registrations(
     session: ReadSessionDep,
+    projects: VisibleDep,
     status: Annotated[
         str | None,
         text_filter(
@@ -136,6 +138,7 @@ async def list_registrations(
         tags=tuple(dict.fromkeys(tag or ())),
         updated_since=updated_since,
         overdue=overdue,
+        projects=projects,
     )
     key_model = queries.ChangedKey if filters.by_change else queries.IdKey
     after = optional_cursor(cursor, key_model)
@@ -155,9 +158,9 @@ async def list_registrations(
     responses=problem_responses(404),
 )
 async def get_registration(
-    session: ReadSessionDep, registration_id: RegistrationId
+    session: ReadSessionDep, limit: LimitDep, registration_id: RegistrationId
 ) -> RegistrationOut:
-    registration = await _known(session, registration_id)
+    registration = await _known(session, registration_id, limit)
     forecasts = await forecast_queries.forecasts_of(session, [registration_id])
     return RegistrationOut.of(registration, forecasts.get(registration_id))
 
@@ -168,8 +171,10 @@ async def get_registration(
     summary="A registration's status changes, oldest first",
     responses=problem_responses(404),
 )
-async def get_history(session: ReadSessionDep, registration_id: RegistrationId) -> HistoryOut:
-    await _known(session, registration_id)
+async def get_history(
+    session: ReadSessionDep, limit: LimitDep, registration_id: RegistrationId
+) -> HistoryOut:
+    await _known(session, registration_id, limit)
     rows = await queries.history(session, registration_id)
     return HistoryOut(items=[HistoryItem.model_validate(row) for row in rows])
 
@@ -179,7 +184,9 @@ async def get_history(session: ReadSessionDep, registration_id: RegistrationId) 
     operation_id="refreshRegistration",
     summary="Fetch the registration from Sinch now and apply it",
     description="Applies Sinch's document with the recency guard (newer local news is kept) and "
-    "answers the registration as kept afterwards. Works for a registration not yet known here.",
+    "answers the registration as kept afterwards. Works for a registration not yet known here, "
+    "except with a token limited to projects: that refreshes only its projects' registrations "
+    "(any other is 404, as a missing one).",
     responses=problem_responses(403, 404, 502, 503),
 )
 async def refresh_registration(
@@ -187,7 +194,11 @@ async def refresh_registration(
     sequencer: SequencerDep,
     registration_id: RegistrationId,
     actor: ActorDep,
+    limit: LimitDep,
 ) -> RegistrationOut:
+    if limit is not None:
+        async with resources.reader() as session:
+            await _known(session, registration_id, limit)
     refreshed = await service.refresh(
         resources.sessionmaker, resources.sinch, sequencer, registration_id, actor=actor
     )

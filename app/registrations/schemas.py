@@ -43,6 +43,8 @@ class RegistrationPage(ApiModel):
 class HistoryItem(ApiModel):
     """One status change applied to the registration."""
 
+    project_id: str = Field(description="The Sinch project it belongs to.")
+
     from_status: str | None = Field(description="Null on the registration's first row.")
     to_status: str
     at: ApiTime = Field(description="Sinch's time of the change.")

@@ -46,8 +46,15 @@ from app.subscriptions.schemas import (
     SubscriptionPatch,
     SubscriptionWithSecret,
 )
-from app.tokens.principal import Principal, Scope
-from app.web.auth import ActorDep, PrincipalDep, api_router
+from app.tokens.principal import Principal, Scope, Visible
+from app.web.auth import (
+    ActorDep,
+    LimitDep,
+    PrincipalDep,
+    ProjectIdQuery,
+    VisibleDep,
+    api_router,
+)
 from app.web.deps import ReadSessionDep, ResourcesDep
 
 log = logging.getLogger(__name__)
@@ -74,17 +81,21 @@ def _unknown() -> ProblemError:
     return ProblemError(404, NO_SUBSCRIPTION)
 
 
-async def _found(session: AsyncSession, subscription_id: str) -> Subscription:
-    return found(await repository.get(session, subscription_id), NO_SUBSCRIPTION)
+async def _found(session: AsyncSession, subscription_id: str, limit: Visible) -> Subscription:
+    """The subscription, when it exists and a token limited to `limit` may see it; else 404."""
+    return found(await service.visible(session, subscription_id, limit), NO_SUBSCRIPTION)
 
 
 @contextmanager
 def _url_checked() -> Iterator[None]:
-    """A URL the rules refuse (`UrlRefused`) answered as a 422 problem saying why."""
+    """A URL the rules refuse (`UrlRefused`), or projects a token may not name
+    (`ProjectsRefused`), answered as a 422 problem saying why."""
     try:
         yield
     except UrlRefused as exc:
         raise ProblemError(422, f"The URL is refused: {exc}") from None
+    except service.ProjectsRefused as exc:
+        raise ProblemError(422, str(exc)) from None
 
 
 @router.post(
@@ -96,7 +107,7 @@ def _url_checked() -> Iterator[None]:
     responses=problem_responses(403),
 )
 async def create_subscription(
-    resources: ResourcesDep, body: SubscriptionIn, actor: ActorDep
+    resources: ResourcesDep, body: SubscriptionIn, actor: ActorDep, limit: LimitDep
 ) -> SubscriptionWithSecret:
     with _url_checked():
         subscription = await service.subscribe(
@@ -104,16 +115,30 @@ async def create_subscription(
             body,
             allowed_hosts=resources.settings.subscription_allowed_hosts,
             actor=actor,
+            limit=limit,
         )
     log.info("subscription created", extra={"subscription_id": subscription.id})
     return service.with_secret(subscription)
 
 
-@router.get("/subscriptions", operation_id="listSubscriptions", summary="Every subscription")
-async def list_subscriptions(session: ReadSessionDep, principal: PrincipalDep) -> SubscriptionList:
+@router.get(
+    "/subscriptions",
+    operation_id="listSubscriptions",
+    summary="Every subscription",
+    description="With `projectId`, those that receive that project's changes. A token limited "
+    "to projects sees only subscriptions limited to projects within its own.",
+)
+async def list_subscriptions(
+    session: ReadSessionDep, principal: PrincipalDep, project_id: ProjectIdQuery = None
+) -> SubscriptionList:
     redact = _redact(principal)
     return SubscriptionList(
-        items=[service.answer(s, redact=redact) for s in await repository.every(session)]
+        items=[
+            service.answer(s, redact=redact)
+            for s in await repository.every(session)
+            if service.visible_to(s, principal.projects)
+            and (project_id is None or service.receives(s, project_id))
+        ]
     )
 
 
@@ -131,7 +156,8 @@ def _redact(principal: Principal) -> bool:
 async def get_subscription(
     session: ReadSessionDep, principal: PrincipalDep, subscription_id: SubscriptionId
 ) -> SubscriptionOut:
-    return service.answer(await _found(session, subscription_id), redact=_redact(principal))
+    subscription = await _found(session, subscription_id, principal.projects)
+    return service.answer(subscription, redact=_redact(principal))
 
 
 @router.patch(
@@ -145,6 +171,7 @@ async def change_subscription(
     subscription_id: SubscriptionId,
     body: SubscriptionPatch,
     actor: ActorDep,
+    limit: LimitDep,
 ) -> SubscriptionOut:
     with _url_checked():
         subscription = await service.edit(
@@ -154,6 +181,7 @@ async def change_subscription(
             body,
             allowed_hosts=resources.settings.subscription_allowed_hosts,
             actor=actor,
+            limit=limit,
         )
     return service.answer(found(subscription, NO_SUBSCRIPTION))
 
@@ -166,9 +194,9 @@ async def change_subscription(
     responses=problem_responses(403, 404),
 )
 async def delete_subscription(
-    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
+    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep, limit: LimitDep
 ) -> Response:
-    if not await service.remove(resources.sessionmaker, subscription_id, actor=actor):
+    if not await service.remove(resources.sessionmaker, subscription_id, actor=actor, limit=limit):
         raise _unknown()
     log.info("subscription deleted", extra={"subscription_id": subscription_id})
     return Response(status_code=204)
@@ -181,10 +209,12 @@ async def delete_subscription(
     responses=problem_responses(403, 404),
 )
 async def rotate_secret(
-    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
+    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep, limit: LimitDep
 ) -> SubscriptionWithSecret:
     subscription = found(
-        await service.rotate_secret(resources.sessionmaker, subscription_id, actor=actor),
+        await service.rotate_secret(
+            resources.sessionmaker, subscription_id, actor=actor, limit=limit
+        ),
         NO_SUBSCRIPTION,
     )
     log.info("subscription secret rotated", extra={"subscription_id": subscription_id})
@@ -199,14 +229,20 @@ async def rotate_secret(
 )
 async def list_deliveries(
     session: ReadSessionDep,
+    principal: PrincipalDep,
+    projects: VisibleDep,
     subscription_id: SubscriptionId,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: RowIdCursorQuery = None,
 ) -> DeliveryPage:
-    await _found(session, subscription_id)
+    await _found(session, subscription_id, principal.projects)
     before = optional_cursor(cursor, EventKey)
     rows = await service.deliveries(
-        session, subscription_id, before=before.id if before else None, limit=limit + 1
+        session,
+        subscription_id,
+        before=before.id if before else None,
+        limit=limit + 1,
+        projects=projects,
     )
     items = rows[:limit]
     next_cursor = encode_cursor(EventKey(id=items[-1].id)) if len(rows) > limit else None
@@ -221,10 +257,10 @@ async def list_deliveries(
     responses=problem_responses(403, 404),
 )
 async def retry_delivery(
-    resources: ResourcesDep, delivery_id: DeliveryId, actor: ActorDep
+    resources: ResourcesDep, delivery_id: DeliveryId, actor: ActorDep, limit: LimitDep
 ) -> Response:
     unknown = await service.retry_deliveries(
-        resources.sessionmaker, resources.redis, [delivery_id], actor=actor
+        resources.sessionmaker, resources.redis, [delivery_id], actor=actor, limit=limit
     )
     if unknown:
         raise ProblemError(404, "No delivery with this id.")
@@ -265,13 +301,14 @@ async def _attempt_page(
 )
 async def list_subscription_attempts(
     session: ReadSessionDep,
+    limited: LimitDep,
     subscription_id: SubscriptionId,
     outcome: OutcomeQuery = None,
     since: SinceQuery = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: TimeRowIdCursorQuery = None,
 ) -> AttemptPage:
-    await _found(session, subscription_id)
+    await _found(session, subscription_id, limited)
     filters = queries.AttemptFilters(subscription_id=subscription_id, outcome=outcome, since=since)
     return await _attempt_page(session, filters, limit, cursor)
 
@@ -284,13 +321,17 @@ async def list_subscription_attempts(
 )
 async def list_delivery_attempts(
     session: ReadSessionDep,
+    limited: LimitDep,
     delivery_id: DeliveryId,
     outcome: OutcomeQuery = None,
     since: SinceQuery = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: TimeRowIdCursorQuery = None,
 ) -> AttemptPage:
-    found(await session.get(Delivery, delivery_id), "No delivery with this id.")
+    delivery = await session.get(Delivery, delivery_id)
+    if delivery is not None and limited is not None and delivery.project_id not in limited:
+        delivery = None  # another project's delivery: unknown to this token, as a missing one
+    found(delivery, "No delivery with this id.")
     filters = queries.AttemptFilters(delivery_id=delivery_id, outcome=outcome, since=since)
     return await _attempt_page(session, filters, limit, cursor)
 
@@ -305,10 +346,10 @@ async def list_delivery_attempts(
     responses=problem_responses(403, 404),
 )
 async def test_subscription(
-    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep
+    resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep, limit: LimitDep
 ) -> PingOutcome:
     outcome = await service.ping(
-        resources.sessionmaker, subscription_id, resources.settings, actor=actor
+        resources.sessionmaker, subscription_id, resources.settings, actor=actor, limit=limit
     )
     return found(outcome, NO_SUBSCRIPTION)
 
@@ -334,7 +375,11 @@ def _recovery_refused(refused: service.Refused) -> ProblemError:
     responses=problem_responses(403, 404, 409),
 )
 async def retry_failed(
-    resources: ResourcesDep, subscription_id: SubscriptionId, body: RetryFailedIn, actor: ActorDep
+    resources: ResourcesDep,
+    subscription_id: SubscriptionId,
+    body: RetryFailedIn,
+    actor: ActorDep,
+    limit: LimitDep,
 ) -> RetryFailedOut:
     found = await service.retry_failed(
         resources.sessionmaker,
@@ -343,6 +388,7 @@ async def retry_failed(
         since=body.since,
         dry_run=body.dry_run,
         actor=actor,
+        limit=limit,
     )
     if isinstance(found, service.Refused):
         raise _recovery_refused(found)
@@ -359,7 +405,11 @@ async def retry_failed(
     responses=problem_responses(403, 404, 409),
 )
 async def enable_subscription(
-    resources: ResourcesDep, subscription_id: SubscriptionId, body: EnableIn, actor: ActorDep
+    resources: ResourcesDep,
+    subscription_id: SubscriptionId,
+    body: EnableIn,
+    actor: ActorDep,
+    limit: LimitDep,
 ) -> EnableOut:
     found = await service.enable(
         resources.sessionmaker,
@@ -367,6 +417,7 @@ async def enable_subscription(
         subscription_id,
         backlog=body.backlog,
         actor=actor,
+        limit=limit,
     )
     if isinstance(found, service.Refused):
         raise _recovery_refused(found)
@@ -383,9 +434,12 @@ async def enable_subscription(
     responses=problem_responses(404),
 )
 async def subscription_health(
-    resources: ResourcesDep, session: ReadSessionDep, subscription_id: SubscriptionId
+    resources: ResourcesDep,
+    session: ReadSessionDep,
+    limited: LimitDep,
+    subscription_id: SubscriptionId,
 ) -> HealthOut:
-    subscription = await _found(session, subscription_id)
+    subscription = await _found(session, subscription_id, limited)
     alert_after = timedelta(minutes=resources.settings.subscription_failing_alert_minutes)
     return await queries.health(session, subscription, now=utcnow(), alert_after=alert_after)
 

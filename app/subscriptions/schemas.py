@@ -36,6 +36,11 @@ class SubscriptionIn(ApiModel):
         "facts changed; `overdue`: it became overdue); omitted: every kind."
         " The catalog: GET /v1/event-types.",
     )
+    project_ids: FilterList | None = Field(
+        default=None,
+        description="Only these Sinch projects' changes; omitted: every project (with a token "
+        "limited to projects: the token's projects).",
+    )
     description: Description | None = None
 
 
@@ -46,6 +51,7 @@ class SubscriptionPatch(ApiModel):
     statuses: FilterList | None = None
     registration_types: FilterList | None = None
     kinds: FilterList | None = None
+    project_ids: FilterList | None = None
     description: Description | None = None
     enabled: bool | None = Field(
         default=None, description="`true` enables again a subscription that was disabled."
@@ -58,6 +64,9 @@ class SubscriptionOut(ApiModel):
     statuses: list[str] | None
     registration_types: list[str] | None
     kinds: list[str] | None
+    project_ids: list[str] | None = Field(
+        description="The Sinch projects whose changes it receives; null: every project."
+    )
     description: str | None
     enabled: bool
     disabled_reason: str | None = Field(description="Why it was disabled; null when enabled.")
@@ -83,6 +92,7 @@ class SubscriptionList(ApiModel):
 class DeliveryOut(ApiModel):
     id: int
     seq: int | None = Field(description="The change's place in the feed (/v1/changes).")
+    project_id: str = Field(description="The Sinch project it belongs to.")
     registration_id: str
     state: DeliveryState
     attempts: int

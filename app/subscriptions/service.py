@@ -24,6 +24,7 @@ from app.core.db import utcnow
 from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
 from app.core.schemas import same_named
 from app.core.settings import Settings
+from app.projects.queries import list_projects, within
 from app.subscriptions import repository
 from app.subscriptions.delivery import (
     delivery_client,
@@ -45,11 +46,12 @@ from app.subscriptions.schemas import (
     SubscriptionPatch,
     SubscriptionWithSecret,
 )
+from app.tokens.principal import Visible
 
 ROTATION_OVERLAP: Final = timedelta(hours=24)
 
 
-_SHOWN_OTHERWISE = ("url", "statuses", "registration_types", "kinds")
+_SHOWN_OTHERWISE = ("url", "statuses", "registration_types", "kinds", "project_ids")
 
 
 def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionOut:
@@ -61,17 +63,75 @@ def answer(subscription: Subscription, *, redact: bool = False) -> SubscriptionO
         statuses=filter_values(subscription.status_filter),
         registration_types=filter_values(subscription.type_filter),
         kinds=filter_values(subscription.kind_filter),
+        project_ids=filter_values(subscription.project_filter),
     )
+
+
+class ProjectsRefused(ValueError):
+    """`projectIds` names a project that does not exist or that the token may not see (one
+    message for both: never a hint that another project exists), or a limited token asked for
+    every project."""
+
+
+def visible_to(subscription: Subscription, limit: Visible) -> bool:
+    """Whether a token limited to `limit` (None: unlimited) sees and manages the subscription:
+    only one limited to projects all within the token's (a subscription of every project, or of
+    one outside the limit, is 404 to it, as a missing one)."""
+    if limit is None:
+        return True
+    projects = filter_values(subscription.project_filter)
+    return projects is not None and set(projects) <= limit
+
+
+async def visible(
+    session: AsyncSession, subscription_id: str, limit: Visible
+) -> Subscription | None:
+    """The subscription, when it exists and a token limited to `limit` may see it (`visible_to`);
+    else None, as for a missing one."""
+    subscription = await repository.get(session, subscription_id)
+    if subscription is None or not visible_to(subscription, limit):
+        return None
+    return subscription
+
+
+def receives(subscription: Subscription, project_id: str) -> bool:
+    """Whether the subscription receives `project_id`'s changes (the `projectId` filter of the
+    listing; the outbox applies the same rule in SQL)."""
+    projects = filter_values(subscription.project_filter)
+    return projects is None or project_id in projects
+
+
+async def project_filter(
+    session: AsyncSession, asked: list[str] | None, limit: Visible
+) -> str | None:
+    """The `project_filter` to keep for `projectIds` = `asked` by a token limited to `limit`:
+    `asked` (each project existing and within the limit), or the token's projects when nothing
+    is asked. `ProjectsRefused` otherwise."""
+    if asked is None:
+        if limit is None:
+            return None
+        asked = sorted(limit)
+    existing = {project.id for project in await list_projects(session, limit)}
+    refused = [project for project in asked if project not in existing]
+    if refused:
+        raise ProjectsRefused(f"`projectIds` names no project known here: {', '.join(refused)}")
+    return filter_text(sorted(set(asked)))
 
 
 def with_secret(subscription: Subscription) -> SubscriptionWithSecret:
     return SubscriptionWithSecret(**answer(subscription).model_dump(), secret=subscription.secret)
 
 
-def create(
-    session: AsyncSession, body: SubscriptionIn, *, allowed_hosts: Sequence[str], now: datetime
+async def create(
+    session: AsyncSession,
+    body: SubscriptionIn,
+    *,
+    allowed_hosts: Sequence[str],
+    now: datetime,
+    limit: Visible = None,
 ) -> Subscription:
-    """A new, enabled subscription with a new secret. Raises UrlRefused for a URL not allowed."""
+    """A new, enabled subscription with a new secret, made by a token limited to `limit`. Raises
+    UrlRefused for a URL not allowed, ProjectsRefused for projects it may not name."""
     subscription = Subscription(
         id=repository.new_id(),
         url=check_url(body.url, allowed_hosts),
@@ -79,6 +139,7 @@ def create(
         status_filter=filter_text(body.statuses),
         type_filter=filter_text(body.registration_types),
         kind_filter=filter_text(body.kinds),
+        project_filter=await project_filter(session, body.project_ids, limit),
         enabled=True,
         secret=new_secret(),
         created_at=now,
@@ -88,13 +149,17 @@ def create(
     return subscription
 
 
-def change(
+async def change(
+    session: AsyncSession,
     subscription: Subscription,
     body: SubscriptionPatch,
     *,
     allowed_hosts: Sequence[str],
     now: datetime,
+    limit: Visible = None,
 ) -> None:
+    """Change the fields `body` gives, by a token limited to `limit`. Raises UrlRefused,
+    ProjectsRefused (`projectIds` null from a limited token: every project is not its to give)."""
     given = body.model_fields_set
     if "url" in given and body.url is not None:
         subscription.url = check_url(body.url, allowed_hosts)
@@ -104,6 +169,10 @@ def change(
         subscription.type_filter = filter_text(body.registration_types)
     if "kinds" in given:
         subscription.kind_filter = filter_text(body.kinds)
+    if "project_ids" in given:
+        if body.project_ids is None and limit is not None:
+            raise ProjectsRefused("`projectIds` must name projects: this token is limited to some")
+        subscription.project_filter = await project_filter(session, body.project_ids, limit)
     if "description" in given:
         subscription.description = body.description
     if "enabled" in given and body.enabled is not None:
@@ -137,15 +206,19 @@ async def deliveries(
     before: int | None,
     limit: int,
     state: DeliveryState | None = None,
+    projects: Visible = None,
 ) -> list[DeliveryOut]:
     """A subscription's deliveries, newest first, before the id `before`, only those in `state`
-    when given. The one listing of deliveries: the API, the console and the CLI come here."""
-    statement = (
+    when given, only those of `projects` (None: every project). The one listing of deliveries:
+    the API, the console and the CLI come here."""
+    statement = within(
         select(*_DELIVERY_COLUMNS, RegistrationChange.seq)
         .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
         .where(Delivery.subscription_id == subscription_id)
         .order_by(Delivery.id.desc())
-        .limit(limit)
+        .limit(limit),
+        Delivery.project_id,
+        projects,
     )
     if before is not None:
         statement = statement.where(Delivery.id < before)
@@ -161,15 +234,17 @@ async def retry_deliveries(
     delivery_ids: Sequence[int],
     *,
     actor: Actor,
+    limit: Visible = None,
 ) -> list[int]:
     """Make each delivery pending and due now (one transaction, with an audit entry by `actor`
-    for each), then wake the dispatchers. Answers the ids that name no delivery. The one
-    implementation of a retry: the API, the console and the CLI come here."""
+    for each), then wake the dispatchers. Answers the ids that name no delivery of `limit`'s
+    projects (None: of any project): another project's delivery is unknown to a limited token.
+    The one implementation of a retry: the API, the console and the CLI come here."""
     unknown = []
     async with sessionmaker.begin() as session:
         for delivery_id in delivery_ids:
             now = utcnow()
-            project_id = await outbox.retry_now(session, delivery_id, now)
+            project_id = await outbox.retry_now(session, delivery_id, now, limit)
             if project_id is None:
                 unknown.append(delivery_id)
             else:
@@ -259,6 +334,7 @@ async def retry_failed(
     since: datetime,
     dry_run: bool,
     actor: Actor,
+    limit: Visible = None,
 ) -> int | Refused:
     """Make every failed delivery of the subscription written at or after `since` pending and
     due now (one transaction, one audit entry by `actor` with the count), then wake the
@@ -266,7 +342,7 @@ async def retry_failed(
     Refused for an unknown subscription, and (not dry) for a disabled one: nothing would be
     sent (`enable` with its backlog is the way)."""
     async with sessionmaker.begin() as session:
-        subscription = await repository.get(session, subscription_id)
+        subscription = await visible(session, subscription_id, limit)
         if subscription is None:
             return Refused.UNKNOWN
         if dry_run:
@@ -299,6 +375,7 @@ async def enable(
     *,
     backlog: bool,
     actor: Actor,
+    limit: Visible = None,
 ) -> EnableOut | Refused:
     """Enable a disabled subscription (one transaction, audited by `actor`), then wake the
     dispatchers. Its backlog is what was not delivered since it began failing or was disabled,
@@ -307,7 +384,7 @@ async def enable(
     new changes go out. Changes made while it was disabled have no delivery (the outbox writes
     them for enabled subscriptions only): no backlog holds them."""
     async with sessionmaker.begin() as session:
-        subscription = await repository.get(session, subscription_id)
+        subscription = await visible(session, subscription_id, limit)
         if subscription is None:
             return Refused.UNKNOWN
         if subscription.enabled:
@@ -349,11 +426,15 @@ async def subscribe(
     *,
     allowed_hosts: Sequence[str],
     actor: Actor,
+    limit: Visible = None,
 ) -> Subscription:
-    """`create`, audited. Raises UrlRefused for a URL not allowed (nothing is kept)."""
+    """`create` by a token limited to `limit`, audited. Raises UrlRefused for a URL not allowed,
+    ProjectsRefused for projects it may not name (nothing is kept)."""
     async with sessionmaker.begin() as session:
         now = utcnow()
-        subscription = create(session, body, allowed_hosts=allowed_hosts, now=now)
+        subscription = await create(
+            session, body, allowed_hosts=allowed_hosts, now=now, limit=limit
+        )
         record(
             session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now, project_id=None
         )
@@ -368,15 +449,17 @@ async def edit(
     *,
     allowed_hosts: Sequence[str],
     actor: Actor,
+    limit: Visible = None,
 ) -> Subscription | None:
     """`change`, audited with the fields given, then wake the dispatchers (enabled again: its
-    pending deliveries go out now). None for an unknown subscription; raises UrlRefused."""
+    pending deliveries go out now). None for a subscription unknown to `limit`; raises
+    UrlRefused, ProjectsRefused."""
     async with sessionmaker.begin() as session:
-        subscription = await repository.get(session, subscription_id)
+        subscription = await visible(session, subscription_id, limit)
         if subscription is None:
             return None
         now = utcnow()
-        change(subscription, body, allowed_hosts=allowed_hosts, now=now)
+        await change(session, subscription, body, allowed_hosts=allowed_hosts, now=now, limit=limit)
         changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
         action = Action.SUBSCRIPTION_CHANGE
         record(
@@ -393,11 +476,15 @@ async def edit(
 
 
 async def remove(
-    sessionmaker: async_sessionmaker[AsyncSession], subscription_id: str, *, actor: Actor
+    sessionmaker: async_sessionmaker[AsyncSession],
+    subscription_id: str,
+    *,
+    actor: Actor,
+    limit: Visible = None,
 ) -> bool:
     """Delete a subscription, its deliveries and their attempts, audited; False if unknown."""
     async with sessionmaker.begin() as session:
-        subscription = await repository.get(session, subscription_id)
+        subscription = await visible(session, subscription_id, limit)
         if subscription is None:
             return False
         await repository.delete(session, subscription)
@@ -413,11 +500,15 @@ async def remove(
 
 
 async def rotate_secret(
-    sessionmaker: async_sessionmaker[AsyncSession], subscription_id: str, *, actor: Actor
+    sessionmaker: async_sessionmaker[AsyncSession],
+    subscription_id: str,
+    *,
+    actor: Actor,
+    limit: Visible = None,
 ) -> Subscription | None:
     """`rotate`, audited; None for an unknown subscription."""
     async with sessionmaker.begin() as session:
-        subscription = await repository.get(session, subscription_id)
+        subscription = await visible(session, subscription_id, limit)
         if subscription is None:
             return None
         now = utcnow()
@@ -439,11 +530,12 @@ async def ping(
     settings: Settings,
     *,
     actor: Actor,
+    limit: Visible = None,
 ) -> PingOutcome | None:
     """`send_test` (no transaction open during the POST), then its audit entry with the outcome.
     None for an unknown subscription."""
     async with sessionmaker() as session:
-        subscription = await repository.get(session, subscription_id)
+        subscription = await visible(session, subscription_id, limit)
     if subscription is None:
         return None
     outcome = await send_test(subscription, settings, now=utcnow())

@@ -111,6 +111,7 @@ class TokenDirectory:
                                 ApiToken.scope,
                                 ApiToken.token_hash,
                                 ApiToken.last_used_at,
+                                ApiToken.project_ids,
                             ).where(ApiToken.revoked_at.is_(None))
                         )
                     ).all()
@@ -124,7 +125,13 @@ class TokenDirectory:
                 except ValueError:
                     continue  # a scope this version does not know grants nothing
                 by_hash[row.token_hash] = _Known(
-                    row.id, Principal(row.name, scope), row.last_used_at
+                    row.id,
+                    Principal(
+                        row.name,
+                        scope,
+                        None if row.project_ids is None else frozenset(row.project_ids),
+                    ),
+                    row.last_used_at,
                 )
             self._by_hash = by_hash
             self._by_name = {known.principal.name: known for known in by_hash.values()}

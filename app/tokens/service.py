@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
-from app.core.models import ApiToken
+from app.core.models import ApiToken, Project
 from app.tokens.principal import Scope
 
 PREFIX = "sr_"
@@ -41,10 +41,17 @@ def new_token() -> str:
 
 
 async def create(
-    session: AsyncSession, name: str, scope: Scope, *, actor: Actor, now: datetime
+    session: AsyncSession,
+    name: str,
+    scope: Scope,
+    *,
+    actor: Actor,
+    now: datetime,
+    projects: Collection[str] = (),
 ) -> str:
     """Keep a new token called `name` (its hash) and audit it; answers the token, the one time it
-    is ever seen. `TokenError` when the name is malformed or was ever used (revoked included)."""
+    is ever seen. Limited to `projects` when some are given (none: every project). `TokenError`
+    when the name is malformed or was ever used (revoked included), or a project is unknown."""
     if not NAME_PATTERN.fullmatch(name):
         raise TokenError(
             "a token's name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
@@ -53,9 +60,23 @@ async def create(
     existing = await session.scalar(select(ApiToken.id).where(ApiToken.name == name))
     if existing is not None:
         raise TokenError(f"a token named {name} exists or existed: names are never reused")
+    limit = sorted(set(projects)) or None
+    if limit is not None:
+        known = set(
+            (await session.execute(select(Project.id).where(Project.id.in_(limit)))).scalars()
+        )
+        unknown = [project for project in limit if project not in known]
+        if unknown:
+            raise TokenError(f"no project is called {', '.join(unknown)}")
     token = new_token()
     session.add(
-        ApiToken(name=name, scope=scope.value, token_hash=hash_token(token), created_at=now)
+        ApiToken(
+            name=name,
+            scope=scope.value,
+            token_hash=hash_token(token),
+            created_at=now,
+            project_ids=limit,
+        )
     )
     record(
         session,
@@ -63,7 +84,7 @@ async def create(
         Action.TOKEN_CREATE,
         name,
         now=now,
-        detail={"scope": scope.value},
+        detail={"scope": scope.value, "projects": limit},
         project_id=None,
     )
     return token

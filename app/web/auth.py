@@ -20,14 +20,14 @@ import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from app.audit.repository import Actor
 from app.core.problems import ProblemError
-from app.core.schemas import problem_responses
-from app.tokens.principal import Principal, Scope, TokenLookupError
+from app.core.schemas import PRINTABLE_PATTERN, problem_responses
+from app.tokens.principal import Principal, Scope, TokenLookupError, Visible
 from app.web.deps import Resources, ResourcesDep
 
 # auto_error=False: FastAPI's own refusal is not problem+json; `require_token` makes the 401. The
@@ -213,6 +213,39 @@ def api_router(
 
 PrincipalDep = Annotated[Principal, Depends(require_read)]
 WriterDep = Annotated[Principal, Depends(require_write)]
+
+
+async def project_limit(principal: PrincipalDep) -> Visible:
+    """The projects the caller's token is limited to (None: every project): what a route that
+    names one row (by id) passes to its lookup, so another project's row is 404 like a missing
+    one."""
+    return principal.projects
+
+
+LimitDep = Annotated[Visible, Depends(project_limit)]
+
+ProjectIdQuery = Annotated[
+    str | None,
+    Query(
+        alias="projectId",
+        min_length=1,
+        max_length=255,
+        pattern=PRINTABLE_PATTERN,
+        description="Only this project's items (Sinch's project id). A project this token is not "
+        "limited to, or that does not exist, gives no items.",
+    ),
+]
+
+
+async def visible_projects(principal: PrincipalDep, project_id: ProjectIdQuery = None) -> Visible:
+    """The projects a listing shows: its `projectId` filter within the token's limit
+    (`Principal.visible`)."""
+    return principal.visible(project_id)
+
+
+VisibleDep = Annotated[Visible, Depends(visible_projects)]
+"""A listing under /v1: the `projectId` filter and the token's limit, as one set of projects for
+`app.projects.queries.within`."""
 
 
 async def require_actor(request: Request, principal: WriterDep) -> Actor:

@@ -85,10 +85,12 @@ async def put_registration(
     at: datetime | None = None,
     registration_type: str = "ALPHANUMERIC_SENDER_ID",
     source: HistorySource = HistorySource.RECONCILE,
+    project_id: str | None = None,
 ) -> None:
-    """Apply a Sinch document as the worker would, in its own transaction."""
+    """Apply a Sinch document as the worker would, in its own transaction, for `project_id`
+    (None: the settings' project)."""
     document = sinch_document(registration_id, status, at=at, registration_type=registration_type)
-    await put_document(sessionmaker, document, source=source)
+    await put_document(sessionmaker, document, source=source, project_id=project_id)
 
 
 async def put_document(
@@ -96,13 +98,15 @@ async def put_document(
     document: dict[str, Any],
     *,
     source: HistorySource = HistorySource.RECONCILE,
+    project_id: str | None = None,
 ) -> None:
-    """Apply any Sinch document as the worker would, in its own transaction."""
+    """Apply any Sinch document as the worker would, in its own transaction, for `project_id`
+    (None: the settings' project)."""
     async with sessionmaker.begin() as session:
         await apply_snapshot(
             session,
             SinchRegistration.from_document(document),
-            project_id=await settings_project(session),
+            project_id=project_id or await settings_project(session),
             source=source,
             event_id=None,
             fetched_at=utcnow(),

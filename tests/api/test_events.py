@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {
     "id",
     "eventId",
+    "projectId",
     "dedupKey",
     "registrationId",
     "claimedStatus",

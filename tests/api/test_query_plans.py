@@ -22,6 +22,7 @@ from app.core.db import create_engine
 from app.core.models import (
     CallbackEvent,
     EventState,
+    Project,
     Registration,
     RegistrationForecast,
     RegistrationHistory,
@@ -51,6 +52,10 @@ STATE_WEIGHTS = {
     EventState.FAILED: 2,
     EventState.INVALID: 1,
 }
+PROJECT_IDS = (DEFAULT_PROJECT_ID, *(f"project-{n}" for n in range(1, 10)))
+"""The rows are spread over ten projects, as a deployment serving several would hold them."""
+ONE_PROJECT = frozenset({"project-3"})
+TWO_PROJECTS = frozenset({"project-3", "project-7"})
 LIMIT = 51  # what the routes ask for with the default limit of 50
 MARKETS = ("GB", "SE", "DE", "FR", "US", "NL", "ES", "IT", "NO", "DK", "FI", "PL")
 TAGS = tuple(f"#team-{n}" for n in range(40))
@@ -78,10 +83,17 @@ async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
 async def fill(connection: AsyncConnection) -> None:
     rng = random.Random(5)
     now = datetime.now(UTC)
+    await connection.execute(
+        insert(Project),
+        [
+            {"id": project_id, "name": project_id, "created_at": now, "updated_at": now}
+            for project_id in PROJECT_IDS[1:]
+        ],
+    )
     registrations: list[dict[str, Any]] = [
         {
             "id": f"{rng.getrandbits(64):016x}-{number}",
-            "project_id": DEFAULT_PROJECT_ID,
+            "project_id": PROJECT_IDS[number % len(PROJECT_IDS)],
             "status": rng.choice(STATUSES),
             "registration_type": rng.choice(TYPES),
             "status_changed_at": T0 + timedelta(seconds=rng.randrange(30 * 86_400)),
@@ -110,7 +122,7 @@ async def fill(connection: AsyncConnection) -> None:
     )
     events = [
         {
-            "project_id": DEFAULT_PROJECT_ID,
+            "project_id": PROJECT_IDS[number % len(PROJECT_IDS)],
             "dedup_key": f"event-{number}",
             "event_id": f"event-{number}",
             "registration_id": rng.choice(registrations)["id"],
@@ -127,7 +139,7 @@ async def fill(connection: AsyncConnection) -> None:
     history = [
         {
             "registration_id": registration["id"],
-            "project_id": DEFAULT_PROJECT_ID,
+            "project_id": registration["project_id"],
             "from_status": None,
             "to_status": registration["status"],
             "at": registration["status_changed_at"],
@@ -196,6 +208,7 @@ BY_SENDER_ID = "ix_registration_sender_ids_sender_id"
 BY_TAG = "ix_registration_tags_tag"
 BY_MARKET = "ix_registrations_market_code_id"
 BY_OVERDUE = "ix_registration_forecasts_overdue"
+BY_PROJECT = "ix_registrations_project_id_id"
 FILTERS = {
     "none": (RegistrationFilters(), ["pk_registrations"]),
     "status": (RegistrationFilters(statuses=("APPROVED",)), [BY_STATUS]),
@@ -229,6 +242,18 @@ FILTERS = {
         RegistrationFilters(updated_since=SINCE, statuses=("REJECTED",)),
         [BY_STATUS_CHANGE],
     ),
+    # A `projectId` filter, or a token limited to projects.
+    "project": (RegistrationFilters(projects=ONE_PROJECT), [BY_PROJECT, "pk_registrations"]),
+    "projects": (RegistrationFilters(projects=TWO_PROJECTS), [BY_PROJECT, "pk_registrations"]),
+    "project+status": (
+        RegistrationFilters(projects=ONE_PROJECT, statuses=("APPROVED",)),
+        [BY_STATUS, BY_PROJECT],
+    ),
+    "project+since": (
+        RegistrationFilters(projects=ONE_PROJECT, updated_since=SINCE),
+        [BY_CHANGE, BY_PROJECT],
+    ),
+    "project+tag": (RegistrationFilters(projects=ONE_PROJECT, tags=("#team-7",)), [BY_TAG]),
     "since+type": (
         RegistrationFilters(updated_since=SINCE, registration_type="LONG_NUMBER"),
         [BY_TYPE_CHANGE],
@@ -264,6 +289,7 @@ async def test_registration_get_and_history_use_an_index(engine: AsyncEngine) ->
 
 BY_STATE = "ix_callback_events_state_id"
 BY_REGISTRATION = "ix_callback_events_registration_id_id"
+EVENTS_BY_PROJECT = "ix_callback_events_project_id_id"
 EVENT_FILTERS = {
     "none": (EventFilters(), ["pk_callback_events"]),
     "state": (EventFilters(state=EventState.FAILED), [BY_STATE]),
@@ -271,6 +297,12 @@ EVENT_FILTERS = {
     "both": (
         EventFilters(state=EventState.FAILED, registration_id="x-1"),
         [BY_REGISTRATION, BY_STATE],
+    ),
+    "project": (EventFilters(projects=ONE_PROJECT), [EVENTS_BY_PROJECT, "pk_callback_events"]),
+    "project+state": (
+        EventFilters(projects=ONE_PROJECT, state=EventState.FAILED),
+        # Few rows of a state in one project: a bitmap AND of the two may lead.
+        [BY_STATE, EVENTS_BY_PROJECT, "ix_callback_events_state_received_at"],
     ),
 }
 
@@ -287,3 +319,10 @@ async def test_event_list_uses_its_index(
 
 async def test_event_get_uses_an_index(engine: AsyncEngine) -> None:
     assert_indexed(await explain(engine, event_queries.event_statement(42)), "pk_callback_events")
+    limited = event_queries.event_statement(42, ONE_PROJECT)
+    assert_indexed(await explain(engine, limited), "pk_callback_events", EVENTS_BY_PROJECT)
+
+
+async def test_a_limited_registration_get_uses_an_index(engine: AsyncEngine) -> None:
+    statement = registration_queries.registration_statement("x-1", TWO_PROJECTS)
+    assert_indexed(await explain(engine, statement), "pk_registrations")

@@ -45,6 +45,7 @@ async def test_get_answers_the_local_copy(v1: httpx.AsyncClient, sessionmaker: S
     body = response.json()
     assert set(body) == {
         "id",
+        "projectId",
         "status",
         "registrationType",
         "statusChangedAt",
@@ -227,7 +228,15 @@ async def test_history_oldest_first(v1: httpx.AsyncClient, sessionmaker: Session
     assert {i["source"] for i in items} == {"reconcile"}
     assert {i["eventId"] for i in items} == {None}
     assert {i["note"] for i in items} == {None}
-    assert set(items[0]) == {"fromStatus", "toStatus", "at", "source", "eventId", "note"}
+    assert set(items[0]) == {
+        "projectId",
+        "fromStatus",
+        "toStatus",
+        "at",
+        "source",
+        "eventId",
+        "note",
+    }
 
 
 async def test_history_of_unknown_is_404(v1: httpx.AsyncClient) -> None:

@@ -66,7 +66,7 @@ async def test_deliveries_follow_the_settings_as_they_stand_when_sent(
 ) -> None:
     url = f"http://127.0.0.1:{recorder.port}/hook"
     async with sessionmaker.begin() as session:
-        subscription = service.create(
+        subscription = await service.create(
             session, SubscriptionIn(url=url), allowed_hosts=["127.0.0.1"], now=utcnow()
         )
     await put_registration(sessionmaker, "reg-destination")  # a change, its delivery (outbox)

@@ -25,11 +25,13 @@ async def _subscriptions_with_a_delivery_due(
 ) -> list[str]:
     async with sessions.begin() as session:
         ids = [
-            service.create(
-                session,
-                SubscriptionIn(url=f"http://127.0.0.1:9/{n}"),
-                allowed_hosts=["127.0.0.1"],
-                now=utcnow(),
+            (
+                await service.create(
+                    session,
+                    SubscriptionIn(url=f"http://127.0.0.1:9/{n}"),
+                    allowed_hosts=["127.0.0.1"],
+                    now=utcnow(),
+                )
             ).id
             for n in range(count)
         ]

@@ -56,7 +56,7 @@ async def truth(sessionmaker: Sessions, now: datetime) -> dict[str, object]:
 
 async def shown(sessionmaker: Sessions, now: datetime) -> dict[str, object]:
     async with sessionmaker() as session:
-        read = await counts.read(session, now, project_id=None)
+        read = await counts.read(session, now, projects=None)
     return {
         "events": read.events_by_state,
         "registrations": read.registrations_by_status,

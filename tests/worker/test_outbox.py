@@ -23,13 +23,13 @@ async def test_a_trusted_move_writes_its_deliveries_with_it(
     sessions = create_sessionmaker(engine)
     try:
         async with sessions.begin() as session:
-            wanted = service.create(
+            wanted = await service.create(
                 session,
                 SubscriptionIn(url="http://127.0.0.1:9/x", statuses=["IN_PROGRESS"]),
                 allowed_hosts=["127.0.0.1"],
                 now=utcnow(),
             )
-            other = service.create(
+            other = await service.create(
                 session,
                 SubscriptionIn(url="http://127.0.0.1:9/y", statuses=["APPROVED"]),
                 allowed_hosts=["127.0.0.1"],

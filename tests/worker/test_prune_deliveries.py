@@ -41,12 +41,13 @@ async def worker_ctx(settings: Settings) -> AsyncIterator[WorkerContext]:
 
 async def subscribe(sessions: Sessions, name: str) -> str:
     async with sessions.begin() as session:
-        return service.create(
+        subscription = await service.create(
             session,
             SubscriptionIn(url=f"http://127.0.0.1:9/{name}"),
             allowed_hosts=["127.0.0.1"],
             now=utcnow(),
-        ).id
+        )
+        return subscription.id
 
 
 async def deliveries(sessions: Sessions, subscription_id: str) -> list[Delivery]:

@@ -1,0 +1,44 @@
+"""Documents of the internal API about projects (docs/api.md, Projects). Never a secret: whether
+credentials are set is all an answer says of them."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from app.core.schemas import ApiModel, ApiTime
+from app.projects.queries import ProjectView
+
+
+class ProjectOut(ApiModel):
+    """A Sinch project this deployment serves."""
+
+    id: str = Field(description="Sinch's project id (the `projectId` of the other documents).")
+    name: str
+    key_id: str | None = Field(description="The Sinch API key's id; null when none is set.")
+    credentials_set: bool = Field(
+        description="Whether the project has Sinch API credentials (a key id and its secret): "
+        "the secret itself is never shown."
+    )
+    from_settings: bool = Field(
+        description="True for the project the single-project settings define (`SINCH_PROJECT_ID`"
+        ", ...): its credentials and callback secrets come from the environment."
+    )
+    created_at: ApiTime
+    updated_at: ApiTime
+
+    @classmethod
+    def of(cls, project: ProjectView) -> ProjectOut:
+        """The document of `project`."""
+        return cls(
+            id=project.id,
+            name=project.name,
+            key_id=project.key_id,
+            credentials_set=project.key_id is not None and project.key_secret_set,
+            from_settings=project.from_settings,
+            created_at=project.created_at,
+            updated_at=project.updated_at,
+        )
+
+
+class ProjectList(ApiModel):
+    items: list[ProjectOut] = Field(description="By id.")
