@@ -64,7 +64,7 @@ async def test_every_attempt_is_logged_with_what_was_sent_and_answered(
     receiver: Receiver,
 ) -> None:
     async with sessionmaker.begin() as session:
-        subscription = service.create(
+        subscription = await service.create(
             session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
         )
     began = utcnow()
@@ -142,7 +142,7 @@ async def test_attempts_past_their_retention_are_pruned(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], receiver: Receiver
 ) -> None:
     async with sessionmaker.begin() as session:
-        subscription = service.create(
+        subscription = await service.create(
             session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
         )
     await put_registration(sessionmaker, "reg-prune")
@@ -163,11 +163,11 @@ async def test_a_test_message_is_signed_sent_now_and_its_outcome_answered(
     sessionmaker: async_sessionmaker[AsyncSession], api: httpx.AsyncClient, receiver: Receiver
 ) -> None:
     async with sessionmaker.begin() as session:
-        subscription = service.create(
+        subscription = await service.create(
             session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
         )
         # A host the settings do not allow (they narrowed since it was made): never called.
-        refused = service.create(
+        refused = await service.create(
             session,
             SubscriptionIn(url=receiver.url.replace("127.0.0.1", "localhost")),
             allowed_hosts=["localhost"],
@@ -225,7 +225,7 @@ async def test_failed_deliveries_are_recovered_in_bulk_and_a_backlog_on_enabling
 ) -> None:
     receiver.answers.clear()  # 200 to everything
     async with sessionmaker.begin() as session:
-        subscription = service.create(
+        subscription = await service.create(
             session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
         )
     began = utcnow()
@@ -313,7 +313,7 @@ async def test_health_over_a_day_and_the_failing_flag(
 ) -> None:
     receiver.answers[:] = [(503, "busy"), (404, "no")]  # then 200
     async with sessionmaker.begin() as session:
-        subscription = service.create(
+        subscription = await service.create(
             session, SubscriptionIn(url=receiver.url), allowed_hosts=["127.0.0.1"], now=utcnow()
         )
     await put_registration(sessionmaker, "reg-health")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app.subscriptions.delivery import delivery_client, post, proxy_for, tls_context
+from app.subscriptions.delivery import delivery_client, message_id, post, proxy_for, tls_context
 
 
 @dataclass
@@ -78,7 +78,7 @@ async def test_a_delivery_goes_through_the_proxy_the_environment_names(
             http,
             target,
             ["whsec_" + "A" * 43 + "="],
-            1,
+            message_id(1),
             "{}",
             seconds=5,
             proxy=proxy_for(target),
