@@ -96,7 +96,7 @@ async def test_every_write_is_audited_with_who_what_target_and_where(
     assert {e["client"] for e in by_api} == {"203.0.113.9"}
     assert {e["forwardedFor"] for e in by_api} == {"203.0.113.9"}
     assert entries[3]["detail"] == {"fields": ["description"]}
-    assert entries[-1]["detail"] == {"scope": "write"}
+    assert entries[-1]["detail"] == {"scope": "write", "projects": None}
     times = [e["at"] for e in entries]
     assert times == sorted(times, reverse=True)
     # No secret in the trail: neither the token nor the subscription's secrets.

@@ -274,7 +274,7 @@ async def test_deliveries_are_listed_and_retried_from_the_command_line(
     engine = create_engine(settings)
     try:
         async with create_sessionmaker(engine).begin() as session:
-            subscription = subscriptions.create(
+            subscription = await subscriptions.create(
                 session,
                 SubscriptionIn(url="http://127.0.0.1:9/hooks"),
                 allowed_hosts=["127.0.0.1"],
