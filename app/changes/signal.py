@@ -5,6 +5,8 @@ numbers changes (`app/changes/sequencer.py`) publishes on `CHANNEL`, and each AP
 subscription (`ChangeSignal`) that wakes every waiting reader at once. A message says only "there
 is news": readers read the database, which is the record. When the subscription is down, waiters
 wake every `poll_seconds` instead and read anyway: slower, never wrong.
+
+`Signal` serves any channel: the workers wait on their queue's (app/worker/wake.py) the same way.
 """
 
 from __future__ import annotations
@@ -35,16 +37,20 @@ async def publish(redis: Redis) -> None:
         await redis.publish(CHANNEL, b"1")
 
 
-class ChangeSignal:
-    """One Redis subscription per process, waking the feed's waiting readers.
+class Signal:
+    """One Redis subscription per process to `channel`, waking every waiter at once.
 
-    Use: take `token = signal.token()` BEFORE reading the database; when the read found nothing,
-    `await signal.wait(token, seconds)`. A publication that came between the read and the wait
-    has moved the token on, so the wait returns at once and no news is slept through.
+    Use: take `token = signal.token()` BEFORE looking (at the database, at a queue); when the
+    look found nothing, `await signal.wait(token, seconds)`. A publication that came between the
+    look and the wait has moved the token on, so the wait returns at once and no news is slept
+    through. `announce()` is news from this process itself.
     """
 
-    def __init__(self, redis: Redis, *, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self, redis: Redis, *, channel: str = CHANNEL, poll_seconds: float = POLL_SECONDS
+    ) -> None:
         self._redis = redis
+        self._channel = channel
         self._poll_seconds = poll_seconds
         self._generation = 0
         self._news = asyncio.Event()
@@ -68,13 +74,17 @@ class ChangeSignal:
             async with asyncio.timeout(seconds):
                 await self._news.wait()
 
+    def announce(self) -> None:
+        """Wake every waiter, as a publication would."""
+        self._announce()
+
     def _announce(self) -> None:
         self._generation += 1
         news, self._news = self._news, asyncio.Event()
         news.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="change-signal")
+        self._task = asyncio.create_task(self._listen(), name=f"signal {self._channel}")
 
     async def stop(self) -> None:
         """Stop listening (for a bounded time: `app/core/lifecycle.py`)."""
@@ -85,7 +95,7 @@ class ChangeSignal:
         while not self._stopping:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(CHANNEL)
+                    await pubsub.subscribe(self._channel)
                     if not self.connected:
                         self.connected = True
                         self._announce()  # what was published while away: read it now
@@ -99,7 +109,14 @@ class ChangeSignal:
                             await pubsub.ping()
             except (RedisError, OSError) as exc:
                 if self.connected:
-                    log.warning("change feed: Redis subscription lost (%s); readers poll", exc)
+                    log.warning(
+                        "%s: Redis subscription lost (%s); waiters poll", self._channel, exc
+                    )
                 self.connected = False
                 self._announce()  # waiters switch to polling now, not at their timeout
                 await asyncio.sleep(RECONNECT_SECONDS)
+
+
+ChangeSignal = Signal
+"""The change feed's signal (`CHANNEL`): readers of the feed and the deliveries' senders wait on
+it."""

@@ -51,6 +51,13 @@ FACTS_DEFER_SECONDS: Final = 2.0
 """How long a facts fetch waits in the queue: events enqueued meanwhile go first (it is the
 low-priority job), and more moves of the same registration in that time cost no extra GET."""
 
+
+def wake_channel(queue: str) -> str:
+    """The Redis pub/sub channel that says jobs were queued on `queue`: every enqueue here
+    publishes on it, and the workers of that queue poll when it speaks (app/worker/wake.py)."""
+    return "sinch-registrations:jobs:" + queue
+
+
 REDIS_CONNECT_TIMEOUT_SECONDS: Final = 1.0
 REDIS_SOCKET_TIMEOUT_SECONDS: Final = 5.0
 
@@ -213,16 +220,20 @@ def create_redis(settings: Settings) -> ArqRedis:
 
 
 # arq's enqueue, for many jobs in one atomic call: a job is added (its key, then its queue entry)
-# only when neither its key nor a kept result exists, exactly the check arq makes per job.
+# only when neither its key nor a kept result exists, exactly the check arq makes per job; then,
+# when any was added, the queue's workers are woken (`wake_channel`), in the same round trip.
 _ENQUEUE_MANY = """
 local added = 0
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local id = ARGV[i]
   if redis.call('EXISTS', ARGV[1] .. id, ARGV[2] .. id) == 0 then
     redis.call('PSETEX', ARGV[1] .. id, expires_extra_ms, ARGV[i + 2])
     redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
     added = added + 1
   end
+end
+if added > 0 then
+  redis.call('PUBLISH', ARGV[3], '1')
 end
 return added
 """.replace("expires_extra_ms", str(expires_extra_ms))
@@ -235,10 +246,11 @@ async def _enqueue_many(redis: ArqRedis, jobs: Sequence[tuple[str, str, tuple[An
     if not jobs:
         return 0
     now = timestamp_ms()
-    arguments: list[str | bytes | int] = [job_key_prefix, result_key_prefix]
+    queue = default_queue_name
+    arguments: list[str | bytes | int] = [job_key_prefix, result_key_prefix, wake_channel(queue)]
     for job_id, function, args in jobs:
         arguments += [job_id, now, serialize_job(function, args, {}, None, now)]
-    added = await redis.eval(_ENQUEUE_MANY, 1, default_queue_name, *arguments)  # type: ignore[arg-type,misc]
+    added = await redis.eval(_ENQUEUE_MANY, 1, queue, *arguments)  # type: ignore[arg-type,misc]
     return int(added)
 
 
@@ -269,6 +281,8 @@ async def enqueue_event(redis: ArqRedis, row_id: int) -> bool:
     matters (for the callback endpoint it does not: the row waits for the sweep).
     """
     job = await redis.enqueue_job(PROCESS_EVENT, row_id, _job_id=event_job_id(row_id))
+    if job is not None:
+        await redis.publish(wake_channel(EVENTS_QUEUE), b"1")
     return job is not None
 
 
@@ -297,11 +311,14 @@ async def _enqueue_each(
     **options: Any,
 ) -> int:
     """Enqueue `function(id)` for each id, as job `job_id(id)` with arq's `options`, one round
-    trip each. Answers how many were new (not already queued under their job id)."""
+    trip each, then wake the queue's workers. Answers how many were new (not already queued
+    under their job id)."""
     added = 0
     for each in ids:
         job = await redis.enqueue_job(function, each, _job_id=job_id(each), **options)
         added += job is not None
+    if added:
+        await redis.publish(wake_channel(options.get("_queue_name") or EVENTS_QUEUE), b"1")
     return added
 
 
@@ -328,4 +345,5 @@ __all__ = [
     "facts_job_id",
     "memory_verdict",
     "redis_settings",
+    "wake_channel",
 ]

@@ -400,21 +400,21 @@ class Subscription(Base):
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
-        Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        # The pending ones only (a small part of the table, and a row leaves these indexes when
+        # it succeeds: fewer index entries per success, migration 0017): what is due, in all
+        # and per subscription; a subscription's in change order, and whether an earlier one of
+        # a registration waits (repository.due).
         Index(
-            "ix_deliveries_subscription_id_state_next_attempt_at",
-            "subscription_id",
-            "state",
+            "ix_deliveries_pending_next_attempt_at",
             "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
         ),
         Index(
-            "ix_deliveries_subscription_id_registration_id_change_id",
+            "ix_deliveries_pending_subscription_id_next_attempt_at",
             "subscription_id",
-            "registration_id",
-            "change_id",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
         ),
-        # The pending ones only (a small part of the table): a subscription's in change order,
-        # and whether an earlier one of a registration waits (repository.due).
         Index(
             "ix_deliveries_pending_subscription_id_change_id",
             "subscription_id",

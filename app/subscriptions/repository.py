@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy import Integer, Select, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -63,23 +63,26 @@ async def for_sending(
     return result.scalar_one_or_none()
 
 
-async def subscriptions_due(session: AsyncSession, now: datetime) -> list[str]:
-    """Enabled subscriptions with a delivery due now (one index probe each)."""
+def subscriptions_due_statement(now: datetime) -> Select[str]:
+    """`subscriptions_due`'s query: one probe of the pending deliveries' partial index
+    (subscription, next attempt) per enabled subscription."""
     due = exists().where(
         Delivery.subscription_id == Subscription.id,
         Delivery.state == PENDING,
         Delivery.next_attempt_at <= now,
     )
-    result = await session.execute(
-        select(Subscription.id).where(Subscription.enabled.is_(True), due)
-    )
+    return select(Subscription.id).where(Subscription.enabled.is_(True), due)
+
+
+async def subscriptions_due(session: AsyncSession, now: datetime) -> list[str]:
+    """Enabled subscriptions with a delivery due now (one index probe each)."""
+    result = await session.execute(subscriptions_due_statement(now))
     return list(result.scalars())
 
 
-async def next_due(session: AsyncSession, now: datetime) -> datetime | None:
-    """When the next delivery waiting for a retry comes due (of an enabled subscription); None
-    when none waits."""
-    result = await session.execute(
+def next_due_statement(now: datetime) -> Select[datetime | None]:
+    """`next_due`'s query: the pending deliveries' partial index in next-attempt order."""
+    return (
         select(func.min(Delivery.next_attempt_at))
         .join(Subscription, Subscription.id == Delivery.subscription_id)
         .where(
@@ -88,6 +91,12 @@ async def next_due(session: AsyncSession, now: datetime) -> datetime | None:
             Subscription.enabled.is_(True),
         )
     )
+
+
+async def next_due(session: AsyncSession, now: datetime) -> datetime | None:
+    """When the next delivery waiting for a retry comes due (of an enabled subscription); None
+    when none waits."""
+    result = await session.execute(next_due_statement(now))
     return result.scalar_one_or_none()
 
 
@@ -112,11 +121,11 @@ _DUE = (
         Delivery.state == PENDING,
         Delivery.next_attempt_at <= bindparam("now", type_=DELIVERIES.c.next_attempt_at.type),
         RegistrationChange.seq.is_not(None),
-        Delivery.id.not_in(bindparam("flying", expanding=True)),
+        Delivery.id.not_in(bindparam("flying", expanding=True, type_=DELIVERIES.c.id.type)),
         Delivery.change_id == _HEAD,
     )
     .order_by(Delivery.change_id)
-    .limit(bindparam("limit"))
+    .limit(bindparam("limit", type_=Integer()))
 )
 
 

@@ -9,7 +9,7 @@ from arq import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import Sequencer
-from app.changes.signal import ChangeSignal
+from app.changes.signal import ChangeSignal, Signal
 from app.core.db import DriverConnections
 from app.core.metrics import Metrics
 from app.core.settings import Settings
@@ -47,3 +47,5 @@ class WorkerContext(TypedDict, total=False):
     dispatcher: Dispatcher
     leases: Leases
     """The running jobs' short in-progress marks (app/worker/leases.py)."""
+    wake: Signal
+    """Wakes arq's poll when jobs are queued on this worker's queue (app/worker/wake.py)."""

@@ -35,7 +35,7 @@ from app.projects.service import settle_at_start
 from app.sinch.client import DEFAULT_DEADLINE_SECONDS, create_http_client
 from app.subscriptions.dispatcher import Dispatcher
 from app.subscriptions.sender import Sending
-from app.worker import tasks
+from app.worker import tasks, wake
 from app.worker.context import WorkerContext
 from app.worker.leases import Leases
 
@@ -91,8 +91,11 @@ def _job(function: Any) -> WorkerCoroutine:
 
     @functools.wraps(function)
     async def run(ctx: WorkerContext, *args: Any, **kwargs: Any) -> Any:
-        async with ctx["leases"].held(ctx["job_id"]):
-            return await function(ctx, *args, **kwargs)
+        try:
+            async with ctx["leases"].held(ctx["job_id"]):
+                return await function(ctx, *args, **kwargs)
+        finally:
+            wake.job_ended()
 
     # arq types its context as a plain dict; ours is the `WorkerContext` TypedDict.
     return cast(WorkerCoroutine, run)
@@ -133,6 +136,7 @@ async def _shutdown(ctx: WorkerContext) -> None:
         ("connections", 10, "closing the held connections", lambda: ctx["connections"].close()),
         ("engine", 10, "closing the database pool", lambda: ctx["engine"].dispose()),
         ("leases", 5, "stopping the job leases", lambda: ctx["leases"].stop()),
+        ("wake", 5, "stopping the queue's wake-ups", lambda: ctx["wake"].stop()),
     )
     for key, seconds, what, step in steps:
         if key in ctx:
@@ -140,7 +144,7 @@ async def _shutdown(ctx: WorkerContext) -> None:
     log.info("worker stopped")
 
 
-def _common(settings: Settings, ctx: WorkerContext) -> None:
+def _common(settings: Settings, ctx: WorkerContext, *, queue: str) -> None:
     configure_logging(settings)
     warn_about_missing_configuration(settings, log)
     ctx["settings"] = settings
@@ -149,6 +153,8 @@ def _common(settings: Settings, ctx: WorkerContext) -> None:
     ctx["metrics"] = Metrics()
     ctx["leases"] = leases = Leases(ctx["redis"])
     leases.start()
+    ctx["wake"] = wake.start(ctx["redis"], queue)
+    wake.install()
 
 
 def _yield_the_cpu(increment: int) -> None:
@@ -168,7 +174,7 @@ def build_delivery_worker_settings(settings: Settings) -> type:
     connections and job slots are apart from the callbacks' (`build_worker_settings`)."""
 
     async def on_startup(ctx: WorkerContext) -> None:
-        _common(settings, ctx)
+        _common(settings, ctx, queue=DELIVERIES_QUEUE)
         _yield_the_cpu(settings.delivery_worker_nice)
         _serve_metrics(
             ctx["metrics"], settings.delivery_worker_metrics_port, settings.worker_metrics_host
@@ -193,10 +199,9 @@ def _both_workers(settings: Settings) -> dict[str, Any]:
         "redis_settings": redis_settings(settings),
         "on_shutdown": _shutdown,
         # arq reads at most 100 jobs per poll and polls every 0.5 s by default: a cap near 200
-        # jobs/s, and up to half a second of waiting per event. Every 10 ms instead: a callback
-        # waits 5 ms for its job on average (at 50 ms that was most of its arrival-to-applied
-        # lag), for about a hundred cheap Redis reads a second while idle.
-        "poll_delay": 0.01,
+        # jobs/s, and up to half a second of waiting per event. Ours polls when woken (an
+        # enqueue, a job's end) and at least this often: app/worker/wake.py.
+        "poll_delay": wake.FALLBACK_SECONDS,
         "keep_result": 0,
         "job_timeout": settings.job_timeout_seconds,
         "handle_signals": True,
@@ -230,7 +235,7 @@ def build_worker_settings(settings: Settings) -> type:
     shared = settings.delivery_worker == "shared"
 
     async def on_startup(ctx: WorkerContext) -> None:
-        _common(settings, ctx)
+        _common(settings, ctx, queue=EVENTS_QUEUE)
         await settle_at_start(ctx["sessionmaker"], settings)
         engine = ctx["engine"]
         # Fewer than the pool holds, so that sessions always find a connection.

@@ -1,0 +1,79 @@
+"""arq's queue poll, woken instead of ticking.
+
+arq looks at its queue every `poll_delay`. To keep a callback's wait for its job short we looked
+every 10 ms, and an idle worker then spent about a tenth of a core on a hundred Redis reads a
+second (two workers: a fifth, on a machine of two cores; bench/README.md, "Waking the workers").
+Here a worker looks:
+
+- when jobs were queued on its queue: every enqueue publishes on the queue's channel
+  (`app.core.jobs.wake_channel`), in the same round trip as the enqueue where it can;
+- when one of its own jobs has ended (`job_ended`): a slot is free and more may wait;
+- at least every `poll_delay` (`FALLBACK_SECONDS`): deferred jobs, arq's retries, the crons, and
+  news missed while the subscription was down;
+- never more often than every `MIN_INTERVAL_SECONDS`, however many wake-ups come: under load
+  it polls as often as before, never more.
+
+A wake-up only says "look now": the queue in Redis stays the record, so a lost message costs at
+most `FALLBACK_SECONDS`, never a job.
+
+arq offers no hook for this: its `Worker.main` iterates `arq.worker.poll(poll_delay)`, and
+`install()` puts `woken_poll` in its place (arq is pinned in uv.lock; tests/worker/test_wake.py
+fails if a new arq stops calling it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Final
+
+import arq.worker
+from redis.asyncio import Redis
+
+from app.changes.signal import Signal
+from app.core.jobs import wake_channel
+
+FALLBACK_SECONDS: Final = 0.25
+"""The workers' `poll_delay`: the longest a job can wait when no wake-up says it is there (a
+deferred job, a retry, a cron's window of 0.5 s)."""
+MIN_INTERVAL_SECONDS: Final = 0.01
+"""The shortest time between two looks at the queue (the former fixed poll)."""
+
+_signal: Signal | None = None
+"""This process's wake-ups (one arq worker per process); None until `start`, and then the poll
+ticks every `poll_delay` as arq's own does."""
+
+
+def start(redis: Redis, queue: str) -> Signal:
+    """Listen for wake-ups of `queue` (the worker's start-up); answers the signal to stop."""
+    global _signal
+    _signal = Signal(redis, channel=wake_channel(queue), poll_seconds=FALLBACK_SECONDS)
+    _signal.start()
+    return _signal
+
+
+def job_ended() -> None:
+    """One of this worker's jobs ended: look at the queue soon (a slot is free)."""
+    if _signal is not None:
+        _signal.announce()
+
+
+async def woken_poll(step: float = FALLBACK_SECONDS) -> AsyncGenerator[float, None]:
+    """arq's `poll(step)` (it yields the time since the start before each look), except that it
+    waits for a wake-up, at most `step`, between looks, and at least `MIN_INTERVAL_SECONDS`."""
+    loop = asyncio.get_running_loop()
+    start_time = loop.time()
+    while True:
+        before = loop.time()
+        token = _signal.token() if _signal is not None else 0
+        yield before - start_time
+        if _signal is None:
+            await asyncio.sleep(max(0.0, step - (loop.time() - before)))
+            continue
+        await _signal.wait(token, step - (loop.time() - before))
+        await asyncio.sleep(max(0.0, MIN_INTERVAL_SECONDS - (loop.time() - before)))
+
+
+def install() -> None:
+    """Make arq's workers in this process poll with `woken_poll`."""
+    arq.worker.poll = woken_poll  # type: ignore[attr-defined]

@@ -1,0 +1,78 @@
+"""The deliveries' due look-ups use the partial indexes of the PENDING deliveries (migration 0017):
+a success leaves those indexes, so they stay small and a success writes fewer index entries. A
+query whose predicate PostgreSQL cannot match to the index's (`state = 'pending'` bound as a
+parameter, say) cannot use it: with sequential scans off, the plan must name the index."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.core.db import create_engine
+from app.core.settings import Settings
+from app.subscriptions import repository
+
+NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
+
+FILL = [
+    "INSERT INTO projects (id, name, from_settings, created_at, updated_at)"
+    " VALUES ('plans', 'plans', false, now(), now()) ON CONFLICT DO NOTHING",
+    "INSERT INTO subscriptions (id, url, enabled, secret, created_at, updated_at)"
+    " SELECT 'sub_' || n, 'https://example.com/' || n, true, 'whsec_x', now(), now()"
+    " FROM generate_series(1, 5) n",
+    "INSERT INTO registration_changes (registration_id, kind, status, at, source, recorded_at,"
+    " created_at, updated_at, sender_ids, tags, project_id, seq)"
+    " SELECT 'reg-' || (n % 300), 'status', 'IN_PROGRESS', now(), 'callback', now(), now(),"
+    " now(), '[]', '[]', 'plans', n FROM generate_series(1, 4000) n",
+    # Most deliveries succeeded long ago; the newest few of each subscription are pending.
+    "INSERT INTO deliveries (subscription_id, change_id, registration_id, project_id, state,"
+    " attempts, next_attempt_at, created_at, updated_at)"
+    " SELECT s.id, c.id, c.registration_id, 'plans',"
+    " CASE WHEN c.seq > 3950 THEN 'pending' ELSE 'succeeded' END, 0,"
+    " CASE WHEN c.seq > 3950"
+    " THEN CAST(:now AS timestamptz) - interval '1 second' * (c.seq % 7) END, now(), now()"
+    " FROM registration_changes c CROSS JOIN subscriptions s",
+    "ANALYZE deliveries",
+    "ANALYZE subscriptions",
+    "ANALYZE registration_changes",
+]
+
+
+async def plan(connection: AsyncConnection, statement: Select[Any]) -> str:
+    sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+    rows = await connection.execute(text(f"EXPLAIN {sql}"))
+    return "\n".join(row[0] for row in rows)
+
+
+async def test_the_due_look_ups_use_the_pending_deliveries_indexes(settings: Settings) -> None:
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as connection:
+            for statement in FILL:
+                await connection.execute(
+                    text(statement), {"now": NOW} if ":now" in statement else {}
+                )
+            await connection.execute(text("SET LOCAL enable_seqscan = off"))
+            statements = (
+                repository.subscriptions_due_statement(NOW),
+                repository.next_due_statement(NOW - timedelta(seconds=3)),
+                repository._DUE.params(subscription_id="sub_1", now=NOW, limit=32, flying=[0]),
+            )
+            for statement in statements:
+                explained = await plan(connection, statement)
+                # Every scan of deliveries (a bitmap heap scan's rows come from its index scan,
+                # the line below it) is one of a pending index.
+                reads = [
+                    line
+                    for line in explained.splitlines()
+                    if (" on deliveries" in line or "Scan on ix_deliveries" in line)
+                    and "Bitmap Heap Scan" not in line
+                ]
+                assert reads, explained
+                for read in reads:
+                    assert "ix_deliveries_pending_" in read, explained
+    finally:
+        await engine.dispose()

@@ -1,0 +1,110 @@
+"""Workers poll their queue when woken (app/worker/wake.py): an enqueue reaches an idle worker at
+once, although its poll falls back to a full minute, so that the idle poll can be rare. On a
+Redis of the test's own: pub/sub channels are server-wide, and other tests' enqueues would wake
+these workers too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import arq.worker
+import pytest
+from arq import ArqRedis, func
+from arq.connections import RedisSettings, create_pool
+
+from app.core.jobs import EVENTS_QUEUE, enqueue_deliveries, enqueue_event_batches, wake_channel
+from app.worker import wake
+from tests.support.processes import PrivateRedis, private_redis
+
+RARELY = 60.0
+"""The workers' fallback poll here: a job found sooner was found by a wake-up."""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    with private_redis(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def redis(server: PrivateRedis) -> AsyncIterator[ArqRedis]:
+    pool = await create_pool(RedisSettings(port=server.port))
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _arq_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`install()` patches arq for the process; the test's changes are undone after it."""
+    monkeypatch.setattr(arq.worker, "poll", arq.worker.poll)
+    monkeypatch.setattr(wake, "_signal", None)
+
+
+async def test_an_enqueue_wakes_a_worker_that_polls_rarely(
+    server: PrivateRedis, redis: ArqRedis
+) -> None:
+    queue = f"arq:queue:test-wake-{uuid.uuid4().hex}"
+    ran: asyncio.Queue[str] = asyncio.Queue()
+
+    async def deliver(ctx: dict[str, Any], subscription_id: str) -> None:
+        await ran.put(subscription_id)
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["wake"] = wake.start(ctx["redis"], queue)
+        wake.install()
+
+    worker = arq.worker.Worker(
+        functions=[func(deliver, name="deliver")],
+        queue_name=queue,
+        redis_settings=RedisSettings(port=server.port),
+        poll_delay=RARELY,
+        on_startup=on_startup,
+        handle_signals=False,
+        keep_result=0,
+    )
+    running = asyncio.ensure_future(worker.main())
+    try:
+        async with asyncio.timeout(10):
+            while wake._signal is None or not wake._signal.connected:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # the worker's first look at the (empty) queue is behind it
+        for subscription in ("sub_a", "sub_b"):
+            assert await enqueue_deliveries(redis, [subscription], queue=queue) == 1
+            async with asyncio.timeout(10):  # without a wake-up: RARELY
+                assert await ran.get() == subscription
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        if wake._signal is not None:
+            await wake._signal.stop()
+        await worker.pool.aclose()
+
+
+async def _next_message(pubsub: Any, seconds: float) -> dict[str, Any] | None:
+    """The next published message within `seconds` (the subscription's own confirmation, which
+    `get_message` answers as None, skipped)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while True:
+                message = await pubsub.get_message(timeout=seconds)
+                if message is not None:
+                    return dict(message)
+    return None
+
+
+async def test_the_events_enqueue_wakes_only_when_it_adds_a_job(redis: ArqRedis) -> None:
+    async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+        await pubsub.subscribe(wake_channel(EVENTS_QUEUE))
+        assert await enqueue_event_batches(redis, [1, 2, 3]) == 1
+        message = await _next_message(pubsub, 10)
+        assert message is not None and message["channel"] == wake_channel(EVENTS_QUEUE).encode()
+        # The same rows again: their job is queued already, nothing added, nobody woken.
+        assert await enqueue_event_batches(redis, [1, 2, 3]) == 0
+        assert await _next_message(pubsub, 0.5) is None
