@@ -65,6 +65,16 @@ def simulator(
             process.wait(timeout=30)
 
 
+async def command_line_of(process: subprocess.Popen[str]) -> str:
+    return (await asyncio.to_thread(Path(f"/proc/{process.pid}/cmdline").read_bytes)).decode()
+
+
+def assert_signed(receiver: Receiver, registration_id: str, hmac_secret: str) -> None:
+    """The receiver got the registration's callback, signed with `hmac_secret`."""
+    [received] = [r for r in receiver.received if registration_id in r.body.decode()]
+    assert received.signature == sign(received.body, hmac_secret)
+
+
 async def test_secrets_come_from_the_environment_even_starting_with_a_dash(
     receiver_server: Receiver,
 ) -> None:
@@ -82,11 +92,8 @@ async def test_secrets_come_from_the_environment_even_starting_with_a_dash(
             [event] = await control.events(created["id"])
             [result] = await control.deliver(event_ids=[event["eventId"]])
         assert result["status"] == 200, result
-        [received] = [r for r in receiver_server.received if created["id"] in r.body.decode()]
-        assert received.signature == sign(received.body, HMAC_SECRET)
-        command_line = (
-            await asyncio.to_thread(Path(f"/proc/{process.pid}/cmdline").read_bytes)
-        ).decode()
+        assert_signed(receiver_server, created["id"], HMAC_SECRET)
+        command_line = await command_line_of(process)
         assert KEY_SECRET not in command_line and HMAC_SECRET not in command_line
 
 
@@ -150,11 +157,8 @@ async def test_other_projects_are_served_with_their_own_keys_secrets_and_state(
         async with SimulatorControl(base) as control_a:
             assert await control_a.all_events() == []  # B's registration is B's alone
         assert sent["status"] == 200, sent
-        [received] = [r for r in receiver_server.received if made["id"] in r.body.decode()]
-        assert received.signature == sign(received.body, B_HMAC_SECRET)
-        command_line = (
-            await asyncio.to_thread(Path(f"/proc/{process.pid}/cmdline").read_bytes)
-        ).decode()
+        assert_signed(receiver_server, made["id"], B_HMAC_SECRET)
+        command_line = await command_line_of(process)
     printed = (await asyncio.to_thread(process.communicate))[0]
     for secret in (B_KEY_SECRET, B_HMAC_SECRET, KEY_SECRET, HMAC_SECRET):
         assert secret not in command_line and secret not in printed
