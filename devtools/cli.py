@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -27,6 +28,9 @@ from app.cli import (
     token_command,
 )
 
+if TYPE_CHECKING:
+    from devtools.simulator.projects import ProjectKeys
+
 
 def _cmd_simulator(args: argparse.Namespace) -> int:
     from devtools.simulator import run_simulator
@@ -41,8 +45,65 @@ def _cmd_simulator(args: argparse.Namespace) -> int:
         key_secret=os.environ.get("SIMULATOR_KEY_SECRET") or sim.DEFAULT_KEY_SECRET,
         hmac_secret=os.environ.get("SIMULATOR_HMAC_SECRET") or sim.DEFAULT_HMAC_SECRET,
         state_file=args.state_file,
+        other_projects=other_project_keys(
+            args.other_project or [], first=(args.project_id, args.key_id), environ=os.environ
+        ),
     )
     return 0
+
+
+def project_and_key(text: str) -> tuple[str, str]:
+    """`--other-project`'s value: `PROJECT_ID:KEY_ID`, neither empty."""
+    project_id, colon, key_id = text.partition(":")
+    if not colon or not project_id.strip() or not key_id.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not PROJECT_ID:KEY_ID (e.g. brand-b:key-b)")
+    return project_id.strip(), key_id.strip()
+
+
+def secrets_suffix(project_id: str) -> str:
+    """The suffix of a project's secrets' variables: its id in capitals, every character but a
+    letter or digit as `_` (brand-b: SIMULATOR_KEY_SECRET_BRAND_B)."""
+    return "".join(c if c.isascii() and c.isalnum() else "_" for c in project_id.upper())
+
+
+def other_project_keys(
+    given: Sequence[tuple[str, str]], *, first: tuple[str, str], environ: Mapping[str, str]
+) -> list[tuple[ProjectKeys, str]]:
+    """Each `--other-project` with its secrets from the environment (`SIMULATOR_KEY_SECRET_<S>`,
+    `SIMULATOR_HMAC_SECRET_<S>`, S its `secrets_suffix`; the published `default_secrets` when
+    unset), and S. CommandError (status 2) when two projects share an id, a key id (a token is
+    fetched by key id) or a suffix (they would read the same secrets)."""
+    from devtools.simulator.projects import ProjectKeys
+    from devtools.simulator.server import default_secrets
+
+    projects, keys = {first[0]}, {first[1]}
+    suffixes = {secrets_suffix(first[0])}
+    found: list[tuple[ProjectKeys, str]] = []
+    for project_id, key_id in given:
+        suffix = secrets_suffix(project_id)
+        clash = (
+            f"project {project_id}"
+            if project_id in projects
+            else f"key id {key_id}"
+            if key_id in keys
+            else f"secrets suffix {suffix}"
+            if suffix in suffixes
+            else None
+        )
+        if clash is not None:
+            raise CommandError(f"--other-project: the {clash} is served already", status=2)
+        projects.add(project_id)
+        keys.add(key_id)
+        suffixes.add(suffix)
+        key_default, hmac_default = default_secrets(project_id)
+        keys_of = ProjectKeys(
+            project_id,
+            key_id,
+            environ.get(f"SIMULATOR_KEY_SECRET_{suffix}") or key_default,
+            environ.get(f"SIMULATOR_HMAC_SECRET_{suffix}") or hmac_default,
+        )
+        found.append((keys_of, suffix))
+    return found
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -148,11 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
     simulator.add_argument("--project-id", default=sim.DEFAULT_PROJECT_ID, help="its project id")
     simulator.add_argument("--key-id", default=sim.DEFAULT_KEY_ID, help="its access key id")
     simulator.add_argument(
+        "--other-project",
+        action="append",
+        type=project_and_key,
+        metavar="PROJECT_ID:KEY_ID",
+        help="serve this project too, with its own state (repeat for several); its secrets come "
+        "from SIMULATOR_KEY_SECRET_<ID> and SIMULATOR_HMAC_SECRET_<ID>, <ID> the project id in "
+        "capitals with '_' for any other character than a letter or digit (defaults "
+        f"'{sim.DEFAULT_KEY_SECRET}-<project id>' and '{sim.DEFAULT_HMAC_SECRET}-<project id>')",
+    )
+    simulator.add_argument(
         "--state-file",
         type=Path,
         default=None,
         help="a JSON file it loads its registrations and events from at start and saves them to "
-        "when it stops (make run: var/simulator.json); none: it starts empty, keeps nothing",
+        "when it stops (make run: var/simulator.json; each --other-project's beside it, as "
+        "simulator.<project id>.json); none: it starts empty, keeps nothing",
     )
 
     demo = command(

@@ -12,6 +12,7 @@ import pytest
 from app.health import REDIS_PROBE_KEY
 from app.main import create_app
 from tests.conftest import make_settings
+from tests.support.logs import Records, recorded
 from tests.support.processes import private_redis
 from tests.support.servers import free_port, serve
 
@@ -72,30 +73,10 @@ async def test_readyz_names_the_database_when_it_is_down(redis_url: str) -> None
     assert ready.json()["checks"]["redis"] == "ok"
 
 
-class _Records(logging.Handler):
-    """What `app.health` logs (the app's logging set-up replaces the root's handlers, so
-    pytest's caplog would see nothing)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def at(self, level: int) -> list[str]:
-        return [r.getMessage() for r in self.records if r.levelno == level]
-
-
 @pytest.fixture
-def health_log() -> Iterator[_Records]:
-    handler = _Records()
-    logger = logging.getLogger("app.health")
-    logger.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        logger.removeHandler(handler)
+def health_log() -> Iterator[Records]:
+    with recorded("app.health") as records:
+        yield records
 
 
 async def _readyz(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
@@ -105,7 +86,7 @@ async def _readyz(client: httpx.AsyncClient) -> tuple[int, dict[str, str]]:
 
 
 async def test_readyz_refuses_a_full_redis_and_logs_it_once(
-    database_url: str, tmp_path: Path, health_log: _Records
+    database_url: str, tmp_path: Path, health_log: Records
 ) -> None:
     with private_redis(tmp_path, ("--maxmemory", "64mb")) as server:
         app = create_app(make_settings(database_url, server.url))
@@ -134,7 +115,7 @@ async def test_readyz_refuses_a_full_redis_and_logs_it_once(
 
 @pytest.mark.parametrize("policy", ["allkeys-lru", "volatile-lru", "allkeys-random"])
 async def test_readyz_refuses_a_redis_that_evicts_keys(
-    database_url: str, tmp_path: Path, policy: str, health_log: _Records
+    database_url: str, tmp_path: Path, policy: str, health_log: Records
 ) -> None:
     with private_redis(tmp_path, ("--maxmemory", "64mb", "--maxmemory-policy", policy)) as server:
         app = create_app(make_settings(database_url, server.url))

@@ -148,7 +148,10 @@ def warn_about_missing_configuration(settings: Settings, log: logging.Logger) ->
             settings.job_timeout_seconds,
         )
     if not settings.sinch_credentials_configured:
+        # The one line about it: the worker's crons then skip this project quietly.
         log.warning(
-            "SINCH_PROJECT_ID, SINCH_KEY_ID or SINCH_KEY_SECRET is not set: registrations "
-            "cannot be fetched from Sinch, so doubtful events fail and reconciliation is off"
+            "SINCH_PROJECT_ID, SINCH_KEY_ID or SINCH_KEY_SECRET is not set: the settings' "
+            "project's registrations cannot be fetched from Sinch, so its doubtful events fail, "
+            "and it is not reconciled nor its facts fetched (projects added with their own keys "
+            "are)"
         )

@@ -217,6 +217,16 @@ class Registration(RegistrationImage, Base):
     __tablename__ = "registrations"
     __table_args__ = (
         Index("ix_registrations_project_id_id", "project_id", "id"),
+        # A project's pages by state and its feed of changes (migration 0014): a project and a
+        # state are not independent, so walking one index and filtering the other can read the
+        # whole table for an empty page.
+        Index("ix_registrations_project_id_status_id", "project_id", "status", "id"),
+        Index(
+            "ix_registrations_project_id_status_changed_at_id",
+            "project_id",
+            "status_changed_at",
+            "id",
+        ),
         Index("ix_registrations_status_id", "status", "id"),
         Index("ix_registrations_registration_type_id", "registration_type", "id"),
         Index("ix_registrations_status_changed_at_id", "status_changed_at", "id"),

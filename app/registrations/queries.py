@@ -13,7 +13,10 @@ very SQL the routes run. Every listing is keyset-paginated on an index (migratio
   joined to the primary key (migration 0005);
 - `marketCode`, by id: (market_code, id);
 - `overdue=true`: the partial index of overdue forecasts (migration 0011), joined to the primary
-  key.
+  key;
+- `projectId` (one project), by id: (project_id, id) (migration 0010); with `status`:
+  (project_id, status, id); with `updatedSince`: (project_id, status_changed_at, id) (migration
+  0014), so a project with few rows in a state or a time window never walks the other projects'.
 The forecasts of a page are read by primary key (`app.forecasts.queries.forecasts_of`).
 The console's default, newest change first (`newest_first`), walks (status_changed_at, id)
 backwards, or sorts the filtered rows when a filter's index leads.
@@ -81,7 +84,7 @@ class RegistrationFilters:
     """Only registrations whose `status_changed_at` is at or after it; orders by that time."""
     projects: Visible = None
     """Only these projects' registrations (None: every project): the `projectId` filter within the
-    token's limit. One project walks the (project_id, id) index (migration 0010)."""
+    token's limit. One project walks a (project_id, ...) index (migrations 0010, 0014)."""
     newest_first: bool = False
     """Without `updated_since`: order by `status_changed_at` descending (unknown times last),
     then id descending, as an operator reads a list (the console)."""

@@ -56,6 +56,7 @@ from app.core.models import (
     RegistrationHistory,
     SyncState,
 )
+from app.projects.queries import only
 
 _REGISTRATION = bindparam("p_registration", type_=String())
 _FROM = bindparam("p_from", type_=String())
@@ -301,11 +302,14 @@ def add_history(
     )
 
 
-async def facts_due_before(session: AsyncSession, cutoff: datetime, limit: int) -> list[str]:
-    """Ids of registrations waiting for a facts fetch since before `cutoff`, oldest first."""
+async def facts_due_before(
+    session: AsyncSession, cutoff: datetime, limit: int, *, projects: frozenset[str]
+) -> list[str]:
+    """Ids of registrations of `projects` waiting for a facts fetch since before `cutoff`,
+    oldest first."""
     result = await session.execute(
         select(Registration.id)
-        .where(Registration.facts_due_at < cutoff)
+        .where(Registration.facts_due_at < cutoff, only(Registration.project_id, projects))
         .order_by(Registration.facts_due_at)
         .limit(limit)
     )

@@ -331,9 +331,15 @@ async def sweep(ctx: WorkerContext) -> int:
     enqueued = await enqueue_events(ctx["redis"], row_ids)
     if enqueued:
         log.info("sweep re-enqueued %d events", enqueued)
-    if _sinch_configured(ctx):
+    # Only the facts of projects with a Sinch client: a project without credentials (the
+    # settings' one without SINCH_*, said once at start) would have its rows enqueued every run,
+    # answered `not_configured`, and kept ahead of the other projects' in the batch.
+    fetchable = frozenset(client.project_id for client in await ctx["projects"].every())
+    if fetchable:
         async with ctx["sessionmaker"]() as session:
-            due = await registrations_repository.facts_due_before(session, cutoff, SWEEP_BATCH)
+            due = await registrations_repository.facts_due_before(
+                session, cutoff, SWEEP_BATCH, projects=fetchable
+            )
         facts = await enqueue_facts(ctx["redis"], due)
         if facts:
             log.info("sweep enqueued %d facts fetches", facts)

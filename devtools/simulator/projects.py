@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -79,12 +79,16 @@ class ProjectsSimulator:
         }
         self._by_key = {p.key_id: p.project_id for p in projects}
         self.first = self.apps[projects[0].project_id]
+        self.at_shutdown: list[Callable[[], None]] = []
+        """Called, in order, as the server shuts down (the CLI saves the state files there)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             # The projects' simulators keep no resource to open or close.
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
+            for step in self.at_shutdown:
+                step()
             await send({"type": "lifespan.shutdown.complete"})
             return
         path: str = scope.get("path", "")

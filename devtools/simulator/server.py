@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
@@ -18,13 +19,24 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from devtools.simulator.app import create_simulator_app
 from devtools.simulator.projects import ProjectKeys, ProjectsSimulator
 
 DEFAULT_PROJECT_ID = "sim-project"
 DEFAULT_KEY_ID = "sim-key-id"
 DEFAULT_KEY_SECRET = "sim-key-secret"  # noqa: S105 -- the simulator's own, public, fake credential
 DEFAULT_HMAC_SECRET = "sim-hmac-secret"  # noqa: S105 -- likewise
+
+
+def default_secrets(project_id: str) -> tuple[str, str]:
+    """The published fake key secret and HMAC secret of another project than the first,
+    distinct per project (`sim-key-secret-<id>`, `sim-hmac-secret-<id>`)."""
+    return f"{DEFAULT_KEY_SECRET}-{project_id}", f"{DEFAULT_HMAC_SECRET}-{project_id}"
+
+
+def state_file_of(state_file: Path, project_id: str) -> Path:
+    """Where another project than the first keeps its state: beside `state_file`, named
+    `<stem>.<project id><suffix>` (var/simulator.json: var/simulator.brand-b.json)."""
+    return state_file.with_name(f"{state_file.stem}.{project_id}{state_file.suffix}")
 
 
 def run_simulator(
@@ -39,6 +51,7 @@ def run_simulator(
     seed: int | None = None,
     log_level: str = "info",
     state_file: Path | None = None,
+    other_projects: Sequence[tuple[ProjectKeys, str]] = (),
 ) -> None:
     """Serve the simulator on `host:port` until interrupted (Ctrl-C or SIGTERM).
 
@@ -46,6 +59,10 @@ def run_simulator(
     printed only when they are the published defaults, so a secret passed in stays out of logs.
     With `state_file`, it starts with the registrations and events saved there (when the file
     exists) and saves them there when it stops, so they outlive a restart.
+
+    `other_projects`: more projects served at the same address (devtools/simulator/projects.py),
+    each with its own keys, secrets and state (its state file: `state_file_of`), with the name of
+    the environment variable suffix its secrets came from (for the printed instructions).
     """
     base = f"http://{host}:{port}"
 
@@ -64,18 +81,37 @@ def run_simulator(
         f"{shown(hmac_secret, DEFAULT_HMAC_SECRET, 'SIMULATOR_HMAC_SECRET')}",
         flush=True,
     )
-    app = create_simulator_app(
-        project_id=project_id,
-        key_id=key_id,
-        key_secret=key_secret,
-        hmac_secret=hmac_secret,
-        token_ttl_seconds=token_ttl_seconds,
-        seed=seed,
-    )
+    for other, suffix in other_projects:
+        key_default, hmac_default = default_secrets(other.project_id)
+        print(
+            f"Project {other.project_id} (control API: {base}/_sim/projects/{other.project_id}"
+            "/_sim/...); add it to the service with:\n"
+            "  PROJECT_KEY_SECRET="
+            f"{shown(other.key_secret, key_default, f'SIMULATOR_KEY_SECRET_{suffix}')} "
+            "PROJECT_CALLBACK_SECRET="
+            f"{shown(other.hmac_secret, hmac_default, f'SIMULATOR_HMAC_SECRET_{suffix}')} "
+            f"python -m app project add {other.project_id} --key-id {other.key_id}",
+            flush=True,
+        )
+    first = ProjectKeys(project_id, key_id, key_secret, hmac_secret)
+    keys = [first, *(other for other, _ in other_projects)]
+    simulator = ProjectsSimulator(keys, token_ttl_seconds=token_ttl_seconds, seed=seed)
+    served: ASGIApp = simulator if other_projects else simulator.first
     if state_file is not None:
-        load_state(app, state_file)
-        _save_at_shutdown(app, state_file)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+        files = [
+            (simulator.apps[p.project_id], state_file_of(state_file, p.project_id))
+            for p in keys[1:]
+        ]
+        files.insert(0, (simulator.first, state_file))
+        for app, path in files:
+            load_state(app, path)
+        if other_projects:
+            simulator.at_shutdown.extend(
+                functools.partial(save_state, app, path) for app, path in files
+            )
+        else:
+            _save_at_shutdown(simulator.first, state_file)
+    uvicorn.run(served, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
 
 
 def _save_at_shutdown(app: FastAPI, path: Path) -> None:
