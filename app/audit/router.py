@@ -7,7 +7,7 @@ from typing import Annotated
 from app.audit import queries
 from app.audit.schemas import AuditEntryOut, AuditPage
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
-from app.core.schemas import text_filter
+from app.core.schemas import operation, text_filter
 from app.web.auth import VisibleDep, api_router, require_write
 from app.web.deps import ReadSessionDep
 
@@ -16,9 +16,7 @@ router = api_router("/v1/audit", "audit", guard=require_write, errors=(403,))
 
 
 @router.get(
-    "",
-    operation_id="listAudit",
-    summary="The audit trail: every write, newest first (scope `write`)",
+    "", **operation("listAudit", "The audit trail: every write, newest first (scope `write`)")
 )
 async def list_audit(
     session: ReadSessionDep,

@@ -24,6 +24,7 @@ from app.changes.service import FeedReader
 from app.changes.signal import ChangeSignal
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery
 from app.core.problems import ProblemError
+from app.core.schemas import operation
 from app.tokens.principal import Visible
 from app.web.auth import VisibleDep, api_router
 from app.web.deps import ResourcesDep
@@ -78,15 +79,17 @@ async def _start(reader: async_sessionmaker[AsyncSession], cursor: str | None) -
 
 @router.get(
     "",
-    operation_id="listChanges",
-    summary="Changes of registrations, oldest first, after a cursor",
-    description="Every change of a registration's answer (its status or a fact), in the order "
-    "the changes became visible (`seq`). With `wait`, a request that finds nothing new is held "
-    "until a change comes or `wait` seconds pass; `items` may then be empty and `nextCursor` is "
-    "the position given. With `projectId`, or a token limited to projects, only those projects' "
-    "changes: a page may then hold fewer than `limit` items, and `nextCursor` moves past the "
-    "other projects' changes it skipped.",
     response_model=ChangePage,
+    **operation(
+        "listChanges",
+        "Changes of registrations, oldest first, after a cursor",
+        description="Every change of a registration's answer (its status or a fact), in the "
+        "order the changes became visible (`seq`). With `wait`, a request that finds nothing new "
+        "is held until a change comes or `wait` seconds pass; `items` may then be empty and "
+        "`nextCursor` is the position given. With `projectId`, or a token limited to projects, "
+        "only those projects' changes: a page may then hold fewer than `limit` items, and "
+        "`nextCursor` moves past the other projects' changes it skipped.",
+    ),
 )
 async def list_changes(
     resources: ResourcesDep,
@@ -144,13 +147,15 @@ PING = b": ping\n\n"
 
 @router.get(
     "/stream",
-    operation_id="streamChanges",
-    summary="Changes of registrations as Server-Sent Events",
-    description="The items of GET /v1/changes as events: `id` is the cursor after the item, "
-    "`event: change`, `data` the item. Resumes after the `Last-Event-ID` header (or `cursor`); "
-    "a comment line comes at least every 15 seconds.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    **operation(
+        "streamChanges",
+        "Changes of registrations as Server-Sent Events",
+        description="The items of GET /v1/changes as events: `id` is the cursor after the item, "
+        "`event: change`, `data` the item. Resumes after the `Last-Event-ID` header (or `cursor`); "
+        "a comment line comes at least every 15 seconds.",
+    ),
 )
 async def stream_changes(
     request: Request,

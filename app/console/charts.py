@@ -41,11 +41,7 @@ def bars(rows: Sequence[tuple[str, int]], *, title: str) -> Markup:
             f' height="{_ROW - 6}"/>'
             f'<text class="value" x="{_LABEL_WIDTH + length + 6}" y="{y + 15}">{count}</text>'
         )
-    if not rows:
-        parts.append('<text class="label" x="0" y="16">nothing yet</text>')
-    parts.append("</svg>")
-    # Safe: every text interpolated above went through escape(); the rest are numbers.
-    return Markup("".join(parts))  # noqa: S704
+    return _closed(parts, empty="nothing yet" if not rows else None)
 
 
 def columns(
@@ -77,9 +73,7 @@ def columns(
             parts.append(
                 f'<text class="label" x="{x + 1:.1f}" y="{height - 4}">{start:%H}:00</text>'
             )
-    parts.append("</svg>")
-    # Safe: every text interpolated above went through escape(); the rest are numbers.
-    return Markup("".join(parts))  # noqa: S704
+    return _closed(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +131,16 @@ def ages(rows: Sequence[Age], *, title: str) -> Markup:
         f'x2="{_LABEL_WIDTH + 110}" y2="{legend_y}"/><text class="label" '
         f'x="{_LABEL_WIDTH + 116}" y="{legend_y}">market p85</text>'
     )
-    if not rows:
-        parts.append('<text class="label" x="0" y="16">no registration waits</text>')
+    return _closed(parts, empty="no registration waits" if not rows else None)
+
+
+def _closed(parts: list[str], *, empty: str | None = None) -> Markup:
+    """The drawing whose SVG elements are `parts` (each text in them escaped), closed; `empty`
+    written where there was nothing to draw."""
+    if empty is not None:
+        parts.append(f'<text class="label" x="0" y="16">{escape(empty)}</text>')
     parts.append("</svg>")
-    # Safe: every text interpolated above went through escape(); the rest are numbers.
+    # Safe: every text interpolated into `parts` went through escape(); the rest are numbers.
     return Markup("".join(parts))  # noqa: S704
 
 

@@ -1,5 +1,5 @@
 """How the console words what it shows: money, times, status tones, reasons. Pure functions of
-the values the API answers, used as template filters (`app.console.router._templates`)."""
+the values the API answers, used as template filters (`app.console.pages`)."""
 
 from __future__ import annotations
 

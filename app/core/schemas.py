@@ -114,6 +114,20 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
+def operation(
+    operation_id: str, summary: str, *errors: int, description: str | None = None
+) -> dict[str, Any]:
+    """How a route of the API is documented, as its decorator's keyword arguments: its
+    `operationId`, summary, description (omitted: none) and the problems it answers besides
+    those of its router (`problem_responses`)."""
+    documented: dict[str, Any] = {"operation_id": operation_id, "summary": summary}
+    if description is not None:
+        documented["description"] = description
+    if errors:
+        documented["responses"] = problem_responses(*errors)
+    return documented
+
+
 PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 """Text parameters (ids, states) hold no control characters: PostgreSQL refuses NUL in text."""
 MAX_TEXT_LENGTH = 255

@@ -10,7 +10,7 @@ from fastapi import Path, Query
 from app.core.models import EventState
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
 from app.core.problems import found
-from app.core.schemas import problem_responses, text_filter
+from app.core.schemas import operation, text_filter
 from app.events import queries, service
 from app.events.schemas import EventOut, EventPage
 from app.web.auth import ActorDep, LimitDep, VisibleDep, api_router
@@ -28,11 +28,7 @@ EventRowId = Annotated[
 _NOT_FOUND = "No event with this id is kept."
 
 
-@router.get(
-    "",
-    operation_id="listEvents",
-    summary="List kept callback events, newest first",
-)
+@router.get("", **operation("listEvents", "List kept callback events, newest first"))
 async def list_events(
     session: ReadSessionDep,
     projects: VisibleDep,
@@ -58,10 +54,7 @@ async def list_events(
 
 
 @router.get(
-    "/{id}",
-    operation_id="getEvent",
-    summary="One kept callback event (without its body and headers)",
-    responses=problem_responses(404),
+    "/{id}", **operation("getEvent", "One kept callback event (without its body and headers)", 404)
 )
 async def get_event(session: ReadSessionDep, limit: LimitDep, row_id: EventRowId) -> EventOut:
     return EventOut.of(found(await queries.get_event(session, row_id, limit), _NOT_FOUND))
@@ -69,12 +62,15 @@ async def get_event(session: ReadSessionDep, limit: LimitDep, row_id: EventRowId
 
 @router.post(
     "/{id}/replay",
-    operation_id="replayEvent",
-    summary="Process the event again",
-    description="Puts the event back to `received` and queues its processing. Answers 202 even "
-    "when the queue cannot be reached: the worker's sweep picks up `received` events.",
     status_code=202,
-    responses=problem_responses(403, 404),
+    **operation(
+        "replayEvent",
+        "Process the event again",
+        403,
+        404,
+        description="Puts the event back to `received` and queues its processing. Answers 202 even "
+        "when the queue cannot be reached: the worker's sweep picks up `received` events.",
+    ),
 )
 async def replay_event(
     resources: ResourcesDep, row_id: EventRowId, actor: ActorDep, limit: LimitDep

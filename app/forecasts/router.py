@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Query
 
-from app.core.schemas import QueryTime, text_filter
+from app.core.schemas import QueryTime, operation, text_filter
 from app.forecasts import queries
 from app.forecasts.schemas import DecisionItem, TimeInStateItem, TimeInStateOut
 from app.web.auth import api_router
@@ -18,14 +18,16 @@ router = api_router("/v1/stats", "stats")
 
 @router.get(
     "/time-in-state",
-    operation_id="getTimeInState",
-    summary="Time in each state per market and type: p50, p85, p95 and the sample size",
-    description="Per Sinch project, measured on Sinch's clock (the document's logs and the "
-    "callbacks' times), stays still running counted as censored (Kaplan-Meier). Read from "
-    "figures the worker keeps (every `FORECAST_INTERVAL_SECONDS`), so the answer costs the "
-    "same whatever the history holds. `decisions` gives, per market and type, the time "
-    "waiting on Sinch from submission to a decision and the share of Sinch's `etaDate`s that "
-    "held.",
+    **operation(
+        "getTimeInState",
+        "Time in each state per market and type: p50, p85, p95 and the sample size",
+        description="Per Sinch project, measured on Sinch's clock (the document's logs and the "
+        "callbacks' times), stays still running counted as censored (Kaplan-Meier). Read from "
+        "figures the worker keeps (every `FORECAST_INTERVAL_SECONDS`), so the answer costs the "
+        "same whatever the history holds. `decisions` gives, per market and type, the time "
+        "waiting on Sinch from submission to a decision and the share of Sinch's `etaDate`s that "
+        "held.",
+    ),
 )
 async def get_time_in_state(
     session: ReadSessionDep,
@@ -58,20 +60,6 @@ async def get_time_in_state(
     return TimeInStateOut(
         items=[TimeInStateItem.model_validate(row) for row in rows],
         since=month,
-        decisions=[
-            DecisionItem(
-                project_id=curve.project_id,
-                market_code=curve.market_code,
-                registration_type=curve.registration_type,
-                p50=curve.p50,
-                p85=curve.p85,
-                samples=curve.samples,
-                open=curve.open,
-                approved_share=curve.approved_share,
-                eta_samples=curve.eta_samples,
-                eta_held_share=curve.eta_held / curve.eta_samples if curve.eta_samples else None,
-            )
-            for curve in curves
-        ],
+        decisions=[DecisionItem.of(curve) for curve in curves],
         computed_at=max(computed) if computed else None,
     )

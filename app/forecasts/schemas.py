@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from app.core.schemas import ApiModel, ApiTime
+from app.core.models import DecisionCurve
+from app.core.schemas import ApiModel, ApiTime, same_named
 from app.forecasts.model import Basis
 
 
@@ -118,6 +119,12 @@ class DecisionItem(ApiModel):
         description="Of those, the share decided by the end of their `etaDate` (the last one "
         "Sinch gave); null when none had one."
     )
+
+    @classmethod
+    def of(cls, curve: DecisionCurve) -> DecisionItem:
+        """The curve's figures as answered; the `etaDate` share computed from its counts."""
+        held = curve.eta_held / curve.eta_samples if curve.eta_samples else None
+        return cls(**same_named(cls, curve, but=("eta_held_share",)), eta_held_share=held)
 
 
 class TimeInStateOut(ApiModel):

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Path
 
 from app.core.problems import found
-from app.core.schemas import PRINTABLE_PATTERN, problem_responses
+from app.core.schemas import PRINTABLE_PATTERN, operation
 from app.projects import queries
 from app.projects.schemas import ProjectList, ProjectOut
 from app.web.auth import LimitDep, api_router
@@ -30,8 +30,7 @@ ProjectId = Annotated[
 
 @router.get(
     "",
-    operation_id="listProjects",
-    summary="The Sinch projects this deployment serves (never their secrets)",
+    **operation("listProjects", "The Sinch projects this deployment serves (never their secrets)"),
 )
 async def list_projects(
     session: ReadSessionDep, resources: ResourcesDep, limit: LimitDep
@@ -47,12 +46,7 @@ async def list_projects(
     )
 
 
-@router.get(
-    "/{projectId}",
-    operation_id="getProject",
-    summary="One Sinch project (never its secrets)",
-    responses=problem_responses(404),
-)
+@router.get("/{projectId}", **operation("getProject", "One Sinch project (never its secrets)", 404))
 async def get_project(
     session: ReadSessionDep, resources: ResourcesDep, limit: LimitDep, project_id: ProjectId
 ) -> ProjectOut:

@@ -20,7 +20,7 @@ from app.core.schemas import (
     MAX_TEXT_LENGTH,
     PRINTABLE_PATTERN,
     QueryTime,
-    problem_responses,
+    operation,
     text_filter,
 )
 from app.forecasts import queries as forecast_queries
@@ -68,10 +68,12 @@ async def _known(session: AsyncSession, registration_id: str, visible: Visible) 
 
 @router.get(
     "",
-    operation_id="listRegistrations",
-    summary="List registrations",
-    description="Ordered by id; with `updatedSince`, by (`statusChangedAt`, id), oldest first, "
-    "so a registration changed during a walk shows up again with its newer state.",
+    **operation(
+        "listRegistrations",
+        "List registrations",
+        description="Ordered by id; with `updatedSince`, by (`statusChangedAt`, id), oldest first, "
+        "so a registration changed during a walk shows up again with its newer state.",
+    ),
 )
 async def list_registrations(
     session: ReadSessionDep,
@@ -151,12 +153,7 @@ async def list_registrations(
     )
 
 
-@router.get(
-    "/{id}",
-    operation_id="getRegistration",
-    summary="One registration, as kept locally",
-    responses=problem_responses(404),
-)
+@router.get("/{id}", **operation("getRegistration", "One registration, as kept locally", 404))
 async def get_registration(
     session: ReadSessionDep, limit: LimitDep, registration_id: RegistrationId
 ) -> RegistrationOut:
@@ -167,9 +164,7 @@ async def get_registration(
 
 @router.get(
     "/{id}/history",
-    operation_id="getRegistrationHistory",
-    summary="A registration's status changes, oldest first",
-    responses=problem_responses(404),
+    **operation("getRegistrationHistory", "A registration's status changes, oldest first", 404),
 )
 async def get_history(
     session: ReadSessionDep, limit: LimitDep, registration_id: RegistrationId
@@ -181,13 +176,18 @@ async def get_history(
 
 @router.post(
     "/{id}/refresh",
-    operation_id="refreshRegistration",
-    summary="Fetch the registration from Sinch now and apply it",
-    description="Applies Sinch's document with the recency guard (newer local news is kept) and "
-    "answers the registration as kept afterwards. Works for a registration not yet known here, "
-    "except with a token limited to projects: that refreshes only its projects' registrations "
-    "(any other is 404, as a missing one).",
-    responses=problem_responses(403, 404, 502, 503),
+    **operation(
+        "refreshRegistration",
+        "Fetch the registration from Sinch now and apply it",
+        403,
+        404,
+        502,
+        503,
+        description="Applies Sinch's document with the recency guard (newer local news is kept) "
+        "and answers the registration as kept afterwards. Works for a registration not yet known "
+        "here, except with a token limited to projects: that refreshes only its projects' "
+        "registrations (any other is 404, as a missing one).",
+    ),
 )
 async def refresh_registration(
     resources: ResourcesDep,

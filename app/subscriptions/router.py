@@ -24,7 +24,7 @@ from app.core.pagination import (
     page,
 )
 from app.core.problems import ProblemError, found
-from app.core.schemas import problem_responses
+from app.core.schemas import operation
 from app.events.queries import EventKey
 from app.subscriptions import queries, repository, service
 from app.subscriptions.event_types import event_types
@@ -101,10 +101,12 @@ def _url_checked() -> Iterator[None]:
 @router.post(
     "/subscriptions",
     status_code=201,
-    operation_id="createSubscription",
-    summary="Subscribe a URL to the changes",
-    description="Answers the subscription with its `secret`, shown only here and at rotation.",
-    responses=problem_responses(403),
+    **operation(
+        "createSubscription",
+        "Subscribe a URL to the changes",
+        403,
+        description="Answers the subscription with its `secret`, shown only here and at rotation.",
+    ),
 )
 async def create_subscription(
     resources: ResourcesDep, body: SubscriptionIn, actor: ActorDep, limit: LimitDep
@@ -123,10 +125,12 @@ async def create_subscription(
 
 @router.get(
     "/subscriptions",
-    operation_id="listSubscriptions",
-    summary="Every subscription",
-    description="With `projectId`, those that receive that project's changes. A token limited "
-    "to projects sees only subscriptions limited to projects within its own.",
+    **operation(
+        "listSubscriptions",
+        "Every subscription",
+        description="With `projectId`, those that receive that project's changes. A token limited "
+        "to projects sees only subscriptions limited to projects within its own.",
+    ),
 )
 async def list_subscriptions(
     session: ReadSessionDep, principal: PrincipalDep, project_id: ProjectIdQuery = None
@@ -147,12 +151,7 @@ def _redact(principal: Principal) -> bool:
     return not principal.scope.allows(Scope.WRITE)
 
 
-@router.get(
-    "/subscriptions/{id}",
-    operation_id="getSubscription",
-    summary="One subscription",
-    responses=problem_responses(404),
-)
+@router.get("/subscriptions/{id}", **operation("getSubscription", "One subscription", 404))
 async def get_subscription(
     session: ReadSessionDep, principal: PrincipalDep, subscription_id: SubscriptionId
 ) -> SubscriptionOut:
@@ -162,9 +161,9 @@ async def get_subscription(
 
 @router.patch(
     "/subscriptions/{id}",
-    operation_id="changeSubscription",
-    summary="Change a subscription (url, filters, description, enabled)",
-    responses=problem_responses(403, 404),
+    **operation(
+        "changeSubscription", "Change a subscription (url, filters, description, enabled)", 403, 404
+    ),
 )
 async def change_subscription(
     resources: ResourcesDep,
@@ -189,9 +188,7 @@ async def change_subscription(
 @router.delete(
     "/subscriptions/{id}",
     status_code=204,
-    operation_id="deleteSubscription",
-    summary="Delete a subscription and its deliveries",
-    responses=problem_responses(403, 404),
+    **operation("deleteSubscription", "Delete a subscription and its deliveries", 403, 404),
 )
 async def delete_subscription(
     resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep, limit: LimitDep
@@ -204,9 +201,9 @@ async def delete_subscription(
 
 @router.post(
     "/subscriptions/{id}/rotate-secret",
-    operation_id="rotateSubscriptionSecret",
-    summary="A new secret; the old one keeps signing for 24 hours",
-    responses=problem_responses(403, 404),
+    **operation(
+        "rotateSubscriptionSecret", "A new secret; the old one keeps signing for 24 hours", 403, 404
+    ),
 )
 async def rotate_secret(
     resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep, limit: LimitDep
@@ -223,9 +220,7 @@ async def rotate_secret(
 
 @router.get(
     "/subscriptions/{id}/deliveries",
-    operation_id="listDeliveries",
-    summary="A subscription's deliveries, newest first",
-    responses=problem_responses(404),
+    **operation("listDeliveries", "A subscription's deliveries, newest first", 404),
 )
 async def list_deliveries(
     session: ReadSessionDep,
@@ -252,9 +247,7 @@ async def list_deliveries(
 @router.post(
     "/deliveries/{id}/retry",
     status_code=202,
-    operation_id="retryDelivery",
-    summary="Deliver again now",
-    responses=problem_responses(403, 404),
+    **operation("retryDelivery", "Deliver again now", 403, 404),
 )
 async def retry_delivery(
     resources: ResourcesDep, delivery_id: DeliveryId, actor: ActorDep, limit: LimitDep
@@ -292,12 +285,14 @@ async def _attempt_page(
 
 @router.get(
     "/subscriptions/{id}/attempts",
-    operation_id="listSubscriptionAttempts",
-    summary="A subscription's delivery attempts, newest first",
-    description="Every POST of its deliveries: the headers sent, the payload, the receiver's "
-    "status and the first 4 KiB of its answer, the latency and the error. Kept "
-    "`EVENT_RETENTION_DAYS`, and never longer than their delivery.",
-    responses=problem_responses(404),
+    **operation(
+        "listSubscriptionAttempts",
+        "A subscription's delivery attempts, newest first",
+        404,
+        description="Every POST of its deliveries: the headers sent, the payload, the receiver's "
+        "status and the first 4 KiB of its answer, the latency and the error. Kept "
+        "`EVENT_RETENTION_DAYS`, and never longer than their delivery.",
+    ),
 )
 async def list_subscription_attempts(
     session: ReadSessionDep,
@@ -315,9 +310,7 @@ async def list_subscription_attempts(
 
 @router.get(
     "/deliveries/{id}/attempts",
-    operation_id="listDeliveryAttempts",
-    summary="A delivery's attempts, newest first",
-    responses=problem_responses(404),
+    **operation("listDeliveryAttempts", "A delivery's attempts, newest first", 404),
 )
 async def list_delivery_attempts(
     session: ReadSessionDep,
@@ -338,12 +331,15 @@ async def list_delivery_attempts(
 
 @router.post(
     "/subscriptions/{id}/test",
-    operation_id="testSubscription",
-    summary="Send a signed `ping` now and answer what came of it",
-    description="The message is signed like a delivery (`webhook-id` `msg_ping_...`, never a "
-    'delivery\'s) and obeys the same destination checks; its body is `{type: "ping", '
-    "timestamp, data: {subscriptionId, sentAt}}`. Answers 200 whatever the receiver did.",
-    responses=problem_responses(403, 404),
+    **operation(
+        "testSubscription",
+        "Send a signed `ping` now and answer what came of it",
+        403,
+        404,
+        description="The message is signed like a delivery (`webhook-id` `msg_ping_...`, never a "
+        'delivery\'s) and obeys the same destination checks; its body is `{type: "ping", '
+        "timestamp, data: {subscriptionId, sentAt}}`. Answers 200 whatever the receiver did.",
+    ),
 )
 async def test_subscription(
     resources: ResourcesDep, subscription_id: SubscriptionId, actor: ActorDep, limit: LimitDep
@@ -368,11 +364,15 @@ def _recovery_refused(refused: service.Refused) -> ProblemError:
 
 @router.post(
     "/subscriptions/{id}/retry-failed",
-    operation_id="retrySubscriptionFailures",
-    summary="Retry every failed delivery written since a time",
-    description="With `dryRun`, only counts them. Otherwise makes them pending and due now (in "
-    "change order per registration), audited with the count; 409 for a disabled subscription.",
-    responses=problem_responses(403, 404, 409),
+    **operation(
+        "retrySubscriptionFailures",
+        "Retry every failed delivery written since a time",
+        403,
+        404,
+        409,
+        description="With `dryRun`, only counts them. Otherwise makes them pending and due now (in "
+        "change order per registration), audited with the count; 409 for a disabled subscription.",
+    ),
 )
 async def retry_failed(
     resources: ResourcesDep,
@@ -397,12 +397,16 @@ async def retry_failed(
 
 @router.post(
     "/subscriptions/{id}/enable",
-    operation_id="enableSubscription",
-    summary="Enable a disabled subscription, with or without its backlog",
-    description="The backlog: what was not delivered since it began failing or was disabled. "
-    "With it, the failed deliveries of that time go out again, in change order; without, the "
-    "pending ones are skipped (ended `failed`). 409 when it is enabled already.",
-    responses=problem_responses(403, 404, 409),
+    **operation(
+        "enableSubscription",
+        "Enable a disabled subscription, with or without its backlog",
+        403,
+        404,
+        409,
+        description="The backlog: what was not delivered since it began failing or was disabled. "
+        "With it, the failed deliveries of that time go out again, in change order; without, the "
+        "pending ones are skipped (ended `failed`). 409 when it is enabled already.",
+    ),
 )
 async def enable_subscription(
     resources: ResourcesDep,
@@ -426,12 +430,14 @@ async def enable_subscription(
 
 @router.get(
     "/subscriptions/{id}/health",
-    operation_id="getSubscriptionHealth",
-    summary="A subscription's deliveries over the last 24 hours",
-    description="Success rate, latency (p50, p95), failures by cause and each hour's counts, "
-    "from the attempts log; `failing` when every attempt has failed for at least "
-    "SUBSCRIPTION_FAILING_ALERT_MINUTES.",
-    responses=problem_responses(404),
+    **operation(
+        "getSubscriptionHealth",
+        "A subscription's deliveries over the last 24 hours",
+        404,
+        description="Success rate, latency (p50, p95), failures by cause and each hour's counts, "
+        "from the attempts log; `failing` when every attempt has failed for at least "
+        "SUBSCRIPTION_FAILING_ALERT_MINUTES.",
+    ),
 )
 async def subscription_health(
     resources: ResourcesDep,
@@ -446,8 +452,10 @@ async def subscription_health(
 
 @router.get(
     "/event-types",
-    operation_id="listEventTypes",
-    summary="The messages a subscription receives, with the JSON Schema of each one's `data`",
+    **operation(
+        "listEventTypes",
+        "The messages a subscription receives, with the JSON Schema of each one's `data`",
+    ),
 )
 async def list_event_types() -> EventTypeList:
     return EventTypeList(items=list(event_types()))

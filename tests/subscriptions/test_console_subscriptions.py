@@ -14,16 +14,17 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import number_and_publish
 from app.core.db import utcnow
-from app.core.models import Delivery
+from app.core.models import PROJECTS, Delivery
 from app.core.settings import Settings
 from app.tokens.principal import Scope
 from tests.api.conftest import API_TOKEN, AUTH, put_registration
 from tests.api.test_console_sessions import sign_in
+from tests.support.projects import settings_project
 from tests.support.receivers import Receiver, receiving, receiving_settings, send_all
 from tests.support.tokens import make_token
 
@@ -181,3 +182,86 @@ async def test_every_subscription_action_of_the_console(
             "subscription.rotate_secret",
             "subscription.delete",
         }
+
+
+def _checkboxes(page: httpx.Response) -> dict[str, bool]:
+    """The project checkboxes of the subscription form on `page`: project id -> checked."""
+    found = re.findall(r'name="project_ids" value="([^"]+)"( checked)?', page.text)
+    return {project: bool(checked) for project, checked in found}
+
+
+async def test_the_subscription_form_limits_to_projects_as_the_api_does(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], api: httpx.AsyncClient
+) -> None:
+    """The form's project checkboxes are `projectIds`: none checked is every project (a limited
+    token: its own on creating, refused on editing), a project unknown or beyond the token's
+    limit is refused (422, nothing saved), and a limited token may not touch a subscription of
+    every project (404)."""
+    async with sessionmaker.begin() as session:
+        a = await settings_project(session)  # after the API started: it renamed the project
+        now = utcnow()
+        await session.execute(
+            insert(PROJECTS).values(
+                id="proj-b", name="B", key_id="kb", created_at=now, updated_at=now
+            )
+        )
+    url = "http://127.0.0.1:9/hook"
+    async with (
+        httpx.AsyncClient(base_url=str(api.base_url), timeout=30) as console,
+        httpx.AsyncClient(base_url=str(api.base_url), headers=AUTH, timeout=30) as v1,
+    ):
+        await sign_in(console, API_TOKEN)
+        listing = await console.get("/console/subscriptions")
+        assert _checkboxes(listing) == {a: False, "proj-b": False}
+        csrf = csrf_of(listing)
+
+        created = await console.post(
+            "/console/subscriptions", data={"csrf": csrf, "url": url, "project_ids": ["proj-b"]}
+        )
+        assert created.status_code == 200, created.text
+        [made] = (await v1.get("/v1/subscriptions")).json()["items"]
+        assert made["projectIds"] == ["proj-b"]
+        sid = made["id"]
+        assert _checkboxes(await console.get(f"/console/subscriptions/{sid}")) == {
+            a: False,
+            "proj-b": True,
+        }
+
+        unknown = await console.post(
+            f"/console/subscriptions/{sid}/edit",
+            data={"csrf": csrf, "project_ids": ["proj-b", "proj-nope"]},
+        )
+        assert (
+            unknown.status_code == 422 and "names no project known here: proj-nope" in unknown.text
+        )
+        assert (await v1.get(f"/v1/subscriptions/{sid}")).json()["projectIds"] == ["proj-b"]
+        everyone = await console.post(f"/console/subscriptions/{sid}/edit", data={"csrf": csrf})
+        assert everyone.status_code == 303, everyone.text
+        assert (await v1.get(f"/v1/subscriptions/{sid}")).json()["projectIds"] is None
+
+        limited = await make_token(settings, "console-limited", Scope.WRITE, projects=[a])
+        async with httpx.AsyncClient(base_url=str(api.base_url), timeout=30) as other:
+            await sign_in(other, limited)
+            page = await other.get("/console/subscriptions")
+            assert _checkboxes(page) == {a: False}
+            mine = csrf_of(page)
+            beyond = await other.post(
+                "/console/subscriptions", data={"csrf": mine, "url": url, "project_ids": "proj-b"}
+            )
+            assert beyond.status_code == 422 and "names no project known here" in beyond.text
+            # A subscription of every project is not a limited token's: as if missing.
+            hidden = await other.post(f"/console/subscriptions/{sid}/disable", data={"csrf": mine})
+            assert hidden.status_code == 404
+            assert (await v1.get(f"/v1/subscriptions/{sid}")).json()["enabled"] is True
+
+            own = await other.post("/console/subscriptions", data={"csrf": mine, "url": url})
+            assert own.status_code == 200, own.text
+            [theirs] = [
+                s for s in (await v1.get("/v1/subscriptions")).json()["items"] if s["id"] != sid
+            ]
+            assert theirs["projectIds"] == [a]
+            emptied = await other.post(
+                f"/console/subscriptions/{theirs['id']}/edit", data={"csrf": mine}
+            )
+            assert emptied.status_code == 422 and "must name projects" in emptied.text
+            assert (await v1.get(f"/v1/subscriptions/{theirs['id']}")).json()["projectIds"] == [a]

@@ -1,0 +1,170 @@
+"""The console's registrations: the list with its search and filters, one registration's page
+(its history, events and Sinch's document) and its refresh from Sinch."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from app.changes.live import SequencerDep
+from app.console import present
+from app.console.access import ActingDep, ViewerDep
+from app.console.pages import PAGE_SIZE, STALE_LINK, Refusal, next_link, page, path, redirect, text
+from app.core.db import utcnow
+from app.core.pagination import optional_cursor
+from app.core.pagination import page as paged
+from app.core.problems import ProblemError
+from app.counts import service as counts_service
+from app.events import queries as event_queries
+from app.events.schemas import EventOut
+from app.forecasts import queries as forecast_queries
+from app.registrations import queries as registration_queries
+from app.registrations import service as registration_service
+from app.registrations.facts import Reason
+from app.registrations.schemas import HistoryItem, RegistrationOut
+from app.web.deps import ResourcesDep
+
+router = APIRouter(prefix="/console")
+
+UNKNOWN = "No registration with this id is known here."
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+def _filters(
+    status: str | None = None,
+    registration_type: Annotated[str | None, Query(alias="type")] = None,
+    sender_id: str | None = None,
+    market: str | None = None,
+    tag: str | None = None,
+) -> dict[str, str | None]:
+    """The list's filters as its form sends them (blank: not asked), by their names in the
+    page's links."""
+    return {
+        "status": text(status),
+        "type": text(registration_type),
+        "sender_id": text(sender_id),
+        "market": text(market),
+        "tag": text(tag),
+    }
+
+
+@router.get("/registrations")
+async def registrations(
+    request: Request,
+    resources: ResourcesDep,
+    who: ViewerDep,
+    filtered: Annotated[dict[str, str | None], Depends(_filters)],
+    q: str | None = None,
+    cursor: str | None = None,
+) -> Response:
+    params = {**filtered, "project": who.project}
+    search = text(q)
+    async with resources.reader() as session:
+        if search is not None:
+            # An id opens its page; anything else is looked up as a sender ID.
+            if await registration_queries.get_registration(session, search, who.limit):
+                return redirect(f"/console/registrations/{path(search)}")
+            params["sender_id"] = search
+        filters = registration_queries.RegistrationFilters(
+            statuses=_split(params["status"]),
+            registration_type=params["type"],
+            sender_id=params["sender_id"],
+            market_code=params["market"],
+            tags=_split(params["tag"]),
+            newest_first=True,  # an operator looks for what moved last
+            projects=who.visible,
+        )
+        try:
+            after = optional_cursor(text(cursor), registration_queries.NewestKey)
+        except ProblemError:
+            raise Refusal(who, 400, STALE_LINK) from None
+        rows = await registration_queries.list_registrations(
+            session, filters, after=after, limit=PAGE_SIZE + 1
+        )
+        counts = await counts_service.read(session, utcnow(), projects=who.visible)
+    items, next_cursor = paged(rows, PAGE_SIZE, lambda r: registration_queries.key_of(filters, r))
+    return page(
+        request,
+        "registrations.html",
+        {
+            "viewer": who,
+            "params": params,
+            "search": search,
+            "items": [RegistrationOut.model_validate(r) for r in items],
+            "next_link": next_link(params, next_cursor),
+            "known_statuses": list(counts.registrations_by_status),
+        },
+    )
+
+
+@router.get("/registrations/{registration_id:path}")
+async def registration(
+    request: Request, resources: ResourcesDep, who: ViewerDep, registration_id: str
+) -> HTMLResponse:
+    async with resources.reader() as session:
+        row = await registration_queries.get_registration(session, registration_id, who.limit)
+        if row is None:
+            raise Refusal(who, 404, UNKNOWN)
+        history = await registration_queries.history(session, registration_id)
+        events = await event_queries.list_events(
+            session,
+            event_queries.EventFilters(registration_id=registration_id, projects=who.limit),
+            before=None,
+            limit=PAGE_SIZE,
+        )
+        forecasts = await forecast_queries.forecasts_of(session, [registration_id])
+    answer = RegistrationOut.of(row, forecasts.get(registration_id))
+    kept = answer.reason
+    reason = present.explaining_reason(
+        answer.status,
+        row.sinch,
+        Reason(message=kept.message, state=kept.state, at=kept.at) if kept else None,
+    )
+    event_rows = {e.event_id: e.id for e in events if e.event_id}
+    return page(
+        request,
+        "registration.html",
+        {
+            "viewer": who,
+            "registration": answer,
+            "reason": reason,
+            "history": [HistoryItem.model_validate(h) for h in history],
+            "event_rows": event_rows,
+            "events": [EventOut.of(e) for e in events],
+            "sinch_document": json.dumps(row.sinch, indent=2, sort_keys=True)
+            if row.sinch is not None
+            else None,
+            "refreshed": request.query_params.get("refreshed") == "1",
+        },
+    )
+
+
+@router.post("/registrations/{registration_id:path}/refresh")
+async def refresh(
+    resources: ResourcesDep,
+    sequencer: SequencerDep,
+    acting: ActingDep,
+    registration_id: str,
+) -> Response:
+    who = acting.who
+    if who.limit is not None:
+        async with resources.reader() as session:
+            if not await registration_queries.get_registration(session, registration_id, who.limit):
+                raise Refusal(who, 404, UNKNOWN)
+    try:
+        await registration_service.refresh(
+            resources.sessionmaker,
+            resources.sinch,
+            sequencer,
+            registration_id,
+            actor=acting.actor,
+        )
+    except ProblemError as exc:
+        raise Refusal(who, exc.status, f"Refresh failed: {exc.detail or exc.title}") from None
+    return redirect(f"/console/registrations/{path(registration_id)}?refreshed=1")
