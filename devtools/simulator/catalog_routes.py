@@ -56,9 +56,12 @@ def install_catalog_routes(
 
     @app.get(f"{base}/policies/{{policyId}}", dependencies=[guard("getPolicy")])
     async def get_policy(policy_id: Annotated[str, Path(alias="policyId")]) -> JSONResponse:
-        document = state.catalog.revised(policy_id) or policy_document(policy_id)
+        document = policy_document(policy_id)
         if document is None:
             return sinch_error(404, f"policy {policy_id} not found")
+        revised = state.catalog.revised(policy_id)
+        if revised is not None:  # the type it serves is the catalog's, as for the others
+            document = {"registrationType": document.get("registrationType"), **revised}
         return JSONResponse(document)
 
     @app.put(
@@ -66,9 +69,10 @@ def install_catalog_routes(
         tags=["simulator control"],
         summary="Revise a policy",
         description=(
-            "Serves the given document (any JSON object; its `id` is set to the path's) as "
-            "`GET /policies/{policyId}` for a policy of the catalog, until reset: Sinch "
-            "revised the policy. Answers the document now served."
+            "Serves the given document (any JSON object; its `id` is set to the path's, and "
+            "`registrationType` is the catalog's unless given) as `GET /policies/{policyId}` for "
+            "a policy of the catalog, until reset: Sinch revised the policy. Answers the "
+            "document as given."
         ),
     )
     async def revise_policy(

@@ -78,6 +78,12 @@ async def test_a_revised_policy_is_served_until_reset(
 
     assert served == revised
     assert (await api.get("/policies/sim-policy-gb-alphanumeric")).json() == revised
+    bare = await sim.revise_policy("sim-policy-gb-alphanumeric", {"policyStatus": "ENABLED"})
+    assert bare == {"id": "sim-policy-gb-alphanumeric", "policyStatus": "ENABLED"}
+    assert (await api.get("/policies/sim-policy-gb-alphanumeric")).json() == {
+        **bare,
+        "registrationType": "ALPHANUMERIC_SENDER_ID",
+    }
     await sim.reset()
     assert (await api.get("/policies/sim-policy-gb-alphanumeric")).json() == original
     async with httpx.AsyncClient(base_url=sim.base_url) as control:
