@@ -227,6 +227,51 @@ async def _reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _catalog_refresh(args: argparse.Namespace) -> int:
+    from app.catalog import service as catalog
+    from app.changes.sequencer import number_and_publish
+    from app.core.db import utcnow
+    from app.projects.clients import ProjectClients
+    from app.sinch.client import create_http_client
+    from app.sinch.errors import SinchError
+
+    settings = load_settings()
+    failed = 0
+    async with (
+        opened(settings, redis=True, project=True) as setup,
+        create_http_client(settings) as http,
+    ):
+        clients = ProjectClients(settings, http, setup.sessionmaker)
+        if args.project is not None:
+            one = await clients.client(args.project)
+            if one is None:
+                raise CommandError(
+                    f"project {args.project} does not exist or has no usable Sinch key"
+                    " (see `project show`)",
+                    status=2,
+                )
+            chosen = [one]
+        else:
+            chosen = await clients.every()
+            if not chosen:
+                raise CommandError("no project has Sinch credentials (see `project list`)", 2)
+        for sinch in chosen:
+            try:
+                report = await catalog.refresh(setup.sessionmaker, sinch, now=utcnow())
+            except SinchError as exc:
+                print(f"{sinch.project_id}: not refreshed, kept as it was: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            changed = f" ({', '.join(report.changed)})" if report.changed else ""
+            print(
+                f"{sinch.project_id}: {report.markets} markets, {report.policies} policies, "
+                f"{len(report.changed)} changed{changed}, {report.announced} changes on the feed"
+            )
+        # The changes it recorded go on the feed now (a worker's sequencer would, within 2 s).
+        await number_and_publish(setup.sessionmaker, setup.redis)
+    return 1 if failed else 0
+
+
 def change_line(change: Any) -> str:
     """One change of the feed for a person: seq, when, which, what moved, and why."""
     registration = change.registration
@@ -984,6 +1029,22 @@ def build_parser() -> argparse.ArgumentParser:
             help="act on this project, with its own Sinch credentials (default: the project the"
             " settings define, SINCH_PROJECT_ID)",
         )
+
+    catalog = commands.add_parser(
+        "catalog", help="the markets and policies read from Sinch", formatter_class=formatter
+    )
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    refresh_help = (
+        "read every project's markets and policies from Sinch now (the worker does daily); "
+        "a changed policy is recorded and announced on the change feed"
+    )
+    catalog_refresh = catalog_commands.add_parser(
+        "refresh", help=refresh_help, description=refresh_help, formatter_class=formatter
+    )
+    catalog_refresh.add_argument(
+        "--project", metavar="PROJECT_ID", help="only this project (default: every project)"
+    )
+    catalog_refresh.set_defaults(func=sync(_catalog_refresh))
 
     project = commands.add_parser(
         "project", help="the Sinch projects this deployment serves", formatter_class=formatter

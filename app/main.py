@@ -29,6 +29,7 @@ from app.callbacks.endpoint import (
 from app.callbacks.enqueuer import Enqueuer
 from app.callbacks.secrets import AcceptedSecrets
 from app.callbacks.writer import InboxWriter
+from app.catalog.router import routers as catalog_routers
 from app.changes.router import router as changes_router
 from app.changes.sequencer import Sequencer
 from app.changes.service import FeedReader
@@ -191,6 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(counts_router)
     app.include_router(forecasts_router)
     app.include_router(projects_router)
+    for router in catalog_routers:
+        app.include_router(router)
     install_console(app)
     _describe_callback_endpoint(app)
     return app

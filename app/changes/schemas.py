@@ -87,7 +87,9 @@ class ChangeOut(ApiModel):
     kind: ChangeKind = Field(
         description="`status` when the status changed (facts may have too), `details` when only "
         "facts did, `overdue` when the registration has waited past its market's p85 or Sinch's "
-        "`etaDate` (recorded once, by the forecasts cron; the image is the registration as then)."
+        "`etaDate` (recorded once, by the forecasts cron; the image is the registration as then), "
+        "`policy_changed` when Sinch changed the registration's policy (recorded by the catalog "
+        "refresh, `fromStatus` = `toStatus`; GET /v1/policies/{policyId} says what changed)."
     )
     registration_id: str
     project_id: str = Field(description="The Sinch project it belongs to.")

@@ -15,6 +15,10 @@
   hold them in Sinch's order, for answering).
 - `market_policies`: Sinch's map from a policy to its market (GET /markets/details), refreshed
   at most daily (app/registrations/markets.py).
+- `catalog_markets`, `catalog_policies`, `policy_changes`: each project's markets and policies
+  as Sinch serves them (GET /markets/availability, /markets/details, /policies/{id}), refreshed
+  daily, and what changed in a policy each time a refresh found it changed (app/catalog/).
+  Deleted with their project: a copy of Sinch's, fetched again at will.
 - `registration_changes`: the change feed. One row per change of a registration's answer (its
   status or a fact), written in the transaction that makes the change, holding the answer as of
   that change; numbered (`seq`) after commit, in the order the changes become visible
@@ -89,13 +93,16 @@ class Base(DeclarativeBase):
     }
 
 
-def project_key(*, nullable: bool = False, ondelete: str | None = None) -> Mapped[Any]:
+def project_key(
+    *, nullable: bool = False, ondelete: str | None = None, primary_key: bool = False
+) -> Mapped[Any]:
     """The `project_id` column of a project's data: a foreign key to `projects`, following a
     rename of the project (the placeholder's, app/projects/service.py)."""
     return mapped_column(
         String(255),
         ForeignKey("projects.id", onupdate="CASCADE", ondelete=ondelete),
         nullable=nullable,
+        primary_key=primary_key,
     )
 
 
@@ -296,6 +303,69 @@ class MarketPolicy(Base):
     updated_at: Mapped[datetime]
 
 
+class CatalogMarket(Base):
+    """A market open to registrations of one type, for one project: Sinch's availability entry
+    and market versions (app/catalog/)."""
+
+    __tablename__ = "catalog_markets"
+    __table_args__ = (Index("ix_catalog_markets_sort_key", "sort_key", unique=True),)
+
+    project_id: Mapped[str] = project_key(ondelete="CASCADE", primary_key=True)
+    market_code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    registration_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sort_key: Mapped[str] = mapped_column(String(400))
+    """`<marketCode>:<registrationType>:<projectId>`: the listing's order and cursor."""
+    market_name: Mapped[str | None] = mapped_column(String(255))
+    available: Mapped[bool] = mapped_column(Boolean)
+    """Whether GET /markets/availability names it (a market version alone does not)."""
+    versions: Mapped[list[Any]] = mapped_column(JSON())
+    """Its market versions (GET /markets/details), as Sinch sent them."""
+    policy_ids: Mapped[list[str]] = mapped_column(JSON())
+    """The policies its versions' special conditions name, in Sinch's order."""
+    refreshed_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    """When a refresh last found it different (or first found it)."""
+
+
+class CatalogPolicy(Base):
+    """A policy as one project's Sinch serves it (app/catalog/)."""
+
+    __tablename__ = "catalog_policies"
+
+    project_id: Mapped[str] = project_key(ondelete="CASCADE", primary_key=True)
+    policy_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    market_code: Mapped[str | None] = mapped_column(String(16))
+    registration_type: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str | None] = mapped_column(String(32))
+    """Sinch's `policyStatus` (`ENABLED`, `DISABLED`), as sent."""
+    document: Mapped[dict[str, Any]]
+    """The policy as Sinch sent it."""
+    digest: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the document's canonical JSON: a refresh compares it to see a change."""
+    refreshed_at: Mapped[datetime]
+    changed_at: Mapped[datetime]
+    """When a refresh first found this document (the policy's first fetch, or its last change)."""
+
+
+class PolicyChange(Base):
+    """What a refresh found changed in a policy (app/catalog/diff.py), once per change."""
+
+    __tablename__ = "policy_changes"
+    __table_args__ = (
+        Index("ix_policy_changes_project_id_policy_id_id", "project_id", "policy_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = project_key(ondelete="CASCADE")
+    policy_id: Mapped[str] = mapped_column(String(255))
+    changed_at: Mapped[datetime]
+    diff: Mapped[dict[str, Any]]
+    """`{"added": [...], "changed": [...], "removed": [...]}`, each entry a field's path and its
+    rule(s) before and after."""
+    registrations: Mapped[int] = mapped_column(Integer)
+    """How many registrations of the policy the change feed announced it to."""
+
+
 class RegistrationHistory(Base):
     __tablename__ = "registration_history"
     __table_args__ = (
@@ -322,13 +392,15 @@ class RegistrationHistory(Base):
 
 
 class ChangeSource(StrEnum):
-    """What recorded a change of the feed: a status change's `HistorySource`, or the forecasts
-    cron finding a registration overdue (app/forecasts/)."""
+    """What recorded a change of the feed: a status change's `HistorySource`, the forecasts
+    cron finding a registration overdue (app/forecasts/), or a catalog refresh finding its
+    policy changed (app/catalog/)."""
 
     CALLBACK = HistorySource.CALLBACK.value
     REFETCH = HistorySource.REFETCH.value
     RECONCILE = HistorySource.RECONCILE.value
     FORECAST = "forecast"
+    CATALOG = "catalog"
 
 
 class ChangeKind(StrEnum):
@@ -338,6 +410,8 @@ class ChangeKind(StrEnum):
     DETAILS = "details"
     OVERDUE = "overdue"
     """The registration has waited past its market's p85 or Sinch's `etaDate` (app/forecasts/)."""
+    POLICY_CHANGED = "policy_changed"
+    """Sinch changed the registration's policy (app/catalog/): its fields may need an update."""
 
 
 class RegistrationChange(RegistrationImage, Base):
@@ -730,6 +804,9 @@ SYNC_STATE = cast(Table, SyncState.__table__)
 REGISTRATION_SENDER_IDS = cast(Table, RegistrationSenderId.__table__)
 REGISTRATION_TAGS = cast(Table, RegistrationTag.__table__)
 MARKET_POLICIES = cast(Table, MarketPolicy.__table__)
+CATALOG_MARKETS = cast(Table, CatalogMarket.__table__)
+CATALOG_POLICIES = cast(Table, CatalogPolicy.__table__)
+POLICY_CHANGES = cast(Table, PolicyChange.__table__)
 REGISTRATION_CHANGES = cast(Table, RegistrationChange.__table__)
 SUBSCRIPTIONS = cast(Table, Subscription.__table__)
 DELIVERIES = cast(Table, Delivery.__table__)

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     forecast_interval_seconds: int = Field(default=300, ge=10, le=3600)
     """How often the worker brings the time-in-state figures and the forecasts up to date
     (app/forecasts/service.py); an `overdue` change is recorded at most this long late."""
+    catalog_refresh_interval_seconds: int = Field(default=86_400, ge=3600, le=604_800)
+    """How old a project's catalog (markets and policies, app/catalog/) may grow before the
+    worker fetches it again (checked hourly); a day by default."""
     event_retention_days: int = Field(default=30, ge=1)
     """Processed events older than this are pruned daily; failed and invalid ones are kept."""
     subscription_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -31,7 +31,12 @@ from app.sinch.errors import (
     SinchRejectedError,
     SinchRetryableError,
 )
-from app.sinch.schemas import CallbackConfiguration, MarketVersion, SinchRegistration
+from app.sinch.schemas import (
+    AvailableMarket,
+    CallbackConfiguration,
+    MarketVersion,
+    SinchRegistration,
+)
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +260,35 @@ class SinchClient:
                 version = MarketVersion.from_document(document)
                 if version is not None:
                     yield version
+
+    async def get_market(self, market_code: str) -> list[MarketVersion]:
+        """Every market version of one market, all registration types (GET /markets/details
+        filtered by `marketCode`); empty when Sinch has none."""
+        return [version async for version in self.list_market_details(market_code=market_code)]
+
+    async def list_market_availability(
+        self, registration_type: str, *, market_code: str | None = None
+    ) -> list[AvailableMarket]:
+        """The markets open to registrations of `registration_type` (GET /markets/availability,
+        one list, not paged). An entry without a string `marketCode` is skipped."""
+        params = [("registrationType", registration_type)]
+        if market_code is not None:
+            params.append(("marketCode", market_code))
+        body = await self._call(
+            "GET", "/markets/availability", params=params, operation="market availability"
+        )
+        items = body.get("markets") or []
+        if not isinstance(items, list):
+            raise SinchError("Sinch answered a markets list that is not a list")
+        found = (AvailableMarket.from_document(item) for item in items)
+        return [market for market in found if market is not None]
+
+    async def get_policy(self, policy_id: str) -> dict[str, Any]:
+        """A policy's document as Sinch sent it (GET /policies/{policyId}: its field rules,
+        attachments, status and price); SinchNotFoundError when Sinch has no such policy."""
+        return await self._call(
+            "GET", f"/policies/{quote(policy_id, safe='')}", operation="get policy"
+        )
 
     async def get_callback_configuration(self) -> CallbackConfiguration:
         """The project's callback configuration (its HMAC secret); 404 for an unknown project."""

@@ -175,6 +175,25 @@ class MarketVersion(BaseModel):
 _MARKET_VERSION_FIELD_NAMES = frozenset(MarketVersion.model_fields)
 
 
+class AvailableMarket(BaseModel):
+    """A market open to registrations of one type (GET /markets/availability's `markets[]`)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    market_code: str = Field(alias="marketCode", min_length=1)
+    market_name: LenientOptionalStr = Field(default=None, alias="marketName")
+
+    @classmethod
+    def from_document(cls, doc: object) -> AvailableMarket | None:
+        """Parse one entry; None when it is not an object with a string `marketCode`."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("marketCode"), str):
+            return None
+        try:
+            return cls.model_validate(doc)
+        except ValidationError:
+            return None
+
+
 class CallbackConfiguration(BaseModel):
     """The project's callback configuration: the secret Sinch signs callbacks with."""
 

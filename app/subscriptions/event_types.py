@@ -31,7 +31,9 @@ def event_types() -> tuple[EventTypeOut, ...]:
             "`kind` says what happened: `status` (the status moved from `fromStatus` to "
             "`toStatus`; facts may have changed too) or `details` (only facts changed, "
             "`fromStatus` = `toStatus`) or `overdue` (the registration has waited past its "
-            "market's p85 or Sinch's `etaDate`; `fromStatus` = `toStatus`). `registration` is "
+            "market's p85 or Sinch's `etaDate`; `fromStatus` = `toStatus`) or `policy_changed` "
+            "(Sinch changed the registration's policy: GET /v1/policies/{policyId} lists what "
+            "changed; `fromStatus` = `toStatus`). `registration` is "
             "the answer as of the change. "
             "Subscriptions choose kinds with their `kinds` filter.",
             schema_=_schema(ChangeOut),

@@ -293,6 +293,16 @@ def build_worker_settings(settings: Settings) -> type:
             run_at_startup=True,
             timeout=timeout,
         ),
+        # Hourly, and at start-up: refreshes each project's catalog when it is
+        # CATALOG_REFRESH_INTERVAL_SECONDS old (a day by default).
+        cron(
+            _job(tasks.refresh_catalog),
+            minute={53},
+            second=0,
+            unique=True,
+            run_at_startup=True,
+            timeout=timeout,
+        ),
     ]
     if settings.reconcile_interval_seconds > 0:
         cron_jobs.append(

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from arq import Retry
 
+from app.catalog import service as catalog
 from app.changes import outbox
 from app.changes import repository as changes_repository
 from app.changes import service as changes_service
@@ -307,6 +308,42 @@ async def refresh_markets(ctx: WorkerContext) -> int:
         loaded = max(loaded, 0) + report.policies
         _changed(ctx)
     return loaded
+
+
+async def refresh_catalog(ctx: WorkerContext) -> int:
+    """Refresh the catalog (markets and policies, app/catalog/) of each project whose catalog is
+    `CATALOG_REFRESH_INTERVAL_SECONDS` old or was never fetched, with the project's own client,
+    within the cron's budget (a project left out is tried at the next run). Answers how many
+    projects were refreshed."""
+    interval = ctx["settings"].catalog_refresh_interval_seconds
+    refreshed = 0
+    try:
+        async with asyncio.timeout(cron_budget(ctx)):
+            for sinch in await ctx["projects"].every():
+                async with ctx["sessionmaker"]() as session:
+                    if not await catalog.is_due(
+                        session, sinch.project_id, utcnow(), interval_seconds=interval
+                    ):
+                        continue
+                try:
+                    report = await catalog.refresh(ctx["sessionmaker"], sinch, now=utcnow())
+                except SinchError as exc:
+                    log.warning(
+                        "catalog of project %s not refreshed (%s); it stays as it was",
+                        sinch.project_id,
+                        exc,
+                    )
+                    continue
+                refreshed += 1
+                if report.announced:
+                    _changed(ctx)
+    except TimeoutError:
+        log.warning(
+            "catalog refresh stopped at its budget after %d project(s); the rest are tried at "
+            "the next run (`python -m app catalog refresh` has no budget)",
+            refreshed,
+        )
+    return refreshed
 
 
 async def _give_up(

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.web.docs import install_docs
+from devtools.simulator.catalog_routes import install_catalog_routes
 from devtools.simulator.delivery import DeliveryOrder, DeliveryResult, deliver, plan_delivery
 from devtools.simulator.state import (
     Fault,
@@ -30,7 +31,6 @@ from devtools.simulator.state import (
     SimulatorState,
     UnknownRegistrationError,
     list_filters,
-    policy_document,
 )
 
 log = logging.getLogger(__name__)
@@ -278,12 +278,7 @@ def create_simulator_app(
         )
         return {"marketVersions": versions, "totalSize": total, "nextPageToken": next_token}
 
-    @app.get(f"{base}/policies/{{policyId}}", dependencies=[api_guard("getPolicy")])
-    async def get_policy(policy_id: Annotated[str, Path(alias="policyId")]) -> Response:
-        document = policy_document(policy_id)
-        if document is None:
-            return _error(404, f"policy {policy_id} not found")
-        return JSONResponse(document)
+    install_catalog_routes(app, state, base, api_guard)
 
     # --- control API ------------------------------------------------------------------------
 

@@ -219,6 +219,12 @@ class SimulatorControl:
         result: dict[str, int] = await self._request("POST", "/_sim/market-versions", body)
         return result["marketVersions"]
 
+    async def revise_policy(self, policy_id: str, document: dict[str, Any]) -> dict[str, Any]:
+        """Have `GET /policies/{policy_id}` answer `document` until reset (Sinch revised the
+        policy); answers the document now served."""
+        served: dict[str, Any] = await self._request("PUT", f"/_sim/policies/{policy_id}", document)
+        return served
+
     async def clear_faults(self) -> None:
         await self._request("DELETE", "/_sim/faults")
 

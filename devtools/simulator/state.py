@@ -22,6 +22,8 @@ from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Literal
 
+from devtools.simulator.catalog import POLICY_DOCUMENTS, SimCatalog
+
 DEFAULT_REGISTRATION_TYPE = "ALPHANUMERIC_SENDER_ID"
 INITIAL_STATUS = "IN_QUEUE"
 EVENT_TYPE = "REGISTRATION_STATUS_UPDATE"
@@ -67,33 +69,12 @@ class SimPolicy:
     weight: int
     answers: tuple[str, ...] = ()
     price: Mapping[str, str] = field(default_factory=dict)
-    sender_id_template: Mapping[str, Any] = field(default_factory=dict)
 
     def document(self) -> dict[str, Any]:
-        """The policy as `GET /policies/{policyId}` answers it."""
-        template = copy.deepcopy(dict(self.sender_id_template))
-        return {
-            "id": self.id,
-            "policyMultiType": self.multi_type,
-            "policyStatus": "ENABLED",
-            "registrationType": self.registration_type,
-            "senderIdTemplate": template,
-            # Where Sinch's documentation puts the template.
-            "jsonPolicy": {
-                "companyDetailsTemplate": {},
-                "contactPersonTemplate": {},
-                "senderIdTemplate": copy.deepcopy(template),
-            },
-            "fees": True,
-            "attachments": [],
-        }
-
-
-def _template(max_length: int) -> dict[str, Any]:
-    return {
-        "senderId": {"type": "string", "required": True, "maxLength": max_length},
-        "useCase": {"type": "string", "required": True},
-    }
+        """The policy as `GET /policies/{policyId}` answers it (devtools/simulator/catalog.py),
+        with the registration type it serves."""
+        document = copy.deepcopy(dict(POLICY_DOCUMENTS[self.id]))
+        return document | {"registrationType": self.registration_type}
 
 
 def _price(currency: str, recurrent: str, setup: str) -> dict[str, str]:
@@ -118,7 +99,6 @@ POLICIES: Mapping[str, SimPolicy] = MappingProxyType(
                 weight=6,
                 answers=("Yes",),
                 price=_price("EUR", "10.00", "0.00"),
-                sender_id_template=_template(11),
             ),
             SimPolicy(
                 id="sim-policy-se-alphanumeric-multi",
@@ -128,7 +108,6 @@ POLICIES: Mapping[str, SimPolicy] = MappingProxyType(
                 weight=3,
                 answers=("Yes", "Several sender IDs"),
                 price=_price("SEK", "95.00", "250.00"),
-                sender_id_template=_template(11),
             ),
             SimPolicy(
                 id="sim-policy-us-longnumber",
@@ -138,7 +117,6 @@ POLICIES: Mapping[str, SimPolicy] = MappingProxyType(
                 weight=9,
                 answers=("Standard",),
                 price=_price("USD", "4.00", "15.00"),
-                sender_id_template=_template(15),
             ),
             SimPolicy(
                 id="sim-policy-unlisted",
@@ -147,13 +125,41 @@ POLICIES: Mapping[str, SimPolicy] = MappingProxyType(
                 multi_type="SINGLE",
                 weight=1,
                 price=_price("EUR", "12.50", "0.00"),
-                sender_id_template=_template(11),
+            ),
+            # Never picked by chance (weight 0): only a caller naming them gets them.
+            SimPolicy(
+                id="sim-policy-de-alphanumeric",
+                market_code="DE",
+                registration_type="ALPHANUMERIC_SENDER_ID",
+                multi_type="SINGLE",
+                weight=0,
+                answers=("Yes",),
+                price=_price("EUR", "15.00", "50.00"),
+            ),
+            SimPolicy(
+                id="sim-policy-fr-alphanumeric",
+                market_code="FR",
+                registration_type="ALPHANUMERIC_SENDER_ID",
+                multi_type="SINGLE",
+                weight=0,
+                answers=("Yes",),
+                price=_price("EUR", "20.00", "100.00"),
+            ),
+            SimPolicy(
+                id="sim-policy-au-shortcode",
+                market_code="AU",
+                registration_type="SHORT_CODE",
+                multi_type="SINGLE",
+                weight=0,
+                answers=("Standard",),
+                price=_price("AUD", "0.00", "0.00"),
             ),
         )
     }
 )
-"""The simulator's policies. The unlisted one is in no market version (its registrations have no
-market) and serves any type; a type no listed policy serves (SHORT_CODE, RCS_AGENT) always gets it.
+"""The simulator's policies (what each asks for: devtools/simulator/catalog.py). The unlisted one
+is in no market version (its registrations have no market) and serves any type; a type no listed
+policy of weight above 0 serves (SHORT_CODE, RCS_AGENT) always gets it.
 """
 
 _PROMPTS: Mapping[str, str] = MappingProxyType(
@@ -376,6 +382,8 @@ class SimulatorState:
     current_hmac_secret: str = field(init=False)
     added_market_versions: list[tuple[str, Any]] = field(init=False, default_factory=list)
     """(registration type, any JSON value) served after the catalog's market versions."""
+    catalog: SimCatalog = field(init=False, default_factory=SimCatalog)
+    """The policies as this project's Sinch serves them (revised ones included)."""
     _seq: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -392,6 +400,7 @@ class SimulatorState:
         self.events_by_id.clear()
         self.faults.clear()
         self.added_market_versions.clear()
+        self.catalog.reset()
         self.stats.clear()
         self.current_hmac_secret = self.hmac_secret
         self.rng = random.Random(self.seed)

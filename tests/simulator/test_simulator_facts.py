@@ -15,7 +15,10 @@ from devtools.simulator.state import CANNED_REASONS, MARKET_VERSIONS, POLICIES
 LISTED = {
     "sim-policy-gb-alphanumeric",
     "sim-policy-se-alphanumeric-multi",
+    "sim-policy-de-alphanumeric",
+    "sim-policy-fr-alphanumeric",
     "sim-policy-us-longnumber",
+    "sim-policy-au-shortcode",
 }
 
 
@@ -245,11 +248,12 @@ async def test_market_details_pages(sim: SimulatorControl, api: httpx.AsyncClien
     ).json()
 
     assert [v["marketCode"] for v in first["marketVersions"]] == ["GB"]
-    assert first["nextPageToken"] and first["totalSize"] == 2
+    assert first["nextPageToken"] and first["totalSize"] == 4
     assert [v["marketCode"] for v in second["marketVersions"]] == ["SE"]
-    assert second["nextPageToken"] == ""
+    assert second["nextPageToken"]
     whole = (await api.get("/markets/details")).json()
-    assert whole["marketVersions"] == first["marketVersions"] + second["marketVersions"]
+    assert whole["marketVersions"][:2] == first["marketVersions"] + second["marketVersions"]
+    assert [v["marketCode"] for v in whole["marketVersions"]] == ["GB", "SE", "DE", "FR"]
     assert whole["nextPageToken"] == ""
     version = whole["marketVersions"][0]
     assert version["registrationType"] == "ALPHANUMERIC_SENDER_ID"
@@ -269,21 +273,24 @@ async def test_market_details_by_type_and_market(
         return versions
 
     assert [v["marketCode"] for v in await listed(registrationType="LONG_NUMBER")] == ["US"]
-    assert await listed(registrationType="SHORT_CODE") == []
+    assert [v["marketCode"] for v in await listed(registrationType="SHORT_CODE")] == ["AU"]
+    assert await listed(registrationType="RCS_AGENT") == []
     assert [v["marketCode"] for v in await listed(marketCode="SE")] == ["SE"]
     assert (await api.get("/markets/details", params={"pageToken": "x"})).status_code == 400
     # Every listed policy is in exactly one market version; the unlisted one in none.
     named = [
         p
-        for kind in ("ALPHANUMERIC_SENDER_ID", "LONG_NUMBER")
+        for kind in ("ALPHANUMERIC_SENDER_ID", "LONG_NUMBER", "SHORT_CODE")
         for v in await listed(registrationType=kind)
         for p in _policy_ids(v["specialConditions"])
     ]
     assert sorted(named) == sorted(LISTED)
-    assert list(MARKET_VERSIONS) == [
+    served = [
         *(await listed(registrationType="ALPHANUMERIC_SENDER_ID")),
         *(await listed(registrationType="LONG_NUMBER")),
+        *(await listed(registrationType="SHORT_CODE")),
     ]
+    assert sorted(MARKET_VERSIONS, key=lambda v: v["id"]) == sorted(served, key=lambda v: v["id"])
 
 
 def _policy_ids(node: Any) -> list[str]:
@@ -309,17 +316,17 @@ async def test_added_market_versions_are_served_until_reset(
     sim: SimulatorControl, api: httpx.AsyncClient
 ) -> None:
     odd = [1, None, {"marketCode": "DK", "specialConditions": "nope"}]
-    assert await sim.add_market_versions(odd) == 5
+    assert await sim.add_market_versions(odd) == 7
     assert (
         await sim.add_market_versions([{"marketCode": "CA"}], registration_type="LONG_NUMBER") == 2
     )
 
     served = (await api.get("/markets/details")).json()["marketVersions"]
-    assert served[2:] == odd
+    assert served[4:] == odd
     denmark = await api.get("/markets/details", params={"marketCode": "DK"})
     assert denmark.json()["marketVersions"] == [odd[2]]
     await sim.reset()
-    assert len((await api.get("/markets/details")).json()["marketVersions"]) == 2
+    assert len((await api.get("/markets/details")).json()["marketVersions"]) == 4
 
 
 @pytest.mark.parametrize("policy_id", sorted(POLICIES))
@@ -334,6 +341,8 @@ async def test_policies_route(
     expected = "MULTI_SENDER" if policy_id == "sim-policy-se-alphanumeric-multi" else "SINGLE"
     assert policy["policyMultiType"] == expected
     assert policy["registrationType"] == POLICIES[policy_id].registration_type
-    assert {"senderId", "useCase"} <= set(policy["senderIdTemplate"])
+    assert policy["policyStatus"] in ("ENABLED", "DISABLED")
+    template = policy["jsonPolicy"]["senderIdTemplate"]["properties"]
+    assert "senderId" in [field["name"] for field in template]  # an array, as Sinch sends it
     assert (await api.get("/policies/no-such-policy")).status_code == 404
     assert (await sim.stats())["getPolicy"] == 2

@@ -29,10 +29,13 @@ async def test_walks_every_registration_type_page_by_page(
     assert [(v.market_code, v.registration_type, v.policy_ids) for v in versions] == [
         ("GB", "ALPHANUMERIC_SENDER_ID", ("sim-policy-gb-alphanumeric",)),
         ("SE", "ALPHANUMERIC_SENDER_ID", ("sim-policy-se-alphanumeric-multi",)),
+        ("DE", "ALPHANUMERIC_SENDER_ID", ("sim-policy-de-alphanumeric",)),
+        ("FR", "ALPHANUMERIC_SENDER_ID", ("sim-policy-fr-alphanumeric",)),
         ("US", "LONG_NUMBER", ("sim-policy-us-longnumber",)),
+        ("AU", "SHORT_CODE", ("sim-policy-au-shortcode",)),
     ]
-    # Two pages of alphanumeric market versions, then one page for each other type.
-    assert (await sim.stats())["marketDetails"] == 5
+    # Four pages of alphanumeric market versions, then one page for each other type.
+    assert (await sim.stats())["marketDetails"] == 7
     assert versions[0].model_extra is not None
     assert versions[0].model_extra["status"] == "ACTIVE"  # unknown fields are kept
 
@@ -87,8 +90,8 @@ async def test_odd_entries_end_to_end(sim: SimulatorControl, make_client: Client
         async for v in make_client().list_market_details(registration_type="ALPHANUMERIC_SENDER_ID")
     ]
 
-    odd, denmark, norway = versions[2:]
-    assert len(versions) == 5  # the entries that are not objects are skipped
+    odd, denmark, norway = versions[4:]
+    assert len(versions) == 7  # the entries that are not objects are skipped
     assert (odd.market_code, odd.registration_type, odd.policy_ids) == (None, None, ())
     assert (denmark.market_code, denmark.policy_ids) == ("DK", ())
     assert norway.policy_ids == ("p-no", "p-no-2")

@@ -76,7 +76,7 @@ async def test_policies_give_markets_before_and_after_the_map_is_loaded(
     before = {r.id: r.market_code for r in await registrations(worker_ctx["settings"])}
     assert before == {gb["id"]: None, se["id"]: None, unlisted["id"]: None, own["id"]: "IE"}
 
-    assert await refresh_markets(worker_ctx) == 3  # GB, SE and US policies
+    assert await refresh_markets(worker_ctx) == 6  # GB, SE, DE, FR, US and AU policies
     assert (await sim.stats())["marketDetails"] >= 1
     after = {r.id: r.market_code for r in await registrations(worker_ctx["settings"])}
     assert after == {gb["id"]: "GB", se["id"]: "SE", unlisted["id"]: None, own["id"]: "IE"}

@@ -1,0 +1,209 @@
+"""The catalog's routes: `GET /v1/markets`, `/v1/markets/{marketCode}`, `/v1/policies/{policyId}`
+(scope `read`), and the check, `POST /v1/registrations?validateOnly=true` (scope `write`). HTTP
+only: parse, call, answer. Reads come from the stored catalog, never from Sinch.
+
+The create route (`POST /v1/registrations` without `validateOnly`) belongs to the submit path:
+it calls `app.catalog.service.check_request` and, for an invalid request, answers
+`invalid_request(result)` like this route.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query
+
+from app.catalog import queries, service
+from app.catalog.check import CheckResult
+from app.catalog.schema import request_schema
+from app.catalog.schemas import (
+    CheckOut,
+    MarketDetailOut,
+    MarketOut,
+    MarketPage,
+    PolicyChangeOut,
+    PolicyOut,
+)
+from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
+from app.core.problems import ProblemError
+from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses, text_filter
+from app.web.auth import PrincipalDep, VisibleDep, api_router, require_write
+from app.web.deps import ReadSessionDep, ResourcesDep
+
+markets_router = api_router("/v1/markets", "markets")
+policies_router = api_router("/v1/policies", "markets", errors=(404,))
+check_router = api_router(
+    "/v1/registrations", "registrations", guard=require_write, errors=(403, 404)
+)
+
+MarketCode = Annotated[
+    str,
+    Path(
+        alias="marketCode",
+        min_length=1,
+        max_length=16,
+        pattern=PRINTABLE_PATTERN,
+        description="ISO 3166 alpha-2, as Sinch writes it.",
+    ),
+]
+PolicyId = Annotated[
+    str,
+    Path(
+        alias="policyId",
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        pattern=PRINTABLE_PATTERN,
+        description="Sinch's policy id.",
+    ),
+]
+
+
+@markets_router.get(
+    "",
+    operation_id="listMarkets",
+    summary="Markets and their policies, by market code, type and project (scope `read`)",
+)
+async def list_markets(
+    session: ReadSessionDep,
+    projects: VisibleDep,
+    registration_type: Annotated[
+        str | None,
+        text_filter("Only markets of this type (`ALPHANUMERIC_SENDER_ID`, ...).", alias="type"),
+    ] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: TextIdCursorQuery = None,
+) -> MarketPage:
+    after = optional_cursor(cursor, queries.MarketKey)
+    rows = await queries.markets(
+        session,
+        limit=limit + 1,
+        after=after,
+        projects=projects,
+        registration_type=registration_type,
+    )
+    items, next_cursor = page(rows, limit, queries.key_of)
+    return MarketPage(
+        items=[MarketOut.model_validate(row) for row in items], next_cursor=next_cursor
+    )
+
+
+MAX_MARKET_ROWS = 200
+"""One market's rows answered at most (a type per row and project: far fewer in practice)."""
+
+
+@markets_router.get(
+    "/{marketCode}",
+    operation_id="getMarket",
+    summary="One market: each registration type and project it is served for (scope `read`)",
+    responses=problem_responses(404),
+)
+async def get_market(
+    session: ReadSessionDep, projects: VisibleDep, market_code: MarketCode
+) -> MarketDetailOut:
+    rows = await queries.markets(
+        session, limit=MAX_MARKET_ROWS, after=None, projects=projects, market_code=market_code
+    )
+    if not rows:
+        raise ProblemError(404, "No such market in the catalog.")
+    names = [row.market_name for row in rows if row.market_name]
+    return MarketDetailOut(
+        market_code=market_code,
+        market_name=names[0] if names else None,
+        items=[MarketOut.model_validate(row) for row in rows],
+    )
+
+
+@policies_router.get(
+    "/{policyId}",
+    operation_id="getPolicy",
+    summary="A policy, its request schema and its recorded changes (scope `read`)",
+)
+async def get_policy(
+    session: ReadSessionDep, projects: VisibleDep, policy_id: PolicyId
+) -> PolicyOut:
+    row = await queries.policy(session, policy_id, projects)
+    if row is None:
+        raise ProblemError(404, "No such policy in the catalog.")
+    document: dict[str, Any] = row.document
+    converted = request_schema(document)
+    disclaimer = document.get("statusDisclaimer")
+    price = document.get("price")
+    changes = await queries.policy_changes(session, row.project_id, policy_id)
+    return PolicyOut(
+        policy_id=row.policy_id,
+        project_id=row.project_id,
+        market_code=row.market_code,
+        registration_type=row.registration_type,
+        status=row.status,
+        status_disclaimer=disclaimer if isinstance(disclaimer, str) else None,
+        price=price if isinstance(price, dict) else None,
+        document=document,
+        json_schema=converted.schema,
+        unchecked=converted.unchecked,
+        refreshed_at=row.refreshed_at,
+        changed_at=row.changed_at,
+        changes=[
+            PolicyChangeOut(
+                id=change.id,
+                changed_at=change.changed_at,
+                added=change.diff.get("added", []),
+                changed=change.diff.get("changed", []),
+                removed=change.diff.get("removed", []),
+                registrations=change.registrations,
+            )
+            for change in changes
+        ],
+    )
+
+
+def invalid_request(result: CheckResult) -> ProblemError:
+    """The 422 problem of a request that does not meet its policy: `errors` (one per field:
+    `path`, `rule`, `message`, `fromSinch`), and the policy's `price`."""
+    answer = CheckOut.of(result).model_dump(by_alias=True, mode="json")
+    return ProblemError(
+        422,
+        "The request does not meet its policy; see `errors`.",
+        extra={
+            "errors": answer["errors"],
+            "policyId": answer["policyId"],
+            "price": answer["price"],
+        },
+    )
+
+
+@check_router.post(
+    "",
+    operation_id="checkRegistration",
+    summary="Check a registration request against its policy (`validateOnly=true`; scope `write`)",
+    description="Answers 200 with the price and the attachments to upload when the request "
+    "meets its policy, else a 422 problem with one entry per field in `errors`. Nothing is sent "
+    "to Sinch. `projectId` in the body names the project (default: the one the settings define).",
+)
+async def check_registration(
+    session: ReadSessionDep,
+    resources: ResourcesDep,
+    principal: PrincipalDep,
+    body: Annotated[dict[str, Any], Body(description="The registration request (docs/api.md).")],
+    validate_only: Annotated[
+        bool,
+        Query(alias="validateOnly", description="Must be true: check only, create nothing."),
+    ] = False,
+) -> CheckOut:
+    if not validate_only:
+        raise ProblemError(
+            422,
+            "Registrations are not created through this service yet: pass validateOnly=true to "
+            "check a request against its policy.",
+        )
+    project_id = body.get("projectId", resources.settings.settings_project_id)
+    if not isinstance(project_id, str) or not project_id:
+        raise ProblemError(422, "`projectId` must be a project's id.")
+    if not principal.sees(project_id):
+        raise ProblemError(404, "No such project.")
+    result = await service.check_request(session, project_id, body)
+    if not result.valid:
+        raise invalid_request(result)
+    return CheckOut.of(result)
+
+
+routers: tuple[APIRouter, ...] = (markets_router, policies_router, check_router)
