@@ -32,6 +32,7 @@ from devtools.simulator.state import (
     list_filters,
     policy_document,
 )
+from devtools.simulator.writes import install_registration_writes
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +285,8 @@ def create_simulator_app(
         if document is None:
             return _error(404, f"policy {policy_id} not found")
         return JSONResponse(document)
+
+    install_registration_writes(app, state, api_guard)
 
     # --- control API ------------------------------------------------------------------------
 
