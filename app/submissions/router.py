@@ -32,7 +32,9 @@ from app.web.idempotency import IdempotencyKeyHeader, idempotent
 router = api_router("/v1/registrations", "registrations", guard=require_write)
 
 PROJECT_FIELD = "projectId"
-_ERRORS = problem_responses(403, 404, 409, 422, 502, 503, 504)
+_ERRORS = problem_responses(403, 404, 422, 502, 503, 504)
+_POST_ERRORS = problem_responses(403, 404, 409, 422, 502, 503, 504)
+"""A POST also answers 409: its `Idempotency-Key` is still in flight."""
 
 SinchBody = Annotated[
     dict[str, Any],
@@ -101,7 +103,7 @@ async def _answer(resources: Resources, registration: Registration) -> Registrat
     "refusal is 422 with its error under `sinch`; Sinch unavailable 502, silent 504; "
     "`PUBLIC_BASE_URL` unset or the project without credentials 503.",
     response_model=RegistrationOut,
-    responses=_ERRORS,
+    responses=_POST_ERRORS,
 )
 async def submit_registration(
     request: Request,

@@ -57,7 +57,7 @@ def settings(sim_server: SimulatorServer, database_url: str, redis_url: str) -> 
         database_url,
         redis_url,
         public_base_url=PUBLIC_BASE_URL,
-        sinch_timeout_seconds=1.0,
+        sinch_timeout_seconds=3.0,
     )
 
 
@@ -135,7 +135,7 @@ async def test_a_key_whose_first_request_is_still_running_is_409(
 ) -> None:
     body = new_registration()
     headers = {"Idempotency-Key": "slow-1"}
-    await sim.inject_fault("hang", delay_seconds=0.8, paths="api")
+    await sim.inject_fault("hang", delay_seconds=1.5, paths="api")  # within the 3 s timeout
     first = asyncio.create_task(v1.post("/v1/registrations", json=body, headers=headers))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT
@@ -228,8 +228,8 @@ async def test_sinch_unavailable_is_502_and_a_post_is_not_retried(
 
 
 async def test_sinch_silent_is_504(v1: httpx.AsyncClient, sim: SimulatorControl) -> None:
-    # SINCH_TIMEOUT_SECONDS is 1 here: a create that hangs longer gets no answer in time.
-    await sim.inject_fault("hang", delay_seconds=3.0, count=1)
+    # SINCH_TIMEOUT_SECONDS is 3 here: a create that hangs longer gets no answer in time.
+    await sim.inject_fault("hang", delay_seconds=6.0, count=1)
 
     response = await v1.post("/v1/registrations", json=new_registration())
 

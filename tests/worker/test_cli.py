@@ -71,6 +71,7 @@ async def api_url(settings: Settings) -> AsyncIterator[str]:
                 "secret",
                 "token",
                 "deliveries",
+                "registration",
             ),
         ),
         ("devtools", ("simulator", "sandbox", "demo")),
