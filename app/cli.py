@@ -16,7 +16,7 @@ import secrets as secrets_module
 import shlex
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -432,6 +432,121 @@ async def _prune(args: argparse.Namespace) -> int:
         )
     names = ", ".join(state.value for state in states)
     print(f"pruned {total} events ({names}) processed before {cutoff.isoformat()}")
+    return 0
+
+
+# --- registrations written at Sinch ---------------------------------------------------------------
+
+
+def _json_file(path: str) -> dict[str, Any]:
+    """The JSON object in file `path` (`-`: standard input)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}", status=2) from None
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise CommandError(f"{path} is not JSON: {exc}", status=2) from None
+    if not isinstance(body, dict):
+        raise CommandError(f"{path} holds no JSON object", status=2)
+    return body
+
+
+@contextlib.contextmanager
+def _as_command_errors() -> Iterator[None]:
+    """A refusal of the service (`ProblemError`) as one line: its detail, and Sinch's own error
+    when Sinch refused (what to fix)."""
+    from app.core.problems import ProblemError
+
+    try:
+        yield
+    except ProblemError as exc:
+        sinch = (exc.extra or {}).get("sinch")
+        said = f" Sinch said: {json.dumps(sinch)}" if sinch else ""
+        raise CommandError(f"{exc.detail or exc.title} ({exc.status}){said}") from None
+
+
+async def _registration_project(settings: Settings, registration_id: str) -> str:
+    from app.registrations import queries
+
+    async with opened(settings) as setup, setup.sessionmaker() as session:
+        registration = await queries.get_registration(session, registration_id)
+    if registration is None:
+        raise CommandError(f"no registration {registration_id} is known here")
+    return registration.project_id
+
+
+def _print_registration(registration: Any) -> None:
+    from app.registrations.schemas import RegistrationOut
+
+    print(RegistrationOut.of(registration, None).model_dump_json(by_alias=True, indent=2))
+
+
+async def _registration_submit(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
+    from app.changes.sequencer import number_and_publish
+    from app.submissions import service
+
+    body = _json_file(args.file)
+    settings = load_settings()
+    named = body.pop("projectId", None)
+    project_id = args.project or named or settings.settings_project_id
+    with _as_command_errors():
+        document = service.with_callback(body, settings, project_id)
+        async with opened(
+            settings, redis=True, sinch=True, project=True, project_id=project_id
+        ) as setup:
+            registration = await service.submit(
+                setup.sessionmaker, setup.sinch, document, actor=Actor.command_line()
+            )
+            await number_and_publish(setup.sessionmaker, setup.redis)
+    _print_registration(registration)
+    return 0
+
+
+async def _registration_update(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
+    from app.changes.sequencer import number_and_publish
+    from app.submissions import service
+
+    body = _json_file(args.file)
+    settings = load_settings()
+    project_id = await _registration_project(settings, args.registration_id)
+    with _as_command_errors():
+        document = service.with_callback(body, settings, project_id)
+        async with opened(settings, redis=True, sinch=True, project_id=project_id) as setup:
+            registration = await service.update(
+                setup.sessionmaker,
+                setup.sinch,
+                args.registration_id,
+                document,
+                actor=Actor.command_line(),
+            )
+            await number_and_publish(setup.sessionmaker, setup.redis)
+    _print_registration(registration)
+    return 0
+
+
+async def _registration_delete(args: argparse.Namespace) -> int:
+    from app.audit.repository import Actor
+    from app.changes.sequencer import number_and_publish
+    from app.registrations import queries
+    from app.submissions import service
+
+    settings = load_settings()
+    project_id = await _registration_project(settings, args.registration_id)
+    with _as_command_errors():
+        async with opened(settings, redis=True, sinch=True, project_id=project_id) as setup:
+            async with setup.sessionmaker() as session:
+                known = await queries.get_registration(session, args.registration_id)
+            if known is None:  # removed since it was read just above
+                raise CommandError(f"no registration {args.registration_id} is known here")
+            registration = await service.delete(
+                setup.sessionmaker, setup.sinch, known, actor=Actor.command_line()
+            )
+            await number_and_publish(setup.sessionmaker, setup.redis)
+    _print_registration(registration)
     return 0
 
 
@@ -975,6 +1090,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("delivery_ids", nargs="+", type=int, metavar="DELIVERY_ID")
     retry.set_defaults(func=sync(_deliveries_retry))
+
+    registration = commands.add_parser(
+        "registration",
+        help="create, update or delete registrations at Sinch (kept here from Sinch's answer)",
+        formatter_class=formatter,
+    )
+    registration_commands = registration.add_subparsers(dest="registration_command", required=True)
+    submit_help = (
+        "submit a new registration: FILE holds Sinch's create body (- reads standard input); "
+        "callbackUrl is set from PUBLIC_BASE_URL; prints the registration as kept"
+    )
+    submit = registration_commands.add_parser(
+        "submit", help=submit_help, description=submit_help, formatter_class=formatter
+    )
+    submit.add_argument("file", metavar="FILE.json")
+    submit.add_argument(
+        "--project",
+        metavar="PROJECT_ID",
+        help="submit to this project, with its own Sinch credentials (default: the file's "
+        "projectId, else the project the settings define)",
+    )
+    submit.set_defaults(func=sync(_registration_submit))
+    update_help = "send a registration's new content to Sinch (FILE as for submit)"
+    update = registration_commands.add_parser(
+        "update", help=update_help, description=update_help, formatter_class=formatter
+    )
+    update.add_argument("registration_id", metavar="ID")
+    update.add_argument("file", metavar="FILE.json")
+    update.set_defaults(func=sync(_registration_update))
+    delete_help = "delete a registration at Sinch; kept here with status DELETED"
+    delete = registration_commands.add_parser(
+        "delete", help=delete_help, description=delete_help, formatter_class=formatter
+    )
+    delete.add_argument("registration_id", metavar="ID")
+    delete.set_defaults(func=sync(_registration_delete))
 
     secret = commands.add_parser(
         "secret", help="the Sinch callback HMAC secret", formatter_class=formatter

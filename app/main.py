@@ -46,10 +46,12 @@ from app.counts.router import router as counts_router
 from app.events.router import router as events_router
 from app.forecasts.router import router as forecasts_router
 from app.health import router as health_router
+from app.projects.clients import ProjectClients
 from app.projects.router import router as projects_router
 from app.projects.service import settle_at_start
 from app.registrations.router import router as registrations_router
 from app.sinch.client import SinchClient, create_http_client
+from app.submissions.router import router as submissions_router
 from app.subscriptions.router import router as subscriptions_router
 from app.tokens.directory import TokenDirectory
 from app.web.bodies import BodyGuard
@@ -148,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "changes": changes,
                 "feed": FeedReader(create_reader(engine)),
                 "sequencer": sequencer,
+                "project_clients": ProjectClients(settings, http, sessionmaker),
             }
         finally:
             # Every step bounded (`within`): a shutdown that cannot hang, whatever one step does;
@@ -185,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.include_router(health_router)
     app.include_router(registrations_router)
+    app.include_router(submissions_router)
     app.include_router(events_router)
     app.include_router(changes_router)
     app.include_router(subscriptions_router)

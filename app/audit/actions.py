@@ -10,6 +10,9 @@ from enum import StrEnum
 
 class Action(StrEnum):
     REGISTRATION_REFRESH = "registration.refresh"
+    REGISTRATION_SUBMIT = "registration.submit"
+    REGISTRATION_UPDATE = "registration.update"
+    REGISTRATION_DELETE = "registration.delete"
     EVENT_REPLAY = "event.replay"
     SUBSCRIPTION_CREATE = "subscription.create"
     SUBSCRIPTION_CHANGE = "subscription.change"

@@ -37,6 +37,8 @@
   the write it records (app/audit/).
 - `callback_secrets`: callback secrets made by `python -m app secret rotate`, which every API
   process accepts besides `SINCH_CALLBACK_SECRETS` (app/callbacks/secrets.py).
+- `idempotency_keys`: each `Idempotency-Key` sent with a POST and the first answer it got, for
+  24 hours (app/web/idempotency.py).
 - `count_deltas`, `count_totals`: events by state, registrations by status and the hourly series,
   kept by database triggers (migration 0009) and read without counting rows (app/counts/,
   docs/counting.md).
@@ -148,6 +150,8 @@ class HistorySource(StrEnum):
     CALLBACK = "callback"
     REFETCH = "refetch"
     RECONCILE = "reconcile"
+    SUBMITTED = "submitted"
+    """Sinch's answer to a create, update or delete sent through this service (app/submissions/)."""
 
 
 class CallbackEvent(Base):
@@ -399,6 +403,7 @@ class ChangeSource(StrEnum):
     CALLBACK = HistorySource.CALLBACK.value
     REFETCH = HistorySource.REFETCH.value
     RECONCILE = HistorySource.RECONCILE.value
+    SUBMITTED = HistorySource.SUBMITTED.value
     FORECAST = "forecast"
     CATALOG = "catalog"
 
@@ -651,6 +656,28 @@ class CallbackSecret(Base):
     updated_at: Mapped[datetime]
 
 
+class IdempotencyKey(Base):
+    """One `Idempotency-Key` a caller sent with a POST, and the first answer it got
+    (app/web/idempotency.py): kept `IDEMPOTENCY_TTL` (24 h), then pruned with the events."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    owner: Mapped[str] = mapped_column(String(100), primary_key=True)
+    """Whose key it is: the principal's name (a token's, `cli:<user>`); two callers' keys never
+    meet, as Stripe scopes keys to an account."""
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    """Hex SHA-256 of the method, the path and the body: the same key with another request is
+    refused."""
+    status: Mapped[int | None] = mapped_column(SmallInteger)
+    """The first answer's HTTP status; None while that request is still in flight."""
+    body: Mapped[dict[str, Any] | None] = mapped_column(postgresql.JSONB())
+    """The first answer's JSON body (a problem document for an error)."""
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
 class CountDelta(Base):
     """A change of one count, written by a trigger in the transaction that made it. Insert-only
     (writers never wait for each other); the worker folds them into `count_totals`."""
@@ -817,6 +844,7 @@ REGISTRATION_STAYS = cast(Table, RegistrationStay.__table__)
 REGISTRATION_FORECASTS = cast(Table, RegistrationForecast.__table__)
 TIME_IN_STATE = cast(Table, TimeInState.__table__)
 DECISION_CURVES = cast(Table, DecisionCurve.__table__)
+IDEMPOTENCY_KEYS = cast(Table, IdempotencyKey.__table__)
 
 FACT_COLUMNS: Final = (
     "sender_ids",

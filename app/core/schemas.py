@@ -81,6 +81,7 @@ _DESCRIPTIONS = {
     422: "A parameter is not valid (a cursor included); `errors` says which.",
     502: "Sinch answered something this service cannot use.",
     503: "Sinch cannot be reached now, or is not configured.",
+    504: "Sinch did not answer in time.",
 }
 
 _HEADERS: dict[int, dict[str, Any]] = {

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1_048_576, gt=0)
     """Largest body of any other request (API, console); larger: 413 (app/web/bodies.py)."""
     reconcile_interval_seconds: int = Field(default=900, ge=0)
+    public_base_url: str | None = None
+    """This service's URL as Sinch reaches it (`https://registrations.example.com`): a
+    registration submitted through the service gets `callbackUrl` = this + its project's callback
+    path. Unset: submitting is refused (503)."""
 
     # --- the service's own knobs (documented in the README) ---
     sweep_interval_seconds: int = Field(default=5, ge=1, le=60)
@@ -157,6 +161,23 @@ class Settings(BaseSettings):
                 f"must be the host without /v1 (the service adds it): {value.rstrip('/')[:-3]}"
             )
         return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _http_base(cls, value: str | None) -> str | None:
+        # Sinch must be able to POST to it: an absolute http(s) URL, without a trailing slash
+        # (the callback path is appended), query or fragment.
+        if value is None:
+            return None
+        base = value.strip().rstrip("/")
+        scheme, separator, rest = base.partition("://")
+        if scheme.lower() not in ("http", "https") or not separator or not rest:
+            raise ValueError(
+                "must be an absolute http(s) URL, e.g. https://registrations.example.com"
+            )
+        if "?" in rest or "#" in rest:
+            raise ValueError("must have no query or fragment")
+        return base
 
     @field_validator("database_url")
     @classmethod

@@ -19,8 +19,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import httpx
+from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -126,3 +128,14 @@ class ProjectClients:
             ids.insert(0, self._settings.settings_project_id)
         clients = [await self.client(project_id) for project_id in ids]
         return [client for client in clients if client is not None]
+
+
+async def get_project_clients(request: Request) -> ProjectClients:
+    """The API process's `ProjectClients` (the lifespan keeps it as `project_clients`)."""
+    # async: a plain function would be run in a worker thread on every request.
+    clients: ProjectClients = request.state.project_clients
+    return clients
+
+
+ProjectClientsDep = Annotated[ProjectClients, Depends(get_project_clients)]
+"""Every project's Sinch client, for a route that calls Sinch for a project's registration."""

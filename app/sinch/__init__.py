@@ -7,6 +7,7 @@ from app.sinch.errors import (
     SinchNotFoundError,
     SinchRejectedError,
     SinchRetryableError,
+    SinchTimeoutError,
 )
 from app.sinch.schemas import CallbackConfiguration, SinchRegistration
 
@@ -19,5 +20,6 @@ __all__ = [
     "SinchRegistration",
     "SinchRejectedError",
     "SinchRetryableError",
+    "SinchTimeoutError",
     "create_http_client",
 ]

@@ -30,6 +30,7 @@ from app.sinch.errors import (
     SinchNotFoundError,
     SinchRejectedError,
     SinchRetryableError,
+    SinchTimeoutError,
 )
 from app.sinch.schemas import (
     AvailableMarket,
@@ -178,9 +179,11 @@ class SinchClient:
         `max_attempts` overrides the client's for this call: a caller that retries the whole
         operation itself (the worker's event job) passes 1, so retries are counted in one place.
         """
-        path = f"/registrations/{quote(registration_id, safe='')}"
         body = await self._call(
-            "GET", path, operation="get registration", max_attempts=max_attempts
+            "GET",
+            _registration_path(registration_id),
+            operation="get registration",
+            max_attempts=max_attempts,
         )
         registration = _parse_registration(body)
         if registration.id != registration_id:
@@ -305,6 +308,50 @@ class SinchClient:
         )
         return _parse_callback_configuration(body)
 
+    # --- writes (issue 27): Sinch's answer is the truth the caller applies ------------------------
+
+    async def create_registration(self, body: dict[str, Any]) -> SinchRegistration:
+        """POST a new registration (`body` as Sinch's create takes it); answers Sinch's document.
+
+        Tried once: Sinch documents no idempotency key for its create, so a second try after a
+        timeout or a 5xx could make a second registration. A 401 still refreshes the token and
+        sends it again (Sinch refused it before reading it). SinchRejectedError (with Sinch's
+        `error`) for a 4xx; SinchTimeoutError when no answer came in time (it may exist then).
+        """
+        answer = await self._call(
+            "POST", "/registrations", json=body, operation="create registration", max_attempts=1
+        )
+        return _parse_registration(answer)
+
+    async def update_registration(
+        self, registration_id: str, body: dict[str, Any]
+    ) -> SinchRegistration:
+        """PUT the registration's new content; answers Sinch's document. Retried like a GET: a PUT
+        states the whole new content, so sending it twice leaves what sending it once does."""
+        answer = await self._call(
+            "PUT",
+            _registration_path(registration_id),
+            json=body,
+            operation="update registration",
+        )
+        registration = _parse_registration(answer)
+        if registration.id != registration_id:
+            raise SinchError("Sinch answered a different registration than the one updated")
+        return registration
+
+    async def delete_registration(self, registration_id: str) -> None:
+        """DELETE the registration at Sinch (retried: deleting twice deletes once).
+
+        SinchNotFoundError when Sinch has none (or no longer: an earlier try that timed out may
+        have deleted it); whatever body Sinch answers is not read.
+        """
+        await self._call(
+            "DELETE",
+            _registration_path(registration_id),
+            operation="delete registration",
+            expect_body=False,
+        )
+
     async def _walk_pages(
         self, path: str, params: list[tuple[str, str]], *, key: str, operation: str
     ) -> AsyncIterator[object]:
@@ -341,9 +388,11 @@ class SinchClient:
         params: Sequence[tuple[str, str]] | None = None,
         json: dict[str, Any] | None = None,
         max_attempts: int | None = None,
+        expect_body: bool = True,
     ) -> dict[str, Any]:
         """One API call with the retry policy (at most `max_attempts` tries, the client's when
-        None); answers the JSON object Sinch sent."""
+        None); answers the JSON object Sinch sent (`{}` when `expect_body` is False: the body of
+        a 2xx is not read)."""
         if max_attempts is None:
             max_attempts = self._max_attempts
         elif max_attempts < 1:
@@ -355,10 +404,11 @@ class SinchClient:
         while True:
             attempt += 1
             token: str | None = None
+            error: SinchRetryableError
             try:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
-                    raise SinchRetryableError(f"Sinch {operation}: deadline exceeded")
+                    raise SinchTimeoutError(f"Sinch {operation}: deadline exceeded")
                 async with asyncio.timeout(remaining):
                     token = await self._tokens.token()
                     response = await self._http.request(
@@ -375,11 +425,11 @@ class SinchClient:
                     attempt -= 1
                     log.info("Sinch %s answered 401; refreshing the token once", operation)
                     continue
-                return _read_response(response, operation)
+                return _read_response(response, operation, expect_body=expect_body)
             except TimeoutError:
-                error = SinchRetryableError(f"Sinch {operation}: deadline exceeded")
+                error = SinchTimeoutError(f"Sinch {operation}: deadline exceeded")
             except httpx.TimeoutException as exc:
-                error = SinchRetryableError(
+                error = SinchTimeoutError(
                     f"Sinch {operation} at {safe_url(self._api_base)} timed out "
                     f"({type(exc).__name__})"
                 )
@@ -414,7 +464,24 @@ class SinchClient:
         return self._rng.uniform(ceiling / 2, ceiling)
 
 
-def _read_response(response: httpx.Response, operation: str) -> dict[str, Any]:
+def _registration_path(registration_id: str) -> str:
+    return f"/registrations/{quote(registration_id, safe='')}"
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any] | None:
+    """Sinch's error object of a 4xx (`{"error": {"code", "message", "status", "details"}}`),
+    None when the body is not of that shape."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def _read_response(
+    response: httpx.Response, operation: str, *, expect_body: bool = True
+) -> dict[str, Any]:
     status = response.status_code
     if status == 429 or status == 408 or status >= 500:
         raise SinchRetryableError(
@@ -423,9 +490,15 @@ def _read_response(response: httpx.Response, operation: str) -> dict[str, Any]:
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
     if status == 404:
-        raise SinchNotFoundError(f"Sinch {operation} answered 404", status_code=status)
+        raise SinchNotFoundError(
+            f"Sinch {operation} answered 404", status_code=status, error=_error_of(response)
+        )
     if status >= 400:
-        raise SinchRejectedError(f"Sinch {operation} answered {status}", status_code=status)
+        raise SinchRejectedError(
+            f"Sinch {operation} answered {status}", status_code=status, error=_error_of(response)
+        )
+    if not expect_body:
+        return {}
     try:
         body = response.json()
     except ValueError:

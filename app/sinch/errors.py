@@ -7,6 +7,8 @@ holds a credential, a token or a secret: messages name the operation and the HTT
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SinchError(Exception):
     """Base of every error the Sinch client raises."""
@@ -27,12 +29,25 @@ class SinchRetryableError(SinchError):
         self.status_code = status_code
 
 
-class SinchRejectedError(SinchError):
-    """Sinch answered a 4xx other than 429: the same request will be refused again."""
+class SinchTimeoutError(SinchRetryableError):
+    """No answer in time (the read timeout, or the call's deadline): Sinch may or may not have
+    acted on the request."""
 
-    def __init__(self, message: str, *, status_code: int) -> None:
+
+class SinchRejectedError(SinchError):
+    """Sinch answered a 4xx other than 429: the same request will be refused again.
+
+    `error` is Sinch's own error object (`{"code", "message", "status", "details"}`, the body's
+    `error` member) when it sent one: what a caller needs to fix the request. It is Sinch's words
+    about the request, never a credential, so it may be shown to whoever sent the request.
+    """
+
+    def __init__(
+        self, message: str, *, status_code: int, error: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.error = error
 
 
 class SinchNotFoundError(SinchRejectedError):

@@ -39,6 +39,7 @@ from app.sinch.errors import (
 )
 from app.subscriptions import sender
 from app.subscriptions import service as subscriptions_service
+from app.web import idempotency
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -435,7 +436,7 @@ async def refresh_forecasts(ctx: WorkerContext) -> int:
 async def prune_events(ctx: WorkerContext) -> int:
     """Delete processed events past their retention (failed and invalid ones are kept), and the
     delivery attempts past the same (EVENT_RETENTION_DAYS), then the change feed's changes past
-    theirs. Answers how many events were deleted.
+    theirs, then the idempotency keys past their 24 hours. Answers how many events were deleted.
 
     Works in batches, each its own transaction, and stops starting new ones once its share of
     `cron_budget` is spent (events: the first half; changes: up to the whole); what is left goes
@@ -477,4 +478,7 @@ async def prune_events(ctx: WorkerContext) -> int:
     )
     if pruned:
         log.info("pruned %d changes of the feed%s", pruned, "" if complete else " (more left)")
+    keys = await idempotency.prune(ctx["sessionmaker"], now=utcnow(), stop_at=started + budget)
+    if keys:
+        log.info("pruned %d expired idempotency keys", keys)
     return total

@@ -32,6 +32,7 @@ from devtools.simulator.state import (
     UnknownRegistrationError,
     list_filters,
 )
+from devtools.simulator.writes import install_registration_writes
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,8 @@ def create_simulator_app(
         return {"marketVersions": versions, "totalSize": total, "nextPageToken": next_token}
 
     install_catalog_routes(app, state, base, api_guard)
+
+    install_registration_writes(app, state, api_guard)
 
     # --- control API ------------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ async def api_url(settings: Settings) -> AsyncIterator[str]:
                 "token",
                 "deliveries",
                 "catalog",
+                "registration",
             ),
         ),
         ("devtools", ("simulator", "sandbox", "demo")),

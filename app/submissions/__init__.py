@@ -1,0 +1,1 @@
+"""Creating, updating and deleting registrations at Sinch through this service (issue 27)."""

@@ -1,0 +1,240 @@
+"""Writing registrations at Sinch: create, update, delete (issue 27). The API and the command line
+come here; neither has another way in.
+
+Sinch's answer is the truth (docs/architecture.md): the local copy is written from Sinch's answer,
+never from the request, through the one write path every source takes (`apply_snapshot`, history
+source `submitted`), in the transaction that audits the write, so the change feed and the
+subscriptions see it at once. Each Sinch call is made with no transaction open, with the
+credentials of the registration's project. The caller pokes its sequencer (or numbers the
+changes) after these return: what they changed goes on the feed.
+
+Which Sinch failures answer what (`ProblemError`): a 4xx is 422 with Sinch's own error object
+under `sinch` (what to fix); a 404 of an update or a delete is 404; a 5xx or 429 is 502; no answer
+in time is 504 (a create may then exist at Sinch: it arrives with its callback or the next
+reconciliation); an answer that is not a registration is 502.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.audit.actions import Action
+from app.audit.repository import Actor, record
+from app.callbacks.endpoint import project_callback_path
+from app.core.db import utcnow
+from app.core.models import HistorySource, Registration
+from app.core.problems import ProblemError
+from app.core.settings import Settings
+from app.registrations import queries
+from app.registrations.service import apply_snapshot
+from app.sinch.client import SinchClient
+from app.sinch.errors import (
+    SinchError,
+    SinchNotFoundError,
+    SinchRejectedError,
+    SinchRetryableError,
+    SinchTimeoutError,
+)
+from app.sinch.schemas import SinchRegistration
+
+log = logging.getLogger(__name__)
+
+DELETED = "DELETED"
+"""The local status of a registration deleted through this service. Sinch's documents have no
+such state (a deleted registration is simply gone there); the local copy keeps the registration
+with this status, so the feed tells its readers and the history keeps its life."""
+
+CALLBACK_URL_FIELD = "callbackUrl"
+
+
+def callback_url(settings: Settings, project_id: str) -> str:
+    """Where Sinch must send project `project_id`'s callbacks: `PUBLIC_BASE_URL` + its callback
+    path. A 503 problem when `PUBLIC_BASE_URL` is not set: a registration submitted without a
+    callback URL would never tell this service anything."""
+    if settings.public_base_url is None:
+        raise ProblemError(
+            503,
+            "Submitting is refused: PUBLIC_BASE_URL (this service's URL as Sinch reaches it) is "
+            "not set, so Sinch could not send this registration's callbacks here.",
+        )
+    return settings.public_base_url + project_callback_path(project_id)
+
+
+def with_callback(body: dict[str, Any], settings: Settings, project_id: str) -> dict[str, Any]:
+    """`body` as sent to Sinch: the caller's fields, and this service's callback URL."""
+    if CALLBACK_URL_FIELD in body:
+        raise ProblemError(
+            422,
+            "`callbackUrl` is set by this service (PUBLIC_BASE_URL and the project's callback "
+            "path): leave it out.",
+        )
+    return {**body, CALLBACK_URL_FIELD: callback_url(settings, project_id)}
+
+
+async def submit(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sinch: SinchClient,
+    body: dict[str, Any],
+    *,
+    actor: Actor,
+) -> Registration:
+    """Create the registration at Sinch (`body` with its `callbackUrl`, see `with_callback`) and
+    keep Sinch's answer as the local copy; answers the registration as kept."""
+    return await _written(
+        sessionmaker,
+        sinch,
+        lambda: sinch.create_registration(body),
+        operation="create",
+        actor=actor,
+        action=Action.REGISTRATION_SUBMIT,
+    )
+
+
+async def update(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sinch: SinchClient,
+    registration_id: str,
+    body: dict[str, Any],
+    *,
+    actor: Actor,
+) -> Registration:
+    """PUT the registration's new content at Sinch (`body` with its `callbackUrl`) and apply
+    Sinch's answer; answers the registration as kept (a callback applied meanwhile that is newer
+    than Sinch's answer stands, as always)."""
+    return await _written(
+        sessionmaker,
+        sinch,
+        lambda: sinch.update_registration(registration_id, body),
+        operation="update",
+        actor=actor,
+        action=Action.REGISTRATION_UPDATE,
+    )
+
+
+async def _written(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sinch: SinchClient,
+    call: Callable[[], Awaitable[SinchRegistration]],
+    *,
+    operation: str,
+    actor: Actor,
+    action: Action,
+) -> Registration:
+    """Make the write `call` at Sinch (no transaction open), then keep its answer (`_keep`)."""
+    fetched_at = utcnow()
+    async with _sinch_answers(operation):
+        snapshot = await call()
+    return await _keep(sessionmaker, sinch, snapshot, fetched_at, actor=actor, action=action)
+
+
+async def delete(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sinch: SinchClient,
+    registration: Registration,
+    *,
+    actor: Actor,
+) -> Registration:
+    """DELETE the registration at Sinch, then keep it here with status `DELETED` (its last
+    document otherwise). A 404 from Sinch means it is gone there already: kept as deleted too."""
+    fetched_at = utcnow()
+    try:
+        async with _sinch_answers("delete"):
+            await sinch.delete_registration(registration.id)
+    except ProblemError as exc:
+        if exc.status != 404:
+            raise
+        log.info(
+            "delete: Sinch has no such registration; kept as deleted",
+            extra={"registration_id": registration.id},
+        )
+    document = {**(registration.sinch or {}), "id": registration.id, "status": DELETED}
+    # Sinch sends no document for a deletion: without `updateTime`, the change's time is ours
+    # (when the DELETE began), never a time Sinch did not say.
+    document.pop("updateTime", None)
+    snapshot = SinchRegistration.from_document(document)
+    return await _keep(
+        sessionmaker, sinch, snapshot, fetched_at, actor=actor, action=Action.REGISTRATION_DELETE
+    )
+
+
+async def _keep(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sinch: SinchClient,
+    snapshot: SinchRegistration,
+    fetched_at: datetime,
+    *,
+    actor: Actor,
+    action: Action,
+) -> Registration:
+    """Apply Sinch's answer (source `submitted`) and audit `action`, in one transaction."""
+    async with sessionmaker.begin() as session:
+        await apply_snapshot(
+            session,
+            snapshot,
+            project_id=sinch.project_id,
+            source=HistorySource.SUBMITTED,
+            fetched_at=fetched_at,
+            now=utcnow(),
+        )
+        record(
+            session,
+            actor,
+            action,
+            snapshot.id,
+            now=utcnow(),
+            project_id=sinch.project_id,
+            detail={"status": snapshot.status},
+        )
+        registration = await queries.get_registration(session, snapshot.id)
+    if registration is None:  # applied just above; only a concurrent delete could do this
+        raise ProblemError(404, "No registration with this id is known here.")
+    log.info("registration %s", action.value, extra={"registration_id": snapshot.id})
+    return registration
+
+
+@asynccontextmanager
+async def _sinch_answers(operation: str) -> AsyncIterator[None]:
+    """Turn the Sinch client's failures during a write into the problems of the module docstring.
+    Sinch's own error object (a 4xx) is passed on; the client's messages (Sinch's URLs) are not."""
+    try:
+        yield
+    except SinchRejectedError as exc:
+        if isinstance(exc, SinchNotFoundError) and operation != "create":
+            raise ProblemError(404, "Sinch has no registration with this id.") from None
+        raise ProblemError(
+            422,
+            f"Sinch refused the {operation} (it answered {exc.status_code}); see `sinch` for "
+            "what it said.",
+            extra={"sinch": exc.error or {"code": exc.status_code}},
+        ) from None
+    except SinchTimeoutError:
+        log.warning("%s: Sinch did not answer in time", operation)
+        maybe = (
+            " The registration may have been created: it appears here with its first callback "
+            "or the next reconciliation."
+            if operation == "create"
+            else ""
+        )
+        raise ProblemError(504, f"Sinch did not answer the {operation} in time.{maybe}") from None
+    except SinchRetryableError as exc:
+        log.warning("%s: Sinch unavailable (%s)", operation, exc.status_code or "no answer")
+        headers = (
+            {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+            if exc.retry_after is not None
+            else None
+        )
+        raise ProblemError(
+            502,
+            f"Sinch is unavailable ({exc.status_code or 'no answer'}); try again later.",
+            headers=headers,
+        ) from None
+    except SinchError as exc:
+        log.warning("%s: Sinch answer unusable (%s)", operation, type(exc).__name__)
+        raise ProblemError(502, "Sinch answered something this service cannot use.") from None
