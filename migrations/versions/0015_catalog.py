@@ -4,7 +4,7 @@ Three new tables (app/catalog/ writes them): nothing existing is rewritten. Each
 project and goes with it (ON DELETE CASCADE): a copy of what Sinch serves, fetched again at will.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-07
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import app.core.db
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -5,7 +5,7 @@ project: a key names a request, whatever it concerns. Rows are pruned 24 hours a
 made (app/web/idempotency.py, the daily prune).
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 Create Date: 2026-12-07
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 import app.core.db
 
 revision: str = "0016"
-down_revision: str | None = "0013"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
