@@ -43,6 +43,7 @@ from app.core.models import (
 )
 from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN
 from app.projects.queries import within
+from app.registrations.states import NEEDS_ACTION
 from app.tokens.principal import Visible
 
 
@@ -80,6 +81,9 @@ class RegistrationFilters:
     """Every one of these tags."""
     overdue: bool | None = None
     """True: only registrations whose forecast is overdue; False: only those not overdue."""
+    needs_action: bool | None = None
+    """True: only registrations waiting on the customer (`states.NEEDS_ACTION`); False: only
+    those that are not."""
     updated_since: datetime | None = None
     """Only registrations whose `status_changed_at` is at or after it; orders by that time."""
     projects: Visible = None
@@ -153,6 +157,9 @@ def list_statement(
                 select(RegistrationForecast.registration_id).where(RegistrationForecast.overdue)
             )
         )
+    if filters.needs_action is not None:
+        waiting = Registration.status.in_([state.value for state in NEEDS_ACTION])
+        statement = statement.where(waiting if filters.needs_action else ~waiting)
     if filters.updated_since is not None:
         statement = statement.where(Registration.status_changed_at >= filters.updated_since)
         if after is not None:

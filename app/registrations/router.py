@@ -129,6 +129,15 @@ async def list_registrations(
             "their market's p85 or Sinch's `etaDate`); `false`: only those that are not."
         ),
     ] = None,
+    needs_action: Annotated[
+        bool | None,
+        Query(
+            alias="needsAction",
+            description="`true`: only registrations waiting on the customer (PENDING, "
+            "PENDING_ATTACHMENTS, REJECTED; each says what in `needsAction`); `false`: only "
+            "those that are not.",
+        ),
+    ] = None,
     limit: LimitQuery = DEFAULT_LIMIT,
     cursor: TextIdCursorQuery = None,
 ) -> RegistrationPage:
@@ -140,6 +149,7 @@ async def list_registrations(
         tags=tuple(dict.fromkeys(tag or ())),
         updated_since=updated_since,
         overdue=overdue,
+        needs_action=needs_action,
         projects=projects,
     )
     key_model = queries.ChangedKey if filters.by_change else queries.IdKey

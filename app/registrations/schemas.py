@@ -6,10 +6,26 @@ from typing import Any
 
 from pydantic import Field
 
-from app.changes.schemas import RegistrationView
+from app.changes.schemas import ReasonOut, RegistrationView
 from app.core.models import HistorySource
 from app.core.schemas import ApiModel, ApiTime
 from app.forecasts.schemas import ForecastOut
+from app.registrations.states import Action, needs_action
+
+
+class NeedsActionOut(ApiModel):
+    """What the customer must do for the registration to move on, and what Sinch said."""
+
+    action: Action = Field(
+        description="`update` (PENDING: change what Sinch asked about, then `PUT` the "
+        "registration), `upload_attachments` (PENDING_ATTACHMENTS: upload the mandatory "
+        "attachments still missing), `submit_again` (REJECTED is final: submit a new one)."
+    )
+    reason: ReasonOut | None = Field(
+        description="What Sinch asked, in its words: its newest log message written for the "
+        "current state; null when Sinch has written none for it yet."
+    )
+    since: ApiTime | None = Field(description="When it entered this state (Sinch's time).")
 
 
 class RegistrationOut(RegistrationView):
@@ -25,14 +41,30 @@ class RegistrationOut(RegistrationView):
         "after the registration arrived). Not part of a change's image: it moves with time, "
         "not with changes; a change of kind `overdue` tells when it passes its due time.",
     )
+    needs_action: NeedsActionOut | None = Field(
+        default=None,
+        description="Set while the registration waits on the customer (PENDING, "
+        "PENDING_ATTACHMENTS, REJECTED): what to do, and what Sinch asked; null otherwise. "
+        "`GET /v1/registrations?needsAction=true` lists these.",
+    )
 
     @classmethod
     def of(cls, row: object, forecast: object | None) -> RegistrationOut:
         """The answer of a `registrations` row with its `registration_forecasts` row (or None)."""
         answer = cls.model_validate(row)
-        if forecast is None:
-            return answer
-        return answer.model_copy(update={"forecast": ForecastOut.model_validate(forecast)})
+        update: dict[str, Any] = {}
+        if forecast is not None:
+            update["forecast"] = ForecastOut.model_validate(forecast)
+        action = needs_action(answer.status)
+        if action is not None:
+            reason = answer.reason
+            update["needs_action"] = NeedsActionOut(
+                action=action,
+                # A message written for an earlier state says nothing of what is asked now.
+                reason=reason if reason is not None and reason.state == answer.status else None,
+                since=answer.status_since,
+            )
+        return answer.model_copy(update=update) if update else answer
 
 
 class RegistrationPage(ApiModel):

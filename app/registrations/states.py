@@ -68,3 +68,30 @@ def is_allowed(current: str, following: str) -> bool:
     """True when the table lets `following` directly follow `current` (both must be known)."""
     before, after = known_state(current), known_state(following)
     return before is not None and after is not None and after in TRANSITIONS[before]
+
+
+class Action(StrEnum):
+    """What the customer must do for a registration to move on (`needs_action`)."""
+
+    UPDATE = "update"
+    """PENDING: change what Sinch asked about and update the registration (PUT)."""
+    UPLOAD_ATTACHMENTS = "upload_attachments"
+    """PENDING_ATTACHMENTS: upload the mandatory attachments still missing."""
+    SUBMIT_AGAIN = "submit_again"
+    """REJECTED: final at Sinch; read why, and submit a new registration."""
+
+
+NEEDS_ACTION: MappingProxyType[State, Action] = MappingProxyType(
+    {
+        S.PENDING: Action.UPDATE,
+        S.PENDING_ATTACHMENTS: Action.UPLOAD_ATTACHMENTS,
+        S.REJECTED: Action.SUBMIT_AGAIN,
+    }
+)
+"""The states that wait on the customer, and what each asks (`?needsAction=true` lists them)."""
+
+
+def needs_action(status: str) -> Action | None:
+    """What a registration in `status` asks of the customer; None when it asks nothing."""
+    state = known_state(status)
+    return None if state is None else NEEDS_ACTION.get(state)
