@@ -189,7 +189,7 @@ async def backlog(run: Stack, peak: dict[str, int]) -> None:
         await asyncio.sleep(0.5)
 
 
-async def measure(run: Stack, api: Any, worker: Any) -> dict[str, Any]:
+async def measure(run: Stack, api: Any, worker: Any, events_worker: Any) -> dict[str, Any]:
     args = run.args
     warmup = round(args.rate * args.warmup)
     docs = [
@@ -209,7 +209,12 @@ async def measure(run: Stack, api: Any, worker: Any) -> dict[str, Any]:
                 url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hooks/{n}"
                 answer = await client.post("/v1/subscriptions", json={"url": url, **FILTERS[n % 3]})
                 receiver.secret = answer.raise_for_status().json()["secret"]
-        meter = run.cpu(worker=worker.pid, api=api.process.pid, writer=await writer.pid())
+        meter = run.cpu(
+            worker=worker.pid,
+            events_worker=events_worker.pid,
+            api=api.process.pid,
+            writer=await writer.pid(),
+        )
         peak: dict[str, int] = {}
         sampler = asyncio.create_task(backlog(run, peak))
         profiler = start_profiler(args.py_spy, worker.pid, run.log("worker-profile"))
@@ -274,10 +279,10 @@ def main() -> int:
     with (
         stack("subscriptions", args, **allowed) as run,
         run.api() as api,
-        run.worker(),
+        run.worker() as events_worker,
         run.deliveries() as worker,
     ):
-        results = asyncio.run(measure(run, api, worker))
+        results = asyncio.run(measure(run, api, worker, events_worker))
     writer, rates = results["writer"], results["deliveries_per_s"]
     print(f"\nwriting {writer['changes_per_s']}/s (asked {args.rate:g})")
     print(f"writer transactions: {writer['transaction_ms']} ms")
