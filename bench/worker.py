@@ -57,6 +57,8 @@ from bench.support import (
 )
 from devtools.simulator.server import SimulatorServer
 
+IDLE_SECONDS = 5.0
+"""How long the worker is watched idle, between the backlog and the lag runs."""
 TARGET_RATIO = 0.5
 TARGET_LAG_P99_MS = 100.0
 TARGET_LAG_GROWTH = 1.5
@@ -268,6 +270,10 @@ async def service(run: Stack, api: Server, simulator: SimulatorServer) -> dict[s
             "problems": await applied(run, "tp", args.events, stats["getRegistration"] - gets),
         }
         print(f"worker: {throughput['events_per_s']:.0f} events/s", flush=True)
+        # Idle, it should cost next to nothing: it polls its queue when woken (app/worker/wake.py).
+        idle = run.cpu(worker=worker.pid)
+        await asyncio.sleep(IDLE_SECONDS)
+        throughput["idle_cpu_percent"] = idle.stop()["worker"]
         lag = await lag_run(run, api, simulator, worker, "lag")
         print(f"lag without subscribers: p99 {lag['lag_ms'].get('p99')} ms", flush=True)
         receivers, servers = await subscribed(run, api, args.subscribers)
@@ -326,6 +332,7 @@ def main() -> int:
         ["worker: in-order events/s, distinct registrations", tp["events_per_s"]],
         ["  worker CPU per event, ms", tp["worker_cpu_ms_per_event"]],
         ["  PostgreSQL CPU per event, ms", tp["postgres_cpu_ms_per_event"]],
+        [f"  worker CPU while idle ({IDLE_SECONDS:g} s), % of a core", tp["idle_cpu_percent"]],
         ["  ratio to the ceiling", ratio, f">= {TARGET_RATIO} {'met' if ratio_ok else 'NOT MET'}"],
         ["  same, by worker CPU per item (load-independent)", cpu_ratio],
         [
