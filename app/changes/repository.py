@@ -105,6 +105,16 @@ def record_from(
 # the outbox's join) cost more CPU than the database spent running them.
 _RECORDED_AT = REGISTRATION_CHANGES.c.recorded_at.type
 _NOW = bindparam("now", type_=_RECORDED_AT)
+FOR_DELIVERIES = (
+    REGISTRATION_CHANGES.c.id,
+    REGISTRATION_CHANGES.c.registration_id,
+    REGISTRATION_CHANGES.c.project_id,
+    REGISTRATION_CHANGES.c.status,
+    REGISTRATION_CHANGES.c.registration_type,
+    REGISTRATION_CHANGES.c.kind,
+)
+"""What `outbox.deliveries_for` reads of a change: an INSERT of changes returns these for it."""
+
 _RECORD = record_from(
     select(REGISTRATIONS)
     .where(REGISTRATIONS.c.id.in_(bindparam("registration_ids", expanding=True)))
@@ -115,14 +125,7 @@ _RECORD = record_from(
     source=bindparam("source", type_=String()),
     now=_NOW,
 )
-_RECORDED = _RECORD.returning(
-    REGISTRATION_CHANGES.c.id,
-    REGISTRATION_CHANGES.c.registration_id,
-    REGISTRATION_CHANGES.c.project_id,
-    REGISTRATION_CHANGES.c.status,
-    REGISTRATION_CHANGES.c.registration_type,
-    REGISTRATION_CHANGES.c.kind,
-).cte("recorded")
+_RECORDED = _RECORD.returning(*FOR_DELIVERIES).cte("recorded")
 _RECORD_WITH_DELIVERIES = outbox.deliveries_for(_RECORDED, _NOW).add_cte(_RECORDED)
 """The change and its deliveries in one statement (a data-modifying CTE)."""
 

@@ -17,8 +17,8 @@ from fastapi import Depends, Form, Request
 from app.audit.repository import Actor
 from app.console import session as sessions
 from app.console.pages import Refusal, text
+from app.console.viewer import Viewer
 from app.projects import queries as project_queries
-from app.tokens.principal import Principal, Scope, Visible
 from app.web.auth import principal_named
 from app.web.deps import ResourcesDep
 
@@ -40,33 +40,6 @@ def readable(request: Request) -> None:
 
 class SignInRequired(Exception):
     """No session, an expired one, or one whose principal no longer exists."""
-
-
-@dataclass(frozen=True, slots=True)
-class Viewer:
-    """Who looks at a page: the principal as it stands now, and the session's CSRF token."""
-
-    principal: Principal
-    csrf: str
-    session_id: str
-    project: str | None = None
-    """The project switcher's choice (`?project=`), None: every project the token sees."""
-    projects: tuple[str, ...] = ()
-    """The projects the token sees, for the switcher (and the subscription form)."""
-
-    @property
-    def may_act(self) -> bool:
-        return self.principal.scope.allows(Scope.WRITE)
-
-    @property
-    def visible(self) -> Visible:
-        """What the pages list: the switcher's project within the token's limit."""
-        return self.principal.visible(self.project)
-
-    @property
-    def limit(self) -> Visible:
-        """The token's limit: what a page of one row (by id) may show."""
-        return self.principal.projects
 
 
 async def viewer(request: Request, resources: ResourcesDep) -> Viewer:

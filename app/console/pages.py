@@ -8,7 +8,7 @@ import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import Request
@@ -18,11 +18,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
 from app.console import present
+from app.console.viewer import Viewer
 from app.core.db import utcnow
 from app.core.schemas import MAX_TEXT_LENGTH
-
-if TYPE_CHECKING:
-    from app.console.access import Viewer
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50

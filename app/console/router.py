@@ -7,7 +7,7 @@ Every page is plain HTML that works without JavaScript; its own CSS is served fr
 The rooms: sign-in and sign-out (`sign_in`), the overview and the audit trail (`overview`),
 aging (`aging`), registrations (`registrations`), events (`events`), subscriptions as read
 (`subscriptions`) and changed (`subscription_actions`), projects (`projects`). Who may see and
-do what: `access`; how a page, a redirect and a refusal are answered: `pages`.
+do what: `viewer` and `access`; how a page, a redirect and a refusal are answered: `pages`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from app.audit.repository import Actor
 from app.console import present
-from app.console.access import ActingDep, Viewer, ViewerDep
+from app.console.access import ActingDep, ViewerDep
 from app.console.pages import (
     Refusal,
     comma_list,
@@ -34,6 +34,7 @@ from app.console.pages import (
     text,
 )
 from app.console.subscriptions import UNKNOWN
+from app.console.viewer import Viewer
 from app.core.models import Subscription
 from app.subscriptions import service as subscription_service
 from app.subscriptions.rules import UrlRefused

@@ -13,8 +13,9 @@ from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.console import charts, present
-from app.console.access import Viewer, ViewerDep
+from app.console.access import ViewerDep
 from app.console.pages import PAGE_SIZE, STALE_LINK, Refusal, next_link, page, text
+from app.console.viewer import Viewer
 from app.core.db import utcnow
 from app.core.models import Delivery, Subscription
 from app.core.pagination import encode_cursor, optional_cursor

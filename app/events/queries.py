@@ -18,6 +18,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only
 
+from app.core.filtering import where_given
 from app.core.models import CallbackEvent, EventState
 from app.projects.queries import within
 from app.tokens.principal import Visible
@@ -81,12 +82,12 @@ def list_statement(
     statement = within(
         select(CallbackEvent).options(_SHOWN), CallbackEvent.project_id, filters.projects
     )
-    if filters.state is not None:
-        statement = statement.where(CallbackEvent.state == filters.state)
-    if filters.registration_id is not None:
-        statement = statement.where(CallbackEvent.registration_id == filters.registration_id)
-    if filters.outcome is not None:
-        statement = statement.where(CallbackEvent.outcome == filters.outcome)
+    statement = where_given(
+        statement,
+        (CallbackEvent.state, filters.state),
+        (CallbackEvent.registration_id, filters.registration_id),
+        (CallbackEvent.outcome, filters.outcome),
+    )
     if before is not None:
         statement = statement.where(CallbackEvent.id < before.id)
     return statement.order_by(CallbackEvent.id.desc()).limit(limit)

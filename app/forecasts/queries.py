@@ -12,6 +12,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
+from app.core.filtering import where_given
 from app.core.models import DecisionCurve, Registration, RegistrationForecast, TimeInState
 
 
@@ -26,15 +27,13 @@ class StatsFilters:
 
 
 def figures_statement(filters: StatsFilters, month: date) -> Select[TimeInState]:
-    statement = select(TimeInState).where(TimeInState.since_month == month)
-    if filters.project_id is not None:
-        statement = statement.where(TimeInState.project_id == filters.project_id)
-    if filters.market_code is not None:
-        statement = statement.where(TimeInState.market_code == filters.market_code)
-    if filters.registration_type is not None:
-        statement = statement.where(TimeInState.registration_type == filters.registration_type)
-    if filters.status is not None:
-        statement = statement.where(TimeInState.status == filters.status)
+    statement = where_given(
+        select(TimeInState).where(TimeInState.since_month == month),
+        (TimeInState.project_id, filters.project_id),
+        (TimeInState.market_code, filters.market_code),
+        (TimeInState.registration_type, filters.registration_type),
+        (TimeInState.status, filters.status),
+    )
     return statement.order_by(
         TimeInState.project_id,
         TimeInState.market_code.nulls_last(),
@@ -60,13 +59,12 @@ async def figures(
 
 
 async def decisions(session: AsyncSession, filters: StatsFilters) -> Sequence[DecisionCurve]:
-    statement = select(DecisionCurve)
-    if filters.project_id is not None:
-        statement = statement.where(DecisionCurve.project_id == filters.project_id)
-    if filters.market_code is not None:
-        statement = statement.where(DecisionCurve.market_code == filters.market_code)
-    if filters.registration_type is not None:
-        statement = statement.where(DecisionCurve.registration_type == filters.registration_type)
+    statement = where_given(
+        select(DecisionCurve),
+        (DecisionCurve.project_id, filters.project_id),
+        (DecisionCurve.market_code, filters.market_code),
+        (DecisionCurve.registration_type, filters.registration_type),
+    )
     statement = statement.order_by(
         DecisionCurve.project_id,
         DecisionCurve.market_code.nulls_last(),

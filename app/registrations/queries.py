@@ -34,6 +34,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.filtering import where_given
 from app.core.models import (
     Registration,
     RegistrationForecast,
@@ -127,10 +128,11 @@ def list_statement(
         statement = statement.where(Registration.status == filters.statuses[0])
     elif filters.statuses:
         statement = statement.where(Registration.status.in_(filters.statuses))
-    if filters.registration_type is not None:
-        statement = statement.where(Registration.registration_type == filters.registration_type)
-    if filters.market_code is not None:
-        statement = statement.where(Registration.market_code == filters.market_code)
+    statement = where_given(
+        statement,
+        (Registration.registration_type, filters.registration_type),
+        (Registration.market_code, filters.market_code),
+    )
     if filters.sender_id is not None:
         statement = statement.where(
             Registration.id.in_(

@@ -44,7 +44,6 @@ from app.changes import repository as changes
 from app.core.db import UTCDateTime
 from app.core.models import (
     MARKET_POLICIES,
-    REGISTRATION_CHANGES,
     REGISTRATION_HISTORY,
     REGISTRATION_SENDER_IDS,
     REGISTRATION_TAGS,
@@ -149,14 +148,7 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, C
             source=_CALLBACK_SOURCE,
             now=_NOW,
         )
-        .returning(
-            REGISTRATION_CHANGES.c.id,
-            REGISTRATION_CHANGES.c.registration_id,
-            REGISTRATION_CHANGES.c.project_id,
-            REGISTRATION_CHANGES.c.status,
-            REGISTRATION_CHANGES.c.registration_type,
-            REGISTRATION_CHANGES.c.kind,
-        )
+        .returning(*changes.FOR_DELIVERIES)
         .cte("change")
     )
     deliveries = outbox.deliveries_for(change, _NOW).cte("deliveries")

@@ -18,7 +18,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.filtering import where_given
 from app.core.models import Delivery, DeliveryAttempt, RegistrationChange, Subscription
+from app.core.schemas import same_named
 from app.subscriptions.delivery import body_of
 from app.subscriptions.rules import cause, failing
 from app.subscriptions.schemas import AttemptOut, AttemptOutcome, HealthOut, HourOut, LatencyOut
@@ -61,10 +63,11 @@ async def attempts(
         .join(Delivery, Delivery.id == DeliveryAttempt.delivery_id)
         .join(RegistrationChange, RegistrationChange.id == Delivery.change_id)
     )
-    if filters.subscription_id is not None:
-        statement = statement.where(DeliveryAttempt.subscription_id == filters.subscription_id)
-    if filters.delivery_id is not None:
-        statement = statement.where(DeliveryAttempt.delivery_id == filters.delivery_id)
+    statement = where_given(
+        statement,
+        (DeliveryAttempt.subscription_id, filters.subscription_id),
+        (DeliveryAttempt.delivery_id, filters.delivery_id),
+    )
     if filters.outcome is not None:
         statement = statement.where(
             DeliveryAttempt.succeeded.is_(filters.outcome is AttemptOutcome.SUCCEEDED)
@@ -83,17 +86,11 @@ async def attempts(
 
 
 def _answer(attempt: DeliveryAttempt, change: RegistrationChange) -> AttemptOut:
+    """The attempt as kept, with its change's place in the feed and the body it sent."""
     return AttemptOut(
-        id=attempt.id,
-        delivery_id=attempt.delivery_id,
+        **same_named(AttemptOut, attempt, but=("seq", "payload")),
         seq=change.seq,
-        attempted_at=attempt.attempted_at,
-        request_headers=attempt.request_headers,
         payload=json.loads(body_of(change)),
-        response_status=attempt.response_status,
-        response_body=attempt.response_body,
-        latency_ms=attempt.latency_ms,
-        error=attempt.error,
     )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import Path, Query, Response
+from fastapi import Depends, Path, Query, Response
 from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -270,16 +271,49 @@ SinceQuery = Annotated[
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptsAsked:
+    """The query of an attempts log (a subscription's or a delivery's): which, and which page."""
+
+    outcome: AttemptOutcome | None
+    since: datetime | None
+    limit: int
+    cursor: str | None
+
+
+def _attempts_asked(
+    outcome: OutcomeQuery = None,
+    since: SinceQuery = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: TimeRowIdCursorQuery = None,
+) -> AttemptsAsked:
+    return AttemptsAsked(outcome=outcome, since=since, limit=limit, cursor=cursor)
+
+
+AttemptsAskedDep = Annotated[AttemptsAsked, Depends(_attempts_asked)]
+
+
 async def _attempt_page(
-    session: AsyncSession, filters: queries.AttemptFilters, limit: int, cursor: str | None
+    session: AsyncSession,
+    asked: AttemptsAsked,
+    *,
+    subscription_id: str | None = None,
+    delivery_id: int | None = None,
 ) -> AttemptPage:
+    """The page of the attempts of the subscription or the delivery that `asked` asks for."""
+    filters = queries.AttemptFilters(
+        subscription_id=subscription_id,
+        delivery_id=delivery_id,
+        outcome=asked.outcome,
+        since=asked.since,
+    )
     rows = await queries.attempts(
         session,
         filters,
-        limit=limit + 1,
-        before=optional_cursor(cursor, queries.AttemptKey),
+        limit=asked.limit + 1,
+        before=optional_cursor(asked.cursor, queries.AttemptKey),
     )
-    items, next_cursor = page(rows, limit, queries.key_of)
+    items, next_cursor = page(rows, asked.limit, queries.key_of)
     return AttemptPage(items=list(items), next_cursor=next_cursor)
 
 
@@ -298,14 +332,10 @@ async def list_subscription_attempts(
     session: ReadSessionDep,
     limited: LimitDep,
     subscription_id: SubscriptionId,
-    outcome: OutcomeQuery = None,
-    since: SinceQuery = None,
-    limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: TimeRowIdCursorQuery = None,
+    asked: AttemptsAskedDep,
 ) -> AttemptPage:
     await _found(session, subscription_id, limited)
-    filters = queries.AttemptFilters(subscription_id=subscription_id, outcome=outcome, since=since)
-    return await _attempt_page(session, filters, limit, cursor)
+    return await _attempt_page(session, asked, subscription_id=subscription_id)
 
 
 @router.get(
@@ -313,20 +343,13 @@ async def list_subscription_attempts(
     **operation("listDeliveryAttempts", "A delivery's attempts, newest first", 404),
 )
 async def list_delivery_attempts(
-    session: ReadSessionDep,
-    limited: LimitDep,
-    delivery_id: DeliveryId,
-    outcome: OutcomeQuery = None,
-    since: SinceQuery = None,
-    limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: TimeRowIdCursorQuery = None,
+    session: ReadSessionDep, limited: LimitDep, delivery_id: DeliveryId, asked: AttemptsAskedDep
 ) -> AttemptPage:
     delivery = await session.get(Delivery, delivery_id)
     if delivery is not None and limited is not None and delivery.project_id not in limited:
         delivery = None  # another project's delivery: unknown to this token, as a missing one
     found(delivery, "No delivery with this id.")
-    filters = queries.AttemptFilters(delivery_id=delivery_id, outcome=outcome, since=since)
-    return await _attempt_page(session, filters, limit, cursor)
+    return await _attempt_page(session, asked, delivery_id=delivery_id)
 
 
 @router.post(

@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
 from redis.asyncio import Redis
 from sqlalchemy import select
@@ -71,6 +71,20 @@ class ProjectsRefused(ValueError):
     """`projectIds` names a project that does not exist or that the token may not see (one
     message for both: never a hint that another project exists), or a limited token asked for
     every project."""
+
+
+def _audit(
+    session: AsyncSession,
+    actor: Actor,
+    action: Action,
+    subscription_id: str,
+    *,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """The audit entry of an action on a subscription: it belongs to no one project (it may
+    receive several), so the entry names none."""
+    record(session, actor, action, subscription_id, now=now, project_id=None, detail=detail)
 
 
 def visible_to(subscription: Subscription, limit: Visible) -> bool:
@@ -352,14 +366,13 @@ async def retry_failed(
         now = utcnow()
         count = await outbox.retry_failed(session, subscription_id, since, now)
         detail = {"since": since.isoformat(), "count": count}
-        record(
+        _audit(
             session,
             actor,
             Action.SUBSCRIPTION_RETRY_FAILED,
             subscription_id,
             now=now,
             detail=detail,
-            project_id=None,
         )
     await publish(redis)
     return count
@@ -403,15 +416,7 @@ async def enable(
         subscription.failing_since = None
         subscription.updated_at = now
         detail = {"backlog": backlog, "retried": retried, "skipped": skipped}
-        record(
-            session,
-            actor,
-            Action.SUBSCRIPTION_ENABLE,
-            subscription_id,
-            now=now,
-            detail=detail,
-            project_id=None,
-        )
+        _audit(session, actor, Action.SUBSCRIPTION_ENABLE, subscription_id, now=now, detail=detail)
     await publish(redis)
     return EnableOut(subscription=answer(subscription), retried=retried, skipped=skipped)
 
@@ -435,9 +440,7 @@ async def subscribe(
         subscription = await create(
             session, body, allowed_hosts=allowed_hosts, now=now, limit=limit
         )
-        record(
-            session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now, project_id=None
-        )
+        _audit(session, actor, Action.SUBSCRIPTION_CREATE, subscription.id, now=now)
     return subscription
 
 
@@ -462,15 +465,7 @@ async def edit(
         await change(session, subscription, body, allowed_hosts=allowed_hosts, now=now, limit=limit)
         changed = sorted(body.model_dump(exclude_unset=True, by_alias=True))
         action = Action.SUBSCRIPTION_CHANGE
-        record(
-            session,
-            actor,
-            action,
-            subscription_id,
-            now=now,
-            detail={"fields": changed},
-            project_id=None,
-        )
+        _audit(session, actor, action, subscription_id, now=now, detail={"fields": changed})
     await publish(redis)
     return subscription
 
@@ -488,14 +483,7 @@ async def remove(
         if subscription is None:
             return False
         await repository.delete(session, subscription)
-        record(
-            session,
-            actor,
-            Action.SUBSCRIPTION_DELETE,
-            subscription_id,
-            now=utcnow(),
-            project_id=None,
-        )
+        _audit(session, actor, Action.SUBSCRIPTION_DELETE, subscription_id, now=utcnow())
     return True
 
 
@@ -513,14 +501,7 @@ async def rotate_secret(
             return None
         now = utcnow()
         rotate(subscription, now=now)
-        record(
-            session,
-            actor,
-            Action.SUBSCRIPTION_ROTATE_SECRET,
-            subscription_id,
-            now=now,
-            project_id=None,
-        )
+        _audit(session, actor, Action.SUBSCRIPTION_ROTATE_SECRET, subscription_id, now=now)
     return subscription
 
 
@@ -542,7 +523,5 @@ async def ping(
     async with sessionmaker.begin() as session:
         detail = {"delivered": outcome.delivered, "responseStatus": outcome.response_status}
         action = Action.SUBSCRIPTION_TEST
-        record(
-            session, actor, action, subscription_id, now=utcnow(), detail=detail, project_id=None
-        )
+        _audit(session, actor, action, subscription_id, now=utcnow(), detail=detail)
     return outcome
