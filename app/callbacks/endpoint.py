@@ -252,7 +252,7 @@ class CallbackEndpoint:
         if body.startswith(PROBE_PREFIX) and (nonce := read_probe(body)) is not None:
             counted["probe"].inc()
             return probe_answer(nonce, accepted.instance_id)
-        resources.metrics.callback_secret_matches.labels(str(secret_index)).inc()
+        resources.metrics.secret_matched(secret_index)
 
         fields = parse_callback(body)
         client = scope.get("client")

@@ -26,6 +26,15 @@ CALLBACK_RESULTS = (
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
+    def secret_matched(self, position: int) -> None:
+        """Count a callback verified by the secret at `position` (0: the current one)."""
+        counter = self._secret_matched.get(position)
+        if counter is None:
+            counter = self._secret_matched[position] = self.callback_secret_matches.labels(
+                str(position)
+            )
+        counter.inc()
+
     def __post_init__(self) -> None:
         self.callbacks = self._counter(
             "sinch_callbacks", "Callbacks received, by result.", "result"
@@ -46,6 +55,8 @@ class Metrics:
             "(0 is the current one; others mean Sinch still signs with an older secret).",
             "secret",
         )
+        # Bound as first used: one label per position, and the endpoint counts every callback.
+        self._secret_matched: dict[int, Counter] = {}
         self.events_processed = self._counter(
             "sinch_events_processed", "Callback events processed, by outcome.", "outcome"
         )
