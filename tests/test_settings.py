@@ -118,3 +118,24 @@ def test_any_other_database_url_is_refused_in_one_line(
         "DATABASE_URL: Value error, must be a PostgreSQL URL "
         "(postgresql+asyncpg://user@host/database): PostgreSQL is the only database"
     )
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("https://registrations.example.com/", "https://registrations.example.com"),
+        ("http://10.0.0.5:8000", "http://10.0.0.5:8000"),
+        ("  ", None),
+    ],
+)
+def test_public_base_url_is_kept_without_its_trailing_slash(given: str, kept: str | None) -> None:
+    assert Settings(_env_file=None, public_base_url=given).public_base_url == kept  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "given", ["registrations.example.com", "ftp://x.example", "https://x.example/?a=1"]
+)
+def test_a_public_base_url_sinch_could_not_post_to_is_refused(given: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(_env_file=None, public_base_url=given)  # type: ignore[call-arg]
+    assert "PUBLIC_BASE_URL" in describe_refusal(refused.value)

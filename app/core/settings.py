@@ -167,9 +167,9 @@ class Settings(BaseSettings):
     def _http_base(cls, value: str | None) -> str | None:
         # Sinch must be able to POST to it: an absolute http(s) URL, without a trailing slash
         # (the callback path is appended), query or fragment.
-        if value is None:
+        base = (value or "").strip().rstrip("/")
+        if not base:  # blank is unset, as for every variable
             return None
-        base = value.strip().rstrip("/")
         scheme, separator, rest = base.partition("://")
         if scheme.lower() not in ("http", "https") or not separator or not rest:
             raise ValueError(

@@ -5,7 +5,7 @@ A caller sends `Idempotency-Key: <any printable text up to 255 characters>`; the
 (a row of `idempotency_keys`, committed before the work starts) and runs; its answer, success or
 error, is kept with the key. Then, for 24 hours (`IDEMPOTENCY_TTL`):
 
-- the same key with the same request (method, path and body, byte for byte) answers the kept
+- the same key with the same request (method, path and query, body, byte for byte) answers the kept
   answer again, status and body, with `Idempotent-Replayed: true`, and does nothing else;
 - the same key with another request is refused: 422;
 - the same key while its first request is still running is refused: 409 (retry later).
@@ -79,7 +79,8 @@ class Replay:
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
-    """What makes two requests "the same" for a key: method, path and body, byte for byte."""
+    """What makes two requests "the same" for a key: method, path (with its query) and body, byte
+    for byte."""
     digest = hashlib.sha256()
     for part in (method.upper().encode(), path.encode(), body):
         digest.update(len(part).to_bytes(8, "big"))
@@ -228,7 +229,7 @@ async def idempotent(
         sessionmaker,
         owner=owner,
         key=key,
-        fingerprint=fingerprint(request.method, request.url.path, await request.body()),
+        fingerprint=fingerprint(request.method, _target(request), await request.body()),
         now=clock(),
     )
     if isinstance(outcome, Replay):
@@ -244,6 +245,12 @@ async def idempotent(
         raise
     await finish(sessionmaker, outcome, status=status, body=body, now=clock())
     return _response(status, body)
+
+
+def _target(request: Request) -> str:
+    """The path with its query (`?validateOnly=true` is another request)."""
+    query = request.url.query
+    return f"{request.url.path}?{query}" if query else request.url.path
 
 
 def _response(status: int, body: dict[str, Any], *, replayed: bool = False) -> JSONResponse:

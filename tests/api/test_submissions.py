@@ -58,6 +58,7 @@ def settings(sim_server: SimulatorServer, database_url: str, redis_url: str) -> 
         redis_url,
         public_base_url=PUBLIC_BASE_URL,
         sinch_timeout_seconds=3.0,
+        subscription_allowed_hosts=["127.0.0.1"],
     )
 
 
@@ -80,6 +81,9 @@ async def feed_until(v1: httpx.AsyncClient, registration_id: str) -> list[dict[s
 async def test_a_submission_is_kept_from_sinchs_answer_with_the_service_callback_url(
     v1: httpx.AsyncClient, sim: SimulatorControl, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
+    subscription = await v1.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/hooks"})
+    assert subscription.status_code == 201, subscription.text
+
     response = await v1.post("/v1/registrations", json=new_registration())
 
     assert response.status_code == 201, response.text
@@ -105,6 +109,9 @@ async def test_a_submission_is_kept_from_sinchs_answer_with_the_service_callback
     assert [(c["kind"], c["toStatus"], c["source"]) for c in changes] == [
         ("status", "IN_QUEUE", "submitted")
     ]
+    # The subscription's delivery was written with the change (the outbox).
+    deliveries = await v1.get(f"/v1/subscriptions/{subscription.json()['id']}/deliveries")
+    assert [d["seq"] for d in deliveries.json()["items"]] == [changes[0]["seq"]]
     entries = (await v1.get("/v1/audit", params={"action": "registration.submit"})).json()
     assert [e["target"] for e in entries["items"]] == [registration_id]
 

@@ -14,10 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.changes.outbox import GIVEN_UP_PRUNED
 from app.changes.sequencer import number_and_publish
 from app.core.db import utcnow
-from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
+from app.core.models import (
+    IDEMPOTENCY_KEYS,
+    Delivery,
+    DeliveryState,
+    RegistrationChange,
+    Subscription,
+)
 from app.core.settings import Settings
 from app.subscriptions import service
 from app.subscriptions.schemas import SubscriptionIn
+from app.web import idempotency
 from app.worker.context import WorkerContext
 from app.worker.tasks import prune_events
 from devtools.simulator import SimulatorServer
@@ -118,3 +125,20 @@ async def test_pruning_keeps_what_is_owed_and_gives_up_only_a_disabled_subscript
     assert await changes(sessionmaker) == 1
     assert [d.registration_id for d in await deliveries(sessionmaker, enabled)] == ["reg-prune-new"]
     assert given_up(worker_ctx) == 3
+
+
+async def test_the_prune_job_deletes_expired_idempotency_keys_only(
+    sessionmaker: Sessions, worker_ctx: WorkerContext
+) -> None:
+    now = utcnow()
+    for key, made in (("old", now - idempotency.IDEMPOTENCY_TTL), ("new", now)):
+        held = await idempotency.claim(
+            sessionmaker, owner="env:1", key=key, fingerprint="f", now=made
+        )
+        assert isinstance(held, idempotency.Claim)
+
+    await prune_events(worker_ctx)
+
+    async with sessionmaker() as session:
+        kept = (await session.scalars(select(IDEMPOTENCY_KEYS.c.key))).all()
+    assert kept == ["new"]
