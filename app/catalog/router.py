@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Path
 
-from app.catalog import queries, service
+from app.catalog import queries
 from app.catalog.check import CheckResult
 from app.catalog.schema import request_schema
 from app.catalog.schemas import (
@@ -27,8 +27,8 @@ from app.catalog.schemas import (
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses, text_filter
-from app.web.auth import PrincipalDep, VisibleDep, api_router, require_write
-from app.web.deps import ReadSessionDep, ResourcesDep
+from app.web.auth import VisibleDep, api_router, require_write
+from app.web.deps import ReadSessionDep
 
 markets_router = api_router("/v1/markets", "markets")
 policies_router = api_router("/v1/policies", "markets", errors=(404,))
@@ -171,39 +171,4 @@ def invalid_request(result: CheckResult) -> ProblemError:
     )
 
 
-@check_router.post(
-    "",
-    operation_id="checkRegistration",
-    summary="Check a registration request against its policy (`validateOnly=true`; scope `write`)",
-    description="Answers 200 with the price and the attachments to upload when the request "
-    "meets its policy, else a 422 problem with one entry per field in `errors`. Nothing is sent "
-    "to Sinch. `projectId` in the body names the project (default: the one the settings define).",
-)
-async def check_registration(
-    session: ReadSessionDep,
-    resources: ResourcesDep,
-    principal: PrincipalDep,
-    body: Annotated[dict[str, Any], Body(description="The registration request (docs/api.md).")],
-    validate_only: Annotated[
-        bool,
-        Query(alias="validateOnly", description="Must be true: check only, create nothing."),
-    ] = False,
-) -> CheckOut:
-    if not validate_only:
-        raise ProblemError(
-            422,
-            "Registrations are not created through this service yet: pass validateOnly=true to "
-            "check a request against its policy.",
-        )
-    project_id = body.get("projectId", resources.settings.settings_project_id)
-    if not isinstance(project_id, str) or not project_id:
-        raise ProblemError(422, "`projectId` must be a project's id.")
-    if not principal.sees(project_id):
-        raise ProblemError(404, "No such project.")
-    result = await service.check_request(session, project_id, body)
-    if not result.valid:
-        raise invalid_request(result)
-    return CheckOut.of(result)
-
-
-routers: tuple[APIRouter, ...] = (markets_router, policies_router, check_router)
+routers: tuple[APIRouter, ...] = (markets_router, policies_router)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Body, Request
+from fastapi import Body, Query, Request
 from fastapi.responses import JSONResponse
 
+from app.catalog import service as catalog
+from app.catalog.router import invalid_request
+from app.catalog.schemas import CheckOut
 from app.changes.live import SequencerDep
 from app.core.models import Registration
 from app.core.problems import ProblemError
@@ -103,7 +106,14 @@ async def _answer(resources: Resources, registration: Registration) -> Registrat
     "refusal is 422 with its error under `sinch`; Sinch unavailable 502, silent 504; "
     "`PUBLIC_BASE_URL` unset or the project without credentials 503.",
     response_model=RegistrationOut,
-    responses=_POST_ERRORS,
+    responses={
+        200: {
+            "model": CheckOut,
+            "description": "`validateOnly=true` and the request meets its policy: its price and "
+            "the attachments to upload; nothing is sent to Sinch or kept.",
+        },
+        **_POST_ERRORS,
+    },
 )
 async def submit_registration(
     request: Request,
@@ -114,9 +124,23 @@ async def submit_registration(
     actor: ActorDep,
     body: SinchBody,
     idempotency_key: IdempotencyKeyHeader = None,
+    validate_only: Annotated[
+        bool,
+        Query(
+            alias="validateOnly",
+            description="`true`: check the request against its policy only (app/catalog): 200 "
+            "with the price, or 422 with one entry per field in `errors`; nothing is sent.",
+        ),
+    ] = False,
 ) -> JSONResponse:
     fields = dict(body)
     project_id = await _project_of(resources, principal, fields.pop(PROJECT_FIELD, None))
+    if validate_only:
+        async with resources.reader() as session:
+            result = await catalog.check_request(session, project_id, fields)
+        if not result.valid:
+            raise invalid_request(result)
+        return JSONResponse(CheckOut.of(result).model_dump(mode="json", by_alias=True))
     sinch = await _client(clients, project_id)
     document = service.with_callback(fields, resources.settings, project_id)
     # POLICY CHECK: the check against the registration's policy goes here (one line), before the

@@ -71,7 +71,8 @@ def install_catalog_routes(
         description=(
             "Serves the given document (any JSON object; its `id` is set to the path's, and "
             "`registrationType` is the catalog's unless given) as `GET /policies/{policyId}` for "
-            "a policy of the catalog, until reset: Sinch revised the policy. Answers the "
+            "a policy of the catalog, until reset (not kept across restarts): Sinch revised the "
+            "policy. Answers the "
             "document as given."
         ),
     )

@@ -20,7 +20,7 @@ from tests.conftest import API_TOKEN, make_settings
 from tests.support.servers import serve
 
 # Values that make every parameter valid, so that only the token can be the reason for a 401.
-SAMPLE_PATH_VALUES = {"id": "1", "projectId": "p"}
+SAMPLE_PATH_VALUES = {"id": "1", "projectId": "p", "marketCode": "GB", "policyId": "p1"}
 
 WRONG = [
     pytest.param({}, id="no-header"),
