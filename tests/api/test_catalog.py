@@ -203,18 +203,21 @@ async def test_what_the_check_refuses_before_any_policy(
         await v1.post("/v1/registrations?validateOnly=true", json=gb_request(policyId="nope")), 422
     )
     assert [(e["path"], e["rule"]) for e in unknown["errors"]] == [("$.policyId", "known")]
-    assert_problem(await v1.post("/v1/registrations", json=gb_request()), 422)
     assert_problem(
         await v1.post("/v1/registrations?validateOnly=true", json=gb_request(projectId=7)), 422
     )
+    # A project that does not exist: 404, as for a create (app/submissions/router.py).
     assert_problem(
-        await v1.post("/v1/registrations?validateOnly=true", json=gb_request(projectId="zz")), 422
+        await v1.post("/v1/registrations?validateOnly=true", json=gb_request(projectId="zz")), 404
     )
     forbidden = await api.post(
         "/v1/registrations?validateOnly=true", json=gb_request(), headers=bearer(reader)
     )
     assert_problem(forbidden, 403)
+    # Naming a project the token does not see: 404 (without one, its only project, B, is meant).
     hidden = await api.post(
-        "/v1/registrations?validateOnly=true", json=gb_request(), headers=bearer(writer_b)
+        "/v1/registrations?validateOnly=true",
+        json=gb_request(projectId=settings.settings_project_id),
+        headers=bearer(writer_b),
     )
     assert_problem(hidden, 404)
