@@ -11,9 +11,12 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from arq import Retry
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog import service as catalog
 from app.changes import outbox
@@ -31,6 +34,7 @@ from app.registrations import markets
 from app.registrations import repository as registrations_repository
 from app.registrations.reconcile import reconcile
 from app.registrations.service import apply_snapshot
+from app.sinch.client import SinchClient
 from app.sinch.errors import (
     SinchError,
     SinchNotFoundError,
@@ -43,6 +47,8 @@ from app.web import idempotency
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SWEEP_BATCH = 1000
 MAX_RETRY_DELAY_SECONDS = 300.0
@@ -288,26 +294,42 @@ async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
     return sum(count for result, count in outcomes.items() if result != "disabled")
 
 
+async def _due_clients(
+    ctx: WorkerContext, is_due: Callable[[AsyncSession, str], Awaitable[bool]]
+) -> list[SinchClient]:
+    """The Sinch clients of the projects for which `is_due(session, project_id)` holds."""
+    due = []
+    for sinch in await ctx["projects"].every():
+        async with ctx["sessionmaker"]() as session:
+            if await is_due(session, sinch.project_id):
+                due.append(sinch)
+    return due
+
+
+async def _fetched(what: str, sinch: SinchClient, refresh: Awaitable[T]) -> T | None:
+    """`refresh`'s answer; None, logged, when Sinch fails it (what it refreshes stays as it was
+    and is tried again at the cron's next run)."""
+    try:
+        return await refresh
+    except SinchError as exc:
+        log.warning(
+            "%s of project %s not refreshed (%s); kept as it was", what, sinch.project_id, exc
+        )
+        return None
+
+
 async def refresh_markets(ctx: WorkerContext) -> int:
     """Load Sinch's market details, per project with its own client, where the project's map is
     a day old or was never loaded (a no-op without Sinch credentials). Answers how many policies
     the maps loaded now hold, or -1 when none was due."""
     loaded = -1
-    for sinch in await ctx["projects"].every():
-        async with ctx["sessionmaker"]() as session:
-            if not await markets.is_due(session, sinch.project_id, utcnow()):
-                continue
-        try:
-            report = await markets.refresh(ctx["sessionmaker"], sinch, now=utcnow())
-        except SinchError as exc:
-            log.warning(
-                "market details of project %s not loaded (%s); they stay as they were",
-                sinch.project_id,
-                exc,
-            )
-            continue
-        loaded = max(loaded, 0) + report.policies
-        _changed(ctx)
+    now = utcnow()
+    for sinch in await _due_clients(ctx, lambda s, project: markets.is_due(s, project, now)):
+        refresh = markets.refresh(ctx["sessionmaker"], sinch, now=utcnow())
+        report = await _fetched("market details", sinch, refresh)
+        if report is not None:
+            loaded = max(loaded, 0) + report.policies
+            _changed(ctx)
     return loaded
 
 
@@ -316,28 +338,21 @@ async def refresh_catalog(ctx: WorkerContext) -> int:
     `CATALOG_REFRESH_INTERVAL_SECONDS` old or was never fetched, with the project's own client,
     within the cron's budget (a project left out is tried at the next run). Answers how many
     projects were refreshed."""
-    interval = ctx["settings"].catalog_refresh_interval_seconds
+    interval, now = ctx["settings"].catalog_refresh_interval_seconds, utcnow()
+
+    async def due(session: AsyncSession, project_id: str) -> bool:
+        return await catalog.is_due(session, project_id, now, interval_seconds=interval)
+
     refreshed = 0
     try:
         async with asyncio.timeout(cron_budget(ctx)):
-            for sinch in await ctx["projects"].every():
-                async with ctx["sessionmaker"]() as session:
-                    if not await catalog.is_due(
-                        session, sinch.project_id, utcnow(), interval_seconds=interval
-                    ):
-                        continue
-                try:
-                    report = await catalog.refresh(ctx["sessionmaker"], sinch, now=utcnow())
-                except SinchError as exc:
-                    log.warning(
-                        "catalog of project %s not refreshed (%s); it stays as it was",
-                        sinch.project_id,
-                        exc,
-                    )
-                    continue
-                refreshed += 1
-                if report.announced:
-                    _changed(ctx)
+            for sinch in await _due_clients(ctx, due):
+                refresh = catalog.refresh(ctx["sessionmaker"], sinch, now=utcnow())
+                report = await _fetched("catalog", sinch, refresh)
+                if report is not None:
+                    refreshed += 1
+                    if report.announced:
+                        _changed(ctx)
     except TimeoutError:
         log.warning(
             "catalog refresh stopped at its budget after %d project(s); the rest are tried at "
