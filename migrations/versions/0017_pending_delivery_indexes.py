@@ -24,41 +24,41 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 PENDING = sa.text("state = 'pending'")
-
-
-def upgrade() -> None:
-    op.create_index(
-        "ix_deliveries_pending_next_attempt_at",
-        "deliveries",
-        ["next_attempt_at"],
-        postgresql_where=PENDING,
-    )
-    op.create_index(
+NEW = (
+    ("ix_deliveries_pending_next_attempt_at", ["next_attempt_at"]),
+    (
         "ix_deliveries_pending_subscription_id_next_attempt_at",
-        "deliveries",
         ["subscription_id", "next_attempt_at"],
-        postgresql_where=PENDING,
-    )
-    op.drop_index("ix_deliveries_state_next_attempt_at", table_name="deliveries")
-    op.drop_index("ix_deliveries_subscription_id_state_next_attempt_at", table_name="deliveries")
-    op.drop_index(
-        "ix_deliveries_subscription_id_registration_id_change_id", table_name="deliveries"
-    )
+    ),
+)
+OLD = (
+    ("ix_deliveries_state_next_attempt_at", ["state", "next_attempt_at"]),
+    (
+        "ix_deliveries_subscription_id_state_next_attempt_at",
+        ["subscription_id", "state", "next_attempt_at"],
+    ),
+    (
+        "ix_deliveries_subscription_id_registration_id_change_id",
+        ["subscription_id", "registration_id", "change_id"],
+    ),
+)
+
+
+# CONCURRENTLY, outside a transaction (as 0002 and 0014): a running service keeps writing
+# deliveries while the indexes are built.
+def upgrade() -> None:
+    with op.get_context().autocommit_block():
+        for name, columns in NEW:
+            op.create_index(
+                name, "deliveries", columns, postgresql_where=PENDING, postgresql_concurrently=True
+            )
+        for name, _columns in OLD:
+            op.drop_index(name, table_name="deliveries", postgresql_concurrently=True)
 
 
 def downgrade() -> None:
-    op.create_index(
-        "ix_deliveries_subscription_id_registration_id_change_id",
-        "deliveries",
-        ["subscription_id", "registration_id", "change_id"],
-    )
-    op.create_index(
-        "ix_deliveries_subscription_id_state_next_attempt_at",
-        "deliveries",
-        ["subscription_id", "state", "next_attempt_at"],
-    )
-    op.create_index(
-        "ix_deliveries_state_next_attempt_at", "deliveries", ["state", "next_attempt_at"]
-    )
-    op.drop_index("ix_deliveries_pending_subscription_id_next_attempt_at", table_name="deliveries")
-    op.drop_index("ix_deliveries_pending_next_attempt_at", table_name="deliveries")
+    with op.get_context().autocommit_block():
+        for name, columns in OLD:
+            op.create_index(name, "deliveries", columns, postgresql_concurrently=True)
+        for name, _columns in NEW:
+            op.drop_index(name, table_name="deliveries", postgresql_concurrently=True)
