@@ -8,7 +8,7 @@ for the planner to prefer a sequential scan where no index fits.
 
 from __future__ import annotations
 
-import asyncio
+import os
 import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,7 +34,7 @@ from app.events import queries as event_queries
 from app.events.queries import EventFilters
 from app.registrations import queries as registration_queries
 from app.registrations.queries import RegistrationFilters
-from tests.support.databases import truncate_postgres
+from tests.support.databases import create_postgres_database, drop_postgres_database
 
 REGISTRATIONS = 100_000
 EVENTS = 20_000
@@ -61,11 +61,16 @@ MARKETS = ("GB", "SE", "DE", "FR", "US", "NL", "ES", "IT", "NO", "DK", "FI", "PL
 TAGS = tuple(f"#team-{n}" for n in range(40))
 
 
-@pytest.fixture(scope="module")
-def postgres_url(postgres_session_url: str) -> Iterator[str]:
-    asyncio.run(truncate_postgres(postgres_session_url))
-    yield postgres_session_url
-    asyncio.run(truncate_postgres(postgres_session_url))
+@pytest.fixture(scope="session")
+def postgres_url(worker_id: str) -> Iterator[str]:
+    """A database of the module's own, filled once (by `engine`) however the module's tests are
+    interleaved with others on this test process: on the process's shared database, any other
+    test emptied it, and the next test here filled it again (about a minute each on a busy
+    machine; three times in one `make test`)."""
+    name = f"sinch_plans_{worker_id}_{os.getpid()}"
+    url = create_postgres_database(name)
+    yield url
+    drop_postgres_database(name)
 
 
 @pytest.fixture
