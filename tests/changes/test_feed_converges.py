@@ -297,6 +297,7 @@ async def listed(api: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
             assert item["id"] not in found, "a registration listed twice"
             item.pop("sinch")
             item.pop("forecast")  # it moves with time, not with changes: not in the feed
+            item.pop("needsAction")  # derived from the status and reason the feed carries
             found[item["id"]] = item
         cursor = body["nextCursor"]
         if cursor is None:
