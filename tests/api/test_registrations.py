@@ -62,8 +62,10 @@ async def test_get_answers_the_local_copy(v1: httpx.AsyncClient, sessionmaker: S
         "statusSince",
         "reason",
         "forecast",
+        "needsAction",
     }
     assert body["forecast"] is None  # until the worker's first forecasts run after it came
+    assert body["needsAction"] is None  # IN_QUEUE waits on Sinch, not on the customer
     assert body["id"] == "reg-1"
     assert body["status"] == "IN_QUEUE"
     assert body["registrationType"] == "ALPHANUMERIC_SENDER_ID"
