@@ -17,6 +17,7 @@ from app.core.db import create_engine, create_sessionmaker
 from app.core.jobs import create_redis, event_job_id
 from app.core.metrics import Metrics
 from app.main import create_app
+from app.projects.clients import ProjectClients
 from app.worker import tasks
 from app.worker.context import WorkerContext
 from tests.callbacks.conftest import event_body, post_signed
@@ -110,17 +111,22 @@ async def test_redis_down_still_answers_200_and_the_sweep_enqueues_later(
         redis_server.start()
         engine = create_engine(settings)
         arq_redis = create_redis(settings)
+        http = httpx.AsyncClient()
         try:
+            sessionmaker = create_sessionmaker(engine)
             ctx: WorkerContext = {
                 "settings": settings,
                 "engine": engine,
-                "sessionmaker": create_sessionmaker(engine),
+                "sessionmaker": sessionmaker,
                 "redis": arq_redis,
                 "metrics": Metrics(),
+                # The sweep asks for the projects whose registrations it may fetch facts for.
+                "projects": ProjectClients(settings, http, sessionmaker),
             }
             assert await tasks.sweep(ctx) == 1
             assert await tasks.sweep(ctx) == 0  # already queued: enqueueing again is harmless
         finally:
+            await http.aclose()
             await arq_redis.aclose()
             await engine.dispose()
 
