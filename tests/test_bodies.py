@@ -5,8 +5,10 @@ whose memory is read from /proc: 50 MiB posted without a token leave it flat.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -21,6 +23,8 @@ from tests.support.servers import serve
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 HUGE = 50 * 1024 * 1024
 CHUNK = b"x" * (256 * 1024)
+BOUND = 15.0
+"""Every wait on a raw connection below ends by this."""
 RSS_BOUND_KIB = 20 * 1024
 """How much the process may grow over all the huge requests below: far less than one body."""
 
@@ -96,13 +100,52 @@ def test_huge_bodies_without_a_token_or_over_the_cap_leave_memory_flat(
 
 
 @pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def api_url(settings: Settings) -> AsyncIterator[str]:
     small = make_settings(settings.database_url, settings.redis_url, api_max_body_bytes=1000)
-    async with (
-        serve(create_app(small)) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=30) as client,
-    ):
+    async with serve(create_app(small)) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+async def api(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
         yield client
+
+
+async def answer_of(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One HTTP/1.1 answer with a Content-Length, read off the connection: status and body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND)
+    lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
+    body = await asyncio.wait_for(reader.readexactly(int(fields["content-length"])), BOUND)
+    return int(lines[0].split()[1]), body
+
+
+async def test_a_refused_small_body_keeps_its_answer_and_its_connection(api_url: str) -> None:
+    """A client that sends its headers, then its body (as urllib3 does), gets its 401 and keeps
+    the connection: closing on a client still sending resets the connection, and the reset can
+    reach the client before it reads the 401 (a broken connection instead of an answer)."""
+    url = urlsplit(api_url)
+    assert url.hostname is not None and url.port is not None
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(
+            b"POST /v1/subscriptions HTTP/1.1\r\nHost: api\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+        )
+        await writer.drain()
+        status, body = await answer_of(reader)  # answered before the body was sent
+        assert status == 401 and b"bearer token is required" in body
+        writer.write(b"{}")  # the body comes after all: dropped, not read as a request
+        writer.write(
+            f"GET /v1/subscriptions HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {API_TOKEN}"
+            "\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status, _ = await answer_of(reader)
+        assert status == 200  # the same connection serves the next request
+    finally:
+        writer.close()
 
 
 async def test_the_token_is_checked_before_the_body(api: httpx.AsyncClient) -> None:

@@ -28,8 +28,10 @@ from app.web.asgi import (
     Answer,
     BodyTooLarge,
     ClientGone,
+    before_body,
     bytes_answer,
     closing,
+    declared_length,
     problem_answer,
     read_capped_body,
 )
@@ -145,11 +147,12 @@ def probe_answer(nonce: str, instance_id: str) -> Answer:
     return bytes_answer(200, "application/json", probe_answer_body(nonce, instance_id))
 
 
-UNKNOWN_PROJECT = closing(
-    problem_answer(404, "No such project here: its callbacks are not accepted (nothing was kept).")
+UNKNOWN_PROJECT = problem_answer(
+    404, "No such project here: its callbacks are not accepted (nothing was kept)."
 )
-"""Sent, body unread (the connection is closed), for a project this deployment does not serve
-(never added, or removed): nothing is kept, nothing is verified with another project's secrets."""
+"""Sent, body unread (`before_body`: the connection is closed unless the body declared a length
+within the cap), for a project this deployment does not serve (never added, or removed): nothing
+is kept, nothing is verified with another project's secrets."""
 
 OK = Answer(
     {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]},
@@ -200,7 +203,8 @@ class CallbackEndpoint:
         secrets = accepted.by_project.get(project_id)
         if secrets is None:
             counted["unknown_project"].inc()
-            return UNKNOWN_PROJECT
+            limit = settings.callback_max_body_bytes
+            return before_body(UNKNOWN_PROJECT, declared_length(scope["headers"]), limit)
         if not secrets:
             counted["unavailable"].inc()
             return problem_answer(

@@ -3,6 +3,7 @@ callback endpoint, `BodyGuard`): a body read up to a cap, an answer as its two m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from starlette.types import Message, Receive
@@ -49,6 +50,14 @@ async def read_capped_body(receive: Receive, declared: int | None, limit: int) -
     return b"".join(chunks)
 
 
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The request's `Content-Length` (None when it declares none, or no valid one)."""
+    for name, value in headers:
+        if name == b"content-length" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
 class Answer(NamedTuple):
     """An answer as its two ASGI messages."""
 
@@ -76,3 +85,16 @@ def closing(answer: Answer) -> Answer:
     """`answer`, closing the connection after it (the rest of the request is not read)."""
     headers = [*answer.start["headers"], (b"connection", b"close")]
     return Answer({**answer.start, "headers": headers}, answer.body)
+
+
+def before_body(answer: Answer, declared: int | None, limit: int) -> Answer:
+    """`answer`, sent before the request's body was read: kept alive when the body declares a
+    length within `limit`, else `closing`.
+
+    Closing a connection whose client is still sending makes the kernel reset it, and a reset can
+    destroy the answer before the client reads it: the caller would see a broken connection
+    instead of, say, its 401. A body of a declared length within the limit is cheap to let
+    through: uvicorn reads and drops what is left of it once the answer is complete (the read
+    deadlines of app/web/edge.py still apply). A larger or streamed body is not read: closed.
+    """
+    return answer if declared is not None and declared <= limit else closing(answer)

@@ -6,12 +6,14 @@ bearer check included, and sets no limit: anyone could make a process hold any n
 without a token. `BodyGuard` sits in front of the routes (app.main.ServiceAPI) and, for a request
 that declares a body (`Content-Length` above 0, or `Transfer-Encoding`):
 - under `/v1`, checks the bearer token before reading a byte: without an accepted one the answer
-  is the route's own 401 problem (or 503 when tokens cannot be checked), the body unread;
+  is the route's own 401 problem (or 503 when tokens cannot be checked), the body unread (a body
+  of a declared length within the cap is dropped by the server after the answer);
 - everywhere (the console's forms too), reads the body up to `API_MAX_BODY_BYTES`: a larger one,
   declared or streamed, is answered 413 as soon as the limit is passed, the rest unread;
 - hands the route the body it read.
-An answer sent before the body was read whole closes the connection (what is left of the body
-must not be read as a next request). The route still checks the token's scope itself.
+An answer sent before the body was read whole closes the connection, unless the body declared a
+length within the cap (`app.web.asgi.before_body`: closing on a client still sending can reset the
+connection before the client reads its answer). The route still checks the token's scope itself.
 
 The callback endpoint is not behind this guard: it caps its own body (`CALLBACK_MAX_BODY_BYTES`).
 """
@@ -26,7 +28,9 @@ from app.web.asgi import (
     Answer,
     BodyTooLarge,
     ClientGone,
+    before_body,
     closing,
+    declared_length,
     problem_answer,
     read_capped_body,
 )
@@ -36,13 +40,8 @@ from app.web.deps import Resources
 
 def _declared(scope: Scope) -> tuple[bool, int | None]:
     """Whether the request has a body, and its declared length (None when not declared)."""
-    length: int | None = None
-    chunked = False
-    for name, value in scope["headers"]:
-        if name == b"content-length" and value.strip().isdigit():
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = True
+    length = declared_length(scope["headers"])
+    chunked = any(name == b"transfer-encoding" for name, _ in scope["headers"])
     return chunked or bool(length), length
 
 
@@ -79,13 +78,13 @@ class BodyGuard:
             return
         resources: Resources = scope["state"]["resources"]
         path: str = scope["path"]
+        limit = resources.settings.api_max_body_bytes
         if path == "/v1" or path.startswith("/v1/"):
             try:
                 await identify(resources, _bearer(scope))
             except ProblemError as exc:
-                await self._answer(send, closing(_refusal(exc)))
+                await self._answer(send, before_body(_refusal(exc), declared, limit))
                 return
-        limit = resources.settings.api_max_body_bytes
         try:
             body = await read_capped_body(receive, declared, limit)
         except ClientGone:  # the caller left before its body came: nobody to answer
