@@ -30,7 +30,9 @@ from fastapi import FastAPI, Request, Response
 
 from app.callbacks.signature import sign
 from bench.support import (
+    ADD_PROJECTS,
     CALLBACK_PATH,
+    PROJECT_PATH,
     ROOT,
     SECRET,
     CpuMeter,
@@ -44,8 +46,6 @@ from bench.support import (
     table,
 )
 
-PROJECT_PATH = "/callbacks/sinch/{project}/registrations"
-"""With `--projects N`: the callbacks go to the last added project's own callback URL."""
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 50.0
 
@@ -54,26 +54,10 @@ bare = FastAPI()
 
 
 @bare.post(CALLBACK_PATH)
-@bare.post(PROJECT_PATH)
+@bare.post(PROJECT_PATH)  # with `--projects N`: the last added project's own callback URL
 async def receive(request: Request) -> Response:
     await request.body()
     return Response(status_code=200)
-
-
-ADD_PROJECTS = """
-WITH added AS (
-    INSERT INTO projects (id, name, key_id, from_settings, created_at, updated_at)
-    SELECT 'bench-project-' || n, 'bench ' || n, 'key-' || n, false, now(), now()
-    FROM generate_series(1, $1::int) AS n
-    RETURNING id
-), secrets AS (
-    INSERT INTO callback_secrets (project_id, secret, state, created_at, updated_at)
-    SELECT id, $2::text, 'current', now(), now() FROM added RETURNING 1
-)
-SELECT count(*) FROM secrets
-"""
-"""`--projects N`: N-1 projects beside the settings' (no key secret: no Sinch call is made
-here), each accepting the bench's callback secret."""
 
 
 def write_bodies(path: Path, count: int) -> None:

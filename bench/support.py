@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 """Every run's JSON, logs and profiles (git-ignored); the service's processes run from here."""
 CALLBACK_PATH = "/callbacks/sinch/registrations"
+PROJECT_PATH = "/callbacks/sinch/{project}/registrations"
+"""A project's own callback URL (`--projects N`)."""
 POSTGRES_ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -463,6 +465,27 @@ def callback_body(resource_id: str, status: str, create_time: str, project: str 
     return json.dumps(fields, separators=(",", ":")).encode()
 
 
+ADD_PROJECTS = """
+WITH added AS (
+    INSERT INTO projects (id, name, key_id, from_settings, created_at, updated_at)
+    SELECT 'bench-project-' || n, 'bench ' || n, 'key-' || n, false, now(), now()
+    FROM generate_series(1, $1::int) AS n
+    RETURNING id
+), secrets AS (
+    INSERT INTO callback_secrets (project_id, secret, state, created_at, updated_at)
+    SELECT id, $2::text, 'current', now(), now() FROM added RETURNING 1
+)
+SELECT count(*) FROM secrets
+"""
+"""`--projects N`: N-1 projects `bench-project-1`... beside the settings' (no key secret: no Sinch
+call is made for them), each accepting the callback secret given."""
+
+
+def bench_projects(settings_project: str, count: int) -> list[str]:
+    """The ids of `count` projects: the settings' first, then those ADD_PROJECTS adds."""
+    return [settings_project, *(f"bench-project-{n}" for n in range(1, count))]
+
+
 # ----------------------------------------------------------------------------- steady rates
 
 
@@ -483,12 +506,17 @@ async def paced(
 
 
 async def post_callbacks(
-    port: int, bodies: Sequence[bytes], rate: float, secret: str = SECRET
+    port: int,
+    bodies: Sequence[bytes],
+    rate: float,
+    secret: str = SECRET,
+    paths: Sequence[str] = (CALLBACK_PATH,),
 ) -> dict[str, Any]:
     """POST `bodies`, signed with `secret`, to 127.0.0.1:`port` at `rate` per second over 64
     keep-alive connections: a raw HTTP/1.1 client (a few microseconds of CPU per request, where
-    httpx spends a millisecond), so that the sender keeps its schedule on a busy machine. Answers
-    the statuses counted (-1: no answer) and each request's latency from its scheduled time (ms).
+    httpx spends a millisecond), so that the sender keeps its schedule on a busy machine. Body `n`
+    goes to `paths[n % len(paths)]`. Answers the statuses counted (-1: no answer) and each
+    request's latency from its scheduled time (ms).
     """
     idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
     for _ in range(64):
@@ -499,7 +527,8 @@ async def post_callbacks(
 
     async def post(n: int) -> None:
         due = began + 0.05 + n / rate
-        head = f"POST {CALLBACK_PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json"
+        path = paths[n % len(paths)]
+        head = f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json"
         head += f"\r\n{SIGNATURE_HEADER}: {sign(bodies[n], secret)}"
         reader, writer = await idle.get()
         try:

@@ -38,9 +38,12 @@ from app.worker import use_uvloop
 from app.worker.settings import MAX_JOBS
 from bench.subscriptions import Connection, Receiver
 from bench.support import (
+    ADD_PROJECTS,
     AUTH,
+    PROJECT_PATH,
     Server,
     Stack,
+    bench_projects,
     callback_body,
     cpu_ms_per_item,
     execute,
@@ -125,9 +128,9 @@ def arq_ceiling(run: Stack, jobs: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- 2. and 3.
 
 
-async def seed(run: Stack, prefix: str, count: int) -> None:
+async def seed(run: Stack, prefix: str, count: int, projects: list[str]) -> None:
     """`count` registrations `<prefix>-000001`... known IN_QUEUE since KNOWN_AT, as a GET then
-    would have left them."""
+    would have left them; registration n belongs to `projects[n % len(projects)]`."""
     at = KNOWN_AT.isoformat()
     await execute(
         run.plain_url,
@@ -135,8 +138,9 @@ async def seed(run: Stack, prefix: str, count: int) -> None:
             "INSERT INTO registrations (id, project_id, status, registration_type,"
             " status_changed_at, last_synced_at, sinch, created_at, updated_at)"
             " SELECT '{prefix}-' || lpad(n::text, 6, '0'),"
-            " (SELECT id FROM projects WHERE from_settings), 'IN_QUEUE', 'ALPHANUMERIC_SENDER_ID',"
-            " '{at}', '{at}', json_build_object('id', '{prefix}-' || lpad(n::text, 6, '0'),"
+            " ('{{projects}}'::text[])[n % {project_count} + 1], 'IN_QUEUE',"
+            " 'ALPHANUMERIC_SENDER_ID', '{at}', '{at}',"
+            " json_build_object('id', '{prefix}-' || lpad(n::text, 6, '0'),"
             " 'status', 'IN_QUEUE', 'updateTime', '{stamp}'), now(), now()"
             " FROM generate_series(1, {count}) AS n"
         ],
@@ -144,14 +148,24 @@ async def seed(run: Stack, prefix: str, count: int) -> None:
         at=at,
         count=count,
         stamp=at[:19],
+        projects=",".join(projects),
+        project_count=len(projects),
     )
 
 
-def bodies(prefix: str, count: int, project: str) -> list[bytes]:
+def bodies(prefix: str, count: int, projects: list[str]) -> list[bytes]:
+    """The callbacks of `seed`'s registrations, body n-1 for registration n (of its project)."""
     at = (KNOWN_AT + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%S")
     return [
-        callback_body(f"{prefix}-{n:06d}", "IN_PROGRESS", at, project) for n in range(1, count + 1)
+        callback_body(f"{prefix}-{n:06d}", "IN_PROGRESS", at, projects[n % len(projects)])
+        for n in range(1, count + 1)
     ]
+
+
+def paths(projects: list[str]) -> list[str]:
+    """`post_callbacks`' paths for `bodies`: body n-1 to its project's own callback URL."""
+    count = len(projects)
+    return [PROJECT_PATH.format(project=projects[n % count]) for n in range(1, 1 + count)]
 
 
 async def applied(run: Stack, prefix: str, count: int, gets: int) -> list[str]:
@@ -191,7 +205,12 @@ async def processed(run: Stack, prefix: str, process: Any) -> None:
 
 
 async def lag_run(
-    run: Stack, api: Server, simulator: SimulatorServer, process: Any, prefix: str
+    run: Stack,
+    api: Server,
+    simulator: SimulatorServer,
+    process: Any,
+    prefix: str,
+    projects: list[str],
 ) -> dict[str, Any]:
     """Callbacks at `--rate` for `--warmup` + `--seconds`, each moving one of `prefix`'s seeded
     registrations (trusted); the lag of those after the warm-up."""
@@ -200,7 +219,11 @@ async def lag_run(
     meter = run.cpu(worker=process.pid, api=api.process.pid)
     sent_at = datetime.now(UTC)
     posted = await post_callbacks(
-        api.port, bodies(prefix, count, simulator.project_id), args.rate, simulator.hmac_secret
+        api.port,
+        bodies(prefix, count, projects),
+        args.rate,
+        simulator.hmac_secret,
+        paths(projects),
     )
     await processed(run, prefix, process)
     cpu = meter.stop()
@@ -239,12 +262,17 @@ async def subscribed(run: Stack, api: Server, count: int) -> tuple[list[Receiver
 
 async def service(run: Stack, api: Server, simulator: SimulatorServer) -> dict[str, Any]:
     args, stats = run.args, simulator.app.state.simulator.stats
-    await seed(run, "tp", args.events)
+    projects = bench_projects(simulator.project_id, args.projects)
+    await seed(run, "tp", args.events, projects)
     per_run = round(args.rate * (args.seconds + args.warmup))
-    await seed(run, "lag", per_run)
-    await seed(run, "sub", per_run)
+    await seed(run, "lag", per_run, projects)
+    await seed(run, "sub", per_run, projects)
     posted = await post_callbacks(
-        api.port, bodies("tp", args.events, simulator.project_id), 2000, simulator.hmac_secret
+        api.port,
+        bodies("tp", args.events, projects),
+        2000,
+        simulator.hmac_secret,
+        paths(projects),
     )
     if posted["statuses"] != {"200": args.events}:
         raise RuntimeError(f"the backlog's callbacks were answered {posted['statuses']}")
@@ -274,11 +302,11 @@ async def service(run: Stack, api: Server, simulator: SimulatorServer) -> dict[s
         idle = run.cpu(worker=worker.pid)
         await asyncio.sleep(IDLE_SECONDS)
         throughput["idle_cpu_percent"] = idle.stop()["worker"]
-        lag = await lag_run(run, api, simulator, worker, "lag")
+        lag = await lag_run(run, api, simulator, worker, "lag", projects)
         print(f"lag without subscribers: p99 {lag['lag_ms'].get('p99')} ms", flush=True)
         receivers, servers = await subscribed(run, api, args.subscribers)
         with run.deliveries() as deliveries:
-            with_subscribers = await lag_run(run, api, simulator, worker, "sub")
+            with_subscribers = await lag_run(run, api, simulator, worker, "sub", projects)
             expected = per_run * args.subscribers
             await wait_until(lambda: sum(len(r.received) for r in receivers) >= expected, 60)
             with_subscribers["delivered"] = sum(len(r.received) for r in receivers)
@@ -304,6 +332,13 @@ def main() -> int:
     options.add_argument("--seconds", type=float, default=15.0, help="measured seconds of it")
     options.add_argument("--warmup", type=float, default=2.0, help="seconds sent before")
     options.add_argument("--subscribers", type=int, default=8, help="of the second lag run (8)")
+    options.add_argument(
+        "--projects",
+        type=int,
+        default=1,
+        help="Sinch projects the registrations are spread over (1: the settings' only); each"
+        " callback goes to its project's own URL",
+    )
     args = options.parse_args()
     allowed = {
         "SUBSCRIPTION_ALLOWED_HOSTS": "127.0.0.1",
@@ -315,6 +350,8 @@ def main() -> int:
     ):
         ceiling = arq_ceiling(run, args.noop_jobs)
         print(f"arq ceiling: {ceiling['jobs_per_s']:.0f} jobs/s", flush=True)
+        if args.projects > 1:  # before the API starts: it reads the projects' secrets then
+            asyncio.run(run.value(ADD_PROJECTS, args.projects - 1, simulator.hmac_secret))
         with run.api() as api:
             results = asyncio.run(service(run, api, simulator)) | {"ceiling": ceiling}
     tp, lag, sub = results["throughput"], results["lag"], results["with_subscribers"]
@@ -327,6 +364,7 @@ def main() -> int:
     tp_cpu, lag_cpu = tp["cpu"], lag["cpu"]
     rows: list[list[object]] = [
         ["measure", "value", "target"],
+        ["Sinch projects the registrations belong to", args.projects],
         ["arq no-op jobs/s (uvloop, no job logs, no poll delay)", ceiling["jobs_per_s"]],
         ["  worker CPU per job, ms", ceiling["worker_cpu_ms_per_job"]],
         ["worker: in-order events/s, distinct registrations", tp["events_per_s"]],
