@@ -22,6 +22,7 @@ from app.catalog import service as catalog
 from app.changes import outbox
 from app.changes import repository as changes_repository
 from app.changes import service as changes_service
+from app.core import idempotency
 from app.core.db import utcnow
 from app.core.jobs import RedisError, enqueue_events, enqueue_facts
 from app.core.models import EventState, HistorySource
@@ -43,7 +44,6 @@ from app.sinch.errors import (
 )
 from app.subscriptions import sender
 from app.subscriptions import service as subscriptions_service
-from app.web import idempotency
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
