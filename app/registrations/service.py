@@ -226,6 +226,28 @@ async def apply_snapshot(
     return SnapshotResult(applied=True, status_changed=changed, overruled=overruled)
 
 
+async def apply_answer(
+    session: AsyncSession,
+    sinch: SinchClient,
+    snapshot: SinchRegistration,
+    *,
+    source: HistorySource,
+    fetched_at: datetime,
+) -> SnapshotResult:
+    """`apply_snapshot` for what `sinch` answered to a request sent at `fetched_at`, with the
+    clock now: the registration is `sinch`'s project's. The one way a project's client's answer
+    is applied (a refresh, the facts job), so that none can name another
+    project for it."""
+    return await apply_snapshot(
+        session,
+        snapshot,
+        project_id=sinch.project_id,
+        source=source,
+        fetched_at=fetched_at,
+        now=utcnow(),
+    )
+
+
 async def refresh(
     sessionmaker: async_sessionmaker[AsyncSession],
     sinch: SinchClient | None,
@@ -249,13 +271,8 @@ async def refresh(
     fetched_at = utcnow()
     snapshot = await _fetch(sinch, registration_id)
     async with sessionmaker.begin() as session:
-        await apply_snapshot(
-            session,
-            snapshot,
-            project_id=sinch.project_id,
-            source=HistorySource.REFETCH,
-            fetched_at=fetched_at,
-            now=utcnow(),
+        await apply_answer(
+            session, sinch, snapshot, source=HistorySource.REFETCH, fetched_at=fetched_at
         )
         registration = await queries.get_registration(session, registration_id)
         if registration is None:  # applied just above; only a concurrent delete could do this

@@ -34,7 +34,7 @@ from app.forecasts import service as forecasts_service
 from app.registrations import markets
 from app.registrations import repository as registrations_repository
 from app.registrations.reconcile import reconcile
-from app.registrations.service import apply_snapshot
+from app.registrations.service import apply_answer
 from app.sinch.client import SinchClient
 from app.sinch.errors import (
     SinchError,
@@ -261,13 +261,8 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
             )
         return "unusable_answer"
     async with ctx["sessionmaker"].begin() as session:
-        result = await apply_snapshot(
-            session,
-            snapshot,
-            project_id=sinch.project_id,
-            source=HistorySource.REFETCH,
-            fetched_at=fetched_at,
-            now=utcnow(),
+        result = await apply_answer(
+            session, sinch, snapshot, source=HistorySource.REFETCH, fetched_at=fetched_at
         )
     _changed(ctx)
     return "applied" if result.applied else "superseded"
