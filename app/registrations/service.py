@@ -236,8 +236,7 @@ async def apply_answer(
 ) -> SnapshotResult:
     """`apply_snapshot` for what `sinch` answered to a request sent at `fetched_at`, with the
     clock now: the registration is `sinch`'s project's. The one way a project's client's answer
-    is applied (a refresh, the facts job), so that none can name another
-    project for it."""
+    is applied (a refresh, the facts job), so that none can name another project for it."""
     return await apply_snapshot(
         session,
         snapshot,
