@@ -110,14 +110,5 @@ class CheckOut(ApiModel):
 
     @classmethod
     def of(cls, result: CheckResult) -> CheckOut:
-        return cls(
-            valid=result.valid,
-            policy_id=result.policy_id,
-            project_id=result.project_id,
-            market_code=result.market_code,
-            registration_type=result.registration_type,
-            price=result.price,
-            attachments=[AttachmentNeedOut.model_validate(a) for a in result.attachments],
-            unchecked=result.unchecked,
-            errors=[FieldErrorOut.model_validate(e) for e in result.errors],
-        )
+        """The answer of `result`: its fields by their names (`valid` is its property)."""
+        return cls.model_validate(result)
