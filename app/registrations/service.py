@@ -152,6 +152,18 @@ async def apply_snapshot(
             note=note,
         )
 
+    async def record_change(kind: ChangeKind, *, from_status: str | None) -> None:
+        """The feed's change of this snapshot's registration, in this transaction."""
+        await changes.record(
+            session,
+            [snapshot.id],
+            kind=kind,
+            from_status=from_status,
+            at=at,
+            source=source,
+            now=now,
+        )
+
     # The registration is usually known: lock it first (one statement), insert only when absent.
     registration = await repository.lock(session, snapshot.id)
     if registration is None:
@@ -159,15 +171,7 @@ async def apply_snapshot(
             await repository.replace_lookups(
                 session, snapshot.id, sender_ids=facts.sender_ids, tags=facts.tags, fresh=True
             )
-            await changes.record(
-                session,
-                [snapshot.id],
-                kind=ChangeKind.STATUS,
-                from_status=None,
-                at=at,
-                source=source,
-                now=now,
-            )
+            await record_change(ChangeKind.STATUS, from_status=None)
             add_history(from_status=None)
             return SnapshotResult(applied=True, status_changed=True)
         # Another transaction inserted it meanwhile: wait for its commit, then judge as usual.
@@ -214,14 +218,8 @@ async def apply_snapshot(
         now=now,
     )
     if _answer(registration) != before:  # the feed records what a reader can see change
-        await changes.record(
-            session,
-            [registration.id],
-            kind=ChangeKind.STATUS if changed else ChangeKind.DETAILS,
-            from_status=from_status,
-            at=at,
-            source=source,
-            now=now,
+        await record_change(
+            ChangeKind.STATUS if changed else ChangeKind.DETAILS, from_status=from_status
         )
     return SnapshotResult(applied=True, status_changed=changed, overruled=overruled)
 
