@@ -9,7 +9,7 @@ it calls `app.catalog.service.check_request` and, for an invalid request, answer
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path
 
@@ -21,7 +21,6 @@ from app.catalog.schemas import (
     MarketDetailOut,
     MarketOut,
     MarketPage,
-    PolicyChangeOut,
     PolicyOut,
 )
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
@@ -124,36 +123,8 @@ async def get_policy(
     row = await queries.policy(session, policy_id, projects)
     if row is None:
         raise ProblemError(404, "No such policy in the catalog.")
-    document: dict[str, Any] = row.document
-    converted = request_schema(document)
-    disclaimer = document.get("statusDisclaimer")
-    price = document.get("price")
     changes = await queries.policy_changes(session, row.project_id, policy_id)
-    return PolicyOut(
-        policy_id=row.policy_id,
-        project_id=row.project_id,
-        market_code=row.market_code,
-        registration_type=row.registration_type,
-        status=row.status,
-        status_disclaimer=disclaimer if isinstance(disclaimer, str) else None,
-        price=price if isinstance(price, dict) else None,
-        document=document,
-        json_schema=converted.schema,
-        unchecked=converted.unchecked,
-        refreshed_at=row.refreshed_at,
-        changed_at=row.changed_at,
-        changes=[
-            PolicyChangeOut(
-                id=change.id,
-                changed_at=change.changed_at,
-                added=change.diff.get("added", []),
-                changed=change.diff.get("changed", []),
-                removed=change.diff.get("removed", []),
-                registrations=change.registrations,
-            )
-            for change in changes
-        ],
-    )
+    return PolicyOut.of(row, request_schema(row.document), changes)
 
 
 def invalid_request(result: CheckResult) -> ProblemError:
