@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from app.catalog import queries
 from app.catalog.check import CheckResult
@@ -25,7 +25,11 @@ from app.catalog.schemas import (
 )
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
 from app.core.problems import ProblemError
-from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses, text_filter
+from app.core.schemas import (
+    problem_responses,
+    text_filter,
+    text_path,
+)
 from app.web.auth import VisibleDep, api_router, require_write
 from app.web.deps import ReadSessionDep
 
@@ -36,25 +40,9 @@ check_router = api_router(
 )
 
 MarketCode = Annotated[
-    str,
-    Path(
-        alias="marketCode",
-        min_length=1,
-        max_length=16,
-        pattern=PRINTABLE_PATTERN,
-        description="ISO 3166 alpha-2, as Sinch writes it.",
-    ),
+    str, text_path("ISO 3166 alpha-2, as Sinch writes it.", alias="marketCode", max_length=16)
 ]
-PolicyId = Annotated[
-    str,
-    Path(
-        alias="policyId",
-        min_length=1,
-        max_length=MAX_TEXT_LENGTH,
-        pattern=PRINTABLE_PATTERN,
-        description="Sinch's policy id.",
-    ),
-]
+PolicyId = Annotated[str, text_path("Sinch's policy id.", alias="policyId")]
 
 
 @markets_router.get(
