@@ -987,33 +987,53 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+CommandAdder = Callable[[str, str, Command], argparse.ArgumentParser]
+"""`command(name, help, func)`: adds a subcommand that runs `func` and answers its parser."""
+
+
 def command_parsers(
     prog: str, description: str
-) -> tuple[
-    argparse.ArgumentParser,
-    Any,
-    Callable[[str, str, Command], argparse.ArgumentParser],
-]:
+) -> tuple[argparse.ArgumentParser, Any, CommandAdder]:
     """The shape of both command lines (this one and the dev tools'): a parser with
-    `HelpFormatter`, its subcommands (for groups such as `token ...`), and `command(name, help,
+    `HelpFormatter`, its subcommands (for groups, `command_group`), and `command(name, help,
     func)`, which adds a subcommand that runs `func`."""
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=HelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    return parser, commands, _adder(commands)
+
+
+def command_group(
+    commands: Any,
+    name: str,
+    help_text: str,
+    *,
+    description: str | None = None,
+    metavar: str | None = None,
+) -> CommandAdder:
+    """A group of subcommands (`token create`, `token list`...) under `commands`; answers the
+    group's `command(name, help, func)`. The chosen subcommand's name is `args.<name>_command`."""
+    group = commands.add_parser(
+        name, help=help_text, description=description, formatter_class=HelpFormatter
+    )
+    return _adder(group.add_subparsers(dest=f"{name}_command", required=True, metavar=metavar))
+
+
+def _adder(subcommands: Any) -> CommandAdder:
+    """`command(name, help, func)` for `subcommands`: the help is the description too."""
 
     def command(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
+        sub: argparse.ArgumentParser = subcommands.add_parser(
             name, help=help_text, description=help_text, formatter_class=HelpFormatter
         )
         sub.set_defaults(func=func)
         return sub
 
-    return parser, commands, command
+    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    formatter = HelpFormatter
     parser, commands, command = command_parsers(
         "python -m app",
         "Track Sinch sender ID registrations: callbacks in, a converged copy out. "
@@ -1074,35 +1094,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sign_command.add_argument("--status", default="IN_PROGRESS", help="status it reports")
 
-    deliveries = commands.add_parser(
-        "deliveries", help="the changes pushed to subscriptions", formatter_class=formatter
-    )
-    delivery_commands = deliveries.add_subparsers(dest="deliveries_command", required=True)
-    listing = delivery_commands.add_parser(
-        "list", help="deliveries, newest first, one line each", formatter_class=formatter
-    )
+    delivery = command_group(commands, "deliveries", "the changes pushed to subscriptions")
+    listing = delivery("list", "deliveries, newest first, one line each", sync(_deliveries_list))
     listing.add_argument("--subscription", help="only this subscription's (sub_...)")
     listing.add_argument("--state", choices=DELIVERY_STATES, help="only deliveries in this state")
     listing.add_argument("--limit", type=non_negative, default=50, help="at most this many")
-    listing.set_defaults(func=sync(_deliveries_list))
-    retry = delivery_commands.add_parser(
-        "retry", help="deliver again now (failed ones too)", formatter_class=formatter
-    )
+    retry = delivery("retry", "deliver again now (failed ones too)", sync(_deliveries_retry))
     retry.add_argument("delivery_ids", nargs="+", type=int, metavar="DELIVERY_ID")
-    retry.set_defaults(func=sync(_deliveries_retry))
 
-    registration = commands.add_parser(
+    registration = command_group(
+        commands,
         "registration",
-        help="create, update or delete registrations at Sinch (kept here from Sinch's answer)",
-        formatter_class=formatter,
+        "create, update or delete registrations at Sinch (kept here from Sinch's answer)",
     )
-    registration_commands = registration.add_subparsers(dest="registration_command", required=True)
-    submit_help = (
+    submit = registration(
+        "submit",
         "submit a new registration: FILE holds Sinch's create body (- reads standard input); "
-        "callbackUrl is set from PUBLIC_BASE_URL; prints the registration as kept"
-    )
-    submit = registration_commands.add_parser(
-        "submit", help=submit_help, description=submit_help, formatter_class=formatter
+        "callbackUrl is set from PUBLIC_BASE_URL; prints the registration as kept",
+        sync(_registration_submit),
     )
     submit.add_argument("file", metavar="FILE.json")
     submit.add_argument(
@@ -1111,46 +1120,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="submit to this project, with its own Sinch credentials (default: the file's "
         "projectId, else the project the settings define)",
     )
-    submit.set_defaults(func=sync(_registration_submit))
-    update_help = "send a registration's new content to Sinch (FILE as for submit)"
-    update = registration_commands.add_parser(
-        "update", help=update_help, description=update_help, formatter_class=formatter
+    update = registration(
+        "update",
+        "send a registration's new content to Sinch (FILE as for submit)",
+        sync(_registration_update),
     )
     update.add_argument("registration_id", metavar="ID")
     update.add_argument("file", metavar="FILE.json")
-    update.set_defaults(func=sync(_registration_update))
-    delete_help = "delete a registration at Sinch; kept here with status DELETED"
-    delete = registration_commands.add_parser(
-        "delete", help=delete_help, description=delete_help, formatter_class=formatter
+    delete = registration(
+        "delete",
+        "delete a registration at Sinch; kept here with status DELETED",
+        sync(_registration_delete),
     )
     delete.add_argument("registration_id", metavar="ID")
-    delete.set_defaults(func=sync(_registration_delete))
 
-    secret = commands.add_parser(
-        "secret", help="the Sinch callback HMAC secret", formatter_class=formatter
-    )
-    secret_commands = secret.add_subparsers(dest="secret_command", required=True)
-    show = secret_commands.add_parser(
-        "show", help="print the secret Sinch signs callbacks with", formatter_class=formatter
-    )
-    show.set_defaults(func=sync(_secret_show))
-    secret_set = secret_commands.add_parser(
-        "set", help="set a new secret (generated when omitted)", formatter_class=formatter
-    )
-    secret_set.set_defaults(func=sync(_secret_set))
+    secret = command_group(commands, "secret", "the Sinch callback HMAC secret")
+    show = secret("show", "print the secret Sinch signs callbacks with", sync(_secret_show))
+    secret_set = secret("set", "set a new secret (generated when omitted)", sync(_secret_set))
     secret_set.add_argument("value", nargs="?", help="the new secret")
     secret_set.add_argument(
         "--yes", action="store_true", help="step 1 (every API accepts both) is deployed: change it"
     )
-    rotate_help = (
+    secret_rotate = secret(
+        "rotate",
         "generate a new secret, check that every running API process accepts it (signed probes "
         "to each --api-url), then give it to Sinch; refused, Sinch unchanged, when a process "
-        "does not accept it"
+        "does not accept it",
+        sync(_secret_rotate),
     )
-    secret_rotate = secret_commands.add_parser(
-        "rotate", help=rotate_help, description=rotate_help, formatter_class=formatter
-    )
-    secret_rotate.set_defaults(func=sync(_secret_rotate))
     secret_rotate.add_argument(
         "--api-url",
         action="append",
@@ -1163,11 +1160,11 @@ def build_parser() -> argparse.ArgumentParser:
     secret_rotate.add_argument(
         "--minutes", type=float, default=10.0, help="report on callbacks of the last N minutes"
     )
-    status_help = "which secret the callbacks of the last minutes were signed with"
-    secret_status = secret_commands.add_parser(
-        "status", help=status_help, description=status_help, formatter_class=formatter
+    secret_status = secret(
+        "status",
+        "which secret the callbacks of the last minutes were signed with",
+        sync(_secret_status),
     )
-    secret_status.set_defaults(func=sync(_secret_status))
     secret_status.add_argument(
         "--minutes", type=float, default=10.0, help="callbacks of the last N minutes"
     )
@@ -1180,69 +1177,45 @@ def build_parser() -> argparse.ArgumentParser:
             " settings define, SINCH_PROJECT_ID)",
         )
 
-    catalog = commands.add_parser(
-        "catalog", help="the markets and policies read from Sinch", formatter_class=formatter
-    )
-    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
-    refresh_help = (
+    catalog = command_group(commands, "catalog", "the markets and policies read from Sinch")
+    catalog_refresh = catalog(
+        "refresh",
         "read every project's markets and policies from Sinch now (the worker does daily); "
-        "a changed policy is recorded and announced on the change feed"
-    )
-    catalog_refresh = catalog_commands.add_parser(
-        "refresh", help=refresh_help, description=refresh_help, formatter_class=formatter
+        "a changed policy is recorded and announced on the change feed",
+        sync(_catalog_refresh),
     )
     catalog_refresh.add_argument(
         "--project", metavar="PROJECT_ID", help="only this project (default: every project)"
     )
-    catalog_refresh.set_defaults(func=sync(_catalog_refresh))
 
-    project = commands.add_parser(
-        "project", help="the Sinch projects this deployment serves", formatter_class=formatter
-    )
-    project_commands = project.add_subparsers(dest="project_command", required=True)
-    add_help = (
+    project = command_group(commands, "project", "the Sinch projects this deployment serves")
+    project_add = project(
+        "add",
         f"add a project: its key secret from {KEY_SECRET_VARIABLE}, its first callback secret "
         f"from {CALLBACK_SECRET_VARIABLE} (asked without echo in a terminal), never arguments; "
-        "needs PROJECT_SECRETS_KEY"
-    )
-    project_add = project_commands.add_parser(
-        "add", help=add_help, description=add_help, formatter_class=formatter
+        "needs PROJECT_SECRETS_KEY",
+        sync(_project_add),
     )
     project_add.add_argument("project_id", metavar="PROJECT_ID", help="Sinch's project id")
     project_add.add_argument("--name", help="a name for people (the id when omitted)")
     project_add.add_argument("--key-id", required=True, help="the Sinch access key's id")
-    project_add.set_defaults(func=sync(_project_add))
-    project_commands.add_parser(
-        "list", help="every project (no secret)", formatter_class=formatter
-    ).set_defaults(func=sync(_project_list))
-    project_show = project_commands.add_parser(
-        "show", help="one project (no secret)", formatter_class=formatter
-    )
+    project("list", "every project (no secret)", sync(_project_list))
+    project_show = project("show", "one project (no secret)", sync(_project_show))
     project_show.add_argument("project_id", metavar="PROJECT_ID")
-    project_show.set_defaults(func=sync(_project_show))
-    remove_help = (
+    project_remove = project(
+        "remove",
         "remove a project: refused while it has registrations, events, changes or deliveries "
-        "unless --with-data (which deletes them); its audit entries stay"
-    )
-    project_remove = project_commands.add_parser(
-        "remove", help=remove_help, description=remove_help, formatter_class=formatter
+        "unless --with-data (which deletes them); its audit entries stay",
+        sync(_project_remove),
     )
     project_remove.add_argument("project_id", metavar="PROJECT_ID")
     project_remove.add_argument(
         "--with-data", action="store_true", help="delete the project's data with it"
     )
-    project_remove.set_defaults(func=sync(_project_remove))
 
-    token = commands.add_parser(
-        "token",
-        help="tokens of the internal API (scopes read and write)",
-        formatter_class=formatter,
-    )
-    token_commands = token.add_subparsers(dest="token_command", required=True)
-    create = token_commands.add_parser(
-        "create",
-        help="make a token; printed once, only its hash is kept",
-        formatter_class=formatter,
+    token = command_group(commands, "token", "tokens of the internal API (scopes read and write)")
+    create = token(
+        "create", "make a token; printed once, only its hash is kept", sync(_token_create)
     )
     create.add_argument("name", help="its name (letters, digits, '.', '_', '-'), never reused")
     create.add_argument("--scope", choices=["read", "write"], required=True)
@@ -1252,19 +1225,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PROJECT_ID",
         help="limit it to this project (repeat for several); none given: every project",
     )
-    create.set_defaults(func=sync(_token_create))
-    token_list = token_commands.add_parser(
-        "list", help="name, scope, created and last used of each", formatter_class=formatter
-    )
+    token_list = token("list", "name, scope, created and last used of each", sync(_token_list))
     token_list.add_argument("--all", action="store_true", help="revoked ones too")
-    token_list.set_defaults(func=sync(_token_list))
-    revoke = token_commands.add_parser(
-        "revoke",
-        help="refused by every API process within TOKEN_CACHE_SECONDS",
-        formatter_class=formatter,
+    revoke = token(
+        "revoke", "refused by every API process within TOKEN_CACHE_SECONDS", sync(_token_revoke)
     )
     revoke.add_argument("name")
-    revoke.set_defaults(func=sync(_token_revoke))
     return parser
 
 

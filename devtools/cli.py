@@ -18,7 +18,7 @@ import httpx
 
 from app.cli import (
     CommandError,
-    HelpFormatter,
+    command_group,
     command_parsers,
     load_settings,
     non_negative,
@@ -191,7 +191,6 @@ def _sandbox_urls(command: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from devtools.simulator import server as sim
 
-    formatter = HelpFormatter
     parser, commands, command = command_parsers(
         "python -m devtools",
         "Work on the service without a Sinch account: the simulator, the sandbox, the demo.",
@@ -244,25 +243,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="Redis database (of REDIS_URL's server) the demo's worker alone uses; emptied first",
     )
 
-    sandbox = commands.add_parser(
+    sandbox = command_group(
+        commands,
         "sandbox",
-        help="play against the sandbox `make run` starts without Sinch credentials",
+        "play against the sandbox `make run` starts without Sinch credentials",
         description="Play against the sandbox `make run` starts without Sinch credentials: the "
         "built-in simulator as Sinch.",
-        formatter_class=formatter,
+        metavar="COMMAND",
     )
-    sandbox_commands = sandbox.add_subparsers(
-        dest="sandbox_command", required=True, metavar="COMMAND"
-    )
-    play_help = (
+    play = sandbox(
+        "play",
         "create a registration at the simulator, deliver its lifecycle's callbacks to the API one "
         "by one and wait until the API's copy shows each state; then print the curl commands "
-        "that show it"
+        "that show it",
+        sync(_sandbox_play),
     )
-    play = sandbox_commands.add_parser(
-        "play", help=play_help, description=play_help, formatter_class=formatter
-    )
-    play.set_defaults(func=sync(_sandbox_play))
     _sandbox_urls(play)
     play.add_argument(
         "--lifecycle",
@@ -275,15 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds to wait for the API's copy to show each state",
     )
-    history_help = (
+    history = sandbox(
+        "history",
         "play months of registration history into the sandbox (markets of different speeds, "
         "rejections, customers slow to answer): the console's Aging page and "
-        "/v1/stats/time-in-state then have figures"
+        "/v1/stats/time-in-state then have figures",
+        sync(_sandbox_history),
     )
-    history = sandbox_commands.add_parser(
-        "history", help=history_help, description=history_help, formatter_class=formatter
-    )
-    history.set_defaults(func=sync(_sandbox_history))
     _sandbox_urls(history)
     history.add_argument(
         "--registrations", type=int, default=300, help="how many registrations to play"

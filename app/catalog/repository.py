@@ -168,7 +168,7 @@ async def _store_policies(
     for policy in policies:
         document = policy.document
         status = document.get("policyStatus")
-        values = {
+        values: dict[str, object] = {
             "market_code": policy.market_code,
             "registration_type": policy.registration_type,
             "status": status if isinstance(status, str) else None,
@@ -176,27 +176,17 @@ async def _store_policies(
         }
         new_digest = digest(document)
         row = kept.get(policy.policy_id)
-        if row is None:
-            await session.execute(
-                insert(table).values(
-                    project_id=project_id,
-                    policy_id=policy.policy_id,
-                    document=document,
-                    digest=new_digest,
-                    changed_at=now,
-                    **values,
-                )
-            )
-            continue
         where = (table.c.project_id == project_id, table.c.policy_id == policy.policy_id)
-        if row.digest == new_digest:
+        if row is not None and row.digest == new_digest:
             await session.execute(update(table).where(*where).values(**values))
             continue
-        await session.execute(
-            update(table)
-            .where(*where)
-            .values(document=document, digest=new_digest, changed_at=now, **values)
-        )
+        # A new or changed document: kept with its digest and the time it changed.
+        values.update(document=document, digest=new_digest, changed_at=now)
+        if row is None:
+            key = {"project_id": project_id, "policy_id": policy.policy_id}
+            await session.execute(insert(table).values(**key, **values))
+            continue
+        await session.execute(update(table).where(*where).values(**values))
         changed = diff(row.document, document)
         if is_empty(changed):  # only the version id moved
             continue

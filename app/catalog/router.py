@@ -9,9 +9,9 @@ it calls `app.catalog.service.check_request` and, for an invalid request, answer
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from app.catalog import queries
 from app.catalog.check import CheckResult
@@ -21,12 +21,15 @@ from app.catalog.schemas import (
     MarketDetailOut,
     MarketOut,
     MarketPage,
-    PolicyChangeOut,
     PolicyOut,
 )
 from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
 from app.core.problems import ProblemError
-from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN, problem_responses, text_filter
+from app.core.schemas import (
+    problem_responses,
+    text_filter,
+    text_path,
+)
 from app.web.auth import VisibleDep, api_router, require_write
 from app.web.deps import ReadSessionDep
 
@@ -37,25 +40,9 @@ check_router = api_router(
 )
 
 MarketCode = Annotated[
-    str,
-    Path(
-        alias="marketCode",
-        min_length=1,
-        max_length=16,
-        pattern=PRINTABLE_PATTERN,
-        description="ISO 3166 alpha-2, as Sinch writes it.",
-    ),
+    str, text_path("ISO 3166 alpha-2, as Sinch writes it.", alias="marketCode", max_length=16)
 ]
-PolicyId = Annotated[
-    str,
-    Path(
-        alias="policyId",
-        min_length=1,
-        max_length=MAX_TEXT_LENGTH,
-        pattern=PRINTABLE_PATTERN,
-        description="Sinch's policy id.",
-    ),
-]
+PolicyId = Annotated[str, text_path("Sinch's policy id.", alias="policyId")]
 
 
 @markets_router.get(
@@ -124,36 +111,8 @@ async def get_policy(
     row = await queries.policy(session, policy_id, projects)
     if row is None:
         raise ProblemError(404, "No such policy in the catalog.")
-    document: dict[str, Any] = row.document
-    converted = request_schema(document)
-    disclaimer = document.get("statusDisclaimer")
-    price = document.get("price")
     changes = await queries.policy_changes(session, row.project_id, policy_id)
-    return PolicyOut(
-        policy_id=row.policy_id,
-        project_id=row.project_id,
-        market_code=row.market_code,
-        registration_type=row.registration_type,
-        status=row.status,
-        status_disclaimer=disclaimer if isinstance(disclaimer, str) else None,
-        price=price if isinstance(price, dict) else None,
-        document=document,
-        json_schema=converted.schema,
-        unchecked=converted.unchecked,
-        refreshed_at=row.refreshed_at,
-        changed_at=row.changed_at,
-        changes=[
-            PolicyChangeOut(
-                id=change.id,
-                changed_at=change.changed_at,
-                added=change.diff.get("added", []),
-                changed=change.diff.get("changed", []),
-                removed=change.diff.get("removed", []),
-                registrations=change.registrations,
-            )
-            for change in changes
-        ],
-    )
+    return PolicyOut.of(row, request_schema(row.document), changes)
 
 
 def invalid_request(result: CheckResult) -> ProblemError:

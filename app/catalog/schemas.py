@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
+from sqlalchemy import Row
 
 from app.catalog.check import CheckResult
+from app.catalog.schema import Converted
 from app.core.schemas import ApiModel, ApiTime
 
 
@@ -55,6 +58,12 @@ class PolicyChangeOut(ApiModel):
         "`policy_changed` change on the feed."
     )
 
+    @classmethod
+    def of(cls, row: Row[Any]) -> PolicyChangeOut:
+        """The document of a `policy_changes` row: its columns, and its diff's three lists."""
+        parts = {part: row.diff.get(part, []) for part in ("added", "changed", "removed")}
+        return cls.model_validate({**row._mapping, **parts})
+
 
 class PolicyOut(ApiModel):
     """A policy as one project's Sinch serves it, with its request schema."""
@@ -75,6 +84,25 @@ class PolicyOut(ApiModel):
     refreshed_at: ApiTime
     changed_at: ApiTime = Field(description="When this version of the document was first read.")
     changes: list[PolicyChangeOut] = Field(description="Its recorded changes, newest first.")
+
+    @classmethod
+    def of(cls, row: Row[Any], converted: Converted, changes: Sequence[Row[Any]]) -> PolicyOut:
+        """The document of a `catalog_policies` row: its columns, what its document says of its
+        status and price (when of the right type), its request schema `converted` from that
+        document, and its `changes` rows."""
+        document: dict[str, Any] = row.document
+        disclaimer = document.get("statusDisclaimer")
+        price = document.get("price")
+        return cls.model_validate(
+            {
+                **row._mapping,
+                "status_disclaimer": disclaimer if isinstance(disclaimer, str) else None,
+                "price": price if isinstance(price, dict) else None,
+                "json_schema": converted.schema,
+                "unchecked": converted.unchecked,
+                "changes": [PolicyChangeOut.of(change) for change in changes],
+            }
+        )
 
 
 class FieldErrorOut(ApiModel):
@@ -110,14 +138,5 @@ class CheckOut(ApiModel):
 
     @classmethod
     def of(cls, result: CheckResult) -> CheckOut:
-        return cls(
-            valid=result.valid,
-            policy_id=result.policy_id,
-            project_id=result.project_id,
-            market_code=result.market_code,
-            registration_type=result.registration_type,
-            price=result.price,
-            attachments=[AttachmentNeedOut.model_validate(a) for a in result.attachments],
-            unchecked=result.unchecked,
-            errors=[FieldErrorOut.model_validate(e) for e in result.errors],
-        )
+        """The answer of `result`: its fields by their names (`valid` is its property)."""
+        return cls.model_validate(result)

@@ -1,2 +1,2 @@
 """What every part of the service stands on: settings, the database and its tables, logs, problems,
-pagination, metrics, job names. Nothing here imports a domain package."""
+pagination, metrics, job names, idempotency keys. Nothing here imports a domain package."""

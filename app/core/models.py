@@ -77,6 +77,21 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.core.db import UTCDateTime
 
+
+def index(table: str, *columns: str, only: tuple[str, str] | None = None) -> Index:
+    """An index of `table` over `columns` in this order, named as the migrations name it:
+    `ix_<table>_<columns joined by _>` (said once here, not restated beside each list).
+
+    `only=(name, condition)` makes it partial: only the rows where the SQL `condition` holds,
+    with `name` before the columns in the index's name (`ix_deliveries_pending_...`)."""
+    if only is None:
+        return Index(f"ix_{table}_{'_'.join(columns)}", *columns)
+    part, condition = only
+    return Index(
+        f"ix_{table}_{part}_{'_'.join(columns)}", *columns, postgresql_where=text(condition)
+    )
+
+
 # Named constraints make migrations reproducible.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -160,10 +175,10 @@ class CallbackEvent(Base):
         # A callback's identity is its project's: the same event id (or body) sent for two
         # projects is two events.
         UniqueConstraint("project_id", "dedup_key", name="uq_callback_events_project_id_dedup_key"),
-        Index("ix_callback_events_project_id_id", "project_id", "id"),
-        Index("ix_callback_events_state_received_at", "state", "received_at"),
-        Index("ix_callback_events_registration_id_id", "registration_id", "id"),
-        Index("ix_callback_events_state_id", "state", "id"),
+        index("callback_events", "project_id", "id"),
+        index("callback_events", "state", "received_at"),
+        index("callback_events", "registration_id", "id"),
+        index("callback_events", "state", "id"),
         Index(
             "ix_callback_events_outcome_id",
             "outcome",
@@ -227,30 +242,20 @@ class RegistrationImage:
 class Registration(RegistrationImage, Base):
     __tablename__ = "registrations"
     __table_args__ = (
-        Index("ix_registrations_project_id_id", "project_id", "id"),
+        index("registrations", "project_id", "id"),
         # A project's pages by state and its feed of changes (migration 0014): a project and a
         # state are not independent, so walking one index and filtering the other can read the
         # whole table for an empty page.
-        Index("ix_registrations_project_id_status_id", "project_id", "status", "id"),
-        Index(
-            "ix_registrations_project_id_status_changed_at_id",
-            "project_id",
-            "status_changed_at",
-            "id",
-        ),
-        Index("ix_registrations_status_id", "status", "id"),
-        Index("ix_registrations_registration_type_id", "registration_type", "id"),
-        Index("ix_registrations_status_changed_at_id", "status_changed_at", "id"),
-        Index("ix_registrations_status_status_changed_at_id", "status", "status_changed_at", "id"),
-        Index(
-            "ix_registrations_registration_type_status_changed_at_id",
-            "registration_type",
-            "status_changed_at",
-            "id",
-        ),
-        Index("ix_registrations_market_code_id", "market_code", "id"),
-        Index("ix_registrations_facts_due_at", "facts_due_at"),
-        Index("ix_registrations_status_status_since_id", "status", "status_since", "id"),
+        index("registrations", "project_id", "status", "id"),
+        index("registrations", "project_id", "status_changed_at", "id"),
+        index("registrations", "status", "id"),
+        index("registrations", "registration_type", "id"),
+        index("registrations", "status_changed_at", "id"),
+        index("registrations", "status", "status_changed_at", "id"),
+        index("registrations", "registration_type", "status_changed_at", "id"),
+        index("registrations", "market_code", "id"),
+        index("registrations", "facts_due_at"),
+        index("registrations", "status", "status_since", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -355,9 +360,7 @@ class PolicyChange(Base):
     """What a refresh found changed in a policy (app/catalog/diff.py), once per change."""
 
     __tablename__ = "policy_changes"
-    __table_args__ = (
-        Index("ix_policy_changes_project_id_policy_id_id", "project_id", "policy_id", "id"),
-    )
+    __table_args__ = (index("policy_changes", "project_id", "policy_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     project_id: Mapped[str] = project_key(ondelete="CASCADE")
@@ -429,8 +432,8 @@ class RegistrationChange(RegistrationImage, Base):
             "id",
             postgresql_where=text("seq IS NULL"),
         ),
-        Index("ix_registration_changes_recorded_at", "recorded_at"),
-        Index("ix_registration_changes_project_id_seq", "project_id", "seq"),
+        index("registration_changes", "recorded_at"),
+        index("registration_changes", "project_id", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -486,6 +489,10 @@ class Subscription(Base):
     updated_at: Mapped[datetime]
 
 
+PENDING_ONLY: Final = ("pending", "state = 'pending'")
+"""The deliveries still to send: the dispatcher's and the sender's partial indexes."""
+
+
 class Delivery(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -493,33 +500,13 @@ class Delivery(Base):
         # it succeeds: fewer index entries per success, migration 0017): what is due, in all
         # and per subscription; a subscription's in change order, and whether an earlier one of
         # a registration waits (repository.due).
-        Index(
-            "ix_deliveries_pending_next_attempt_at",
-            "next_attempt_at",
-            postgresql_where=text("state = 'pending'"),
-        ),
-        Index(
-            "ix_deliveries_pending_subscription_id_next_attempt_at",
-            "subscription_id",
-            "next_attempt_at",
-            postgresql_where=text("state = 'pending'"),
-        ),
-        Index(
-            "ix_deliveries_pending_subscription_id_change_id",
-            "subscription_id",
-            "change_id",
-            postgresql_where=text("state = 'pending'"),
-        ),
-        Index(
-            "ix_deliveries_pending_subscription_id_registration_id_change_id",
-            "subscription_id",
-            "registration_id",
-            "change_id",
-            postgresql_where=text("state = 'pending'"),
-        ),
-        Index("ix_deliveries_subscription_id_id", "subscription_id", "id"),
-        Index("ix_deliveries_change_id", "change_id"),
-        Index("ix_deliveries_project_id", "project_id"),
+        index("deliveries", "next_attempt_at", only=PENDING_ONLY),
+        index("deliveries", "subscription_id", "next_attempt_at", only=PENDING_ONLY),
+        index("deliveries", "subscription_id", "change_id", only=PENDING_ONLY),
+        index("deliveries", "subscription_id", "registration_id", "change_id", only=PENDING_ONLY),
+        index("deliveries", "subscription_id", "id"),
+        index("deliveries", "change_id"),
+        index("deliveries", "project_id"),
         # A delivery's id names its message (`webhook-id`): never given twice, which its sequence
         # ensures even after the newest rows were deleted.
     )
@@ -551,21 +538,16 @@ class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
     __table_args__ = (
         # The attempts page: a subscription's newest first; its failures alone (outcome=failed).
-        Index(
-            "ix_delivery_attempts_subscription_id_attempted_at_id",
+        index("delivery_attempts", "subscription_id", "attempted_at", "id"),
+        index(
+            "delivery_attempts",
             "subscription_id",
             "attempted_at",
             "id",
-        ),
-        Index(
-            "ix_delivery_attempts_failed_subscription_id_attempted_at_id",
-            "subscription_id",
-            "attempted_at",
-            "id",
-            postgresql_where=text("NOT succeeded"),
+            only=("failed", "NOT succeeded"),
         ),
         # A delivery's attempts, and the cascade when deliveries are deleted.
-        Index("ix_delivery_attempts_delivery_id_id", "delivery_id", "id"),
+        index("delivery_attempts", "delivery_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -620,9 +602,9 @@ class ApiToken(Base):
 class AuditEntry(Base):
     __tablename__ = "audit_log"
     __table_args__ = (
-        Index("ix_audit_log_actor_id", "actor", "id"),
-        Index("ix_audit_log_action_id", "action", "id"),
-        Index("ix_audit_log_project_id_id", "project_id", "id"),
+        index("audit_log", "actor", "id"),
+        index("audit_log", "action", "id"),
+        index("audit_log", "project_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -643,7 +625,7 @@ class AuditEntry(Base):
 
 class CallbackSecret(Base):
     __tablename__ = "callback_secrets"
-    __table_args__ = (Index("ix_callback_secrets_project_id_id", "project_id", "id"),)
+    __table_args__ = (index("callback_secrets", "project_id", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     project_id: Mapped[str] = project_key(ondelete="CASCADE")
@@ -661,7 +643,7 @@ class IdempotencyKey(Base):
     (app/web/idempotency.py): kept `IDEMPOTENCY_TTL` (24 h), then pruned with the events."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+    __table_args__ = (index("idempotency_keys", "created_at"),)
 
     owner: Mapped[str] = mapped_column(String(100), primary_key=True)
     """Whose key it is: the principal's name (a token's, `cli:<user>`); two callers' keys never
@@ -708,7 +690,7 @@ class RegistrationStay(Base):
     """A registration's stay in one non-final state, on Sinch's clock (app/forecasts/stays.py)."""
 
     __tablename__ = "registration_stays"
-    __table_args__ = (Index("ix_registration_stays_registration_id", "registration_id"),)
+    __table_args__ = (index("registration_stays", "registration_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     registration_id: Mapped[str] = mapped_column(

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Path, Query
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -139,6 +139,17 @@ def text_filter(
 ) -> Any:
     """A listing's filter by one text (`Query`): 1 to `max_length` printable characters."""
     return Query(
+        alias=alias,
+        min_length=1,
+        max_length=max_length,
+        pattern=PRINTABLE_PATTERN,
+        description=description,
+    )
+
+
+def text_path(description: str, *, alias: str, max_length: int = MAX_TEXT_LENGTH) -> Any:
+    """A route's path parameter of one text (`Path`): 1 to `max_length` printable characters."""
+    return Path(
         alias=alias,
         min_length=1,
         max_length=max_length,

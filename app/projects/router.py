@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path
-
 from app.core.problems import found
-from app.core.schemas import PRINTABLE_PATTERN, operation
+from app.core.schemas import operation, text_path
 from app.projects import queries
 from app.projects.schemas import ProjectList, ProjectOut
 from app.web.auth import LimitDep, api_router
@@ -16,16 +14,7 @@ from app.web.deps import ReadSessionDep, ResourcesDep
 
 router = api_router("/v1/projects", "projects")
 
-ProjectId = Annotated[
-    str,
-    Path(
-        alias="projectId",
-        min_length=1,
-        max_length=255,
-        pattern=PRINTABLE_PATTERN,
-        description="Sinch's project id.",
-    ),
-]
+ProjectId = Annotated[str, text_path("Sinch's project id.", alias="projectId")]
 
 
 @router.get(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Path, Query
+from fastapi import Query
 from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,7 @@ from app.core.schemas import (
     QueryTime,
     operation,
     text_filter,
+    text_path,
 )
 from app.forecasts import queries as forecast_queries
 from app.registrations import queries, service
@@ -32,16 +33,7 @@ from app.web.deps import ReadSessionDep, ResourcesDep
 
 router = api_router("/v1/registrations", "registrations")
 
-RegistrationId = Annotated[
-    str,
-    Path(
-        min_length=1,
-        max_length=MAX_TEXT_LENGTH,
-        pattern=PRINTABLE_PATTERN,
-        alias="id",
-        description="The registration's id (Sinch's).",
-    ),
-]
+RegistrationId = Annotated[str, text_path("The registration's id (Sinch's).", alias="id")]
 
 
 MAX_STATUS_FILTER_LENGTH = 1024

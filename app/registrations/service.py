@@ -152,6 +152,18 @@ async def apply_snapshot(
             note=note,
         )
 
+    async def record_change(kind: ChangeKind, *, from_status: str | None) -> None:
+        """The feed's change of this snapshot's registration, in this transaction."""
+        await changes.record(
+            session,
+            [snapshot.id],
+            kind=kind,
+            from_status=from_status,
+            at=at,
+            source=source,
+            now=now,
+        )
+
     # The registration is usually known: lock it first (one statement), insert only when absent.
     registration = await repository.lock(session, snapshot.id)
     if registration is None:
@@ -159,15 +171,7 @@ async def apply_snapshot(
             await repository.replace_lookups(
                 session, snapshot.id, sender_ids=facts.sender_ids, tags=facts.tags, fresh=True
             )
-            await changes.record(
-                session,
-                [snapshot.id],
-                kind=ChangeKind.STATUS,
-                from_status=None,
-                at=at,
-                source=source,
-                now=now,
-            )
+            await record_change(ChangeKind.STATUS, from_status=None)
             add_history(from_status=None)
             return SnapshotResult(applied=True, status_changed=True)
         # Another transaction inserted it meanwhile: wait for its commit, then judge as usual.
@@ -214,16 +218,31 @@ async def apply_snapshot(
         now=now,
     )
     if _answer(registration) != before:  # the feed records what a reader can see change
-        await changes.record(
-            session,
-            [registration.id],
-            kind=ChangeKind.STATUS if changed else ChangeKind.DETAILS,
-            from_status=from_status,
-            at=at,
-            source=source,
-            now=now,
+        await record_change(
+            ChangeKind.STATUS if changed else ChangeKind.DETAILS, from_status=from_status
         )
     return SnapshotResult(applied=True, status_changed=changed, overruled=overruled)
+
+
+async def apply_answer(
+    session: AsyncSession,
+    sinch: SinchClient,
+    snapshot: SinchRegistration,
+    *,
+    source: HistorySource,
+    fetched_at: datetime,
+) -> SnapshotResult:
+    """`apply_snapshot` for what `sinch` answered to a request sent at `fetched_at`, with the
+    clock now: the registration is `sinch`'s project's. The one way a project's client's answer
+    is applied (a refresh, the facts job), so that none can name another project for it."""
+    return await apply_snapshot(
+        session,
+        snapshot,
+        project_id=sinch.project_id,
+        source=source,
+        fetched_at=fetched_at,
+        now=utcnow(),
+    )
 
 
 async def refresh(
@@ -249,13 +268,8 @@ async def refresh(
     fetched_at = utcnow()
     snapshot = await _fetch(sinch, registration_id)
     async with sessionmaker.begin() as session:
-        await apply_snapshot(
-            session,
-            snapshot,
-            project_id=sinch.project_id,
-            source=HistorySource.REFETCH,
-            fetched_at=fetched_at,
-            now=utcnow(),
+        await apply_answer(
+            session, sinch, snapshot, source=HistorySource.REFETCH, fetched_at=fetched_at
         )
         registration = await queries.get_registration(session, registration_id)
         if registration is None:  # applied just above; only a concurrent delete could do this

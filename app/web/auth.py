@@ -20,13 +20,13 @@ import hmac
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from app.audit.repository import Actor
 from app.core.problems import ProblemError
-from app.core.schemas import PRINTABLE_PATTERN, problem_responses
+from app.core.schemas import problem_responses, text_filter
 from app.tokens.principal import Principal, Scope, TokenLookupError, Visible
 from app.web.deps import Resources, ResourcesDep
 
@@ -226,13 +226,10 @@ LimitDep = Annotated[Visible, Depends(project_limit)]
 
 ProjectIdQuery = Annotated[
     str | None,
-    Query(
+    text_filter(
+        "Only this project's items (Sinch's project id). A project this token is not limited "
+        "to, or that does not exist, gives no items.",
         alias="projectId",
-        min_length=1,
-        max_length=255,
-        pattern=PRINTABLE_PATTERN,
-        description="Only this project's items (Sinch's project id). A project this token is not "
-        "limited to, or that does not exist, gives no items.",
     ),
 ]
 

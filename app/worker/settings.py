@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from arq import cron, func
+from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 from prometheus_client import start_http_server
 
@@ -261,57 +262,31 @@ def build_worker_settings(settings: Settings) -> type:
     # (`sinch_deadline_seconds`), the crons stop at their own budget (`tasks.cron_budget`), and a
     # full import belongs to `python -m app reconcile`.
     timeout = settings.job_timeout_seconds
+
+    def periodic(task: Any, *, at_startup: bool = False, **when: Any) -> CronJob:
+        """A cron of `task` at the arq cron fields `when` (and at start-up if `at_startup`):
+        never two runs at once (`unique`), within the one job timeout."""
+        return cron(_job(task), **when, unique=True, run_at_startup=at_startup, timeout=timeout)
+
     cron_jobs = [
-        cron(
-            _job(tasks.sweep),
-            **every(settings.sweep_interval_seconds),
-            unique=True,
-            timeout=timeout,
+        periodic(tasks.sweep, **every(settings.sweep_interval_seconds)),
+        periodic(tasks.fold_counts, **every(settings.counts_fold_interval_seconds)),
+        periodic(
+            tasks.refresh_forecasts, at_startup=True, **every(settings.forecast_interval_seconds)
         ),
-        cron(
-            _job(tasks.fold_counts),
-            **every(settings.counts_fold_interval_seconds),
-            unique=True,
-            timeout=timeout,
-        ),
-        cron(
-            _job(tasks.refresh_forecasts),
-            **every(settings.forecast_interval_seconds),
-            unique=True,
-            run_at_startup=True,
-            timeout=timeout,
-        ),
-        cron(
-            _job(tasks.prune_events), hour={3}, minute={17}, second=0, unique=True, timeout=timeout
-        ),
+        periodic(tasks.prune_events, hour={3}, minute={17}, second=0),
         # Hourly, and at start-up: loads the market map when it is a day old (markets.MAX_AGE).
-        cron(
-            _job(tasks.refresh_markets),
-            minute={41},
-            second=0,
-            unique=True,
-            run_at_startup=True,
-            timeout=timeout,
-        ),
+        periodic(tasks.refresh_markets, at_startup=True, minute={41}, second=0),
         # Hourly, and at start-up: refreshes each project's catalog when it is
         # CATALOG_REFRESH_INTERVAL_SECONDS old (a day by default).
-        cron(
-            _job(tasks.refresh_catalog),
-            minute={53},
-            second=0,
-            unique=True,
-            run_at_startup=True,
-            timeout=timeout,
-        ),
+        periodic(tasks.refresh_catalog, at_startup=True, minute={53}, second=0),
     ]
     if settings.reconcile_interval_seconds > 0:
         cron_jobs.append(
-            cron(
-                _job(tasks.reconcile_changes),
+            periodic(
+                tasks.reconcile_changes,
+                at_startup=True,
                 **every(settings.reconcile_interval_seconds),
-                unique=True,
-                run_at_startup=True,
-                timeout=timeout,
             )
         )
 

@@ -22,6 +22,7 @@ from app.catalog import service as catalog
 from app.changes import outbox
 from app.changes import repository as changes_repository
 from app.changes import service as changes_service
+from app.core import idempotency
 from app.core.db import utcnow
 from app.core.jobs import RedisError, enqueue_events, enqueue_facts
 from app.core.models import EventState, HistorySource
@@ -33,7 +34,7 @@ from app.forecasts import service as forecasts_service
 from app.registrations import markets
 from app.registrations import repository as registrations_repository
 from app.registrations.reconcile import reconcile
-from app.registrations.service import apply_snapshot
+from app.registrations.service import apply_answer
 from app.sinch.client import SinchClient
 from app.sinch.errors import (
     SinchError,
@@ -43,7 +44,6 @@ from app.sinch.errors import (
 )
 from app.subscriptions import sender
 from app.subscriptions import service as subscriptions_service
-from app.web import idempotency
 from app.worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -261,13 +261,8 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
             )
         return "unusable_answer"
     async with ctx["sessionmaker"].begin() as session:
-        result = await apply_snapshot(
-            session,
-            snapshot,
-            project_id=sinch.project_id,
-            source=HistorySource.REFETCH,
-            fetched_at=fetched_at,
-            now=utcnow(),
+        result = await apply_answer(
+            session, sinch, snapshot, source=HistorySource.REFETCH, fetched_at=fetched_at
         )
     _changed(ctx)
     return "applied" if result.applied else "superseded"

@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core import idempotency
 from app.core.db import utcnow
 from app.core.models import IDEMPOTENCY_KEYS, PROJECTS
 from app.core.settings import Settings
-from app.web import idempotency
 from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.api.conftest import AUTH, api_settings, assert_problem
 from tests.support import processes

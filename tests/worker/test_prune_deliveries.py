@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.outbox import GIVEN_UP_PRUNED
 from app.changes.sequencer import number_and_publish
+from app.core import idempotency
 from app.core.db import utcnow
 from app.core.models import (
     IDEMPOTENCY_KEYS,
@@ -24,7 +25,6 @@ from app.core.models import (
 from app.core.settings import Settings
 from app.subscriptions import service
 from app.subscriptions.schemas import SubscriptionIn
-from app.web import idempotency
 from app.worker.context import WorkerContext
 from app.worker.tasks import prune_events
 from devtools.simulator import SimulatorServer
