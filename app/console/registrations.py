@@ -145,9 +145,7 @@ async def _registration_page(
         if row is None:
             raise Refusal(who, 404, UNKNOWN)
         history = await registration_queries.history(session, registration_id)
-        versions = await registration_queries.versions(
-            session, registration_id, after=None, limit=PAGE_SIZE + 1
-        )
+        versions = await registration_queries.newest_versions(session, registration_id, PAGE_SIZE)
         events = await event_queries.list_events(
             session,
             event_queries.EventFilters(registration_id=registration_id, projects=who.limit),
@@ -177,8 +175,8 @@ async def _registration_page(
             "registration": answer,
             "reason": reason,
             "history": [HistoryItem.model_validate(h) for h in history],
-            "versions": [VersionItem.of(v) for v in reversed(versions[:PAGE_SIZE])],
-            "more_versions": len(versions) > PAGE_SIZE,
+            "versions": [VersionItem.of(v) for v in reversed(versions)],
+            "more_versions": bool(versions) and versions[0].version > 1,
             "event_rows": event_rows,
             "events": [EventOut.of(e) for e in events],
             "sinch_document": json.dumps(row.sinch, indent=2, sort_keys=True)

@@ -6,8 +6,9 @@ implementation of each write).
 Every page is plain HTML that works without JavaScript; its own CSS is served from the package.
 The rooms: sign-in and sign-out (`sign_in`), the overview and the audit trail (`overview`),
 aging (`aging`), registrations (`registrations`; a new one: `new_registration`, both forms'
-common steps in `registration_writes` and `registration_form`), events (`events`), subscriptions as read
-(`subscriptions`) and changed (`subscription_actions`), projects (`projects`). Who may see and
+common steps in `registration_writes` and `registration_form`), events (`events`),
+subscriptions as read (`subscriptions`) and changed (`subscription_actions`), projects
+(`projects`). Who may see and
 do what: `viewer` and `access`; how a page, a redirect and a refusal are answered: `pages`.
 """
 

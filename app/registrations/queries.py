@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import Select, or_, select, tuple_
+from sqlalchemy import Select, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.diff import FieldChange, document_changes
@@ -277,6 +277,20 @@ async def versions(
         found.append(VersionView(row.version, row.at, row.recorded_at, row.source, changes))
         previous = row
     return found
+
+
+async def newest_versions(
+    session: AsyncSession, registration_id: str, count: int
+) -> list[VersionView]:
+    """The registration's newest `count` versions (oldest of them first), each with its changes
+    from the one before: the console's page. Two reads on the primary key."""
+    newest = await session.scalar(
+        select(func.max(RegistrationVersion.version)).where(
+            RegistrationVersion.registration_id == registration_id
+        )
+    )
+    after = VersionKey(id=newest - count) if newest is not None and newest > count else None
+    return await versions(session, registration_id, after=after, limit=count)
 
 
 async def waiting(
