@@ -61,6 +61,14 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
+def _signed_in(driver: WebDriver, base: str) -> None:
+    """The module's browser signed in with the write token (once: the session outlives a test)."""
+    driver.get(f"{base}/console")
+    if driver.find_elements(By.ID, "token"):
+        _sign_in(driver, base, API_TOKEN)
+    _until(driver, lambda d: d.find_elements(By.ID, "events-by-state"))
+
+
 def _fill(driver: WebDriver, values: dict[str, str]) -> None:
     """Type each value into the input named by its path (a choice is selected)."""
     for name, value in values.items():
@@ -93,8 +101,7 @@ def test_a_new_registration_is_checked_beside_each_field_then_submitted_and_answ
 ) -> None:
     base = stack.api_url
     api = httpx.Client(base_url=base, headers=AUTH, timeout=30)
-    _sign_in(browser, base, API_TOKEN)
-    _until(browser, lambda d: d.find_elements(By.ID, "events-by-state"))
+    _signed_in(browser, base)
 
     # Registrations → New registration → the catalog's policies → the GB policy's form.
     browser.get(f"{base}/console/registrations")
@@ -199,8 +206,12 @@ def test_a_new_registration_is_checked_beside_each_field_then_submitted_and_answ
     )
     _shot(browser, "registration-pending-form")
 
-    # Answered: the checked update goes to Sinch, which puts it back in the queue; the page
-    # shows the versions' differences.
+    # Sinch refuses the first try: its refusal stands above the form, what was typed stays.
+    async def refuse_once() -> None:
+        async with SimulatorControl(stack.sim.base_url) as sim:
+            await sim.inject_fault("status", status=400, count=1)
+
+    asyncio.run(refuse_once())
     _fill(
         browser,
         {
@@ -209,6 +220,16 @@ def test_a_new_registration_is_checked_beside_each_field_then_submitted_and_answ
             "$.senderIds[0].useCase": "TRANSACTIONAL",
         },
     )
+    browser.find_element(By.ID, "send-update").click()
+    problem = _until(browser, lambda d: d.find_element(By.ID, "form-problem")).text
+    assert problem.startswith("Sinch refused it (400")
+    use_case = Select(browser.find_element(By.NAME, "$.senderIds[0].useCase"))
+    assert use_case.first_selected_option.text == "TRANSACTIONAL"
+    assert browser.find_element(By.ID, "status").text == "PENDING"
+    _shot(browser, "registration-update-refused")
+
+    # Sent again: the checked update goes to Sinch, which puts it back in the queue; the page
+    # shows the versions' differences.
     browser.find_element(By.ID, "send-update").click()
     _until(browser, lambda d: d.find_elements(By.ID, "done"))
     assert browser.find_element(By.ID, "status").text == "IN_QUEUE"
@@ -252,3 +273,20 @@ def test_a_read_token_gets_no_form_and_a_forged_post_sends_nothing(stack: Stack)
     assert forged.status_code == 403 and "CSRF" in forged.text
     api = httpx.Client(base_url=base, headers=AUTH, timeout=30)
     assert all(r["senderIds"] != ["READER"] for r in api.get("/v1/registrations").json()["items"])
+
+
+def test_a_disabled_policy_is_refused_above_the_form_with_sinchs_disclaimer(
+    stack: Stack, browser: WebDriver
+) -> None:
+    base = stack.api_url
+    _signed_in(browser, base)
+    browser.get(f"{base}/console/new-registration?policy=sim-policy-fr-alphanumeric")
+    disclaimer = _until(browser, lambda d: d.find_element(By.ID, "disclaimer")).text
+    assert disclaimer
+
+    browser.find_element(By.ID, "submit-registration").click()
+
+    errors = _until(browser, lambda d: d.find_element(By.ID, "form-errors")).text
+    assert f"$.policyId: {disclaimer}" in errors
+    assert "$.senderIds[0].senderId" in _errors(browser)  # the fields are still checked
+    _shot(browser, "new-registration-disabled-policy")

@@ -123,6 +123,18 @@ async def check_and_send(
         body = submissions.with_callback(forms.sinch_body(request), resources.settings, project_id)
         return await send(sinch, body)
     except ProblemError as exc:
-        state.problem = exc.detail or exc.title
+        state.problem = _said(exc)
         state.sinch_details = _sinch_details(exc)
         return state
+
+
+def _said(problem: ProblemError) -> str:
+    """The problem in the console's words: a refusal of Sinch's with Sinch's own message (the
+    API's text points to its `sinch` member, which a page does not show), else its detail."""
+    error = (problem.extra or {}).get("sinch")
+    if not isinstance(error, dict):
+        return problem.detail or problem.title
+    answered = " ".join(str(error[k]) for k in ("code", "status") if error.get(k) is not None)
+    message = error.get("message")
+    words = f": {message.rstrip('.')}." if isinstance(message, str) and message else "."
+    return f"Sinch refused it ({answered or 'no details'}){words} Nothing changed here."
