@@ -74,9 +74,12 @@ def test_a_document_fills_the_inputs_and_a_request_becomes_sinchs_body() -> None
     values = forms.values_of(body)
 
     assert body["requestDetails"] == [
-        {"senderIdDetails": [{"senderId": "ACME", "useCase": "OTP"}], "additionalDetails": []}
+        {
+            "senderIdDetails": [{"senderId": "ACME", "useCase": "OTP"}],
+            "additionalDetails": [{"companyDetails": {"companyName": "Acme"}}],
+        }
     ]
-    assert "senderIds" not in body
+    assert "senderIds" not in body and "companyDetails" not in body
     assert values == {
         "$.senderIds[0].senderId": "ACME",
         "$.senderIds[0].useCase": "OTP",

@@ -199,12 +199,19 @@ def errors_by_path(
 
 def sinch_body(request: Mapping[str, Any]) -> dict[str, Any]:
     """The body Sinch's create and update take for a checked `request`: the sender IDs in
-    `requestDetails[0].senderIdDetails` (Sinch's registration document); the other members as
-    the request names them, since where Sinch wants the company and contact details is not
-    documented (docs/sinch.md): this function is the one place to change when it is known."""
-    body = {k: v for k, v in request.items() if k != SENDER_MEMBER}
+    `requestDetails[0].senderIdDetails`, the company details and the contact person as one object
+    of `requestDetails[0].additionalDetails` keyed by those names (our reading: Sinch documents
+    `additionalDetails[]` without its items, docs/sinch.md), every other member as it is. The
+    layout of `app.submissions.service.sinch_request` (issue 27's submit branch), which this
+    gives way to once both are on one branch: there must be one."""
+    laid_out = {member for member, _ in MEMBERS}
+    body = {k: v for k, v in request.items() if k not in laid_out}
+    additional = {m: request[m] for m, _ in MEMBERS if m != SENDER_MEMBER and m in request}
     body["requestDetails"] = [
-        {"senderIdDetails": list(request.get(SENDER_MEMBER) or []), "additionalDetails": []}
+        {
+            "senderIdDetails": list(request.get(SENDER_MEMBER) or []),
+            "additionalDetails": [additional] if additional else [],
+        }
     ]
     return body
 
@@ -212,7 +219,8 @@ def sinch_body(request: Mapping[str, Any]) -> dict[str, Any]:
 def values_of(document: Mapping[str, Any] | None) -> dict[str, str]:
     """The inputs' values a registration's document gives (by path): its sender IDs'
     details (every `requestDetails[].senderIdDetails[]`, in order), the company and contact
-    details where the document holds them, and its tags."""
+    details where the document holds them (`requestDetails[].additionalDetails[]`, as
+    `sinch_body` lays them out, else top-level), and its tags."""
     values: dict[str, str] = {}
     if not document:
         return values
@@ -223,19 +231,19 @@ def values_of(document: Mapping[str, Any] | None) -> dict[str, str]:
         elif isinstance(value, str | int | float):
             values[json_path(parts)] = str(value)
 
-    senders = [
-        item
-        for entry in document.get("requestDetails") or []
-        if isinstance(entry, dict)
-        for item in entry.get("senderIdDetails") or []
-        if isinstance(item, dict)
-    ]
-    for index, item in enumerate(senders):
+    details = [e for e in document.get("requestDetails") or [] if isinstance(e, dict)]
+
+    def items(key: str) -> list[dict[str, Any]]:
+        return [i for e in details for i in e.get(key) or [] if isinstance(i, dict)]
+
+    for index, item in enumerate(items("senderIdDetails")):
         for name, value in item.items():
             keep([SENDER_MEMBER, index, name], value)
+    # Where `sinch_body` puts them, else where a document may name them itself.
+    holders = [*items("additionalDetails"), document]
     for member, _ in MEMBERS:
-        held = document.get(member)
-        if member != SENDER_MEMBER and isinstance(held, dict):
+        held = next((h[member] for h in holders if isinstance(h.get(member), dict)), None)
+        if member != SENDER_MEMBER and held is not None:
             for name, value in held.items():
                 keep([member, name], value)
     tags = document.get(TAGS)
