@@ -2,8 +2,8 @@
 applied, served at `GET /v1/registrations/{id}/versions` with what changed between consecutive
 ones. Over real HTTP, with the simulator as Sinch.
 
-What a user relies on: after Sinch asked for a change and the registration was updated, the
-versions tell what Sinch's document said before and after, field by field; a document fetched
+What a user relies on: after Sinch asked for a change (and later moved on), the versions tell what
+Sinch's document said before and after, field by field; a document fetched
 again unchanged adds no version; the list pages like every other; a token limited to another
 project sees nothing of it.
 """
@@ -22,7 +22,7 @@ from app.core.models import PROJECTS
 from app.core.settings import Settings
 from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.api.conftest import api_settings, assert_problem
-from tests.api.test_submissions import PUBLIC_BASE_URL, new_registration
+from tests.api.test_submissions import PUBLIC_BASE_URL
 from tests.support.tokens import bearer, make_token
 
 
@@ -46,6 +46,9 @@ async def all_versions(v1: httpx.AsyncClient, registration_id: str) -> list[dict
     raise AssertionError("the walk did not end")
 
 
+ASKED = "Describe the use case in more detail"
+
+
 def changes_of(version: dict[str, Any]) -> dict[str, tuple[str, Any, Any]]:
     return {c["path"]: (c["change"], c["from"], c["to"]) for c in version["changes"]}
 
@@ -53,55 +56,54 @@ def changes_of(version: dict[str, Any]) -> dict[str, tuple[str, Any, Any]]:
 async def test_versions_tell_what_changed_between_the_documents_sinch_gave(
     v1: httpx.AsyncClient, sim: SimulatorControl
 ) -> None:
-    registration_id = (await v1.post("/v1/registrations", json=new_registration())).json()["id"]
+    created = await sim.create_registration(sender_id="ACME", tags=["#billing"])
+    registration_id = created["id"]
+    refresh = f"/v1/registrations/{registration_id}/refresh"
+    assert (await v1.post(refresh)).status_code == 200
     # Fetched again unchanged: no new version.
-    assert (await v1.post(f"/v1/registrations/{registration_id}/refresh")).status_code == 200
-    await sim.transition(registration_id, "PENDING", comment="Describe the use case")
-    await v1.post(f"/v1/registrations/{registration_id}/refresh")
-    fixed = new_registration()
-    fixed["requestDetails"][0]["senderIdDetails"][0]["useCase"] = "Bank transaction codes"
-    fixed["tags"] = ["#billing", "#fixed"]
-    assert (await v1.put(f"/v1/registrations/{registration_id}", json=fixed)).status_code == 200
+    assert (await v1.post(refresh)).status_code == 200
+    await sim.transition(registration_id, "PENDING", comment=ASKED)
+    await v1.post(refresh)
+    await sim.transition(registration_id, "IN_PROGRESS")
+    await v1.post(refresh)
 
     versions = await all_versions(v1, registration_id)
 
     assert [(v["version"], v["source"]) for v in versions] == [
-        (1, "submitted"),
+        (1, "refetch"),
         (2, "refetch"),
-        (3, "submitted"),
+        (3, "refetch"),
     ]
     assert versions[0]["changes"] is None  # nothing before it to compare with
     asked = changes_of(versions[1])
     assert asked["$.status"] == ("changed", "IN_QUEUE", "PENDING")
-    assert asked["$.logs[1].message"] == ("added", None, "Describe the use case")
-    answered = changes_of(versions[2])
-    assert answered["$.requestDetails[0].senderIdDetails[0].useCase"] == (
-        "changed",
-        "One-time passwords",
-        "Bank transaction codes",
-    )
-    assert answered["$.tags[1]"] == ("added", None, "#fixed")
-    assert answered["$.status"] == ("changed", "PENDING", "IN_QUEUE")
+    assert asked["$.logs[1].message"] == ("added", None, ASKED)
+    assert asked["$.logs[1].registrationState"] == ("added", None, "PENDING")
+    assert "$.tags[0]" not in asked  # what did not change is not listed
+    assert changes_of(versions[2])["$.status"] == ("changed", "PENDING", "IN_PROGRESS")
     assert all(
         (c["from"] is None) == (c["change"] == "added") for v in versions[1:] for c in v["changes"]
     )
     # The newest version is the document the registration holds.
     local = (await v1.get(f"/v1/registrations/{registration_id}")).json()
-    assert local["sinch"]["tags"] == ["#billing", "#fixed"]
+    assert local["sinch"]["status"] == "IN_PROGRESS"
 
+    # Deleted through the service: the last document, status DELETED, is its last version.
     deleted = await v1.delete(f"/v1/registrations/{registration_id}")
     assert deleted.status_code == 200, deleted.text
     last = (await all_versions(v1, registration_id))[-1]
     assert (last["version"], last["source"]) == (4, "submitted")
-    assert changes_of(last)["$.status"] == ("changed", "IN_QUEUE", "DELETED")
+    assert changes_of(last)["$.status"] == ("changed", "IN_PROGRESS", "DELETED")
 
 
 async def test_a_token_limited_to_another_project_gets_404(
     v1: httpx.AsyncClient,
+    sim: SimulatorControl,
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> None:
-    registration_id = (await v1.post("/v1/registrations", json=new_registration())).json()["id"]
+    registration_id = (await sim.create_registration())["id"]
+    assert (await v1.post(f"/v1/registrations/{registration_id}/refresh")).status_code == 200
     async with sessionmaker.begin() as session:
         now = utcnow()
         await session.execute(
