@@ -69,6 +69,13 @@ def _signed_in(driver: WebDriver, base: str) -> None:
     _until(driver, lambda d: d.find_elements(By.ID, "events-by-state"))
 
 
+async def _pending_under(policy_id: str, stack: Stack) -> str:
+    """A registration the simulator holds PENDING under `policy_id`; answers its id."""
+    async with SimulatorControl(stack.sim.base_url) as sim:
+        created = await sim.create_registration(policy_id=policy_id, lifecycle=["PENDING"])
+    return str(created["id"])
+
+
 def _fill(driver: WebDriver, values: dict[str, str]) -> None:
     """Type each value into the input named by its path (a choice is selected)."""
     for name, value in values.items():
@@ -262,10 +269,22 @@ def test_a_read_token_gets_no_form_and_a_forged_post_sends_nothing(stack: Stack)
     writer = _signed_in_client(base, API_TOKEN)
     try:
         forged = writer.post("/console/new-registration", data={"policy": GB})
+        assert forged.status_code == 403 and "CSRF" in forged.text
+        # A PENDING registration whose policy the catalog lacks: no form, and an answer posted
+        # anyway is refused before Sinch sees it.
+        unlisted = asyncio.run(_pending_under("sim-policy-unlisted", stack))
+        api = httpx.Client(base_url=base, headers=AUTH, timeout=30)
+        assert api.post(f"/v1/registrations/{unlisted}/refresh").json()["status"] == "PENDING"
+        shown = writer.get(f"/console/registrations/{unlisted}").text
+        assert 'id="fix-no-policy"' in shown and 'id="fix-form"' not in shown
+        csrf = shown.split('name="csrf" value="')[1].split('"')[0]
+        answered = writer.post(
+            f"/console/registrations/{unlisted}/update",
+            data={"csrf": csrf, "$.senderIds[0].senderId": "OTHER"},
+        )
+        assert answered.status_code == 404 and "Nothing was sent" in answered.text
     finally:
         writer.close()
-    assert forged.status_code == 403 and "CSRF" in forged.text
-    api = httpx.Client(base_url=base, headers=AUTH, timeout=30)
     assert all(r["senderIds"] != ["READER"] for r in api.get("/v1/registrations").json()["items"])
 
 

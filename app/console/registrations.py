@@ -161,7 +161,7 @@ async def _registration_page(
         Reason(message=kept.message, state=kept.state, at=kept.at) if kept else None,
     )
     event_rows = {e.event_id: e.id for e in events if e.event_id}
-    policy_known = True
+    policy_known = fix is not None
     if fix is None and who.may_act and answer.status in FIXABLE and row.policy_id is not None:
         policy = await policy_of(resources, row.project_id, row.policy_id)
         policy_known = policy is not None
