@@ -395,3 +395,55 @@ def test_the_placeholder_project_becomes_sinch_project_id_at_start(
     # Two projects: going below 0010 would mix their rows, so it is refused.
     with pytest.raises(RuntimeError, match="2 projects exist"):
         command.downgrade(config, "0009")
+
+
+async def _versions(url: str) -> list[tuple[Any, ...]]:
+    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT registration_id, version, project_id, document, digest, source "
+                    "FROM registration_versions ORDER BY registration_id, version"
+                )
+            )
+            return [tuple(row) for row in rows]
+    finally:
+        await engine.dispose()
+
+
+def test_the_versions_migration_keeps_each_held_document_as_version_1(
+    empty_database_url: str,
+) -> None:
+    from app.catalog.diff import digest
+
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, "0017")
+    document = {"id": "r-1", "status": "PENDING", "tags": ["#a"]}
+    asyncio.run(
+        _execute(
+            empty_database_url,
+            [
+                "INSERT INTO projects (id, name, from_settings, created_at, updated_at) VALUES "
+                "('proj-a', 'A', true, now(), now())",
+                "INSERT INTO registrations (id, project_id, status, sinch, last_synced_at, "
+                "created_at, updated_at) VALUES ('r-1', 'proj-a', 'PENDING', "
+                """'{"id": "r-1", "status": "PENDING", "tags": ["#a"]}', now(), now(), now())""",
+                # Known from a callback only: no document, no version.
+                "INSERT INTO registrations (id, project_id, status, created_at, updated_at) "
+                "VALUES ('r-2', 'proj-a', 'IN_QUEUE', now(), now())",
+            ],
+        )
+    )
+
+    command.upgrade(config, "0018")
+
+    assert asyncio.run(_versions(empty_database_url)) == [
+        ("r-1", 1, "proj-a", document, digest(document), "migration")
+    ]
+    command.downgrade(config, "0017")
+    tables, _ = asyncio.run(_inspect(empty_database_url))
+    assert "registration_versions" not in tables
+    assert "registrations" in tables
+    command.upgrade(config, "head")
+    assert [row[:2] for row in asyncio.run(_versions(empty_database_url))] == [("r-1", 1)]

@@ -10,10 +10,7 @@ its subscribers' deliveries), in this same transaction.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -21,7 +18,7 @@ from typing import Any, Final
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.catalog.diff import diff, is_empty
+from app.catalog.diff import diff, digest, is_empty
 from app.changes import repository as changes
 from app.core.models import (
     CATALOG_MARKETS,
@@ -62,12 +59,6 @@ class StoreReport:
     """Policies whose document changed (a `policy_changes` row each)."""
     announced: int = 0
     """Changes put on the feed (one per registration of a changed policy)."""
-
-
-def digest(document: Mapping[str, Any]) -> str:
-    """SHA-256 of the document's canonical JSON (sorted keys): equal documents, equal digests."""
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def sort_key(market_code: str, registration_type: str, project_id: str) -> str:

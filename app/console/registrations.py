@@ -1,19 +1,25 @@
 """The console's registrations: the list with its search and filters, one registration's page
-(its history, events and Sinch's document) and its refresh from Sinch."""
+(its history, the versions of Sinch's document and what changed between them, its events, the
+document) and its refresh from Sinch; while it is PENDING, the form that answers Sinch (the
+policy's fields prefilled from the document, app/console/registration_writes.py) and its
+update."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.changes.live import SequencerDep
-from app.console import present
+from app.console import present, registration_form
 from app.console.access import ActingDep, ViewerDep
 from app.console.pages import PAGE_SIZE, STALE_LINK, Refusal, next_link, page, path, redirect, text
+from app.console.registration_writes import FormState, check_and_send, policy_of, posted, shown
+from app.console.viewer import Viewer
 from app.core.db import utcnow
+from app.core.models import Registration
 from app.core.pagination import optional_cursor
 from app.core.pagination import page as paged
 from app.core.problems import ProblemError
@@ -21,15 +27,28 @@ from app.counts import service as counts_service
 from app.events import queries as event_queries
 from app.events.schemas import EventOut
 from app.forecasts import queries as forecast_queries
+from app.projects.clients import ProjectClientsDep
 from app.registrations import queries as registration_queries
 from app.registrations import service as registration_service
 from app.registrations.facts import Reason
-from app.registrations.schemas import HistoryItem, RegistrationOut
+from app.registrations.schemas import HistoryItem, RegistrationOut, VersionItem
+from app.sinch.client import SinchClient
+from app.submissions import service as submissions
 from app.web.deps import ResourcesDep
 
 router = APIRouter(prefix="/console")
 
 UNKNOWN = "No registration with this id is known here."
+NO_POLICY = (
+    "This project's catalog has no policy for this registration, so its form cannot be made: "
+    "refresh the catalog (python -m app catalog refresh)."
+)
+FIXABLE = frozenset({"PENDING"})
+"""The states whose page offers the form that answers Sinch (the update path)."""
+DONE = {
+    "updated": "Sent to Sinch: the registration is updated.",
+    "submitted": "Submitted to Sinch.",
+}
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -107,11 +126,26 @@ async def registrations(
 async def registration(
     request: Request, resources: ResourcesDep, who: ViewerDep, registration_id: str
 ) -> HTMLResponse:
+    return await _registration_page(request, resources, who, registration_id)
+
+
+async def _registration_page(
+    request: Request,
+    resources: ResourcesDep,
+    who: Viewer,
+    registration_id: str,
+    *,
+    fix: FormState | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """One registration's page; `fix`: the update form as posted (with its errors), else the
+    form prefilled from the document, shown while the registration is PENDING."""
     async with resources.reader() as session:
         row = await registration_queries.get_registration(session, registration_id, who.limit)
         if row is None:
             raise Refusal(who, 404, UNKNOWN)
         history = await registration_queries.history(session, registration_id)
+        versions = await registration_queries.newest_versions(session, registration_id, PAGE_SIZE)
         events = await event_queries.list_events(
             session,
             event_queries.EventFilters(registration_id=registration_id, projects=who.limit),
@@ -127,6 +161,12 @@ async def registration(
         Reason(message=kept.message, state=kept.state, at=kept.at) if kept else None,
     )
     event_rows = {e.event_id: e.id for e in events if e.event_id}
+    policy_known = fix is not None
+    if fix is None and who.may_act and answer.status in FIXABLE and row.policy_id is not None:
+        policy = await policy_of(resources, row.project_id, row.policy_id)
+        policy_known = policy is not None
+        if policy is not None:
+            fix = shown(policy, registration_form.values_of(row.sinch))
     return page(
         request,
         "registration.html",
@@ -135,14 +175,60 @@ async def registration(
             "registration": answer,
             "reason": reason,
             "history": [HistoryItem.model_validate(h) for h in history],
+            "versions": [VersionItem.of(v) for v in reversed(versions)],
+            "more_versions": bool(versions) and versions[0].version > 1,
             "event_rows": event_rows,
             "events": [EventOut.of(e) for e in events],
             "sinch_document": json.dumps(row.sinch, indent=2, sort_keys=True)
             if row.sinch is not None
             else None,
             "refreshed": request.query_params.get("refreshed") == "1",
+            "done": DONE.get(request.query_params.get("done") or ""),
+            "fix": fix,
+            "fixable": answer.status in FIXABLE,
+            "policy_known": policy_known,
         },
+        status_code=status_code,
     )
+
+
+@router.post("/registrations/{registration_id:path}/update")
+async def update(
+    request: Request,
+    resources: ResourcesDep,
+    clients: ProjectClientsDep,
+    sequencer: SequencerDep,
+    acting: ActingDep,
+    registration_id: str,
+) -> Response:
+    """The fix form of a PENDING registration: checked like `?validateOnly=true`, then sent
+    through `app.submissions.service.update` (the API's `PUT`), audited as the console's user."""
+    who = acting.who
+    async with resources.reader() as session:
+        row = await registration_queries.get_registration(session, registration_id, who.limit)
+    if row is None:
+        raise Refusal(who, 404, UNKNOWN)
+    policy = (
+        await policy_of(resources, row.project_id, row.policy_id)
+        if row.policy_id is not None
+        else None
+    )
+    if policy is None:
+        raise Refusal(who, 404, f"{NO_POLICY} Nothing was sent.")
+
+    async def send(sinch: SinchClient, body: dict[str, Any]) -> Registration:
+        return await submissions.update(
+            resources.sessionmaker, sinch, registration_id, body, actor=acting.actor
+        )
+
+    values = await posted(request)
+    outcome = await check_and_send(resources, clients, row.project_id, policy, values, send)
+    if isinstance(outcome, FormState):
+        return await _registration_page(
+            request, resources, who, registration_id, fix=outcome, status_code=422
+        )
+    sequencer.poke()
+    return redirect(f"/console/registrations/{path(registration_id)}?done=updated")
 
 
 @router.post("/registrations/{registration_id:path}/refresh")

@@ -5,8 +5,10 @@ implementation of each write).
 
 Every page is plain HTML that works without JavaScript; its own CSS is served from the package.
 The rooms: sign-in and sign-out (`sign_in`), the overview and the audit trail (`overview`),
-aging (`aging`), registrations (`registrations`), events (`events`), subscriptions as read
-(`subscriptions`) and changed (`subscription_actions`), projects (`projects`). Who may see and
+aging (`aging`), registrations (`registrations`; a new one: `new_registration`, both forms'
+common steps in `registration_writes` and `registration_form`), events (`events`),
+subscriptions as read (`subscriptions`) and changed (`subscription_actions`), projects
+(`projects`). Who may see and
 do what: `viewer` and `access`; how a page, a redirect and a refusal are answered: `pages`.
 """
 
@@ -19,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from app.console import (
     aging,
     events,
+    new_registration,
     overview,
     projects,
     registrations,
@@ -34,6 +37,7 @@ for room in (
     sign_in,
     overview,
     aging,
+    new_registration,
     registrations,
     events,
     subscriptions,

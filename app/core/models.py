@@ -398,6 +398,31 @@ class RegistrationHistory(Base):
     """Why the change needs explaining, e.g. a snapshot overruling a callback's claim."""
 
 
+class RegistrationVersion(Base):
+    """One distinct document Sinch gave for a registration, numbered from 1 in the order applied
+    here (app/registrations/repository.py `keep_version`). A document equal to the last kept one
+    (same `digest`) is not kept again, so the newest version is the registration's `sinch`."""
+
+    __tablename__ = "registration_versions"
+
+    registration_id: Mapped[str] = mapped_column(
+        String(255), ForeignKey("registrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    project_id: Mapped[str] = project_key()
+    """The registration's project."""
+    document: Mapped[dict[str, Any]]
+    """The document as Sinch sent it."""
+    digest: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the document's canonical JSON (app/catalog/diff.py `digest`)."""
+    source: Mapped[str] = mapped_column(String(16))
+    """What brought the document (a `HistorySource`; `migration` for the document a registration
+    held when versions began to be kept, revision 0018)."""
+    at: Mapped[datetime]
+    """Sinch's time of the document (its `updateTime`; when it was fetched, without one)."""
+    recorded_at: Mapped[datetime]
+
+
 class ChangeSource(StrEnum):
     """What recorded a change of the feed: a status change's `HistorySource`, the forecasts
     cron finding a registration overdue (app/forecasts/), or a catalog refresh finding its
@@ -809,6 +834,7 @@ PROJECTS = cast(Table, Project.__table__)
 CALLBACK_EVENTS = cast(Table, CallbackEvent.__table__)
 REGISTRATIONS = cast(Table, Registration.__table__)
 REGISTRATION_HISTORY = cast(Table, RegistrationHistory.__table__)
+REGISTRATION_VERSIONS = cast(Table, RegistrationVersion.__table__)
 SYNC_STATE = cast(Table, SyncState.__table__)
 REGISTRATION_SENDER_IDS = cast(Table, RegistrationSenderId.__table__)
 REGISTRATION_TAGS = cast(Table, RegistrationTag.__table__)

@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import Select, or_, select, tuple_
+from sqlalchemy import Select, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.catalog.diff import FieldChange, document_changes
 from app.core.filtering import where_given
 from app.core.models import (
     Registration,
@@ -41,6 +42,7 @@ from app.core.models import (
     RegistrationHistory,
     RegistrationSenderId,
     RegistrationTag,
+    RegistrationVersion,
 )
 from app.core.schemas import MAX_TEXT_LENGTH, PRINTABLE_PATTERN
 from app.projects.queries import within
@@ -219,6 +221,76 @@ async def history(session: AsyncSession, registration_id: str) -> Sequence[Regis
     """Every status change of the registration, in the order it was applied here."""
     result = await session.execute(history_statement(registration_id))
     return result.scalars().all()
+
+
+class VersionKey(BaseModel):
+    """Where a listing of a registration's versions stopped: the last version's number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: int = Field(ge=1, le=2**31 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionView:
+    """A kept version of a registration's document, and what changed from the version before
+    (None for the first version kept: there is nothing to compare it with)."""
+
+    version: int
+    at: datetime
+    recorded_at: datetime
+    source: str
+    changes: list[FieldChange] | None
+
+
+def versions_statement(registration_id: str, start: int, limit: int) -> Select[RegistrationVersion]:
+    return (
+        select(RegistrationVersion)
+        .where(
+            RegistrationVersion.registration_id == registration_id,
+            RegistrationVersion.version >= start,
+        )
+        .order_by(RegistrationVersion.version)
+        .limit(limit)
+    )
+
+
+async def versions(
+    session: AsyncSession, registration_id: str, *, after: VersionKey | None, limit: int
+) -> list[VersionView]:
+    """At most `limit` versions of the registration after `after`, oldest first, each with its
+    changes from the one before (app/catalog/diff.py `document_changes`). One range read on the
+    primary key: the version before the page is read with it, as the first page's predecessor."""
+    start, extra = (after.id, 1) if after is not None else (1, 0)
+    statement = versions_statement(registration_id, start, limit + extra)
+    rows = list((await session.execute(statement)).scalars())
+    previous: RegistrationVersion | None = None
+    if after is not None and rows and rows[0].version == after.id:
+        previous = rows.pop(0)
+    found: list[VersionView] = []
+    for row in rows[:limit]:
+        changes = (
+            document_changes(previous.document, row.document)
+            if previous is not None and previous.version == row.version - 1
+            else None
+        )
+        found.append(VersionView(row.version, row.at, row.recorded_at, row.source, changes))
+        previous = row
+    return found
+
+
+async def newest_versions(
+    session: AsyncSession, registration_id: str, count: int
+) -> list[VersionView]:
+    """The registration's newest `count` versions (oldest of them first), each with its changes
+    from the one before: the console's page. Two reads on the primary key."""
+    newest = await session.scalar(
+        select(func.max(RegistrationVersion.version)).where(
+            RegistrationVersion.registration_id == registration_id
+        )
+    )
+    after = VersionKey(id=newest - count) if newest is not None and newest > count else None
+    return await versions(session, registration_id, after=after, limit=count)
 
 
 async def waiting(

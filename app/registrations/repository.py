@@ -1,5 +1,5 @@
-"""The one module that writes `registrations` and `registration_history` (and the worker's named
-marks in `sync_state`). Nothing here commits: callers own the transaction.
+"""The one module that writes `registrations`, `registration_history`, `registration_versions`
+(and the worker's named marks in `sync_state`). Nothing here commits: callers own the transaction.
 
 Locking: `lock()` takes the registration's row lock (`SELECT ... FOR UPDATE`).
 
@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.catalog.diff import digest
 from app.changes import outbox
 from app.changes import repository as changes
 from app.core.db import UTCDateTime
@@ -47,6 +48,7 @@ from app.core.models import (
     REGISTRATION_HISTORY,
     REGISTRATION_SENDER_IDS,
     REGISTRATION_TAGS,
+    REGISTRATION_VERSIONS,
     REGISTRATIONS,
     SYNC_STATE,
     ChangeKind,
@@ -203,6 +205,69 @@ def record_snapshot(
         setattr(registration, column, value)
     if registration.facts_due_at is not None and registration.facts_due_at <= fetched_at:
         registration.facts_due_at = None
+
+
+_VERSIONS = REGISTRATION_VERSIONS
+_V_REGISTRATION = bindparam("p_registration", type_=String())
+_V_DIGEST = bindparam("p_digest", type_=String())
+_LAST_KEPT = (
+    select(_VERSIONS.c.version, _VERSIONS.c.digest)
+    .where(_VERSIONS.c.registration_id == _V_REGISTRATION)
+    .order_by(_VERSIONS.c.version.desc())
+    .limit(1)
+    .subquery("last_kept")
+)
+# One statement: the next number and the comparison with the last kept digest, so that a document
+# equal to the last one adds nothing. Run under the registration's row lock (apply_snapshot), so
+# two writers never number the same version.
+KEEP_VERSION = insert(_VERSIONS).from_select(
+    [
+        "registration_id",
+        "version",
+        "project_id",
+        "document",
+        "digest",
+        "source",
+        "at",
+        "recorded_at",
+    ],
+    select(
+        _V_REGISTRATION,
+        func.coalesce(select(_LAST_KEPT.c.version).scalar_subquery(), 0) + 1,
+        bindparam("p_project", type_=String()),
+        bindparam("p_document", type_=_VERSIONS.c.document.type),
+        _V_DIGEST,
+        bindparam("p_source", type_=String()),
+        bindparam("p_at", type_=UTCDateTime()),
+        bindparam("p_now", type_=UTCDateTime()),
+    ).where(select(_LAST_KEPT.c.digest).scalar_subquery().is_distinct_from(_V_DIGEST)),
+)
+
+
+async def keep_version(
+    session: AsyncSession,
+    *,
+    registration_id: str,
+    project_id: str,
+    document: dict[str, Any],
+    source: str,
+    at: datetime,
+    now: datetime,
+) -> None:
+    """Keep `document` as the registration's next version, unless it equals (by digest) the
+    last one kept. The caller holds the registration's row lock (or inserted it)."""
+    await session.execute(
+        KEEP_VERSION,
+        {
+            "p_registration": registration_id,
+            "p_project": project_id,
+            "p_document": document,
+            "p_digest": digest(document),
+            "p_source": source,
+            "p_at": at,
+            "p_now": now,
+        },
+    )
 
 
 async def replace_lookups(

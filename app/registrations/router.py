@@ -14,7 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes.live import SequencerDep
 from app.core.models import Registration
-from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
+from app.core.pagination import (
+    DEFAULT_LIMIT,
+    LimitQuery,
+    RowIdCursorQuery,
+    TextIdCursorQuery,
+    optional_cursor,
+    page,
+)
 from app.core.problems import ProblemError, found
 from app.core.schemas import (
     MAX_TEXT_LENGTH,
@@ -26,7 +33,14 @@ from app.core.schemas import (
 )
 from app.forecasts import queries as forecast_queries
 from app.registrations import queries, service
-from app.registrations.schemas import HistoryItem, HistoryOut, RegistrationOut, RegistrationPage
+from app.registrations.schemas import (
+    HistoryItem,
+    HistoryOut,
+    RegistrationOut,
+    RegistrationPage,
+    VersionItem,
+    VersionPage,
+)
 from app.tokens.principal import Visible
 from app.web.auth import ActorDep, LimitDep, VisibleDep, api_router
 from app.web.deps import ReadSessionDep, ResourcesDep
@@ -174,6 +188,31 @@ async def get_history(
     await _known(session, registration_id, limit)
     rows = await queries.history(session, registration_id)
     return HistoryOut(items=[HistoryItem.model_validate(row) for row in rows])
+
+
+@router.get(
+    "/{id}/versions",
+    **operation(
+        "listRegistrationVersions",
+        "The documents Sinch gave for a registration, and what changed between them",
+        404,
+        description="Each distinct document kept (a document equal to the one before is not "
+        "kept again), oldest first, with the fields added, changed and removed since the "
+        "version before.",
+    ),
+)
+async def list_versions(
+    session: ReadSessionDep,
+    visible: LimitDep,
+    registration_id: RegistrationId,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: RowIdCursorQuery = None,
+) -> VersionPage:
+    await _known(session, registration_id, visible)
+    after = optional_cursor(cursor, queries.VersionKey)
+    views = await queries.versions(session, registration_id, after=after, limit=limit + 1)
+    items, next_cursor = page(views, limit, lambda view: queries.VersionKey(id=view.version))
+    return VersionPage(items=[VersionItem.of(view) for view in items], next_cursor=next_cursor)
 
 
 @router.post(

@@ -6,10 +6,12 @@ from typing import Any
 
 from pydantic import Field
 
+from app.catalog.diff import FieldChangeKind
 from app.changes.schemas import ReasonOut, RegistrationView
 from app.core.models import HistorySource
 from app.core.schemas import ApiModel, ApiTime
 from app.forecasts.schemas import ForecastOut
+from app.registrations.queries import VersionView
 from app.registrations.states import Action, needs_action
 
 
@@ -98,3 +100,59 @@ class HistoryOut(ApiModel):
         "fromStatus is the toStatus of the row before it, even when a snapshot corrected a "
         "callback that claimed a later time)."
     )
+
+
+class VersionChange(ApiModel):
+    """One field of Sinch's document that differs from the version before."""
+
+    path: str = Field(
+        description="The field's JSON path (`$.requestDetails[0].senderIdDetails[0].senderId`); "
+        "an array's items by position."
+    )
+    change: FieldChangeKind = Field(description="`added`, `changed` or `removed`.")
+    from_: Any = Field(
+        default=None,
+        alias="from",
+        description="Its value before (null when `added`); an object or array emptied is a "
+        "change to `{}` or `[]`.",
+    )
+    to: Any = Field(default=None, description="Its value after (null when `removed`).")
+
+
+class VersionItem(ApiModel):
+    """One distinct document Sinch gave for the registration."""
+
+    version: int = Field(description="1, 2, ... in the order the documents were applied here.")
+    at: ApiTime = Field(
+        description="Sinch's time of the document (`updateTime`; when it was fetched without one)."
+    )
+    recorded_at: ApiTime = Field(description="When this service kept it.")
+    source: str = Field(
+        description="What brought it: `refetch`, `reconcile`, `submitted` (Sinch's answer to a "
+        "write through this service; a deletion keeps the last document with status `DELETED`), "
+        "or `migration` (the document held when versions began to be kept)."
+    )
+    changes: list[VersionChange] | None = Field(
+        description="What changed from the version before, by path; null for the first version "
+        "kept (nothing to compare it with)."
+    )
+
+    @classmethod
+    def of(cls, view: VersionView) -> VersionItem:
+        return cls(
+            version=view.version,
+            at=view.at,
+            recorded_at=view.recorded_at,
+            source=view.source,
+            changes=None
+            if view.changes is None
+            else [
+                VersionChange(path=c.path, change=c.change, from_=c.before, to=c.after)
+                for c in view.changes
+            ],
+        )
+
+
+class VersionPage(ApiModel):
+    items: list[VersionItem] = Field(description="Oldest first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at end.")

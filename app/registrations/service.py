@@ -116,7 +116,9 @@ async def apply_snapshot(
     `fetched_at` is when the GET (or the listing) that answered `snapshot` began, on our clock; it
     becomes `last_synced_at`. The snapshot's Sinch time is its `updateTime` (`fetched_at` when Sinch
     gives none). A status change adds a history row; one that corrects a callback's status says so
-    in its note. The same status only refreshes the document and the times.
+    in its note. The same status only refreshes the document and the times. A document applied
+    that differs from the last one kept becomes the registration's next version
+    (`registration_versions`); one not applied (older news) is not kept.
     """
     at = snapshot.update_time or fetched_at
     document = snapshot.raw
@@ -136,6 +138,18 @@ async def apply_snapshot(
         "updated_at": now,
         **columns,
     }
+
+    async def keep_version() -> None:
+        """The document as the registration's next version (when it differs from the last)."""
+        await repository.keep_version(
+            session,
+            registration_id=snapshot.id,
+            project_id=project_id,
+            document=document,
+            source=source,
+            at=at,
+            now=now,
+        )
 
     def add_history(*, from_status: str | None, note: str | None = None) -> None:
         """The history row of this snapshot's move from `from_status` to its status."""
@@ -173,6 +187,7 @@ async def apply_snapshot(
             )
             await record_change(ChangeKind.STATUS, from_status=None)
             add_history(from_status=None)
+            await keep_version()
             return SnapshotResult(applied=True, status_changed=True)
         # Another transaction inserted it meanwhile: wait for its commit, then judge as usual.
         registration = await repository.lock(session, snapshot.id)
@@ -217,6 +232,7 @@ async def apply_snapshot(
         fetched_at=fetched_at,
         now=now,
     )
+    await keep_version()
     if _answer(registration) != before:  # the feed records what a reader can see change
         await record_change(
             ChangeKind.STATUS if changed else ChangeKind.DETAILS, from_status=from_status

@@ -171,6 +171,7 @@ DECLARED = {
     ("get", "/v1/registrations"): {"200", "401", "422"},
     ("get", "/v1/registrations/{id}"): {"200", "401", "404", "422"},
     ("get", "/v1/registrations/{id}/history"): {"200", "401", "404", "422"},
+    ("get", "/v1/registrations/{id}/versions"): {"200", "401", "404", "422"},
     # 200: `validateOnly=true` and the request meets its policy (nothing created)
     ("post", "/v1/registrations"): {
         "200",
