@@ -464,17 +464,24 @@ def _as_command_errors() -> Iterator[None]:
     except ProblemError as exc:
         sinch = (exc.extra or {}).get("sinch")
         said = f" Sinch said: {json.dumps(sinch)}" if sinch else ""
-        raise CommandError(f"{exc.detail or exc.title} ({exc.status}){said}") from None
+        fields = [
+            f"{e.get('path')}: {e.get('message')}"
+            for e in (exc.extra or {}).get("errors") or []
+            if isinstance(e, dict)
+        ]
+        listed = "".join(f"\n  {line}" for line in fields)
+        raise CommandError(f"{exc.detail or exc.title} ({exc.status}){said}{listed}") from None
 
 
-async def _registration_project(settings: Settings, registration_id: str) -> str:
+async def _registration_project(settings: Settings, registration_id: str) -> tuple[str, str | None]:
+    """(its project, its policy) of a registration known here; CommandError else."""
     from app.registrations import queries
 
     async with opened(settings) as setup, setup.sessionmaker() as session:
         registration = await queries.get_registration(session, registration_id)
     if registration is None:
         raise CommandError(f"no registration {registration_id} is known here")
-    return registration.project_id
+    return registration.project_id, registration.policy_id
 
 
 def _print_registration(registration: Any) -> None:
@@ -493,10 +500,13 @@ async def _registration_submit(args: argparse.Namespace) -> int:
     named = body.pop("projectId", None)
     project_id = args.project or named or settings.settings_project_id
     with _as_command_errors():
-        document = service.with_callback(body, settings, project_id)
+        service.callback_url(settings, project_id)  # refused before anything is opened
         async with opened(
             settings, redis=True, sinch=True, project=True, project_id=project_id
         ) as setup:
+            async with setup.sessionmaker() as session:
+                await service.check_policy(session, project_id, body)
+            document = service.with_callback(service.sinch_request(body), settings, project_id)
             registration = await service.submit(
                 setup.sessionmaker, setup.sinch, document, actor=Actor.command_line()
             )
@@ -512,10 +522,13 @@ async def _registration_update(args: argparse.Namespace) -> int:
 
     body = _json_file(args.file)
     settings = load_settings()
-    project_id = await _registration_project(settings, args.registration_id)
+    project_id, policy_id = await _registration_project(settings, args.registration_id)
     with _as_command_errors():
-        document = service.with_callback(body, settings, project_id)
+        service.callback_url(settings, project_id)  # refused before anything is opened
         async with opened(settings, redis=True, sinch=True, project_id=project_id) as setup:
+            async with setup.sessionmaker() as session:
+                await service.check_policy(session, project_id, body, policy_id=policy_id)
+            document = service.with_callback(service.sinch_request(body), settings, project_id)
             registration = await service.update(
                 setup.sessionmaker,
                 setup.sinch,
@@ -535,7 +548,7 @@ async def _registration_delete(args: argparse.Namespace) -> int:
     from app.submissions import service
 
     settings = load_settings()
-    project_id = await _registration_project(settings, args.registration_id)
+    project_id, _ = await _registration_project(settings, args.registration_id)
     with _as_command_errors():
         async with opened(settings, redis=True, sinch=True, project_id=project_id) as setup:
             async with setup.sessionmaker() as session:
@@ -1098,8 +1111,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     registration_commands = registration.add_subparsers(dest="registration_command", required=True)
     submit_help = (
-        "submit a new registration: FILE holds Sinch's create body (- reads standard input); "
-        "callbackUrl is set from PUBLIC_BASE_URL; prints the registration as kept"
+        "submit a new registration: FILE holds the request as POST /v1/registrations takes it "
+        "(companyDetails, contactPerson, senderIds, ...; - reads standard input), checked against "
+        "its policy first; callbackUrl is set from PUBLIC_BASE_URL; prints the registration as "
+        "kept"
     )
     submit = registration_commands.add_parser(
         "submit", help=submit_help, description=submit_help, formatter_class=formatter

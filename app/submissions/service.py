@@ -8,6 +8,20 @@ subscriptions see it at once. Each Sinch call is made with no transaction open, 
 credentials of the registration's project. The caller pokes its sequencer (or numbers the
 changes) after these return: what they changed goes on the feed.
 
+The caller's request and Sinch's body: callers of POST and PUT (the API, the command line, the
+console) send ONE layout, the one the policy check reads (`app/catalog/schema.py` `MEMBERS`):
+`companyDetails`, `contactPerson`, `senderIds` (and optionally `attachments`, the uploads it will
+make) beside Sinch's own top-level fields (`registrationType`, `policyId`, `tags`,
+`notificationContacts`, ...). `check_policy` checks it against its policy before anything is sent;
+`sinch_request` lays it out as Sinch's create and update body. Where Sinch wants the company
+details and the contact person is not documented (docs/sinch.md): `sinch_request` is the one place
+to change when Sinch's real layout differs; callers would not notice.
+
+Attachments (`check_attachment`, `attach`, `open_attachment`): a file is checked against its
+registration's policy (the attachment is one the policy defines, of one of its `allowedMimeTypes`,
+not empty, at most `ATTACHMENT_MAX_BYTES`) before it is sent; after the upload the registration is
+fetched again and applied, so its `attachments[]` shows the file. A download streams Sinch's answer.
+
 Which Sinch failures answer what (`ProblemError`): a 4xx is 422 with Sinch's own error object
 under `sinch` (what to fix); a 404 of an update or a delete is 404; a 5xx or 429 is 502; no answer
 in time is 504 (a create may then exist at Sinch: it arrives with its callback or the next
@@ -18,16 +32,21 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
 from app.callbacks.endpoint import project_callback_path
+from app.catalog import queries as catalog_queries
+from app.catalog.check import CheckResult, FieldError
+from app.catalog.service import check_request, invalid_request
 from app.core.db import utcnow
 from app.core.models import HistorySource, Registration
 from app.core.problems import ProblemError
@@ -52,6 +71,65 @@ such state (a deleted registration is simply gone there); the local copy keeps t
 with this status, so the feed tells its readers and the history keeps its life."""
 
 CALLBACK_URL_FIELD = "callbackUrl"
+COMPANY: Final = "companyDetails"
+CONTACT: Final = "contactPerson"
+SENDERS: Final = "senderIds"
+LISTED_ATTACHMENTS: Final = "attachments"
+"""The request's members that `sinch_request` lays out (or, for the attachments the caller will
+upload, leaves out: Sinch takes those through their own upload)."""
+SINCH_DETAILS: Final = "requestDetails"
+"""Sinch's member for the registration's content: never in a caller's request (one layout)."""
+
+
+def sinch_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The caller's request (module docstring; checked by `check_policy`) as Sinch's create or
+    update body: `senderIds` become `requestDetails[0].senderIdDetails`, `companyDetails` and
+    `contactPerson` one object of `requestDetails[0].additionalDetails`, keyed by those names (our
+    reading: Sinch documents `additionalDetails[]` without its items, docs/sinch.md); `attachments`
+    is left out; every other member is passed on as it is. THE place to change if Sinch lays the
+    registration out otherwise."""
+    laid_out = {COMPANY, CONTACT, SENDERS, LISTED_ATTACHMENTS}
+    document = {name: value for name, value in body.items() if name not in laid_out}
+    additional = {name: body[name] for name in (COMPANY, CONTACT) if name in body}
+    senders = body.get(SENDERS)
+    document[SINCH_DETAILS] = [
+        {
+            "senderIdDetails": list(senders) if isinstance(senders, list) else [],
+            "additionalDetails": [additional] if additional else [],
+        }
+    ]
+    return document
+
+
+async def check_policy(
+    session: AsyncSession,
+    project_id: str,
+    body: Mapping[str, Any],
+    *,
+    policy_id: str | None = None,
+) -> CheckResult:
+    """Check the caller's request `body` against its policy in project `project_id`'s catalog
+    (app/catalog/check.py): the body's `policyId`, else `policy_id` (an update: the
+    registration's). Answers the check's result when the request meets the policy; raises the
+    422 problem with one entry per field (`catalog.service.invalid_request`) when it does not,
+    a disabled policy included (its entry is Sinch's disclaimer). A body in Sinch's own layout
+    (`requestDetails`) is refused the same way: there is one layout (module docstring)."""
+    asked = dict(body)
+    if asked.get("policyId") is None and policy_id is not None:
+        asked["policyId"] = policy_id
+    result = await check_request(session, project_id, asked)
+    if SINCH_DETAILS in body:
+        result.errors.append(
+            FieldError(
+                f"$.{SINCH_DETAILS}",
+                "additionalProperties",
+                f"Send `{COMPANY}`, `{CONTACT}` and `{SENDERS}`: this service lays them out as "
+                f"Sinch's `{SINCH_DETAILS}` (docs/api.md, Submitting registrations).",
+            )
+        )
+    if not result.valid:
+        raise invalid_request(result)
+    return result
 
 
 def callback_url(settings: Settings, project_id: str) -> str:
@@ -164,6 +242,127 @@ async def delete(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file to attach: its name, its MIME type as the uploader declared it, its bytes."""
+
+    file_name: str
+    mime_type: str
+    content: bytes
+
+
+def _attachment_refusal(path: str, rule: str, message: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "The attachment does not meet its policy; see `errors`.",
+        extra={"errors": [{"path": path, "rule": rule, "message": message, "fromSinch": False}]},
+    )
+
+
+async def check_attachment(
+    session: AsyncSession,
+    registration: Registration,
+    attachment_id: str,
+    upload: Upload,
+    *,
+    max_bytes: int,
+) -> None:
+    """Refuse (`ProblemError`) an upload the registration's policy would not take: 413 above
+    `max_bytes` (`ATTACHMENT_MAX_BYTES`); 422 with one entry in `errors` for a policy the
+    project's catalog lacks (`$.policyId`), an attachment id the policy does not define
+    (`$.attachmentId`), an empty file or a MIME type outside the definition's
+    `allowedMimeTypes` (`$.file`; a definition without that list takes any)."""
+    if len(upload.content) > max_bytes:
+        raise ProblemError(413, f"The file exceeds {max_bytes} bytes (ATTACHMENT_MAX_BYTES).")
+    policy = (
+        await catalog_queries.policy(
+            session, registration.policy_id, frozenset({registration.project_id})
+        )
+        if registration.policy_id
+        else None
+    )
+    if policy is None:
+        raise _attachment_refusal(
+            "$.policyId",
+            "known",
+            "The registration's policy is not in this project's catalog: refresh the catalog "
+            "(python -m app catalog refresh), or see the registration's policyId.",
+        )
+    definitions = {
+        a["id"]: a
+        for a in policy.document.get("attachments") or []
+        if isinstance(a, dict) and isinstance(a.get("id"), str)
+    }
+    definition = definitions.get(attachment_id)
+    if definition is None:
+        known = ", ".join(sorted(definitions)) or "(this policy takes none)"
+        raise _attachment_refusal(
+            "$.attachmentId", "enum", f"Not an attachment of this policy; it takes: {known}."
+        )
+    if not upload.content:
+        raise _attachment_refusal("$.file", "minLength", "The file is empty.")
+    allowed = [t for t in definition.get("allowedMimeTypes") or [] if isinstance(t, str)]
+    if allowed and upload.mime_type not in allowed:
+        raise _attachment_refusal(
+            "$.file", "enum", f"The file's type must be one of: {', '.join(allowed)}."
+        )
+
+
+async def attach(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sinch: SinchClient,
+    registration_id: str,
+    attachment_id: str,
+    upload: Upload,
+    *,
+    actor: Actor,
+) -> Registration:
+    """Upload `upload` as attachment `attachment_id` of the registration at Sinch (checked by
+    `check_attachment` first: this does not check), then GET the registration and apply it
+    (history source `submitted`), audited as `registration.attach`; answers the registration as
+    kept, its document's `attachments[]` showing the upload."""
+    fetched_at = utcnow()
+    async with _sinch_answers("upload"):
+        await sinch.upload_attachment(
+            registration_id,
+            attachment_id,
+            file_name=upload.file_name,
+            mime_type=upload.mime_type,
+            content=upload.content,
+        )
+        snapshot = await sinch.get_registration(registration_id)
+    return await _keep(
+        sessionmaker,
+        sinch,
+        snapshot,
+        fetched_at,
+        actor=actor,
+        action=Action.REGISTRATION_ATTACH,
+        detail={
+            "attachmentId": attachment_id,
+            "fileName": upload.file_name,
+            "mimeType": upload.mime_type,
+            "bytes": len(upload.content),
+        },
+    )
+
+
+@asynccontextmanager
+async def open_attachment(
+    sinch: SinchClient, registration_id: str, attachment_id: str
+) -> AsyncIterator[httpx.Response]:
+    """Sinch's answer to a download of the attachment, streamed (read it while the context is
+    open). Sinch's failures to answer are the problems of the module docstring (404 when Sinch
+    has no such registration or attachment); a failure while the body streams is raised as the
+    client raises it."""
+    async with AsyncExitStack() as stack:
+        async with _sinch_answers("download"):
+            response = await stack.enter_async_context(
+                sinch.open_attachment(registration_id, attachment_id)
+            )
+        yield response
+
+
 async def _keep(
     sessionmaker: async_sessionmaker[AsyncSession],
     sinch: SinchClient,
@@ -172,8 +371,10 @@ async def _keep(
     *,
     actor: Actor,
     action: Action,
+    detail: dict[str, Any] | None = None,
 ) -> Registration:
-    """Apply Sinch's answer (source `submitted`) and audit `action`, in one transaction."""
+    """Apply Sinch's answer (source `submitted`) and audit `action` (with `detail` beside the
+    status), in one transaction."""
     async with sessionmaker.begin() as session:
         await apply_snapshot(
             session,
@@ -190,7 +391,7 @@ async def _keep(
             snapshot.id,
             now=utcnow(),
             project_id=sinch.project_id,
-            detail={"status": snapshot.status},
+            detail={"status": snapshot.status, **(detail or {})},
         )
         registration = await queries.get_registration(session, snapshot.id)
     if registration is None:  # applied just above; only a concurrent delete could do this
@@ -207,7 +408,12 @@ async def _sinch_answers(operation: str) -> AsyncIterator[None]:
         yield
     except SinchRejectedError as exc:
         if isinstance(exc, SinchNotFoundError) and operation != "create":
-            raise ProblemError(404, "Sinch has no registration with this id.") from None
+            what = (
+                "registration"
+                if operation in ("update", "delete")
+                else "registration or attachment"
+            )
+            raise ProblemError(404, f"Sinch has no such {what}.") from None
         raise ProblemError(
             422,
             f"Sinch refused the {operation} (it answered {exc.status_code}); see `sinch` for "

@@ -26,7 +26,8 @@ from app.core.models import IDEMPOTENCY_KEYS, PROJECTS
 from app.core.settings import Settings
 from app.web import idempotency
 from devtools.simulator import SimulatorControl, SimulatorServer
-from tests.api.conftest import AUTH, api_settings, assert_problem
+from tests.api.conftest import AUTH, api_settings, assert_problem, refresh_catalog
+from tests.api.test_catalog import gb_request
 from tests.support import processes
 from tests.support.projects import settings_project
 from tests.support.tokens import bearer, make_token
@@ -37,17 +38,24 @@ WAIT = 20.0  # seconds: a bound on every wait here; a pass never comes near it
 
 
 def new_registration(sender_id: str = "ACME", **extra: Any) -> dict[str, Any]:
-    """A create body as Sinch takes it, for the simulator's GB single-sender policy."""
-    return {
-        "registrationType": "ALPHANUMERIC_SENDER_ID",
-        "policyId": "sim-policy-gb-alphanumeric",
-        "requestDetails": [
-            {"senderIdDetails": [{"senderId": sender_id, "useCase": "One-time passwords"}]}
-        ],
-        "tags": ["#billing"],
-        "notificationContacts": [{"email": "ops@example.com"}],
+    """A request as POST /v1/registrations takes it (docs/api.md), meeting the simulator's GB
+    single-sender policy."""
+    return gb_request(
+        registrationType="ALPHANUMERIC_SENDER_ID",
+        senderIds=[{"senderId": sender_id, "useCase": "OTP"}],
+        tags=["#billing"],
+        notificationContacts=[{"email": "ops@example.com"}],
         **extra,
-    }
+    )
+
+
+@pytest.fixture(autouse=True)
+async def catalog(
+    sim_server: SimulatorServer, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> str:
+    """The project's catalog as the worker keeps it: every create and update is checked
+    against it. Answers the project's id."""
+    return await refresh_catalog(settings, sessionmaker)
 
 
 @pytest.fixture
@@ -198,8 +206,8 @@ async def test_a_key_expires_after_24_hours_and_is_pruned(
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"policyId": None}, "policyId"),
-        ({"registrationType": "CARRIER_PIGEON"}, "registrationType"),
+        # What the policy check does not look at, and Sinch refuses.
+        ({"tags": "#billing"}, "tags"),
         ({"marketCode": "ZZ"}, "marketCode"),
     ],
 )
@@ -277,7 +285,7 @@ async def test_update_answers_pending_and_delete_keeps_it_as_deleted(
         "status"
     ] == "PENDING"
     changed = new_registration()
-    changed["requestDetails"][0]["senderIdDetails"][0]["useCase"] = "Bank transaction codes"
+    changed["senderIds"][0]["useCase"] = "TRANSACTIONAL"
     changed["tags"] = ["#billing", "#fixed"]
 
     updated = await v1.put(f"/v1/registrations/{registration_id}", json=changed)
@@ -286,7 +294,7 @@ async def test_update_answers_pending_and_delete_keeps_it_as_deleted(
     assert updated.json()["status"] == "IN_QUEUE"
     assert updated.json()["tags"] == ["#billing", "#fixed"]
     truth = await sim.registration(registration_id)
-    assert truth["requestDetails"] == changed["requestDetails"]
+    assert truth["requestDetails"][0]["senderIdDetails"] == changed["senderIds"]
     assert truth["callbackUrl"].startswith(PUBLIC_BASE_URL)
 
     deleted = await v1.delete(f"/v1/registrations/{registration_id}")
@@ -373,7 +381,9 @@ async def test_the_cli_submits_updates_and_deletes(
     good = tmp_path / "registration.json"
     good.write_text(json.dumps(new_registration("CLIACME")))
     bad = tmp_path / "refused.json"
-    bad.write_text(json.dumps({k: v for k, v in new_registration().items() if k != "policyId"}))
+    bad.write_text(json.dumps(new_registration(marketCode="ZZ")))
+    unfit = tmp_path / "unfit.json"
+    unfit.write_text(json.dumps(new_registration("A")))  # too short for the policy
 
     submitted = await cli("registration", "submit", str(good))
 
@@ -389,9 +399,21 @@ async def test_the_cli_submits_updates_and_deletes(
 
     refused = await cli("registration", "submit", str(bad))
     assert refused.returncode == 1
-    assert "policyId" in refused.stderr and "INVALID_ARGUMENT" in refused.stderr
+    assert "marketCode" in refused.stderr and "INVALID_ARGUMENT" in refused.stderr
+    # The policy's refusal names each field, with Sinch's words; nothing reaches Sinch.
+    creates = (await sim.stats())["createRegistration"]
+    unfitting = await cli("registration", "submit", str(unfit))
+    assert unfitting.returncode == 1
+    assert "$.senderIds[0].senderId: The sender ID needs at least 3 characters" in (
+        unfitting.stderr
+    )
+    assert (await sim.stats())["createRegistration"] == creates
 
     await sim.transition(registration_id, "PENDING")
+    not_updated = await cli("registration", "update", registration_id, str(unfit))
+    assert not_updated.returncode == 1
+    assert "$.senderIds[0].senderId" in not_updated.stderr
+    assert (await sim.stats()).get("updateRegistration", 0) == 0
     updated = await cli("registration", "update", registration_id, str(good))
     assert updated.returncode == 0, updated.stderr
     assert json.loads(updated.stdout)["status"] == "IN_QUEUE"
@@ -400,3 +422,104 @@ async def test_the_cli_submits_updates_and_deletes(
     assert deleted.returncode == 0, deleted.stderr
     assert json.loads(deleted.stdout)["status"] == "DELETED"
     assert (await v1.get(f"/v1/registrations/{registration_id}")).json()["status"] == "DELETED"
+
+
+async def test_a_create_the_policy_refuses_sends_nothing_and_the_fixed_one_reuses_the_key(
+    v1: httpx.AsyncClient, sim: SimulatorControl, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    headers = {"Idempotency-Key": "fix-me"}
+    unfit = new_registration("A")  # shorter than the policy's 3 characters
+    del unfit["contactPerson"]["email"]
+
+    refused = await v1.post("/v1/registrations", json=unfit, headers=headers)
+
+    problem = assert_problem(refused, 422)
+    assert [(e["path"], e["rule"], e["fromSinch"]) for e in problem["errors"]] == [
+        ("$.contactPerson.email", "required", False),
+        ("$.senderIds[0].senderId", "minLength", True),
+    ]
+    assert problem["errors"][1]["message"] == "The sender ID needs at least 3 characters"
+    assert (await sim.stats()).get("createRegistration", 0) == 0
+    async with sessionmaker() as session:  # the key was not claimed
+        assert await session.scalar(select(func.count()).select_from(IDEMPOTENCY_KEYS)) == 0
+
+    fixed = await v1.post("/v1/registrations", json=new_registration(), headers=headers)
+
+    assert fixed.status_code == 201, fixed.text
+    assert fixed.headers.get("Idempotent-Replayed") is None
+    assert (await sim.stats())["createRegistration"] == 1
+    # Sinch got the request laid out as its create body (service.sinch_request).
+    truth = await sim.registration(fixed.json()["id"])
+    [details] = truth["requestDetails"]
+    assert details["senderIdDetails"] == [{"senderId": "ACME", "useCase": "OTP"}]
+    assert details["additionalDetails"] == [
+        {
+            "companyDetails": new_registration()["companyDetails"],
+            "contactPerson": new_registration()["contactPerson"],
+        }
+    ]
+
+
+async def test_a_disabled_policy_is_refused_with_sinchs_disclaimer(
+    v1: httpx.AsyncClient, sim: SimulatorControl
+) -> None:
+    body = new_registration(
+        policyId="sim-policy-fr-alphanumeric",
+        companyDetails={"companyName": "Acme SA", "siren": "123456789"},
+    )
+
+    response = await v1.post("/v1/registrations", json=body)
+
+    [error] = assert_problem(response, 422)["errors"]
+    assert (error["path"], error["rule"], error["fromSinch"]) == (
+        "$.policyId",
+        "policyStatus",
+        True,
+    )
+    assert error["message"].startswith("Registrations of alphanumeric sender IDs in France")
+    assert (await sim.stats()).get("createRegistration", 0) == 0
+
+
+async def test_sinchs_own_layout_is_refused_there_is_one_layout(
+    v1: httpx.AsyncClient, sim: SimulatorControl
+) -> None:
+    body = new_registration(requestDetails=[{"senderIdDetails": [{"senderId": "ACME"}]}])
+
+    response = await v1.post("/v1/registrations", json=body)
+
+    paths = [e["path"] for e in assert_problem(response, 422)["errors"]]
+    assert paths == ["$.requestDetails"]
+    assert (await sim.stats()).get("createRegistration", 0) == 0
+
+
+async def test_an_update_the_policy_refuses_sends_nothing_then_the_fixed_one_is_sent(
+    v1: httpx.AsyncClient, sim: SimulatorControl
+) -> None:
+    registration_id = (await v1.post("/v1/registrations", json=new_registration())).json()["id"]
+    await sim.transition(registration_id, "PENDING", comment="Provide the company's website")
+    # No policyId in the body: the registration's policy is the one checked.
+    unfit = {k: v for k, v in new_registration().items() if k != "policyId"}
+    unfit["companyDetails"] = {**unfit["companyDetails"], "website": "http://acme.example"}
+
+    refused = await v1.put(f"/v1/registrations/{registration_id}", json=unfit)
+
+    [error] = assert_problem(refused, 422)["errors"]
+    assert error == {
+        "path": "$.companyDetails.website",
+        "rule": "pattern",
+        "message": "The website must start with https://",
+        "fromSinch": True,
+    }
+    assert (await sim.stats()).get("updateRegistration", 0) == 0
+    assert (await sim.registration(registration_id))["status"] == "PENDING"
+
+    unfit["companyDetails"]["website"] = "https://acme.example"
+    fixed = await v1.put(f"/v1/registrations/{registration_id}", json=unfit)
+
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["status"] == "IN_QUEUE"
+    assert (await sim.stats())["updateRegistration"] == 1
+    truth = await sim.registration(registration_id)
+    assert truth["requestDetails"][0]["additionalDetails"][0]["companyDetails"]["website"] == (
+        "https://acme.example"
+    )
