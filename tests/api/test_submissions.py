@@ -58,15 +58,24 @@ async def catalog(
     return await refresh_catalog(settings, sessionmaker)
 
 
-@pytest.fixture
-def settings(sim_server: SimulatorServer, database_url: str, redis_url: str) -> Settings:
+def submitting_settings(
+    sim_server: SimulatorServer, database_url: str, redis_url: str, **overrides: Any
+) -> Settings:
+    """The API's settings for writes: PUBLIC_BASE_URL set, Sinch's timeout short (3 s)."""
     return api_settings(
         sim_server,
         database_url,
         redis_url,
         public_base_url=PUBLIC_BASE_URL,
         sinch_timeout_seconds=3.0,
-        subscription_allowed_hosts=["127.0.0.1"],
+        **overrides,
+    )
+
+
+@pytest.fixture
+def settings(sim_server: SimulatorServer, database_url: str, redis_url: str) -> Settings:
+    return submitting_settings(
+        sim_server, database_url, redis_url, subscription_allowed_hosts=["127.0.0.1"]
     )
 
 
