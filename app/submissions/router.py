@@ -22,11 +22,10 @@ from app.changes.live import SequencerDep
 from app.core.models import Registration
 from app.core.problems import ProblemError
 from app.core.schemas import problem_responses
-from app.forecasts import queries as forecast_queries
 from app.projects.clients import ProjectClients, ProjectClientsDep
 from app.projects.queries import get_project
 from app.registrations import queries
-from app.registrations.router import RegistrationId
+from app.registrations.router import RegistrationId, answers
 from app.registrations.schemas import RegistrationOut
 from app.sinch.client import SinchClient
 from app.submissions import service
@@ -100,8 +99,8 @@ async def _known(
 
 async def _answer(resources: Resources, registration: Registration) -> RegistrationOut:
     async with resources.reader() as session:
-        forecasts = await forecast_queries.forecasts_of(session, [registration.id])
-    return RegistrationOut.of(registration, forecasts.get(registration.id))
+        [answer] = await answers(session, [registration])
+    return answer
 
 
 @router.post(
