@@ -465,7 +465,7 @@ def _as_command_errors() -> Iterator[None]:
         sinch = (exc.extra or {}).get("sinch")
         said = f" Sinch said: {json.dumps(sinch)}" if sinch else ""
         fields = [
-            f"{e.get('path')}: {e.get('message')}"
+            f"{e.get('field')}: {e.get('message')}"
             for e in (exc.extra or {}).get("errors") or []
             if isinstance(e, dict)
         ]
@@ -505,8 +505,8 @@ async def _registration_submit(args: argparse.Namespace) -> int:
             settings, redis=True, sinch=True, project=True, project_id=project_id
         ) as setup:
             async with setup.sessionmaker() as session:
-                await service.check_policy(session, project_id, body)
-            document = service.with_callback(service.sinch_request(body), settings, project_id)
+                checked = await service.check_policy(session, project_id, body)
+            document = service.with_callback(checked.document, settings, project_id)
             registration = await service.submit(
                 setup.sessionmaker, setup.sinch, document, actor=Actor.command_line()
             )
@@ -543,8 +543,10 @@ async def _registration_update(args: argparse.Namespace) -> int:
         async with _writing(settings, args.registration_id) as (setup, known):
             project_id = known.project_id
             async with setup.sessionmaker() as session:
-                await service.check_policy(session, project_id, body, policy_id=known.policy_id)
-            document = service.with_callback(service.sinch_request(body), settings, project_id)
+                checked = await service.check_policy(
+                    session, project_id, body, policy_id=known.policy_id
+                )
+            document = service.with_callback(checked.document, settings, project_id)
             registration = await service.update(
                 setup.sessionmaker,
                 setup.sinch,
@@ -1181,9 +1183,9 @@ def build_parser() -> argparse.ArgumentParser:
     registration_commands = registration.add_subparsers(dest="registration_command", required=True)
     submit_help = (
         "submit a new registration: FILE holds the request as POST /v1/registrations takes it "
-        "(companyDetails, contactPerson, senderIds, ...; - reads standard input), checked against "
-        "its policy first; callbackUrl is set from PUBLIC_BASE_URL; prints the registration as "
-        "kept"
+        "(Sinch's create body with requestDetails, or companyDetails, contactPerson, senderIds "
+        "at the top level; - reads standard input), checked against its policy first; "
+        "callbackUrl is set from PUBLIC_BASE_URL; prints the registration as kept"
     )
     submit = registration_commands.add_parser(
         "submit", help=submit_help, description=submit_help, formatter_class=formatter

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import Field
 
-from app.catalog.check import CheckResult
-from app.core.schemas import ApiModel, ApiTime
+from app.catalog.check import CheckResult, FieldError
+from app.core.schemas import ApiModel, ApiTime, same_named
 
 
 class MarketOut(ApiModel):
@@ -78,10 +78,22 @@ class PolicyOut(ApiModel):
 
 
 class FieldErrorOut(ApiModel):
-    path: str = Field(description="The field's JSON path in the request, e.g. `$.senderIds[0]`.")
+    """One field in error, as every policy refusal answers it (`errors[]` of the 422 problem and
+    of the check's answer): built here only, from the check's `FieldError` (`of`)."""
+
+    field: str = Field(
+        description="The field's JSON path in the body as sent, e.g. "
+        "`$.requestDetails[0].senderIdDetails[0].senderId` (the contract's name; the same as "
+        "`path`)."
+    )
+    path: str = Field(description="The same JSON path as `field`.")
     rule: str = Field(description="The rule broken: `required`, `pattern`, `maxLength`, ...")
     message: str = Field(description="Sinch's own text for the rule when the policy has one.")
     from_sinch: bool = Field(description="Whether `message` is Sinch's.")
+
+    @classmethod
+    def of(cls, error: FieldError) -> FieldErrorOut:
+        return cls(field=error.path, **same_named(cls, error, but={"field"}))
 
 
 class AttachmentNeedOut(ApiModel):
@@ -119,5 +131,5 @@ class CheckOut(ApiModel):
             price=result.price,
             attachments=[AttachmentNeedOut.model_validate(a) for a in result.attachments],
             unchecked=result.unchecked,
-            errors=[FieldErrorOut.model_validate(e) for e in result.errors],
+            errors=[FieldErrorOut.of(e) for e in result.errors],
         )

@@ -183,8 +183,9 @@ async def check_request(
 
 
 def invalid_request(result: CheckResult) -> ProblemError:
-    """The 422 problem of a request that does not meet its policy: `errors` (one per field:
-    `path`, `rule`, `message`, `fromSinch`), and the policy's `price`."""
+    """The 422 problem of a request that does not meet its policy: `errors` (one per field,
+    `schemas.FieldErrorOut`: `field` and `path`, `rule`, `message`, `fromSinch`), and the
+    policy's `price`."""
     answer = CheckOut.of(result).model_dump(by_alias=True, mode="json")
     return ProblemError(
         422,

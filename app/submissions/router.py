@@ -2,9 +2,9 @@
 `/v1/registrations`, write scope). HTTP only: parse, resolve the project, call the service, answer.
 
 Every create and update is checked against its policy (`service.check_policy`, app/catalog) before
-anything is sent or a key claimed: a refused request is 422 with one entry per field and keeps
-nothing. The body's layout is the check's (`service` module docstring); `service.sinch_request`
-lays it out as Sinch's.
+anything is sent or a key claimed: a refused request is 422 with one entry per field (at its path
+in the body as sent) and keeps nothing. The body is Sinch's create or update body, sent as it
+is; the check's layout is taken too and laid out as Sinch's (app/submissions/layout.py).
 """
 
 from __future__ import annotations
@@ -46,15 +46,17 @@ _POST_ERRORS = problem_responses(403, 404, 409, 422, 502, 503, 504)
 SinchBody = Annotated[
     dict[str, Any],
     Body(
-        description="The registration: Sinch's top-level fields (`registrationType`, `policyId`, "
-        "`tags`, `notificationContacts`, ...) and its content as its policy's templates name it: "
-        "`companyDetails`, `contactPerson`, `senderIds` (an array; one object per sender ID), "
-        "optionally `attachments` (`[{attachmentId, mimeType}]`, the uploads to come). The service "
-        "lays these out as Sinch's `requestDetails` (docs/api.md); a body with "
-        "`requestDetails` is refused. Never `callbackUrl`, which the service sets. For a create, "
-        "`projectId` names the project where several exist (default: the token's only project, "
-        "else the project the settings define); for an update, `policyId` defaults to the "
-        "registration's.",
+        description="The registration as Sinch's create (or update) body: its top-level fields "
+        "(`registrationType`, `policyId`, `tags`, `notificationContacts`, ...) and "
+        "`requestDetails: [{senderIdDetails: [...], additionalDetails: [{companyDetails, "
+        "contactPerson}]}]`, the sender IDs following the policy's `senderIdTemplate`; sent to "
+        "Sinch as it is. Also taken: the policy check's layout, `companyDetails`, "
+        "`contactPerson`, `senderIds` at the top level (and optionally `attachments`, "
+        "`[{attachmentId, mimeType}]`, the uploads to come), laid out as Sinch's before "
+        "sending; a body mixing both is refused (docs/api.md). Never `callbackUrl`, which the "
+        "service sets. For a create, `projectId` names the project where several exist "
+        "(default: the token's only project, else the project the settings define; removed "
+        "before sending); for an update, `policyId` defaults to the registration's.",
     ),
 ]
 
@@ -111,7 +113,8 @@ async def _answer(resources: Resources, registration: Registration) -> Registrat
     description="Creates the registration at Sinch with `callbackUrl` = `PUBLIC_BASE_URL` + its "
     "project's callback path, and keeps Sinch's answer as the local copy (history source "
     "`submitted`; on the change feed at once). Checked against its policy first: a request the "
-    "policy refuses is 422 with `errors` (one per field), nothing sent or kept. Honours "
+    "policy refuses is 422 with `errors` (one per field: `field`, its JSON path in the body as "
+    "sent, `rule`, `message`), nothing sent or kept. Honours "
     "`Idempotency-Key` (24 hours). Sinch's refusal is 422 with its error under `sinch`; Sinch "
     "unavailable 502, silent 504; `PUBLIC_BASE_URL` unset or the project without credentials 503.",
     response_model=RegistrationOut,
@@ -146,14 +149,14 @@ async def submit_registration(
     project_id = await _project_of(resources, principal, fields.pop(PROJECT_FIELD, None))
     if validate_only:
         async with resources.reader() as session:
-            result = await service.check_policy(session, project_id, fields)
-        return JSONResponse(CheckOut.of(result).model_dump(mode="json", by_alias=True))
+            checked = await service.check_policy(session, project_id, fields)
+        return JSONResponse(CheckOut.of(checked.result).model_dump(mode="json", by_alias=True))
     sinch = await _client(clients, project_id)
     # Checked before the key is claimed: a request the policy refuses keeps nothing, so the fixed
     # request may reuse the key.
     async with resources.reader() as session:
-        await service.check_policy(session, project_id, fields)
-    document = service.with_callback(service.sinch_request(fields), resources.settings, project_id)
+        checked = await service.check_policy(session, project_id, fields)
+    document = service.with_callback(checked.document, resources.settings, project_id)
 
     async def run() -> tuple[int, dict[str, Any]]:
         registration = await service.submit(resources.sessionmaker, sinch, document, actor=actor)
@@ -188,8 +191,10 @@ async def update_registration(
     registration, sinch = await _known(resources, clients, registration_id, principal)
     project_id = registration.project_id
     async with resources.reader() as session:
-        await service.check_policy(session, project_id, body, policy_id=registration.policy_id)
-    document = service.with_callback(service.sinch_request(body), resources.settings, project_id)
+        checked = await service.check_policy(
+            session, project_id, body, policy_id=registration.policy_id
+        )
+    document = service.with_callback(checked.document, resources.settings, project_id)
     updated = await service.update(
         resources.sessionmaker, sinch, registration_id, document, actor=actor
     )

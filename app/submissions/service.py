@@ -8,14 +8,13 @@ subscriptions see it at once. Each Sinch call is made with no transaction open, 
 credentials of the registration's project. The caller pokes its sequencer (or numbers the
 changes) after these return: what they changed goes on the feed.
 
-The caller's request and Sinch's body: callers of POST and PUT (the API, the command line, the
-console) send ONE layout, the one the policy check reads (`app/catalog/schema.py` `MEMBERS`):
-`companyDetails`, `contactPerson`, `senderIds` (and optionally `attachments`, the uploads it will
-make) beside Sinch's own top-level fields (`registrationType`, `policyId`, `tags`,
-`notificationContacts`, ...). `check_policy` checks it against its policy before anything is sent;
-`sinch_request` lays it out as Sinch's create and update body. Where Sinch wants the company
-details and the contact person is not documented (docs/sinch.md): `sinch_request` is the one place
-to change when Sinch's real layout differs; callers would not notice.
+The caller's request and Sinch's body: callers of POST and PUT send Sinch's create or update body
+(`requestDetails` and Sinch's top-level fields), THE layout, passed to Sinch as sent (with this
+service's `callbackUrl`); the check's own layout (`companyDetails`, `contactPerson`, `senderIds`
+at the top level: what the console's form builds) is taken too, and laid out as Sinch's before
+sending. `check_policy` reads either (app/submissions/layout.py, the one place that knows where
+the content sits in Sinch's body), checks it against its policy before anything is sent, and
+answers each error at its path in the body the caller sent.
 
 Attachments (`check_attachment`, `attach`, `open_attachment`): a file is checked against its
 registration's policy (the attachment is one the policy defines, of one of its `allowedMimeTypes`,
@@ -34,9 +33,9 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -46,6 +45,7 @@ from app.audit.repository import Actor, record
 from app.callbacks.endpoint import project_callback_path
 from app.catalog import queries as catalog_queries
 from app.catalog.check import CheckResult, FieldError
+from app.catalog.schemas import FieldErrorOut
 from app.catalog.service import check_request, invalid_request
 from app.core.db import utcnow
 from app.core.models import HistorySource, Registration
@@ -62,6 +62,7 @@ from app.sinch.errors import (
     SinchTimeoutError,
 )
 from app.sinch.schemas import SinchRegistration
+from app.submissions import layout
 
 log = logging.getLogger(__name__)
 
@@ -71,34 +72,15 @@ such state (a deleted registration is simply gone there); the local copy keeps t
 with this status, so the feed tells its readers and the history keeps its life."""
 
 CALLBACK_URL_FIELD = "callbackUrl"
-COMPANY: Final = "companyDetails"
-CONTACT: Final = "contactPerson"
-SENDERS: Final = "senderIds"
-LISTED_ATTACHMENTS: Final = "attachments"
-"""The request's members that `sinch_request` lays out (or, for the attachments the caller will
-upload, leaves out: Sinch takes those through their own upload)."""
-SINCH_DETAILS: Final = "requestDetails"
-"""Sinch's member for the registration's content: never in a caller's request (one layout)."""
 
 
-def sinch_request(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The caller's request (module docstring; checked by `check_policy`) as Sinch's create or
-    update body: `senderIds` become `requestDetails[0].senderIdDetails`, `companyDetails` and
-    `contactPerson` one object of `requestDetails[0].additionalDetails`, keyed by those names (our
-    reading: Sinch documents `additionalDetails[]` without its items, docs/sinch.md); `attachments`
-    is left out; every other member is passed on as it is. THE place to change if Sinch lays the
-    registration out otherwise."""
-    laid_out = {COMPANY, CONTACT, SENDERS, LISTED_ATTACHMENTS}
-    document = {name: value for name, value in body.items() if name not in laid_out}
-    additional = {name: body[name] for name in (COMPANY, CONTACT) if name in body}
-    senders = body.get(SENDERS)
-    document[SINCH_DETAILS] = [
-        {
-            "senderIdDetails": list(senders) if isinstance(senders, list) else [],
-            "additionalDetails": [additional] if additional else [],
-        }
-    ]
-    return document
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A request that meets its policy: the check's answer, and the body to send Sinch."""
+
+    result: CheckResult
+    document: dict[str, Any]
+    """Sinch's create or update body (`layout.Read.sinch`), before `with_callback`."""
 
 
 async def check_policy(
@@ -107,29 +89,28 @@ async def check_policy(
     body: Mapping[str, Any],
     *,
     policy_id: str | None = None,
-) -> CheckResult:
-    """Check the caller's request `body` against its policy in project `project_id`'s catalog
-    (app/catalog/check.py): the body's `policyId`, else `policy_id` (an update: the
-    registration's). Answers the check's result when the request meets the policy; raises the
-    422 problem with one entry per field (`catalog.service.invalid_request`) when it does not,
-    a disabled policy included (its entry is Sinch's disclaimer). A body in Sinch's own layout
-    (`requestDetails`) is refused the same way: there is one layout (module docstring)."""
-    asked = dict(body)
+) -> Checked:
+    """Check the caller's request `body` (Sinch's layout or the check's: `layout.read`) against
+    its policy in project `project_id`'s catalog (app/catalog/check.py): the body's `policyId`,
+    else `policy_id` (an update: the registration's). Answers the check's result and Sinch's
+    body when the request meets the policy; raises the 422 problem with one entry per field
+    (`catalog.service.invalid_request`) when it does not, a disabled policy included (its entry
+    is Sinch's disclaimer). Each entry's path is into `body` as the caller sent it; the
+    layout's own errors come first. A body mixing both layouts is refused with one entry."""
+    read = layout.read(body)
+    asked = dict(read.members)
     if asked.get("policyId") is None and policy_id is not None:
         asked["policyId"] = policy_id
     result = await check_request(session, project_id, asked)
-    if SINCH_DETAILS in body:
-        result.errors.append(
-            FieldError(
-                f"$.{SINCH_DETAILS}",
-                "additionalProperties",
-                f"Send `{COMPANY}`, `{CONTACT}` and `{SENDERS}`: this service lays them out as "
-                f"Sinch's `{SINCH_DETAILS}` (docs/api.md, Submitting registrations).",
-            )
-        )
+    if read.mixed:
+        result.errors = list(read.errors)
+    else:
+        result.errors = read.errors + [
+            replace(error, path=read.path_sent(error.path)) for error in result.errors
+        ]
     if not result.valid:
         raise invalid_request(result)
-    return result
+    return Checked(result, read.sinch)
 
 
 def callback_url(settings: Settings, project_id: str) -> str:
@@ -252,10 +233,11 @@ class Upload:
 
 
 def _attachment_refusal(path: str, rule: str, message: str) -> ProblemError:
+    entry = FieldErrorOut.of(FieldError(path, rule, message))
     return ProblemError(
         422,
         "The attachment does not meet its policy; see `errors`.",
-        extra={"errors": [{"path": path, "rule": rule, "message": message, "fromSinch": False}]},
+        extra={"errors": [entry.model_dump(mode="json", by_alias=True)]},
     )
 
 

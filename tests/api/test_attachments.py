@@ -38,7 +38,7 @@ def de_registration() -> dict[str, Any]:
     """A request meeting the simulator's DE policy, which has a mandatory attachment."""
     return new_registration(
         policyId="sim-policy-de-alphanumeric",
-        companyDetails={"companyName": "Acme GmbH", "vatNumber": "DE123456789"},
+        company={"companyName": "Acme GmbH", "vatNumber": "DE123456789"},
     )
 
 
@@ -149,7 +149,7 @@ async def test_an_upload_the_policy_refuses_is_422_and_sinch_is_not_asked(
     answer = await v1.post(f"/v1/registrations/{waiting}/attachments/{attachment_id}", files=files)
 
     [error] = assert_problem(answer, 422)["errors"]
-    assert error["path"] == path
+    assert error["field"] == error["path"] == path
     assert (await sim.stats()).get("uploadAttachment", 0) == 0
     assert (await sim.registration(waiting))["attachments"] == []
 

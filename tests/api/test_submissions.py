@@ -27,7 +27,7 @@ from app.core.settings import Settings
 from app.web import idempotency
 from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.api.conftest import AUTH, api_settings, assert_problem, refresh_catalog
-from tests.api.test_catalog import gb_request
+from tests.api.test_catalog import gb_request, sinch_request
 from tests.support import processes
 from tests.support.projects import settings_project
 from tests.support.tokens import bearer, make_token
@@ -37,9 +37,24 @@ PUBLIC_BASE_URL = "https://registrations.example.com"
 WAIT = 20.0  # seconds: a bound on every wait here; a pass never comes near it
 
 
-def new_registration(sender_id: str = "ACME", **extra: Any) -> dict[str, Any]:
-    """A request as POST /v1/registrations takes it (docs/api.md), meeting the simulator's GB
-    single-sender policy."""
+def new_registration(
+    sender_id: str = "ACME", *, company: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A request as POST /v1/registrations takes it: Sinch's create body (docs/api.md), meeting
+    the simulator's GB single-sender policy (`company`: other company details)."""
+    return sinch_request(
+        [{"senderId": sender_id, "useCase": "OTP"}],
+        company=company,
+        registrationType="ALPHANUMERIC_SENDER_ID",
+        tags=["#billing"],
+        notificationContacts=[{"email": "ops@example.com"}],
+        **extra,
+    )
+
+
+def check_layout_registration(sender_id: str = "ACME", **extra: Any) -> dict[str, Any]:
+    """The same request in the check's layout (`companyDetails`, `contactPerson`, `senderIds` at
+    the top level), which the service lays out as Sinch's."""
     return gb_request(
         registrationType="ALPHANUMERIC_SENDER_ID",
         senderIds=[{"senderId": sender_id, "useCase": "OTP"}],
@@ -100,8 +115,13 @@ async def test_a_submission_is_kept_from_sinchs_answer_with_the_service_callback
 ) -> None:
     subscription = await v1.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/hooks"})
     assert subscription.status_code == 201, subscription.text
+    body = new_registration()
+    # Sinch's layout as the caller has it: the contact person in an object of its own.
+    [details] = body["requestDetails"]
+    company, contact = details["additionalDetails"][0].values()
+    details["additionalDetails"] = [{"contactPerson": contact}, {"companyDetails": company}]
 
-    response = await v1.post("/v1/registrations", json=new_registration())
+    response = await v1.post("/v1/registrations", json=body)
 
     assert response.status_code == 201, response.text
     answer = response.json()
@@ -114,8 +134,7 @@ async def test_a_submission_is_kept_from_sinchs_answer_with_the_service_callback
         project = await settings_project(session)
     truth = await sim.registration(registration_id)
     assert truth["callbackUrl"] == f"{PUBLIC_BASE_URL}/callbacks/sinch/{project}/registrations"
-    assert truth["notificationContacts"] == [{"email": "ops@example.com"}]
-    assert truth["tags"] == ["#billing"]
+    assert {name: truth[name] for name in body} == body  # the body as sent
     # Here: the local copy, its history (source `submitted`), the feed and the audit trail.
     assert (await v1.get(f"/v1/registrations/{registration_id}")).json()["status"] == "IN_QUEUE"
     history = (await v1.get(f"/v1/registrations/{registration_id}/history")).json()["items"]
@@ -294,7 +313,9 @@ async def test_update_answers_pending_and_delete_keeps_it_as_deleted(
         "status"
     ] == "PENDING"
     changed = new_registration()
-    changed["senderIds"][0]["useCase"] = "TRANSACTIONAL"
+    changed["requestDetails"][0]["senderIdDetails"] = [
+        {"senderId": "ACME", "useCase": "TRANSACTIONAL"}
+    ]
     changed["tags"] = ["#billing", "#fixed"]
 
     updated = await v1.put(f"/v1/registrations/{registration_id}", json=changed)
@@ -303,7 +324,7 @@ async def test_update_answers_pending_and_delete_keeps_it_as_deleted(
     assert updated.json()["status"] == "IN_QUEUE"
     assert updated.json()["tags"] == ["#billing", "#fixed"]
     truth = await sim.registration(registration_id)
-    assert truth["requestDetails"][0]["senderIdDetails"] == changed["senderIds"]
+    assert truth["requestDetails"] == changed["requestDetails"]
     assert truth["callbackUrl"].startswith(PUBLIC_BASE_URL)
 
     deleted = await v1.delete(f"/v1/registrations/{registration_id}")
@@ -393,6 +414,8 @@ async def test_the_cli_submits_updates_and_deletes(
     bad.write_text(json.dumps(new_registration(marketCode="ZZ")))
     unfit = tmp_path / "unfit.json"
     unfit.write_text(json.dumps(new_registration("A")))  # too short for the policy
+    unfit_checks = tmp_path / "unfit-checks-layout.json"
+    unfit_checks.write_text(json.dumps(check_layout_registration("A")))
 
     submitted = await cli("registration", "submit", str(good))
 
@@ -413,15 +436,16 @@ async def test_the_cli_submits_updates_and_deletes(
     creates = (await sim.stats())["createRegistration"]
     unfitting = await cli("registration", "submit", str(unfit))
     assert unfitting.returncode == 1
-    assert "$.senderIds[0].senderId: The sender ID needs at least 3 characters" in (
-        unfitting.stderr
+    assert (
+        "$.requestDetails[0].senderIdDetails[0].senderId: The sender ID needs at least 3 "
+        "characters" in unfitting.stderr
     )
     assert (await sim.stats())["createRegistration"] == creates
 
     await sim.transition(registration_id, "PENDING")
-    not_updated = await cli("registration", "update", registration_id, str(unfit))
+    not_updated = await cli("registration", "update", registration_id, str(unfit_checks))
     assert not_updated.returncode == 1
-    assert "$.senderIds[0].senderId" in not_updated.stderr
+    assert "$.senderIds[0].senderId: The sender ID needs" in not_updated.stderr
     assert (await sim.stats()).get("updateRegistration", 0) == 0
     updated = await cli("registration", "update", registration_id, str(good))
     assert updated.returncode == 0, updated.stderr
@@ -436,9 +460,10 @@ async def test_the_cli_submits_updates_and_deletes(
 async def test_a_create_the_policy_refuses_sends_nothing_and_the_fixed_one_reuses_the_key(
     v1: httpx.AsyncClient, sim: SimulatorControl, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
+    """In the check's layout (the console's): checked at its own paths, laid out as Sinch's."""
     headers = {"Idempotency-Key": "fix-me"}
-    unfit = new_registration("A")  # shorter than the policy's 3 characters
-    del unfit["contactPerson"]["email"]
+    unfit = check_layout_registration("A")  # shorter than the policy's 3 characters
+    unfit["contactPerson"] = {k: v for k, v in unfit["contactPerson"].items() if k != "email"}
 
     refused = await v1.post("/v1/registrations", json=unfit, headers=headers)
 
@@ -452,21 +477,14 @@ async def test_a_create_the_policy_refuses_sends_nothing_and_the_fixed_one_reuse
     async with sessionmaker() as session:  # the key was not claimed
         assert await session.scalar(select(func.count()).select_from(IDEMPOTENCY_KEYS)) == 0
 
-    fixed = await v1.post("/v1/registrations", json=new_registration(), headers=headers)
+    fixed = await v1.post("/v1/registrations", json=check_layout_registration(), headers=headers)
 
     assert fixed.status_code == 201, fixed.text
     assert fixed.headers.get("Idempotent-Replayed") is None
     assert (await sim.stats())["createRegistration"] == 1
-    # Sinch got the request laid out as its create body (service.sinch_request).
+    # Sinch got the request laid out as its create body (app/submissions/layout.py).
     truth = await sim.registration(fixed.json()["id"])
-    [details] = truth["requestDetails"]
-    assert details["senderIdDetails"] == [{"senderId": "ACME", "useCase": "OTP"}]
-    assert details["additionalDetails"] == [
-        {
-            "companyDetails": new_registration()["companyDetails"],
-            "contactPerson": new_registration()["contactPerson"],
-        }
-    ]
+    assert truth["requestDetails"] == new_registration()["requestDetails"]
 
 
 async def test_a_disabled_policy_is_refused_with_sinchs_disclaimer(
@@ -474,7 +492,7 @@ async def test_a_disabled_policy_is_refused_with_sinchs_disclaimer(
 ) -> None:
     body = new_registration(
         policyId="sim-policy-fr-alphanumeric",
-        companyDetails={"companyName": "Acme SA", "siren": "123456789"},
+        company={"companyName": "Acme SA", "siren": "123456789"},
     )
 
     response = await v1.post("/v1/registrations", json=body)
@@ -489,15 +507,37 @@ async def test_a_disabled_policy_is_refused_with_sinchs_disclaimer(
     assert (await sim.stats()).get("createRegistration", 0) == 0
 
 
-async def test_sinchs_own_layout_is_refused_there_is_one_layout(
+async def test_a_create_in_sinchs_layout_the_policy_refuses_is_422_at_its_paths(
     v1: httpx.AsyncClient, sim: SimulatorControl
 ) -> None:
-    body = new_registration(requestDetails=[{"senderIdDetails": [{"senderId": "ACME"}]}])
+    body = new_registration("A")  # shorter than the policy's 3 characters
+    [details] = body["requestDetails"]
+    company, contact = details["additionalDetails"][0].values()
+    details["additionalDetails"] = [
+        {"companyDetails": company},
+        {"contactPerson": {k: v for k, v in contact.items() if k != "email"}},
+    ]
+
+    refused = await v1.post("/v1/registrations", json=body)
+
+    problem = assert_problem(refused, 422)
+    assert [(e["field"], e["rule"], e["fromSinch"]) for e in problem["errors"]] == [
+        ("$.requestDetails[0].additionalDetails[1].contactPerson.email", "required", False),
+        ("$.requestDetails[0].senderIdDetails[0].senderId", "minLength", True),
+    ]
+    assert [e["path"] for e in problem["errors"]] == [e["field"] for e in problem["errors"]]
+    assert (await sim.stats()).get("createRegistration", 0) == 0
+
+
+async def test_a_body_mixing_both_layouts_is_one_entry_and_nothing_is_sent(
+    v1: httpx.AsyncClient, sim: SimulatorControl
+) -> None:
+    body = new_registration(senderIds=[{"senderId": "ACME", "useCase": "OTP"}])
 
     response = await v1.post("/v1/registrations", json=body)
 
-    paths = [e["path"] for e in assert_problem(response, 422)["errors"]]
-    assert paths == ["$.requestDetails"]
+    [entry] = assert_problem(response, 422)["errors"]
+    assert (entry["field"], entry["rule"]) == ("$.requestDetails", "layout")
     assert (await sim.stats()).get("createRegistration", 0) == 0
 
 
@@ -506,15 +546,21 @@ async def test_an_update_the_policy_refuses_sends_nothing_then_the_fixed_one_is_
 ) -> None:
     registration_id = (await v1.post("/v1/registrations", json=new_registration())).json()["id"]
     await sim.transition(registration_id, "PENDING", comment="Provide the company's website")
-    # No policyId in the body: the registration's policy is the one checked.
-    unfit = {k: v for k, v in new_registration().items() if k != "policyId"}
-    unfit["companyDetails"] = {**unfit["companyDetails"], "website": "http://acme.example"}
+    # Sinch's update body, without policyId: the registration's policy is the one checked.
+    company = {"companyName": "Acme Ltd", "companyNumber": "AB123456"}
+    unfit = {
+        k: v
+        for k, v in new_registration(company={**company, "website": "http://acme.example"}).items()
+        if k != "policyId"
+    }
 
     refused = await v1.put(f"/v1/registrations/{registration_id}", json=unfit)
 
     [error] = assert_problem(refused, 422)["errors"]
+    where = "$.requestDetails[0].additionalDetails[0].companyDetails.website"
     assert error == {
-        "path": "$.companyDetails.website",
+        "field": where,
+        "path": where,
         "rule": "pattern",
         "message": "The website must start with https://",
         "fromSinch": True,
@@ -522,13 +568,14 @@ async def test_an_update_the_policy_refuses_sends_nothing_then_the_fixed_one_is_
     assert (await sim.stats()).get("updateRegistration", 0) == 0
     assert (await sim.registration(registration_id))["status"] == "PENDING"
 
-    unfit["companyDetails"]["website"] = "https://acme.example"
-    fixed = await v1.put(f"/v1/registrations/{registration_id}", json=unfit)
+    fixed_company = {**company, "website": "https://acme.example"}
+    fixed_body = {
+        k: v for k, v in new_registration(company=fixed_company).items() if k != "policyId"
+    }
+    fixed = await v1.put(f"/v1/registrations/{registration_id}", json=fixed_body)
 
     assert fixed.status_code == 200, fixed.text
     assert fixed.json()["status"] == "IN_QUEUE"
     assert (await sim.stats())["updateRegistration"] == 1
     truth = await sim.registration(registration_id)
-    assert truth["requestDetails"][0]["additionalDetails"][0]["companyDetails"]["website"] == (
-        "https://acme.example"
-    )
+    assert truth["requestDetails"] == fixed_body["requestDetails"]  # as sent
