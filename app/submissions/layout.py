@@ -27,8 +27,8 @@ fields, and optionally `attachments` (the uploads to come, never sent).
   same field's path in the body the caller sent
   (`$.requestDetails[0].additionalDetails[0].companyDetails.companyName`).
 - `to_sinch(members)` lays the check's members out as Sinch's body; `from_sinch(body)` reads
-  Sinch's body as the check's members. `from_sinch(to_sinch(m))` gives `m` back, `attachments`
-  aside.
+  Sinch's body as the check's members. `from_sinch(to_sinch(m))` gives `m` back (`attachments`
+  aside, `senderIds` a list).
 """
 
 from __future__ import annotations
