@@ -464,17 +464,24 @@ def _as_command_errors() -> Iterator[None]:
     except ProblemError as exc:
         sinch = (exc.extra or {}).get("sinch")
         said = f" Sinch said: {json.dumps(sinch)}" if sinch else ""
-        raise CommandError(f"{exc.detail or exc.title} ({exc.status}){said}") from None
+        fields = [
+            f"{e.get('field')}: {e.get('message')}"
+            for e in (exc.extra or {}).get("errors") or []
+            if isinstance(e, dict)
+        ]
+        listed = "".join(f"\n  {line}" for line in fields)
+        raise CommandError(f"{exc.detail or exc.title} ({exc.status}){said}{listed}") from None
 
 
-async def _registration_project(settings: Settings, registration_id: str) -> str:
+async def _registration_project(settings: Settings, registration_id: str) -> tuple[str, str | None]:
+    """(its project, its policy) of a registration known here; CommandError else."""
     from app.registrations import queries
 
     async with opened(settings) as setup, setup.sessionmaker() as session:
         registration = await queries.get_registration(session, registration_id)
     if registration is None:
         raise CommandError(f"no registration {registration_id} is known here")
-    return registration.project_id
+    return registration.project_id, registration.policy_id
 
 
 def _print_registration(registration: Any) -> None:
@@ -493,10 +500,13 @@ async def _registration_submit(args: argparse.Namespace) -> int:
     named = body.pop("projectId", None)
     project_id = args.project or named or settings.settings_project_id
     with _as_command_errors():
-        document = service.with_callback(body, settings, project_id)
+        service.callback_url(settings, project_id)  # refused before anything is opened
         async with opened(
             settings, redis=True, sinch=True, project=True, project_id=project_id
         ) as setup:
+            async with setup.sessionmaker() as session:
+                checked = await service.check_policy(session, project_id, body)
+            document = service.with_callback(checked.document, settings, project_id)
             registration = await service.submit(
                 setup.sessionmaker, setup.sinch, document, actor=Actor.command_line()
             )
@@ -505,17 +515,38 @@ async def _registration_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def _writing(settings: Settings, registration_id: str) -> AsyncIterator[tuple[Setup, Any]]:
+    """For a write of a registration known here: an opened setup (Redis, the Sinch client of the
+    registration's project) and the registration's row; the changes the write made are numbered
+    and published when the block ends. CommandError for a registration not known here."""
+    from app.changes.sequencer import number_and_publish
+    from app.registrations import queries
+
+    project_id, _ = await _registration_project(settings, registration_id)
+    async with opened(settings, redis=True, sinch=True, project_id=project_id) as setup:
+        async with setup.sessionmaker() as session:
+            known = await queries.get_registration(session, registration_id)
+        if known is None:  # removed since it was read just above
+            raise CommandError(f"no registration {registration_id} is known here")
+        yield setup, known
+        await number_and_publish(setup.sessionmaker, setup.redis)
+
+
 async def _registration_update(args: argparse.Namespace) -> int:
     from app.audit.repository import Actor
-    from app.changes.sequencer import number_and_publish
     from app.submissions import service
 
     body = _json_file(args.file)
     settings = load_settings()
-    project_id = await _registration_project(settings, args.registration_id)
     with _as_command_errors():
-        document = service.with_callback(body, settings, project_id)
-        async with opened(settings, redis=True, sinch=True, project_id=project_id) as setup:
+        async with _writing(settings, args.registration_id) as (setup, known):
+            project_id = known.project_id
+            async with setup.sessionmaker() as session:
+                checked = await service.check_policy(
+                    session, project_id, body, policy_id=known.policy_id
+                )
+            document = service.with_callback(checked.document, settings, project_id)
             registration = await service.update(
                 setup.sessionmaker,
                 setup.sinch,
@@ -523,30 +554,83 @@ async def _registration_update(args: argparse.Namespace) -> int:
                 document,
                 actor=Actor.command_line(),
             )
-            await number_and_publish(setup.sessionmaker, setup.redis)
     _print_registration(registration)
     return 0
 
 
 async def _registration_delete(args: argparse.Namespace) -> int:
     from app.audit.repository import Actor
-    from app.changes.sequencer import number_and_publish
-    from app.registrations import queries
     from app.submissions import service
 
     settings = load_settings()
-    project_id = await _registration_project(settings, args.registration_id)
     with _as_command_errors():
-        async with opened(settings, redis=True, sinch=True, project_id=project_id) as setup:
-            async with setup.sessionmaker() as session:
-                known = await queries.get_registration(session, args.registration_id)
-            if known is None:  # removed since it was read just above
-                raise CommandError(f"no registration {args.registration_id} is known here")
+        async with _writing(settings, args.registration_id) as (setup, known):
             registration = await service.delete(
                 setup.sessionmaker, setup.sinch, known, actor=Actor.command_line()
             )
-            await number_and_publish(setup.sessionmaker, setup.redis)
     _print_registration(registration)
+    return 0
+
+
+async def _registration_attach(args: argparse.Namespace) -> int:
+    import mimetypes
+
+    from app.audit.repository import Actor
+    from app.submissions import service
+
+    path = Path(args.file)
+    try:
+        content = await asyncio.to_thread(path.read_bytes)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+    mime_type = args.mime_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    upload = service.Upload(file_name=path.name, mime_type=mime_type, content=content)
+    settings = load_settings()
+    with _as_command_errors():
+        async with _writing(settings, args.registration_id) as (setup, known):
+            async with setup.sessionmaker() as session:
+                await service.check_attachment(
+                    session,
+                    known,
+                    args.attachment_id,
+                    upload,
+                    max_bytes=settings.attachment_max_bytes,
+                )
+            registration = await service.attach(
+                setup.sessionmaker,
+                setup.sinch,
+                args.registration_id,
+                args.attachment_id,
+                upload,
+                actor=Actor.command_line(),
+            )
+    _print_registration(registration)
+    return 0
+
+
+async def _registration_attachment(args: argparse.Namespace) -> int:
+    from app.submissions import service
+
+    settings = load_settings()
+    project_id, _ = await _registration_project(settings, args.registration_id)
+    out = Path(args.out)
+    written = 0
+    with _as_command_errors():
+        async with (
+            opened(settings, sinch=True, project_id=project_id) as setup,
+            service.open_attachment(
+                setup.sinch, args.registration_id, args.attachment_id
+            ) as answer,
+        ):
+            try:
+                sink = await asyncio.to_thread(out.open, "wb")
+                with sink:
+                    async for chunk in answer.aiter_bytes():
+                        await asyncio.to_thread(sink.write, chunk)
+                        written += len(chunk)
+            except OSError as exc:
+                raise CommandError(f"cannot write {out}: {exc.strerror}") from None
+    print(f"{written} bytes written to {out} ({answer.headers.get('content-type', 'no type')})")
     return 0
 
 
@@ -1109,7 +1193,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit = registration(
         "submit",
-        "submit a new registration: FILE holds Sinch's create body (- reads standard input); "
+        "submit a new registration: FILE holds the request as POST /v1/registrations takes it "
+        "(Sinch's create body with requestDetails, or companyDetails, contactPerson, senderIds "
+        "at the top level; - reads standard input), checked against its policy first; "
         "callbackUrl is set from PUBLIC_BASE_URL; prints the registration as kept",
         sync(_registration_submit),
     )
@@ -1133,6 +1219,26 @@ def build_parser() -> argparse.ArgumentParser:
         sync(_registration_delete),
     )
     delete.add_argument("registration_id", metavar="ID")
+    attach = registration(
+        "attach",
+        "upload FILE as attachment ATTACHMENT_ID (one the registration's policy defines) to "
+        "Sinch, checked against the policy first; prints the registration as kept",
+        sync(_registration_attach),
+    )
+    attach.add_argument("registration_id", metavar="ID")
+    attach.add_argument("attachment_id", metavar="ATTACHMENT_ID")
+    attach.add_argument("file", metavar="FILE")
+    attach.add_argument(
+        "--mime-type", help="the file's MIME type (default: guessed from its name's extension)"
+    )
+    attachment = registration(
+        "attachment",
+        "download attachment ATTACHMENT_ID of a registration from Sinch",
+        sync(_registration_attachment),
+    )
+    attachment.add_argument("registration_id", metavar="ID")
+    attachment.add_argument("attachment_id", metavar="ATTACHMENT_ID")
+    attachment.add_argument("--out", metavar="FILE", required=True, help="where to write it")
 
     secret = command_group(commands, "secret", "the Sinch callback HMAC secret")
     show = secret("show", "print the secret Sinch signs callbacks with", sync(_secret_show))

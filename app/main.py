@@ -51,6 +51,7 @@ from app.projects.router import router as projects_router
 from app.projects.service import settle_at_start
 from app.registrations.router import router as registrations_router
 from app.sinch.client import SinchClient, create_http_client
+from app.submissions.router import reader as attachments_reader
 from app.submissions.router import router as submissions_router
 from app.subscriptions.router import router as subscriptions_router
 from app.tokens.directory import TokenDirectory
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(registrations_router)
     app.include_router(submissions_router)
+    app.include_router(attachments_reader)
     app.include_router(events_router)
     app.include_router(changes_router)
     app.include_router(subscriptions_router)

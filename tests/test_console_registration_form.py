@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from app.catalog.check import FieldError, check
 from app.console import registration_form as forms
+from app.submissions import layout
 from devtools.simulator.catalog import POLICY_DOCUMENTS
 
 GB = POLICY_DOCUMENTS["sim-policy-gb-alphanumeric"]
@@ -70,7 +71,7 @@ def test_a_document_fills_the_inputs_and_a_request_becomes_sinchs_body() -> None
         "tags": ["#a"],
     }
 
-    body = forms.sinch_body(request)
+    body = layout.to_sinch(request)
     values = forms.values_of(body)
 
     assert body["requestDetails"] == [

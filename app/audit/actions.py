@@ -13,6 +13,7 @@ class Action(StrEnum):
     REGISTRATION_SUBMIT = "registration.submit"
     REGISTRATION_UPDATE = "registration.update"
     REGISTRATION_DELETE = "registration.delete"
+    REGISTRATION_ATTACH = "registration.attach"
     EVENT_REPLAY = "event.replay"
     SUBSCRIPTION_CREATE = "subscription.create"
     SUBSCRIPTION_CHANGE = "subscription.change"

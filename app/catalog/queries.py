@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Row, select
+from sqlalchemy import Row, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.models import CATALOG_MARKETS, CATALOG_POLICIES, POLICY_CHANGES
@@ -61,6 +61,23 @@ async def policy(session: AsyncSession, policy_id: str, projects: Visible) -> Ro
         table.c.policy_id == policy_id
     )
     return (await session.execute(statement.order_by(table.c.project_id).limit(1))).first()
+
+
+async def policy_documents(
+    session: AsyncSession, keys: Iterable[tuple[str, str | None]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The documents of the policies `keys` name, as (project id, policy id); a key without a
+    policy id, or naming a policy the project's catalog lacks, is not in the answer. The caller
+    has read `keys` from rows its token may see (the projects are those rows')."""
+    wanted = {(project, policy) for project, policy in keys if policy}
+    if not wanted:
+        return {}
+    table = CATALOG_POLICIES
+    statement = select(table.c.project_id, table.c.policy_id, table.c.document).where(
+        tuple_(table.c.project_id, table.c.policy_id).in_(sorted(wanted))
+    )
+    rows = (await session.execute(statement)).all()
+    return {(row.project_id, row.policy_id): row.document for row in rows}
 
 
 async def policy_changes(

@@ -3,8 +3,8 @@
 only: parse, call, answer. Reads come from the stored catalog, never from Sinch.
 
 The create route (`POST /v1/registrations` without `validateOnly`) belongs to the submit path:
-it calls `app.catalog.service.check_request` and, for an invalid request, answers
-`invalid_request(result)` like this route.
+it checks through `app.submissions.service.check_policy`, which answers an invalid request with
+`app.catalog.service.invalid_request(result)` as this route does.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ from typing import Annotated
 from fastapi import APIRouter
 
 from app.catalog import queries
-from app.catalog.check import CheckResult
 from app.catalog.schema import request_schema
 from app.catalog.schemas import (
-    CheckOut,
     MarketDetailOut,
     MarketOut,
     MarketPage,
@@ -113,21 +111,6 @@ async def get_policy(
         raise ProblemError(404, "No such policy in the catalog.")
     changes = await queries.policy_changes(session, row.project_id, policy_id)
     return PolicyOut.of(row, request_schema(row.document), changes)
-
-
-def invalid_request(result: CheckResult) -> ProblemError:
-    """The 422 problem of a request that does not meet its policy: `errors` (one per field:
-    `path`, `rule`, `message`, `fromSinch`), and the policy's `price`."""
-    answer = CheckOut.of(result).model_dump(by_alias=True, mode="json")
-    return ProblemError(
-        422,
-        "The request does not meet its policy; see `errors`.",
-        extra={
-            "errors": answer["errors"],
-            "policyId": answer["policyId"],
-            "price": answer["price"],
-        },
-    )
 
 
 routers: tuple[APIRouter, ...] = (markets_router, policies_router)

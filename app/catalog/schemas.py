@@ -8,9 +8,9 @@ from typing import Any
 from pydantic import Field
 from sqlalchemy import Row
 
-from app.catalog.check import CheckResult
+from app.catalog.check import CheckResult, FieldError
 from app.catalog.schema import Converted
-from app.core.schemas import ApiModel, ApiTime
+from app.core.schemas import ApiModel, ApiTime, same_named
 
 
 class MarketOut(ApiModel):
@@ -106,10 +106,22 @@ class PolicyOut(ApiModel):
 
 
 class FieldErrorOut(ApiModel):
-    path: str = Field(description="The field's JSON path in the request, e.g. `$.senderIds[0]`.")
+    """One field in error, as every policy refusal answers it (`errors[]` of the 422 problem and
+    of the check's answer): built here only, from the check's `FieldError` (`of`)."""
+
+    field: str = Field(
+        description="The field's JSON path in the body as sent, e.g. "
+        "`$.requestDetails[0].senderIdDetails[0].senderId` (the contract's name; the same as "
+        "`path`)."
+    )
+    path: str = Field(description="The same JSON path as `field`.")
     rule: str = Field(description="The rule broken: `required`, `pattern`, `maxLength`, ...")
     message: str = Field(description="Sinch's own text for the rule when the policy has one.")
     from_sinch: bool = Field(description="Whether `message` is Sinch's.")
+
+    @classmethod
+    def of(cls, error: FieldError) -> FieldErrorOut:
+        return cls(field=error.path, **same_named(cls, error, but={"field"}))
 
 
 class AttachmentNeedOut(ApiModel):
@@ -139,4 +151,8 @@ class CheckOut(ApiModel):
     @classmethod
     def of(cls, result: CheckResult) -> CheckOut:
         """The answer of `result`: its fields by their names (`valid` is its property)."""
-        return cls.model_validate(result)
+        return cls(
+            **same_named(cls, result, but={"attachments", "errors"}),
+            attachments=[AttachmentNeedOut.model_validate(a) for a in result.attachments],
+            errors=[FieldErrorOut.of(e) for e in result.errors],
+        )

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.catalog import queries
 from app.catalog.check import CheckResult, FieldError, check
 from app.catalog.repository import FetchedMarket, FetchedPolicy, StoreReport, store
+from app.catalog.schemas import CheckOut
+from app.core.problems import ProblemError
 from app.registrations import repository as registrations
 from app.sinch.client import REGISTRATION_TYPES
 from app.sinch.errors import SinchNotFoundError
@@ -177,4 +179,20 @@ async def check_request(
         project_id=project_id,
         market_code=row.market_code,
         registration_type=row.registration_type,
+    )
+
+
+def invalid_request(result: CheckResult) -> ProblemError:
+    """The 422 problem of a request that does not meet its policy: `errors` (one per field,
+    `schemas.FieldErrorOut`: `field` and `path`, `rule`, `message`, `fromSinch`), and the
+    policy's `price`."""
+    answer = CheckOut.of(result).model_dump(by_alias=True, mode="json")
+    return ProblemError(
+        422,
+        "The request does not meet its policy; see `errors`.",
+        extra={
+            "errors": answer["errors"],
+            "policyId": answer["policyId"],
+            "price": answer["price"],
+        },
     )

@@ -11,8 +11,8 @@ the server's check, the same as `?validateOnly=true`, is the one that answers.
 
 What a form posts becomes the request the check takes (`request_of`): blank inputs are left out,
 numbers and booleans read as such (an unreadable one is kept as text, for the check to refuse).
-`sinch_body` turns that request into the body Sinch's create and update take; `values_of` reads a
-registration's document back into the inputs (the update form, prefilled).
+`app.submissions.layout.to_sinch` turns that request into the body Sinch's create and update take;
+`values_of` reads a registration's document back into the inputs (the update form, prefilled).
 """
 
 from __future__ import annotations
@@ -197,30 +197,11 @@ def errors_by_path(
     return beside, above
 
 
-def sinch_body(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The body Sinch's create and update take for a checked `request`: the sender IDs in
-    `requestDetails[0].senderIdDetails`, the company details and the contact person as one object
-    of `requestDetails[0].additionalDetails` keyed by those names (our reading: Sinch documents
-    `additionalDetails[]` without its items, docs/sinch.md), every other member as it is. The
-    layout of `app.submissions.service.sinch_request` (issue 27's submit branch), which this
-    gives way to once both are on one branch: there must be one."""
-    laid_out = {member for member, _ in MEMBERS}
-    body = {k: v for k, v in request.items() if k not in laid_out}
-    additional = {m: request[m] for m, _ in MEMBERS if m != SENDER_MEMBER and m in request}
-    body["requestDetails"] = [
-        {
-            "senderIdDetails": list(request.get(SENDER_MEMBER) or []),
-            "additionalDetails": [additional] if additional else [],
-        }
-    ]
-    return body
-
-
 def values_of(document: Mapping[str, Any] | None) -> dict[str, str]:
     """The inputs' values a registration's document gives (by path): its sender IDs'
     details (every `requestDetails[].senderIdDetails[]`, in order), the company and contact
     details where the document holds them (`requestDetails[].additionalDetails[]`, as
-    `sinch_body` lays them out, else top-level), and its tags."""
+    `app.submissions.layout.to_sinch` lays them out, else top-level), and its tags."""
     values: dict[str, str] = {}
     if not document:
         return values
@@ -239,7 +220,7 @@ def values_of(document: Mapping[str, Any] | None) -> dict[str, str]:
     for index, item in enumerate(items("senderIdDetails")):
         for name, value in item.items():
             keep([SENDER_MEMBER, index, name], value)
-    # Where `sinch_body` puts them, else where a document may name them itself.
+    # Where `layout.to_sinch` puts them, else where a document may name them itself.
     holders = [*items("additionalDetails"), document]
     for member, _ in MEMBERS:
         held = next((h[member] for h in holders if isinstance(h.get(member), dict)), None)

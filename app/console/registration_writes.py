@@ -23,6 +23,7 @@ from app.core.models import Registration
 from app.core.problems import ProblemError
 from app.projects.clients import ProjectClients
 from app.sinch.client import SinchClient
+from app.submissions import layout
 from app.submissions import service as submissions
 from app.web.deps import Resources
 
@@ -120,7 +121,7 @@ async def check_and_send(
             raise ProblemError(
                 503, f"Project {project_id} has no usable Sinch credentials here: nothing was sent."
             )
-        body = submissions.with_callback(forms.sinch_body(request), resources.settings, project_id)
+        body = submissions.with_callback(layout.to_sinch(request), resources.settings, project_id)
         return await send(sinch, body)
     except ProblemError as exc:
         state.problem = _said(exc)

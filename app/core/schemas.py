@@ -78,6 +78,7 @@ _DESCRIPTIONS = {
     408: "The request did not arrive whole in time.",
     409: "The resource is not in a state that allows this (the detail says why).",
     410: "The cursor names changes no longer kept: resynchronise (the detail says how).",
+    413: "The body (or the file it carries) is larger than this service takes.",
     422: "A parameter is not valid (a cursor included); `errors` says which.",
     502: "Sinch answered something this service cannot use.",
     503: "Sinch cannot be reached now, or is not configured.",

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     callback_max_body_bytes: int = Field(default=1_048_576, gt=0)
     api_max_body_bytes: int = Field(default=1_048_576, gt=0)
     """Largest body of any other request (API, console); larger: 413 (app/web/bodies.py)."""
+    attachment_max_bytes: int = Field(default=5_242_880, gt=0)
+    """Largest attachment file uploaded to Sinch (`POST /v1/registrations/{id}/attachments/...`);
+    larger: 413. That route's body may be this plus the multipart framing, even above
+    `api_max_body_bytes` (app/web/bodies.py)."""
     reconcile_interval_seconds: int = Field(default=900, ge=0)
     public_base_url: str | None = None
     """This service's URL as Sinch reaches it (`https://registrations.example.com`): a

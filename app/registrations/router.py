@@ -6,12 +6,14 @@ its transaction begins, so no database lock is held across the network call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Query
 from pydantic import StringConstraints
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.catalog import queries as catalog_queries
 from app.changes.live import SequencerDep
 from app.core.models import Registration
 from app.core.pagination import (
@@ -162,11 +164,21 @@ async def list_registrations(
     after = optional_cursor(cursor, key_model)
     rows = await queries.list_registrations(session, filters, after=after, limit=limit + 1)
     items, next_cursor = page(rows, limit, lambda row: queries.key_of(filters, row))
-    forecasts = await forecast_queries.forecasts_of(session, [row.id for row in items])
-    return RegistrationPage(
-        items=[RegistrationOut.of(row, forecasts.get(row.id)) for row in items],
-        next_cursor=next_cursor,
-    )
+    return RegistrationPage(items=await answers(session, items), next_cursor=next_cursor)
+
+
+async def answers(session: AsyncSession, rows: Sequence[Registration]) -> list[RegistrationOut]:
+    """The answers of `rows` (registrations the caller may see), with their forecasts and, for
+    those waiting on the customer, their policies (what `needsAction` names): two queries more
+    for a page, whatever its size."""
+    forecasts = await forecast_queries.forecasts_of(session, [row.id for row in rows])
+    policies = await catalog_queries.policy_documents(session, RegistrationOut.policy_keys(rows))
+    return [
+        RegistrationOut.of(
+            row, forecasts.get(row.id), policies.get((row.project_id, row.policy_id or ""))
+        )
+        for row in rows
+    ]
 
 
 @router.get("/{id}", **operation("getRegistration", "One registration, as kept locally", 404))
@@ -174,8 +186,8 @@ async def get_registration(
     session: ReadSessionDep, limit: LimitDep, registration_id: RegistrationId
 ) -> RegistrationOut:
     registration = await _known(session, registration_id, limit)
-    forecasts = await forecast_queries.forecasts_of(session, [registration_id])
-    return RegistrationOut.of(registration, forecasts.get(registration_id))
+    [answer] = await answers(session, [registration])
+    return answer
 
 
 @router.get(
@@ -243,4 +255,6 @@ async def refresh_registration(
     refreshed = await service.refresh(
         resources.sessionmaker, resources.sinch, sequencer, registration_id, actor=actor
     )
-    return RegistrationOut.model_validate(refreshed)
+    async with resources.reader() as session:
+        [answer] = await answers(session, [refreshed])
+    return answer

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import Field
 
+from app.catalog.concerns import missing_attachments, named_attachments, named_fields
 from app.catalog.diff import FieldChangeKind
 from app.changes.schemas import ReasonOut, RegistrationView
 from app.core.models import HistorySource
@@ -28,6 +30,19 @@ class NeedsActionOut(ApiModel):
         "current state; null when Sinch has written none for it yet."
     )
     since: ApiTime | None = Field(description="When it entered this state (Sinch's time).")
+    fields: list[str] | None = Field(
+        default=None,
+        description="The fields concerned, as paths of the request `PUT` takes "
+        "(`$.companyDetails.website`, `$.senderIds[*].useCase`): those of the policy whose title "
+        "or name Sinch's message (`reason`) contains; `[]` when it names none; null when the "
+        "registration's policy is not in the catalog (app/catalog/concerns.py).",
+    )
+    attachments: list[str] | None = Field(
+        default=None,
+        description="The attachments concerned (the policy's attachment ids): for "
+        "PENDING_ATTACHMENTS the mandatory ones Sinch's document does not list as uploaded, and "
+        "any attachment Sinch's message names; null when the policy is not in the catalog.",
+    )
 
 
 class RegistrationOut(RegistrationView):
@@ -51,8 +66,12 @@ class RegistrationOut(RegistrationView):
     )
 
     @classmethod
-    def of(cls, row: object, forecast: object | None) -> RegistrationOut:
-        """The answer of a `registrations` row with its `registration_forecasts` row (or None)."""
+    def of(
+        cls, row: object, forecast: object | None, policy: Mapping[str, Any] | None = None
+    ) -> RegistrationOut:
+        """The answer of a `registrations` row with its `registration_forecasts` row (or None)
+        and its policy's document as the catalog keeps it (None when unknown: `needsAction`
+        then names no fields or attachments)."""
         answer = cls.model_validate(row)
         update: dict[str, Any] = {}
         if forecast is not None:
@@ -60,13 +79,32 @@ class RegistrationOut(RegistrationView):
         action = needs_action(answer.status)
         if action is not None:
             reason = answer.reason
+            # A message written for an earlier state says nothing of what is asked now.
+            current = reason if reason is not None and reason.state == answer.status else None
+            fields = attachments = None
+            if policy is not None:
+                message = current.message if current is not None else ""
+                fields = named_fields(policy, message)
+                named = named_attachments(policy, message)
+                if action is Action.UPLOAD_ATTACHMENTS:
+                    missing = missing_attachments(policy, answer.sinch)
+                    attachments = missing + [a for a in named if a not in missing]
+                else:
+                    attachments = named
             update["needs_action"] = NeedsActionOut(
                 action=action,
-                # A message written for an earlier state says nothing of what is asked now.
-                reason=reason if reason is not None and reason.state == answer.status else None,
+                reason=current,
                 since=answer.status_since,
+                fields=fields,
+                attachments=attachments,
             )
         return answer.model_copy(update=update) if update else answer
+
+    @staticmethod
+    def policy_keys(rows: Iterable[Any]) -> list[tuple[str, str | None]]:
+        """(project id, policy id) of the `rows` whose answer needs their policy (those waiting
+        on the customer), for `catalog.queries.policy_documents`."""
+        return [(r.project_id, r.policy_id) for r in rows if needs_action(r.status) is not None]
 
 
 class RegistrationPage(ApiModel):

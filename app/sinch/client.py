@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
@@ -50,6 +51,9 @@ REGISTRATION_TYPES = ("ALPHANUMERIC_SENDER_ID", "LONG_NUMBER", "SHORT_CODE", "RC
 DEFAULT_DEADLINE_SECONDS = 20.0
 # Tries of one request unless told otherwise: `SINCH_MAX_ATTEMPTS`'s default.
 DEFAULT_MAX_ATTEMPTS = DEFAULT_SINCH_MAX_ATTEMPTS
+# The multipart field Sinch's attachment upload reads the file from. **Unknown** (docs/sinch.md:
+# no page shows the upload's body): this name and `_attachment_path` are the one place to change.
+ATTACHMENT_FIELD = "file"
 
 
 def create_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -352,6 +356,69 @@ class SinchClient:
             expect_body=False,
         )
 
+    async def upload_attachment(
+        self,
+        registration_id: str,
+        attachment_id: str,
+        *,
+        file_name: str,
+        mime_type: str,
+        content: bytes,
+    ) -> None:
+        """POST one attachment of the registration (`attachment_id`: the policy's attachment
+        definition) as a multipart body, the file under `ATTACHMENT_FIELD`. Retried like a PUT:
+        the same file sent twice to the same attachment leaves what sending it once does. Sinch's
+        answer is not read (its shape is not documented): the caller GETs the registration,
+        whose `attachments[]` shows the upload. SinchRejectedError (with Sinch's `error`) for a
+        4xx, SinchNotFoundError for a 404."""
+        await self._call(
+            "POST",
+            _attachment_path(registration_id, attachment_id),
+            files={ATTACHMENT_FIELD: (file_name, content, mime_type)},
+            operation="upload attachment",
+            expect_body=False,
+        )
+
+    @asynccontextmanager
+    async def open_attachment(
+        self, registration_id: str, attachment_id: str
+    ) -> AsyncIterator[httpx.Response]:
+        """GET an attachment uploaded before, as a streamed response whose body is read while
+        the context is open (`aiter_bytes`). Tried once (a caller downloading can ask again),
+        with one fresh token after a 401; the answer's status is checked before this yields:
+        SinchNotFoundError for a 404, SinchRejectedError for another 4xx, SinchRetryableError for
+        a 5xx, 429 or no connection, SinchTimeoutError when the headers do not come within the
+        client's deadline."""
+        url = self._url(_attachment_path(registration_id, attachment_id))
+        operation = "download attachment"
+        for fresh in (False, True):
+            token = await self._tokens.token()
+            request = self._http.build_request(
+                "GET", url, headers={"Authorization": f"Bearer {token}"}
+            )
+            try:
+                async with asyncio.timeout(self._deadline):
+                    response = await self._http.send(request, stream=True)
+            except (TimeoutError, httpx.TimeoutException):
+                raise SinchTimeoutError(f"Sinch {operation}: no answer in time") from None
+            except httpx.TransportError as exc:
+                raise SinchRetryableError(
+                    f"Sinch {operation} at {safe_url(self._api_base)} failed "
+                    f"({type(exc).__name__}; check SINCH_API_BASE_URL)"
+                ) from None
+            try:
+                if response.status_code == 401 and not fresh:
+                    self._tokens.invalidate(token)
+                    continue
+                if response.status_code >= 300:
+                    await response.aread()  # a small error body, for Sinch's error object
+                    _read_response(response, operation, expect_body=False)
+                    raise SinchError(f"Sinch {operation} answered {response.status_code}")
+                yield response
+                return
+            finally:
+                await response.aclose()
+
     async def _walk_pages(
         self, path: str, params: list[tuple[str, str]], *, key: str, operation: str
     ) -> AsyncIterator[object]:
@@ -387,17 +454,18 @@ class SinchClient:
         operation: str,
         params: Sequence[tuple[str, str]] | None = None,
         json: dict[str, Any] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
         max_attempts: int | None = None,
         expect_body: bool = True,
     ) -> dict[str, Any]:
         """One API call with the retry policy (at most `max_attempts` tries, the client's when
         None); answers the JSON object Sinch sent (`{}` when `expect_body` is False: the body of
-        a 2xx is not read)."""
+        a 2xx is not read). `files` makes the body multipart (field: (name, content, type))."""
         if max_attempts is None:
             max_attempts = self._max_attempts
         elif max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        url = f"{self._api_base}/v1/projects/{quote(self._project_id, safe='')}{path}"
+        url = self._url(path)
         deadline = self._clock() + self._deadline
         attempt = 0
         refreshed_after_401 = False
@@ -416,6 +484,7 @@ class SinchClient:
                         url,
                         params=tuple(params or ()),
                         json=json,
+                        files=files,
                         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                     )
                 if response.status_code == 401 and not refreshed_after_401:
@@ -456,6 +525,9 @@ class SinchClient:
             )
             await self._sleep(delay)
 
+    def _url(self, path: str) -> str:
+        return f"{self._api_base}/v1/projects/{quote(self._project_id, safe='')}{path}"
+
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff jittered over its upper half, or exactly what `Retry-After` asked."""
         if retry_after is not None:
@@ -466,6 +538,12 @@ class SinchClient:
 
 def _registration_path(registration_id: str) -> str:
     return f"/registrations/{quote(registration_id, safe='')}"
+
+
+def _attachment_path(registration_id: str, attachment_id: str) -> str:
+    """Where one attachment of a registration is uploaded and downloaded: the path Sinch's
+    overview names (docs/sinch.md)."""
+    return f"{_registration_path(registration_id)}/attachments/{quote(attachment_id, safe='')}"
 
 
 def _error_of(response: httpx.Response) -> dict[str, Any] | None:

@@ -1,38 +1,42 @@
 """Writes of registrations through the internal API (`POST`, `PUT`, `DELETE` under
 `/v1/registrations`, write scope). HTTP only: parse, resolve the project, call the service, answer.
 
-The policy check (issue 27, app/catalog) is one call in each route, before anything is sent or a
-key claimed: marked `POLICY CHECK` below.
+Every create and update is checked against its policy (`service.check_policy`, app/catalog) before
+anything is sent or a key claimed: a refused request is 422 with one entry per field (at its path
+in the body as sent) and keeps nothing. The body is Sinch's create or update body, sent as it
+is; the check's layout is taken too and laid out as Sinch's (app/submissions/layout.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
-from fastapi import Body, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import Body, File, Path, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
-from app.catalog import service as catalog
-from app.catalog.router import invalid_request
 from app.catalog.schemas import CheckOut
 from app.changes.live import SequencerDep
 from app.core.models import Registration
 from app.core.problems import ProblemError
 from app.core.schemas import problem_responses
-from app.forecasts import queries as forecast_queries
 from app.projects.clients import ProjectClients, ProjectClientsDep
 from app.projects.queries import get_project
 from app.registrations import queries
-from app.registrations.router import RegistrationId
+from app.registrations.router import RegistrationId, answers
 from app.registrations.schemas import RegistrationOut
 from app.sinch.client import SinchClient
 from app.submissions import service
 from app.tokens.principal import Principal
-from app.web.auth import ActorDep, WriterDep, api_router, require_write
+from app.web.auth import ActorDep, PrincipalDep, WriterDep, api_router, require_write
 from app.web.deps import Resources, ResourcesDep
 from app.web.idempotency import IdempotencyKeyHeader, idempotent
 
 router = api_router("/v1/registrations", "registrations", guard=require_write)
+reader = api_router("/v1/registrations", "registrations")
+"""The download of an attachment: scope `read`."""
 
 PROJECT_FIELD = "projectId"
 _ERRORS = problem_responses(403, 404, 422, 502, 503, 504)
@@ -42,11 +46,17 @@ _POST_ERRORS = problem_responses(403, 404, 409, 422, 502, 503, 504)
 SinchBody = Annotated[
     dict[str, Any],
     Body(
-        description="The registration as Sinch's create (or update) takes it: `registrationType`, "
-        "`policyId`, `requestDetails`, `tags`, `notificationContacts`, ... (docs/sinch.md); "
-        "never `callbackUrl`, which the service sets. For a create, `projectId` names the "
-        "project where several exist (default: the token's only project, else the project the "
-        "settings define).",
+        description="The registration as Sinch's create (or update) body: its top-level fields "
+        "(`registrationType`, `policyId`, `tags`, `notificationContacts`, ...) and "
+        "`requestDetails: [{senderIdDetails: [...], additionalDetails: [{companyDetails, "
+        "contactPerson}]}]`, the sender IDs following the policy's `senderIdTemplate`; sent to "
+        "Sinch as it is. Also taken: the policy check's layout, `companyDetails`, "
+        "`contactPerson`, `senderIds` at the top level (and optionally `attachments`, "
+        "`[{attachmentId, mimeType}]`, the uploads to come), laid out as Sinch's before "
+        "sending; a body mixing both is refused (docs/api.md). Never `callbackUrl`, which the "
+        "service sets. For a create, `projectId` names the project where several exist "
+        "(default: the token's only project, else the project the settings define; removed "
+        "before sending); for an update, `policyId` defaults to the registration's.",
     ),
 ]
 
@@ -91,8 +101,8 @@ async def _known(
 
 async def _answer(resources: Resources, registration: Registration) -> RegistrationOut:
     async with resources.reader() as session:
-        forecasts = await forecast_queries.forecasts_of(session, [registration.id])
-    return RegistrationOut.of(registration, forecasts.get(registration.id))
+        [answer] = await answers(session, [registration])
+    return answer
 
 
 @router.post(
@@ -102,9 +112,11 @@ async def _answer(resources: Resources, registration: Registration) -> Registrat
     summary="Submit a new registration to Sinch",
     description="Creates the registration at Sinch with `callbackUrl` = `PUBLIC_BASE_URL` + its "
     "project's callback path, and keeps Sinch's answer as the local copy (history source "
-    "`submitted`; on the change feed at once). Honours `Idempotency-Key` (24 hours). Sinch's "
-    "refusal is 422 with its error under `sinch`; Sinch unavailable 502, silent 504; "
-    "`PUBLIC_BASE_URL` unset or the project without credentials 503.",
+    "`submitted`; on the change feed at once). Checked against its policy first: a request the "
+    "policy refuses is 422 with `errors` (one per field: `field`, its JSON path in the body as "
+    "sent, `rule`, `message`), nothing sent or kept. Honours "
+    "`Idempotency-Key` (24 hours). Sinch's refusal is 422 with its error under `sinch`; Sinch "
+    "unavailable 502, silent 504; `PUBLIC_BASE_URL` unset or the project without credentials 503.",
     response_model=RegistrationOut,
     responses={
         200: {
@@ -137,14 +149,14 @@ async def submit_registration(
     project_id = await _project_of(resources, principal, fields.pop(PROJECT_FIELD, None))
     if validate_only:
         async with resources.reader() as session:
-            result = await catalog.check_request(session, project_id, fields)
-        if not result.valid:
-            raise invalid_request(result)
-        return JSONResponse(CheckOut.of(result).model_dump(mode="json", by_alias=True))
+            checked = await service.check_policy(session, project_id, fields)
+        return JSONResponse(CheckOut.of(checked.result).model_dump(mode="json", by_alias=True))
     sinch = await _client(clients, project_id)
-    document = service.with_callback(fields, resources.settings, project_id)
-    # POLICY CHECK: the check against the registration's policy goes here (one line), before the
-    # key is claimed: a request it refuses keeps nothing, so the fixed request may reuse the key.
+    # Checked before the key is claimed: a request the policy refuses keeps nothing, so the fixed
+    # request may reuse the key.
+    async with resources.reader() as session:
+        checked = await service.check_policy(session, project_id, fields)
+    document = service.with_callback(checked.document, resources.settings, project_id)
 
     async def run() -> tuple[int, dict[str, Any]]:
         registration = await service.submit(resources.sessionmaker, sinch, document, actor=actor)
@@ -161,9 +173,10 @@ async def submit_registration(
     "/{id}",
     operation_id="updateRegistration",
     summary="Update a registration at Sinch",
-    description="Sends the registration's new content to Sinch (the way to answer PENDING) and "
-    "applies Sinch's answer (history source `submitted`). 404 for a registration not known "
-    "here or of a project this token is not limited to. Errors as for a submission.",
+    description="Sends the registration's new content to Sinch (the way to answer PENDING), "
+    "checked first against the body's policy or the registration's (422 with `errors`, nothing "
+    "sent), and applies Sinch's answer (history source `submitted`). 404 for a registration "
+    "not known here or of a project this token is not limited to. Errors as for a submission.",
     responses=_ERRORS,
 )
 async def update_registration(
@@ -176,8 +189,12 @@ async def update_registration(
     body: SinchBody,
 ) -> RegistrationOut:
     registration, sinch = await _known(resources, clients, registration_id, principal)
-    document = service.with_callback(dict(body), resources.settings, registration.project_id)
-    # POLICY CHECK: the check against the registration's policy goes here (one line).
+    project_id = registration.project_id
+    async with resources.reader() as session:
+        checked = await service.check_policy(
+            session, project_id, body, policy_id=registration.policy_id
+        )
+    document = service.with_callback(checked.document, resources.settings, project_id)
     updated = await service.update(
         resources.sessionmaker, sinch, registration_id, document, actor=actor
     )
@@ -206,3 +223,108 @@ async def delete_registration(
     deleted = await service.delete(resources.sessionmaker, sinch, registration, actor=actor)
     sequencer.poke()
     return await _answer(resources, deleted)
+
+
+AttachmentId = Annotated[
+    str,
+    Path(
+        alias="attachmentId",
+        min_length=1,
+        max_length=255,
+        description="The policy's attachment definition (`attachments[].id` of "
+        "`GET /v1/policies/{policyId}`).",
+    ),
+]
+STREAMED_HEADERS = ("content-type", "content-disposition")
+"""Headers of Sinch's download passed on to the caller (not its length: the body is passed on
+decoded, as httpx reads it, so a compressed answer's length would be wrong)."""
+
+
+@router.post(
+    "/{id}/attachments/{attachmentId}",
+    operation_id="uploadAttachment",
+    summary="Upload one attachment of a registration to Sinch",
+    description="A multipart body with the file in part `file` (its content type is the file's "
+    "MIME type). Checked against the registration's policy first: an attachment the policy "
+    "does not define, an empty file or a MIME type outside its `allowedMimeTypes` is 422 with "
+    "`errors`, a file above `ATTACHMENT_MAX_BYTES` 413; nothing sent. Then sent to Sinch, and "
+    "the registration fetched again and kept (history source `submitted`): its `sinch."
+    "attachments[]` shows the upload. Sinch's refusal 422 with `sinch`; unavailable 502, silent "
+    "504.",
+    responses=problem_responses(403, 404, 413, 422, 502, 503, 504),
+)
+async def upload_attachment(
+    resources: ResourcesDep,
+    clients: ProjectClientsDep,
+    sequencer: SequencerDep,
+    principal: WriterDep,
+    actor: ActorDep,
+    registration_id: RegistrationId,
+    attachment_id: AttachmentId,
+    file: Annotated[UploadFile, File(description="The file to attach.")],
+) -> RegistrationOut:
+    registration, sinch = await _known(resources, clients, registration_id, principal)
+    upload = service.Upload(
+        file_name=file.filename or attachment_id,
+        mime_type=file.content_type or "application/octet-stream",
+        content=await file.read(),
+    )
+    async with resources.reader() as session:
+        await service.check_attachment(
+            session,
+            registration,
+            attachment_id,
+            upload,
+            max_bytes=resources.settings.attachment_max_bytes,
+        )
+    updated = await service.attach(
+        resources.sessionmaker, sinch, registration_id, attachment_id, upload, actor=actor
+    )
+    sequencer.poke()
+    return await _answer(resources, updated)
+
+
+@reader.get(
+    "/{id}/attachments/{attachmentId}",
+    operation_id="downloadAttachment",
+    summary="Download an attachment uploaded before",
+    description="Streams Sinch's answer: the file, with Sinch's `Content-Type` (and "
+    "`Content-Disposition` when Sinch sends one). 404 for a registration not known here (or of "
+    "another project than the token's) and for an attachment Sinch does not have; Sinch "
+    "unavailable 502, silent 504.",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "The file as Sinch keeps it.",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        },
+        **problem_responses(404, 502, 503, 504),
+    },
+)
+async def download_attachment(
+    resources: ResourcesDep,
+    clients: ProjectClientsDep,
+    principal: PrincipalDep,
+    registration_id: RegistrationId,
+    attachment_id: AttachmentId,
+) -> StreamingResponse:
+    _, sinch = await _known(resources, clients, registration_id, principal)
+    # The stream outlives this function: closed when the body is sent, or by the background
+    # task when the caller leaves before (closing twice is harmless).
+    stack = AsyncExitStack()
+    sinch_answer = await stack.enter_async_context(
+        service.open_attachment(sinch, registration_id, attachment_id)
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in sinch_answer.aiter_bytes():
+                yield chunk
+        finally:
+            await stack.aclose()
+
+    headers = {k: v for k, v in sinch_answer.headers.items() if k.lower() in STREAMED_HEADERS}
+    headers.setdefault("content-type", "application/octet-stream")
+    return StreamingResponse(body(), headers=headers, background=BackgroundTask(stack.aclose))

@@ -15,15 +15,24 @@ An answer sent before the body was read whole closes the connection, unless the 
 length within the cap (`app.web.asgi.before_body`: closing on a client still sending can reset the
 connection before the client reads its answer). The route still checks the token's scope itself.
 
+One route takes more: an attachment upload (`POST /v1/registrations/{id}/attachments/{aid}`)
+may carry a file of `ATTACHMENT_MAX_BYTES` in its multipart body, so its cap is the larger of
+`API_MAX_BODY_BYTES` and that plus `MULTIPART_FRAMING_BYTES` (`body_limit`). It is read into
+memory whole, as every body here: a process holds at most that much per upload in flight.
+
 The callback endpoint is not behind this guard: it caps its own body (`CALLBACK_MAX_BODY_BYTES`).
 """
 
 from __future__ import annotations
 
+import re
+from typing import Final
+
 from fastapi.security.utils import get_authorization_scheme_param
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.problems import ProblemError
+from app.core.settings import Settings
 from app.web.asgi import (
     Answer,
     BodyTooLarge,
@@ -36,6 +45,19 @@ from app.web.asgi import (
 )
 from app.web.auth import identify
 from app.web.deps import Resources
+
+MULTIPART_FRAMING_BYTES: Final = 65_536
+"""What an upload's body may hold besides its file: boundaries, part headers (a long file
+name), the odd extra field."""
+_UPLOAD_PATH: Final = re.compile(r"^/v1/registrations/[^/]+/attachments/[^/]+$")
+
+
+def body_limit(settings: Settings, method: str, path: str) -> int:
+    """The largest body accepted for `method` `path` (module docstring)."""
+    limit = settings.api_max_body_bytes
+    if method == "POST" and _UPLOAD_PATH.match(path):
+        return max(limit, settings.attachment_max_bytes + MULTIPART_FRAMING_BYTES)
+    return limit
 
 
 def _declared(scope: Scope) -> tuple[bool, int | None]:
@@ -78,7 +100,7 @@ class BodyGuard:
             return
         resources: Resources = scope["state"]["resources"]
         path: str = scope["path"]
-        limit = resources.settings.api_max_body_bytes
+        limit = body_limit(resources.settings, scope["method"], path)
         if path == "/v1" or path.startswith("/v1/"):
             try:
                 await identify(resources, _bearer(scope))

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.web.docs import install_docs
+from devtools.simulator.attachments import install_attachment_routes
 from devtools.simulator.catalog_routes import install_catalog_routes
 from devtools.simulator.delivery import DeliveryOrder, DeliveryResult, deliver, plan_delivery
 from devtools.simulator.state import (
@@ -282,6 +283,7 @@ def create_simulator_app(
     install_catalog_routes(app, state, base, api_guard)
 
     install_registration_writes(app, state, api_guard)
+    install_attachment_routes(app, state, api_guard)
 
     # --- control API ------------------------------------------------------------------------
 

@@ -384,6 +384,11 @@ class SimulatorState:
     """(registration type, any JSON value) served after the catalog's market versions."""
     catalog: SimCatalog = field(init=False, default_factory=SimCatalog)
     """The policies as this project's Sinch serves them (revised ones included)."""
+    attachment_files: dict[tuple[str, str], tuple[str, str, bytes]] = field(
+        init=False, default_factory=dict
+    )
+    """(registration id, attachment id) -> (file name, MIME type, bytes) of each upload, in
+    memory only: a restart keeps the documents' `attachments[]`, not the files."""
     _seq: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -401,6 +406,7 @@ class SimulatorState:
         self.faults.clear()
         self.added_market_versions.clear()
         self.catalog.reset()
+        self.attachment_files.clear()
         self.stats.clear()
         self.current_hmac_secret = self.hmac_secret
         self.rng = random.Random(self.seed)

@@ -1,9 +1,10 @@
 """The simulator's write routes, as Sinch documents them (docs/sinch.md): create (`POST
 /registrations`), update (`PUT /registrations/{id}`) and delete (`DELETE /registrations/{id}`).
 
-A created registration starts in IN_QUEUE and then lives like any other of the simulator's: its
-callbacks are recorded (the creation's first), delivered to its `callbackUrl` by `/_sim/deliver`,
-and it moves with `/_sim/registrations/{id}/transitions`.
+A created registration starts in IN_QUEUE (PENDING_ATTACHMENTS when its policy has mandatory
+attachments: devtools/simulator/attachments.py takes the uploads) and then lives like any other
+of the simulator's: its callbacks are recorded (the creation's first), delivered to its
+`callbackUrl` by `/_sim/deliver`, and it moves with `/_sim/registrations/{id}/transitions`.
 
 Refusals answer Sinch's error body, `{"error": {"code", "message", "status", "details"}}`, with
 the fields at fault in `details` (a `google.rpc.BadRequest`'s `fieldViolations`, the shape
@@ -26,6 +27,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path, Request, Response
 from fastapi.responses import JSONResponse
 
+from devtools.simulator.catalog import POLICY_DOCUMENTS
 from devtools.simulator.state import (
     MARKET_VERSIONS,
     POLICIES,
@@ -175,10 +177,18 @@ def install_registration_writes(
         if violations:
             return _invalid(violations)
         sender_ids, _ = _sender_ids(body["requestDetails"])
+        policy = POLICY_DOCUMENTS.get(body["policyId"]) or {}
+        mandatory = any(
+            isinstance(a, dict) and a.get("mandatory") is True
+            for a in policy.get("attachments") or []
+        )
         try:
             document = state.create(
                 registration_type=body["registrationType"],
                 policy_id=body["policyId"],
+                # As Sinch documents it: held until its mandatory attachments are uploaded
+                # (devtools/simulator/attachments.py moves it on).
+                status="PENDING_ATTACHMENTS" if mandatory else None,
                 callback_url=body.get("callbackUrl"),
                 tags=body.get("tags") or [],
                 sender_ids=sender_ids or None,
@@ -241,4 +251,6 @@ def install_registration_writes(
     async def delete_registration(registration_id: RegistrationId) -> Response:
         if state.registrations.pop(registration_id, None) is None:
             return _not_found(registration_id)
+        for key in [k for k in state.attachment_files if k[0] == registration_id]:
+            del state.attachment_files[key]
         return Response(status_code=204)

@@ -151,3 +151,21 @@ def served_in_thread(app: FastAPI) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+async def refresh_catalog(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> str:
+    """The settings' project's catalog refreshed from the simulator as Sinch (its markets and
+    policies, as the worker's cron keeps them), so the submit path can check requests; answers
+    the project's id."""
+    from app.catalog import service
+    from app.projects.service import ensure_settings_project
+    from app.sinch.client import SinchClient
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        sinch = SinchClient.from_settings(settings, http)
+        async with sessionmaker.begin() as session:
+            await ensure_settings_project(session, settings, utcnow())
+        await service.refresh(sessionmaker, sinch, now=utcnow())
+    return sinch.project_id

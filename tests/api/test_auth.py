@@ -20,7 +20,13 @@ from tests.conftest import API_TOKEN, make_settings
 from tests.support.servers import serve
 
 # Values that make every parameter valid, so that only the token can be the reason for a 401.
-SAMPLE_PATH_VALUES = {"id": "1", "projectId": "p", "marketCode": "GB", "policyId": "p1"}
+SAMPLE_PATH_VALUES = {
+    "id": "1",
+    "projectId": "p",
+    "marketCode": "GB",
+    "policyId": "p1",
+    "attachmentId": "a1",
+}
 
 WRONG = [
     pytest.param({}, id="no-header"),
@@ -134,4 +140,6 @@ async def test_openapi_documents_security_and_problems_on_every_v1_operation(
                 assert "content" not in responses[success], where
                 continue
             media = "text/event-stream" if path.endswith("/stream") else "application/json"
+            if method == "get" and path.endswith("/attachments/{attachmentId}"):
+                media = "application/octet-stream"  # a file, as Sinch keeps it
             assert media in responses[success]["content"], where

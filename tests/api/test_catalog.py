@@ -4,6 +4,7 @@ request (`POST /v1/registrations?validateOnly=true`)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import httpx
@@ -47,19 +48,52 @@ async def refreshed(sim: SimulatorControl, settings: Settings, sessionmaker: Ses
     return settings.settings_project_id
 
 
+GB_COMPANY = {"companyName": "Acme Ltd", "companyNumber": "AB123456"}
+GB_CONTACT = {
+    "firstName": "Ada",
+    "lastName": "Lovelace",
+    "email": "ada@example.com",
+    "phoneNumber": "+442012345678",
+}
+GB_SENDERS = [{"senderId": "ACME", "useCase": "OTP"}]
+
+
 def gb_request(**changes: Any) -> dict[str, Any]:
+    """A request meeting the simulator's GB policy in the check's layout (docs/api.md): the
+    content at the top level."""
     body: dict[str, Any] = {
         "policyId": GB,
-        "companyDetails": {"companyName": "Acme Ltd", "companyNumber": "AB123456"},
-        "contactPerson": {
-            "firstName": "Ada",
-            "lastName": "Lovelace",
-            "email": "ada@example.com",
-            "phoneNumber": "+442012345678",
-        },
-        "senderIds": [{"senderId": "ACME", "useCase": "OTP"}],
+        "companyDetails": GB_COMPANY,
+        "contactPerson": GB_CONTACT,
+        "senderIds": GB_SENDERS,
     }
-    return body | changes
+    return copy.deepcopy(body | changes)
+
+
+def sinch_request(
+    senders: list[dict[str, Any]] | None = None,
+    *,
+    company: dict[str, Any] | None = None,
+    contact: dict[str, Any] | None = None,
+    **changes: Any,
+) -> dict[str, Any]:
+    """A request in Sinch's layout (THE layout, docs/api.md), meeting the simulator's GB policy
+    unless told otherwise: the content under `requestDetails[0]`."""
+    body: dict[str, Any] = {
+        "policyId": GB,
+        "requestDetails": [
+            {
+                "senderIdDetails": GB_SENDERS if senders is None else senders,
+                "additionalDetails": [
+                    {
+                        "companyDetails": company or GB_COMPANY,
+                        "contactPerson": contact or GB_CONTACT,
+                    }
+                ],
+            }
+        ],
+    }
+    return copy.deepcopy(body | changes)
 
 
 async def test_markets_are_listed_and_paged_by_market_type_and_project(
@@ -160,25 +194,61 @@ async def test_a_valid_request_is_answered_with_its_price(
     ]
 
 
-async def test_an_invalid_request_gets_one_entry_per_field(
+async def test_a_valid_request_in_sinchs_layout_is_answered_the_same(
     refreshed: str, v1: httpx.AsyncClient
 ) -> None:
-    body = gb_request(
-        senderIds=[{"senderId": "A!", "useCase": "OTHER"}],
-        contactPerson={"firstName": "Ada", "lastName": "L", "email": "a@b.co", "phoneNumber": "0"},
+    answer = await v1.post("/v1/registrations?validateOnly=true", json=sinch_request())
+
+    assert answer.status_code == 200, answer.text
+    checked = answer.json()
+    assert (checked["valid"], checked["errors"], checked["marketCode"]) == (True, [], "GB")
+    assert checked["price"] == POLICY_DOCUMENTS[GB]["price"]
+
+
+async def test_an_invalid_request_gets_one_entry_per_field_where_the_caller_put_it(
+    refreshed: str, v1: httpx.AsyncClient
+) -> None:
+    senders = [{"senderId": "A!", "useCase": "OTHER"}]
+    contact = {"firstName": "Ada", "lastName": "L", "email": "a@b.co", "phoneNumber": "0"}
+    in_sinchs = sinch_request(senders, contact=contact)
+    in_checks = gb_request(senderIds=senders, contactPerson=contact)
+
+    problem = assert_problem(
+        await v1.post("/v1/registrations?validateOnly=true", json=in_sinchs), 422
+    )
+    convenience = assert_problem(
+        await v1.post("/v1/registrations?validateOnly=true", json=in_checks), 422
     )
 
-    problem = assert_problem(await v1.post("/v1/registrations?validateOnly=true", json=body), 422)
-
     assert problem["price"] == POLICY_DOCUMENTS[GB]["price"]
-    assert [(e["path"], e["rule"], e["fromSinch"]) for e in problem["errors"]] == [
-        ("$.contactPerson.phoneNumber", "pattern", True),
-        ("$.senderIds[0].senderId", "minLength", True),
-        ("$.senderIds[0].useCaseDescription", "required", False),
+    assert [(e["field"], e["rule"], e["fromSinch"]) for e in problem["errors"]] == [
+        ("$.requestDetails[0].additionalDetails[0].contactPerson.phoneNumber", "pattern", True),
+        ("$.requestDetails[0].senderIdDetails[0].senderId", "minLength", True),
+        ("$.requestDetails[0].senderIdDetails[0].useCaseDescription", "required", False),
     ]
     assert problem["errors"][0]["message"] == (
         "The number needs to start with country code. For example +1"
     )
+    assert [(e["field"], e["rule"]) for e in convenience["errors"]] == [
+        ("$.contactPerson.phoneNumber", "pattern"),
+        ("$.senderIds[0].senderId", "minLength"),
+        ("$.senderIds[0].useCaseDescription", "required"),
+    ]
+    # `field` is the contract's name; `path` the same path.
+    for entry in problem["errors"] + convenience["errors"]:
+        assert entry["path"] == entry["field"]
+
+
+async def test_a_body_in_both_layouts_is_refused_with_one_entry(
+    refreshed: str, v1: httpx.AsyncClient
+) -> None:
+    body = sinch_request(senderIds=GB_SENDERS)
+
+    problem = assert_problem(await v1.post("/v1/registrations?validateOnly=true", json=body), 422)
+
+    [entry] = problem["errors"]
+    assert (entry["field"], entry["rule"]) == ("$.requestDetails", "layout")
+    assert "`senderIds`" in entry["message"]
 
 
 async def test_a_disabled_policy_is_refused_with_sinchs_disclaimer(

@@ -8,7 +8,9 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.api.conftest import put_document, sinch_document
+from app.core.settings import Settings
+from devtools.simulator import SimulatorControl
+from tests.api.conftest import put_document, refresh_catalog, sinch_document
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -48,6 +50,8 @@ async def test_what_each_waiting_state_asks(v1: httpx.AsyncClient, sessionmaker:
 
     pending = await needs("pending")
     assert pending["action"] == "update"
+    # Its policy is not in any catalog here: which fields are concerned cannot be told.
+    assert (pending["fields"], pending["attachments"]) == (None, None)
     assert pending["reason"]["message"] == asked
     assert pending["reason"]["state"] == "PENDING"
     assert pending["since"] is not None
@@ -69,3 +73,42 @@ async def test_what_each_waiting_state_asks(v1: httpx.AsyncClient, sessionmaker:
     assert await listed("false") == {"approved", "queued"}
     answer = await v1.get("/v1/registrations", params={"needsAction": "perhaps"})
     assert answer.status_code == 422
+
+
+async def test_needs_action_names_what_the_policy_and_sinchs_message_tell(
+    v1: httpx.AsyncClient, sim: SimulatorControl, settings: Settings, sessionmaker: Sessions
+) -> None:
+    await refresh_catalog(settings, sessionmaker)
+    held = await sim.create_registration(
+        policy_id="sim-policy-de-alphanumeric",
+        status="PENDING_ATTACHMENTS",
+        extra={"logs": []},  # Sinch said nothing yet
+    )
+
+    async def needs() -> Any:
+        answer = await v1.post(f"/v1/registrations/{held['id']}/refresh")
+        assert answer.status_code == 200, answer.text
+        listed = (await v1.get("/v1/registrations", params={"needsAction": "true"})).json()
+        assert [item["needsAction"] for item in listed["items"]] == [answer.json()["needsAction"]]
+        return answer.json()["needsAction"]
+
+    waiting = await needs()
+    assert (waiting["action"], waiting["fields"]) == ("upload_attachments", [])
+    assert waiting["attachments"] == ["trade-register-extract"]
+
+    await sim.transition(
+        held["id"], "PENDING_ATTACHMENTS", comment="Upload a letter of authorisation"
+    )
+    asked = await needs()
+    assert asked["attachments"] == ["trade-register-extract", "letter-of-authorisation"]
+
+    await sim.transition(
+        held["id"], "PENDING", comment="Provide the website where customers see the brand"
+    )
+    pending = await needs()
+    assert pending["action"] == "update"
+    assert (pending["fields"], pending["attachments"]) == (["$.companyDetails.website"], [])
+
+    await sim.transition(held["id"], "REJECTED", comment="The brand is too generic")
+    rejected = await needs()
+    assert (rejected["fields"], rejected["attachments"]) == ([], [])  # nothing named: no guess

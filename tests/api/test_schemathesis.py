@@ -52,7 +52,8 @@ RUN_TIMEOUT_SECONDS = 180  # 40 operations; 105 s of phases measured on a busy 2
 # creating one (its refusals are tested in tests/api/test_subscriptions.py). Likewise a
 # registration's body is Sinch's, checked by Sinch (the simulator here) against its policy, and a
 # request meets its policy only as the stored policy says: a body the schema allows may be refused
-# (422; tests/api/test_submissions.py, tests/api/test_catalog.py).
+# (422; tests/api/test_submissions.py, tests/api/test_catalog.py). So may an attachment (its
+# registration's policy decides; tests/api/test_attachments.py).
 CONFIG = """
 checks.enabled = true
 
@@ -73,6 +74,10 @@ checks.positive_data_acceptance.enabled = false
 
 [[operations]]
 include-operation-id = "updateRegistration"
+checks.positive_data_acceptance.enabled = false
+
+[[operations]]
+include-operation-id = "uploadAttachment"
 checks.positive_data_acceptance.enabled = false
 """
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -131,6 +136,8 @@ def test_the_api_keeps_its_openapi_promises(
             # The seeded rows: their answers (200/202) are checked against the schema too, with
             # every check schemathesis has (no `checks=`: all that its configuration enables).
             known = {"id": event_id if "/events/" in operation.path else registration_id}
+            if "{attachmentId}" in operation.path:
+                known["attachmentId"] = "trade-register-extract"
             operation.Case(path_parameters=known).call_and_validate(
                 base_url=base_url, headers=AUTH, timeout=30
             )
@@ -188,6 +195,26 @@ DECLARED = {
     ("put", "/v1/registrations/{id}"): {"200", "401", "403", "404", "422", "502", "503", "504"},
     ("delete", "/v1/registrations/{id}"): {"200", "401", "403", "404", "422", "502", "503", "504"},
     ("post", "/v1/registrations/{id}/refresh"): {"200", "401", "403", "404", "422", "502", "503"},
+    ("post", "/v1/registrations/{id}/attachments/{attachmentId}"): {
+        "200",
+        "401",
+        "403",
+        "404",
+        "413",
+        "422",
+        "502",
+        "503",
+        "504",
+    },
+    ("get", "/v1/registrations/{id}/attachments/{attachmentId}"): {
+        "200",
+        "401",
+        "404",
+        "422",
+        "502",
+        "503",
+        "504",
+    },
     ("get", "/v1/events"): {"200", "401", "422"},
     ("get", "/v1/counts"): {"200", "401", "422"},
     ("get", "/v1/stats/time-in-state"): {"200", "401", "422"},

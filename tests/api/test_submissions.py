@@ -26,7 +26,8 @@ from app.core.db import utcnow
 from app.core.models import IDEMPOTENCY_KEYS, PROJECTS
 from app.core.settings import Settings
 from devtools.simulator import SimulatorControl, SimulatorServer
-from tests.api.conftest import AUTH, api_settings, assert_problem
+from tests.api.conftest import AUTH, api_settings, assert_problem, refresh_catalog
+from tests.api.test_catalog import gb_request, sinch_request
 from tests.support import processes
 from tests.support.projects import settings_project
 from tests.support.tokens import bearer, make_token
@@ -36,29 +37,60 @@ PUBLIC_BASE_URL = "https://registrations.example.com"
 WAIT = 20.0  # seconds: a bound on every wait here; a pass never comes near it
 
 
-def new_registration(sender_id: str = "ACME", **extra: Any) -> dict[str, Any]:
-    """A create body as Sinch takes it, for the simulator's GB single-sender policy."""
-    return {
-        "registrationType": "ALPHANUMERIC_SENDER_ID",
-        "policyId": "sim-policy-gb-alphanumeric",
-        "requestDetails": [
-            {"senderIdDetails": [{"senderId": sender_id, "useCase": "One-time passwords"}]}
-        ],
-        "tags": ["#billing"],
-        "notificationContacts": [{"email": "ops@example.com"}],
+def new_registration(
+    sender_id: str = "ACME", *, company: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """A request as POST /v1/registrations takes it: Sinch's create body (docs/api.md), meeting
+    the simulator's GB single-sender policy (`company`: other company details)."""
+    return sinch_request(
+        [{"senderId": sender_id, "useCase": "OTP"}],
+        company=company,
+        registrationType="ALPHANUMERIC_SENDER_ID",
+        tags=["#billing"],
+        notificationContacts=[{"email": "ops@example.com"}],
         **extra,
-    }
+    )
 
 
-@pytest.fixture
-def settings(sim_server: SimulatorServer, database_url: str, redis_url: str) -> Settings:
+def check_layout_registration(sender_id: str = "ACME", **extra: Any) -> dict[str, Any]:
+    """The same request in the check's layout (`companyDetails`, `contactPerson`, `senderIds` at
+    the top level), which the service lays out as Sinch's."""
+    return gb_request(
+        registrationType="ALPHANUMERIC_SENDER_ID",
+        senderIds=[{"senderId": sender_id, "useCase": "OTP"}],
+        tags=["#billing"],
+        notificationContacts=[{"email": "ops@example.com"}],
+        **extra,
+    )
+
+
+@pytest.fixture(autouse=True)
+async def catalog(
+    sim_server: SimulatorServer, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> str:
+    """The project's catalog as the worker keeps it: every create and update is checked
+    against it. Answers the project's id."""
+    return await refresh_catalog(settings, sessionmaker)
+
+
+def submitting_settings(
+    sim_server: SimulatorServer, database_url: str, redis_url: str, **overrides: Any
+) -> Settings:
+    """The API's settings for writes: PUBLIC_BASE_URL set, Sinch's timeout short (3 s)."""
     return api_settings(
         sim_server,
         database_url,
         redis_url,
         public_base_url=PUBLIC_BASE_URL,
         sinch_timeout_seconds=3.0,
-        subscription_allowed_hosts=["127.0.0.1"],
+        **overrides,
+    )
+
+
+@pytest.fixture
+def settings(sim_server: SimulatorServer, database_url: str, redis_url: str) -> Settings:
+    return submitting_settings(
+        sim_server, database_url, redis_url, subscription_allowed_hosts=["127.0.0.1"]
     )
 
 
@@ -83,8 +115,13 @@ async def test_a_submission_is_kept_from_sinchs_answer_with_the_service_callback
 ) -> None:
     subscription = await v1.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/hooks"})
     assert subscription.status_code == 201, subscription.text
+    body = new_registration()
+    # Sinch's layout as the caller has it: the contact person in an object of its own.
+    [details] = body["requestDetails"]
+    company, contact = details["additionalDetails"][0].values()
+    details["additionalDetails"] = [{"contactPerson": contact}, {"companyDetails": company}]
 
-    response = await v1.post("/v1/registrations", json=new_registration())
+    response = await v1.post("/v1/registrations", json=body)
 
     assert response.status_code == 201, response.text
     answer = response.json()
@@ -97,8 +134,7 @@ async def test_a_submission_is_kept_from_sinchs_answer_with_the_service_callback
         project = await settings_project(session)
     truth = await sim.registration(registration_id)
     assert truth["callbackUrl"] == f"{PUBLIC_BASE_URL}/callbacks/sinch/{project}/registrations"
-    assert truth["notificationContacts"] == [{"email": "ops@example.com"}]
-    assert truth["tags"] == ["#billing"]
+    assert {name: truth[name] for name in body} == body  # the body as sent
     # Here: the local copy, its history (source `submitted`), the feed and the audit trail.
     assert (await v1.get(f"/v1/registrations/{registration_id}")).json()["status"] == "IN_QUEUE"
     history = (await v1.get(f"/v1/registrations/{registration_id}/history")).json()["items"]
@@ -198,8 +234,8 @@ async def test_a_key_expires_after_24_hours_and_is_pruned(
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"policyId": None}, "policyId"),
-        ({"registrationType": "CARRIER_PIGEON"}, "registrationType"),
+        # What the policy check does not look at, and Sinch refuses.
+        ({"tags": "#billing"}, "tags"),
         ({"marketCode": "ZZ"}, "marketCode"),
     ],
 )
@@ -277,7 +313,9 @@ async def test_update_answers_pending_and_delete_keeps_it_as_deleted(
         "status"
     ] == "PENDING"
     changed = new_registration()
-    changed["requestDetails"][0]["senderIdDetails"][0]["useCase"] = "Bank transaction codes"
+    changed["requestDetails"][0]["senderIdDetails"] = [
+        {"senderId": "ACME", "useCase": "TRANSACTIONAL"}
+    ]
     changed["tags"] = ["#billing", "#fixed"]
 
     updated = await v1.put(f"/v1/registrations/{registration_id}", json=changed)
@@ -373,7 +411,11 @@ async def test_the_cli_submits_updates_and_deletes(
     good = tmp_path / "registration.json"
     good.write_text(json.dumps(new_registration("CLIACME")))
     bad = tmp_path / "refused.json"
-    bad.write_text(json.dumps({k: v for k, v in new_registration().items() if k != "policyId"}))
+    bad.write_text(json.dumps(new_registration(marketCode="ZZ")))
+    unfit = tmp_path / "unfit.json"
+    unfit.write_text(json.dumps(new_registration("A")))  # too short for the policy
+    unfit_checks = tmp_path / "unfit-checks-layout.json"
+    unfit_checks.write_text(json.dumps(check_layout_registration("A")))
 
     submitted = await cli("registration", "submit", str(good))
 
@@ -389,9 +431,22 @@ async def test_the_cli_submits_updates_and_deletes(
 
     refused = await cli("registration", "submit", str(bad))
     assert refused.returncode == 1
-    assert "policyId" in refused.stderr and "INVALID_ARGUMENT" in refused.stderr
+    assert "marketCode" in refused.stderr and "INVALID_ARGUMENT" in refused.stderr
+    # The policy's refusal names each field, with Sinch's words; nothing reaches Sinch.
+    creates = (await sim.stats())["createRegistration"]
+    unfitting = await cli("registration", "submit", str(unfit))
+    assert unfitting.returncode == 1
+    assert (
+        "$.requestDetails[0].senderIdDetails[0].senderId: The sender ID needs at least 3 "
+        "characters" in unfitting.stderr
+    )
+    assert (await sim.stats())["createRegistration"] == creates
 
     await sim.transition(registration_id, "PENDING")
+    not_updated = await cli("registration", "update", registration_id, str(unfit_checks))
+    assert not_updated.returncode == 1
+    assert "$.senderIds[0].senderId: The sender ID needs" in not_updated.stderr
+    assert (await sim.stats()).get("updateRegistration", 0) == 0
     updated = await cli("registration", "update", registration_id, str(good))
     assert updated.returncode == 0, updated.stderr
     assert json.loads(updated.stdout)["status"] == "IN_QUEUE"
@@ -400,3 +455,127 @@ async def test_the_cli_submits_updates_and_deletes(
     assert deleted.returncode == 0, deleted.stderr
     assert json.loads(deleted.stdout)["status"] == "DELETED"
     assert (await v1.get(f"/v1/registrations/{registration_id}")).json()["status"] == "DELETED"
+
+
+async def test_a_create_the_policy_refuses_sends_nothing_and_the_fixed_one_reuses_the_key(
+    v1: httpx.AsyncClient, sim: SimulatorControl, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """In the check's layout (the console's): checked at its own paths, laid out as Sinch's."""
+    headers = {"Idempotency-Key": "fix-me"}
+    unfit = check_layout_registration("A")  # shorter than the policy's 3 characters
+    unfit["contactPerson"] = {k: v for k, v in unfit["contactPerson"].items() if k != "email"}
+
+    refused = await v1.post("/v1/registrations", json=unfit, headers=headers)
+
+    problem = assert_problem(refused, 422)
+    assert [(e["path"], e["rule"], e["fromSinch"]) for e in problem["errors"]] == [
+        ("$.contactPerson.email", "required", False),
+        ("$.senderIds[0].senderId", "minLength", True),
+    ]
+    assert problem["errors"][1]["message"] == "The sender ID needs at least 3 characters"
+    assert (await sim.stats()).get("createRegistration", 0) == 0
+    async with sessionmaker() as session:  # the key was not claimed
+        assert await session.scalar(select(func.count()).select_from(IDEMPOTENCY_KEYS)) == 0
+
+    fixed = await v1.post("/v1/registrations", json=check_layout_registration(), headers=headers)
+
+    assert fixed.status_code == 201, fixed.text
+    assert fixed.headers.get("Idempotent-Replayed") is None
+    assert (await sim.stats())["createRegistration"] == 1
+    # Sinch got the request laid out as its create body (app/submissions/layout.py).
+    truth = await sim.registration(fixed.json()["id"])
+    assert truth["requestDetails"] == new_registration()["requestDetails"]
+
+
+async def test_a_disabled_policy_is_refused_with_sinchs_disclaimer(
+    v1: httpx.AsyncClient, sim: SimulatorControl
+) -> None:
+    body = new_registration(
+        policyId="sim-policy-fr-alphanumeric",
+        company={"companyName": "Acme SA", "siren": "123456789"},
+    )
+
+    response = await v1.post("/v1/registrations", json=body)
+
+    [error] = assert_problem(response, 422)["errors"]
+    assert (error["path"], error["rule"], error["fromSinch"]) == (
+        "$.policyId",
+        "policyStatus",
+        True,
+    )
+    assert error["message"].startswith("Registrations of alphanumeric sender IDs in France")
+    assert (await sim.stats()).get("createRegistration", 0) == 0
+
+
+async def test_a_create_in_sinchs_layout_the_policy_refuses_is_422_at_its_paths(
+    v1: httpx.AsyncClient, sim: SimulatorControl
+) -> None:
+    body = new_registration("A")  # shorter than the policy's 3 characters
+    [details] = body["requestDetails"]
+    company, contact = details["additionalDetails"][0].values()
+    details["additionalDetails"] = [
+        {"companyDetails": company},
+        {"contactPerson": {k: v for k, v in contact.items() if k != "email"}},
+    ]
+
+    refused = await v1.post("/v1/registrations", json=body)
+
+    problem = assert_problem(refused, 422)
+    assert [(e["field"], e["rule"], e["fromSinch"]) for e in problem["errors"]] == [
+        ("$.requestDetails[0].additionalDetails[1].contactPerson.email", "required", False),
+        ("$.requestDetails[0].senderIdDetails[0].senderId", "minLength", True),
+    ]
+    assert [e["path"] for e in problem["errors"]] == [e["field"] for e in problem["errors"]]
+    assert (await sim.stats()).get("createRegistration", 0) == 0
+
+
+async def test_a_body_mixing_both_layouts_is_one_entry_and_nothing_is_sent(
+    v1: httpx.AsyncClient, sim: SimulatorControl
+) -> None:
+    body = new_registration(senderIds=[{"senderId": "ACME", "useCase": "OTP"}])
+
+    response = await v1.post("/v1/registrations", json=body)
+
+    [entry] = assert_problem(response, 422)["errors"]
+    assert (entry["field"], entry["rule"]) == ("$.requestDetails", "layout")
+    assert (await sim.stats()).get("createRegistration", 0) == 0
+
+
+async def test_an_update_the_policy_refuses_sends_nothing_then_the_fixed_one_is_sent(
+    v1: httpx.AsyncClient, sim: SimulatorControl
+) -> None:
+    registration_id = (await v1.post("/v1/registrations", json=new_registration())).json()["id"]
+    await sim.transition(registration_id, "PENDING", comment="Provide the company's website")
+    # Sinch's update body, without policyId: the registration's policy is the one checked.
+    company = {"companyName": "Acme Ltd", "companyNumber": "AB123456"}
+    unfit = {
+        k: v
+        for k, v in new_registration(company={**company, "website": "http://acme.example"}).items()
+        if k != "policyId"
+    }
+
+    refused = await v1.put(f"/v1/registrations/{registration_id}", json=unfit)
+
+    [error] = assert_problem(refused, 422)["errors"]
+    where = "$.requestDetails[0].additionalDetails[0].companyDetails.website"
+    assert error == {
+        "field": where,
+        "path": where,
+        "rule": "pattern",
+        "message": "The website must start with https://",
+        "fromSinch": True,
+    }
+    assert (await sim.stats()).get("updateRegistration", 0) == 0
+    assert (await sim.registration(registration_id))["status"] == "PENDING"
+
+    fixed_company = {**company, "website": "https://acme.example"}
+    fixed_body = {
+        k: v for k, v in new_registration(company=fixed_company).items() if k != "policyId"
+    }
+    fixed = await v1.put(f"/v1/registrations/{registration_id}", json=fixed_body)
+
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["status"] == "IN_QUEUE"
+    assert (await sim.stats())["updateRegistration"] == 1
+    truth = await sim.registration(registration_id)
+    assert truth["requestDetails"] == fixed_body["requestDetails"]  # as sent
