@@ -155,9 +155,11 @@ def running_stack(
     try:
         yield stack
     finally:
-        for process in [stack.api, *stack.workers, *stack.delivery_workers]:
-            if process is not None:
-                process.stop()
+        processes = [p for p in (stack.api, *stack.workers, *stack.delivery_workers) if p]
+        for process in processes:
+            process.terminate()  # all at once: their graceful shutdowns overlap
+        for process in processes:
+            process.stop()
         sim.stop()
         redis_server.stop()
         if tcp_proxy is not None:
