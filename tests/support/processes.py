@@ -253,24 +253,32 @@ def _stopped_unless_started(process: ServiceProcess) -> Iterator[None]:
 
 
 def start_worker(
-    env: Mapping[str, str], log_path: Path, *, deliveries: bool = False
+    env: Mapping[str, str], log_path: Path, *, deliveries: bool = False, wait: bool = True
 ) -> ServiceProcess:
     """Start a worker (`arq app.worker.WorkerSettings`, or with `deliveries` the delivery worker
     `arq app.worker.DeliveryWorkerSettings`) and wait until it has run its start-up (it logs
-    "worker started", or "delivery worker started")."""
+    "worker started", or "delivery worker started"); without `wait`, `wait_worker_started` does
+    that later (the caller starts something else meanwhile)."""
     name = "DeliveryWorkerSettings" if deliveries else "WorkerSettings"
-    started = '"delivery worker started"' if deliveries else '"worker started"'
     process = ServiceProcess(
         [str(VENV_BIN / "arq"), f"app.worker.{name}"], service_env(env), log_path
     )
     process.start()
+    if wait:
+        wait_worker_started(process, deliveries=deliveries)
+    return process
+
+
+def wait_worker_started(process: ServiceProcess, *, deliveries: bool = False) -> None:
+    """Wait until the worker `start_worker` started has logged the end of its start-up; stop it
+    if it does not in time."""
+    started = '"delivery worker started"' if deliveries else '"worker started"'
     with _stopped_unless_started(process):
         wait_until(
-            lambda: started in log_path.read_text(errors="replace"),
+            lambda: started in process.log_path.read_text(errors="replace"),
             timeout=START_SECONDS,
             what="the worker to start",
         )
-    return process
 
 
 def run_cli(env: Mapping[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
