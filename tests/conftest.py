@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import redis
+from _pytest.nodeid import coerce_node_id
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import create_engine, create_sessionmaker
@@ -34,14 +35,35 @@ API_TOKEN = "internal-token-abcdefghijklmnop"
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tests marked `slow` (they start processes) first, each kind in its own order.
 
     `make test` runs three test processes (`--dist loadgroup`), each taking the next test when it
     is done with one. A slow test taken near the end runs on alone while the others wait for it;
     taken first, the slow tests share the processes and the quick ones fill in around them.
-    (`trylast`: after every conftest has marked its tests.)"""
+    (`trylast`: after every conftest has marked its tests, and after pytest-xdist's hook.)"""
+    _keep_groups_together(config, items)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def _keep_groups_together(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Make `--dist loadgroup` send an `xdist_group`'s tests to one test process again.
+
+    pytest-xdist (3.8) groups the tests by a suffix `@group` it adds to their node ids, writing
+    `item._nodeid`; pytest 9 keeps a node's id in `item._id`, so the suffix no longer took and
+    each group was spread over the processes: the query-plans module filled its 100,000 rows,
+    and each end-to-end module started its stack, once per process. Where xdist's suffix is
+    missing, it is added here the way xdist means it (its scheduler reads the part after `@`)."""
+    if not getattr(config.option, "loadgroup", False):
+        return  # not a test process of `--dist loadgroup`
+    for item in items:
+        names = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix):
+            item._id = coerce_node_id(item.nodeid + suffix)
 
 
 def _worker_number(worker_id: str) -> int:

@@ -84,8 +84,7 @@ def browser() -> Iterator[WebDriver]:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     with running_stack(tmp_path, "console") as started:
-        started.start_api()
-        started.start_worker()
+        started.start_api_and_worker()
         yield started
 
 
@@ -385,9 +384,7 @@ def _stack_delivering(folder: Path, name: str, **env: str) -> Iterator[Stack]:
         SUBSCRIPTION_ALLOWED_NETWORKS="127.0.0.0/8",
         **env,
     ) as started:
-        started.start_api()
-        started.start_worker()
-        started.start_delivery_worker()
+        started.start_api_and_worker(delivery_worker=True)
         yield started
 
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
-
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any, Final
 
 from app.catalog.schema import MESSAGES, request_schema
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 RULE_ORDER: Final = (
     "required",
@@ -158,6 +158,10 @@ def _rank(rule: str) -> int:
 
 def field_errors(schema: Mapping[str, Any], body: object) -> list[FieldError]:
     """One entry per field in error, by path (module docstring)."""
+    # Imported here, by the few requests that check a body: jsonschema (with attrs, referencing
+    # and rpds) is about 5% of importing the app, which every process would pay at its start.
+    from jsonschema import Draft202012Validator, FormatChecker
+
     validator = Draft202012Validator(schema, format_checker=FormatChecker())
     best: dict[str, tuple[int, FieldError]] = {}
     for error in validator.iter_errors(body):

@@ -69,8 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[
         SWEEP_GRACE_SECONDS="5",
         JOB_TIMEOUT_SECONDS="120",
     ) as running:
-        running.start_api()
-        running.start_worker()
+        running.start_api_and_worker()
         yield running
 
 

@@ -30,8 +30,7 @@ WAIT_SECONDS = 20
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     with running_stack(tmp_path, "stream_drop", LOG_FORMAT="json") as started:
-        started.start_api()
-        started.start_worker()
+        started.start_api_and_worker()
         yield started
 
 

@@ -146,8 +146,7 @@ def stack(tmp_path: Path, worker_id: str) -> Iterator[Stack]:
         f"arbitrary_{worker_id}",
         CALLBACK_MAX_BODY_BYTES=str(MAX_BODY),
     ) as running:
-        running.start_api()
-        running.start_worker()
+        running.start_api_and_worker()
         yield running
 
 

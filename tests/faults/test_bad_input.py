@@ -33,8 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[
     with running_stack(
         folder, f"bad_input_{worker_id}", CALLBACK_MAX_BODY_BYTES=str(MAX_BODY)
     ) as running:
-        running.start_api()
-        running.start_worker()
+        running.start_api_and_worker()
         yield running
 
 

@@ -54,8 +54,7 @@ def _leases(stack: Stack) -> dict[str, int]:
 def test_a_dead_workers_jobs_are_held_at_most_a_lease(tmp_path: Path, worker_id: str) -> None:
     # JOB_TIMEOUT_SECONDS empty: the default (45 s, so arq's own mark would be 55 s), as deployed.
     with running_stack(tmp_path, f"lease_default_{worker_id}", JOB_TIMEOUT_SECONDS="") as stack:
-        stack.start_api()
-        stack.start_worker()
+        stack.start_api_and_worker()
 
         async def scenario() -> None:
             load, leases = await _kill_while_a_get_hangs(stack, 2)

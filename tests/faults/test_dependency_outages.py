@@ -19,8 +19,7 @@ from tests.support.stack import (
 
 def test_redis_stopped_during_load_then_started(tmp_path: Path, worker_id: str) -> None:
     with running_stack(tmp_path, f"redis_stop_{worker_id}") as stack:
-        stack.start_api()
-        stack.start_worker()
+        stack.start_api_and_worker()
 
         async def scenario() -> None:
             load = await make_load(stack, 30)
@@ -46,8 +45,7 @@ def test_postgres_refusing_connections_answers_503_never_200(
     tmp_path: Path, worker_id: str
 ) -> None:
     with running_stack(tmp_path, f"pg_outage_{worker_id}", proxy=True) as stack:
-        stack.start_api()
-        stack.start_worker()
+        stack.start_api_and_worker()
         assert stack.proxy is not None
         proxy = stack.proxy
 
@@ -84,8 +82,7 @@ def test_sinch_failing_then_recovering_loses_nothing_and_fails_nothing(
         JOB_MAX_TRIES="12",
         JOB_RETRY_BASE_SECONDS="0.3",
     ) as stack:
-        stack.start_api()
-        stack.start_worker()
+        stack.start_api_and_worker()
 
         async def scenario() -> None:
             load = await make_load(stack, 15)

@@ -19,8 +19,7 @@ from tests.support.stack import (
 
 def test_sigterm_of_api_and_worker_during_load(tmp_path: Path, worker_id: str) -> None:
     with running_stack(tmp_path, f"sigterm_{worker_id}") as stack:
-        stack.start_api()
-        worker = stack.start_worker()
+        worker = stack.start_api_and_worker()
 
         async def scenario() -> None:
             load = await make_load(stack, 40)

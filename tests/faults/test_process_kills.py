@@ -19,8 +19,7 @@ from tests.support.stack import (
 
 def test_api_killed_mid_load_loses_nothing_answered_200(tmp_path: Path, worker_id: str) -> None:
     with running_stack(tmp_path, f"api_kill_{worker_id}") as stack:
-        stack.start_api()
-        stack.start_worker()
+        stack.start_api_and_worker()
 
         async def scenario() -> None:
             load = await make_load(stack, 40)  # 200 callbacks
@@ -51,8 +50,7 @@ def test_api_killed_mid_load_loses_nothing_answered_200(tmp_path: Path, worker_i
 
 def test_worker_killed_mid_processing_a_new_one_finishes(tmp_path: Path, worker_id: str) -> None:
     with running_stack(tmp_path, f"worker_kill_{worker_id}") as stack:
-        stack.start_api()
-        doomed = stack.start_worker()
+        doomed = stack.start_api_and_worker()
 
         async def scenario() -> None:
             load = await make_load(stack, 20)

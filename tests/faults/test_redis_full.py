@@ -46,8 +46,7 @@ def _api_log_lines(stack: Stack, message: str) -> list[str]:
 
 def test_full_redis_workers_ride_it_out_and_readyz_says_so(tmp_path: Path, worker_id: str) -> None:
     with running_stack(tmp_path, f"redis_full_{worker_id}") as stack:
-        stack.start_api()
-        running = stack.start_worker()
+        running = stack.start_api_and_worker()
 
         async def scenario() -> None:
             load = await make_load(stack, 12)  # 48 callbacks

@@ -43,8 +43,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         sim_projects=[B],
         PROJECT_SECRETS_KEY=Fernet.generate_key().decode(),
     ) as started:
-        started.start_api()
-        started.start_worker()
+        started.start_api_and_worker()
         yield started
 
 

@@ -83,9 +83,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Iterator[
         SWEEP_INTERVAL_SECONDS="2",
         SWEEP_GRACE_SECONDS="5",
     ) as stack:
-        stack.start_api()
-        stack.start_worker()
-        stack.start_delivery_worker()
+        stack.start_api_and_worker(delivery_worker=True)
         found = World(stack)
         yield found
     logs = stack.logs()

@@ -95,8 +95,7 @@ async def _play_one_subscribed(
 
 def test_apart_the_callbacks_worker_delivers_nothing(tmp_path: Path, worker_id: str) -> None:
     with _stack(tmp_path, f"roles_apart_{worker_id}") as stack:
-        stack.start_api()
-        stack.start_worker()
+        stack.start_api_and_worker()
 
         async def nothing_sent_until_a_delivery_worker_runs(
             api: httpx.AsyncClient, subscription_id: str, rids: list[str]
@@ -120,8 +119,7 @@ def test_apart_the_callbacks_worker_delivers_nothing(tmp_path: Path, worker_id: 
 
 def test_shared_the_one_worker_delivers_too(tmp_path: Path, worker_id: str) -> None:
     with _stack(tmp_path, f"roles_shared_{worker_id}", DELIVERY_WORKER="shared") as stack:
-        stack.start_api()
-        stack.start_worker()
+        stack.start_api_and_worker()
 
         async def nothing_more(
             api: httpx.AsyncClient, subscription_id: str, rids: list[str]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import asyncpg
@@ -86,8 +87,27 @@ def _template() -> str:
     return _migrated_template
 
 
+# A DROP DATABASE waits for a checkpoint of the whole server (PostgreSQL forces one to forget the
+# database's files): about a second on a busy machine, and the test that dropped it had nothing more
+# to do with it. The drops run one at a time on a thread of their own while the tests go on; a
+# database created again under a name still being dropped waits for that drop first, and the end
+# of the session waits for them all (`drop_template`), so every failure is still reported.
+_drops = ThreadPoolExecutor(max_workers=1, thread_name_prefix="database-drops")
+_dropping: dict[str, Future[None]] = {}
+
+
+def _dropped(name: str) -> None:
+    """Wait until a drop of `name` begun earlier has ended (raising what it raised)."""
+    pending = _dropping.pop(name, None)
+    if pending is not None:
+        pending.result()
+
+
 def drop_template() -> None:
+    """Drop this process's template; first wait for every drop still under way."""
     global _migrated_template
+    for name in list(_dropping):
+        _dropped(name)
     if _migrated_template is not None:
         asyncio.run(_drop(POSTGRES_ADMIN_URL, _migrated_template))
         _migrated_template = None
@@ -97,12 +117,16 @@ def create_postgres_database(name: str, *, migrated: bool = True) -> str:
     """A new, empty (or migrated: a copy of this process's migrated template) PostgreSQL
     database; answers its async URL."""
     name = DATABASE_PREFIX + name
+    _dropped(name)
     asyncio.run(_recreate(POSTGRES_ADMIN_URL, name, template=_template() if migrated else None))
     return _url(name)
 
 
 def drop_postgres_database(name: str) -> None:
-    asyncio.run(_drop(POSTGRES_ADMIN_URL, DATABASE_PREFIX + name))
+    """Drop the database in the background (see `_drops`): nobody may use it any more."""
+    name = DATABASE_PREFIX + name
+    _dropped(name)
+    _dropping[name] = _drops.submit(asyncio.run, _drop(POSTGRES_ADMIN_URL, name))
 
 
 async def truncate_postgres(url: str) -> None:

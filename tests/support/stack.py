@@ -31,7 +31,13 @@ from devtools.simulator import SimulatorControl, SimulatorServer
 from devtools.simulator.projects import ProjectKeys
 from tests.conftest import make_settings
 from tests.support.databases import create_postgres_database, drop_postgres_database
-from tests.support.processes import PrivateRedis, ServiceProcess, start_api, start_worker
+from tests.support.processes import (
+    PrivateRedis,
+    ServiceProcess,
+    start_api,
+    start_worker,
+    wait_worker_started,
+)
 from tests.support.proxy import TcpProxy
 from tests.support.reads import history, registrations
 from tests.support.signing import sign
@@ -68,6 +74,29 @@ class Stack:
     def start_worker(self) -> ServiceProcess:
         worker = start_worker(self.env, self.folder / f"worker-{next(self._log_count)}.log")
         self.workers.append(worker)
+        return worker
+
+    def start_api_and_worker(self, *, delivery_worker: bool = False) -> ServiceProcess:
+        """`start_api` and `start_worker` (and with `delivery_worker`, `start_delivery_worker`),
+        the workers starting up while the API does: most of a start is importing the app, and
+        the starts overlap instead of each waiting for the one before. Answers the worker."""
+        worker = start_worker(
+            self.env, self.folder / f"worker-{next(self._log_count)}.log", wait=False
+        )
+        self.workers.append(worker)  # from now on the stack stops it, whatever fails next
+        deliveries = None
+        if delivery_worker:
+            deliveries = start_worker(
+                self.env,
+                self.folder / f"deliveries-{next(self._log_count)}.log",
+                deliveries=True,
+                wait=False,
+            )
+            self.delivery_workers.append(deliveries)
+        self.start_api()
+        wait_worker_started(worker)
+        if deliveries is not None:
+            wait_worker_started(deliveries, deliveries=True)
         return worker
 
     def start_delivery_worker(self) -> ServiceProcess:
@@ -155,9 +184,11 @@ def running_stack(
     try:
         yield stack
     finally:
-        for process in [stack.api, *stack.workers, *stack.delivery_workers]:
-            if process is not None:
-                process.stop()
+        processes = [p for p in (stack.api, *stack.workers, *stack.delivery_workers) if p]
+        for process in processes:
+            process.terminate()  # all at once: their graceful shutdowns overlap
+        for process in processes:
+            process.stop()
         sim.stop()
         redis_server.stop()
         if tcp_proxy is not None:
