@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -40,15 +42,22 @@ GB = "sim-policy-gb-alphanumeric"
 ASKED = "Describe the use case in more detail"
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    folder = tmp_path_factory.mktemp("console-forms")
-    with running_stack(
-        folder, "console_forms", PUBLIC_BASE_URL="https://registrations.example.com"
-    ) as started:
+@contextmanager
+def catalog_stack(folder: Path, name: str, **env: str) -> Iterator[Stack]:
+    """A stack with its API running (no worker) and its catalog refreshed from the simulator."""
+    with running_stack(folder, name, **env) as started:
         started.start_api()
         refreshed = processes.run_cli(started.env, "catalog", "refresh", cwd=folder)
         assert refreshed.returncode == 0, refreshed.stderr
+        yield started
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    folder = tmp_path_factory.mktemp("console-forms")
+    with catalog_stack(
+        folder, "console_forms", PUBLIC_BASE_URL="https://registrations.example.com"
+    ) as started:
         yield started
 
 

@@ -54,8 +54,13 @@ class FormState:
         return any(f.error for s in self.sections for row in s.rows for f in row)
 
 
-async def policy_of(resources: Resources, project_id: str, policy_id: str) -> Row[Any] | None:
-    """The policy as project `project_id`'s catalog keeps it; None when it does not."""
+async def policy_of(
+    resources: Resources, project_id: str, policy_id: str | None
+) -> Row[Any] | None:
+    """The policy as project `project_id`'s catalog keeps it; None when it does not, or when
+    there is no `policy_id` (a registration that names none)."""
+    if policy_id is None:
+        return None
     async with resources.reader() as session:
         return await catalog_queries.policy(session, policy_id, frozenset({project_id}))
 
@@ -124,12 +129,12 @@ async def check_and_send(
         body = submissions.with_callback(layout.to_sinch(request), resources.settings, project_id)
         return await send(sinch, body)
     except ProblemError as exc:
-        state.problem = _said(exc)
+        state.problem = said(exc)
         state.sinch_details = _sinch_details(exc)
         return state
 
 
-def _said(problem: ProblemError) -> str:
+def said(problem: ProblemError) -> str:
     """The problem in the console's words: a refusal of Sinch's with Sinch's own message (the
     API's text points to its `sinch` member, which a page does not show), else its detail."""
     error = (problem.extra or {}).get("sinch")

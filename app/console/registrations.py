@@ -2,21 +2,42 @@
 (its history, the versions of Sinch's document and what changed between them, its events, the
 document) and its refresh from Sinch; while it is PENDING, the form that answers Sinch (the
 policy's fields prefilled from the document, app/console/registration_writes.py) and its
-update."""
+update; where its policy defines attachments, their list with Sinch's uploads, each one's
+download and upload (app/console/attachments.py)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from app.changes.live import SequencerDep
-from app.console import present, registration_form
+from app.console import attachments, present, registration_form
 from app.console.access import ActingDep, ViewerDep
-from app.console.pages import PAGE_SIZE, STALE_LINK, Refusal, next_link, page, path, redirect, text
-from app.console.registration_writes import FormState, check_and_send, policy_of, posted, shown
+from app.console.pages import (
+    PAGE_SIZE,
+    SECURITY_HEADERS,
+    STALE_LINK,
+    Refusal,
+    next_link,
+    page,
+    path,
+    redirect,
+    text,
+)
+from app.console.registration_writes import (
+    FormState,
+    check_and_send,
+    policy_of,
+    posted,
+    said,
+    shown,
+)
 from app.console.viewer import Viewer
 from app.core.db import utcnow
 from app.core.models import Registration
@@ -48,7 +69,9 @@ FIXABLE = frozenset({"PENDING"})
 DONE = {
     "updated": "Sent to Sinch: the registration is updated.",
     "submitted": "Submitted to Sinch.",
+    "attached": "Sent to Sinch: the attachment is uploaded.",
 }
+NO_CLIENT = "Project {} has no usable Sinch credentials here (see `project show`)."
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -122,6 +145,49 @@ async def registrations(
     )
 
 
+@router.get("/registrations/{registration_id:path}/attachments/{attachment_id}")
+async def download(
+    resources: ResourcesDep,
+    clients: ProjectClientsDep,
+    who: ViewerDep,
+    registration_id: str,
+    attachment_id: str,
+) -> StreamingResponse:
+    """The attachment as Sinch keeps it (`open_attachment`, as the API's download), streamed,
+    always as a download (`attachments.disposition`). Declared before the page's route, whose
+    path would take this one."""
+    async with resources.reader() as session:
+        row = await registration_queries.get_registration(session, registration_id, who.limit)
+    if row is None:
+        raise Refusal(who, 404, UNKNOWN)
+    sinch = await clients.client(row.project_id)
+    if sinch is None:
+        raise Refusal(who, 503, NO_CLIENT.format(row.project_id))
+    # The stream outlives this function: closed when the body is sent, or by the background
+    # task when the browser leaves before (closing twice is harmless).
+    stack = AsyncExitStack()
+    try:
+        answer = await stack.enter_async_context(
+            submissions.open_attachment(sinch, registration_id, attachment_id)
+        )
+    except ProblemError as exc:
+        raise Refusal(who, exc.status, f"Download failed: {exc.detail or exc.title}") from None
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in answer.aiter_bytes():
+                yield chunk
+        finally:
+            await stack.aclose()
+
+    headers = {
+        **SECURITY_HEADERS,
+        "Content-Type": answer.headers.get("content-type") or "application/octet-stream",
+        "Content-Disposition": attachments.disposition(answer.headers.get("content-disposition")),
+    }
+    return StreamingResponse(body(), headers=headers, background=BackgroundTask(stack.aclose))
+
+
 @router.get("/registrations/{registration_id:path}")
 async def registration(
     request: Request, resources: ResourcesDep, who: ViewerDep, registration_id: str
@@ -136,10 +202,13 @@ async def _registration_page(
     registration_id: str,
     *,
     fix: FormState | None = None,
+    refused: tuple[str, str] | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
     """One registration's page; `fix`: the update form as posted (with its errors), else the
-    form prefilled from the document, shown while the registration is PENDING."""
+    form prefilled from the document, shown while the registration is PENDING; `refused`: an
+    upload just refused (attachment id, why), shown beside its form (the refusal page when the
+    policy lists no such attachment)."""
     async with resources.reader() as session:
         row = await registration_queries.get_registration(session, registration_id, who.limit)
         if row is None:
@@ -161,12 +230,13 @@ async def _registration_page(
         Reason(message=kept.message, state=kept.state, at=kept.at) if kept else None,
     )
     event_rows = {e.event_id: e.id for e in events if e.event_id}
-    policy_known = fix is not None
-    if fix is None and who.may_act and answer.status in FIXABLE and row.policy_id is not None:
-        policy = await policy_of(resources, row.project_id, row.policy_id)
-        policy_known = policy is not None
-        if policy is not None:
-            fix = shown(policy, registration_form.values_of(row.sinch))
+    policy = await policy_of(resources, row.project_id, row.policy_id)
+    policy_known = fix is not None or policy is not None
+    if fix is None and who.may_act and answer.status in FIXABLE and policy is not None:
+        fix = shown(policy, registration_form.values_of(row.sinch))
+    listed = attachments.listed(policy.document if policy else None, row.sinch, refused)
+    if refused and all(a.id != refused[0] for a in listed):
+        raise Refusal(who, status_code, refused[1])
     return page(
         request,
         "registration.html",
@@ -187,6 +257,9 @@ async def _registration_page(
             "fix": fix,
             "fixable": answer.status in FIXABLE,
             "policy_known": policy_known,
+            "attachments": listed,
+            "uploadable": answer.status not in attachments.NOT_UPLOADABLE,
+            "attachment_max_bytes": resources.settings.attachment_max_bytes,
         },
         status_code=status_code,
     )
@@ -208,11 +281,7 @@ async def update(
         row = await registration_queries.get_registration(session, registration_id, who.limit)
     if row is None:
         raise Refusal(who, 404, UNKNOWN)
-    policy = (
-        await policy_of(resources, row.project_id, row.policy_id)
-        if row.policy_id is not None
-        else None
-    )
+    policy = await policy_of(resources, row.project_id, row.policy_id)
     if policy is None:
         raise Refusal(who, 404, f"{NO_POLICY} Nothing was sent.")
 
@@ -229,6 +298,68 @@ async def update(
         )
     sequencer.poke()
     return redirect(f"/console/registrations/{path(registration_id)}?done=updated")
+
+
+@router.post("/registrations/{registration_id:path}/attachments/{attachment_id}")
+async def upload(
+    request: Request,
+    resources: ResourcesDep,
+    clients: ProjectClientsDep,
+    sequencer: SequencerDep,
+    acting: ActingDep,
+    registration_id: str,
+    attachment_id: str,
+) -> Response:
+    """An attachment's upload form: checked as the API's upload is (`check_attachment`: the
+    size cap, an attachment the policy defines, its MIME types), then sent through `attach`,
+    audited as the console's user. A refusal is the page again with the reason beside the form
+    (nothing sent); a success, the page as kept now."""
+    who = acting.who
+    upload = await attachments.posted_upload(request, attachment_id)
+    async with resources.reader() as session:
+        row = await registration_queries.get_registration(session, registration_id, who.limit)
+        if row is None:
+            raise Refusal(who, 404, UNKNOWN)
+        try:
+            await submissions.check_attachment(
+                session,
+                row,
+                attachment_id,
+                upload,
+                max_bytes=resources.settings.attachment_max_bytes,
+            )
+        except ProblemError as exc:
+            checked: ProblemError | None = exc
+        else:
+            checked = None
+    if checked is not None:
+        refused = (attachment_id, attachments.refusal_of(checked))
+        return await _registration_page(
+            request, resources, who, registration_id, refused=refused, status_code=checked.status
+        )
+    try:
+        sinch = await clients.client(row.project_id)
+        if sinch is None:
+            raise ProblemError(503, NO_CLIENT.format(row.project_id) + " Nothing was sent.")
+        await submissions.attach(
+            resources.sessionmaker,
+            sinch,
+            registration_id,
+            attachment_id,
+            upload,
+            actor=acting.actor,
+        )
+    except ProblemError as exc:
+        return await _registration_page(
+            request,
+            resources,
+            who,
+            registration_id,
+            refused=(attachment_id, said(exc)),
+            status_code=exc.status,
+        )
+    sequencer.poke()
+    return redirect(f"/console/registrations/{path(registration_id)}?done=attached")
 
 
 @router.post("/registrations/{registration_id:path}/refresh")

@@ -15,10 +15,13 @@ An answer sent before the body was read whole closes the connection, unless the 
 length within the cap (`app.web.asgi.before_body`: closing on a client still sending can reset the
 connection before the client reads its answer). The route still checks the token's scope itself.
 
-One route takes more: an attachment upload (`POST /v1/registrations/{id}/attachments/{aid}`)
-may carry a file of `ATTACHMENT_MAX_BYTES` in its multipart body, so its cap is the larger of
-`API_MAX_BODY_BYTES` and that plus `MULTIPART_FRAMING_BYTES` (`body_limit`). It is read into
-memory whole, as every body here: a process holds at most that much per upload in flight.
+Two routes take more: an attachment upload (`POST /v1/registrations/{id}/attachments/{aid}`,
+and the console's form `POST /console/registrations/{id}/attachments/{aid}`) may carry a file of
+`ATTACHMENT_MAX_BYTES` in its multipart body, so its cap is the larger of `API_MAX_BODY_BYTES`
+and that plus `MULTIPART_FRAMING_BYTES` (`body_limit`). It is read into memory whole, as every
+body here: a process holds at most that much per upload in flight. As the API's upload takes it
+only after its token is accepted, the console's takes it only from a request whose session
+cookie names a live console session; any other request there is held to `API_MAX_BODY_BYTES`.
 
 The callback endpoint is not behind this guard: it caps its own body (`CALLBACK_MAX_BODY_BYTES`).
 """
@@ -29,8 +32,10 @@ import re
 from typing import Final
 
 from fastapi.security.utils import get_authorization_scheme_param
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.console import session as console_sessions
 from app.core.problems import ProblemError
 from app.core.settings import Settings
 from app.web.asgi import (
@@ -49,7 +54,10 @@ from app.web.deps import Resources
 MULTIPART_FRAMING_BYTES: Final = 65_536
 """What an upload's body may hold besides its file: boundaries, part headers (a long file
 name), the odd extra field."""
-_UPLOAD_PATH: Final = re.compile(r"^/v1/registrations/[^/]+/attachments/[^/]+$")
+_UPLOAD_PATH: Final = re.compile(
+    r"^(?:/v1/registrations/[^/]+|/console/registrations/.+)/attachments/[^/]+$"
+)
+"""The API's upload and the console's (whose registration ids may hold a `/`, as its pages')."""
 
 
 def body_limit(settings: Settings, method: str, path: str) -> int:
@@ -74,6 +82,16 @@ def _bearer(scope: Scope) -> str | None:
             scheme, credentials = get_authorization_scheme_param(value.decode("latin-1"))
             return credentials if scheme.lower() == "bearer" and credentials else None
     return None
+
+
+async def _signed_in(resources: Resources, scope: Scope) -> bool:
+    """Whether the request's console session cookie names a live session (the principal is
+    checked later, by the route, as on every console request)."""
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            found = cookie_parser(value.decode("latin-1")).get(console_sessions.SESSION_COOKIE)
+            return await console_sessions.load(resources.redis, found) is not None
+    return False
 
 
 def _refusal(exc: ProblemError) -> Answer:
@@ -107,6 +125,10 @@ class BodyGuard:
             except ProblemError as exc:
                 await self._answer(send, before_body(_refusal(exc), declared, limit))
                 return
+        elif limit > resources.settings.api_max_body_bytes and not await _signed_in(
+            resources, scope
+        ):
+            limit = resources.settings.api_max_body_bytes
         try:
             body = await read_capped_body(receive, declared, limit)
         except ClientGone:  # the caller left before its body came: nobody to answer
