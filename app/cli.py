@@ -541,18 +541,8 @@ async def _registration_update(args: argparse.Namespace) -> int:
     settings = load_settings()
     with _as_command_errors():
         async with _writing(settings, args.registration_id) as (setup, known):
-            project_id = known.project_id
-            async with setup.sessionmaker() as session:
-                checked = await service.check_policy(
-                    session, project_id, body, policy_id=known.policy_id
-                )
-            document = service.with_callback(checked.document, settings, project_id)
-            registration = await service.update(
-                setup.sessionmaker,
-                setup.sinch,
-                args.registration_id,
-                document,
-                actor=Actor.command_line(),
+            registration = await service.update_checked(
+                setup.sessionmaker, setup.sinch, known, body, settings, actor=Actor.command_line()
             )
     _print_registration(registration)
     return 0
@@ -588,20 +578,13 @@ async def _registration_attach(args: argparse.Namespace) -> int:
     settings = load_settings()
     with _as_command_errors():
         async with _writing(settings, args.registration_id) as (setup, known):
-            async with setup.sessionmaker() as session:
-                await service.check_attachment(
-                    session,
-                    known,
-                    args.attachment_id,
-                    upload,
-                    max_bytes=settings.attachment_max_bytes,
-                )
-            registration = await service.attach(
+            registration = await service.attach_checked(
                 setup.sessionmaker,
                 setup.sinch,
-                args.registration_id,
+                known,
                 args.attachment_id,
                 upload,
+                max_bytes=settings.attachment_max_bytes,
                 actor=Actor.command_line(),
             )
     _print_registration(registration)

@@ -19,6 +19,7 @@ from starlette.background import BackgroundTask
 
 from app.catalog.schemas import CheckOut
 from app.changes.live import SequencerDep
+from app.changes.sequencer import Sequencer
 from app.core.models import Registration
 from app.core.problems import ProblemError
 from app.core.schemas import problem_responses
@@ -99,7 +100,12 @@ async def _known(
     return registration, await _client(clients, registration.project_id)
 
 
-async def _answer(resources: Resources, registration: Registration) -> RegistrationOut:
+async def _written(
+    resources: Resources, sequencer: Sequencer, registration: Registration
+) -> RegistrationOut:
+    """The answer to a write: the change it made goes on the feed (the sequencer numbers it),
+    and the registration as kept is answered as a GET would answer it."""
+    sequencer.poke()
     async with resources.reader() as session:
         [answer] = await answers(session, [registration])
     return answer
@@ -160,8 +166,7 @@ async def submit_registration(
 
     async def run() -> tuple[int, dict[str, Any]]:
         registration = await service.submit(resources.sessionmaker, sinch, document, actor=actor)
-        sequencer.poke()  # the new registration goes on the feed
-        answer = await _answer(resources, registration)
+        answer = await _written(resources, sequencer, registration)
         return 201, answer.model_dump(mode="json", by_alias=True)
 
     return await idempotent(
@@ -189,17 +194,10 @@ async def update_registration(
     body: SinchBody,
 ) -> RegistrationOut:
     registration, sinch = await _known(resources, clients, registration_id, principal)
-    project_id = registration.project_id
-    async with resources.reader() as session:
-        checked = await service.check_policy(
-            session, project_id, body, policy_id=registration.policy_id
-        )
-    document = service.with_callback(checked.document, resources.settings, project_id)
-    updated = await service.update(
-        resources.sessionmaker, sinch, registration_id, document, actor=actor
+    updated = await service.update_checked(
+        resources.sessionmaker, sinch, registration, body, resources.settings, actor=actor
     )
-    sequencer.poke()
-    return await _answer(resources, updated)
+    return await _written(resources, sequencer, updated)
 
 
 @router.delete(
@@ -221,8 +219,7 @@ async def delete_registration(
 ) -> RegistrationOut:
     registration, sinch = await _known(resources, clients, registration_id, principal)
     deleted = await service.delete(resources.sessionmaker, sinch, registration, actor=actor)
-    sequencer.poke()
-    return await _answer(resources, deleted)
+    return await _written(resources, sequencer, deleted)
 
 
 AttachmentId = Annotated[
@@ -269,19 +266,16 @@ async def upload_attachment(
         mime_type=file.content_type or "application/octet-stream",
         content=await file.read(),
     )
-    async with resources.reader() as session:
-        await service.check_attachment(
-            session,
-            registration,
-            attachment_id,
-            upload,
-            max_bytes=resources.settings.attachment_max_bytes,
-        )
-    updated = await service.attach(
-        resources.sessionmaker, sinch, registration_id, attachment_id, upload, actor=actor
+    updated = await service.attach_checked(
+        resources.sessionmaker,
+        sinch,
+        registration,
+        attachment_id,
+        upload,
+        max_bytes=resources.settings.attachment_max_bytes,
+        actor=actor,
     )
-    sequencer.poke()
-    return await _answer(resources, updated)
+    return await _written(resources, sequencer, updated)
 
 
 @reader.get(

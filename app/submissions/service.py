@@ -177,6 +177,25 @@ async def update(
     )
 
 
+async def update_checked(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sinch: SinchClient,
+    registration: Registration,
+    body: Mapping[str, Any],
+    settings: Settings,
+    *,
+    actor: Actor,
+) -> Registration:
+    """`check_policy` (the body's policy, else the registration's), then `update` with the
+    `callbackUrl` of the registration's project: an update as the API and the command line make
+    it. Nothing is sent when the check refuses (its 422)."""
+    project_id = registration.project_id
+    async with sessionmaker() as session:
+        checked = await check_policy(session, project_id, body, policy_id=registration.policy_id)
+    document = with_callback(checked.document, settings, project_id)
+    return await update(sessionmaker, sinch, registration.id, document, actor=actor)
+
+
 async def _written(
     sessionmaker: async_sessionmaker[AsyncSession],
     sinch: SinchClient,
@@ -288,6 +307,23 @@ async def check_attachment(
         raise _attachment_refusal(
             "$.file", "enum", f"The file's type must be one of: {', '.join(allowed)}."
         )
+
+
+async def attach_checked(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sinch: SinchClient,
+    registration: Registration,
+    attachment_id: str,
+    upload: Upload,
+    *,
+    max_bytes: int,
+    actor: Actor,
+) -> Registration:
+    """`check_attachment`, then `attach`: an upload as the API and the command line make it.
+    Nothing is sent when the check refuses (its 413 or 422)."""
+    async with sessionmaker() as session:
+        await check_attachment(session, registration, attachment_id, upload, max_bytes=max_bytes)
+    return await attach(sessionmaker, sinch, registration.id, attachment_id, upload, actor=actor)
 
 
 async def attach(
