@@ -28,14 +28,11 @@ from app.core.schemas import (
     text_filter,
     text_path,
 )
-from app.web.auth import VisibleDep, api_router, require_write
+from app.web.auth import VisibleDep, api_router
 from app.web.deps import ReadSessionDep
 
 markets_router = api_router("/v1/markets", "markets")
 policies_router = api_router("/v1/policies", "markets", errors=(404,))
-check_router = api_router(
-    "/v1/registrations", "registrations", guard=require_write, errors=(403, 404)
-)
 
 MarketCode = Annotated[
     str, text_path("ISO 3166 alpha-2, as Sinch writes it.", alias="marketCode", max_length=16)
