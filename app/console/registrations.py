@@ -8,12 +8,11 @@ download and upload (app/console/attachments.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 
 from app.changes.live import SequencerDep
@@ -157,35 +156,31 @@ async def download(
     always as a download (`attachments.disposition`). Declared before the page's route, whose
     path would take this one."""
     async with resources.reader() as session:
-        row = await registration_queries.get_registration(session, registration_id, who.limit)
-    if row is None:
-        raise Refusal(who, 404, UNKNOWN)
+        row = await _visible(session, who, registration_id)
     sinch = await clients.client(row.project_id)
     if sinch is None:
         raise Refusal(who, 503, NO_CLIENT.format(row.project_id))
-    # The stream outlives this function: closed when the body is sent, or by the background
-    # task when the browser leaves before (closing twice is harmless).
-    stack = AsyncExitStack()
     try:
-        answer = await stack.enter_async_context(
-            submissions.open_attachment(sinch, registration_id, attachment_id)
-        )
+        download = await submissions.download(sinch, registration_id, attachment_id)
     except ProblemError as exc:
         raise Refusal(who, exc.status, f"Download failed: {exc.detail or exc.title}") from None
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in answer.aiter_bytes():
-                yield chunk
-        finally:
-            await stack.aclose()
-
+    given = download.headers
     headers = {
         **SECURITY_HEADERS,
-        "Content-Type": answer.headers.get("content-type") or "application/octet-stream",
-        "Content-Disposition": attachments.disposition(answer.headers.get("content-disposition")),
+        "Content-Type": given.get("content-type") or "application/octet-stream",
+        "Content-Disposition": attachments.disposition(given.get("content-disposition")),
     }
-    return StreamingResponse(body(), headers=headers, background=BackgroundTask(stack.aclose))
+    return StreamingResponse(
+        download.chunks, headers=headers, background=BackgroundTask(download.close)
+    )
+
+
+async def _visible(session: AsyncSession, who: Viewer, registration_id: str) -> Registration:
+    """The registration, when `who` may see it; else the 404 page (as for one not known here)."""
+    row = await registration_queries.get_registration(session, registration_id, who.limit)
+    if row is None:
+        raise Refusal(who, 404, UNKNOWN)
+    return row
 
 
 @router.get("/registrations/{registration_id:path}")
@@ -210,9 +205,7 @@ async def _registration_page(
     upload just refused (attachment id, why), shown beside its form (the refusal page when the
     policy lists no such attachment)."""
     async with resources.reader() as session:
-        row = await registration_queries.get_registration(session, registration_id, who.limit)
-        if row is None:
-            raise Refusal(who, 404, UNKNOWN)
+        row = await _visible(session, who, registration_id)
         history = await registration_queries.history(session, registration_id)
         versions = await registration_queries.newest_versions(session, registration_id, PAGE_SIZE)
         events = await event_queries.list_events(
@@ -278,9 +271,7 @@ async def update(
     through `app.submissions.service.update` (the API's `PUT`), audited as the console's user."""
     who = acting.who
     async with resources.reader() as session:
-        row = await registration_queries.get_registration(session, registration_id, who.limit)
-    if row is None:
-        raise Refusal(who, 404, UNKNOWN)
+        row = await _visible(session, who, registration_id)
     policy = await policy_of(resources, row.project_id, row.policy_id)
     if policy is None:
         raise Refusal(who, 404, f"{NO_POLICY} Nothing was sent.")
@@ -317,9 +308,7 @@ async def upload(
     who = acting.who
     upload = await attachments.posted_upload(request, attachment_id)
     async with resources.reader() as session:
-        row = await registration_queries.get_registration(session, registration_id, who.limit)
-        if row is None:
-            raise Refusal(who, 404, UNKNOWN)
+        row = await _visible(session, who, registration_id)
         try:
             await submissions.check_attachment(
                 session,
@@ -372,8 +361,7 @@ async def refresh(
     who = acting.who
     if who.limit is not None:
         async with resources.reader() as session:
-            if not await registration_queries.get_registration(session, registration_id, who.limit):
-                raise Refusal(who, 404, UNKNOWN)
+            await _visible(session, who, registration_id)
     try:
         await registration_service.refresh(
             resources.sessionmaker,

@@ -9,8 +9,6 @@ is; the check's layout is taken too and laid out as Sinch's (app/submissions/lay
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 from fastapi import Body, File, Path, Query, Request, UploadFile
@@ -305,20 +303,9 @@ async def download_attachment(
     attachment_id: AttachmentId,
 ) -> StreamingResponse:
     _, sinch = await _known(resources, clients, registration_id, principal)
-    # The stream outlives this function: closed when the body is sent, or by the background
-    # task when the caller leaves before (closing twice is harmless).
-    stack = AsyncExitStack()
-    sinch_answer = await stack.enter_async_context(
-        service.open_attachment(sinch, registration_id, attachment_id)
-    )
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in sinch_answer.aiter_bytes():
-                yield chunk
-        finally:
-            await stack.aclose()
-
-    headers = {k: v for k, v in sinch_answer.headers.items() if k.lower() in STREAMED_HEADERS}
+    download = await service.download(sinch, registration_id, attachment_id)
+    headers = {k: v for k, v in download.headers.items() if k.lower() in STREAMED_HEADERS}
     headers.setdefault("content-type", "application/octet-stream")
-    return StreamingResponse(body(), headers=headers, background=BackgroundTask(stack.aclose))
+    return StreamingResponse(
+        download.chunks, headers=headers, background=BackgroundTask(download.close)
+    )

@@ -381,6 +381,33 @@ async def open_attachment(
         yield response
 
 
+@dataclass(frozen=True, slots=True)
+class Download:
+    """An attachment's download, open: Sinch's headers, and its body as `chunks`, which close
+    the answer once read. A response that streams `chunks` runs `close` when it is done too:
+    the caller may leave before the end (closing twice is harmless)."""
+
+    headers: httpx.Headers
+    chunks: AsyncIterator[bytes]
+    close: Callable[[], Awaitable[None]]
+
+
+async def download(sinch: SinchClient, registration_id: str, attachment_id: str) -> Download:
+    """`open_attachment`, kept open past this call for a streamed answer (the API's download and
+    the console's). Sinch's failures to answer are raised here, as `open_attachment` raises them."""
+    stack = AsyncExitStack()
+    answer = await stack.enter_async_context(open_attachment(sinch, registration_id, attachment_id))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in answer.aiter_bytes():
+                yield chunk
+        finally:
+            await stack.aclose()
+
+    return Download(answer.headers, chunks(), stack.aclose)
+
+
 async def _keep(
     sessionmaker: async_sessionmaker[AsyncSession],
     sinch: SinchClient,

@@ -123,7 +123,11 @@ class BodyGuard:
             try:
                 await identify(resources, _bearer(scope))
             except ProblemError as exc:
-                await self._answer(send, before_body(_refusal(exc), declared, limit))
+                # Refused: never the upload's larger cap (only an accepted caller has that).
+                refusal = before_body(
+                    _refusal(exc), declared, resources.settings.api_max_body_bytes
+                )
+                await self._answer(send, refusal)
                 return
         elif limit > resources.settings.api_max_body_bytes and not await _signed_in(
             resources, scope
