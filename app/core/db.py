@@ -120,6 +120,10 @@ class DriverStatement:
     async def fetchrow(self, driver: Any, params: Mapping[str, Any]) -> Any:
         return await driver.fetchrow(self.sql, *self.args(params))
 
+    async def fetch(self, driver: Any, params: Mapping[str, Any]) -> list[Any]:
+        rows: list[Any] = await driver.fetch(self.sql, *self.args(params))
+        return rows
+
 
 def rowcount(result: Any) -> int:
     """The rows an UPDATE or DELETE run through SQLAlchemy touched (its `CursorResult`)."""

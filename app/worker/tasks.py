@@ -96,8 +96,7 @@ async def process_events(ctx: WorkerContext, row_ids: list[int]) -> int:
     skew = timedelta(seconds=ctx["settings"].event_time_skew_seconds)
     handed_on: list[int] = []
     async with ctx["connections"].connection() as driver:
-        for row_id in row_ids:
-            step = await processing.begin(driver, row_id, now=utcnow(), skew=skew, count_try=False)
+        async for row_id, step in processing.begin_many(driver, row_ids, skew=skew):
             if step is None or isinstance(step, MustCheck):
                 handed_on.append(row_id)
             else:

@@ -73,3 +73,30 @@ async def test_a_batch_run_twice_changes_nothing_the_second_time(
     # A worker that died after the batch's commits: arq runs the same job again.
     assert await process_events(worker_ctx, rows) == 0
     assert {event.id: (event.state, event.outcome) for event in await events(settings)} == kept
+
+
+async def test_a_batch_of_interleaved_registrations_applies_each_in_its_own_order(
+    sim: SimulatorControl, api_url: str, settings: Settings, worker_ctx: WorkerContext
+) -> None:
+    # One read serves a whole batch (processing.begin_many): an event that follows another of its
+    # registration in the batch must be decided on what that one made of it, not on the batch's
+    # read. Two registrations interleaved, each moved twice: every move applied, in order.
+    docs = [await sim.create_registration() for _ in range(2)]
+    for doc in docs:
+        [created] = await sim.events(doc["id"])
+        [row] = await deliver(sim, api_url, settings, [created["eventId"]])
+        await process_event(worker_ctx, row)
+    await worker_ctx["redis"].flushdb()
+    a, b = (doc["id"] for doc in docs)
+    a1 = await sim.transition(a, "IN_PROGRESS")
+    b1 = await sim.transition(b, "IN_PROGRESS")
+    a2 = await sim.transition(a, "APPROVED")
+    b2 = await sim.transition(b, "REJECTED")
+    sent = [a1, b1, a2, b2]
+    rows = await deliver(sim, api_url, settings, [event["eventId"] for event in sent])
+
+    assert await process_events(worker_ctx, rows) == 0
+    by_id = {event.id: event for event in await events(settings)}
+    assert [by_id[row].outcome for row in rows] == ["applied:trusted"] * 4
+    statuses = {r.id: r.status for r in await registrations(settings)}
+    assert (statuses[a], statuses[b]) == ("APPROVED", "REJECTED")
