@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import Select, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import QueryableAttribute
 
 from app.catalog.diff import FieldChange, document_changes
 from app.core.filtering import where_given
@@ -114,6 +115,17 @@ async def get_registration(
     return result.scalar_one_or_none()
 
 
+def _among(
+    registration_id: QueryableAttribute[str],
+    condition: ColumnElement[bool] | QueryableAttribute[bool],
+) -> ColumnElement[bool]:
+    """`Registration.id IN (SELECT registration_id ... WHERE condition)`: the registration has a
+    row meeting `condition` in a table keyed by registration (sender ids, tags, forecasts). An IN,
+    not a join, so a registration with several matching rows is listed once; negated (`~`), it
+    is `NOT IN`."""
+    return Registration.id.in_(select(registration_id).where(condition))
+
+
 def list_statement(
     filters: RegistrationFilters, *, after: IdKey | None, limit: int
 ) -> Select[Registration]:
@@ -136,31 +148,15 @@ def list_statement(
         (Registration.market_code, filters.market_code),
     )
     if filters.sender_id is not None:
-        statement = statement.where(
-            Registration.id.in_(
-                select(RegistrationSenderId.registration_id).where(
-                    RegistrationSenderId.sender_id == filters.sender_id
-                )
-            )
-        )
+        sender_id = RegistrationSenderId.sender_id == filters.sender_id
+        statement = statement.where(_among(RegistrationSenderId.registration_id, sender_id))
     for tag in filters.tags:
         statement = statement.where(
-            Registration.id.in_(
-                select(RegistrationTag.registration_id).where(RegistrationTag.tag == tag)
-            )
+            _among(RegistrationTag.registration_id, RegistrationTag.tag == tag)
         )
-    if filters.overdue:
-        statement = statement.where(
-            Registration.id.in_(
-                select(RegistrationForecast.registration_id).where(RegistrationForecast.overdue)
-            )
-        )
-    elif filters.overdue is False:
-        statement = statement.where(
-            Registration.id.not_in(
-                select(RegistrationForecast.registration_id).where(RegistrationForecast.overdue)
-            )
-        )
+    if filters.overdue is not None:
+        overdue = _among(RegistrationForecast.registration_id, RegistrationForecast.overdue)
+        statement = statement.where(overdue if filters.overdue else ~overdue)
     if filters.needs_action is not None:
         waiting = Registration.status.in_([state.value for state in NEEDS_ACTION])
         statement = statement.where(waiting if filters.needs_action else ~waiting)
