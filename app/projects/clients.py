@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Annotated
 
 import httpx
@@ -44,42 +44,42 @@ class _Entry:
     client: SinchClient | None
 
 
+@dataclass(eq=False, repr=False, slots=True)
 class ProjectClients:
     """The Sinch clients of every project (module docstring). `http` is shared and owned by the
     caller; one instance per event loop, as for `SinchClient`."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        *,
-        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._settings = settings
-        self._http = http
-        self._sessionmaker = sessionmaker
-        self._deadline = deadline_seconds
-        self._clock = clock
-        self._entries: dict[str, _Entry] = {}
-        self.settings_client: SinchClient | None = (
-            SinchClient.from_settings(settings, http, deadline_seconds=deadline_seconds)
-            if settings.sinch_credentials_configured
+    settings: Settings
+    http: httpx.AsyncClient
+    sessionmaker: async_sessionmaker[AsyncSession]
+    _: KW_ONLY
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
+    """Bounds each call of every client, retries included (`SinchClient.from_settings`)."""
+    clock: Callable[[], float] = time.monotonic
+    settings_client: SinchClient | None = field(init=False)
+    """The settings-defined project's client (None without `SINCH_*` credentials)."""
+    _entries: dict[str, _Entry] = field(init=False, default_factory=dict)
+    """Per project id (other than the settings-defined one), its client as last read."""
+
+    def __post_init__(self) -> None:
+        self.settings_client = (
+            SinchClient.from_settings(
+                self.settings, self.http, deadline_seconds=self.deadline_seconds
+            )
+            if self.settings.sinch_credentials_configured
             else None
         )
-        """The settings-defined project's client (None without `SINCH_*` credentials)."""
 
     async def client(self, project_id: str) -> SinchClient | None:
         """Project `project_id`'s client, its row read again when older than `REFRESH_SECONDS`;
         None when the project does not exist here (or no longer) or has no usable key."""
-        if project_id == self._settings.settings_project_id:
+        if project_id == self.settings.settings_project_id:
             return self.settings_client
-        now = self._clock()
+        now = self.clock()
         entry = self._entries.get(project_id)
         if entry is not None and now - entry.read_at < REFRESH_SECONDS:
             return entry.client
-        async with self._sessionmaker() as session:
+        async with self.sessionmaker() as session:
             row = (
                 await session.execute(
                     select(PROJECTS.c.key_id, PROJECTS.c.key_secret_sealed).where(
@@ -103,29 +103,29 @@ class ProjectClients:
         if key_id is None or sealed is None:
             return None
         try:
-            key_secret = box_of(self._settings.project_secrets_key).open(sealed)
+            key_secret = box_of(self.settings.project_secrets_key).open(sealed)
         except (SecretsKeyMissing, WrongSecretsKey) as exc:
             log.warning("project %s has no usable Sinch key: %s", project_id, exc)
             return None
-        settings = self._settings
+        settings = self.settings
         return SinchClient(
-            self._http,
+            self.http,
             project_id=project_id,
             key_id=key_id,
             key_secret=key_secret,
             api_base_url=settings.sinch_api_base_url,
             auth_url=settings.sinch_auth_url,
             max_attempts=settings.sinch_max_attempts,
-            deadline_seconds=self._deadline,
+            deadline_seconds=self.deadline_seconds,
         )
 
     async def every(self) -> list[SinchClient]:
         """The client of every project that has one, by project id (the crons' per-project runs:
         reconciliation, the market map)."""
-        async with self._sessionmaker() as session:
+        async with self.sessionmaker() as session:
             ids = await project_ids(session)
-        if self._settings.settings_project_id not in ids:
-            ids.insert(0, self._settings.settings_project_id)
+        if self.settings.settings_project_id not in ids:
+            ids.insert(0, self.settings.settings_project_id)
         clients = [await self.client(project_id) for project_id in ids]
         return [client for client in clients if client is not None]
 

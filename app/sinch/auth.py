@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -35,6 +35,7 @@ def safe_url(url: str) -> str:
         return "(an unreadable URL)"
 
 
+@dataclass(eq=False, repr=False, slots=True)
 class TokenProvider:
     """Fetches and caches the bearer token.
 
@@ -48,37 +49,30 @@ class TokenProvider:
     (wrong credentials and other 4xx), with messages that never hold the key secret or a token.
     """
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        auth_url: str,
-        key_id: str,
-        key_secret: SecretStr,
-        refresh_margin_seconds: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._http = http
-        self._auth_url = auth_url
-        self._key_id = key_id
-        self._key_secret = key_secret
-        self._refresh_margin = refresh_margin_seconds
-        self._clock = clock
-        self._token: _Token | None = None
-        self._lock = asyncio.Lock()
+    http: httpx.AsyncClient
+    """Shared and owned by the caller (the `SinchClient`'s pool)."""
+    _: KW_ONLY
+    auth_url: str
+    key_id: str
+    key_secret: SecretStr
+    refresh_margin_seconds: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _token: _Token | None = field(init=False, default=None)
+    _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    """Held while a token is fetched: callers arriving meanwhile wait for that one."""
 
     def __repr__(self) -> str:
-        return f"TokenProvider(auth_url={self._auth_url!r}, key_id={self._key_id!r})"
+        return f"TokenProvider(auth_url={self.auth_url!r}, key_id={self.key_id!r})"
 
     async def token(self) -> str:
         """A valid bearer token, fetched only when none is cached or it is about to expire."""
         current = self._token
-        if current is not None and self._clock() < current.expires_at:
+        if current is not None and self.clock() < current.expires_at:
             return current.value
         async with self._lock:
             # Another caller may have refreshed it while this one waited for the lock.
             current = self._token
-            if current is not None and self._clock() < current.expires_at:
+            if current is not None and self.clock() < current.expires_at:
                 return current.value
             self._token = await self._fetch()
             return self._token.value
@@ -89,22 +83,21 @@ class TokenProvider:
             self._token = None
 
     async def _fetch(self) -> _Token:
-        started = self._clock()
+        started = self.clock()
         try:
-            response = await self._http.post(
-                self._auth_url,
+            response = await self.http.post(
+                self.auth_url,
                 data={"grant_type": "client_credentials"},
-                auth=(self._key_id, self._key_secret.get_secret_value()),
+                auth=(self.key_id, self.key_secret.get_secret_value()),
                 headers={"Accept": "application/json"},
             )
         except httpx.TimeoutException as exc:
             raise SinchRetryableError(
-                f"Sinch token request to {safe_url(self._auth_url)} timed out "
-                f"({type(exc).__name__})"
+                f"Sinch token request to {safe_url(self.auth_url)} timed out ({type(exc).__name__})"
             ) from None
         except httpx.TransportError as exc:
             raise SinchRetryableError(
-                f"Sinch token request to {safe_url(self._auth_url)} failed "
+                f"Sinch token request to {safe_url(self.auth_url)} failed "
                 f"({type(exc).__name__}; check SINCH_AUTH_URL)"
             ) from None
         status = response.status_code
@@ -127,7 +120,7 @@ class TokenProvider:
             raise SinchError("Sinch token endpoint answered an unreadable document") from None
         if not isinstance(value, str) or not value:
             raise SinchError("Sinch token endpoint answered no access_token")
-        margin = min(self._refresh_margin, expires_in / 5)
+        margin = min(self.refresh_margin_seconds, expires_in / 5)
         log.info("fetched a Sinch access token valid for %.0f s", expires_in)
         return _Token(value=value, expires_at=started + expires_in - margin)
 

@@ -25,6 +25,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Final
 
 from arq import ArqRedis
@@ -46,24 +47,23 @@ MIN_PAUSE_SECONDS: Final = 0.05
 running job takes those itself; this bounds the cost for the others (two queries a look)."""
 
 
+@dataclass(eq=False, repr=False, slots=True)
 class Dispatcher:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        redis: ArqRedis,
-        signal: ChangeSignal,
-        *,
-        jobs: int,
-        queue: str,
-    ) -> None:
-        self._sessions = sessions
-        self._queue = queue
-        self._redis = redis
-        self._signal = signal
-        self._jobs = jobs
-        self._poked = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._sending: Counter[str] = Counter()
+    """Enqueues the subscriptions' `deliver` jobs for one worker process (module docstring)."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+    signal: ChangeSignal
+    """The change feed's: news that changes were numbered wakes it."""
+    _: KW_ONLY
+    jobs: int
+    """At most this many of its jobs run in this process at once."""
+    queue: str
+    """The arq queue it enqueues on."""
+    _poked: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = field(init=False, default=None)
+    _sending: Counter[str] = field(init=False, default_factory=Counter)
+    """The subscriptions this process's jobs are sending, with how many jobs each."""
 
     def poke(self) -> None:
         self._poked.set()
@@ -73,7 +73,7 @@ class Dispatcher:
         """Admits a job of this process to send the subscription's deliveries (yields True; while
         it does, the subscription is not enqueued), unless `jobs` already do (yields False: the
         job ends without sending, and the subscription is enqueued again once there is room)."""
-        if sum(self._sending.values()) >= self._jobs:
+        if sum(self._sending.values()) >= self.jobs:
             yield False
             return
         self._sending[subscription_id] += 1
@@ -95,28 +95,28 @@ class Dispatcher:
         """Enqueue a job for each subscription with something due; answers how long to wait
         before the next look (until the next retry comes due, at most `INTERVAL_SECONDS`)."""
         now = utcnow()
-        async with self._sessions() as session:
+        async with self.sessions() as session:
             due = await repository.subscriptions_due(session, now)
             upcoming = await repository.next_due(session, now)
-        room = self._jobs - sum(self._sending.values())
+        room = self.jobs - sum(self._sending.values())
         due = [subscription_id for subscription_id in due if subscription_id not in self._sending]
         due = due[: max(0, room)]
         if due:
-            await enqueue_deliveries(self._redis, due, queue=self._queue)
+            await enqueue_deliveries(self.redis, due, queue=self.queue)
         if upcoming is None or upcoming <= now:
             return INTERVAL_SECONDS
         return min(INTERVAL_SECONDS, (upcoming - now).total_seconds())
 
     async def _run(self) -> None:
         while True:
-            token = self._signal.token()
+            token = self.signal.token()
             pause = INTERVAL_SECONDS
             try:
                 pause = await self.run_once()
             except (SQLAlchemyError, RedisError, OSError) as exc:
                 log.warning("deliveries: dispatching failed (%s); retried shortly", exc)
             poked = asyncio.create_task(self._poked.wait())
-            signalled = asyncio.create_task(self._signal.wait(token, pause))
+            signalled = asyncio.create_task(self.signal.wait(token, pause))
             try:
                 await asyncio.wait({poked, signalled}, return_when=asyncio.FIRST_COMPLETED)
             finally:

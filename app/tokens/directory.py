@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -40,26 +40,28 @@ class _Known:
     last_used_at: datetime | None
 
 
+@dataclass(eq=False, repr=False, slots=True)
 class TokenDirectory:
-    def __init__(
-        self,
-        reader: async_sessionmaker[AsyncSession],
-        writer: async_sessionmaker[AsyncSession],
-        *,
-        ttl: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._ttl = ttl
-        self._clock = clock
-        self._by_hash: dict[str, _Known] = {}
-        self._by_name: dict[str, _Known] = {}
-        self._read_at: float | None = None
-        self._lock = asyncio.Lock()
-        self._touched: dict[int, datetime] = {}
-        """Per token id, the last use this process wrote (or found written)."""
-        self._tasks: set[asyncio.Task[None]] = set()
+    """The live database tokens as this process last read them (module docstring). One per API
+    process, built by its lifespan."""
+
+    reader: async_sessionmaker[AsyncSession]
+    """Reads the tokens' table."""
+    writer: async_sessionmaker[AsyncSession]
+    """Writes last uses."""
+    _: KW_ONLY
+    ttl: float
+    """Seconds a read of the table is used for."""
+    clock: Callable[[], float] = time.monotonic
+    _by_hash: dict[str, _Known] = field(init=False, default_factory=dict)
+    _by_name: dict[str, _Known] = field(init=False, default_factory=dict)
+    _read_at: float | None = field(init=False, default=None)
+    """When the last read started (`clock`); None before the first."""
+    _lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _touched: dict[int, datetime] = field(init=False, default_factory=dict)
+    """Per token id, the last use this process wrote (or found written)."""
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    """The last-use writes in flight (`close` awaits them)."""
 
     async def by_token(self, presented: str) -> Principal | None:
         """Whom the live database token `presented` names, or None. `TokenLookupError` when the
@@ -94,15 +96,15 @@ class TokenDirectory:
             await asyncio.wait(pending, timeout=1.0)
 
     async def _fresh(self) -> None:
-        if self._read_at is not None and self._clock() - self._read_at < self._ttl:
+        if self._read_at is not None and self.clock() - self._read_at < self.ttl:
             return
         async with self._lock:
             # Another request may have read while this one waited for the lock.
-            if self._read_at is not None and self._clock() - self._read_at < self._ttl:
+            if self._read_at is not None and self.clock() - self._read_at < self.ttl:
                 return
-            started = self._clock()
+            started = self.clock()
             try:
-                async with self._reader() as session:
+                async with self.reader() as session:
                     rows = (
                         await session.execute(
                             select(
@@ -151,7 +153,7 @@ class TokenDirectory:
 
     async def _touch(self, token_id: int, now: datetime) -> None:
         try:
-            async with self._writer.begin() as session:
+            async with self.writer.begin() as session:
                 await session.execute(
                     update(ApiToken)
                     .where(

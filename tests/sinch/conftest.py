@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.sinch import SinchClient
+from app.sinch.client import SinchClient
 from devtools.simulator import SimulatorServer
 from tests.sinch.sinch_support import ClientFactory, client_for
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from app.sinch import SinchClient
+from app.sinch.client import SinchClient
 from devtools.simulator import SimulatorServer
 
 ClientFactory = Callable[..., SinchClient]

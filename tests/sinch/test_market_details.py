@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from app.sinch import SinchClient, SinchError
+from app.sinch.client import SinchClient
+from app.sinch.errors import SinchError
 from app.sinch.schemas import MarketVersion
 from devtools.simulator import SimulatorControl
 from tests.sinch.sinch_support import ClientFactory

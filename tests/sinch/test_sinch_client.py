@@ -12,13 +12,12 @@ import pytest
 from pydantic import SecretStr
 
 from app.core.settings import Settings
-from app.sinch import (
-    SinchClient,
+from app.sinch.client import SinchClient, create_http_client
+from app.sinch.errors import (
     SinchNotConfiguredError,
     SinchNotFoundError,
     SinchRejectedError,
     SinchRetryableError,
-    create_http_client,
 )
 from devtools.simulator import SimulatorControl, SimulatorServer
 from tests.sinch.sinch_support import ClientFactory, client_for
