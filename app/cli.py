@@ -1100,6 +1100,18 @@ def _adder(subcommands: Any) -> CommandAdder:
     return command
 
 
+def _acting_on(command: CommandAdder, dest: str, metavar: str) -> CommandAdder:
+    """`command` for subcommands that each act on one thing: every one it adds takes that
+    thing's id first, as the positional `dest` shown as `metavar` (`registration delete ID`)."""
+
+    def one(name: str, help_text: str, func: Command) -> argparse.ArgumentParser:
+        sub = command(name, help_text, func)
+        sub.add_argument(dest, metavar=metavar)
+        return sub
+
+    return one
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser, commands, command = command_parsers(
         "python -m app",
@@ -1189,37 +1201,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="submit to this project, with its own Sinch credentials (default: the file's "
         "projectId, else the project the settings define)",
     )
-    update = registration(
+    on_registration = _acting_on(registration, "registration_id", "ID")
+    update = on_registration(
         "update",
         "send a registration's new content to Sinch (FILE as for submit)",
         sync(_registration_update),
     )
-    update.add_argument("registration_id", metavar="ID")
     update.add_argument("file", metavar="FILE.json")
-    delete = registration(
+    on_registration(
         "delete",
         "delete a registration at Sinch; kept here with status DELETED",
         sync(_registration_delete),
     )
-    delete.add_argument("registration_id", metavar="ID")
-    attach = registration(
+    attach = on_registration(
         "attach",
         "upload FILE as attachment ATTACHMENT_ID (one the registration's policy defines) to "
         "Sinch, checked against the policy first; prints the registration as kept",
         sync(_registration_attach),
     )
-    attach.add_argument("registration_id", metavar="ID")
     attach.add_argument("attachment_id", metavar="ATTACHMENT_ID")
     attach.add_argument("file", metavar="FILE")
     attach.add_argument(
         "--mime-type", help="the file's MIME type (default: guessed from its name's extension)"
     )
-    attachment = registration(
+    attachment = on_registration(
         "attachment",
         "download attachment ATTACHMENT_ID of a registration from Sinch",
         sync(_registration_attachment),
     )
-    attachment.add_argument("registration_id", metavar="ID")
     attachment.add_argument("attachment_id", metavar="ATTACHMENT_ID")
     attachment.add_argument("--out", metavar="FILE", required=True, help="where to write it")
 
@@ -1289,15 +1298,14 @@ def build_parser() -> argparse.ArgumentParser:
     project_add.add_argument("--name", help="a name for people (the id when omitted)")
     project_add.add_argument("--key-id", required=True, help="the Sinch access key's id")
     project("list", "every project (no secret)", sync(_project_list))
-    project_show = project("show", "one project (no secret)", sync(_project_show))
-    project_show.add_argument("project_id", metavar="PROJECT_ID")
-    project_remove = project(
+    on_project = _acting_on(project, "project_id", "PROJECT_ID")
+    on_project("show", "one project (no secret)", sync(_project_show))
+    project_remove = on_project(
         "remove",
         "remove a project: refused while it has registrations, events, changes or deliveries "
         "unless --with-data (which deletes them); its audit entries stay",
         sync(_project_remove),
     )
-    project_remove.add_argument("project_id", metavar="PROJECT_ID")
     project_remove.add_argument(
         "--with-data", action="store_true", help="delete the project's data with it"
     )

@@ -54,15 +54,13 @@ MEMBERS: Final = (
 REQUIRED_IF: Final = "x-requiredIf"
 MESSAGES: Final = "x-messages"
 
+_JSON_TYPES: Final = ("string", "integer", "number", "boolean", "array", "object")
 _TYPES: Final = {
-    "string": {"type": "string"},
-    "integer": {"type": "integer"},
-    "number": {"type": "number"},
-    "boolean": {"type": "boolean"},
-    "array": {"type": "array"},
-    "object": {"type": "object"},
+    **{name: {"type": name} for name in _JSON_TYPES},
     "date": {"type": "string", "format": "date"},
 }
+"""The JSON Schema of each field type a policy names: JSON's own types as they are, a `date` a
+string of format date; a field of any other type gets no `type` keyword."""
 _COPIED: Final = ("minLength", "maxLength", "enum", "minimum", "maximum")
 _ANNOTATIONS: Final = ("title", "description", "examples")
 

@@ -16,14 +16,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app.catalog import queries as catalog_queries
-from app.changes.live import SequencerDep
-from app.console.access import ActingDep, ViewerDep
-from app.console.pages import Refusal, page, path, redirect, text
-from app.console.registration_writes import FormState, check_and_send, policy_of, posted, shown
+from app.console.access import ViewerDep
+from app.console.pages import Refusal, page, path, text
+from app.console.registration_writes import FormState, WriterDep, policy_of, posted, shown
 from app.console.viewer import Viewer
 from app.core.models import Registration
 from app.core.pagination import MAX_LIMIT
-from app.projects.clients import ProjectClientsDep
 from app.sinch.client import SinchClient
 from app.submissions import service as submissions
 from app.web.deps import ResourcesDep
@@ -91,28 +89,23 @@ async def new_registration(
 
 
 @router.post("/new-registration")
-async def submit(
-    request: Request,
-    resources: ResourcesDep,
-    clients: ProjectClientsDep,
-    sequencer: SequencerDep,
-    acting: ActingDep,
-) -> Response:
-    who = acting.who
+async def submit(request: Request, writer: WriterDep) -> Response:
+    who = writer.acting.who
     values = await posted(request)
     project_id = _project(who, text(values.get("project")))
     policy_id = text(values.get("policy"))
     if project_id is None or policy_id is None:
         raise Refusal(who, 422, "Pick a project and a policy first. Nothing was sent.")
-    row = await policy_of(resources, project_id, policy_id)
+    row = await policy_of(writer.resources, project_id, policy_id)
     if row is None:
         raise Refusal(who, 404, UNKNOWN_POLICY)
 
     async def send(sinch: SinchClient, body: dict[str, Any]) -> Registration:
-        return await submissions.submit(resources.sessionmaker, sinch, body, actor=acting.actor)
+        return await submissions.submit(
+            writer.resources.sessionmaker, sinch, body, actor=writer.acting.actor
+        )
 
-    outcome = await check_and_send(resources, clients, project_id, row, values, send)
+    outcome = await writer.check_and_send(project_id, row, values, send)
     if isinstance(outcome, FormState):
         return _form_page(request, who, project_id, outcome, status_code=422)
-    sequencer.poke()  # the new registration goes on the feed
-    return redirect(f"/console/registrations/{path(outcome.id)}?done=submitted")
+    return writer.written(f"/console/registrations/{path(outcome.id)}?done=submitted")

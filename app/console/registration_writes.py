@@ -3,29 +3,35 @@
 posted with the check `POST /v1/registrations?validateOnly=true` answers
 (`app.catalog.service.check_request`), and send it through `app.submissions.service`, the path
 the API's `POST` and `PUT` take (audited there, as the console's user). A refusal at any step
-becomes a `FormState` to show again, never a second implementation of the write.
+becomes a `FormState` to show again, never a second implementation of the write. A route
+that writes takes all it needs as one dependency, `WriterDep`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.responses import RedirectResponse
 from sqlalchemy import Row
 
 from app.catalog import queries as catalog_queries
 from app.catalog import service as catalog_service
 from app.catalog.check import FieldError
+from app.changes.live import SequencerDep
+from app.changes.sequencer import Sequencer
 from app.console import registration_form as forms
+from app.console.access import Acting, ActingDep
+from app.console.pages import redirect
 from app.core.models import Registration
 from app.core.problems import ProblemError
-from app.projects.clients import ProjectClients
+from app.projects.clients import ProjectClients, ProjectClientsDep
 from app.sinch.client import SinchClient
 from app.submissions import layout
 from app.submissions import service as submissions
-from app.web.deps import Resources
+from app.web.deps import Resources, ResourcesDep
 
 Send = Callable[[SinchClient, dict[str, Any]], Awaitable[Registration]]
 """One write of `app.submissions.service` (a create or an update of one registration), given
@@ -91,47 +97,75 @@ def _sinch_details(problem: ProblemError) -> list[str]:
     return found
 
 
-async def check_and_send(
-    resources: Resources,
-    clients: ProjectClients,
-    project_id: str,
-    policy: Row[Any],
-    values: Mapping[str, str],
-    send: Send,
-) -> Registration | FormState:
-    """Check what the form posted (`values`) against `policy`; when it passes, `send` it with
-    project `project_id`'s client. Answers the registration as kept, or the form to show again
-    with what went wrong. Nothing is sent when the check finds an error."""
-    request = forms.request_of(
-        policy.document,
-        values,
-        policy_id=policy.policy_id,
-        registration_type=policy.registration_type,
-    )
-    async with resources.reader() as session:
-        result = await catalog_service.check_request(session, project_id, request)
-    form = forms.sections(policy.document, values, {})
-    beside, above = forms.errors_by_path(result.errors, form)
-    state = FormState(
-        policy,
-        forms.sections(policy.document, values, beside),
-        tags=values.get(forms.TAGS, ""),
-        above=above,
-    )
-    if not result.valid:
-        return state
-    try:
-        sinch = await clients.client(project_id)
-        if sinch is None:
-            raise ProblemError(
-                503, f"Project {project_id} has no usable Sinch credentials here: nothing was sent."
-            )
-        body = submissions.with_callback(layout.to_sinch(request), resources.settings, project_id)
-        return await send(sinch, body)
-    except ProblemError as exc:
-        state.problem = said(exc)
-        state.sinch_details = _sinch_details(exc)
-        return state
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """What a console route that writes a registration at Sinch works with (a new one, an
+    update, an upload): the resources, each project's Sinch client, the sequencer a write pokes,
+    and the acting viewer, whom the write is audited as. A route takes it as `WriterDep`."""
+
+    resources: Resources
+    clients: ProjectClients
+    sequencer: Sequencer
+    acting: Acting
+
+    async def check_and_send(
+        self, project_id: str, policy: Row[Any], values: Mapping[str, str], send: Send
+    ) -> Registration | FormState:
+        """Check what the form posted (`values`) against `policy`; when it passes, `send` it
+        with project `project_id`'s client. Answers the registration as kept, or the form to
+        show again with what went wrong. Nothing is sent when the check finds an error."""
+        request = forms.request_of(
+            policy.document,
+            values,
+            policy_id=policy.policy_id,
+            registration_type=policy.registration_type,
+        )
+        async with self.resources.reader() as session:
+            result = await catalog_service.check_request(session, project_id, request)
+        form = forms.sections(policy.document, values, {})
+        beside, above = forms.errors_by_path(result.errors, form)
+        state = FormState(
+            policy,
+            forms.sections(policy.document, values, beside),
+            tags=values.get(forms.TAGS, ""),
+            above=above,
+        )
+        if not result.valid:
+            return state
+        try:
+            sinch = await self.clients.client(project_id)
+            if sinch is None:
+                raise ProblemError(
+                    503,
+                    f"Project {project_id} has no usable Sinch credentials here: nothing was sent.",
+                )
+            settings = self.resources.settings
+            body = submissions.with_callback(layout.to_sinch(request), settings, project_id)
+            return await send(sinch, body)
+        except ProblemError as exc:
+            state.problem = said(exc)
+            state.sinch_details = _sinch_details(exc)
+            return state
+
+    def written(self, location: str) -> RedirectResponse:
+        """A write's answer once Sinch took it: the sequencer poked (the feed numbers the
+        change at once, not at the worker's next pass), then a redirect to `location`."""
+        self.sequencer.poke()
+        return redirect(location)
+
+
+async def writer(
+    resources: ResourcesDep,
+    clients: ProjectClientsDep,
+    sequencer: SequencerDep,
+    acting: ActingDep,
+) -> Writer:
+    """The dependency of every route that writes a registration: `acting`'s checks (the CSRF
+    token, a `write` token) first, nothing else looked at."""
+    return Writer(resources, clients, sequencer, acting)
+
+
+WriterDep = Annotated[Writer, Depends(writer)]
 
 
 def said(problem: ProblemError) -> str:

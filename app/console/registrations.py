@@ -31,7 +31,7 @@ from app.console.pages import (
 )
 from app.console.registration_writes import (
     FormState,
-    check_and_send,
+    WriterDep,
     policy_of,
     posted,
     said,
@@ -259,17 +259,10 @@ async def _registration_page(
 
 
 @router.post("/registrations/{registration_id:path}/update")
-async def update(
-    request: Request,
-    resources: ResourcesDep,
-    clients: ProjectClientsDep,
-    sequencer: SequencerDep,
-    acting: ActingDep,
-    registration_id: str,
-) -> Response:
+async def update(request: Request, writer: WriterDep, registration_id: str) -> Response:
     """The fix form of a PENDING registration: checked like `?validateOnly=true`, then sent
     through `app.submissions.service.update` (the API's `PUT`), audited as the console's user."""
-    who = acting.who
+    resources, who = writer.resources, writer.acting.who
     async with resources.reader() as session:
         row = await _visible(session, who, registration_id)
     policy = await policy_of(resources, row.project_id, row.policy_id)
@@ -278,34 +271,27 @@ async def update(
 
     async def send(sinch: SinchClient, body: dict[str, Any]) -> Registration:
         return await submissions.update(
-            resources.sessionmaker, sinch, registration_id, body, actor=acting.actor
+            resources.sessionmaker, sinch, registration_id, body, actor=writer.acting.actor
         )
 
     values = await posted(request)
-    outcome = await check_and_send(resources, clients, row.project_id, policy, values, send)
+    outcome = await writer.check_and_send(row.project_id, policy, values, send)
     if isinstance(outcome, FormState):
         return await _registration_page(
             request, resources, who, registration_id, fix=outcome, status_code=422
         )
-    sequencer.poke()
-    return redirect(f"/console/registrations/{path(registration_id)}?done=updated")
+    return writer.written(f"/console/registrations/{path(registration_id)}?done=updated")
 
 
 @router.post("/registrations/{registration_id:path}/attachments/{attachment_id}")
 async def upload(
-    request: Request,
-    resources: ResourcesDep,
-    clients: ProjectClientsDep,
-    sequencer: SequencerDep,
-    acting: ActingDep,
-    registration_id: str,
-    attachment_id: str,
+    request: Request, writer: WriterDep, registration_id: str, attachment_id: str
 ) -> Response:
     """An attachment's upload form: checked as the API's upload is (`check_attachment`: the
     size cap, an attachment the policy defines, its MIME types), then sent through `attach`,
     audited as the console's user. A refusal is the page again with the reason beside the form
     (nothing sent); a success, the page as kept now."""
-    who = acting.who
+    resources, who = writer.resources, writer.acting.who
     upload = await attachments.posted_upload(request, attachment_id)
     async with resources.reader() as session:
         row = await _visible(session, who, registration_id)
@@ -327,7 +313,7 @@ async def upload(
             request, resources, who, registration_id, refused=refused, status_code=checked.status
         )
     try:
-        sinch = await clients.client(row.project_id)
+        sinch = await writer.clients.client(row.project_id)
         if sinch is None:
             raise ProblemError(503, NO_CLIENT.format(row.project_id) + " Nothing was sent.")
         await submissions.attach(
@@ -336,7 +322,7 @@ async def upload(
             registration_id,
             attachment_id,
             upload,
-            actor=acting.actor,
+            actor=writer.acting.actor,
         )
     except ProblemError as exc:
         return await _registration_page(
@@ -347,8 +333,7 @@ async def upload(
             refused=(attachment_id, said(exc)),
             status_code=exc.status,
         )
-    sequencer.poke()
-    return redirect(f"/console/registrations/{path(registration_id)}?done=attached")
+    return writer.written(f"/console/registrations/{path(registration_id)}?done=attached")
 
 
 @router.post("/registrations/{registration_id:path}/refresh")
