@@ -9,15 +9,15 @@ is; the check's layout is taken too and laid out as Sinch's (app/submissions/lay
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Body, File, Path, Query, Request, UploadFile
+from fastapi import Body, Depends, File, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from app.catalog.schemas import CheckOut
 from app.changes.live import SequencerDep
-from app.changes.sequencer import Sequencer
 from app.core.models import Registration
 from app.core.problems import ProblemError
 from app.core.schemas import problem_responses
@@ -60,23 +60,6 @@ SinchBody = Annotated[
 ]
 
 
-async def _project_of(resources: Resources, principal: Principal, named: object) -> str:
-    """The project a new registration is submitted to: `named`, else the token's only project,
-    else the settings' project. 404 when it is not a project here or not among the token's."""
-    if named is not None and not isinstance(named, str):
-        raise ProblemError(422, "`projectId` must be a string.")
-    project_id = named
-    if project_id is None:
-        limit = principal.projects
-        only = next(iter(limit)) if limit is not None and len(limit) == 1 else None
-        project_id = only or resources.settings.settings_project_id
-    async with resources.reader() as session:
-        project = await get_project(session, project_id, principal.projects)
-    if project is None:
-        raise ProblemError(404, "No project with this id is known here.")
-    return project_id
-
-
 async def _client(clients: ProjectClients, project_id: str) -> SinchClient:
     sinch = await clients.client(project_id)
     if sinch is None:
@@ -98,15 +81,56 @@ async def _known(
     return registration, await _client(clients, registration.project_id)
 
 
-async def _written(
-    resources: Resources, sequencer: Sequencer, registration: Registration
-) -> RegistrationOut:
-    """The answer to a write: the change it made goes on the feed (the sequencer numbers it),
-    and the registration as kept is answered as a GET would answer it."""
-    sequencer.poke()
-    async with resources.reader() as session:
-        [answer] = await answers(session, [registration])
-    return answer
+@dataclass(frozen=True, slots=True)
+class Write:
+    """What every write route takes (a FastAPI dependency): the request's resources, the
+    projects' Sinch clients, the sequencer, the `write` token and its audit actor; with the steps
+    the routes share around their service call. Resolving it checks the token only: a route finds
+    its project or registration itself, after FastAPI has checked the request (a malformed body
+    is 422 before any 404)."""
+
+    resources: ResourcesDep
+    clients: ProjectClientsDep
+    sequencer: SequencerDep
+    principal: WriterDep
+    actor: ActorDep
+
+    async def project_of(self, named: object) -> str:
+        """The project a new registration is submitted to: `named`, else the token's only
+        project, else the settings' project. 404 when it is not a project here or not among the
+        token's."""
+        if named is not None and not isinstance(named, str):
+            raise ProblemError(422, "`projectId` must be a string.")
+        project_id = named
+        if project_id is None:
+            limit = self.principal.projects
+            only = next(iter(limit)) if limit is not None and len(limit) == 1 else None
+            project_id = only or self.resources.settings.settings_project_id
+        async with self.resources.reader() as session:
+            project = await get_project(session, project_id, self.principal.projects)
+        if project is None:
+            raise ProblemError(404, "No project with this id is known here.")
+        return project_id
+
+    async def client(self, project_id: str) -> SinchClient:
+        """Project `project_id`'s Sinch client; 503 when it has no usable credentials."""
+        return await _client(self.clients, project_id)
+
+    async def known(self, registration_id: str) -> tuple[Registration, SinchClient]:
+        """The registration written to, when the token may see its project (else 404, as a
+        missing one), and its project's Sinch client."""
+        return await _known(self.resources, self.clients, registration_id, self.principal)
+
+    async def answer(self, registration: Registration) -> RegistrationOut:
+        """The answer to a write: the change it made goes on the feed (the sequencer numbers
+        it), and the registration as kept is answered as a GET would answer it."""
+        self.sequencer.poke()
+        async with self.resources.reader() as session:
+            [answer] = await answers(session, [registration])
+        return answer
+
+
+WriteDep = Annotated[Write, Depends()]
 
 
 @router.post(
@@ -133,11 +157,7 @@ async def _written(
 )
 async def submit_registration(
     request: Request,
-    resources: ResourcesDep,
-    clients: ProjectClientsDep,
-    sequencer: SequencerDep,
-    principal: WriterDep,
-    actor: ActorDep,
+    write: WriteDep,
     body: SinchBody,
     idempotency_key: IdempotencyKeyHeader = None,
     validate_only: Annotated[
@@ -149,13 +169,14 @@ async def submit_registration(
         ),
     ] = False,
 ) -> JSONResponse:
+    resources = write.resources
     fields = dict(body)
-    project_id = await _project_of(resources, principal, fields.pop(PROJECT_FIELD, None))
+    project_id = await write.project_of(fields.pop(PROJECT_FIELD, None))
     if validate_only:
         async with resources.reader() as session:
             checked = await service.check_policy(session, project_id, fields)
         return JSONResponse(CheckOut.of(checked.result).model_dump(mode="json", by_alias=True))
-    sinch = await _client(clients, project_id)
+    sinch = await write.client(project_id)
     # Checked before the key is claimed: a request the policy refuses keeps nothing, so the fixed
     # request may reuse the key.
     async with resources.reader() as session:
@@ -163,12 +184,14 @@ async def submit_registration(
     document = service.with_callback(checked.document, resources.settings, project_id)
 
     async def run() -> tuple[int, dict[str, Any]]:
-        registration = await service.submit(resources.sessionmaker, sinch, document, actor=actor)
-        answer = await _written(resources, sequencer, registration)
+        registration = await service.submit(
+            resources.sessionmaker, sinch, document, actor=write.actor
+        )
+        answer = await write.answer(registration)
         return 201, answer.model_dump(mode="json", by_alias=True)
 
     return await idempotent(
-        resources.sessionmaker, request, owner=principal.name, key=idempotency_key, run=run
+        resources.sessionmaker, request, owner=write.principal.name, key=idempotency_key, run=run
     )
 
 
@@ -183,19 +206,14 @@ async def submit_registration(
     responses=_ERRORS,
 )
 async def update_registration(
-    resources: ResourcesDep,
-    clients: ProjectClientsDep,
-    sequencer: SequencerDep,
-    principal: WriterDep,
-    actor: ActorDep,
-    registration_id: RegistrationId,
-    body: SinchBody,
+    write: WriteDep, registration_id: RegistrationId, body: SinchBody
 ) -> RegistrationOut:
-    registration, sinch = await _known(resources, clients, registration_id, principal)
+    registration, sinch = await write.known(registration_id)
+    resources = write.resources
     updated = await service.update_checked(
-        resources.sessionmaker, sinch, registration, body, resources.settings, actor=actor
+        resources.sessionmaker, sinch, registration, body, resources.settings, actor=write.actor
     )
-    return await _written(resources, sequencer, updated)
+    return await write.answer(updated)
 
 
 @router.delete(
@@ -207,17 +225,12 @@ async def update_registration(
     "limited to; Sinch unavailable 502, silent 504.",
     responses=_ERRORS,
 )
-async def delete_registration(
-    resources: ResourcesDep,
-    clients: ProjectClientsDep,
-    sequencer: SequencerDep,
-    principal: WriterDep,
-    actor: ActorDep,
-    registration_id: RegistrationId,
-) -> RegistrationOut:
-    registration, sinch = await _known(resources, clients, registration_id, principal)
-    deleted = await service.delete(resources.sessionmaker, sinch, registration, actor=actor)
-    return await _written(resources, sequencer, deleted)
+async def delete_registration(write: WriteDep, registration_id: RegistrationId) -> RegistrationOut:
+    registration, sinch = await write.known(registration_id)
+    deleted = await service.delete(
+        write.resources.sessionmaker, sinch, registration, actor=write.actor
+    )
+    return await write.answer(deleted)
 
 
 AttachmentId = Annotated[
@@ -249,31 +262,27 @@ decoded, as httpx reads it, so a compressed answer's length would be wrong)."""
     responses=problem_responses(403, 404, 413, 422, 502, 503, 504),
 )
 async def upload_attachment(
-    resources: ResourcesDep,
-    clients: ProjectClientsDep,
-    sequencer: SequencerDep,
-    principal: WriterDep,
-    actor: ActorDep,
+    write: WriteDep,
     registration_id: RegistrationId,
     attachment_id: AttachmentId,
     file: Annotated[UploadFile, File(description="The file to attach.")],
 ) -> RegistrationOut:
-    registration, sinch = await _known(resources, clients, registration_id, principal)
+    registration, sinch = await write.known(registration_id)
     upload = service.Upload(
         file_name=file.filename or attachment_id,
         mime_type=file.content_type or "application/octet-stream",
         content=await file.read(),
     )
     updated = await service.attach_checked(
-        resources.sessionmaker,
+        write.resources.sessionmaker,
         sinch,
         registration,
         attachment_id,
         upload,
-        max_bytes=resources.settings.attachment_max_bytes,
-        actor=actor,
+        max_bytes=write.resources.settings.attachment_max_bytes,
+        actor=write.actor,
     )
-    return await _written(resources, sequencer, updated)
+    return await write.answer(updated)
 
 
 @reader.get(
