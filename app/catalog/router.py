@@ -21,7 +21,6 @@ from app.catalog.schemas import (
     MarketPage,
     PolicyOut,
 )
-from app.core.pagination import DEFAULT_LIMIT, LimitQuery, TextIdCursorQuery, optional_cursor, page
 from app.core.problems import ProblemError
 from app.core.schemas import (
     problem_responses,
@@ -30,6 +29,7 @@ from app.core.schemas import (
 )
 from app.web.auth import VisibleDep, api_router
 from app.web.deps import ReadSessionDep
+from app.web.pages import TextIdPageDep
 
 markets_router = api_router("/v1/markets", "markets")
 policies_router = api_router("/v1/policies", "markets", errors=(404,))
@@ -47,23 +47,22 @@ PolicyId = Annotated[str, text_path("Sinch's policy id.", alias="policyId")]
 )
 async def list_markets(
     session: ReadSessionDep,
+    asked: TextIdPageDep,
     projects: VisibleDep,
     registration_type: Annotated[
         str | None,
         text_filter("Only markets of this type (`ALPHANUMERIC_SENDER_ID`, ...).", alias="type"),
     ] = None,
-    limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: TextIdCursorQuery = None,
 ) -> MarketPage:
-    after = optional_cursor(cursor, queries.MarketKey)
+    after = asked.after(queries.MarketKey)
     rows = await queries.markets(
         session,
-        limit=limit + 1,
+        limit=asked.limit + 1,
         after=after,
         projects=projects,
         registration_type=registration_type,
     )
-    items, next_cursor = page(rows, limit, queries.key_of)
+    items, next_cursor = asked.split(rows, queries.key_of)
     return MarketPage(
         items=[MarketOut.model_validate(row) for row in items], next_cursor=next_cursor
     )

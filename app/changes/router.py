@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request, Response
@@ -59,6 +60,22 @@ CursorQuery = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class PollAsked:
+    """What a long poll of the feed asks for (its query, in this order in the OpenAPI document):
+    where to read from, how many changes at most, and how long to wait for news."""
+
+    cursor: CursorQuery = None
+    limit: LimitQuery = DEFAULT_LIMIT
+    wait: Annotated[
+        float,
+        Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for news (0-30)."),
+    ] = 0
+
+
+PollDep = Annotated[PollAsked, Depends()]
+
+
 async def _start(reader: async_sessionmaker[AsyncSession], cursor: str | None) -> int:
     """The `seq` to read after, for `cursor`; 410 when it names a position no longer kept. A
     session of `reader` only for the bounds: none is held while the route waits."""
@@ -92,23 +109,14 @@ async def _start(reader: async_sessionmaker[AsyncSession], cursor: str | None) -
     ),
 )
 async def list_changes(
-    resources: ResourcesDep,
-    signal: SignalDep,
-    feed: FeedDep,
-    projects: VisibleDep,
-    cursor: CursorQuery = None,
-    limit: LimitQuery = DEFAULT_LIMIT,
-    wait: Annotated[
-        float,
-        Query(ge=0, le=MAX_WAIT_SECONDS, description="Seconds to wait for news (0-30)."),
-    ] = 0,
+    resources: ResourcesDep, signal: SignalDep, feed: FeedDep, asked: PollDep, projects: VisibleDep
 ) -> Response:
-    after = await _start(resources.reader, cursor)
-    deadline = time.monotonic() + wait
+    after = await _start(resources.reader, asked.cursor)
+    deadline = time.monotonic() + asked.wait
     while True:
         token = signal.token()
         try:
-            page = await feed.page(after=after, limit=limit)
+            page = await feed.page(after=after, limit=asked.limit)
         except service.FeedGone:
             raise ProblemError(410, GONE) from None
         if page:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from app.core.schemas import ApiModel, ApiTime
+from app.core.schemas import ApiModel, ApiTime, same_named
 from app.projects.queries import ProjectView
 
 
@@ -30,13 +30,8 @@ class ProjectOut(ApiModel):
     def of(cls, project: ProjectView) -> ProjectOut:
         """The document of `project`."""
         return cls(
-            id=project.id,
-            name=project.name,
-            key_id=project.key_id,
             credentials_set=project.key_id is not None and project.key_secret_set,
-            from_settings=project.from_settings,
-            created_at=project.created_at,
-            updated_at=project.updated_at,
+            **same_named(cls, project, but={"credentials_set"}),
         )
 
 

@@ -16,14 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.catalog import queries as catalog_queries
 from app.changes.live import SequencerDep
 from app.core.models import Registration
-from app.core.pagination import (
-    DEFAULT_LIMIT,
-    LimitQuery,
-    RowIdCursorQuery,
-    TextIdCursorQuery,
-    optional_cursor,
-    page,
-)
 from app.core.problems import ProblemError, found
 from app.core.schemas import (
     MAX_TEXT_LENGTH,
@@ -46,6 +38,7 @@ from app.registrations.schemas import (
 from app.tokens.principal import Visible
 from app.web.auth import ActorDep, LimitDep, VisibleDep, api_router
 from app.web.deps import ReadSessionDep, ResourcesDep
+from app.web.pages import RowIdPageDep, TextIdPageDep
 
 router = api_router("/v1/registrations", "registrations")
 
@@ -85,6 +78,7 @@ async def _known(session: AsyncSession, registration_id: str, visible: Visible) 
 )
 async def list_registrations(
     session: ReadSessionDep,
+    asked: TextIdPageDep,
     projects: VisibleDep,
     status: Annotated[
         str | None,
@@ -146,8 +140,6 @@ async def list_registrations(
             "those that are not.",
         ),
     ] = None,
-    limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: TextIdCursorQuery = None,
 ) -> RegistrationPage:
     filters = queries.RegistrationFilters(
         statuses=_statuses(status),
@@ -161,9 +153,9 @@ async def list_registrations(
         projects=projects,
     )
     key_model = queries.ChangedKey if filters.by_change else queries.IdKey
-    after = optional_cursor(cursor, key_model)
-    rows = await queries.list_registrations(session, filters, after=after, limit=limit + 1)
-    items, next_cursor = page(rows, limit, lambda row: queries.key_of(filters, row))
+    after = asked.after(key_model)
+    rows = await queries.list_registrations(session, filters, after=after, limit=asked.limit + 1)
+    items, next_cursor = asked.split(rows, lambda row: queries.key_of(filters, row))
     return RegistrationPage(items=await answers(session, items), next_cursor=next_cursor)
 
 
@@ -217,13 +209,12 @@ async def list_versions(
     session: ReadSessionDep,
     visible: LimitDep,
     registration_id: RegistrationId,
-    limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: RowIdCursorQuery = None,
+    asked: RowIdPageDep,
 ) -> VersionPage:
     await _known(session, registration_id, visible)
-    after = optional_cursor(cursor, queries.VersionKey)
-    views = await queries.versions(session, registration_id, after=after, limit=limit + 1)
-    items, next_cursor = page(views, limit, lambda view: queries.VersionKey(id=view.version))
+    after = asked.after(queries.VersionKey)
+    views = await queries.versions(session, registration_id, after=after, limit=asked.limit + 1)
+    items, next_cursor = asked.split(views, lambda view: queries.VersionKey(id=view.version))
     return VersionPage(items=[VersionItem.of(view) for view in items], next_cursor=next_cursor)
 
 

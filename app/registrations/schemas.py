@@ -11,7 +11,7 @@ from app.catalog.concerns import missing_attachments, named_attachments, named_f
 from app.catalog.diff import FieldChangeKind
 from app.changes.schemas import ReasonOut, RegistrationView
 from app.core.models import HistorySource
-from app.core.schemas import ApiModel, ApiTime
+from app.core.schemas import ApiModel, ApiTime, same_named
 from app.forecasts.schemas import ForecastOut
 from app.registrations.queries import VersionView
 from app.registrations.states import Action, needs_action
@@ -178,16 +178,13 @@ class VersionItem(ApiModel):
     @classmethod
     def of(cls, view: VersionView) -> VersionItem:
         return cls(
-            version=view.version,
-            at=view.at,
-            recorded_at=view.recorded_at,
-            source=view.source,
             changes=None
             if view.changes is None
             else [
                 VersionChange(path=c.path, change=c.change, from_=c.before, to=c.after)
                 for c in view.changes
             ],
+            **same_named(cls, view, but={"changes"}),
         )
 
 

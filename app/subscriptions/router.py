@@ -15,15 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
 from app.core.models import Delivery, Subscription
-from app.core.pagination import (
-    DEFAULT_LIMIT,
-    LimitQuery,
-    RowIdCursorQuery,
-    TimeRowIdCursorQuery,
-    encode_cursor,
-    optional_cursor,
-    page,
-)
 from app.core.problems import ProblemError, found
 from app.core.schemas import operation
 from app.events.queries import EventKey
@@ -57,6 +48,7 @@ from app.web.auth import (
     api_router,
 )
 from app.web.deps import ReadSessionDep, ResourcesDep
+from app.web.pages import RowIdPageDep, TimeRowIdPageAsked, TimeRowIdPageDep
 
 log = logging.getLogger(__name__)
 
@@ -226,23 +218,21 @@ async def rotate_secret(
 async def list_deliveries(
     session: ReadSessionDep,
     principal: PrincipalDep,
+    asked: RowIdPageDep,
     projects: VisibleDep,
     subscription_id: SubscriptionId,
-    limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: RowIdCursorQuery = None,
 ) -> DeliveryPage:
     await _found(session, subscription_id, principal.projects)
-    before = optional_cursor(cursor, EventKey)
+    before = asked.after(EventKey)
     rows = await service.deliveries(
         session,
         subscription_id,
         before=before.id if before else None,
-        limit=limit + 1,
+        limit=asked.limit + 1,
         projects=projects,
     )
-    items = rows[:limit]
-    next_cursor = encode_cursor(EventKey(id=items[-1].id)) if len(rows) > limit else None
-    return DeliveryPage(items=items, next_cursor=next_cursor)
+    items, next_cursor = asked.split(rows, lambda row: EventKey(id=row.id))
+    return DeliveryPage(items=list(items), next_cursor=next_cursor)
 
 
 @router.post(
@@ -277,17 +267,13 @@ class AttemptsAsked:
 
     outcome: AttemptOutcome | None
     since: datetime | None
-    limit: int
-    cursor: str | None
+    page: TimeRowIdPageAsked
 
 
 def _attempts_asked(
-    outcome: OutcomeQuery = None,
-    since: SinceQuery = None,
-    limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: TimeRowIdCursorQuery = None,
+    page: TimeRowIdPageDep, outcome: OutcomeQuery = None, since: SinceQuery = None
 ) -> AttemptsAsked:
-    return AttemptsAsked(outcome=outcome, since=since, limit=limit, cursor=cursor)
+    return AttemptsAsked(outcome=outcome, since=since, page=page)
 
 
 AttemptsAskedDep = Annotated[AttemptsAsked, Depends(_attempts_asked)]
@@ -310,10 +296,10 @@ async def _attempt_page(
     rows = await queries.attempts(
         session,
         filters,
-        limit=asked.limit + 1,
-        before=optional_cursor(asked.cursor, queries.AttemptKey),
+        limit=asked.page.limit + 1,
+        before=asked.page.after(queries.AttemptKey),
     )
-    items, next_cursor = page(rows, asked.limit, queries.key_of)
+    items, next_cursor = asked.page.split(rows, queries.key_of)
     return AttemptPage(items=list(items), next_cursor=next_cursor)
 
 
