@@ -4,6 +4,13 @@ Losing an enqueue costs nothing but time: the row stays `received` and the worke
 it later. So this never blocks a request, never raises, enqueues whatever has gathered in one Redis
 round trip, and stops trying for a moment once Redis fails instead of paying a connection timeout
 per callback.
+
+Under a steady flow it enqueues at most once per `COALESCE_SECONDS`: the worker's cost is mostly
+per job (arq's, about half a millisecond of CPU), and a job takes up to `EVENTS_PER_JOB` callbacks,
+but only those enqueued together. Enqueued as each group commit ended, a backlog of 6,000 callbacks
+made 3,800 jobs (1.6 callbacks each). A callback that comes after a quiet moment is enqueued at
+once; one that follows another within the window waits for the window's end, so a callback waits
+here at most `COALESCE_SECONDS`, and only when others keep it company.
 """
 
 from __future__ import annotations
@@ -22,16 +29,26 @@ log = logging.getLogger(__name__)
 
 PAUSE_AFTER_FAILURE_SECONDS = 2.0
 MAX_BATCH = 500
+COALESCE_SECONDS = 0.005
+"""The shortest time between two enqueues: at 2,000 callbacks a second, ten to a job."""
 
 
 class Enqueuer:
-    def __init__(self, redis: ArqRedis, *, max_pending: int = 100_000) -> None:
+    def __init__(
+        self,
+        redis: ArqRedis,
+        *,
+        max_pending: int = 100_000,
+        coalesce_seconds: float = COALESCE_SECONDS,
+    ) -> None:
         self._redis = redis
         self._pending: list[int] = []
         self._max_pending = max_pending
+        self._coalesce = coalesce_seconds
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._paused_until = 0.0
+        self._flushed_at = -coalesce_seconds
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="enqueuer")
@@ -54,8 +71,11 @@ class Enqueuer:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            # Within the window of the last enqueue: let the rest of the flow join this one.
+            await asyncio.sleep(max(0.0, self._flushed_at + self._coalesce - time.monotonic()))
             self._wake.clear()
             while self._pending:
+                self._flushed_at = time.monotonic()
                 await self._flush()
 
     async def _flush(self) -> None:

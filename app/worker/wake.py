@@ -2,7 +2,7 @@
 
 arq looks at its queue every `poll_delay`. To keep a callback's wait for its job short we looked
 every 10 ms, and an idle worker then spent about a tenth of a core on a hundred Redis reads a
-second (two workers: a fifth, on a machine of two cores; bench/README.md, "Waking the workers").
+second (two workers: a fifth, on a machine of two cores).
 Here a worker looks:
 
 - when jobs were queued on its queue: every enqueue publishes on the queue's channel
@@ -15,6 +15,12 @@ Here a worker looks:
 
 A wake-up only says "look now": the queue in Redis stays the record, so a lost message costs at
 most `FALLBACK_SECONDS`, never a job.
+
+A look skips the jobs this worker is running (`start_new_jobs`). arq keeps a job in its queue
+until it ends, and its look asks Redis about every job id it reads (WATCH, EXISTS, ZSCORE: three
+round trips) before finding that one in progress. With 30 jobs running and a look after each
+job's end, that was some 90 round trips per job started: about half the worker's CPU went to
+them (bench/README.md, "Where the worker's CPU goes").
 
 arq offers no hook for this: its `Worker.main` iterates `arq.worker.poll(poll_delay)`, and
 `install()` puts `woken_poll` in its place (arq is pinned in uv.lock; tests/worker/test_wake.py
@@ -74,6 +80,21 @@ async def woken_poll(step: float = FALLBACK_SECONDS) -> AsyncGenerator[float, No
         await asyncio.sleep(max(0.0, MIN_INTERVAL_SECONDS - (loop.time() - before)))
 
 
+_arq_start_jobs = arq.worker.Worker.start_jobs
+
+
+async def start_new_jobs(worker: arq.worker.Worker, job_ids: list[bytes]) -> None:
+    """arq's `Worker.start_jobs` for the `job_ids` this worker is not running already.
+
+    A job this worker runs holds its "in progress" mark in Redis, so arq's own check would skip
+    it anyway; here it is skipped without asking. Another worker's jobs are still checked by
+    arq, in Redis, as before: what one worker knows of its own jobs decides nothing else."""
+    running = worker.tasks
+    await _arq_start_jobs(worker, [job_id for job_id in job_ids if job_id.decode() not in running])
+
+
 def install() -> None:
-    """Make arq's workers in this process poll with `woken_poll`."""
+    """Make arq's workers in this process poll with `woken_poll`, and look only at jobs they do
+    not run already (`start_new_jobs`)."""
     arq.worker.poll = woken_poll  # type: ignore[attr-defined]
+    arq.worker.Worker.start_jobs = start_new_jobs  # type: ignore[method-assign, assignment]

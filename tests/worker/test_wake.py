@@ -44,6 +44,7 @@ async def redis(server: PrivateRedis) -> AsyncIterator[ArqRedis]:
 def _arq_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
     """`install()` patches arq for the process; the test's changes are undone after it."""
     monkeypatch.setattr(arq.worker, "poll", arq.worker.poll)
+    monkeypatch.setattr(arq.worker.Worker, "start_jobs", arq.worker.Worker.start_jobs)
     monkeypatch.setattr(wake, "_signal", None)
 
 
@@ -108,3 +109,52 @@ async def test_the_events_enqueue_wakes_only_when_it_adds_a_job(redis: ArqRedis)
         # The same rows again: their job is queued already, nothing added, nobody woken.
         assert await enqueue_event_batches(redis, [1, 2, 3]) == 0
         assert await _next_message(pubsub, 0.5) is None
+
+
+async def test_a_look_asks_redis_only_about_jobs_the_worker_does_not_run(
+    server: PrivateRedis, redis: ArqRedis
+) -> None:
+    # arq checks every job id it reads in Redis before starting it, its own running jobs
+    # included (they stay queued until they end); a look woken at each job's end then spent
+    # three round trips on each running job. Here each job is checked once, when it starts, and
+    # runs once.
+    queue = f"arq:queue:test-look-{uuid.uuid4().hex}"
+    jobs = 40
+    ran: list[int] = []
+
+    async def work(ctx: dict[str, Any], n: int) -> None:
+        await asyncio.sleep(0.01 * (n % 4))  # ending at different times: looks while others run
+        ran.append(n)
+        wake.job_ended()  # as the service's jobs do (app/worker/settings.py)
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["wake"] = wake.start(ctx["redis"], queue)
+        wake.install()
+
+    for n in range(jobs):
+        await redis.enqueue_job("work", n, _queue_name=queue)
+    await redis.config_resetstat()
+    worker = arq.worker.Worker(
+        functions=[func(work, name="work")],
+        queue_name=queue,
+        redis_settings=RedisSettings(port=server.port),
+        poll_delay=RARELY,
+        on_startup=on_startup,
+        handle_signals=False,
+        keep_result=0,
+        max_jobs=5,
+    )
+    running = asyncio.ensure_future(worker.main())
+    try:
+        async with asyncio.timeout(20):
+            while len(ran) < jobs:
+                await asyncio.sleep(0.01)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        if wake._signal is not None:
+            await wake._signal.stop()
+        await worker.pool.aclose()
+    assert sorted(ran) == list(range(jobs))
+    watched = (await redis.info("commandstats"))["cmdstat_watch"]["calls"]
+    assert watched == jobs
