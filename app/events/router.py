@@ -8,13 +8,13 @@ from typing import Annotated
 from fastapi import Path, Query
 
 from app.core.models import EventState
-from app.core.pagination import DEFAULT_LIMIT, LimitQuery, RowIdCursorQuery, optional_cursor, page
 from app.core.problems import found
 from app.core.schemas import operation, text_filter
 from app.events import queries, service
 from app.events.schemas import EventOut, EventPage
 from app.web.auth import ActorDep, LimitDep, VisibleDep, api_router
 from app.web.deps import ReadSessionDep, ResourcesDep
+from app.web.pages import RowIdPageDep
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ _NOT_FOUND = "No event with this id is kept."
 @router.get("", **operation("listEvents", "List kept callback events, newest first"))
 async def list_events(
     session: ReadSessionDep,
+    asked: RowIdPageDep,
     projects: VisibleDep,
     state: Annotated[EventState | None, Query(description="Only events in this state.")] = None,
     registration_id: Annotated[
@@ -41,15 +42,13 @@ async def list_events(
         str | None,
         text_filter("Only events that ended with this outcome (e.g. `failed:rejected`)."),
     ] = None,
-    limit: LimitQuery = DEFAULT_LIMIT,
-    cursor: RowIdCursorQuery = None,
 ) -> EventPage:
     filters = queries.EventFilters(
         state=state, registration_id=registration_id, outcome=outcome, projects=projects
     )
-    before = optional_cursor(cursor, queries.EventKey)
-    rows = await queries.list_events(session, filters, before=before, limit=limit + 1)
-    items, next_cursor = page(rows, limit, queries.key_of)
+    before = asked.after(queries.EventKey)
+    rows = await queries.list_events(session, filters, before=before, limit=asked.limit + 1)
+    items, next_cursor = asked.split(rows, queries.key_of)
     return EventPage(items=[EventOut.of(row) for row in items], next_cursor=next_cursor)
 
 
