@@ -4,9 +4,9 @@ registration's document fills in."""
 
 from __future__ import annotations
 
+from app.catalog import layout
 from app.catalog.check import FieldError, check
 from app.console import registration_form as forms
-from app.submissions import layout
 from devtools.simulator.catalog import POLICY_DOCUMENTS
 
 GB = POLICY_DOCUMENTS["sim-policy-gb-alphanumeric"]

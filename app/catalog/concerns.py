@@ -11,9 +11,11 @@
   names none gives none: nothing is guessed. A name or title under `MIN_WORD_LENGTH` characters
   is not looked for (too likely to be an ordinary word).
 
-Fields are answered as paths of the request layout the service takes (app/catalog/schema.py
-`MEMBERS`): `$.companyDetails.website`, `$.contactPerson.email`, `$.senderIds[*].useCase` (every
-sender ID's), so a caller knows what to change in its `PUT`.
+Fields are answered as paths into the registration's document from Sinch, which is laid out as
+Sinch's update body (app/catalog/layout.py), so a caller knows what to change in its `PUT`:
+`$.requestDetails[0].additionalDetails[0].companyDetails.website`,
+`$.requestDetails[0].senderIdDetails[*].useCase` (every sender ID's). Where the document holds
+no such member yet, the path is where an update would put it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from app.catalog import layout
 from app.catalog.schema import MEMBERS, templates
 
 MIN_WORD_LENGTH: Final = 4
@@ -52,12 +55,15 @@ def _field_path(member: str, name: str) -> str:
     return f"{where}.{name}"
 
 
-def named_fields(policy: Mapping[str, Any], message: str) -> list[str]:
-    """The request paths of the policy's fields `message` names (module docstring), in the
-    policy's order."""
+def named_fields(
+    policy: Mapping[str, Any], message: str, document: Mapping[str, Any] | None
+) -> list[str]:
+    """The paths into Sinch's `document` of the policy's fields `message` names (module
+    docstring), in the policy's order."""
     found = templates(policy)
+    where = layout.from_sinch(document or {}).where
     return [
-        _field_path(member, item["name"])
+        layout.moved(where, _field_path(member, item["name"]))
         for member, template_name in MEMBERS
         for item in found.get(template_name, [])
         if _said(message, item.get("title"), item["name"])

@@ -11,7 +11,7 @@ the server's check, the same as `?validateOnly=true`, is the one that answers.
 
 What a form posts becomes the request the check takes (`request_of`): blank inputs are left out,
 numbers and booleans read as such (an unreadable one is kept as text, for the check to refuse).
-`app.submissions.layout.to_sinch` turns that request into the body Sinch's create and update take;
+`app.catalog.layout.to_sinch` turns that request into the body Sinch's create and update take;
 `values_of` reads a registration's document back into the inputs (the update form, prefilled).
 """
 
@@ -201,7 +201,7 @@ def values_of(document: Mapping[str, Any] | None) -> dict[str, str]:
     """The inputs' values a registration's document gives (by path): its sender IDs'
     details (every `requestDetails[].senderIdDetails[]`, in order), the company and contact
     details where the document holds them (`requestDetails[].additionalDetails[]`, as
-    `app.submissions.layout.to_sinch` lays them out, else top-level), and its tags."""
+    `app.catalog.layout.to_sinch` lays them out, else top-level), and its tags."""
     values: dict[str, str] = {}
     if not document:
         return values

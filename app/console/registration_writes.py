@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy import Row
 
+from app.catalog import layout
 from app.catalog import queries as catalog_queries
 from app.catalog import service as catalog_service
 from app.catalog.check import FieldError
@@ -29,7 +30,6 @@ from app.core.models import Registration
 from app.core.problems import ProblemError
 from app.projects.clients import ProjectClients, ProjectClientsDep
 from app.sinch.client import SinchClient
-from app.submissions import layout
 from app.submissions import service as submissions
 from app.web.deps import Resources, ResourcesDep
 

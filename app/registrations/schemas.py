@@ -84,7 +84,7 @@ class RegistrationOut(RegistrationView):
             fields = attachments = None
             if policy is not None:
                 message = current.message if current is not None else ""
-                fields = named_fields(policy, message)
+                fields = named_fields(policy, message, answer.sinch)
                 named = named_attachments(policy, message)
                 if action is Action.UPLOAD_ATTACHMENTS:
                     missing = missing_attachments(policy, answer.sinch)

@@ -4,7 +4,7 @@
 Every create and update is checked against its policy (`service.check_policy`, app/catalog) before
 anything is sent or a key claimed: a refused request is 422 with one entry per field (at its path
 in the body as sent) and keeps nothing. The body is Sinch's create or update body, sent as it
-is; the check's layout is taken too and laid out as Sinch's (app/submissions/layout.py).
+is; the check's layout is taken too and laid out as Sinch's (app/catalog/layout.py).
 """
 
 from __future__ import annotations

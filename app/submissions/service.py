@@ -12,7 +12,7 @@ The caller's request and Sinch's body: callers of POST and PUT send Sinch's crea
 (`requestDetails` and Sinch's top-level fields), THE layout, passed to Sinch as sent (with this
 service's `callbackUrl`); the check's own layout (`companyDetails`, `contactPerson`, `senderIds`
 at the top level: what the console's form builds) is taken too, and laid out as Sinch's before
-sending. `check_policy` reads either (app/submissions/layout.py, the one place that knows where
+sending. `check_policy` reads either (app/catalog/layout.py, the one place that knows where
 the content sits in Sinch's body), checks it against its policy before anything is sent, and
 answers each error at its path in the body the caller sent.
 
@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.audit.actions import Action
 from app.audit.repository import Actor, record
 from app.callbacks.endpoint import project_callback_path
+from app.catalog import layout
 from app.catalog import queries as catalog_queries
 from app.catalog.check import CheckResult, FieldError
 from app.catalog.schemas import FieldErrorOut
@@ -62,7 +63,6 @@ from app.sinch.errors import (
     SinchTimeoutError,
 )
 from app.sinch.schemas import SinchRegistration
-from app.submissions import layout
 
 log = logging.getLogger(__name__)
 

@@ -107,7 +107,9 @@ async def test_needs_action_names_what_the_policy_and_sinchs_message_tell(
     )
     pending = await needs()
     assert pending["action"] == "update"
-    assert (pending["fields"], pending["attachments"]) == (["$.companyDetails.website"], [])
+    # A path into the registration's document, as a PUT of it would carry the field.
+    website = "$.requestDetails[0].additionalDetails[0].companyDetails.website"
+    assert (pending["fields"], pending["attachments"]) == ([website], [])
 
     await sim.transition(held["id"], "REJECTED", comment="The brand is too generic")
     rejected = await needs()

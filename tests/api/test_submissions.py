@@ -482,7 +482,7 @@ async def test_a_create_the_policy_refuses_sends_nothing_and_the_fixed_one_reuse
     assert fixed.status_code == 201, fixed.text
     assert fixed.headers.get("Idempotent-Replayed") is None
     assert (await sim.stats())["createRegistration"] == 1
-    # Sinch got the request laid out as its create body (app/submissions/layout.py).
+    # Sinch got the request laid out as its create body (app/catalog/layout.py).
     truth = await sim.registration(fixed.json()["id"])
     assert truth["requestDetails"] == new_registration()["requestDetails"]
 

@@ -12,28 +12,32 @@ from devtools.simulator.catalog import POLICY_DOCUMENTS
 
 GB = dict(POLICY_DOCUMENTS["sim-policy-gb-alphanumeric"])
 DE = dict(POLICY_DOCUMENTS["sim-policy-de-alphanumeric"])
+# Where the fields sit in a registration's document (Sinch's layout), or would sit once sent.
+COMPANY = "$.requestDetails[0].additionalDetails[0].companyDetails"
+CONTACT = "$.requestDetails[0].additionalDetails[0].contactPerson"
+SENDERS = "$.requestDetails[0].senderIdDetails[*]"
 
 
 @pytest.mark.parametrize(
     ("message", "fields"),
     [
-        ("Provide the website where customers see the brand", ["$.companyDetails.website"]),
+        ("Provide the website where customers see the brand", [f"{COMPANY}.website"]),
         (
             "Describe the use case of the sender ID in more detail",
-            ["$.senderIds[*].senderId", "$.senderIds[*].useCase"],
+            [f"{SENDERS}.senderId", f"{SENDERS}.useCase"],
         ),
         (
             "The EMAIL bounced; the phone number has no country code",
             [
-                "$.contactPerson.email",
-                "$.contactPerson.phoneNumber",
+                f"{CONTACT}.email",
+                f"{CONTACT}.phoneNumber",
             ],
         ),
         (
             "The companyNumber does not match the company name",
             [
-                "$.companyDetails.companyName",
-                "$.companyDetails.companyNumber",
+                f"{COMPANY}.companyName",
+                f"{COMPANY}.companyNumber",
             ],
         ),
         # Not whole words, or no field's words at all: nothing named.
@@ -44,7 +48,27 @@ DE = dict(POLICY_DOCUMENTS["sim-policy-de-alphanumeric"])
 def test_fields_are_named_only_by_their_title_or_name_as_whole_words(
     message: str, fields: list[str]
 ) -> None:
-    assert named_fields(GB, message) == fields
+    assert named_fields(GB, message, None) == fields
+
+
+def test_fields_are_named_where_the_registrations_document_holds_them() -> None:
+    # The contact person in its own object of additionalDetails: its fields point there, so the
+    # PUT that answers the message changes the right place.
+    document: dict[str, Any] = {
+        "requestDetails": [
+            {
+                "senderIdDetails": [{"senderId": "ACME"}],
+                "additionalDetails": [
+                    {"companyDetails": {"companyName": "Acme"}},
+                    {"contactPerson": {"email": "a@example.com"}},
+                ],
+            }
+        ]
+    }
+    assert named_fields(GB, "The email bounced; check the website", document) == [
+        "$.requestDetails[0].additionalDetails[0].companyDetails.website",
+        "$.requestDetails[0].additionalDetails[1].contactPerson.email",
+    ]
 
 
 def test_attachments_named_and_missing() -> None:

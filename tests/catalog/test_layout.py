@@ -1,4 +1,4 @@
-"""Where a registration's content sits (app/submissions/layout.py): Sinch's body and the check's
+"""Where a registration's content sits (app/catalog/layout.py): Sinch's body and the check's
 members, both directions, and error paths pointed into the body as the caller sent it. Pure
 functions, no services."""
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.catalog.check import json_path
-from app.submissions.layout import Layout, from_sinch, read, to_sinch
+from app.catalog.layout import Layout, from_sinch, read, to_sinch
 
 _STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\['([^'\\]*)'\]")
 

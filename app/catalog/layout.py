@@ -25,7 +25,9 @@ fields, and optionally `attachments` (the uploads to come, never sent).
   mixing both is refused with one entry (`Read.mixed`).
 - `Read.path_sent(path)` turns a check error's path (`$.companyDetails.companyName`) into the
   same field's path in the body the caller sent
-  (`$.requestDetails[0].additionalDetails[0].companyDetails.companyName`).
+  (`$.requestDetails[0].additionalDetails[0].companyDetails.companyName`); `moved(where, path)`
+  does the same for any body read by `from_sinch` (a registration's document, for
+  `needsAction`).
 - `to_sinch(members)` lays the check's members out as Sinch's body; `from_sinch(body)` reads
   Sinch's body as the check's members. `from_sinch(to_sinch(m))` gives `m` back (`attachments`
   aside, `senderIds` a list).
@@ -99,13 +101,19 @@ class Read:
 
     def path_sent(self, path: str) -> str:
         """`path` (a JSON path into the check's members, app/catalog/check.json_path) as the
-        same field's path in the body the caller sent. Paths outside the moved members
-        (`$.policyId`, `$.attachments[0]`) are the same in both layouts."""
-        for checked, sent in self.where.items():
-            rest = path.removeprefix(checked)
-            if rest != path and (not rest or rest[0] in ".["):
-                return sent + rest
-        return path
+        same field's path in the body the caller sent."""
+        return moved(self.where, path)
+
+
+def moved(where: Mapping[str, str], path: str) -> str:
+    """`path` (a JSON path into the check's members) as the same field's path in a body laid out
+    as `where` says (`FromSinch.where`, `Read.where`). Paths outside the moved members
+    (`$.policyId`, `$.attachments[0]`) are the same in both layouts."""
+    for checked, sent in where.items():
+        rest = path.removeprefix(checked)
+        if rest != path and (not rest or rest[0] in ".["):
+            return sent + rest
+    return path
 
 
 def to_sinch(members: Mapping[str, Any]) -> dict[str, Any]:
