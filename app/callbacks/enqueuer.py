@@ -31,7 +31,7 @@ PAUSE_AFTER_FAILURE_SECONDS = 2.0
 MAX_BATCH = 500
 COALESCE_SECONDS = 0.002
 """The shortest time between two enqueues. Measured with `bench.worker` (bench/README.md): 5 ms
-made the worker's jobs larger still (1,207-1,305 events/s against 1,028-1,122 at 2 ms) but
+made the worker's jobs larger still (1,207-1,305 events/s against 1,028-1,144 at 2 ms) but
 added 3 ms to the callbacks' median lag at 200/s; 2 ms leaves that lag as it was. Callbacks
 first."""
 
