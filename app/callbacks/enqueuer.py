@@ -77,9 +77,12 @@ class Enqueuer:
             # Within the window of the last enqueue: let the rest of the flow join this one.
             await asyncio.sleep(max(0.0, self._flushed_at + self._coalesce - time.monotonic()))
             self._wake.clear()
-            while self._pending:
-                self._flushed_at = time.monotonic()
-                await self._flush()
+            self._flushed_at = time.monotonic()
+            await self._flush()
+            if self._pending:
+                # More than a batch waited: the rest goes after the next window, as what came
+                # during this flush does (its `submit` woke the loop again).
+                self._wake.set()
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]

@@ -32,9 +32,11 @@ class NeedsActionOut(ApiModel):
     since: ApiTime | None = Field(description="When it entered this state (Sinch's time).")
     fields: list[str] | None = Field(
         default=None,
-        description="The fields concerned, as paths of the request `PUT` takes "
-        "(`$.companyDetails.website`, `$.senderIds[*].useCase`): those of the policy whose title "
-        "or name Sinch's message (`reason`) contains; `[]` when it names none; null when the "
+        description="The fields concerned, as paths into the registration's document (`sinch`), "
+        "which is laid out as the `PUT` that answers takes it "
+        "(`$.requestDetails[0].additionalDetails[0].companyDetails.website`, "
+        "`$.requestDetails[0].senderIdDetails[*].useCase`): those of the policy whose title or "
+        "name Sinch's message (`reason`) contains; `[]` when it names none; null when the "
         "registration's policy is not in the catalog (app/catalog/concerns.py).",
     )
     attachments: list[str] | None = Field(

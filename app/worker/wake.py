@@ -87,9 +87,12 @@ async def start_new_jobs(worker: arq.worker.Worker, job_ids: list[bytes]) -> Non
     """arq's `Worker.start_jobs` for the `job_ids` this worker is not running already.
 
     A job this worker runs holds its "in progress" mark in Redis, so arq's own check would skip
-    it anyway; here it is skipped without asking. Another worker's jobs are still checked by
-    arq, in Redis, as before: what one worker knows of its own jobs decides nothing else."""
-    running = worker.tasks
+    it anyway; here it is skipped without asking. A task that has ended counts as not running:
+    arq forgets ended tasks only after this look, and a job queued again under the same id (a
+    subscription's `deliver`) must start now, as arq would start it. Another worker's jobs are
+    still checked by arq, in Redis, as before: what one worker knows of its own jobs decides
+    nothing else."""
+    running = {job_id for job_id, task in worker.tasks.items() if not task.done()}
     await _arq_start_jobs(worker, [job_id for job_id in job_ids if job_id.decode() not in running])
 
 
