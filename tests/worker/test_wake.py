@@ -48,6 +48,42 @@ def _arq_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(wake, "_signal", None)
 
 
+@contextlib.asynccontextmanager
+async def woken_worker(
+    server: PrivateRedis, queue: str, function: Any, **options: Any
+) -> AsyncIterator[arq.worker.Worker]:
+    """An arq worker on `queue` running `function`, polling as the service's do (`wake.install`)
+    but falling back only every `RARELY`; stopped at the end with its jobs' tasks."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["wake"] = wake.start(ctx["redis"], queue)
+        wake.install()
+
+    worker = arq.worker.Worker(
+        functions=[function],
+        queue_name=queue,
+        redis_settings=RedisSettings(port=server.port),
+        poll_delay=RARELY,
+        on_startup=on_startup,
+        handle_signals=False,
+        keep_result=0,
+        **options,
+    )
+    running = asyncio.ensure_future(worker.main())
+    try:
+        yield worker
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        # Its jobs' own tasks end too (arq finishes a job after its function returns): a task
+        # left pending is destroyed later by the garbage collector, whose finalizer then runs
+        # in the middle of whatever runs next (Python 3.11.7 fails an `ast.parse` it interrupts).
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        if wake._signal is not None:
+            await wake._signal.stop()
+        await worker.pool.aclose()
+
+
 async def test_an_enqueue_wakes_a_worker_that_polls_rarely(
     server: PrivateRedis, redis: ArqRedis
 ) -> None:
@@ -57,21 +93,7 @@ async def test_an_enqueue_wakes_a_worker_that_polls_rarely(
     async def deliver(ctx: dict[str, Any], subscription_id: str) -> None:
         await ran.put(subscription_id)
 
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx["wake"] = wake.start(ctx["redis"], queue)
-        wake.install()
-
-    worker = arq.worker.Worker(
-        functions=[func(deliver, name="deliver")],
-        queue_name=queue,
-        redis_settings=RedisSettings(port=server.port),
-        poll_delay=RARELY,
-        on_startup=on_startup,
-        handle_signals=False,
-        keep_result=0,
-    )
-    running = asyncio.ensure_future(worker.main())
-    try:
+    async with woken_worker(server, queue, func(deliver, name="deliver")):
         async with asyncio.timeout(10):
             while wake._signal is None or not wake._signal.connected:
                 await asyncio.sleep(0.01)
@@ -84,16 +106,6 @@ async def test_an_enqueue_wakes_a_worker_that_polls_rarely(
                     await asyncio.sleep(0.001)
             async with asyncio.timeout(10):  # without a wake-up: RARELY
                 assert await ran.get() == subscription
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        # Its jobs' own tasks end too (arq finishes a job after its function returns): a task
-        # left pending is destroyed later by the garbage collector, whose finalizer then runs
-        # in the middle of whatever runs next (Python 3.11.7 fails an `ast.parse` it interrupts).
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        if wake._signal is not None:
-            await wake._signal.stop()
-        await worker.pool.aclose()
 
 
 async def _next_message(pubsub: Any, seconds: float) -> dict[str, Any] | None:
@@ -135,38 +147,13 @@ async def test_a_look_asks_redis_only_about_jobs_the_worker_does_not_run(
         ran.append(n)
         wake.job_ended()  # as the service's jobs do (app/worker/settings.py)
 
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx["wake"] = wake.start(ctx["redis"], queue)
-        wake.install()
-
     for n in range(jobs):
         await redis.enqueue_job("work", n, _queue_name=queue)
     await redis.config_resetstat()
-    worker = arq.worker.Worker(
-        functions=[func(work, name="work")],
-        queue_name=queue,
-        redis_settings=RedisSettings(port=server.port),
-        poll_delay=RARELY,
-        on_startup=on_startup,
-        handle_signals=False,
-        keep_result=0,
-        max_jobs=5,
-    )
-    running = asyncio.ensure_future(worker.main())
-    try:
+    async with woken_worker(server, queue, func(work, name="work"), max_jobs=5):
         async with asyncio.timeout(20):
             while len(ran) < jobs:
                 await asyncio.sleep(0.01)
-    finally:
-        running.cancel()
-        await asyncio.gather(running, return_exceptions=True)
-        # Its jobs' own tasks end too (arq finishes a job after its function returns): a task
-        # left pending is destroyed later by the garbage collector, whose finalizer then runs
-        # in the middle of whatever runs next (Python 3.11.7 fails an `ast.parse` it interrupts).
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-        if wake._signal is not None:
-            await wake._signal.stop()
-        await worker.pool.aclose()
     assert sorted(ran) == list(range(jobs))
     watched = (await redis.info("commandstats"))["cmdstat_watch"]["calls"]
     assert watched == jobs
