@@ -50,7 +50,9 @@ SENDER_ID = "CONSOLEDEMO"
 pytestmark = pytest.mark.slow
 
 
-def _browser() -> WebDriver:
+@contextlib.contextmanager
+def chromium() -> Iterator[WebDriver]:
+    """Debian's Chromium, headless, resolving no name but loopback; quit at the end."""
     assert Path(CHROMIUM).exists(), "chromium is missing: `make test` installs it"
     options = Options()
     options.binary_location = CHROMIUM
@@ -68,17 +70,17 @@ def _browser() -> WebDriver:
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(WAIT_SECONDS)
-    return driver
+    try:
+        driver.set_page_load_timeout(WAIT_SECONDS)
+        yield driver
+    finally:
+        driver.quit()
 
 
 @pytest.fixture
 def browser() -> Iterator[WebDriver]:
-    driver = _browser()
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

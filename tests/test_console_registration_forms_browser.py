@@ -29,11 +29,11 @@ from tests.support.stack import API_TOKEN, Stack, running_stack
 from tests.support.tokens import make_token
 from tests.test_console_browser import (
     AUTH,
-    _browser,
     _shot,
     _sign_in,
     _signed_in_client,
     _until,
+    chromium,
 )
 
 pytestmark = pytest.mark.slow
@@ -63,11 +63,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    driver = _browser()
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _signed_in(driver: WebDriver, base: str) -> None:
