@@ -11,17 +11,20 @@ matched exactly with replace(): plain SQL.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     FromClause,
     Insert,
     Integer,
     String,
     and_,
+    any_,
     bindparam,
     case,
     delete,
@@ -32,9 +35,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import rowcount
+from app.core.db import DriverStatement, rowcount
 from app.core.models import (
     DELIVERIES,
     DELIVERY_ATTEMPTS,
@@ -185,9 +189,9 @@ async def record_attempt(
     )
 
 
-_SUCCEEDED = (
+_SUCCEEDED = DriverStatement(
     update(DELIVERIES)
-    .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
+    .where(DELIVERIES.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger()))))
     .values(
         state=DeliveryState.SUCCEEDED.value,
         attempts=DELIVERIES.c.attempts + 1,
@@ -200,11 +204,12 @@ _SUCCEEDED = (
 
 
 async def record_successes(
-    session: AsyncSession, delivery_ids: Collection[int], status_code: int, now: datetime
+    driver: Any, delivery_ids: Collection[int], status_code: int, now: datetime
 ) -> None:
-    """Attempts that succeeded with `status_code`: one statement for all of them."""
-    await session.execute(
-        _SUCCEEDED, {"ids": list(delivery_ids), "status_code": status_code, "now": now}
+    """Attempts that succeeded with `status_code`: one statement for all of them, sent on
+    `driver` (the asyncpg connection of the caller's transaction: the sender's cycle)."""
+    await _SUCCEEDED.execute(
+        driver, {"ids": list(delivery_ids), "status_code": status_code, "now": now}
     )
 
 
@@ -227,15 +232,44 @@ async def retry_now(
     return project_id
 
 
-_LOG_ATTEMPTS = insert(DELIVERY_ATTEMPTS)
+ATTEMPT_COLUMNS: Final = (
+    "delivery_id",
+    "subscription_id",
+    "attempted_at",
+    "succeeded",
+    "request_headers",
+    "response_status",
+    "response_body",
+    "latency_ms",
+    "error",
+)
+"""An attempts log row's values (`log_attempts`), in this order."""
+_ATTEMPTS = (
+    func.unnest(
+        *(bindparam(name, type_=ARRAY(DELIVERY_ATTEMPTS.c[name].type)) for name in ATTEMPT_COLUMNS)
+    )
+    .table_valued(*ATTEMPT_COLUMNS)
+    .render_derived(name="attempt")
+)
+_LOG_ATTEMPTS = DriverStatement(
+    insert(DELIVERY_ATTEMPTS).from_select(
+        list(ATTEMPT_COLUMNS), select(*(_ATTEMPTS.c[name] for name in ATTEMPT_COLUMNS))
+    )
+)
 
 
-async def log_attempts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Keep attempts in the attempts log (`delivery_attempts`, rows of its columns: the sender's
-    `attempt_row`): one statement for all of them, so that the sending cycle pays one round
-    trip, not one per POST."""
-    if rows:
-        await session.execute(_LOG_ATTEMPTS, list(rows))
+async def log_attempts(driver: Any, rows: Sequence[Sequence[Any]]) -> None:
+    """Keep attempts in the attempts log (`delivery_attempts`; each row its `ATTEMPT_COLUMNS`
+    values, the request headers a dict or None), sent on `driver` (the asyncpg connection of the
+    caller's transaction): one statement for all of them, the rows as one array per column, so
+    that PostgreSQL runs one insert, not one per POST."""
+    if not rows:
+        return
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    headers = ATTEMPT_COLUMNS.index("request_headers")
+    # Sent past SQLAlchemy's JSON type, which would have serialized them: JSON text.
+    columns[headers] = [None if value is None else json.dumps(value) for value in columns[headers]]
+    await _LOG_ATTEMPTS.execute(driver, dict(zip(ATTEMPT_COLUMNS, columns, strict=True)))
 
 
 async def prune_attempts(session: AsyncSession, *, before: datetime, limit: int) -> int:

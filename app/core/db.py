@@ -97,15 +97,20 @@ class DriverStatement:
     The PostgreSQL fast paths (the worker's lock-free step) run the very statements the general
     path runs through SQLAlchemy, not a hand-written copy: what differs is only who sends them.
     Values a statement binds itself (an enum's value, a literal) travel as parameters too, as
-    SQLAlchemy sends them. Column types' own conversions are not applied: pass values asyncpg
+    SQLAlchemy sends them; a `literal_execute` one is written into the text, as SQLAlchemy
+    writes it. Column types' own conversions are not applied: pass values asyncpg
     takes as they are (aware datetimes, str, int).
     """
 
     def __init__(self, statement: ClauseElement) -> None:
         dialect: Dialect = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
-        self.sql = compiled.string
-        self._names = tuple(compiled.positiontup or ())
+        # A `literal_execute` value (the pending deliveries' 'pending', which a partial index
+        # needs in the text) is written in; the other parameters stay placeholders.
+        unbound = {name: None for name, bind in compiled.binds.items() if bind.required}
+        expanded = compiled.construct_expanded_state(unbound)
+        self.sql = expanded.statement
+        self._names = tuple(expanded.positiontup or ())
         self._bound = dict(compiled.params)
 
     def args(self, params: Mapping[str, Any]) -> list[Any]:

@@ -14,7 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -50,10 +50,11 @@ class Bodies:
         self._size = size
         self._kept: OrderedDict[int, str] = OrderedDict()
 
-    def of(self, change: RegistrationChange) -> str:
-        body = self._kept.get(change.id)
+    def of(self, change_id: int, change: Callable[[], RegistrationChange]) -> str:
+        """Change `change_id`'s body; `change` gives the change when its body is not kept."""
+        body = self._kept.get(change_id)
         if body is None:
-            body = self._kept[change.id] = body_of(change)
+            body = self._kept[change_id] = body_of(change())
             if len(self._kept) > self._size:
                 self._kept.popitem(last=False)
         return body

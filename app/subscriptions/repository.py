@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -15,8 +16,10 @@ from sqlalchemy.orm import aliased
 
 from app.changes import outbox
 from app.changes.outbox import PENDING
+from app.core.db import DriverStatement
 from app.core.models import (
     DELIVERIES,
+    REGISTRATION_CHANGES,
     SUBSCRIPTIONS,
     Delivery,
     RegistrationChange,
@@ -109,7 +112,27 @@ WINDOW: Final = 128
 before it looks at them all."""
 
 
-def _due_among(source: Any) -> Select[Delivery, RegistrationChange]:
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A delivery to send now (`due`): what its sending needs, and its change's row."""
+
+    id: int
+    registration_id: str
+    attempts: int
+    created_at: datetime
+    change_id: int
+    change_row: Any
+    """The change's columns as read (`change`)."""
+
+    def change(self) -> RegistrationChange:
+        """The change, built from its row (not attached to any session)."""
+        return RegistrationChange(**{name: self.change_row[name] for name in _CHANGE_NAMES})
+
+
+_CHANGE_NAMES = tuple(column.key for column in REGISTRATION_CHANGES.c)
+
+
+def _due_among(source: Any) -> Select[*tuple[Any, ...]]:
     """`due`'s query over `source`: the deliveries table's entity, or an alias of a part of it."""
     earlier = aliased(Delivery)
     head = (
@@ -123,13 +146,19 @@ def _due_among(source: Any) -> Select[Delivery, RegistrationChange]:
         .scalar_subquery()
     )
     return (
-        select(source, RegistrationChange)
-        .join(RegistrationChange, RegistrationChange.id == source.change_id)
+        select(
+            source.id.label("delivery_id"),
+            source.attempts.label("delivery_attempts"),
+            source.created_at.label("delivery_created_at"),
+            *REGISTRATION_CHANGES.c,
+        )
+        .select_from(source)
+        .join(REGISTRATION_CHANGES, REGISTRATION_CHANGES.c.id == source.change_id)
         .where(
             source.subscription_id == bindparam("subscription_id"),
             source.state == PENDING,
             source.next_attempt_at <= bindparam("now", type_=DELIVERIES.c.next_attempt_at.type),
-            RegistrationChange.seq.is_not(None),
+            REGISTRATION_CHANGES.c.seq.is_not(None),
             # One array, not an IN list: one statement text for any number in flight, prepared
             # once per connection.
             source.id != all_(bindparam("flying", type_=ARRAY(BigInteger()))),
@@ -140,7 +169,7 @@ def _due_among(source: Any) -> Select[Delivery, RegistrationChange]:
     )
 
 
-_DUE = _due_among(Delivery)
+DUE = _due_among(Delivery)
 _FIRST_PENDING = (
     select(Delivery)
     .where(Delivery.subscription_id == bindparam("subscription_id"), Delivery.state == PENDING)
@@ -148,23 +177,27 @@ _FIRST_PENDING = (
     .limit(WINDOW)
     .cte("first_pending")
 )
-_DUE_AMONG_FIRST = _due_among(aliased(Delivery, _FIRST_PENDING)).add_columns(
-    select(func.count()).select_from(_FIRST_PENDING).scalar_subquery()
+DUE_AMONG_FIRST = _due_among(aliased(Delivery, _FIRST_PENDING)).add_columns(
+    select(func.count()).select_from(_FIRST_PENDING).scalar_subquery().label("examined")
 )
+# Sent by the sender on every cycle: compiled for asyncpg once, the rows read as they come
+# (turning each into ORM objects cost more CPU than the read).
+_DUE = DriverStatement(DUE)
+_DUE_AMONG_FIRST = DriverStatement(DUE_AMONG_FIRST)
 
 
 async def due(
-    session: AsyncSession,
+    driver: Any,
     subscription_id: str,
     *,
     now: datetime,
     limit: int,
     flying: Collection[int] = (),
-) -> list[tuple[Delivery, RegistrationChange]]:
+) -> list[Due]:
     """The subscription's deliveries to send now, in order: pending, due, their change numbered,
     and each the earliest pending delivery of its registration (so a batch holds at most one per
     registration, and a later change never overtakes an earlier one); not those in `flying`
-    (being sent).
+    (being sent). `driver`: the asyncpg connection of the caller's transaction.
 
     Cost: it first looks only at the first `WINDOW` pending deliveries in change order, and at
     all of them only when those hold fewer than `limit` to send (none, or the window is full).
@@ -184,11 +217,20 @@ async def due(
         "limit": limit,
         "flying": list(flying),
     }
-    rows = (await session.execute(_DUE_AMONG_FIRST, parameters)).all()
-    if len(rows) == limit or (rows and rows[0][2] < WINDOW):
-        return [(delivery, change) for delivery, change, _ in rows]
-    result = await session.execute(_DUE, parameters)
-    return [(delivery, change) for delivery, change in result.all()]
+    rows = await _DUE_AMONG_FIRST.fetch(driver, parameters)
+    if not (len(rows) == limit or (rows and rows[0]["examined"] < WINDOW)):
+        rows = await _DUE.fetch(driver, parameters)
+    return [
+        Due(
+            id=row["delivery_id"],
+            registration_id=row["registration_id"],
+            attempts=row["delivery_attempts"],
+            created_at=row["delivery_created_at"],
+            change_id=row["id"],
+            change_row=row,
+        )
+        for row in rows
+    ]
 
 
 async def load(

@@ -35,8 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes import outbox
 from app.changes.signal import ChangeSignal
-from app.core.db import utcnow
-from app.core.models import Delivery, DeliveryState, RegistrationChange, Subscription
+from app.core.db import driver_connection, utcnow
+from app.core.models import DeliveryState, Subscription
 from app.core.settings import Settings
 from app.subscriptions import repository
 from app.subscriptions.delivery import (
@@ -51,6 +51,7 @@ from app.subscriptions.delivery import (
     signing_secrets,
     tls_context,
 )
+from app.subscriptions.repository import Due
 from app.subscriptions.rules import next_attempt
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ LOOK_AGAIN_SECONDS: Final = 1.0
 LINGER_SECONDS: Final = 1.0
 """How long a job with nothing to send waits for news before it ends."""
 
-Finished = list[tuple[Delivery, Attempt]]
+Finished = list[tuple[Due, Attempt]]
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ async def deliver_subscription(
     sessions, settings, signal = sending.sessions, sending.settings, sending.signal
     stop_sending_at = time.monotonic() + budget_seconds - settings.delivery_timeout_seconds
     outcomes: Counter[str] = Counter()
-    flying: dict[asyncio.Task[Attempt], Delivery] = {}
+    flying: dict[asyncio.Task[Attempt], Due] = {}
     finished: Finished = []
     active = True
     idle_since: float | None = None
@@ -105,11 +106,13 @@ async def deliver_subscription(
             token = signal.token()  # before the read: news after it wakes the wait below
             room = CONCURRENCY - len(flying)
             async with sessions.begin() as session:
+                # The cycle's hot statements go to asyncpg directly, in this transaction.
+                driver = await driver_connection(await session.connection())
                 subscription = await repository.for_sending(
                     session, subscription_id, lock=bool(finished)
                 )
                 if subscription is not None and finished:
-                    ended = await _record(session, subscription, finished, settings, rng)
+                    ended = await _record(session, driver, subscription, finished, settings, rng)
                     outcomes.update(ended)
                     active = active and not ended["disabled"]
                 active = (
@@ -118,10 +121,10 @@ async def deliver_subscription(
                     and subscription.enabled
                     and began < stop_sending_at
                 )
-                batch: list[tuple[Delivery, RegistrationChange]] = []
+                batch: list[Due] = []
                 if active and room > 0:
                     batch = await repository.due(
-                        session,
+                        driver,
                         subscription_id,
                         now=utcnow(),
                         limit=room,
@@ -148,13 +151,11 @@ async def deliver_subscription(
     return outcomes
 
 
-def _done(flying: dict[asyncio.Task[Attempt], Delivery]) -> list[asyncio.Task[Attempt]]:
+def _done(flying: dict[asyncio.Task[Attempt], Due]) -> list[asyncio.Task[Attempt]]:
     return [task for task in flying if task.done()]
 
 
-async def _wait(
-    flying: dict[asyncio.Task[Attempt], Delivery], signal: ChangeSignal, token: int
-) -> None:
+async def _wait(flying: dict[asyncio.Task[Attempt], Due], signal: ChangeSignal, token: int) -> None:
     """Until a POST ends, changes are numbered, or `LOOK_AGAIN_SECONDS` pass."""
     if _done(flying):
         return
@@ -171,8 +172,8 @@ def _start(
     http: aiohttp.ClientSession,
     sending: Sending,
     subscription: Subscription,
-    batch: list[tuple[Delivery, RegistrationChange]],
-    flying: dict[asyncio.Task[Attempt], Delivery],
+    batch: list[Due],
+    flying: dict[asyncio.Task[Attempt], Due],
 ) -> None:
     """Start a POST for each delivery of `batch` whose registration has none in flight; when the
     URL may not be called now (`refusal`: the settings narrowed since it was made, or it names an
@@ -186,7 +187,7 @@ def _start(
         settings.subscription_allowed_hosts,
         settings.subscription_allowed_networks,
     )
-    for delivery, change in batch:
+    for delivery in batch:
         if delivery.registration_id in busy:
             continue
         busy.add(delivery.registration_id)
@@ -199,7 +200,7 @@ def _start(
                 subscription.url,
                 secrets,
                 message_id(delivery.id),
-                sending.bodies.of(change),
+                sending.bodies.of(delivery.change_id, delivery.change),
                 seconds=sending.settings.delivery_timeout_seconds,
                 proxy=proxy,
             )
@@ -211,30 +212,32 @@ async def _not_sent(why: str) -> Attempt:
     return Attempt(None, why)
 
 
-def _attempt_row(subscription_id: str, delivery_id: int, attempt: Attempt) -> dict[str, Any]:
-    """The attempts log's row of one attempt (`outbox.log_attempts`)."""
-    return {
-        "delivery_id": delivery_id,
-        "subscription_id": subscription_id,
-        "attempted_at": attempt.at,
-        "succeeded": attempt.succeeded,
-        "request_headers": attempt.request_headers,
-        "response_status": attempt.status_code,
-        "response_body": attempt.response_body,
-        "latency_ms": attempt.latency_ms,
-        "error": attempt.error,
-    }
+def _attempt_row(subscription_id: str, delivery_id: int, attempt: Attempt) -> tuple[Any, ...]:
+    """The attempts log's row of one attempt (`outbox.log_attempts`: its `ATTEMPT_COLUMNS`)."""
+    return (
+        delivery_id,
+        subscription_id,
+        attempt.at,
+        attempt.succeeded,
+        attempt.request_headers,
+        attempt.status_code,
+        attempt.response_body,
+        attempt.latency_ms,
+        attempt.error,
+    )
 
 
 async def _record(
     session: AsyncSession,
+    driver: Any,
     subscription: Subscription,
     finished: Finished,
     settings: Settings,
     rng: random.Random | None,
 ) -> Counter[str]:
     """Write the outcomes of attempts that have ended, and the attempts themselves (the attempts
-    log); the subscription's row is locked (repository.for_sending). Successes take one
+    log), in `session`'s transaction (`driver`: its asyncpg connection); the subscription's row
+    is locked (repository.for_sending). Successes take one
     statement per status code, the log one for all."""
     now = utcnow()
     ended: Counter[str] = Counter()
@@ -280,9 +283,9 @@ async def _record(
         )
         ended["retrying" if retry_at else "failed"] += 1
     for status_code, ids in succeeded.items():
-        await outbox.record_successes(session, ids, status_code, now)
+        await outbox.record_successes(driver, ids, status_code, now)
     await outbox.log_attempts(
-        session, [_attempt_row(subscription.id, d.id, attempt) for d, attempt in finished]
+        driver, [_attempt_row(subscription.id, d.id, attempt) for d, attempt in finished]
     )
     if gone:
         await repository.disable(session, subscription.id, "the receiver answered 410", now)

@@ -6,12 +6,12 @@ parameter, say) cannot use it: with sequential scans off, the plan must name the
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Unpack
+from typing import Any
 
 from sqlalchemy import Select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.db import create_engine
+from app.core.db import create_engine, driver_connection
 from app.core.settings import Settings
 from app.subscriptions import repository
 
@@ -49,7 +49,7 @@ async def fill(connection: AsyncConnection, statements: list[str], **values: Any
         await connection.execute(text(statement), names)
 
 
-async def plan(connection: AsyncConnection, statement: Select[Unpack[tuple[Any, ...]]]) -> str:
+async def plan(connection: AsyncConnection, statement: Select[*tuple[Any, ...]]) -> str:
     sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
     rows = await connection.execute(text(f"EXPLAIN {sql}"))
     return "\n".join(row[0] for row in rows)
@@ -64,8 +64,8 @@ async def test_the_due_look_ups_use_the_pending_deliveries_indexes(settings: Set
             statements = (
                 repository.subscriptions_due_statement(NOW),
                 repository.next_due_statement(NOW - timedelta(seconds=3)),
-                repository._DUE.params(subscription_id="sub_1", now=NOW, limit=32, flying=[0]),
-                repository._DUE_AMONG_FIRST.params(
+                repository.DUE.params(subscription_id="sub_1", now=NOW, limit=32, flying=[0]),
+                repository.DUE_AMONG_FIRST.params(
                     subscription_id="sub_1", now=NOW, limit=32, flying=[0]
                 ),
             )
@@ -110,7 +110,7 @@ async def test_a_backlog_costs_the_due_read_its_window_not_its_length(
     try:
         async with engine.begin() as connection:
             await fill(connection, BACKLOG)
-            statement = repository._DUE_AMONG_FIRST.params(
+            statement = repository.DUE_AMONG_FIRST.params(
                 subscription_id="sub_1", now=NOW, limit=32, flying=[0]
             )
             sql = statement.compile(
@@ -124,9 +124,10 @@ async def test_a_backlog_costs_the_due_read_its_window_not_its_length(
                 if "on deliveries deliveries_1" in line and "loops=" in line
             ]
             assert probes and max(probes) <= repository.WINDOW, explained
-        async with AsyncSession(engine) as session:
-            batch = await repository.due(session, "sub_1", now=NOW, limit=32)
-        changes = [change.seq for _, change in batch]
+        async with engine.connect() as connection:
+            driver = await driver_connection(connection)
+            batch = await repository.due(driver, "sub_1", now=NOW, limit=32)
+        changes = [delivery.change().seq for delivery in batch]
         assert changes == list(range(2001, 2033))  # the first 32, one per registration
     finally:
         await engine.dispose()
@@ -161,8 +162,9 @@ async def test_a_front_blocked_by_retries_holds_back_no_other_registration(
                 ],
                 blocked=blocked,
             )
-        async with AsyncSession(engine) as session:
-            batch = await repository.due(session, "sub_1", now=NOW, limit=32)
-        assert [(d.registration_id, c.seq) for d, c in batch] == [("reg-free", blocked + 1)]
+        async with engine.connect() as connection:
+            driver = await driver_connection(connection)
+            batch = await repository.due(driver, "sub_1", now=NOW, limit=32)
+        assert [(d.registration_id, d.change().seq) for d in batch] == [("reg-free", blocked + 1)]
     finally:
         await engine.dispose()
