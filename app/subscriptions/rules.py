@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import hashlib
+import hmac
+import math
 import random
 import secrets as secrets_module
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from standardwebhooks.webhooks import Webhook
@@ -79,8 +83,28 @@ def new_secret() -> str:
 
 
 def signature(secrets: Sequence[str], message_id: str, at: datetime, body: str) -> str:
-    """The `webhook-signature` header: `v1,<base64>` for each secret, space-separated."""
-    return " ".join(Webhook(secret).sign(message_id, at, body) for secret in secrets)
+    """The `webhook-signature` header: `v1,<base64>` for each secret, space-separated. The same
+    header as the reference library's `Webhook(secret).sign` (tests/api/test_subscription_rules.py
+    checks it) for half its CPU: each secret is decoded and keyed once (`_keyed`), not for every
+    message."""
+    # The reference library's timestamp: `at` read as UTC (whatever its zone), whole seconds
+    # rounded down. Replacing the zone costs more than the rest: skipped when it is UTC already.
+    stamp = math.floor((at if at.tzinfo is UTC else at.replace(tzinfo=UTC)).timestamp())
+    signed = f"{message_id}.{stamp}.{body}".encode()
+    signatures = []
+    for secret in secrets:
+        mac = _keyed(secret).copy()
+        mac.update(signed)
+        signatures.append(f"v1,{base64.b64encode(mac.digest()).decode()}")
+    return " ".join(signatures)
+
+
+@lru_cache(maxsize=256)
+def _keyed(secret: str) -> hmac.HMAC:
+    """An HMAC-SHA256 keyed with `secret`, decoded by the reference library (`Webhook`, which also
+    refuses an empty secret), fed nothing: copied for each message, never fed itself. Cached (the
+    last 256 secrets used): a subscription's secrets sign every one of its deliveries."""
+    return hmac.new(Webhook(secret)._whsecret, digestmod=hashlib.sha256)
 
 
 def next_attempt(

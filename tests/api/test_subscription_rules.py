@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import base64
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 import pytest
@@ -88,6 +89,24 @@ def test_signatures_verify_with_the_reference_library_for_each_secret() -> None:
         }
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(new_secret()).verify(body, headers)
+
+
+@given(
+    keys=st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=3),
+    message=st.text(max_size=40),
+    body=st.text(max_size=300),
+    at=st.datetimes(
+        min_value=datetime(1971, 1, 1),
+        timezones=st.none() | st.sampled_from([UTC, timezone(timedelta(hours=-5))]),
+    ),
+)
+def test_signatures_are_the_reference_library_s_signatures(
+    keys: list[bytes], message: str, body: str, at: datetime
+) -> None:
+    secrets = [f"whsec_{base64.b64encode(key).decode()}" for key in keys]
+    assert signature(secrets, message, at, body) == " ".join(
+        Webhook(secret).sign(message, at, body) for secret in secrets
+    )
 
 
 def test_the_schedule_follows_the_pauses_then_gives_up() -> None:
