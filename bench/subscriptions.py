@@ -37,6 +37,7 @@ from bench.support import (
     T0,
     Helper,
     Stack,
+    analyzed_after,
     change_document,
     change_index,
     cpu_line,
@@ -218,10 +219,12 @@ async def measure(run: Stack, api: Any, worker: Any, events_worker: Any) -> dict
         peak: dict[str, int] = {}
         sampler = asyncio.create_task(backlog(run, peak))
         profiler = start_profiler(args.py_spy, worker.pid, run.log("worker-profile"))
+        analyzing = asyncio.create_task(analyzed_after(run, args.warmup))
         written = await writer.call(
             write_in_process, run.url, run.redis_url, docs, args.rate, args.writers
         )
         cpu = meter.stop()
+        await analyzing
         await wait_until(lambda: all(len(r.received) >= len(docs) for r in receivers), args.drain)
         await asyncio.sleep(0.5)  # anything more than expected would come by now
         if profiler is not None:

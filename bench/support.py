@@ -505,6 +505,16 @@ async def paced(
     return due
 
 
+async def analyzed_after(run: Stack, seconds: float) -> None:
+    """ANALYZE the run's database `seconds` from now (at the end of a warm-up). A production
+    database has statistics of its busy tables (autovacuum analyzes them every minute or so); a
+    database made for the run has none while its tables fill, and the workers' prepared
+    statements keep the plans made for empty tables: a sequential scan of the deliveries for
+    each sending cycle's update, which made one run in three fall seconds behind (2026-12-07)."""
+    await asyncio.sleep(seconds)
+    await run.value("ANALYZE")
+
+
 async def post_callbacks(
     port: int,
     bodies: Sequence[bytes],

@@ -43,6 +43,7 @@ from bench.support import (
     PROJECT_PATH,
     Server,
     Stack,
+    analyzed_after,
     bench_projects,
     callback_body,
     cpu_ms_per_item,
@@ -233,6 +234,7 @@ async def lag_run(
     count, gets = round(args.rate * (args.seconds + args.warmup)), stats["getRegistration"]
     meter = run.cpu(worker=process.pid, api=api.process.pid)
     sent_at = datetime.now(UTC)
+    analyzing = asyncio.create_task(analyzed_after(run, args.warmup))
     posted = await post_callbacks(
         api.port,
         bodies(prefix, count, projects),
@@ -242,6 +244,7 @@ async def lag_run(
     )
     await processed(run, prefix, process)
     cpu = meter.stop()
+    await analyzing
     rows = await run.rows(
         "SELECT received_at, processed_at FROM callback_events WHERE registration_id LIKE"
         " $1 AND received_at >= $2 ORDER BY received_at",

@@ -164,7 +164,7 @@ def _due_among(source: Any) -> Select[*tuple[Any, ...]]:
             source.id != all_(bindparam("flying", type_=ARRAY(BigInteger()))),
             source.change_id == head,
         )
-        .order_by(source.change_id)
+        .order_by(source.subscription_id, source.change_id)
         .limit(bindparam("limit", type_=Integer()))
     )
 
@@ -173,7 +173,11 @@ DUE = _due_among(Delivery)
 _FIRST_PENDING = (
     select(Delivery)
     .where(Delivery.subscription_id == bindparam("subscription_id"), Delivery.state == PENDING)
-    .order_by(Delivery.change_id)
+    # By subscription first, although it is one: only the pending deliveries' index on
+    # (subscription_id, change_id) gives that order. By change_id alone, PostgreSQL walked the
+    # index of every delivery's change_id, skipping other subscriptions' and delivered ones:
+    # 44 ms at 51k deliveries, none pending.
+    .order_by(Delivery.subscription_id, Delivery.change_id)
     .limit(WINDOW)
     .cte("first_pending")
 )
