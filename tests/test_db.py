@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from sqlalchemy import text
+import pytest
+from sqlalchemy import bindparam, column, literal, select, table, text
 from sqlalchemy.engine import make_url
 
-from app.core.db import create_engine
+from app.core.db import DriverStatement, create_engine
 from tests.conftest import make_settings
 
 
@@ -36,3 +37,21 @@ async def test_connection_closed_by_the_server_is_replaced_at_checkout(
         assert second != first
     finally:
         await engine.dispose()
+
+
+def test_a_driver_statement_writes_in_its_literal_values_and_refuses_expanding_ones() -> None:
+    """A `literal_execute` value (a partial index's) is written into the text the driver gets;
+    a parameter whose text depends on its value cannot be compiled once and is refused."""
+    deliveries = table("deliveries", column("id"), column("state"))
+    pending = literal("pending", literal_execute=True)
+    statement = DriverStatement(
+        select(deliveries.c.id).where(
+            deliveries.c.state == pending, deliveries.c.id > bindparam("after")
+        )
+    )
+    assert "'pending'" in statement.sql
+    assert statement.args({"after": 7}) == [7]
+    with pytest.raises(ValueError, match="ids"):
+        DriverStatement(
+            select(deliveries.c.id).where(deliveries.c.id.in_(bindparam("ids", expanding=True)))
+        )

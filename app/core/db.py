@@ -105,8 +105,13 @@ class DriverStatement:
     def __init__(self, statement: ClauseElement) -> None:
         dialect: Dialect = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        for name, bind in compiled.binds.items():
+            # Their text depends on the values: one text for all runs cannot hold them.
+            if bind.expanding or (bind.literal_execute and bind.required):
+                raise ValueError(f"{name}: an expanding or value-less literal parameter")
         # A `literal_execute` value (the pending deliveries' 'pending', which a partial index
-        # needs in the text) is written in; the other parameters stay placeholders.
+        # needs in the text) is written in; the other parameters stay placeholders (the None
+        # given for them here is never written).
         unbound = {name: None for name, bind in compiled.binds.items() if bind.required}
         expanded = compiled.construct_expanded_state(unbound)
         self.sql = expanded.statement

@@ -206,7 +206,7 @@ DUE_AMONG_FIRST = (
     # nothing to send, `due` needs to know whether the window saw them all.
     select(_EXAMINED.c.examined, _DUE_IN_WINDOW)
     .select_from(_EXAMINED.outerjoin(_DUE_IN_WINDOW, true()))
-    .order_by(_DUE_IN_WINDOW.c.id)
+    .order_by(_DUE_IN_WINDOW.c.id)  # the change's id: the rows carry the change's columns
 )
 # Sent by the sender on every cycle: compiled for asyncpg once, the rows read as they come
 # (turning each into ORM objects cost more CPU than the read).

@@ -102,7 +102,8 @@ def _keyed(secret: str) -> hmac.HMAC:
     """An HMAC-SHA256 keyed with `secret` (`whsec_` and the key in base64, as Standard Webhooks
     writes it), fed nothing: copied for each message, never fed itself. Cached (the last 256
     secrets used): a subscription's secrets sign every one of its deliveries."""
-    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    # Padding added as the reference library adds it: a secret written without it is read.
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX) + "==")
     if not key:
         raise ValueError("a signing secret holds no key")
     return hmac.new(key, digestmod=hashlib.sha256)

@@ -106,11 +106,13 @@ async def deliver_subscription(
             token = signal.token()  # before the read: news after it wakes the wait below
             room = CONCURRENCY - len(flying)
             async with sessions.begin() as session:
-                # The cycle's hot statements go to asyncpg directly, in this transaction.
-                driver = await driver_connection(await session.connection())
                 subscription = await repository.for_sending(
                     session, subscription_id, lock=bool(finished)
                 )
+                # The cycle's hot statements go to asyncpg directly, in this transaction: its
+                # BEGIN went with the read above (SQLAlchemy begins at a session's first
+                # statement), so nothing sent on `driver` commits on its own.
+                driver = await driver_connection(await session.connection())
                 if subscription is not None and finished:
                     ended = await _record(session, driver, subscription, finished, settings, rng)
                     outcomes.update(ended)
@@ -214,17 +216,18 @@ async def _not_sent(why: str) -> Attempt:
 
 def _attempt_row(subscription_id: str, delivery_id: int, attempt: Attempt) -> tuple[Any, ...]:
     """The attempts log's row of one attempt (`outbox.log_attempts`: its `ATTEMPT_COLUMNS`)."""
-    return (
-        delivery_id,
-        subscription_id,
-        attempt.at,
-        attempt.succeeded,
-        attempt.request_headers,
-        attempt.status_code,
-        attempt.response_body,
-        attempt.latency_ms,
-        attempt.error,
-    )
+    values = {
+        "delivery_id": delivery_id,
+        "subscription_id": subscription_id,
+        "attempted_at": attempt.at,
+        "succeeded": attempt.succeeded,
+        "request_headers": attempt.request_headers,
+        "response_status": attempt.status_code,
+        "response_body": attempt.response_body,
+        "latency_ms": attempt.latency_ms,
+        "error": attempt.error,
+    }
+    return tuple(values[name] for name in outbox.ATTEMPT_COLUMNS)
 
 
 async def _record(

@@ -109,6 +109,12 @@ def test_signatures_are_the_reference_library_s_signatures(
     )
 
 
+def test_a_secret_written_without_its_padding_signs_as_the_reference_library() -> None:
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0").decode().rstrip("=")
+    at = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    assert signature([secret], "msg_1", at, "{}") == Webhook(secret).sign("msg_1", at, "{}")
+
+
 def test_the_schedule_follows_the_pauses_then_gives_up() -> None:
     rng = random.Random(1)
     at = next_attempt(

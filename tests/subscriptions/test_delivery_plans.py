@@ -49,6 +49,20 @@ async def fill(connection: AsyncConnection, statements: list[str], **values: Any
         await connection.execute(text(statement), names)
 
 
+def assert_reads_pending_indexes(explained: str) -> None:
+    """Every scan of deliveries in the plan `explained` is one of a pending deliveries' index (a
+    bitmap heap scan's rows come from its index scan, the line below it)."""
+    reads = [
+        line
+        for line in explained.splitlines()
+        if (" on deliveries" in line or "Scan on ix_deliveries" in line)
+        and "Bitmap Heap Scan" not in line
+    ]
+    assert reads, explained
+    for read in reads:
+        assert "ix_deliveries_pending_" in read, explained
+
+
 async def plan(connection: AsyncConnection, statement: Select[*tuple[Any, ...]]) -> str:
     sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
     rows = await connection.execute(text(f"EXPLAIN {sql}"))
@@ -70,18 +84,7 @@ async def test_the_due_look_ups_use_the_pending_deliveries_indexes(settings: Set
                 ),
             )
             for statement in statements:
-                explained = await plan(connection, statement)
-                # Every scan of deliveries (a bitmap heap scan's rows come from its index scan,
-                # the line below it) is one of a pending index.
-                reads = [
-                    line
-                    for line in explained.splitlines()
-                    if (" on deliveries" in line or "Scan on ix_deliveries" in line)
-                    and "Bitmap Heap Scan" not in line
-                ]
-                assert reads, explained
-                for read in reads:
-                    assert "ix_deliveries_pending_" in read, explained
+                assert_reads_pending_indexes(await plan(connection, statement))
     finally:
         await engine.dispose()
 
@@ -192,16 +195,7 @@ async def test_a_subscription_with_nothing_pending_reads_no_delivered_one(
             )
             values = {"subscription_id": "sub_1", "now": NOW, "limit": 32, "flying": [0]}
             for statement in (repository._DUE_AMONG_FIRST, repository._DUE):
-                explained = await generic_plan(connection, statement, values)
-                reads = [
-                    line
-                    for line in explained.splitlines()
-                    if (" on deliveries" in line or "Scan on ix_deliveries" in line)
-                    and "Bitmap Heap Scan" not in line
-                ]
-                assert reads, explained
-                for read in reads:
-                    assert "ix_deliveries_pending_" in read, explained
+                assert_reads_pending_indexes(await generic_plan(connection, statement, values))
     finally:
         await engine.dispose()
 
