@@ -117,8 +117,6 @@ async def next_due(session: AsyncSession, now: datetime) -> datetime | None:
     return result.scalar_one_or_none()
 
 
-# The deliveries to send, built once: building these statements (an aliased, correlated subquery)
-# cost more CPU than running them, once per sending cycle.
 WINDOW: Final = 128
 """How many of a subscription's pending deliveries, the first in change order, `due` looks at
 before it looks at them all."""
@@ -144,6 +142,8 @@ class Due:
 _CHANGE_NAMES = tuple(column.key for column in REGISTRATION_CHANGES.c)
 
 
+# The deliveries to send, built once: building these statements (an aliased, correlated subquery)
+# cost more CPU than running them, once per sending cycle.
 def _due_among(source: Any) -> Select[*tuple[Any, ...]]:
     """`due`'s query over `source`: the deliveries table's entity, or an alias of a part of it."""
     earlier = aliased(Delivery)
