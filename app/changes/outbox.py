@@ -12,7 +12,7 @@ matched exactly with replace(): plain SQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -243,7 +243,7 @@ ATTEMPT_COLUMNS: Final = (
     "latency_ms",
     "error",
 )
-"""An attempts log row's values (`log_attempts`), in this order."""
+"""The attempts log's columns `log_attempts` writes."""
 _ATTEMPTS = (
     func.unnest(
         *(bindparam(name, type_=ARRAY(DELIVERY_ATTEMPTS.c[name].type)) for name in ATTEMPT_COLUMNS)
@@ -258,18 +258,19 @@ _LOG_ATTEMPTS = DriverStatement(
 )
 
 
-async def log_attempts(driver: Any, rows: Sequence[Sequence[Any]]) -> None:
-    """Keep attempts in the attempts log (`delivery_attempts`; each row its `ATTEMPT_COLUMNS`
-    values, the request headers a dict or None), sent on `driver` (the asyncpg connection of the
+async def log_attempts(driver: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Keep attempts in the attempts log (`delivery_attempts`; each row its `ATTEMPT_COLUMNS` by
+    name, the request headers a dict or None), sent on `driver` (the asyncpg connection of the
     caller's transaction): one statement for all of them, the rows as one array per column, so
     that PostgreSQL runs one insert, not one per POST."""
     if not rows:
         return
-    columns = [list(column) for column in zip(*rows, strict=True)]
-    headers = ATTEMPT_COLUMNS.index("request_headers")
+    columns = {name: [row[name] for row in rows] for name in ATTEMPT_COLUMNS}
     # Sent past SQLAlchemy's JSON type, which would have serialized them: JSON text.
-    columns[headers] = [None if value is None else json.dumps(value) for value in columns[headers]]
-    await _LOG_ATTEMPTS.execute(driver, dict(zip(ATTEMPT_COLUMNS, columns, strict=True)))
+    columns["request_headers"] = [
+        None if value is None else json.dumps(value) for value in columns["request_headers"]
+    ]
+    await _LOG_ATTEMPTS.execute(driver, columns)
 
 
 async def prune_attempts(session: AsyncSession, *, before: datetime, limit: int) -> int:

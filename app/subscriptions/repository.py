@@ -142,8 +142,6 @@ class Due:
 _CHANGE_NAMES = tuple(column.key for column in REGISTRATION_CHANGES.c)
 
 
-# The deliveries to send, built once: building these statements (an aliased, correlated subquery)
-# cost more CPU than running them, once per sending cycle.
 def _due_among(source: Any) -> Select[*tuple[Any, ...]]:
     """`due`'s query over `source`: the deliveries table's entity, or an alias of a part of it."""
     earlier = aliased(Delivery)
@@ -191,6 +189,8 @@ def _in_change_order(change_id: Any) -> Any:
     return change_id + literal_column("0")
 
 
+# The deliveries to send, built once: building these statements (an aliased, correlated subquery)
+# cost more CPU than running them, once per sending cycle.
 DUE = _due_among(Delivery)
 _FIRST_PENDING = (
     select(Delivery)

@@ -214,9 +214,9 @@ async def _not_sent(why: str) -> Attempt:
     return Attempt(None, why)
 
 
-def _attempt_row(subscription_id: str, delivery_id: int, attempt: Attempt) -> tuple[Any, ...]:
-    """The attempts log's row of one attempt (`outbox.log_attempts`: its `ATTEMPT_COLUMNS`)."""
-    values = {
+def _attempt_row(subscription_id: str, delivery_id: int, attempt: Attempt) -> dict[str, Any]:
+    """The attempts log's row of one attempt (`outbox.log_attempts`)."""
+    return {
         "delivery_id": delivery_id,
         "subscription_id": subscription_id,
         "attempted_at": attempt.at,
@@ -227,7 +227,6 @@ def _attempt_row(subscription_id: str, delivery_id: int, attempt: Attempt) -> tu
         "latency_ms": attempt.latency_ms,
         "error": attempt.error,
     }
-    return tuple(values[name] for name in outbox.ATTEMPT_COLUMNS)
 
 
 async def _record(

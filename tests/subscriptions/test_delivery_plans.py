@@ -17,6 +17,19 @@ from app.subscriptions import repository
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
 
+
+def every_delivery(state: str, next_attempt_at: str, where: str = "TRUE", attempts: int = 0) -> str:
+    """An INSERT of a delivery of each change `c` to each subscription `s` where `where` holds,
+    `state` and `next_attempt_at` SQL over them."""
+    # This module's own SQL fragments, no outside input.
+    return (
+        "INSERT INTO deliveries (subscription_id, change_id, registration_id, project_id, state,"  # noqa: S608
+        " attempts, next_attempt_at, created_at, updated_at)"
+        f" SELECT s.id, c.id, c.registration_id, 'plans', {state}, {attempts}, {next_attempt_at},"
+        f" now(), now() FROM registration_changes c CROSS JOIN subscriptions s WHERE {where}"
+    )
+
+
 FILL = [
     "INSERT INTO projects (id, name, from_settings, created_at, updated_at)"
     " VALUES ('plans', 'plans', false, now(), now()) ON CONFLICT DO NOTHING",
@@ -28,13 +41,11 @@ FILL = [
     " SELECT 'reg-' || (n % 300), 'status', 'IN_PROGRESS', now(), 'callback', now(), now(),"
     " now(), '[]', '[]', 'plans', n FROM generate_series(1, 4000) n",
     # Most deliveries succeeded long ago; the newest few of each subscription are pending.
-    "INSERT INTO deliveries (subscription_id, change_id, registration_id, project_id, state,"
-    " attempts, next_attempt_at, created_at, updated_at)"
-    " SELECT s.id, c.id, c.registration_id, 'plans',"
-    " CASE WHEN c.seq > 3950 THEN 'pending' ELSE 'succeeded' END, 0,"
-    " CASE WHEN c.seq > 3950"
-    " THEN CAST(:now AS timestamptz) - interval '1 second' * (c.seq % 7) END, now(), now()"
-    " FROM registration_changes c CROSS JOIN subscriptions s",
+    every_delivery(
+        "CASE WHEN c.seq > 3950 THEN 'pending' ELSE 'succeeded' END",
+        "CASE WHEN c.seq > 3950"
+        " THEN CAST(:now AS timestamptz) - interval '1 second' * (c.seq % 7) END",
+    ),
     "ANALYZE deliveries",
     "ANALYZE subscriptions",
     "ANALYZE registration_changes",
@@ -93,12 +104,10 @@ BACKLOG = [
     *FILL[:3],
     # sub_1 fell behind: 2,000 deliveries pending and due, over 300 registrations, the statistics
     # fresh (autovacuum analyzes a table this busy every few seconds).
-    "INSERT INTO deliveries (subscription_id, change_id, registration_id, project_id, state,"
-    " attempts, next_attempt_at, created_at, updated_at)"
-    " SELECT s.id, c.id, c.registration_id, 'plans',"
-    " CASE WHEN c.seq > 2000 AND s.id = 'sub_1' THEN 'pending' ELSE 'succeeded' END, 0,"
-    " CASE WHEN c.seq > 2000 AND s.id = 'sub_1' THEN CAST(:now AS timestamptz) END, now(), now()"
-    " FROM registration_changes c CROSS JOIN subscriptions s",
+    every_delivery(
+        "CASE WHEN c.seq > 2000 AND s.id = 'sub_1' THEN 'pending' ELSE 'succeeded' END",
+        "CASE WHEN c.seq > 2000 AND s.id = 'sub_1' THEN CAST(:now AS timestamptz) END",
+    ),
     *FILL[4:],
 ]
 
@@ -178,18 +187,13 @@ async def test_a_subscription_with_nothing_pending_reads_no_delivered_one(
                 [
                     *FILL[:3],
                     # Analyzed at 2,000 deliveries, a tenth pending; then 10 times as many.
-                    "INSERT INTO deliveries (subscription_id, change_id, registration_id,"
-                    " project_id, state, attempts, next_attempt_at, created_at, updated_at)"
-                    " SELECT s.id, c.id, c.registration_id, 'plans',"
-                    " CASE WHEN c.seq % 10 = 0 THEN 'pending' ELSE 'succeeded' END, 0,"
-                    " CAST(:now AS timestamptz), now(), now()"
-                    " FROM registration_changes c CROSS JOIN subscriptions s WHERE c.seq <= 400",
+                    every_delivery(
+                        "CASE WHEN c.seq % 10 = 0 THEN 'pending' ELSE 'succeeded' END",
+                        "CAST(:now AS timestamptz)",
+                        "c.seq <= 400",
+                    ),
                     *FILL[4:],
-                    "INSERT INTO deliveries (subscription_id, change_id, registration_id,"
-                    " project_id, state, attempts, next_attempt_at, created_at, updated_at)"
-                    " SELECT s.id, c.id, c.registration_id, 'plans', 'succeeded', 1, NULL,"
-                    " now(), now()"
-                    " FROM registration_changes c CROSS JOIN subscriptions s WHERE c.seq > 400",
+                    every_delivery("'succeeded'", "NULL", "c.seq > 400", attempts=1),
                     "UPDATE deliveries SET state = 'succeeded', next_attempt_at = NULL",
                 ],
             )
@@ -220,12 +224,12 @@ async def test_a_front_blocked_by_retries_holds_back_no_other_registration(
                     " 'status', 'IN_PROGRESS', now(), 'callback', now(), now(), now(), '[]', '[]',"
                     " 'plans', n FROM generate_series(1, :blocked + 1) n",
                     # The stuck registration's first delivery waits an hour for its retry.
-                    "INSERT INTO deliveries (subscription_id, change_id, registration_id,"
-                    " project_id, state, attempts, next_attempt_at, created_at, updated_at)"
-                    " SELECT 'sub_1', c.id, c.registration_id, 'plans', 'pending', 0,"
-                    " CASE WHEN c.seq = 1 THEN CAST(:now AS timestamptz) + interval '1 hour'"
-                    " ELSE CAST(:now AS timestamptz) END, now(), now()"
-                    " FROM registration_changes c",
+                    every_delivery(
+                        "'pending'",
+                        "CASE WHEN c.seq = 1 THEN CAST(:now AS timestamptz) + interval '1 hour'"
+                        " ELSE CAST(:now AS timestamptz) END",
+                        "s.id = 'sub_1'",
+                    ),
                 ],
                 blocked=blocked,
             )
