@@ -17,7 +17,6 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
-    literal_column,
     select,
     true,
     update,
@@ -98,15 +97,26 @@ async def subscriptions_due(session: AsyncSession, now: datetime) -> list[str]:
 
 
 def next_due_statement(now: datetime) -> Select[datetime | None]:
-    """`next_due`'s query: the pending deliveries' partial index in next-attempt order."""
-    return (
-        select(func.min(Delivery.next_attempt_at))
-        .join(Subscription, Subscription.id == Delivery.subscription_id)
+    """`next_due`'s query: one probe per enabled subscription of its pending deliveries' index
+    (subscription, next attempt), as `subscriptions_due`; no index of every pending delivery by
+    next attempt is kept (each delivery written would write it too, and it gave the window of
+    `due` a plan that read the whole backlog: migration 0019)."""
+    upcoming = (
+        select(Delivery.next_attempt_at.label("at"))
         .where(
+            Delivery.subscription_id == Subscription.id,
             Delivery.state == PENDING,
             Delivery.next_attempt_at > now,
-            Subscription.enabled.is_(True),
         )
+        .order_by(Delivery.next_attempt_at)
+        .limit(1)
+        .lateral("upcoming")
+    )
+    return (
+        select(func.min(upcoming.c.at))
+        .select_from(Subscription)
+        .join(upcoming, true())
+        .where(Subscription.enabled.is_(True))
     )
 
 
@@ -174,19 +184,9 @@ def _due_among(source: Any) -> Select[*tuple[Any, ...]]:
             source.id != all_(bindparam("flying", type_=ARRAY(BigInteger()))),
             source.change_id == head,
         )
-        .order_by(_in_change_order(source.change_id))
+        .order_by(source.change_id)
         .limit(bindparam("limit", type_=Integer()))
     )
-
-
-def _in_change_order(change_id: Any) -> Any:
-    """`change_id + 0`: the change order, as an expression no index gives. PostgreSQL then reads
-    a subscription's pending deliveries from their own indexes and sorts them, whatever its
-    statistics say. By the column, a plan kept for the prepared statement walked the index of
-    every delivery's change_id instead, skipping the delivered ones (26-44 ms at 51k deliveries,
-    none pending, in bench.worker); ordering by (subscription_id, change_id) does not prevent it:
-    the planner drops a column an equality fixes."""
-    return change_id + literal_column("0")
 
 
 # The deliveries to send, built once: building these statements (an aliased, correlated subquery)
@@ -195,7 +195,7 @@ DUE = _due_among(Delivery)
 _FIRST_PENDING = (
     select(Delivery)
     .where(Delivery.subscription_id == bindparam("subscription_id"), Delivery.state == PENDING)
-    .order_by(_in_change_order(Delivery.change_id))
+    .order_by(Delivery.change_id)
     .limit(WINDOW)
     .cte("first_pending")
 )
