@@ -57,7 +57,7 @@ from app.subscriptions.rules import next_attempt
 
 log = logging.getLogger(__name__)
 
-CYCLE_SECONDS: Final = 0.2
+CYCLE_SECONDS: Final = 0.1
 """At most one cycle (one transaction) per this, unless `FULL_BATCH` POSTs ended sooner: what a
 delivery may wait for its batch."""
 FULL_BATCH: Final = CONCURRENCY // 2
