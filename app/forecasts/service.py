@@ -12,10 +12,16 @@ One run, in four steps, each bounded:
    overdue gets a change of kind `overdue` on the feed (and so its subscribers' deliveries), in
    the transaction that marks it: once, however many runs find it still overdue.
 A read (app/forecasts/queries.py) then costs one indexed look-up, whatever the history holds.
+
+The cron runs in the callbacks' worker, on its event loop: the steps' pure work (deriving, the
+quantiles, the forecasts) runs in a thread (`asyncio.to_thread`), so that the interpreter switches
+back to the callbacks' jobs every few milliseconds; on the loop, one batch held them for up to
+170 ms (`bench.forecasts`, "the event loop held").
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -70,6 +76,15 @@ async def derive_stale(session: AsyncSession, now: datetime) -> int:
     found = await repository.stale(session, STALE_BATCH)
     if not found:
         return 0
+    derived, decided = await asyncio.to_thread(_derive, found, now)
+    await repository.replace_stays(session, derived, now)
+    await repository.write_forecasts(session, decided, now)
+    return len(found)
+
+
+def _derive(found: list[repository.Stale], now: datetime) -> tuple[list[Any], list[Any]]:
+    """Step 1's work on the registrations read: their stays and clocks, and the forecasts of
+    those decided or not submitted. Pure; run in a thread (module docstring)."""
     derived = []
     decided = []
     for registration in found:
@@ -84,9 +99,7 @@ async def derive_stale(session: AsyncSession, now: datetime) -> int:
         derived.append((registration, stays_of(entries), clock, sinch, customer))
         if clock.decided_at is not None or clock.submitted_at is None:
             decided.append((registration.id, model.forecast(clock, [], registration.eta_date, now)))
-    await repository.replace_stays(session, derived, now)
-    await repository.write_forecasts(session, decided, now)
-    return len(found)
+    return derived, decided
 
 
 def time_in_state_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
@@ -173,15 +186,7 @@ async def forecast_undecided(
     """Step 4 for up to `FORECAST_BATCH` undecided registrations after id `after`. Answers how
     many were forecast, how many became overdue, and the id to go on after (None at the end)."""
     found = await repository.undecided(session, after, FORECAST_BATCH)
-    forecasts = []
-    newly_overdue: dict[str, list[str]] = defaultdict(list)
-    for registration in found:
-        group = (registration.project_id, registration.market_code, registration.registration_type)
-        bins = curves.get(group, [])
-        forecast = model.forecast(registration.clock, bins, registration.eta_date, now)
-        forecasts.append((registration.id, forecast))
-        if forecast.overdue and not registration.overdue:
-            newly_overdue[registration.status].append(registration.id)
+    forecasts, newly_overdue = await asyncio.to_thread(_forecast_each, found, curves, now)
     await repository.write_forecasts(session, forecasts, now)
     for status, ids in newly_overdue.items():
         await changes.record(
@@ -196,6 +201,23 @@ async def forecast_undecided(
     became = sum(len(ids) for ids in newly_overdue.values())
     last = found[-1].id if len(found) == FORECAST_BATCH else None
     return len(found), became, last
+
+
+def _forecast_each(
+    found: list[repository.Undecided], curves: dict[Group, Bins], now: datetime
+) -> tuple[list[Any], dict[str, list[str]]]:
+    """Step 4's work on the registrations read: each one's forecast, and the ids newly overdue
+    by status. Pure; run in a thread (module docstring)."""
+    forecasts = []
+    newly_overdue: dict[str, list[str]] = defaultdict(list)
+    for registration in found:
+        group = (registration.project_id, registration.market_code, registration.registration_type)
+        bins = curves.get(group, [])
+        forecast = model.forecast(registration.clock, bins, registration.eta_date, now)
+        forecasts.append((registration.id, forecast))
+        if forecast.overdue and not registration.overdue:
+            newly_overdue[registration.status].append(registration.id)
+    return forecasts, newly_overdue
 
 
 async def refresh(
@@ -218,9 +240,11 @@ async def refresh(
         if out_of_time():
             return Report(derived, 0, 0, complete=False)
     async with sessionmaker.begin() as session:
-        figures = time_in_state_rows(await repository.stay_bins(session, now), now)
+        stay_bins = await repository.stay_bins(session, now)
+        figures = await asyncio.to_thread(time_in_state_rows, stay_bins, now)
         await repository.replace_time_in_state(session, figures)
-        curve_rows = decision_curve_rows(await repository.clock_bins(session, now), now)
+        clock_bins = await repository.clock_bins(session, now)
+        curve_rows = await asyncio.to_thread(decision_curve_rows, clock_bins, now)
         await repository.replace_decision_curves(session, curve_rows)
     curves: dict[Group, Bins] = {
         (row["project_id"], row["market_code"], row["registration_type"]): [

@@ -291,7 +291,6 @@ def build_worker_settings(settings: Settings) -> type:
         )
 
     backstop = settings.job_max_tries + 2
-    backstop = settings.job_max_tries + 2
     attributes: dict[str, Any] = {
         "functions": [
             # Our own give-up comes at `job_max_tries`; arq's limit is a backstop above it (a job
