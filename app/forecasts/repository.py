@@ -59,9 +59,11 @@ class Stale:
     """(to_status, at) in the order applied."""
 
 
-async def stale(session: AsyncSession, limit: int) -> list[Stale]:
-    """Up to `limit` registrations changed since their stays were derived (or never derived),
-    with their history: `registrations.updated_at` moves with every write of the registration."""
+async def stale(session: AsyncSession, after: str, limit: int) -> list[Stale]:
+    """Up to `limit` registrations after id `after`, in id order, changed since their stays were
+    derived (or never derived), with their history: `registrations.updated_at` moves with every
+    write of the registration. In id order from a cursor, each batch reads on from where the last
+    stopped: without one, each batch walked again past every registration already derived."""
     f = REGISTRATION_FORECASTS
     rows = (
         await session.execute(
@@ -75,7 +77,11 @@ async def stale(session: AsyncSession, limit: int) -> list[Stale]:
                 REGISTRATIONS.c.sinch,
             )
             .select_from(REGISTRATIONS.outerjoin(f, f.c.registration_id == REGISTRATIONS.c.id))
-            .where(or_(f.c.registration_id.is_(None), f.c.stays_from != REGISTRATIONS.c.updated_at))
+            .where(
+                REGISTRATIONS.c.id > after,
+                or_(f.c.registration_id.is_(None), f.c.stays_from != REGISTRATIONS.c.updated_at),
+            )
+            .order_by(REGISTRATIONS.c.id)
             .limit(limit)
         )
     ).all()

@@ -71,15 +71,16 @@ def _months_back(start: date, count: int) -> list[date]:
     return months
 
 
-async def derive_stale(session: AsyncSession, now: datetime) -> int:
-    """Step 1 for up to `STALE_BATCH` registrations; answers how many."""
-    found = await repository.stale(session, STALE_BATCH)
+async def derive_stale(session: AsyncSession, after: str, now: datetime) -> tuple[int, str | None]:
+    """Step 1 for up to `STALE_BATCH` registrations after id `after`; answers how many, and the
+    id to go on after (None at the end)."""
+    found = await repository.stale(session, after, STALE_BATCH)
     if not found:
-        return 0
+        return 0, None
     derived, decided = await asyncio.to_thread(_derive, found, now)
     await repository.replace_stays(session, derived, now)
     await repository.write_forecasts(session, decided, now)
-    return len(found)
+    return len(found), found[-1].id if len(found) == STALE_BATCH else None
 
 
 def _derive(found: list[repository.Stale], now: datetime) -> tuple[list[Any], list[Any]]:
@@ -231,13 +232,12 @@ async def refresh(
         return stop_at is not None and time.monotonic() >= stop_at
 
     derived = 0
-    while True:
+    cursor: str | None = ""
+    while cursor is not None:
         async with sessionmaker.begin() as session:
-            batch = await derive_stale(session, now)
+            batch, cursor = await derive_stale(session, cursor, now)
         derived += batch
-        if batch < STALE_BATCH:
-            break
-        if out_of_time():
+        if cursor is not None and out_of_time():
             return Report(derived, 0, 0, complete=False)
     async with sessionmaker.begin() as session:
         stay_bins = await repository.stay_bins(session, now)
