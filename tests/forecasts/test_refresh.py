@@ -147,3 +147,20 @@ async def test_a_registration_written_again_is_derived_again(sessionmaker: Sessi
         assert (row.outcome, row.basis, row.overdue) == ("REJECTED", "decided", False)
         stays = (await session.scalars(select(RegistrationStay))).all()
     assert [(s.status, s.left_at) for s in stays] == [("IN_QUEUE", NOW - DAY)]
+
+
+async def test_more_than_a_batch_is_derived_and_a_run_out_of_time_goes_on_next_time(
+    sessionmaker: Sessions,
+) -> None:
+    """Step 1 pages by id: every registration is derived, the second batch included, and a run
+    stopped at its budget after the first batch leaves the rest to the next run."""
+    count = service.STALE_BATCH + 3
+    for n in range(count):
+        await put_document(sessionmaker, document(f"r-{n:04}", "GB", [("IN_QUEUE", NOW - DAY)]))
+    stopped = await service.refresh(sessionmaker, now=NOW, stop_at=0.0)  # out of time at once
+    assert (stopped.derived, stopped.complete) == (service.STALE_BATCH, False)
+    report = await service.refresh(sessionmaker, now=NOW)
+    assert (report.derived, report.complete) == (3, True)
+    async with sessionmaker() as session:
+        derived = await session.scalar(select(func.count()).select_from(RegistrationForecast))
+    assert derived == count
