@@ -62,6 +62,28 @@ def test_upgrade_downgrade_upgrade_and_models_agree(empty_database_url: str) -> 
     tables, differences = asyncio.run(_inspect(empty_database_url))
     assert set(Base.metadata.tables) <= set(tables)
     assert differences == [], f"models and migrations disagree: {differences}"
+    # What alembic's comparison does not look at: each index's method and whether it is partial.
+    definitions = asyncio.run(_index_definitions(empty_database_url))
+    for table in Base.metadata.tables.values():
+        for index in table.indexes:
+            definition = definitions[index.name]
+            using = index.dialect_options["postgresql"]["using"] or "btree"
+            assert f" USING {using} (" in definition, definition
+            partial = index.dialect_options["postgresql"]["where"] is not None
+            assert (" WHERE " in definition) == partial, definition
+    assert "ix_deliveries_pending_next_attempt_at" not in definitions  # dropped by 0019
+
+
+async def _index_definitions(url: str) -> dict[str, str]:
+    engine = create_engine(Settings(_env_file=None, database_url=url))  # type: ignore[call-arg]
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'")
+            )
+            return {name: definition for name, definition in rows}
+    finally:
+        await engine.dispose()
 
 
 async def _seed_before_facts(url: str) -> None:

@@ -3,8 +3,8 @@ same from the command line. Owns its short transactions, like app/events/service
 
 One run, in four steps, each bounded:
 1. derive again the stays and decision clock of every registration written since they were
-   derived (`registrations.updated_at`), `STALE_BATCH` registrations a transaction: the cost
-   follows what changed, not the history's size;
+   derived (`registrations.updated_at`), `STALE_BATCH` registrations a transaction in id order,
+   each batch reading on from the last: the cost follows what changed, not the history's size;
 2. rebuild `time_in_state`: every stay counted in bins by one aggregate statement, then the
    quantiles per market, type and state for each window start month (`WINDOW_MONTHS`);
 3. rebuild `decision_curves` the same way from the decision clocks;
@@ -16,7 +16,7 @@ A read (app/forecasts/queries.py) then costs one indexed look-up, whatever the h
 The cron runs in the callbacks' worker, on its event loop: the steps' pure work (deriving, the
 quantiles, the forecasts) runs in a thread (`asyncio.to_thread`), so that the interpreter switches
 back to the callbacks' jobs every few milliseconds; on the loop, one batch held them for up to
-170 ms (`bench.forecasts`, "the event loop held").
+174 ms (`bench.forecasts`, "the event loop held").
 """
 
 from __future__ import annotations

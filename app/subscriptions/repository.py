@@ -17,6 +17,7 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
+    literal_column,
     select,
     true,
     update,
@@ -184,9 +185,19 @@ def _due_among(source: Any) -> Select[*tuple[Any, ...]]:
             source.id != all_(bindparam("flying", type_=ARRAY(BigInteger()))),
             source.change_id == head,
         )
-        .order_by(source.change_id)
+        .order_by(_in_change_order(source.change_id))
         .limit(bindparam("limit", type_=Integer()))
     )
+
+
+def _in_change_order(change_id: Any) -> Any:
+    """`change_id + 0`: the change order, as an expression no index gives. Over the window it is
+    a sort of at most `WINDOW` rows either way; over the whole table (`DUE`, the fallback) it keeps
+    PostgreSQL from walking the changes' primary key in order and probing each change's
+    deliveries, skipping the delivered ones (as a kept plan walked the b-tree of every delivery's
+    change: 26-44 ms at 51k deliveries, migration 0019): it reads the subscription's pending
+    deliveries from their own indexes and sorts them."""
+    return change_id + literal_column("0")
 
 
 # The deliveries to send, built once: building these statements (an aliased, correlated subquery)

@@ -34,11 +34,14 @@ BY_NEXT_ATTEMPT = "ix_deliveries_pending_next_attempt_at"
 
 
 def _by_change(using: str) -> None:
-    # Built beside the old one, then renamed: the cascades keep an index all along.
+    # Built beside the old one, then renamed: the cascades keep an index all along. Each step
+    # tolerates a run stopped half-way (CONCURRENTLY cannot be rolled back): an INVALID build
+    # left behind is dropped first, and the old index may already be gone.
+    op.drop_index(BUILDING, table_name="deliveries", postgresql_concurrently=True, if_exists=True)
     op.create_index(
         BUILDING, "deliveries", ["change_id"], postgresql_using=using, postgresql_concurrently=True
     )
-    op.drop_index(BY_CHANGE, table_name="deliveries", postgresql_concurrently=True)
+    op.drop_index(BY_CHANGE, table_name="deliveries", postgresql_concurrently=True, if_exists=True)
     op.execute(f"ALTER INDEX {BUILDING} RENAME TO {BY_CHANGE}")
 
 
@@ -47,7 +50,9 @@ def _by_change(using: str) -> None:
 def upgrade() -> None:
     with op.get_context().autocommit_block():
         _by_change("hash")
-        op.drop_index(BY_NEXT_ATTEMPT, table_name="deliveries", postgresql_concurrently=True)
+        op.drop_index(
+            BY_NEXT_ATTEMPT, table_name="deliveries", postgresql_concurrently=True, if_exists=True
+        )
 
 
 def downgrade() -> None:

@@ -52,8 +52,8 @@ async def test_the_batch_fills_as_posts_end_until_it_is_full() -> None:
     """One short of a full batch, the cycle waits; the POST that completes it ends the wait."""
     tasks = flying(ended=sender.FULL_BATCH - 1, running=2)
     await asyncio.sleep(0)
+    waiting = asyncio.ensure_future(sender.wait_for_batch(tasks, time.monotonic() + FAR))
     try:
-        waiting = asyncio.ensure_future(sender.wait_for_batch(tasks, time.monotonic() + FAR))
         await asyncio.sleep(0.05)
         assert not waiting.done()  # one short: the cycle waits for more
         running = [task for task in tasks if not task.done()]
@@ -61,10 +61,13 @@ async def test_the_batch_fills_as_posts_end_until_it_is_full() -> None:
         async with asyncio.timeout(5):
             await waiting
     finally:
+        waiting.cancel()
         await cancel(tasks)
 
 
 async def test_with_nothing_in_flight_the_clock_ends_the_wait() -> None:
     """Only changes numbered could come: the cycle waits for its end, not for POSTs."""
+    until = time.monotonic() + 0.01
     async with asyncio.timeout(5):
-        await sender.wait_for_batch({}, time.monotonic() + 0.01)
+        await sender.wait_for_batch({}, until)
+    assert time.monotonic() >= until  # not at once: the cycle keeps its pace
