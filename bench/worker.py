@@ -233,6 +233,7 @@ async def lag_run(
     args, stats = run.args, simulator.app.state.simulator.stats
     count, gets = round(args.rate * (args.seconds + args.warmup)), stats["getRegistration"]
     meter = run.cpu(worker=process.pid, api=api.process.pid)
+    profiler = start_profiler(args.py_spy, process.pid, run.log(f"worker-profile-{prefix}"))
     sent_at = datetime.now(UTC)
     analyzing = asyncio.create_task(analyzed_after(run, args.warmup))
     posted = await post_callbacks(
@@ -244,6 +245,8 @@ async def lag_run(
     )
     await processed(run, prefix, process)
     cpu = meter.stop()
+    if profiler is not None:
+        profiler.send_signal(2)
     await analyzing
     rows = await run.rows(
         "SELECT received_at, processed_at FROM callback_events WHERE registration_id LIKE"
@@ -327,7 +330,10 @@ async def service(run: Stack, api: Server, simulator: SimulatorServer) -> dict[s
         print(f"lag without subscribers: p99 {lag['lag_ms'].get('p99')} ms", flush=True)
         receivers, servers = await subscribed(run, api, args.subscribers)
         with run.deliveries() as deliveries:
+            sending = start_profiler(args.py_spy, deliveries.pid, run.log("deliveries-profile"))
             with_subscribers = await lag_run(run, api, simulator, worker, "sub", projects)
+            if sending is not None:
+                sending.send_signal(2)
             expected = per_run * args.subscribers
             await wait_until(lambda: sum(len(r.received) for r in receivers) >= expected, 60)
             with_subscribers["delivered"] = sum(len(r.received) for r in receivers)

@@ -16,6 +16,7 @@ import arq.worker
 import pytest
 from arq import ArqRedis, func
 from arq.connections import RedisSettings, create_pool
+from arq.constants import in_progress_key_prefix
 
 from app.core.jobs import EVENTS_QUEUE, enqueue_deliveries, enqueue_event_batches, wake_channel
 from app.worker import wake
@@ -155,5 +156,61 @@ async def test_a_look_asks_redis_only_about_jobs_the_worker_does_not_run(
             while len(ran) < jobs:
                 await asyncio.sleep(0.01)
     assert sorted(ran) == list(range(jobs))
-    watched = (await redis.info("commandstats"))["cmdstat_watch"]["calls"]
-    assert watched == jobs
+    stats = await redis.info("commandstats")
+    # One claim (a script: `wake._CLAIM`) per job started, where arq sends WATCH, EXISTS,
+    # ZSCORE and MULTI/PSETEX/EXEC. (Redis counts the commands a script runs too.)
+    assert stats["cmdstat_eval"]["calls"] == jobs
+    assert "cmdstat_watch" not in stats
+
+
+@contextlib.asynccontextmanager
+async def idle_worker(
+    redis: ArqRedis, queue: str, function: Any
+) -> AsyncIterator[arq.worker.Worker]:
+    """An arq worker on `queue` that is not running its loop: the test calls its look itself."""
+    worker = arq.worker.Worker(
+        functions=[function],
+        queue_name=queue,
+        redis_pool=redis,
+        handle_signals=False,
+        keep_result=0,
+        max_jobs=2,
+    )
+    try:
+        yield worker
+    finally:
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+
+
+async def test_a_job_is_claimed_once_and_only_when_arq_would_start_it(redis: ArqRedis) -> None:
+    queue = f"arq:queue:test-claim-{uuid.uuid4().hex}"
+    ran: list[str] = []
+
+    async def work(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+
+    elsewhere = await redis.enqueue_job("work", "elsewhere", _queue_name=queue)
+    deferred = await redis.enqueue_job("work", "deferred", _queue_name=queue, _defer_by=60)
+    ready = await redis.enqueue_job("work", "ready", _queue_name=queue)
+    assert elsewhere is not None and deferred is not None and ready is not None
+    # Another worker runs `elsewhere`: its mark is there.
+    await redis.psetex(in_progress_key_prefix + elsewhere.job_id, 60_000, b"1")
+    gone = b"not-queued-any-more"
+    async with idle_worker(redis, queue, func(work, name="work")) as worker:
+        slots = worker.sem._value
+        job_ids = [elsewhere.job_id, deferred.job_id, gone.decode(), ready.job_id]
+        await wake.start_new_jobs(worker, [job_id.encode() for job_id in job_ids])
+        assert list(worker.tasks) == [ready.job_id]
+        # The mark is arq's: its life is the worker's in-progress timeout.
+        life = await redis.pttl(in_progress_key_prefix + ready.job_id)
+        assert 0 < life <= worker.in_progress_timeout_s * 1000
+        await worker.tasks[ready.job_id]
+        assert ran == ["ready"]
+        # Its slot is back, and so are those of the jobs not started.
+        assert worker.job_counter == 0
+        assert worker.sem._value == slots
+        # Done, it has left the queue and its mark is gone: a second look starts nothing.
+        assert not await redis.exists(in_progress_key_prefix + ready.job_id)
+        await wake.start_new_jobs(worker, [ready.job_id.encode()])
+        assert ran == ["ready"]
+    assert await redis.exists(in_progress_key_prefix + elsewhere.job_id)
