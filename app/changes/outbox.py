@@ -1,9 +1,10 @@
 """The outbox: every write to `deliveries` and to their attempts log (`delivery_attempts`). A
-delivery per matching subscription and change, written by the statement (or in the transaction)
-that records the change (app/changes/repository.py); then each attempt's outcome and the
-attempt itself, a retry, bulk recovery, the give-ups, the attempts' pruning (called by
-app/subscriptions/ and the prune cron). A leaf that only knows the tables, so that the change
-record below and the senders above share it. Nothing here commits: callers own the transaction.
+delivery per matching subscription and change, written by the statement that numbers the change
+(app/changes/repository.py: a change is numbered if and only if its deliveries are written); then
+each attempt's outcome and the attempt itself, a retry, bulk recovery, the give-ups, the attempts'
+pruning (called by app/subscriptions/ and the prune cron). A leaf that only knows the tables, so
+that the change feed below and the senders above share it. Nothing here commits: callers own the
+transaction.
 
 A subscription's filters are kept as `,A,B,` (values hold no comma: the API refuses them) and
 matched exactly with replace(): plain SQL.
@@ -75,8 +76,8 @@ def _matches(kept: ColumnElement[Any], value: ColumnElement[Any]) -> ColumnEleme
 def deliveries_for(changes: FromClause, now: ColumnElement[Any]) -> Insert:
     """An INSERT of a pending delivery for each enabled subscription matching each row of
     `changes` (rows with the change's `id`, `registration_id`, `project_id`, `status`,
-    `registration_type`, `kind`): a delivery belongs to its change's project, and a subscription
-    limited to projects (`project_filter`) gets only theirs."""
+    `registration_type`, `kind`: the changes being numbered): a delivery belongs to its change's
+    project, and a subscription limited to projects (`project_filter`) gets only theirs."""
     subscriptions = SUBSCRIPTIONS
     matching = and_(
         subscriptions.c.enabled.is_(True),

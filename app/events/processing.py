@@ -56,11 +56,12 @@ class MustCheck:
 
 Step = Finished | MustCheck
 
-# A trusted event: its five writes in ONE statement (data-modifying CTEs), the one statement of a
+# A trusted event: its four writes in ONE statement (data-modifying CTEs), the one statement of a
 # trusted apply. The event row is locked for the statement and must still be `received`; the
-# registration moves only if it is still as read (the guard of MOVE_BY_CALLBACK); a history row,
-# the change feed's row and its deliveries follow the move; the event is finished only if the
-# registration moved.
+# registration moves only if it is still as read (the guard of MOVE_BY_CALLBACK); a history row
+# and the change feed's row follow the move; the event is finished only if the registration moved.
+# The change's deliveries are not written here but when it is numbered: a subscriber more costs
+# this statement nothing (app/changes/repository.py).
 _STILL_RECEIVED = (
     select(CALLBACK_EVENTS.c.id)
     .where(
@@ -70,7 +71,7 @@ _STILL_RECEIVED = (
     .with_for_update()
     .cte("event")
 )
-_MOVED, _HISTORY, _CHANGE, _DELIVERIES = registrations.callback_writes_as_ctes(
+_MOVED, _HISTORY, _CHANGE = registrations.callback_writes_as_ctes(
     exists(select(_STILL_RECEIVED.c.id))
 )
 APPLY_IN_ONE = (
@@ -79,7 +80,6 @@ APPLY_IN_ONE = (
     .add_cte(_MOVED)
     .add_cte(_HISTORY)
     .add_cte(_CHANGE)
-    .add_cte(_DELIVERIES)
 )
 
 # `begin`'s statements: the owners' definitions, compiled for asyncpg once.

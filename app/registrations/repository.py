@@ -40,7 +40,6 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog.diff import digest
-from app.changes import outbox
 from app.changes import repository as changes
 from app.core.db import UTCDateTime
 from app.core.models import (
@@ -109,11 +108,12 @@ _STATUS_CHANGE = literal(ChangeKind.STATUS.value, String())
 _CALLBACK_SOURCE = literal(HistorySource.CALLBACK.value, String())
 
 
-def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, CTE]:
+def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE]:
     """The trusted callback's writes as CTEs, for one statement with the event's own
     write: `moved` (the moved registration's row, if `when` and the guard held), the history row,
-    the change feed's row and its deliveries (the outbox) for each moved registration. The caller
-    adds them with `add_cte`."""
+    and the change feed's row for each moved registration (its deliveries are written when the
+    change is numbered, after this statement's commit: app/changes/repository.py). The caller adds
+    them with `add_cte`."""
     moved = (
         MOVE_BY_CALLBACK.where(when)
         .returning(
@@ -141,20 +141,15 @@ def callback_writes_as_ctes(when: ColumnElement[bool]) -> tuple[CTE, CTE, CTE, C
         )
         .cte("history")
     )
-    change = (
-        changes.record_from(
-            moved,
-            kind=_STATUS_CHANGE,
-            from_status=_FROM,
-            at=_AT,
-            source=_CALLBACK_SOURCE,
-            now=_NOW,
-        )
-        .returning(*changes.FOR_DELIVERIES)
-        .cte("change")
-    )
-    deliveries = outbox.deliveries_for(change, _NOW).cte("deliveries")
-    return moved, history, change, deliveries
+    change = changes.record_from(
+        moved,
+        kind=_STATUS_CHANGE,
+        from_status=_FROM,
+        at=_AT,
+        source=_CALLBACK_SOURCE,
+        now=_NOW,
+    ).cte("change")
+    return moved, history, change
 
 
 async def lock(session: AsyncSession, registration_id: str) -> Registration | None:

@@ -394,8 +394,8 @@ async def enable(
     dispatchers. Its backlog is what was not delivered since it began failing or was disabled,
     whichever came first: with `backlog`, the deliveries that failed since then are made pending
     (those still pending stay so); without, the pending ones end `failed` (`SKIPPED`) and only
-    new changes go out. Changes made while it was disabled have no delivery (the outbox writes
-    them for enabled subscriptions only): no backlog holds them."""
+    new changes go out. Changes that reached the feed while it was disabled have no delivery
+    (the outbox writes them for enabled subscriptions only): no backlog holds them."""
     async with sessionmaker.begin() as session:
         subscription = await visible(session, subscription_id, limit)
         if subscription is None:

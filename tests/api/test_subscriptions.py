@@ -134,13 +134,13 @@ async def test_changes_write_a_delivery_for_each_matching_subscription(
     await put(sessionmaker, "reg-1", "IN_QUEUE", T0)
     await put(sessionmaker, "reg-1", "APPROVED", T0 + timedelta(minutes=1))
     await put(sessionmaker, "reg-1", "APPROVED", T0 + timedelta(minutes=2))  # no change: none
+    await number_and_publish(sessionmaker, None)  # the changes reach the feed: their deliveries
     rows = await deliveries(sessionmaker)
     assert sorted((d.subscription_id, d.state) for d in rows) == sorted(
         [(every["id"], "pending"), (every["id"], "pending"), (approved["id"], "pending")]
     )
     assert long_numbers["id"] not in {d.subscription_id for d in rows}
 
-    await number_and_publish(sessionmaker, None)
     listed = (await v1.get(f"/v1/subscriptions/{every['id']}/deliveries")).json()
     assert [(d["seq"], d["state"], d["attempts"]) for d in listed["items"]] == [
         (2, "pending", 0),

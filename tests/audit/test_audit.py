@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.changes.sequencer import number_and_publish
 from app.core.settings import Settings
 from app.main import create_app
 from app.tokens.principal import Scope
@@ -67,7 +68,8 @@ async def test_every_write_is_audited_with_who_what_target_and_where(
         assert changed.status_code == 200, changed.text
         rotated = await api.post(f"/v1/subscriptions/{sid}/rotate-secret")
         assert rotated.status_code == 200
-        await put_registration(sessionmaker, "reg-delivered", "APPROVED")  # one delivery
+        await put_registration(sessionmaker, "reg-delivered", "APPROVED")
+        await number_and_publish(sessionmaker, None)  # on the feed: one delivery
         [delivery] = (await api.get(f"/v1/subscriptions/{sid}/deliveries")).json()["items"]
         assert (await api.post(f"/v1/deliveries/{delivery['id']}/retry")).status_code == 202
         assert (await api.delete(f"/v1/subscriptions/{sid}")).status_code == 204

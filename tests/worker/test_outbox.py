@@ -1,10 +1,12 @@
-"""The outbox on the worker's hot path: a trusted callback's move writes its change and its
-deliveries in the same statement (`processing.APPLY_IN_ONE`)."""
+"""The outbox on the worker's hot path: a trusted callback's move writes its change and no
+delivery (`processing.APPLY_IN_ONE`); the statement that numbers the change writes its deliveries,
+one per subscription enabled then whose filters let it through (app/changes/repository.py)."""
 
 from __future__ import annotations
 
 from sqlalchemy import select
 
+from app.changes.sequencer import number_and_publish
 from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.core.models import Delivery, RegistrationChange
 from app.core.settings import Settings
@@ -16,9 +18,11 @@ from devtools.simulator import SimulatorControl
 from tests.worker.test_process_event import deliver
 
 
-async def test_a_trusted_move_writes_its_deliveries_with_it(
+async def test_a_trusted_move_leaves_its_deliveries_to_the_numbering(
     sim: SimulatorControl, api_url: str, settings: Settings, worker_ctx: WorkerContext
 ) -> None:
+    # This test numbers the changes itself, at the moments it chooses.
+    await worker_ctx["sequencer"].stop()
     engine = create_engine(settings)
     sessions = create_sessionmaker(engine)
     try:
@@ -43,17 +47,34 @@ async def test_a_trusted_move_writes_its_deliveries_with_it(
         [row] = await deliver(sim, api_url, settings, [moved["eventId"]])
         assert await process_event(worker_ctx, row) == "applied:trusted"
 
-        async with sessions() as session:
-            rows = (
-                await session.execute(
-                    select(Delivery, RegistrationChange.status).join(
+        async def kept() -> list[tuple[str, str, str, int | None]]:
+            async with sessions() as session:
+                rows = await session.execute(
+                    select(Delivery, RegistrationChange.status, RegistrationChange.seq).join(
                         RegistrationChange, RegistrationChange.id == Delivery.change_id
                     )
                 )
-            ).all()
+                return [(d.subscription_id, status, d.state, seq) for d, status, seq in rows]
+
+        # The apply wrote the changes (none numbered yet) and no delivery.
+        assert await kept() == []
+        # A subscription created now, before the change reaches the feed, reads it from there.
+        async with sessions.begin() as session:
+            late = await service.create(
+                session,
+                SubscriptionIn(url="http://127.0.0.1:9/z"),
+                allowed_hosts=["127.0.0.1"],
+                now=utcnow(),
+            )
+        assert await number_and_publish(sessions, None) == 2  # IN_QUEUE, then IN_PROGRESS
+        rows = await kept()
     finally:
         await engine.dispose()
-    assert [(d.subscription_id, status, d.state) for d, status in rows] == [
-        (wanted.id, "IN_PROGRESS", "pending")
-    ]
-    assert other.id not in {d.subscription_id for d, _ in rows}
+    assert sorted(rows) == sorted(
+        [
+            (wanted.id, "IN_PROGRESS", "pending", 2),
+            (late.id, "IN_QUEUE", "pending", 1),
+            (late.id, "IN_PROGRESS", "pending", 2),
+        ]
+    )
+    assert other.id not in {subscription for subscription, *_ in rows}

@@ -89,14 +89,14 @@ async def test_pruning_keeps_what_is_owed_and_gives_up_only_a_disabled_subscript
         await session.execute(
             update(RegistrationChange).values(recorded_at=utcnow() - timedelta(days=10))
         )
-    await put_registration(sessionmaker, "reg-prune-new")  # a recent one
+    await put_registration(sessionmaker, "reg-prune-new")  # a recent one, on the feed now
+    await number_and_publish(sessionmaker, None)
     async with sessionmaker.begin() as session:  # disabled by a person: its deliveries wait
         await session.execute(
             update(Subscription)
             .where(Subscription.id == disabled)
             .values(enabled=False, disabled_reason="disabled through the API")
         )
-    await number_and_publish(sessionmaker, None)
     assert len(await deliveries(sessionmaker, enabled)) == 4
     assert await changes(sessionmaker) == 4
 
