@@ -4,8 +4,8 @@ commits: the caller owns the transaction.
 `store` replaces one project's catalog with what a refresh fetched: markets no longer served are
 deleted, a policy no longer named by any market is kept (registrations still name it), and a
 policy whose document changed gets a `policy_changes` row (app/catalog/diff.py) and a
-`policy_changed` change on the feed for each of the project's registrations under it (and so
-its subscribers' deliveries), in this same transaction.
+`policy_changed` change on the feed for each of the project's registrations under it, in this
+same transaction (its subscribers' deliveries come when the change is numbered).
 """
 
 from __future__ import annotations

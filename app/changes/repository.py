@@ -57,9 +57,10 @@ IMAGE_COLUMNS: Final = (
 """The registration's columns a change copies (all its answer but `sinch`; the status is the
 change's own `status`)."""
 
-NUMBER_BATCH: Final = 10_000
-"""The most rows one numbering run takes (the rest wait for the next, in order)."""
-_NUMBERING_LOCK: Final = 0x5EC0_C4A9
+NUMBER_BATCH: Final = 2_000
+"""The most rows one numbering run takes (the rest wait for the next, in order). Each brings its
+deliveries, one per subscriber: a batch bounds how long one run holds the lock."""
+NUMBERING_LOCK: Final = 0x5EC0_C4A9
 """The advisory lock key held while numbering."""
 
 
@@ -188,7 +189,7 @@ async def number(session: AsyncSession) -> int:
     """Number the committed changes still without a `seq`, in id order after the highest number
     given (see the module docstring). Answers how many were numbered. Commit promptly: the
     numbering lock is held until the transaction ends."""
-    await session.execute(select(func.pg_advisory_xact_lock(_NUMBERING_LOCK)))
+    await session.execute(select(func.pg_advisory_xact_lock(NUMBERING_LOCK)))
     numbered = await session.scalar(_NUMBER, {"batch": NUMBER_BATCH, "now": utcnow()})
     return int(numbered or 0)
 

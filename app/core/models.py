@@ -24,8 +24,8 @@
   that change; numbered (`seq`) after commit, in the order the changes become visible
   (app/changes/repository.py).
 - `subscriptions`, `deliveries`: the changes pushed to internal services (Standard Webhooks): a
-  delivery per matching subscription and change, written with the change (an outbox), sent by
-  the worker (app/subscriptions/).
+  delivery per matching subscription and change, written when the change is numbered (an
+  outbox), sent by the delivery worker (app/subscriptions/).
 - `delivery_attempts`: every POST of a delivery (its time, headers, the receiver's status and the
   first 4 KiB of its answer, latency, error), written by the sending cycle that records the
   delivery's outcome; deleted with its delivery, or past `EVENT_RETENTION_DAYS`. Of its

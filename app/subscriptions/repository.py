@@ -58,7 +58,7 @@ async def delete(session: AsyncSession, subscription: Subscription) -> None:
 _SUBSCRIPTION = select(Subscription).where(Subscription.id == bindparam("subscription_id"))
 # FOR NO KEY UPDATE (key_share): FOR UPDATE would also conflict with the KEY SHARE lock that the
 # outbox's foreign key check takes on this row for every delivery it inserts, so a sending job and
-# the transactions recording changes would queue behind each other.
+# the numbering of changes would queue behind each other.
 _LOCKED_SUBSCRIPTION = _SUBSCRIPTION.with_for_update(key_share=True)
 
 

@@ -45,6 +45,7 @@ import arq.worker
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from app.changes.signal import Signal
 from app.core.jobs import wake_channel
@@ -139,7 +140,17 @@ async def start_new_jobs(worker: arq.worker.Worker, job_ids: list[bytes]) -> Non
             worker.sem.release()
             return
         worker.job_counter += 1
-        score = await _claim(worker, job_id)
+        try:
+            score = await _claim(worker, job_id)
+        except ResponseError as exc:
+            # Refused by Redis (out of memory, read-only after a failover): arq too skips the
+            # job then, and looks again at the next poll.
+            log.warning("job %s not claimed: %s", job_id, exc)
+            score = None
+        except BaseException:
+            worker.job_counter -= 1
+            worker.sem.release()
+            raise
         if score is None:
             worker.job_counter -= 1
             worker.sem.release()

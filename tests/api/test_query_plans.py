@@ -94,6 +94,7 @@ async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
 async def fill(connection: AsyncConnection) -> None:
     # Neither the count triggers (a delta row for each row inserted) nor the foreign keys' checks
     # bear on the plans; they took most of the fill's time. The data is consistent by construction.
+    # (It takes a superuser, as the tests' PostgreSQL URL is: trust, user postgres.)
     await connection.execute(text("SET LOCAL session_replication_role = replica"))
     rng = random.Random(5)
     now = datetime.now(UTC)

@@ -145,7 +145,7 @@ async def test_a_submission_is_kept_from_sinchs_answer_with_the_service_callback
     assert [(c["kind"], c["toStatus"], c["source"]) for c in changes] == [
         ("status", "IN_QUEUE", "submitted")
     ]
-    # The subscription's delivery was written with the change (the outbox).
+    # The subscription's delivery was written as the change was numbered (the outbox).
     deliveries = await v1.get(f"/v1/subscriptions/{subscription.json()['id']}/deliveries")
     assert [d["seq"] for d in deliveries.json()["items"]] == [changes[0]["seq"]]
     entries = (await v1.get("/v1/audit", params={"action": "registration.submit"})).json()

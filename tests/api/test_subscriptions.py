@@ -1,5 +1,5 @@
 """`/v1/subscriptions` and `/v1/deliveries` over real HTTP, and the outbox: a
-delivery per matching subscription written with each change, by every path that records one.
+delivery per matching subscription written as each change is numbered.
 Sending is tested with real receivers and processes in tests/subscriptions/."""
 
 from __future__ import annotations

@@ -1028,9 +1028,9 @@ async def test_filters_match_values_exactly(
         cased = await subscribe(api, world, lower, statuses=["approved"])
         rids = await play(world, sim, [["APPROVED"]])
         await all_delivered(api, everything, plain["id"], rids, after)
-        # A change's deliveries are written with it (the outbox), all of them: with the changes
-        # delivered to `plain`, `cased` has every delivery it will ever have for them. None, so
-        # none can be sent (no wait for the dispatcher needed).
+        # A change's deliveries are written as it is numbered (the outbox), all of them: with the
+        # changes delivered to `plain`, `cased` has every delivery it will ever have for them.
+        # None, so none can be sent (no wait for the dispatcher needed).
         assert not await deliveries(api, cased["id"])
         leaked = lower.of(set(rids))
         assert not leaked, "status `approved` took APPROVED changes"

@@ -214,3 +214,27 @@ async def test_a_job_is_claimed_once_and_only_when_arq_would_start_it(redis: Arq
         await wake.start_new_jobs(worker, [ready.job_id.encode()])
         assert ran == ["ready"]
     assert await redis.exists(in_progress_key_prefix + elsewhere.job_id)
+
+
+async def test_a_claim_redis_refuses_gives_its_slot_back_and_the_next_look_takes_it(
+    redis: ArqRedis,
+) -> None:
+    queue = f"arq:queue:test-refused-{uuid.uuid4().hex}"
+    ran: list[str] = []
+
+    async def work(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+
+    job = await redis.enqueue_job("work", "refused", _queue_name=queue)
+    assert job is not None
+    async with idle_worker(redis, queue, func(work, name="work")) as worker:
+        slots = worker.sem._value
+        await redis.config_set("maxmemory", "1")  # every write refused (noeviction): OOM
+        try:
+            await wake.start_new_jobs(worker, [job.job_id.encode()])
+        finally:
+            await redis.config_set("maxmemory", "0")
+        assert worker.tasks == {} and worker.job_counter == 0 and worker.sem._value == slots
+        await wake.start_new_jobs(worker, [job.job_id.encode()])
+        await worker.tasks[job.job_id]
+    assert ran == ["refused"]
