@@ -9,14 +9,16 @@ One run, in four steps, each bounded:
    quantiles per market, type and state for each window start month (`WINDOW_MONTHS`);
 3. rebuild `decision_curves` the same way from the decision clocks;
 4. forecast every undecided registration against its market's curve; one that has just become
-   overdue gets a change of kind `overdue` on the feed (and so its subscribers' deliveries), in
-   the transaction that marks it: once, however many runs find it still overdue.
+   overdue gets a change of kind `overdue` on the feed (its subscribers' deliveries come when it
+   is numbered), in the transaction that marks it: once, however many runs find it still overdue.
 A read (app/forecasts/queries.py) then costs one indexed look-up, whatever the history holds.
 
 The cron runs in the callbacks' worker, on its event loop: the steps' pure work (deriving, the
 quantiles, the forecasts) runs in a thread (`asyncio.to_thread`), so that the interpreter switches
 back to the callbacks' jobs every few milliseconds; on the loop, one batch held them for up to
-174 ms (`bench.forecasts`, "the event loop held").
+174 ms (`bench.forecasts`, "the event loop held"). The thread still shares the interpreter: a run
+that derives thousands of registrations slows the callbacks' jobs while it lasts (bench/README.md,
+"And in the lag runs").
 """
 
 from __future__ import annotations

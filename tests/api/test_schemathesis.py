@@ -117,7 +117,8 @@ def base_url(settings: Settings) -> Iterator[str]:
 
 
 # The document's paths in three parts, each run by a test of its own so that `make test`'s processes
-# share the run (one run of every path took two minutes, most of it generating cases). Together
+# share the run (one run of every path took two minutes, most of it generating cases, and could
+# be the last test left running; `make test` as a whole is bound by the cores either way). Together
 # they are every path of the internal API and the callback endpoint but the change feed's (left
 # out below); `test_the_parts_cover_every_path` holds them to that.
 PARTS = {
