@@ -10,9 +10,10 @@
    every registration IN_PROGRESS with one history row, no GET at the simulator (Sinch).
 3. arrival-to-applied lag at a steady 200 callbacks/s through the same API and worker:
    `processed_at - received_at` of each inbox row after the warm-up; first without subscribers,
-   then with `--subscribers` (8) receivers subscribed to every change and a delivery worker
-   (`arq app.worker.DeliveryWorkerSettings`) sending them their webhooks (so 8 deliveries per
-   callback). Targets: with subscribers p99 <= 100 ms and within 1.5x of the run without.
+   then with `--subscribers` (8) receivers subscribed to every change, to which the delivery
+   worker (`arq app.worker.DeliveryWorkerSettings`, running through both runs as deployed, with
+   the forecasts cron) sends their webhooks (so 8 deliveries per callback). Targets: with
+   subscribers p99 <= 100 ms and within 1.5x of the run without.
 
 Run from the repository root: `.venv/bin/python -m bench.worker` (see bench/README.md).
 """
@@ -208,14 +209,15 @@ async def processed(run: Stack, prefix: str, process: Any) -> None:
         await asyncio.sleep(0.1)
 
 
-async def settled(run: Stack, pid: int) -> float:
-    """Seconds until process `pid` uses under `SETTLED_PERCENT` of a core over a second (at most
-    `SETTLE_SECONDS`)."""
+async def settled(run: Stack, *pids: int) -> float:
+    """Seconds until each of processes `pids` uses under `SETTLED_PERCENT` of a core over a
+    second (at most `SETTLE_SECONDS`)."""
     began = time.monotonic()
     while time.monotonic() - began < SETTLE_SECONDS:
-        meter = run.cpu(worker=pid)
+        meter = run.cpu(**{f"p{pid}": pid for pid in pids})
         await asyncio.sleep(1.0)
-        if meter.stop()["worker"] < SETTLED_PERCENT:
+        usage = meter.stop()
+        if all(usage[f"p{pid}"] < SETTLED_PERCENT for pid in pids):
             break
     return round(time.monotonic() - began, 1)
 
@@ -225,6 +227,7 @@ async def lag_run(
     api: Server,
     simulator: SimulatorServer,
     process: Any,
+    deliveries: Any,
     prefix: str,
     projects: list[str],
 ) -> dict[str, Any]:
@@ -232,7 +235,7 @@ async def lag_run(
     registrations (trusted); the lag of those after the warm-up."""
     args, stats = run.args, simulator.app.state.simulator.stats
     count, gets = round(args.rate * (args.seconds + args.warmup)), stats["getRegistration"]
-    meter = run.cpu(worker=process.pid, api=api.process.pid)
+    meter = run.cpu(worker=process.pid, deliveries=deliveries.pid, api=api.process.pid)
     profiler = start_profiler(args.py_spy, process.pid, run.log(f"worker-profile-{prefix}"))
     sent_at = datetime.now(UTC)
     analyzing = asyncio.create_task(analyzed_after(run, args.warmup))
@@ -319,19 +322,24 @@ async def service(run: Stack, api: Server, simulator: SimulatorServer) -> dict[s
             "problems": await applied(run, "tp", args.events, stats["getRegistration"] - gets),
         }
         print(f"worker: {throughput['events_per_s']:.0f} events/s", flush=True)
-        # The crons fold the counts and refresh the forecasts of the registrations just moved: the
-        # lag runs start once that is done, so that both run on the same quiet worker.
-        throughput["settle_s"] = await settled(run, worker.pid)
-        # Idle, it should cost next to nothing: it polls its queue when woken (app/worker/wake.py).
-        idle = run.cpu(worker=worker.pid)
-        await asyncio.sleep(IDLE_SECONDS)
-        throughput["idle_cpu_percent"] = idle.stop()["worker"]
-        lag = await lag_run(run, api, simulator, worker, "lag", projects)
-        print(f"lag without subscribers: p99 {lag['lag_ms'].get('p99')} ms", flush=True)
-        receivers, servers = await subscribed(run, api, args.subscribers)
+        # As deployed, a delivery worker runs beside it in both lag runs (idle in the first): it
+        # also runs the forecasts cron. The lag runs start once the crons have folded the counts
+        # and refreshed the forecasts of the registrations just moved (the delivery worker's
+        # start-up run), so that both start on quiet workers.
         with run.deliveries() as deliveries:
+            throughput["settle_s"] = await settled(run, worker.pid, deliveries.pid)
+            # Idle, it should cost next to nothing: it polls its queue when woken
+            # (app/worker/wake.py).
+            idle = run.cpu(worker=worker.pid)
+            await asyncio.sleep(IDLE_SECONDS)
+            throughput["idle_cpu_percent"] = idle.stop()["worker"]
+            lag = await lag_run(run, api, simulator, worker, deliveries, "lag", projects)
+            print(f"lag without subscribers: p99 {lag['lag_ms'].get('p99')} ms", flush=True)
+            receivers, servers = await subscribed(run, api, args.subscribers)
             sending = start_profiler(args.py_spy, deliveries.pid, run.log("deliveries-profile"))
-            with_subscribers = await lag_run(run, api, simulator, worker, "sub", projects)
+            with_subscribers = await lag_run(
+                run, api, simulator, worker, deliveries, "sub", projects
+            )
             if sending is not None:
                 sending.send_signal(2)
             expected = per_run * args.subscribers
@@ -424,6 +432,7 @@ def main() -> int:
         ],
         ["  deliveries sent", sub["delivered"]],
         ["  CPU % of a core: worker / api", sub["cpu"].get("worker"), sub["cpu"].get("api")],
+        ["  CPU % of a core: delivery worker", sub["cpu"].get("deliveries")],
         ["  machine busy % / others %", sub["cpu"]["machine_busy"], sub["cpu"]["other"]],
         *[[f"  memory after the runs, MiB: {k}", v] for k, v in sub["memory_mib"].items()],
     ]

@@ -45,7 +45,8 @@ def test_the_plan_has_fast_and_slow_markets_rejections_slow_customers_and_open_o
 @pytest.mark.slow
 def test_played_history_gives_figures_and_forecasts(tmp_path: Path) -> None:
     with running_stack(tmp_path, "history", FORECAST_INTERVAL_SECONDS="10") as stack:
-        stack.start_api_and_worker()
+        # As deployed: the delivery worker runs the forecasts cron.
+        stack.start_api_and_worker(delivery_worker=True)
         lifecycles = plan(random.Random(5), 120, datetime.now(UTC))
 
         async def played() -> list[str]:

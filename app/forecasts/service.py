@@ -13,12 +13,12 @@ One run, in four steps, each bounded:
    is numbered), in the transaction that marks it: once, however many runs find it still overdue.
 A read (app/forecasts/queries.py) then costs one indexed look-up, whatever the history holds.
 
-The cron runs in the callbacks' worker, on its event loop: the steps' pure work (deriving, the
-quantiles, the forecasts) runs in a thread (`asyncio.to_thread`), so that the interpreter switches
-back to the callbacks' jobs every few milliseconds; on the loop, one batch held them for up to
-174 ms (`bench.forecasts`, "the event loop held"). The thread still shares the interpreter: a run
-that derives thousands of registrations slows the callbacks' jobs while it lasts (bench/README.md,
-"And in the lag runs").
+The cron runs in the delivery worker, at its lower CPU priority (app/worker/settings.py): in the
+callbacks' worker, a run that derived thousands of registrations held their jobs for up to
+seconds (bench/README.md, "And in the lag runs"). With `DELIVERY_WORKER=shared` it runs in the one
+worker. Either way the steps' pure work (deriving, the quantiles, the forecasts) runs in a thread
+(`asyncio.to_thread`), so that the event loop's other jobs run every few milliseconds; on the loop,
+one batch held them for up to 174 ms (`bench.forecasts`, "the event loop held").
 """
 
 from __future__ import annotations

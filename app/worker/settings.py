@@ -160,8 +160,8 @@ def _common(settings: Settings, ctx: WorkerContext, *, queue: str) -> None:
 
 def _yield_the_cpu(increment: int) -> None:
     """Lower this process's CPU priority by `increment` (Unix nice): on a machine whose cores are
-    all busy, the callbacks' worker, the API and PostgreSQL then run first, and deliveries take
-    what is left. A process not allowed to change it runs as it is."""
+    all busy, the callbacks' worker, the API and PostgreSQL then run first, and deliveries and
+    the forecasts take what is left. A process not allowed to change it runs as it is."""
     if increment:
         try:
             os.nice(increment)
@@ -170,9 +170,10 @@ def _yield_the_cpu(increment: int) -> None:
 
 
 def build_delivery_worker_settings(settings: Settings) -> type:
-    """The `DeliveryWorkerSettings` class for arq: a worker that only sends the subscriptions'
-    deliveries, from `DELIVERIES_QUEUE`, with a dispatcher of its own. Its CPU, event loop,
-    connections and job slots are apart from the callbacks' (`build_worker_settings`)."""
+    """The `DeliveryWorkerSettings` class for arq: a worker that sends the subscriptions'
+    deliveries, from `DELIVERIES_QUEUE`, with a dispatcher of its own, and runs the forecasts
+    cron. Its CPU, event loop, connections and job slots are apart from the callbacks'
+    (`build_worker_settings`), and its CPU priority is lower (`DELIVERY_WORKER_NICE`)."""
 
     async def on_startup(ctx: WorkerContext) -> None:
         _common(settings, ctx, queue=DELIVERIES_QUEUE)
@@ -187,8 +188,13 @@ def build_delivery_worker_settings(settings: Settings) -> type:
     attributes: dict[str, Any] = {
         "functions": [_deliver_function(settings)],
         "queue_name": DELIVERIES_QUEUE,
+        # The forecasts' CPU-bound work (deriving, quantiles, forecasts) runs here, at this
+        # process's lower priority, not in the callbacks' worker, whose event loop and interpreter
+        # it held for up to seconds when thousands of registrations had moved (bench/README.md).
+        "cron_jobs": [_forecasts_cron(settings)],
         "on_startup": on_startup,
-        "max_jobs": DELIVERY_MAX_JOBS,
+        # One slot more than the dispatcher fills: the cron's, so it never holds a delivery back.
+        "max_jobs": DELIVERY_MAX_JOBS + 1,
         **_both_workers(settings),
     }
     return type("DeliveryWorkerSettings", (), attributes)
@@ -224,6 +230,32 @@ def _function(settings: Settings, function: Any, name: str, *, max_tries: int) -
     )
 
 
+def _periodic(settings: Settings, task: Any, *, at_startup: bool = False, **when: Any) -> CronJob:
+    """A cron of `task` at the arq cron fields `when` (and at start-up if `at_startup`): never two
+    runs at once (`unique`, across workers), within the one job timeout.
+
+    arq guards every running job with one "in progress" mark sized by the LONGEST timeout of any
+    job (+10 s); `_job` shortens it to a renewed lease (app/worker/leases.py), so a dead worker's
+    events wait at most `LEASE_SECONDS`. No job gets a longer timeout than process_event's; each
+    fits it: process_event makes at most one Sinch call (`sinch_deadline_seconds`), the crons stop
+    at their own budget (`tasks.cron_budget`), and a full import belongs to `python -m app
+    reconcile`."""
+    timeout = settings.job_timeout_seconds
+    return cron(_job(task), **when, unique=True, run_at_startup=at_startup, timeout=timeout)
+
+
+def _forecasts_cron(settings: Settings) -> CronJob:
+    """`refresh_forecasts`, every `FORECAST_INTERVAL_SECONDS` and at start-up: in the delivery
+    worker, or with `DELIVERY_WORKER=shared` in the one worker. The `overdue` changes it records
+    are numbered by the callbacks' worker's sequencer, which looks every 2 s unpoked."""
+    return _periodic(
+        settings,
+        tasks.refresh_forecasts,
+        at_startup=True,
+        **every(settings.forecast_interval_seconds),
+    )
+
+
 def _deliver_function(settings: Settings) -> Any:
     # A delivery's retries are its own (next_attempt_at); arq's tries only run again a job whose
     # worker died (its deliveries are still pending).
@@ -232,7 +264,8 @@ def _deliver_function(settings: Settings) -> Any:
 
 def build_worker_settings(settings: Settings) -> type:
     """A `WorkerSettings` class for arq, holding `settings` in its start-up hook: the callbacks'
-    jobs and the crons, from `EVENTS_QUEUE`; with `DELIVERY_WORKER=shared`, the deliveries too."""
+    jobs and the crons but the forecasts', from `EVENTS_QUEUE`; with `DELIVERY_WORKER=shared`,
+    the deliveries and the forecasts cron too."""
     shared = settings.delivery_worker == "shared"
 
     async def on_startup(ctx: WorkerContext) -> None:
@@ -255,25 +288,13 @@ def build_worker_settings(settings: Settings) -> type:
         await warn_about_eviction(ctx)
         log.info("worker started", extra={"database": settings.safe_database_url()})
 
-    # arq guards every running job with one "in progress" mark sized by the LONGEST timeout of any
-    # job (+10 s); `_job` shortens it to a renewed lease (app/worker/leases.py), so a dead
-    # worker's events wait at most `LEASE_SECONDS`. No job gets a longer timeout than
-    # process_event's; each fits it: process_event makes at most one Sinch call
-    # (`sinch_deadline_seconds`), the crons stop at their own budget (`tasks.cron_budget`), and a
-    # full import belongs to `python -m app reconcile`.
-    timeout = settings.job_timeout_seconds
-
     def periodic(task: Any, *, at_startup: bool = False, **when: Any) -> CronJob:
-        """A cron of `task` at the arq cron fields `when` (and at start-up if `at_startup`):
-        never two runs at once (`unique`), within the one job timeout."""
-        return cron(_job(task), **when, unique=True, run_at_startup=at_startup, timeout=timeout)
+        return _periodic(settings, task, at_startup=at_startup, **when)
 
     cron_jobs = [
         periodic(tasks.sweep, **every(settings.sweep_interval_seconds)),
         periodic(tasks.fold_counts, **every(settings.counts_fold_interval_seconds)),
-        periodic(
-            tasks.refresh_forecasts, at_startup=True, **every(settings.forecast_interval_seconds)
-        ),
+        *([_forecasts_cron(settings)] if shared else []),
         periodic(tasks.prune_events, hour={3}, minute={17}, second=0),
         # Hourly, and at start-up: loads the market map when it is a day old (markets.MAX_AGE).
         periodic(tasks.refresh_markets, at_startup=True, minute={41}, second=0),

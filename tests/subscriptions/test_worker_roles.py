@@ -19,7 +19,11 @@ import pytest
 
 from app.core.jobs import DELIVER, DELIVERIES_QUEUE, PROCESS_EVENT
 from app.core.settings import Settings
-from app.worker.settings import build_delivery_worker_settings, build_worker_settings
+from app.worker.settings import (
+    DELIVERY_MAX_JOBS,
+    build_delivery_worker_settings,
+    build_worker_settings,
+)
 from devtools.simulator import SimulatorControl
 from tests.conftest import make_settings
 from tests.subscriptions.test_deliveries import (
@@ -45,19 +49,33 @@ def _names(worker_settings: Any) -> set[str]:
     return {function.name for function in worker_settings.functions}
 
 
+def _crons(worker_settings: Any) -> set[str]:
+    return {job.name for job in getattr(worker_settings, "cron_jobs", [])}
+
+
+FORECASTS = "cron:refresh_forecasts"
+
+
 def test_each_worker_runs_only_its_own_jobs() -> None:
     apart = make_settings("postgresql+asyncpg://unused/none", "redis://127.0.0.1:1/0")
     assert apart.delivery_worker == "apart"  # the default, as deployed
     events = build_worker_settings(apart)
     assert DELIVER not in _names(events) and PROCESS_EVENT in _names(events)
     assert getattr(events, "queue_name", None) is None  # arq's default queue: the callbacks'
+    # The forecasts' CPU-bound work runs in the lower-priority delivery worker, never beside the
+    # callbacks; the callbacks' own crons (the sweep) stay with them.
+    assert FORECASTS not in _crons(events) and "cron:sweep" in _crons(events)
     delivering = build_delivery_worker_settings(apart)
     assert _names(delivering) == {DELIVER}
     assert delivering.queue_name == DELIVERIES_QUEUE
-    assert not getattr(delivering, "cron_jobs", None)
+    assert _crons(delivering) == {FORECASTS}
+    # The dispatcher fills DELIVERY_MAX_JOBS slots; the cron has one more of its own.
+    assert delivering.max_jobs == DELIVERY_MAX_JOBS + 1
 
     shared: Settings = apart.model_copy(update={"delivery_worker": "shared"})
-    assert {DELIVER, PROCESS_EVENT} <= _names(build_worker_settings(shared))
+    one = build_worker_settings(shared)
+    assert {DELIVER, PROCESS_EVENT} <= _names(one)
+    assert {FORECASTS, "cron:sweep"} <= _crons(one)
 
 
 def _stack(tmp_path: Path, name: str, **env: str) -> Any:
