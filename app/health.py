@@ -2,7 +2,8 @@
 arq's queue, a callback secret is configured) and `/metrics`.
 
 A door of the API beside app/main.py, not part of the shared edge (app/web/): it looks into the
-rooms below (the callback secrets, the counts, the subscriptions' deliveries)."""
+rooms below (the callback secrets, the counts, the subscriptions' deliveries, the forecasts'
+age)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from app.callbacks.secrets import AcceptedSecrets
 from app.core.db import utcnow
 from app.core.jobs import memory_verdict, mib
 from app.counts import service as counts_service
+from app.forecasts import queries as forecasts
 from app.subscriptions import repository as subscriptions
 from app.subscriptions.rules import failing
 from app.web.auth import UnauthorizedError, token_accepted
@@ -162,9 +164,12 @@ async def metrics(request: Request, resources: ResourcesDep) -> Response:
             counts = await counts_service.read(session, now, projects=None)
             oldest = await subscriptions.oldest_pending(session)
             known = await subscriptions.every(session)
+            forecasts_computed = await forecasts.last_computed(session)
         for state, count in counts.events_by_state.items():
             resources.metrics.events_by_state.labels(state).set(count)
         resources.metrics.set_registrations(counts.registrations_by_status)
+        if forecasts_computed is not None:
+            resources.metrics.set_forecasts_age((now - forecasts_computed).total_seconds())
         gauge = resources.metrics.oldest_pending_delivery
         flag = resources.metrics.subscription_failing
         alert_after = timedelta(minutes=resources.settings.subscription_failing_alert_minutes)

@@ -93,6 +93,7 @@ class Metrics:
             "SUBSCRIPTION_FAILING_ALERT_MINUTES (and it is enabled), else 0.",
             "subscription",
         )
+        self._forecasts_age: Gauge | None = None
         self.events_by_state = self._gauge(
             "sinch_events", "Kept callback events by state (received is the backlog).", "state"
         )
@@ -118,6 +119,17 @@ class Metrics:
         for status, count in by_status.items():
             gauge.labels(status).set(count)
         self._statuses_shown |= by_status.keys()
+
+    def set_forecasts_age(self, seconds: float) -> None:
+        """Set the forecasts' age (the API's /metrics): registered at the first call, so that a
+        process that never reads it (a worker) and an API before any forecast do not show it."""
+        if self._forecasts_age is None:
+            self._forecasts_age = self._gauge(
+                "forecasts_computed_age_seconds",
+                "Seconds since the forecasts cron last rebuilt the time-in-state figures: it grows "
+                "when no process runs the cron (by default a delivery worker runs it).",
+            )
+        self._forecasts_age.set(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

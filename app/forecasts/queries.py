@@ -42,6 +42,17 @@ def figures_statement(filters: StatsFilters, month: date) -> Select[TimeInState]
     )
 
 
+async def last_computed(session: AsyncSession) -> datetime | None:
+    """When the forecasts cron last rebuilt the figures: the newest `computed_at` of
+    `time_in_state` and `decision_curves` (None before a run found any stay). Two small tables,
+    rebuilt whole by every run."""
+    newest = func.greatest(
+        select(func.max(TimeInState.computed_at)).scalar_subquery(),
+        select(func.max(DecisionCurve.computed_at)).scalar_subquery(),
+    )
+    return await session.scalar(select(newest))
+
+
 async def window(session: AsyncSession, since: datetime | None) -> date:
     """The window start month an answer uses: `since`'s month, no earlier than the oldest kept
     (whose figures hold every stay before it too); the oldest kept without `since`."""

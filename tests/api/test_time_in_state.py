@@ -228,3 +228,27 @@ async def test_each_project_has_its_own_figures(
 async def _settings_project(sessionmaker: Sessions) -> str:
     async with sessionmaker() as session:
         return await settings_project(session)
+
+
+def _forecasts_age(metrics: str) -> float | None:
+    ages = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("forecasts_computed_age_seconds ")
+    ]
+    return ages[0] if ages else None
+
+
+async def test_metrics_say_how_old_the_forecasts_are(
+    v1: httpx.AsyncClient, sessionmaker: Sessions
+) -> None:
+    """An operator alerts on the forecasts' age: it grows when no process runs the cron (with
+    DELIVERY_WORKER=apart, when no delivery worker runs)."""
+    assert _forecasts_age((await v1.get("/metrics")).text) is None  # no figure yet: not shown
+    await seeded(sessionmaker)  # figures computed as of NOW, months ago
+    age = _forecasts_age((await v1.get("/metrics")).text)
+    expected = (utcnow() - NOW).total_seconds()
+    assert age is not None and expected - 60 <= age <= expected
+    await service.refresh(sessionmaker, now=utcnow())
+    fresh = _forecasts_age((await v1.get("/metrics")).text)
+    assert fresh is not None and 0 <= fresh < 60
