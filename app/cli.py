@@ -166,17 +166,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_worker(_args: argparse.Namespace) -> int:
+def _cmd_worker(args: argparse.Namespace) -> int:
+    """`worker` and `delivery-worker` (`args.deliveries`): one arq worker, as `arq
+    app.worker.WorkerSettings` (or `DeliveryWorkerSettings`) runs it."""
     from arq.worker import run_worker
 
     from app.core.logs import configure_logging
     from app.worker import use_uvloop
-    from app.worker.settings import build_worker_settings
+    from app.worker.settings import build_delivery_worker_settings, build_worker_settings
 
     settings = load_settings()
-    # As `arq app.worker.WorkerSettings` does: the service's log format from arq's first line on.
+    # As arq's command does with our settings: the service's log format from arq's first line on.
     use_uvloop(lambda: configure_logging(settings))
-    run_worker(build_worker_settings(settings))
+    build = build_delivery_worker_settings if args.deliveries else build_worker_settings
+    run_worker(build(settings))
     return 0
 
 
@@ -1124,7 +1127,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=port, default=8000, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
 
-    command("worker", "run one arq worker (as `arq app.worker.WorkerSettings`)", _cmd_worker)
+    worker = command(
+        "worker", "run one arq worker (as `arq app.worker.WorkerSettings`)", _cmd_worker
+    )
+    worker.set_defaults(deliveries=False)
+    delivery_worker = command(
+        "delivery-worker",
+        "run one delivery worker: the webhooks and the forecasts (as `arq "
+        "app.worker.DeliveryWorkerSettings`; not needed with DELIVERY_WORKER=shared)",
+        _cmd_worker,
+    )
+    delivery_worker.set_defaults(deliveries=True)
 
     migrate = command("migrate", "upgrade the database schema (alembic)", _cmd_migrate)
     migrate.add_argument("revision", nargs="?", default="head", help="target revision")

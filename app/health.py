@@ -168,8 +168,9 @@ async def metrics(request: Request, resources: ResourcesDep) -> Response:
         for state, count in counts.events_by_state.items():
             resources.metrics.events_by_state.labels(state).set(count)
         resources.metrics.set_registrations(counts.registrations_by_status)
-        if forecasts_computed is not None:
-            resources.metrics.set_forecasts_age((now - forecasts_computed).total_seconds())
+        resources.metrics.set_forecasts_age(
+            None if forecasts_computed is None else (now - forecasts_computed).total_seconds()
+        )
         gauge = resources.metrics.oldest_pending_delivery
         flag = resources.metrics.subscription_failing
         alert_after = timedelta(minutes=resources.settings.subscription_failing_alert_minutes)

@@ -158,8 +158,8 @@ async def _sandbox_history(args: argparse.Namespace) -> int:
     open_count = sum(1 for lifecycle in lifecycles if not lifecycle.decided)
     print(
         f"{len(ids)} registrations over the last {HISTORY_DAYS} days played into the sandbox "
-        f"({open_count} still waiting); the worker derives the figures at its next forecasts run "
-        f"(FORECAST_INTERVAL_SECONDS; 30 s in the sandbox). Then see "
+        f"({open_count} still waiting); the delivery worker derives the figures at its next "
+        f"forecasts run (FORECAST_INTERVAL_SECONDS; 30 s in the sandbox). Then see "
         f"{args.api_url.rstrip('/')}/console/aging and /v1/stats/time-in-state."
     )
     return 0

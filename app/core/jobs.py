@@ -41,12 +41,13 @@ REFRESH_FACTS: Final = "refresh_facts"
 DELIVER: Final = "deliver"
 
 EVENTS_QUEUE: Final = default_queue_name
-"""The queue of the callbacks' jobs (process_event, refresh_facts) and the crons:
-`arq app.worker.WorkerSettings` reads it."""
+"""The queue of the callbacks' jobs (process_event, refresh_facts) and the crons but the
+forecasts': `arq app.worker.WorkerSettings` reads it."""
 DELIVERIES_QUEUE: Final = "arq:queue:deliveries"
-"""The queue of the subscriptions' `deliver` jobs when they run apart (`DELIVERY_WORKER=apart`,
-the default): `arq app.worker.DeliveryWorkerSettings` reads it, so that however many subscribers
-there are, and however slow they answer, the callbacks' jobs never wait behind a delivery."""
+"""The queue of the subscriptions' `deliver` jobs and the forecasts cron when they run apart
+(`DELIVERY_WORKER=apart`, the default): `arq app.worker.DeliveryWorkerSettings` reads it, so
+that however many subscribers there are, and however slow they answer, the callbacks' jobs never
+wait behind a delivery."""
 FACTS_DEFER_SECONDS: Final = 2.0
 """How long a facts fetch waits in the queue: events enqueued meanwhile go first (it is the
 low-priority job), and more moves of the same registration in that time cost no extra GET."""

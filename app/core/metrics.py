@@ -120,9 +120,14 @@ class Metrics:
             gauge.labels(status).set(count)
         self._statuses_shown |= by_status.keys()
 
-    def set_forecasts_age(self, seconds: float) -> None:
-        """Set the forecasts' age (the API's /metrics): registered at the first call, so that a
-        process that never reads it (a worker) and an API before any forecast do not show it."""
+    def set_forecasts_age(self, seconds: float | None) -> None:
+        """Set the forecasts' age (the API's /metrics; None: no figure). Registered at the first
+        age, so that a process that never reads it (a worker) and an API before any figure do
+        not show it; NaN once the figures are gone."""
+        if seconds is None:
+            if self._forecasts_age is not None:
+                self._forecasts_age.set(float("nan"))
+            return
         if self._forecasts_age is None:
             self._forecasts_age = self._gauge(
                 "forecasts_computed_age_seconds",

@@ -76,8 +76,9 @@ class Settings(BaseSettings):
     """How often the worker folds the counts' deltas into their totals (docs/counting.md): reads
     sum the deltas written since, so this bounds their cost, never their exactness."""
     forecast_interval_seconds: int = Field(default=300, ge=10, le=3600)
-    """How often the worker brings the time-in-state figures and the forecasts up to date
-    (app/forecasts/service.py); an `overdue` change is recorded at most this long late."""
+    """How often the delivery worker (with `DELIVERY_WORKER=shared`, the worker) brings the
+    time-in-state figures and the forecasts up to date (app/forecasts/service.py); an `overdue`
+    change is recorded at most this long late."""
     catalog_refresh_interval_seconds: int = Field(default=86_400, ge=3600, le=604_800)
     """How old a project's catalog (markets and policies, app/catalog/) may grow before the
     worker fetches it again (checked hourly); a day by default."""
@@ -106,9 +107,10 @@ class Settings(BaseSettings):
     change_retention_days: int = Field(default=30, ge=1)
     """Changes of the feed older than this are pruned daily; an older cursor answers 410."""
     delivery_worker: Literal["apart", "shared"] = "apart"
-    """`apart`: subscriptions' deliveries run in `arq app.worker.DeliveryWorkerSettings`
-    processes on a queue of their own; `shared`: the events' worker also delivers (small installs;
-    deliveries then take at most half its job slots)."""
+    """`apart`: subscriptions' deliveries and the forecasts cron run in `arq
+    app.worker.DeliveryWorkerSettings` processes (deliveries on a queue of their own); `shared`:
+    the events' worker also delivers and runs the forecasts (small installs; deliveries then take
+    at most half its job slots)."""
     job_max_tries: int = Field(default=8, ge=1)
     """Tries of one event's processing before it is marked `failed` (retryable Sinch errors)."""
     job_retry_base_seconds: float = Field(default=2.0, gt=0)

@@ -43,12 +43,12 @@ def figures_statement(filters: StatsFilters, month: date) -> Select[TimeInState]
 
 
 async def last_computed(session: AsyncSession) -> datetime | None:
-    """When the forecasts cron last rebuilt the figures: the newest `computed_at` of
-    `time_in_state` and `decision_curves` (None before a run found any stay). Two small tables,
-    rebuilt whole by every run."""
+    """When the forecasts cron last rebuilt the figures: the `computed_at` of `time_in_state` or
+    `decision_curves` (None before a run found any stay). Every run rebuilds both whole with one
+    `computed_at`, so one row of each tells."""
     newest = func.greatest(
-        select(func.max(TimeInState.computed_at)).scalar_subquery(),
-        select(func.max(DecisionCurve.computed_at)).scalar_subquery(),
+        select(TimeInState.computed_at).limit(1).scalar_subquery(),
+        select(DecisionCurve.computed_at).limit(1).scalar_subquery(),
     )
     return await session.scalar(select(newest))
 

@@ -1,6 +1,7 @@
 """The one module that writes the time-in-state read model: `registration_stays`,
 `registration_forecasts`, `time_in_state`, `decision_curves` (and the cron's reads over them).
-Nothing here commits: callers own the transaction (app/forecasts/service.py).
+Nothing here commits: callers own the transaction (app/forecasts/service.py); `alone` holds the
+run's lock on a connection of its own.
 
 The statements that walk every stay or clock (`stay_bins`, `clock_bins`) are the cron's, never a
 request's: a request reads `time_in_state`, `decision_curves` or one registration's forecast row.
@@ -8,7 +9,8 @@ request's: a request reads `time_in_state`, `decision_curves` or one registratio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
@@ -27,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.db import UTCDateTime
 from app.core.models import (
@@ -40,6 +42,31 @@ from app.core.models import (
 )
 from app.forecasts.model import FIRST_EDGE, OUTCOME_CODES, RATIO, STILL_OPEN, Forecast
 from app.forecasts.stays import Clock, Stay
+
+RUN_LOCK: Final = 0xF0CA_57ED
+"""The advisory lock key a forecasts run holds from its start to its end."""
+
+
+@contextlib.asynccontextmanager
+async def alone(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[bool]:
+    """Yields whether this run may go on: True while it holds `RUN_LOCK` (a session lock, on a
+    connection of its own in autocommit, so that no transaction stays open through the run),
+    False when another run holds it. Two runs at once (two workers' start-up runs, or an
+    interval shorter than a run) would each find the same registration newly overdue and record
+    its `overdue` change twice. A lock that cannot be released goes with its connection."""
+    async with sessionmaker() as guard:
+        await guard.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        held = bool(await guard.scalar(select(func.pg_try_advisory_lock(RUN_LOCK))))
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    await guard.execute(select(func.pg_advisory_unlock(RUN_LOCK)))
+                except BaseException:
+                    await guard.invalidate()  # the server releases it with the connection
+                    raise
+
 
 _NOW = bindparam("now", type_=UTCDateTime())
 

@@ -23,10 +23,10 @@ router = api_router("/v1/stats", "stats")
         "Time in each state per market and type: p50, p85, p95 and the sample size",
         description="Per Sinch project, measured on Sinch's clock (the document's logs and the "
         "callbacks' times), stays still running counted as censored (Kaplan-Meier). Read from "
-        "figures the worker keeps (every `FORECAST_INTERVAL_SECONDS`), so the answer costs the "
-        "same whatever the history holds. `decisions` gives, per market and type, the time "
-        "waiting on Sinch from submission to a decision and the share of Sinch's `etaDate`s that "
-        "held.",
+        "figures the forecasts cron keeps (every `FORECAST_INTERVAL_SECONDS`), so the answer "
+        "costs the same whatever the history holds. `decisions` gives, per market and type, the "
+        "time waiting on Sinch from submission to a decision and the share of Sinch's `etaDate`s "
+        "that held.",
     ),
 )
 async def get_time_in_state(

@@ -58,6 +58,8 @@ class Report:
     """Registrations that became overdue in this run (each an `overdue` change)."""
     complete: bool
     """False when `stop_at` came first: the next run goes on."""
+    busy: bool = False
+    """True when another run was under way (`repository.alone`): this one did nothing."""
 
 
 def month_start(moment: date) -> date:
@@ -228,8 +230,17 @@ async def refresh(
 ) -> Report:
     """One run of the four steps (module docstring), each in its own short transactions; `stop_at`
     (a `time.monotonic()` reading) ends step 1 early, and the run with it (the figures then wait
-    for a run that catches up)."""
+    for a run that catches up). One run at a time across processes: while another runs, this
+    one does nothing (`Report.busy`)."""
+    async with repository.alone(sessionmaker) as held:
+        if not held:
+            return Report(0, 0, 0, complete=True, busy=True)
+        return await _run(sessionmaker, now=now, stop_at=stop_at)
 
+
+async def _run(
+    sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime, stop_at: float | None
+) -> Report:
     def out_of_time() -> bool:
         return stop_at is not None and time.monotonic() >= stop_at
 

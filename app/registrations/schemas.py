@@ -56,8 +56,8 @@ class RegistrationOut(RegistrationView):
     forecast: ForecastOut | None = Field(
         default=None,
         description="When it will be decided, from this service's history of its market "
-        "(computed by the worker every `FORECAST_INTERVAL_SECONDS`; null until its first run "
-        "after the registration arrived). Not part of a change's image: it moves with time, "
+        "(computed by the forecasts cron every `FORECAST_INTERVAL_SECONDS`; null until its first "
+        "run after the registration arrived). Not part of a change's image: it moves with time, "
         "not with changes; a change of kind `overdue` tells when it passes its due time.",
     )
     needs_action: NeedsActionOut | None = Field(

@@ -1,6 +1,6 @@
-"""The arq workers: `arq app.worker.WorkerSettings` (the callbacks' jobs and the crons) and
-`arq app.worker.DeliveryWorkerSettings` (the subscriptions' deliveries, on a queue of their own;
-not needed with `DELIVERY_WORKER=shared`).
+"""The arq workers: `arq app.worker.WorkerSettings` (the callbacks' jobs and the crons but the
+forecasts') and `arq app.worker.DeliveryWorkerSettings` (the subscriptions' deliveries, on a queue
+of their own, and the forecasts cron; not needed with `DELIVERY_WORKER=shared`).
 
 `WorkerSettings` is built from the environment when arq first asks for it (a module `__getattr__`),
 so importing this package reads nothing and connects to nothing.

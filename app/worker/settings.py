@@ -231,8 +231,11 @@ def _function(settings: Settings, function: Any, name: str, *, max_tries: int) -
 
 
 def _periodic(settings: Settings, task: Any, *, at_startup: bool = False, **when: Any) -> CronJob:
-    """A cron of `task` at the arq cron fields `when` (and at start-up if `at_startup`): never two
-    runs at once (`unique`, across workers), within the one job timeout.
+    """A cron of `task` at the arq cron fields `when` (and at start-up if `at_startup`), within
+    the one job timeout. `unique`: one run per scheduled time across workers. That does not keep
+    two runs from overlapping (each worker's start-up run has a time of its own, and a run may
+    outlast its interval): a cron that must run alone says so itself (the forecasts'
+    `repository.alone`).
 
     arq guards every running job with one "in progress" mark sized by the LONGEST timeout of any
     job (+10 s); `_job` shortens it to a renewed lease (app/worker/leases.py), so a dead worker's
@@ -246,8 +249,8 @@ def _periodic(settings: Settings, task: Any, *, at_startup: bool = False, **when
 
 def _forecasts_cron(settings: Settings) -> CronJob:
     """`refresh_forecasts`, every `FORECAST_INTERVAL_SECONDS` and at start-up: in the delivery
-    worker, or with `DELIVERY_WORKER=shared` in the one worker. The `overdue` changes it records
-    are numbered by the callbacks' worker's sequencer, which looks every 2 s unpoked."""
+    worker, or with `DELIVERY_WORKER=shared` in the one worker. In the delivery worker, which
+    runs no sequencer, the job numbers the `overdue` changes it recorded itself."""
     return _periodic(
         settings,
         tasks.refresh_forecasts,

@@ -22,6 +22,7 @@ from app.catalog import service as catalog
 from app.changes import outbox
 from app.changes import repository as changes_repository
 from app.changes import service as changes_service
+from app.changes.sequencer import number_and_publish
 from app.core import idempotency
 from app.core.db import utcnow
 from app.core.jobs import RedisError, enqueue_events, enqueue_facts
@@ -428,12 +429,20 @@ async def fold_counts(ctx: WorkerContext) -> int:
 async def refresh_forecasts(ctx: WorkerContext) -> int:
     """Bring the time-in-state figures and every undecided registration's forecast up to date
     (app/forecasts/service.py), bounded by `cron_budget`; registrations that became overdue get
-    their `overdue` change. Answers how many registrations were forecast."""
+    their `overdue` change, numbered before this returns or, in a process with a sequencer, soon
+    after. Answers how many registrations were forecast."""
     report = await forecasts_service.refresh(
         ctx["sessionmaker"], now=utcnow(), stop_at=time.monotonic() + cron_budget(ctx)
     )
+    if report.busy:
+        log.info("forecasts: another run is under way; this one did nothing")
     if report.overdue:
-        _changed(ctx)
+        if "sequencer" in ctx:
+            _changed(ctx)
+        else:
+            # The delivery worker runs no sequencer: the changes go on the feed now, as the
+            # command line's do, rather than at another process's next look.
+            await number_and_publish(ctx["sessionmaker"], ctx["redis"])
     if not report.complete:
         log.warning(
             "forecasts: stopped at the cron's budget after %d registrations; the next run goes on",

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.core.jobs import create_redis
 from app.core.models import (
     ChangeKind,
     RegistrationChange,
@@ -16,7 +17,10 @@ from app.core.models import (
     RegistrationStay,
     TimeInState,
 )
-from app.forecasts import service
+from app.core.settings import Settings
+from app.forecasts import repository, service
+from app.worker import tasks
+from app.worker.context import WorkerContext
 from tests.api.conftest import put_document
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -164,3 +168,43 @@ async def test_more_than_a_batch_is_derived_and_a_run_out_of_time_goes_on_next_t
     async with sessionmaker() as session:
         derived = await session.scalar(select(func.count()).select_from(RegistrationForecast))
     assert derived == count
+
+
+async def test_one_run_at_a_time(sessionmaker: Sessions) -> None:
+    """While a run holds the lock (another worker's, here held by hand), a second one does
+    nothing, so that no `overdue` change is recorded twice; once released, runs go on."""
+    await put_document(
+        sessionmaker,
+        document("gb-late", "GB", [("IN_QUEUE", NOW - 40 * DAY), ("IN_PROGRESS", NOW - 39 * DAY)]),
+    )
+    async with repository.alone(sessionmaker) as held:
+        assert held
+        busy = await service.refresh(sessionmaker, now=NOW)
+        assert busy.busy and (busy.derived, busy.forecast) == (0, 0)
+    report = await service.refresh(sessionmaker, now=NOW)
+    assert not report.busy and report.derived == 1
+
+
+async def test_the_cron_in_a_process_without_a_sequencer_numbers_its_overdue_change(
+    settings: Settings, sessionmaker: Sessions
+) -> None:
+    """The delivery worker runs the cron and no sequencer: the `overdue` change it records is on
+    the feed (numbered, its deliveries written) when the job ends, not at another process's next
+    look."""
+    await gb_history(sessionmaker)
+    await put_document(
+        sessionmaker,
+        document("gb-late", "GB", [("IN_QUEUE", NOW - 40 * DAY), ("IN_PROGRESS", NOW - 39 * DAY)]),
+    )
+    redis = create_redis(settings)
+    try:
+        ctx: WorkerContext = {"settings": settings, "sessionmaker": sessionmaker, "redis": redis}
+        await tasks.refresh_forecasts(ctx)
+    finally:
+        await redis.aclose()
+    async with sessionmaker() as session:
+        [change] = await session.scalars(
+            select(RegistrationChange).where(RegistrationChange.kind == ChangeKind.OVERDUE)
+        )
+    assert change.registration_id == "gb-late"
+    assert change.seq is not None

@@ -12,14 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.jobs import event_job_id
-from app.core.models import AuditEntry
+from app.core.models import AuditEntry, TimeInState
 from app.core.settings import Settings
 from app.main import create_app
 from app.worker.context import WorkerContext
 from app.worker.tasks import process_event
 from devtools.simulator import SimulatorControl, SimulatorServer
+from tests.forecasts.test_refresh import gb_history
 from tests.support import processes
 from tests.support.reads import events, registrations, rows
 from tests.support.servers import serve
@@ -63,6 +66,7 @@ async def api_url(settings: Settings) -> AsyncIterator[str]:
             (
                 "serve",
                 "worker",
+                "delivery-worker",
                 "migrate",
                 "reconcile",
                 "replay",
@@ -299,3 +303,32 @@ async def test_deliveries_are_listed_and_retried_from_the_command_line(
     assert unknown.returncode == 1 and "no such delivery: 999999" in unknown.stderr
     failed_only = await run_cli(settings, "deliveries", "list", "--state", "failed", cwd=tmp_path)
     assert failed_only.stdout == ""
+
+
+@pytest.mark.slow
+async def test_delivery_worker_command_runs_the_forecasts(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """`python -m app delivery-worker` is the delivery worker: its start-up run of the forecasts
+    cron derives the figures from the history (the callbacks' worker no longer does)."""
+    await gb_history(sessionmaker)
+    env = processes.service_env({**cli_env(settings), "DELIVERY_WORKER_METRICS_PORT": "0"})
+    worker = processes.ServiceProcess(
+        [sys.executable, "-m", "app", "delivery-worker"], env, tmp_path / "deliveries.log"
+    )
+    worker.start()
+    try:
+        processes.wait_worker_started(worker, deliveries=True)
+
+        async def figures() -> int:
+            async with sessionmaker() as session:
+                return int(await session.scalar(select(func.count()).select_from(TimeInState)) or 0)
+
+        for _ in range(300):
+            if await figures():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the delivery worker's forecasts run wrote no figure in 30 s")
+    finally:
+        assert worker.stop() == 0
