@@ -31,6 +31,7 @@ from sqlalchemy import insert
 
 from app.core.db import create_engine, create_sessionmaker, utcnow
 from app.core.models import PROJECTS
+from app.forecasts import service as forecasts_service
 from app.tokens.principal import Scope
 from devtools.simulator import SimulatorControl
 from tests.api.conftest import put_registration, served_in_thread
@@ -561,6 +562,12 @@ def test_aging_shows_overdue_first_against_the_markets_figures(
     _until(browser, lambda d: d.find_elements(By.ID, "events-by-state"))
     browser.find_element(By.LINK_TEXT, "Aging").click()
     _until(browser, lambda d: d.find_elements(By.ID, "aging-chart"))
+    # The history's figures were computed as of months ago: the page says when, and that the
+    # cron has stopped running (no delivery worker runs in this stack).
+    computed = browser.find_element(By.ID, "figures-computed").text
+    assert computed.startswith("Figures computed 2026-06-15 12:00:00 UTC (")
+    stale = browser.find_element(By.ID, "figures-stale").text
+    assert "Is a delivery worker (arq app.worker.DeliveryWorkerSettings) running?" in stale
     _shot(browser, "aging")
     assert browser.find_element(By.ID, "overdue-count").text == "1 overdue"
     rows = browser.find_elements(By.CSS_SELECTOR, "#open tbody tr")
@@ -596,6 +603,20 @@ def test_aging_shows_overdue_first_against_the_markets_figures(
     forecast = _until(browser, lambda d: d.find_element(By.ID, "forecast"))
     assert forecast.text.startswith("-; history, n=25")
     assert forecast.text.endswith("overdue")
+    # Once the cron has run again, the warning is gone.
+    asyncio.run(_refresh_forecasts_now(api_only))
+    browser.get(f"{base}/console/aging")
+    computed = _until(browser, lambda d: d.find_element(By.ID, "figures-computed"))
+    assert computed.text.endswith("s ago)") or computed.text.endswith("min ago)")
+    assert not browser.find_elements(By.ID, "figures-stale")
+
+
+async def _refresh_forecasts_now(stack: Stack) -> None:
+    engine = create_engine(stack.settings)
+    try:
+        await forecasts_service.refresh(create_sessionmaker(engine), now=utcnow())
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.console import present
+from app.console import aging, present
 from app.registrations.facts import Reason
 
 AT = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
@@ -91,3 +91,19 @@ def test_one_time_format_and_no_backticks() -> None:
     assert present.when(None) == "-"
     assert present.plain("`status` names no state.") == "status names no state."
     assert present.plain(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(None, "-"), (30, "30 s"), (300, "5 min"), (5.2 * 3600, "5.2 h"), (3.4 * 86_400, "3.4 d")],
+)
+def test_durations_as_an_operator_reads_them(seconds: float | None, shown: str) -> None:
+    assert present.duration(seconds) == shown
+
+
+def test_figures_are_stale_after_three_missed_runs_of_the_forecasts_cron() -> None:
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert not aging.stale(None, 300, now)  # no figure yet: nothing to flag
+    assert not aging.stale(now - timedelta(seconds=900), 300, now)
+    assert aging.stale(now - timedelta(seconds=901), 300, now)
+    assert aging.stale(now - timedelta(seconds=91), 30, now)  # the sandbox's 30 s

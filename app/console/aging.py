@@ -3,12 +3,15 @@ against their market's p50 and p85, and the time-in-state figures per market."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from app.console import charts
 from app.console.access import ViewerDep
 from app.console.pages import page
+from app.core.db import utcnow
 from app.forecasts import queries as forecast_queries
 from app.forecasts.model import MIN_SAMPLES
 from app.web.deps import ResourcesDep
@@ -18,6 +21,15 @@ router = APIRouter(prefix="/console")
 AGING_ROWS = 100
 """Open registrations the Aging page lists (overdue first, longest waiting first)."""
 AGING_CHART_ROWS = 30
+STALE_RUNS = 3
+"""Figures older than this many forecasts intervals are flagged: the cron is not running."""
+
+
+def stale(computed: datetime | None, interval_seconds: int, now: datetime) -> bool:
+    """Whether figures computed at `computed` are older than `STALE_RUNS` intervals of the
+    forecasts cron: no process runs it (by default the delivery worker does). None (no figure
+    yet) is not stale: a new install has nothing to derive them from."""
+    return computed is not None and (now - computed).total_seconds() > STALE_RUNS * interval_seconds
 
 
 @router.get("/aging")
@@ -29,6 +41,8 @@ async def aging(request: Request, resources: ResourcesDep, who: ViewerDep) -> HT
         curves = await forecast_queries.decisions(session, forecast_queries.StatsFilters())
         month = await forecast_queries.window(session, None)
         figures = await forecast_queries.figures(session, forecast_queries.StatsFilters(), month)
+        computed = await forecast_queries.last_computed(session)
+    settings = resources.settings
     by_market = {(c.project_id, c.market_code, c.registration_type): c for c in curves}
 
     def age(row: forecast_queries.Aging) -> charts.Age:
@@ -59,5 +73,14 @@ async def aging(request: Request, resources: ResourcesDep, who: ViewerDep) -> HT
             "figures": figures,
             "since": month,
             "min_samples": MIN_SAMPLES,
+            "computed": computed,
+            "stale": stale(computed, settings.forecast_interval_seconds, utcnow()),
+            "interval_seconds": settings.forecast_interval_seconds,
+            "stale_runs": STALE_RUNS,
+            "cron_process": (
+                "the worker (arq app.worker.WorkerSettings)"
+                if settings.delivery_worker == "shared"
+                else "a delivery worker (arq app.worker.DeliveryWorkerSettings)"
+            ),
         },
     )

@@ -47,10 +47,12 @@ def when(moment: datetime | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """A length of time as an operator reads it: `45 min`, `5.2 h`, `3.4 d`; `-` for none (the
-    data cannot tell)."""
+    """A length of time as an operator reads it: `30 s`, `45 min`, `5.2 h`, `3.4 d`; `-` for none
+    (the data cannot tell)."""
     if seconds is None:
         return "-"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     if seconds < 3_600:
         return f"{seconds / 60:.0f} min"
     if seconds < 86_400:
