@@ -95,7 +95,14 @@ def test_one_time_format_and_no_backticks() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "shown"),
-    [(None, "-"), (30, "30 s"), (300, "5 min"), (5.2 * 3600, "5.2 h"), (3.4 * 86_400, "3.4 d")],
+    [
+        (None, "-"),
+        (30, "30 s"),
+        (59.7, "1 min"),
+        (300, "5 min"),
+        (5.2 * 3600, "5.2 h"),
+        (3.4 * 86_400, "3.4 d"),
+    ],
 )
 def test_durations_as_an_operator_reads_them(seconds: float | None, shown: str) -> None:
     assert present.duration(seconds) == shown

@@ -51,7 +51,7 @@ def duration(seconds: float | None) -> str:
     (the data cannot tell)."""
     if seconds is None:
         return "-"
-    if seconds < 60:
+    if seconds < 59.5:  # what rounds to 60 s reads as 1 min
         return f"{seconds:.0f} s"
     if seconds < 3_600:
         return f"{seconds / 60:.0f} min"

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from arq import Retry
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.catalog import service as catalog
@@ -441,8 +442,16 @@ async def refresh_forecasts(ctx: WorkerContext) -> int:
             _changed(ctx)
         else:
             # The delivery worker runs no sequencer: the changes go on the feed now, as the
-            # command line's do, rather than at another process's next look.
-            await number_and_publish(ctx["sessionmaker"], ctx["redis"])
+            # command line's do, rather than at another process's next look. They are committed:
+            # if this fails, any sequencer numbers them at its next look (2 s).
+            try:
+                await number_and_publish(ctx["sessionmaker"], ctx["redis"])
+            except (SQLAlchemyError, RedisError, OSError) as exc:
+                log.warning(
+                    "forecasts: numbering the overdue changes failed (%s); a sequencer "
+                    "numbers them within 2 s",
+                    type(exc).__name__,
+                )
     if not report.complete:
         log.warning(
             "forecasts: stopped at the cron's budget after %d registrations; the next run goes on",

@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.jobs import create_redis
@@ -181,6 +182,26 @@ async def test_one_run_at_a_time(sessionmaker: Sessions) -> None:
         assert held
         busy = await service.refresh(sessionmaker, now=NOW)
         assert busy.busy and (busy.derived, busy.forecast) == (0, 0)
+        # The holder keeps no transaction open through the run (autocommit): idle, not "idle in
+        # transaction".
+        async with sessionmaker() as session:
+            holder = await session.scalar(
+                text(
+                    "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE l.locktype = 'advisory' AND l.objid = :key AND l.granted"
+                ),
+                {"key": repository.RUN_LOCK},
+            )
+        assert holder == "idle"
+    # A run that fails lets the lock go too.
+
+    async def failing_run() -> None:
+        async with repository.alone(sessionmaker) as held:
+            assert held
+            raise RuntimeError("the run failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_run()
     report = await service.refresh(sessionmaker, now=NOW)
     assert not report.busy and report.derived == 1
 

@@ -331,4 +331,5 @@ async def test_delivery_worker_command_runs_the_forecasts(
         else:
             pytest.fail("the delivery worker's forecasts run wrote no figure in 30 s")
     finally:
-        assert worker.stop() == 0
+        code = worker.stop()
+    assert code == 0
