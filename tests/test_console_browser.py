@@ -607,7 +607,8 @@ def test_aging_shows_overdue_first_against_the_markets_figures(
     asyncio.run(_refresh_forecasts_now(api_only))
     browser.get(f"{base}/console/aging")
     computed = _until(browser, lambda d: d.find_element(By.ID, "figures-computed"))
-    assert computed.text.endswith("s ago)") or computed.text.endswith("min ago)")
+    assert computed.text.startswith("Figures computed ")
+    assert "2026-06-15" not in computed.text  # the new run's time, not the history's
     assert not browser.find_elements(By.ID, "figures-stale")
 
 
