@@ -322,12 +322,15 @@ def delivery_client(tls: ssl.SSLContext, allowed: Sequence[Network]) -> aiohttp.
     POST (`proxy_for`), not read by aiohttp (`trust_env`): it read them, and `~/.netrc`, for
     every request, in a thread, a third of the worker's CPU at 1,000 POSTs/s. The caller closes
     it; create it inside the running event loop. Names are resolved by a `GuardedResolver`
-    allowing the private `allowed` networks (SUBSCRIPTION_ALLOWED_NETWORKS)."""
+    allowing the private `allowed` networks (SUBSCRIPTION_ALLOWED_NETWORKS). It keeps no
+    cookies."""
     resolver: Any = GuardedResolver(allowed, _proxy_hosts())
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
             limit=CONCURRENCY, ssl=tls, keepalive_timeout=30, resolver=resolver
-        )
+        ),
+        # A receiver's cookies are never sent back: a delivery carries only its own headers.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 

@@ -5,7 +5,12 @@ feed's `ChangeSignal`), when one of its jobs finished (`poke()`), when the next 
 and at least every `INTERVAL_SECONDS`, but not more often than every `MIN_PAUSE_SECONDS`; it
 finds the enabled subscriptions with a delivery due (one index probe each) and enqueues a
 `deliver` job for each, except those whose job runs in this process (`sending`): a running job
-takes new changes itself (app/subscriptions/sender.py). The job id is the subscription's, so a
+takes new changes itself (app/subscriptions/sender.py). So news of changes alone does not make it
+look when, at its last look (at most `INTERVAL_SECONDS` ago), no enabled subscription lacked a job
+of this process: with no subscription at all, or with every one sending here under a steady flow,
+the changes numbered a hundred times a second cost it nothing (`needs_look`). A subscription
+created or enabled since is found at the next look, within `INTERVAL_SECONDS`. The job id is the
+subscription's, so a
 subscription has one job at a time across all workers: a slow or dead receiver holds one job
 slot, never the others' deliveries.
 
@@ -22,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Final
 
@@ -64,6 +71,10 @@ class Dispatcher:
     _task: asyncio.Task[None] | None = field(init=False, default=None)
     _sending: Counter[str] = field(init=False, default_factory=Counter)
     """The subscriptions this process's jobs are sending, with how many jobs each."""
+    _enabled: frozenset[str] | None = field(init=False, default=None)
+    """The enabled subscriptions at the last look (None before the first)."""
+    _looked_at: float = field(init=False, default=0.0)
+    """When (`time.monotonic()`) the last look was."""
 
     def poke(self) -> None:
         self._poked.set()
@@ -96,10 +107,11 @@ class Dispatcher:
         before the next look (until the next retry comes due, at most `INTERVAL_SECONDS`)."""
         now = utcnow()
         async with self.sessions() as session:
-            due = await repository.subscriptions_due(session, now)
+            enabled = await repository.enabled(session, now)
             upcoming = await repository.next_due(session, now)
+        self._enabled, self._looked_at = frozenset(enabled), time.monotonic()
         room = self.jobs - sum(self._sending.values())
-        due = [subscription_id for subscription_id in due if subscription_id not in self._sending]
+        due = [one for one, is_due in enabled.items() if is_due and one not in self._sending]
         due = due[: max(0, room)]
         if due:
             await enqueue_deliveries(self.redis, due, queue=self.queue)
@@ -108,19 +120,58 @@ class Dispatcher:
         return min(INTERVAL_SECONDS, (upcoming - now).total_seconds())
 
     async def _run(self) -> None:
+        woke = Woke.TIMEOUT
+        look_by = time.monotonic()
         while True:
             token = self.signal.token()
-            pause = INTERVAL_SECONDS
-            try:
-                pause = await self.run_once()
-            except (SQLAlchemyError, RedisError, OSError) as exc:
-                log.warning("deliveries: dispatching failed (%s); retried shortly", exc)
-            poked = asyncio.create_task(self._poked.wait())
-            signalled = asyncio.create_task(self.signal.wait(token, pause))
-            try:
-                await asyncio.wait({poked, signalled}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                poked.cancel()
-                signalled.cancel()
+            if needs_look(
+                woke,
+                enabled=self._enabled,
+                sending=self._sending.keys(),
+                since_look=time.monotonic() - self._looked_at,
+            ):
+                pause = INTERVAL_SECONDS
+                try:
+                    pause = await self.run_once()
+                except (SQLAlchemyError, RedisError, OSError) as exc:
+                    log.warning("deliveries: dispatching failed (%s); retried shortly", exc)
+                look_by = time.monotonic() + pause
+            woke = await self._wait(token, max(0.0, look_by - time.monotonic()))
             self._poked.clear()
             await asyncio.sleep(MIN_PAUSE_SECONDS)
+
+    async def _wait(self, token: int, seconds: float) -> Woke:
+        """Until a job of this process ends (`poke`), changes are numbered, or `seconds` pass."""
+        poked = asyncio.create_task(self._poked.wait())
+        signalled = asyncio.create_task(self.signal.wait(token, seconds))
+        try:
+            await asyncio.wait({poked, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poked.cancel()
+            signalled.cancel()
+        if self._poked.is_set():
+            return Woke.POKED
+        return Woke.CHANGES if self.signal.token() != token else Woke.TIMEOUT
+
+
+class Woke(enum.Enum):
+    """What ended the dispatcher's wait."""
+
+    POKED = "poked"
+    """A job of this process ended: its subscription may need another."""
+    CHANGES = "changes"
+    """Changes were numbered."""
+    TIMEOUT = "timeout"
+    """The interval passed, or a retry came due."""
+
+
+def needs_look(
+    woke: Woke, *, enabled: frozenset[str] | None, sending: Set[str], since_look: float
+) -> bool:
+    """Whether the dispatcher looks at the database now. Always, but when only news of changes
+    woke it and its last look, at most `INTERVAL_SECONDS` ago, found every enabled subscription
+    (`enabled`; None before the first look) with a job of this process sending (`sending`),
+    which takes the new changes itself; or found none enabled."""
+    if woke is not Woke.CHANGES or enabled is None or since_look >= INTERVAL_SECONDS:
+        return True
+    return not enabled <= sending

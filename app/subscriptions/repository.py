@@ -80,26 +80,27 @@ async def for_sending(
     return result.scalar_one_or_none()
 
 
-def subscriptions_due_statement(now: datetime) -> Select[str]:
-    """`subscriptions_due`'s query: one probe of the pending deliveries' partial index
-    (subscription, next attempt) per enabled subscription."""
+def enabled_statement(now: datetime) -> Select[str, bool]:
+    """`enabled`'s query: every enabled subscription, with one probe of the pending deliveries'
+    partial index (subscription, next attempt) each for whether a delivery is due."""
     due = exists().where(
         Delivery.subscription_id == Subscription.id,
         Delivery.state == PENDING,
         Delivery.next_attempt_at <= now,
     )
-    return select(Subscription.id).where(Subscription.enabled.is_(True), due)
+    return select(Subscription.id, due.label("due")).where(Subscription.enabled.is_(True))
 
 
-async def subscriptions_due(session: AsyncSession, now: datetime) -> list[str]:
-    """Enabled subscriptions with a delivery due now (one index probe each)."""
-    result = await session.execute(subscriptions_due_statement(now))
-    return list(result.scalars())
+async def enabled(session: AsyncSession, now: datetime) -> dict[str, bool]:
+    """Every enabled subscription's id, with whether it has a delivery due now (one index probe
+    each)."""
+    result = await session.execute(enabled_statement(now))
+    return {subscription_id: bool(due) for subscription_id, due in result.all()}
 
 
 def next_due_statement(now: datetime) -> Select[datetime | None]:
     """`next_due`'s query: one probe per enabled subscription of its pending deliveries' index
-    (subscription, next attempt), as `subscriptions_due`; no index of every pending delivery by
+    (subscription, next attempt), as `enabled`; no index of every pending delivery by
     next attempt is kept (each delivery written would write it too, and it gave the window of
     `due` a plan that read the whole backlog: migration 0019)."""
     upcoming = (

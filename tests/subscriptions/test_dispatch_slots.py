@@ -7,6 +7,9 @@ Real database and Redis; the dispatcher is the worker's own, the queue arq's."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import number_and_publish
@@ -15,7 +18,7 @@ from app.core.db import utcnow
 from app.core.jobs import DELIVERIES_QUEUE, EVENTS_QUEUE, create_redis, delivery_job_id
 from app.core.settings import Settings
 from app.subscriptions import service
-from app.subscriptions.dispatcher import Dispatcher
+from app.subscriptions.dispatcher import INTERVAL_SECONDS, Dispatcher, Woke, needs_look
 from app.subscriptions.schemas import SubscriptionIn
 from tests.api.conftest import put_registration
 
@@ -95,4 +98,56 @@ async def test_deliveries_apart_never_enter_the_callbacks_queue(
         queued = [job.job_id for job in await redis.queued_jobs(queue_name=DELIVERIES_QUEUE)]
         assert sorted(queued) == sorted(delivery_job_id(one) for one in subscriptions)
     finally:
+        await redis.aclose()
+
+
+@pytest.mark.parametrize(
+    ("woke", "enabled", "sending", "since_look", "looks"),
+    [
+        # News of changes, and every enabled subscription sends here: its job takes them.
+        (Woke.CHANGES, frozenset({"a", "b"}), {"a", "b", "c"}, 0.2, False),
+        (Woke.CHANGES, frozenset(), set(), 0.2, False),  # none enabled: nothing to send
+        (Woke.CHANGES, frozenset({"a", "b"}), {"a"}, 0.2, True),  # b has no job here
+        (Woke.CHANGES, None, set(), 0.0, True),  # before the first look
+        (Woke.CHANGES, frozenset(), set(), INTERVAL_SECONDS, True),  # the look is a second old
+        (Woke.POKED, frozenset({"a"}), {"a"}, 0.2, True),  # a job ended
+        (Woke.TIMEOUT, frozenset(), set(), 0.2, True),  # a retry came due
+    ],
+)
+def test_news_of_changes_alone_does_not_make_it_look_when_nothing_lacks_a_job(
+    woke: Woke, enabled: frozenset[str] | None, sending: set[str], since_look: float, looks: bool
+) -> None:
+    assert needs_look(woke, enabled=enabled, sending=sending, since_look=since_look) is looks
+
+
+async def test_a_subscription_created_under_a_flow_of_changes_is_dispatched_within_the_interval(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """With no subscription, a steady flow of news makes the dispatcher skip its looks; one
+    created meanwhile still gets its job at the next look (the skip never outlasts the interval)."""
+    redis = create_redis(settings)
+    signal = ChangeSignal(redis)
+    dispatcher = Dispatcher(sessionmaker, redis, signal, jobs=32, queue=DELIVERIES_QUEUE)
+    dispatcher.start()
+    try:
+        await asyncio.sleep(0.2)  # its first look: no subscription
+        flowing = True
+
+        async def flow() -> None:
+            while flowing:
+                signal.announce()
+                await asyncio.sleep(0.01)
+
+        news = asyncio.create_task(flow())
+        await asyncio.sleep(0.3)
+        [created] = await _subscriptions_with_a_delivery_due(sessionmaker, 1)
+        async with asyncio.timeout(INTERVAL_SECONDS + 2):
+            while not await redis.queued_jobs(queue_name=DELIVERIES_QUEUE):
+                await asyncio.sleep(0.05)
+        flowing = False
+        await news
+        queued = [job.job_id for job in await redis.queued_jobs(queue_name=DELIVERIES_QUEUE)]
+        assert queued == [delivery_job_id(created)]
+    finally:
+        await dispatcher.stop()
         await redis.aclose()

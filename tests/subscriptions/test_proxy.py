@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from ipaddress import ip_network
 
 import pytest
 
@@ -88,3 +89,43 @@ async def test_a_delivery_goes_through_the_proxy_the_environment_names(
     assert attempt.succeeded
     # A forward proxy is asked for the absolute URL: the receiver's host was never resolved here.
     assert recorder.lines == [f"POST {target} HTTP/1.1"]
+
+
+async def test_a_receivers_cookies_are_never_sent_back() -> None:
+    """A delivery carries nothing a receiver set before: the client keeps no cookies (nor spends
+    CPU on a jar), so one receiver's answer never shapes the next request."""
+    heads: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            heads.append(head.lower())
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 0\r\n\r\n"
+            )
+            await writer.drain()
+            if len(heads) == 2:
+                writer.close()
+                return
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    # A name, not an address: a cookie jar keeps no cookie of an address.
+    http = delivery_client(tls_context(), [ip_network("127.0.0.0/8"), ip_network("::1/128")])
+    try:
+        async with server:
+            for n in (1, 2):
+                url = f"http://localhost:{port}/hook"
+                attempt = await post(
+                    http, url, ["whsec_" + "A" * 43 + "="], message_id(n), "{}", seconds=5
+                )
+                assert attempt.succeeded, attempt.error
+    finally:
+        await http.close()
+    assert len(heads) == 2
+    assert all(b"\r\ncookie:" not in head for head in heads), heads
