@@ -747,8 +747,10 @@ class RegistrationForecast(Base):
         Index(
             "ix_registration_forecasts_overdue", "registration_id", postgresql_where=text("overdue")
         ),
+        # The forecasts cron's step 4: undecided ones, stalest forecast first.
         Index(
-            "ix_registration_forecasts_undecided",
+            "ix_registration_forecasts_stalest",
+            text("forecast_at NULLS FIRST"),
             "registration_id",
             postgresql_where=text("decided_at IS NULL"),
         ),
@@ -789,6 +791,9 @@ class RegistrationForecast(Base):
     stays_from: Mapped[datetime]
     """`registrations.updated_at` as of the stays and clock kept: newer means derive them again."""
     computed_at: Mapped[datetime]
+    forecast_at: Mapped[datetime | None]
+    """When the cron last forecast it; None when its clock was derived since (or never forecast):
+    each run forecasts the stalest first, so a run stopped at its budget leaves the freshest."""
 
 
 class TimeInState(Base):

@@ -179,6 +179,7 @@ async def replace_stays(
             "waited_customer_seconds": customer,
             "stays_from": registration.updated_at,
             "computed_at": now,
+            "forecast_at": None,  # its clock changed: among the first the next step 4 forecasts
             "basis": "",
             "samples": 0,
         }
@@ -295,15 +296,17 @@ class Undecided:
     overdue: bool
 
 
-async def undecided(session: AsyncSession, after: str, limit: int) -> list[Undecided]:
-    """Registrations without a decision, by id after `after` (the partial index on
-    `decided_at IS NULL`), with their current status."""
+async def stalest_undecided(session: AsyncSession, before: datetime, limit: int) -> list[Undecided]:
+    """Up to `limit` registrations without a decision and not forecast since `before` (the run's
+    time: what this run forecast is not read again), the stalest first: those never forecast
+    since their clock was derived, then by `forecast_at` (the partial index
+    `ix_registration_forecasts_stalest`); with their current status."""
     f = REGISTRATION_FORECASTS
     rows = await session.execute(
         select(f, REGISTRATIONS.c.status)
         .join(REGISTRATIONS, REGISTRATIONS.c.id == f.c.registration_id)
-        .where(f.c.decided_at.is_(None), f.c.registration_id > after)
-        .order_by(f.c.registration_id)
+        .where(f.c.decided_at.is_(None), or_(f.c.forecast_at.is_(None), f.c.forecast_at < before))
+        .order_by(f.c.forecast_at.asc().nulls_first(), f.c.registration_id)
         .limit(limit)
     )
     return [
@@ -344,6 +347,7 @@ _WRITE_FORECAST: Final = (
         sinch_seconds=bindparam("p_sinch"),
         waited_customer_seconds=bindparam("p_customer"),
         computed_at=_NOW,
+        forecast_at=_NOW,
     )
 )
 

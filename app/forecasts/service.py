@@ -8,9 +8,13 @@ One run, in four steps, each bounded:
 2. rebuild `time_in_state`: every stay counted in bins by one aggregate statement, then the
    quantiles per market, type and state for each window start month (`WINDOW_MONTHS`);
 3. rebuild `decision_curves` the same way from the decision clocks;
-4. forecast every undecided registration against its market's curve; one that has just become
-   overdue gets a change of kind `overdue` on the feed (its subscribers' deliveries come when it
-   is numbered), in the transaction that marks it: once, however many runs find it still overdue.
+4. forecast every undecided registration against its market's curve, `FORECAST_BATCH` a
+   transaction, the stalest first (those whose clock step 1 derived again, then by when they were
+   last forecast); one that has just become overdue gets a change of kind `overdue` on the feed
+   (its subscribers' deliveries come when it is numbered), in the transaction that marks it:
+   once, however many runs find it still overdue.
+Steps 1 and 4 stop at the run's budget (`stop_at`): the next run goes on with what is left, and
+step 4's order means none is left behind for good, however many there are.
 A read (app/forecasts/queries.py) then costs one indexed look-up, whatever the history holds.
 
 The cron runs in the delivery worker, at its lower CPU priority (app/worker/settings.py): in the
@@ -185,12 +189,12 @@ def decision_curve_rows(rows: Any, now: datetime) -> list[dict[str, Any]]:
     return curves
 
 
-async def forecast_undecided(
-    session: AsyncSession, curves: dict[Group, Bins], after: str, now: datetime
-) -> tuple[int, int, str | None]:
-    """Step 4 for up to `FORECAST_BATCH` undecided registrations after id `after`. Answers how
-    many were forecast, how many became overdue, and the id to go on after (None at the end)."""
-    found = await repository.undecided(session, after, FORECAST_BATCH)
+async def forecast_stalest(
+    session: AsyncSession, curves: dict[Group, Bins], now: datetime, limit: int
+) -> tuple[int, int]:
+    """Step 4 for up to `limit` of the undecided registrations not forecast since `now` (the
+    run's time), the stalest first. Answers how many were forecast and how many became overdue."""
+    found = await repository.stalest_undecided(session, now, limit)
     forecasts, newly_overdue = await asyncio.to_thread(_forecast_each, found, curves, now)
     await repository.write_forecasts(session, forecasts, now)
     for status, ids in newly_overdue.items():
@@ -203,9 +207,7 @@ async def forecast_undecided(
             source=ChangeSource.FORECAST,
             now=now,
         )
-    became = sum(len(ids) for ids in newly_overdue.values())
-    last = found[-1].id if len(found) == FORECAST_BATCH else None
-    return len(found), became, last
+    return len(found), sum(len(ids) for ids in newly_overdue.values())
 
 
 def _forecast_each(
@@ -226,20 +228,28 @@ def _forecast_each(
 
 
 async def refresh(
-    sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime, stop_at: float | None = None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime,
+    stop_at: float | None = None,
+    forecast_batch: int = FORECAST_BATCH,
 ) -> Report:
     """One run of the four steps (module docstring), each in its own short transactions; `stop_at`
     (a `time.monotonic()` reading) ends step 1 early, and the run with it (the figures then wait
-    for a run that catches up). One run at a time across processes: while another runs, this
-    one does nothing (`Report.busy`)."""
+    for a run that catches up), or step 4 between two batches of `forecast_batch`. One run at a
+    time across processes: while another runs, this one does nothing (`Report.busy`)."""
     async with repository.alone(sessionmaker) as held:
         if not held:
             return Report(0, 0, 0, complete=True, busy=True)
-        return await _run(sessionmaker, now=now, stop_at=stop_at)
+        return await _run(sessionmaker, now=now, stop_at=stop_at, forecast_batch=forecast_batch)
 
 
 async def _run(
-    sessionmaker: async_sessionmaker[AsyncSession], *, now: datetime, stop_at: float | None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    now: datetime,
+    stop_at: float | None,
+    forecast_batch: int,
 ) -> Report:
     def out_of_time() -> bool:
         return stop_at is not None and time.monotonic() >= stop_at
@@ -266,10 +276,12 @@ async def _run(
         for row in curve_rows
     }
     forecast = overdue = 0
-    after: str | None = ""
-    while after is not None:
+    while True:
         async with sessionmaker.begin() as session:
-            count, became, after = await forecast_undecided(session, curves, after, now)
+            count, became = await forecast_stalest(session, curves, now, forecast_batch)
         forecast += count
         overdue += became
-    return Report(derived, forecast, overdue, complete=True)
+        if count < forecast_batch:
+            return Report(derived, forecast, overdue, complete=True)
+        if out_of_time():
+            return Report(derived, forecast, overdue, complete=False)

@@ -454,8 +454,10 @@ async def refresh_forecasts(ctx: WorkerContext) -> int:
                 )
     if not report.complete:
         log.warning(
-            "forecasts: stopped at the cron's budget after %d registrations; the next run goes on",
+            "forecasts: stopped at the cron's budget after deriving %d registrations and "
+            "forecasting %d; the next run goes on, the stalest first",
             report.derived,
+            report.forecast,
         )
     return report.forecast
 

@@ -171,6 +171,56 @@ async def test_more_than_a_batch_is_derived_and_a_run_out_of_time_goes_on_next_t
     assert derived == count
 
 
+async def test_a_run_out_of_time_in_step_4_leaves_the_freshest_and_none_for_good(
+    sessionmaker: Sessions,
+) -> None:
+    """Step 4 stops at the budget between batches, and each run forecasts the stalest first: a
+    registration whose clock changed first, then those forecast longest ago. Runs over more than
+    their budget allows still reach every registration, in turn."""
+    for n in range(5):
+        await put_document(sessionmaker, document(f"r-{n}", "GB", [("IN_QUEUE", NOW - DAY)]))
+
+    async def forecast_at() -> dict[str, datetime | None]:
+        async with sessionmaker() as session:
+            rows = await session.execute(
+                select(RegistrationForecast.registration_id, RegistrationForecast.forecast_at)
+            )
+            return dict(rows.tuples().all())
+
+    # Out of time at once: one batch of 2 per run (the first batch always goes).
+    first = await service.refresh(sessionmaker, now=NOW, stop_at=0.0, forecast_batch=2)
+    assert (first.derived, first.forecast, first.complete) == (5, 2, False)
+    after_first = await forecast_at()
+    assert sorted(at for at in after_first.values() if at is not None) == [NOW, NOW]
+
+    second = await service.refresh(sessionmaker, now=NOW + DAY, stop_at=0.0, forecast_batch=2)
+    assert (second.derived, second.forecast, second.complete) == (0, 2, False)
+    after_second = await forecast_at()
+    # Two never forecast went, not the two forecast a day before.
+    went = {one for one, at in after_second.items() if at == NOW + DAY}
+    assert len(went) == 2
+    assert went <= {one for one, at in after_first.items() if at is None}
+
+    # One of those whose clock then changes (derived again) goes before the two forecast longest
+    # ago, with the one never forecast yet.
+    changed = max(went)
+    await put_document(
+        sessionmaker,
+        document(changed, "GB", [("IN_QUEUE", NOW - DAY), ("IN_PROGRESS", NOW - DAY / 2)]),
+    )
+    third = await service.refresh(sessionmaker, now=NOW + 2 * DAY, stop_at=0.0, forecast_batch=2)
+    assert (third.derived, third.forecast, third.complete) == (1, 2, False)
+    after_third = await forecast_at()
+    never = {one for one, at in after_second.items() if at is None}
+    assert {one for one, at in after_third.items() if at == NOW + 2 * DAY} == {changed, *never}
+    assert list(after_third.values()).count(NOW) == 2
+
+    # Given the time, a run goes through every one left.
+    last = await service.refresh(sessionmaker, now=NOW + 3 * DAY, forecast_batch=2)
+    assert (last.forecast, last.complete) == (5, True)
+    assert set((await forecast_at()).values()) == {NOW + 3 * DAY}
+
+
 async def test_one_run_at_a_time(sessionmaker: Sessions) -> None:
     """While a run holds the lock (another worker's, here held by hand), a second one does
     nothing, so that no `overdue` change is recorded twice; once released, runs go on."""
