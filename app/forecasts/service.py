@@ -13,8 +13,9 @@ One run, in four steps, each bounded:
    last forecast); one that has just become overdue gets a change of kind `overdue` on the feed
    (its subscribers' deliveries come when it is numbered), in the transaction that marks it:
    once, however many runs find it still overdue.
-Steps 1 and 4 stop at the run's budget (`stop_at`): the next run goes on with what is left, and
-step 4's order means none is left behind for good, however many there are.
+Steps 1 and 4 stop at the run's budget (`stop_at`): the next run goes on with what is left. Step
+4's order leaves none behind for good as long as fewer registrations change between two runs than
+a run forecasts (those go first).
 A read (app/forecasts/queries.py) then costs one indexed look-up, whatever the history holds.
 
 The cron runs in the delivery worker, at its lower CPU priority (app/worker/settings.py): in the

@@ -71,6 +71,8 @@ class Dispatcher:
     _task: asyncio.Task[None] | None = field(init=False, default=None)
     _sending: Counter[str] = field(init=False, default_factory=Counter)
     """The subscriptions this process's jobs are sending, with how many jobs each."""
+    looks: int = field(init=False, default=0)
+    """How many times it has looked at the database (`run_once`), for observing it."""
     _enabled: frozenset[str] | None = field(init=False, default=None)
     """The enabled subscriptions at the last look (None before the first)."""
     _looked_at: float = field(init=False, default=0.0)
@@ -106,6 +108,7 @@ class Dispatcher:
         """Enqueue a job for each subscription with something due; answers how long to wait
         before the next look (until the next retry comes due, at most `INTERVAL_SECONDS`)."""
         now = utcnow()
+        self.looks += 1
         async with self.sessions() as session:
             enabled = await repository.enabled(session, now)
             upcoming = await repository.next_due(session, now)

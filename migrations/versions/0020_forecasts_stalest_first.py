@@ -6,7 +6,8 @@ timeout every time, and those past the point it reached were never forecast agai
 forecasts the stalest first and stops at its budget; the next goes on with those left.
 
 - `forecast_at`: when the cron last forecast it; NULL when its clock was derived since (and for
-  every row kept before this revision: each is forecast at the next run, as before).
+  every row kept before this revision: those go first, all in the next run when its budget
+  allows, else over the next runs).
 - `ix_registration_forecasts_stalest` `(forecast_at NULLS FIRST, registration_id) WHERE
   decided_at IS NULL` replaces `ix_registration_forecasts_undecided` `(registration_id) WHERE
   decided_at IS NULL`, whose one reader was step 4's walk in id order.
@@ -36,8 +37,10 @@ _TIME = app.core.db.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
-    # A nullable column without a default: PostgreSQL adds it without rewriting the table.
-    op.add_column(TABLE, sa.Column("forecast_at", _TIME, nullable=True))
+    # A nullable column without a default: PostgreSQL adds it without rewriting the table. It
+    # is committed before the index builds below (`autocommit_block` commits what came before):
+    # a run stopped during them leaves it, and the next run goes on.
+    op.add_column(TABLE, sa.Column("forecast_at", _TIME, nullable=True), if_not_exists=True)
     # CONCURRENTLY, outside a transaction (as 0017): a running service keeps writing forecasts.
     # Each step tolerates a run stopped half-way (an INVALID build left behind is dropped first).
     with op.get_context().autocommit_block():
@@ -63,4 +66,4 @@ def downgrade() -> None:
             postgresql_concurrently=True,
         )
         op.drop_index(STALEST, table_name=TABLE, postgresql_concurrently=True, if_exists=True)
-    op.drop_column(TABLE, "forecast_at")
+    op.drop_column(TABLE, "forecast_at", if_exists=True)

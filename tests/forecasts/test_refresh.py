@@ -215,10 +215,19 @@ async def test_a_run_out_of_time_in_step_4_leaves_the_freshest_and_none_for_good
     assert {one for one, at in after_third.items() if at == NOW + 2 * DAY} == {changed, *never}
     assert list(after_third.values()).count(NOW) == 2
 
+    # Then by when they were last forecast: the two of the first run, the oldest, in turn (not
+    # the lowest id again, forecast by the run before).
+    fourth = await service.refresh(sessionmaker, now=NOW + 3 * DAY, stop_at=0.0, forecast_batch=1)
+    fifth = await service.refresh(sessionmaker, now=NOW + 4 * DAY, stop_at=0.0, forecast_batch=1)
+    assert (fourth.forecast, fifth.forecast) == (1, 1)
+    after_fifth = await forecast_at()
+    oldest = sorted(one for one, at in after_third.items() if at == NOW)
+    assert [after_fifth[one] for one in oldest] == [NOW + 3 * DAY, NOW + 4 * DAY]
+
     # Given the time, a run goes through every one left.
-    last = await service.refresh(sessionmaker, now=NOW + 3 * DAY, forecast_batch=2)
+    last = await service.refresh(sessionmaker, now=NOW + 5 * DAY, forecast_batch=2)
     assert (last.forecast, last.complete) == (5, True)
-    assert set((await forecast_at()).values()) == {NOW + 3 * DAY}
+    assert set((await forecast_at()).values()) == {NOW + 5 * DAY}
 
 
 async def test_one_run_at_a_time(sessionmaker: Sessions) -> None:

@@ -120,34 +120,45 @@ def test_news_of_changes_alone_does_not_make_it_look_when_nothing_lacks_a_job(
     assert needs_look(woke, enabled=enabled, sending=sending, since_look=since_look) is looks
 
 
-async def test_a_subscription_created_under_a_flow_of_changes_is_dispatched_within_the_interval(
+async def test_under_a_flow_of_changes_it_looks_only_when_a_subscription_may_need_a_job(
     settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    """With no subscription, a steady flow of news makes the dispatcher skip its looks; one
-    created meanwhile still gets its job at the next look (the skip never outlasts the interval)."""
+    """News of changes every 10 ms: with no subscription, the dispatcher does not look on each
+    (once a second at most); one created meanwhile still gets its job at the next look, and from
+    then on, with no job of this process sending it, each news makes it look again."""
     redis = create_redis(settings)
     signal = ChangeSignal(redis)
     dispatcher = Dispatcher(sessionmaker, redis, signal, jobs=32, queue=DELIVERIES_QUEUE)
+    flowing = True
+
+    async def flow() -> None:
+        while flowing:
+            signal.announce()
+            await asyncio.sleep(0.01)
+
     dispatcher.start()
+    news = asyncio.create_task(flow())
     try:
-        await asyncio.sleep(0.2)  # its first look: no subscription
-        flowing = True
-
-        async def flow() -> None:
-            while flowing:
-                signal.announce()
+        async with asyncio.timeout(5):
+            while dispatcher.looks < 1:  # its first look: no subscription
                 await asyncio.sleep(0.01)
+        first = dispatcher.looks
+        await asyncio.sleep(0.5)
+        # About ten wakes (one per `MIN_PAUSE_SECONDS`), no look but the interval's.
+        assert dispatcher.looks - first <= 1
 
-        news = asyncio.create_task(flow())
-        await asyncio.sleep(0.3)
         [created] = await _subscriptions_with_a_delivery_due(sessionmaker, 1)
         async with asyncio.timeout(INTERVAL_SECONDS + 2):
             while not await redis.queued_jobs(queue_name=DELIVERIES_QUEUE):
                 await asyncio.sleep(0.05)
-        flowing = False
-        await news
         queued = [job.job_id for job in await redis.queued_jobs(queue_name=DELIVERIES_QUEUE)]
         assert queued == [delivery_job_id(created)]
+        # No job of this process sends it (none runs here): each news is looked at.
+        found = dispatcher.looks
+        await asyncio.sleep(0.5)
+        assert dispatcher.looks - found >= 4
     finally:
+        flowing = False
+        await news
         await dispatcher.stop()
         await redis.aclose()
