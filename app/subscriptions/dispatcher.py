@@ -31,7 +31,7 @@ import enum
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator, Set
+from collections.abc import Iterator
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Final
 
@@ -73,8 +73,9 @@ class Dispatcher:
     """The subscriptions this process's jobs are sending, with how many jobs each."""
     looks: int = field(init=False, default=0)
     """How many times it has looked at the database (`run_once`), for observing it."""
-    _enabled: frozenset[str] | None = field(init=False, default=None)
-    """The enabled subscriptions at the last look (None before the first)."""
+    _unattended: int | None = field(init=False, default=None)
+    """How many enabled subscriptions had no job of this process at the last look (None before
+    the first)."""
     _looked_at: float = field(init=False, default=0.0)
     """When (`time.monotonic()`) the last look was."""
 
@@ -110,11 +111,11 @@ class Dispatcher:
         now = utcnow()
         self.looks += 1
         async with self.sessions() as session:
-            enabled = await repository.enabled(session, now)
+            found = await repository.to_dispatch(session, now, list(self._sending))
             upcoming = await repository.next_due(session, now)
-        self._enabled, self._looked_at = frozenset(enabled), time.monotonic()
+        self._unattended, self._looked_at = found.unattended, time.monotonic()
         room = self.jobs - sum(self._sending.values())
-        due = [one for one, is_due in enabled.items() if is_due and one not in self._sending]
+        due = [one for one in found.due if one not in self._sending]
         due = due[: max(0, room)]
         if due:
             await enqueue_deliveries(self.redis, due, queue=self.queue)
@@ -128,10 +129,7 @@ class Dispatcher:
         while True:
             token = self.signal.token()
             if needs_look(
-                woke,
-                enabled=self._enabled,
-                sending=self._sending.keys(),
-                since_look=time.monotonic() - self._looked_at,
+                woke, unattended=self._unattended, since_look=time.monotonic() - self._looked_at
             ):
                 pause = INTERVAL_SECONDS
                 try:
@@ -168,13 +166,12 @@ class Woke(enum.Enum):
     """The interval passed, or a retry came due."""
 
 
-def needs_look(
-    woke: Woke, *, enabled: frozenset[str] | None, sending: Set[str], since_look: float
-) -> bool:
+def needs_look(woke: Woke, *, unattended: int | None, since_look: float) -> bool:
     """Whether the dispatcher looks at the database now. Always, but when only news of changes
     woke it and its last look, at most `INTERVAL_SECONDS` ago, found every enabled subscription
-    (`enabled`; None before the first look) with a job of this process sending (`sending`),
-    which takes the new changes itself; or found none enabled."""
-    if woke is not Woke.CHANGES or enabled is None or since_look >= INTERVAL_SECONDS:
+    with a job of this process sending it (`unattended`, how many had none, is 0; None before
+    the first look), which takes the new changes itself, or found none enabled. A job of this
+    process that ended since pokes it (`Woke.POKED`)."""
+    if woke is not Woke.CHANGES or unattended is None or since_look >= INTERVAL_SECONDS:
         return True
-    return not enabled <= sending
+    return unattended > 0

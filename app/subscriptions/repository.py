@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -80,27 +80,45 @@ async def for_sending(
     return result.scalar_one_or_none()
 
 
-def enabled_statement(now: datetime) -> Select[str, bool]:
-    """`enabled`'s query: every enabled subscription, with one probe of the pending deliveries'
-    partial index (subscription, next attempt) each for whether a delivery is due."""
+def dispatch_statement(now: datetime, sending: Sequence[str]) -> Select[list[str] | None, int]:
+    """`to_dispatch`'s query, one row: the enabled subscriptions with a delivery due (one probe of
+    the pending deliveries' partial index (subscription, next attempt) each), and how many enabled
+    ones are not in `sending`."""
     due = exists().where(
         Delivery.subscription_id == Subscription.id,
         Delivery.state == PENDING,
         Delivery.next_attempt_at <= now,
     )
-    return select(Subscription.id, due.label("due")).where(Subscription.enabled.is_(True))
+    enabled = (
+        select(Subscription.id, due.label("due"))
+        .where(Subscription.enabled.is_(True))
+        .subquery("enabled")
+    )
+    return select(
+        func.array_agg(enabled.c.id).filter(enabled.c.due),
+        func.count().filter(enabled.c.id.not_in(sending)),
+    )
 
 
-async def enabled(session: AsyncSession, now: datetime) -> dict[str, bool]:
-    """Every enabled subscription's id, with whether it has a delivery due now (one index probe
-    each)."""
-    result = await session.execute(enabled_statement(now))
-    return {subscription_id: bool(due) for subscription_id, due in result.all()}
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    due: list[str]
+    """Enabled subscriptions with a delivery due now."""
+    unattended: int
+    """Enabled subscriptions without a job of the asking process sending them."""
+
+
+async def to_dispatch(session: AsyncSession, now: datetime, sending: Sequence[str]) -> Dispatch:
+    """What the dispatcher of a process whose jobs are sending `sending` needs: the enabled
+    subscriptions with a delivery due now, and how many enabled ones have no job of it. One row,
+    whatever the number of subscriptions."""
+    due, unattended = (await session.execute(dispatch_statement(now, sending))).one()
+    return Dispatch(list(due or []), int(unattended))
 
 
 def next_due_statement(now: datetime) -> Select[datetime | None]:
     """`next_due`'s query: one probe per enabled subscription of its pending deliveries' index
-    (subscription, next attempt), as `enabled`; no index of every pending delivery by
+    (subscription, next attempt), as `to_dispatch`; no index of every pending delivery by
     next attempt is kept (each delivery written would write it too, and it gave the window of
     `due` a plan that read the whole backlog: migration 0019)."""
     upcoming = (

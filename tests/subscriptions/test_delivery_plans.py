@@ -87,7 +87,7 @@ async def test_the_due_look_ups_use_the_pending_deliveries_indexes(settings: Set
             await fill(connection, FILL)
             await connection.execute(text("SET LOCAL enable_seqscan = off"))
             statements = (
-                repository.enabled_statement(NOW),
+                repository.dispatch_statement(NOW, ["sub_2"]),
                 repository.next_due_statement(NOW - timedelta(seconds=3)),
                 repository.DUE.params(subscription_id="sub_1", now=NOW, limit=32, flying=[0]),
                 repository.DUE_AMONG_FIRST.params(

@@ -17,7 +17,7 @@ from app.changes.signal import ChangeSignal
 from app.core.db import utcnow
 from app.core.jobs import DELIVERIES_QUEUE, EVENTS_QUEUE, create_redis, delivery_job_id
 from app.core.settings import Settings
-from app.subscriptions import service
+from app.subscriptions import repository, service
 from app.subscriptions.dispatcher import INTERVAL_SECONDS, Dispatcher, Woke, needs_look
 from app.subscriptions.schemas import SubscriptionIn
 from tests.api.conftest import put_registration
@@ -102,22 +102,39 @@ async def test_deliveries_apart_never_enter_the_callbacks_queue(
 
 
 @pytest.mark.parametrize(
-    ("woke", "enabled", "sending", "since_look", "looks"),
+    ("woke", "unattended", "since_look", "looks"),
     [
-        # News of changes, and every enabled subscription sends here: its job takes them.
-        (Woke.CHANGES, frozenset({"a", "b"}), {"a", "b", "c"}, 0.2, False),
-        (Woke.CHANGES, frozenset(), set(), 0.2, False),  # none enabled: nothing to send
-        (Woke.CHANGES, frozenset({"a", "b"}), {"a"}, 0.2, True),  # b has no job here
-        (Woke.CHANGES, None, set(), 0.0, True),  # before the first look
-        (Woke.CHANGES, frozenset(), set(), INTERVAL_SECONDS, True),  # the look is a second old
-        (Woke.POKED, frozenset({"a"}), {"a"}, 0.2, True),  # a job ended
-        (Woke.TIMEOUT, frozenset(), set(), 0.2, True),  # a retry came due
+        # News of changes, and every enabled subscription sends here (or none is enabled): the
+        # jobs take them.
+        (Woke.CHANGES, 0, 0.2, False),
+        (Woke.CHANGES, 1, 0.2, True),  # one has no job here
+        (Woke.CHANGES, None, 0.0, True),  # before the first look
+        (Woke.CHANGES, 0, INTERVAL_SECONDS, True),  # the look is a second old
+        (Woke.POKED, 0, 0.2, True),  # a job ended
+        (Woke.TIMEOUT, 0, 0.2, True),  # a retry came due
     ],
 )
 def test_news_of_changes_alone_does_not_make_it_look_when_nothing_lacks_a_job(
-    woke: Woke, enabled: frozenset[str] | None, sending: set[str], since_look: float, looks: bool
+    woke: Woke, unattended: int | None, since_look: float, looks: bool
 ) -> None:
-    assert needs_look(woke, enabled=enabled, sending=sending, since_look=since_look) is looks
+    assert needs_look(woke, unattended=unattended, since_look=since_look) is looks
+
+
+async def test_it_counts_the_enabled_subscriptions_without_a_job_of_its_process(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """What a look reads, in one row: the subscriptions with a delivery due, and how many enabled
+    ones no job of this process sends (a disabled one counts for neither)."""
+    first, second, third = await _subscriptions_with_a_delivery_due(sessionmaker, 3)
+    async with sessionmaker.begin() as session:
+        await repository.disable(session, third, "test", utcnow())
+    async with sessionmaker() as session:
+        alone = await repository.to_dispatch(session, utcnow(), [])
+        one_sending = await repository.to_dispatch(session, utcnow(), [first])
+        both_sending = await repository.to_dispatch(session, utcnow(), [first, second])
+    assert (sorted(alone.due), alone.unattended) == (sorted([first, second]), 2)
+    assert (sorted(one_sending.due), one_sending.unattended) == (sorted([first, second]), 1)
+    assert both_sending.unattended == 0
 
 
 async def test_under_a_flow_of_changes_it_looks_only_when_a_subscription_may_need_a_job(
