@@ -67,6 +67,8 @@ class Dispatcher:
     """At most this many of its jobs run in this process at once."""
     queue: str
     """The arq queue it enqueues on."""
+    interval: float = INTERVAL_SECONDS
+    """The longest between two looks (`INTERVAL_SECONDS`; a test may stretch it)."""
     _poked: asyncio.Event = field(init=False, default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = field(init=False, default=None)
     _sending: Counter[str] = field(init=False, default_factory=Counter)
@@ -86,7 +88,9 @@ class Dispatcher:
     def sending(self, subscription_id: str) -> Iterator[bool]:
         """Admits a job of this process to send the subscription's deliveries (yields True; while
         it does, the subscription is not enqueued), unless `jobs` already do (yields False: the
-        job ends without sending, and the subscription is enqueued again once there is room)."""
+        job ends without sending, and the subscription is enqueued again once there is room).
+        An admitted job's end, however it ends (done, failed, cancelled), makes the dispatcher
+        look again: more may be due, and a look skipped meanwhile counted on that job."""
         if sum(self._sending.values()) >= self.jobs:
             yield False
             return
@@ -97,6 +101,7 @@ class Dispatcher:
             self._sending[subscription_id] -= 1
             if not self._sending[subscription_id]:
                 del self._sending[subscription_id]
+            self.poke()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="delivery-dispatcher")
@@ -120,18 +125,17 @@ class Dispatcher:
         if due:
             await enqueue_deliveries(self.redis, due, queue=self.queue)
         if upcoming is None or upcoming <= now:
-            return INTERVAL_SECONDS
-        return min(INTERVAL_SECONDS, (upcoming - now).total_seconds())
+            return self.interval
+        return min(self.interval, (upcoming - now).total_seconds())
 
     async def _run(self) -> None:
         woke = Woke.TIMEOUT
         look_by = time.monotonic()
         while True:
             token = self.signal.token()
-            if needs_look(
-                woke, unattended=self._unattended, since_look=time.monotonic() - self._looked_at
-            ):
-                pause = INTERVAL_SECONDS
+            since_look = time.monotonic() - self._looked_at
+            if needs_look(woke, self._unattended, since_look=since_look, interval=self.interval):
+                pause = self.interval
                 try:
                     pause = await self.run_once()
                 except (SQLAlchemyError, RedisError, OSError) as exc:
@@ -166,12 +170,14 @@ class Woke(enum.Enum):
     """The interval passed, or a retry came due."""
 
 
-def needs_look(woke: Woke, *, unattended: int | None, since_look: float) -> bool:
+def needs_look(
+    woke: Woke, unattended: int | None, *, since_look: float, interval: float = INTERVAL_SECONDS
+) -> bool:
     """Whether the dispatcher looks at the database now. Always, but when only news of changes
-    woke it and its last look, at most `INTERVAL_SECONDS` ago, found every enabled subscription
-    with a job of this process sending it (`unattended`, how many had none, is 0; None before
-    the first look), which takes the new changes itself, or found none enabled. A job of this
-    process that ended since pokes it (`Woke.POKED`)."""
-    if woke is not Woke.CHANGES or unattended is None or since_look >= INTERVAL_SECONDS:
+    woke it and its last look, under `interval` ago, found every enabled subscription with a job
+    of this process sending it (`unattended`, how many had none, is 0; None before the first
+    look), which takes the new changes itself, or found none enabled. A job of this process that
+    ended since, however it ended, pokes it (`Woke.POKED`: `Dispatcher.sending`)."""
+    if woke is not Woke.CHANGES or unattended is None or since_look >= interval:
         return True
     return unattended > 0

@@ -272,8 +272,8 @@ async def refresh_facts(ctx: WorkerContext, registration_id: str) -> str:
 async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
     """Send what is due for one subscription (app/subscriptions/sender.py) while changes keep
     coming, within the cron budget's share of the job timeout; meanwhile this worker's
-    dispatcher leaves the subscription to it. Then have the dispatcher look again (more may be
-    due). Answers how many deliveries were attempted."""
+    dispatcher leaves the subscription to it, and looks again when it ends (more may be due).
+    Answers how many deliveries were attempted."""
     with ctx["dispatcher"].sending(subscription_id) as admitted:
         if not admitted:  # this process's delivery jobs are all busy: enqueued again later
             return 0
@@ -286,7 +286,6 @@ async def deliver(ctx: WorkerContext, subscription_id: str) -> int:
     metrics.deliveries_given_up.labels("retry_window").inc(outcomes.pop("given_up", 0))
     for result, count in outcomes.items():
         metrics.deliveries.labels(subscription_id, result).inc(count)
-    ctx["dispatcher"].poke()
     return sum(count for result, count in outcomes.items() if result != "disabled")
 
 

@@ -117,7 +117,7 @@ async def test_deliveries_apart_never_enter_the_callbacks_queue(
 def test_news_of_changes_alone_does_not_make_it_look_when_nothing_lacks_a_job(
     woke: Woke, unattended: int | None, since_look: float, looks: bool
 ) -> None:
-    assert needs_look(woke, unattended=unattended, since_look=since_look) is looks
+    assert needs_look(woke, unattended, since_look=since_look) is looks
 
 
 async def test_it_counts_the_enabled_subscriptions_without_a_job_of_its_process(
@@ -178,4 +178,48 @@ async def test_under_a_flow_of_changes_it_looks_only_when_a_subscription_may_nee
         flowing = False
         await news
         await dispatcher.stop()
+        await redis.aclose()
+
+
+async def test_a_job_that_fails_makes_it_look_again(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """While its one subscription's job sends, news of changes makes it skip its looks; when
+    that job fails (an exception: it pokes nothing itself), the subscription is enqueued again at
+    once, not at the interval's next look (stretched here to a minute, so that only the job's
+    end can have made it look; the signal listens, so it does not poll instead)."""
+    [subscription] = await _subscriptions_with_a_delivery_due(sessionmaker, 1)
+    redis = create_redis(settings)
+    signal = ChangeSignal(redis, poll_seconds=60.0)
+    signal.start()
+    dispatcher = Dispatcher(
+        sessionmaker, redis, signal, jobs=32, queue=DELIVERIES_QUEUE, interval=60.0
+    )
+
+    async def failing_job() -> None:
+        with dispatcher.sending(subscription):
+            async with asyncio.timeout(5):
+                while not signal.connected:
+                    await asyncio.sleep(0.01)
+            dispatcher.start()
+            async with asyncio.timeout(5):
+                while dispatcher.looks < 1:
+                    await asyncio.sleep(0.01)
+            for _ in range(10):  # news: skipped, the job takes the changes
+                signal.announce()
+                await asyncio.sleep(0.01)
+            assert dispatcher.looks == 1
+            assert await redis.queued_jobs(queue_name=DELIVERIES_QUEUE) == []
+            raise RuntimeError("the job failed")
+
+    try:
+        with pytest.raises(RuntimeError, match="the job failed"):
+            await failing_job()
+        async with asyncio.timeout(10):
+            while not await redis.queued_jobs(queue_name=DELIVERIES_QUEUE):
+                await asyncio.sleep(0.01)
+        assert dispatcher.looks == 2
+    finally:
+        await dispatcher.stop()
+        await signal.stop()
         await redis.aclose()
