@@ -10,9 +10,8 @@ look when, at its last look (at most `INTERVAL_SECONDS` ago), no enabled subscri
 of this process: with no subscription at all, or with every one sending here under a steady flow,
 the changes numbered a hundred times a second cost it nothing (`needs_look`). A subscription
 created or enabled since is found at the next look, within `INTERVAL_SECONDS`. The job id is the
-subscription's, so a
-subscription has one job at a time across all workers: a slow or dead receiver holds one job
-slot, never the others' deliveries.
+subscription's, so a subscription has one job at a time across all workers: a slow or dead
+receiver holds one job slot, never the others' deliveries.
 
 By default deliveries run in worker processes of their own (`arq app.worker.DeliveryWorkerSettings`,
 on `DELIVERIES_QUEUE`), apart from the callbacks' jobs. A small install may serve both in one

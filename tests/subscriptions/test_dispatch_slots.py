@@ -8,8 +8,11 @@ Real database and Redis; the dispatcher is the worker's own, the queue arq's."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
+from arq import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.sequencer import number_and_publish
@@ -137,15 +140,18 @@ async def test_it_counts_the_enabled_subscriptions_without_a_job_of_its_process(
     assert both_sending.unattended == 0
 
 
-async def test_under_a_flow_of_changes_it_looks_only_when_a_subscription_may_need_a_job(
-    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
-) -> None:
-    """News of changes every 10 ms: with no subscription, the dispatcher does not look on each
-    (once a second at most); one created meanwhile still gets its job at the next look, and from
-    then on, with no job of this process sending it, each news makes it look again."""
+@contextlib.asynccontextmanager
+async def flowing_news(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], interval: float
+) -> AsyncIterator[tuple[Dispatcher, ArqRedis]]:
+    """A running dispatcher (looks at most `interval` apart) after its first look, its change
+    signal listening (so it never polls instead), and news of changes every 10 ms."""
     redis = create_redis(settings)
-    signal = ChangeSignal(redis)
-    dispatcher = Dispatcher(sessionmaker, redis, signal, jobs=32, queue=DELIVERIES_QUEUE)
+    signal = ChangeSignal(redis, poll_seconds=60.0)
+    signal.start()
+    dispatcher = Dispatcher(
+        sessionmaker, redis, signal, jobs=32, queue=DELIVERIES_QUEUE, interval=interval
+    )
     flowing = True
 
     async def flow() -> None:
@@ -153,32 +159,60 @@ async def test_under_a_flow_of_changes_it_looks_only_when_a_subscription_may_nee
             signal.announce()
             await asyncio.sleep(0.01)
 
-    dispatcher.start()
     news = asyncio.create_task(flow())
     try:
         async with asyncio.timeout(5):
-            while dispatcher.looks < 1:  # its first look: no subscription
+            while not signal.connected:
                 await asyncio.sleep(0.01)
-        first = dispatcher.looks
-        await asyncio.sleep(0.5)
-        # About ten wakes (one per `MIN_PAUSE_SECONDS`), no look but the interval's.
-        assert dispatcher.looks - first <= 1
-
-        [created] = await _subscriptions_with_a_delivery_due(sessionmaker, 1)
-        async with asyncio.timeout(INTERVAL_SECONDS + 2):
-            while not await redis.queued_jobs(queue_name=DELIVERIES_QUEUE):
-                await asyncio.sleep(0.05)
-        queued = [job.job_id for job in await redis.queued_jobs(queue_name=DELIVERIES_QUEUE)]
-        assert queued == [delivery_job_id(created)]
-        # No job of this process sends it (none runs here): each news is looked at.
-        found = dispatcher.looks
-        await asyncio.sleep(0.5)
-        assert dispatcher.looks - found >= 4
+            dispatcher.start()
+            while dispatcher.looks < 1:
+                await asyncio.sleep(0.01)
+        yield dispatcher, redis
     finally:
         flowing = False
         await news
         await dispatcher.stop()
+        await signal.stop()
         await redis.aclose()
+
+
+async def test_news_of_changes_makes_no_look_while_no_subscription_lacks_a_job(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """With no subscription, the news (thirty of them, a wake every `MIN_PAUSE_SECONDS`) makes
+    no look: the interval (a minute here) is the only one that would."""
+    async with flowing_news(settings, sessionmaker, interval=60.0) as (dispatcher, _):
+        for _ in range(30):
+            await asyncio.sleep(0.01)
+        assert dispatcher.looks == 1
+
+
+async def test_each_news_makes_it_look_while_a_subscription_has_no_job_here(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A subscription with no job of this process (none runs here) is looked at on news, not
+    only at the interval (a minute here): its job is enqueued, and the looks go on."""
+    [subscription] = await _subscriptions_with_a_delivery_due(sessionmaker, 1)
+    async with flowing_news(settings, sessionmaker, interval=60.0) as (dispatcher, redis):
+        async with asyncio.timeout(5):
+            while dispatcher.looks < 4:
+                await asyncio.sleep(0.01)
+        queued = [job.job_id for job in await redis.queued_jobs(queue_name=DELIVERIES_QUEUE)]
+        assert queued == [delivery_job_id(subscription)]
+
+
+async def test_a_subscription_created_under_a_flow_of_news_is_found_at_the_interval(
+    settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Looks skipped under the news never outlast the interval: a subscription created meanwhile
+    gets its job."""
+    async with flowing_news(settings, sessionmaker, interval=0.3) as (_, redis):
+        [created] = await _subscriptions_with_a_delivery_due(sessionmaker, 1)
+        async with asyncio.timeout(5):
+            while not await redis.queued_jobs(queue_name=DELIVERIES_QUEUE):
+                await asyncio.sleep(0.01)
+        queued = [job.job_id for job in await redis.queued_jobs(queue_name=DELIVERIES_QUEUE)]
+        assert queued == [delivery_job_id(created)]
 
 
 async def test_a_job_that_fails_makes_it_look_again(
