@@ -430,7 +430,8 @@ async def refresh_forecasts(ctx: WorkerContext) -> int:
     """Bring the time-in-state figures and the undecided registrations' forecasts up to date
     (app/forecasts/service.py), the stalest forecasts first, bounded by `cron_budget` (what is
     left goes in the next run); registrations that became overdue get their `overdue` change,
-    numbered before this returns or, in a process with a sequencer, soon after. Answers how many registrations were forecast."""
+    numbered before this returns or, in a process with a sequencer, soon after. Answers how many
+    registrations were forecast."""
     report = await forecasts_service.refresh(
         ctx["sessionmaker"], now=utcnow(), stop_at=time.monotonic() + cron_budget(ctx)
     )
