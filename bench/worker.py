@@ -13,7 +13,9 @@
    then with `--subscribers` (8) receivers subscribed to every change, to which the delivery
    worker (`arq app.worker.DeliveryWorkerSettings`, running through both runs as deployed, with
    the forecasts cron) sends their webhooks (so 8 deliveries per callback). Targets: with
-   subscribers p99 <= 100 ms and within 1.5x of the run without.
+   subscribers p99 <= 100 ms and within 1.5x of the run without. `--burn P` adds, through the
+   second run, a process that keeps one core busy P % of every 10 ms: with `--subscribers 0`,
+   the lag under a known load that is not deliveries (what the 1.5x asks of the deliveries' CPU).
 
 Run from the repository root: `.venv/bin/python -m bench.worker` (see bench/README.md).
 """
@@ -24,6 +26,7 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -337,9 +340,15 @@ async def service(run: Stack, api: Server, simulator: SimulatorServer) -> dict[s
             print(f"lag without subscribers: p99 {lag['lag_ms'].get('p99')} ms", flush=True)
             receivers, servers = await subscribed(run, api, args.subscribers)
             sending = start_profiler(args.py_spy, deliveries.pid, run.log("deliveries-profile"))
-            with_subscribers = await lag_run(
-                run, api, simulator, worker, deliveries, "sub", projects
-            )
+            load = burner(args.burn)
+            try:
+                with_subscribers = await lag_run(
+                    run, api, simulator, worker, deliveries, "sub", projects
+                )
+            finally:
+                if load is not None:
+                    load.kill()
+                    load.wait()
             if sending is not None:
                 sending.send_signal(2)
             expected = per_run * args.subscribers
@@ -359,6 +368,24 @@ async def service(run: Stack, api: Server, simulator: SimulatorServer) -> dict[s
     return {"throughput": throughput, "lag": lag, "with_subscribers": with_subscribers}
 
 
+BURN = """
+import sys, time
+busy = float(sys.argv[1]) / 100 * 0.01
+while True:
+    start = time.perf_counter()
+    while time.perf_counter() - start < busy:
+        pass
+    time.sleep(max(0.0, 0.01 - (time.perf_counter() - start)))
+"""
+
+
+def burner(percent: float) -> subprocess.Popen[bytes] | None:
+    """A process keeping one core busy `percent` % of every 10 ms (None for 0): a known load."""
+    if percent <= 0:
+        return None
+    return subprocess.Popen([sys.executable, "-c", BURN, str(percent)])
+
+
 def main() -> int:
     options = parser(__doc__)
     options.add_argument("--events", type=int, default=6000, help="the backlog (6000)")
@@ -367,6 +394,12 @@ def main() -> int:
     options.add_argument("--seconds", type=float, default=15.0, help="measured seconds of it")
     options.add_argument("--warmup", type=float, default=2.0, help="seconds sent before")
     options.add_argument("--subscribers", type=int, default=8, help="of the second lag run (8)")
+    options.add_argument(
+        "--burn",
+        type=float,
+        default=0.0,
+        help="%% of one core a process keeps busy through the second lag run (0: none)",
+    )
     options.add_argument(
         "--projects",
         type=int,
@@ -431,6 +464,7 @@ def main() -> int:
             f"<= {TARGET_LAG_GROWTH} {'met' if growth_ok else 'NOT MET'}",
         ],
         ["  deliveries sent", sub["delivered"]],
+        ["  a known load through it, % of a core (--burn)", args.burn],
         ["  CPU % of a core: worker / api", sub["cpu"].get("worker"), sub["cpu"].get("api")],
         ["  CPU % of a core: delivery worker", sub["cpu"].get("deliveries")],
         ["  machine busy % / others %", sub["cpu"]["machine_busy"], sub["cpu"]["other"]],

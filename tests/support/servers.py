@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,11 +20,51 @@ SHUTDOWN_SECONDS = 20.0
 """The app's lifespan bounds each of its shutdown steps (app/main.py); this bounds the whole."""
 
 
+PORTS_START = 20000
+"""Where the test processes' blocks of ports begin (`free_port`)."""
+PORTS_PER_PROCESS = 1000
+
+
+def _ephemeral_start() -> int:
+    """The first port of the kernel's ephemeral range (bind to port 0, client connections)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _block_start() -> int | None:
+    """This test process's block of ports (`gw3`: the fourth), None when the blocks would reach
+    the ephemeral range."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = PORTS_START + (int(worker) if worker.isdigit() else 0) * PORTS_PER_PROCESS
+    return start if start + PORTS_PER_PROCESS <= _ephemeral_start() else None
+
+
+_BLOCK = _block_start()
+_NEXT = itertools.count()
+
+
 def free_port() -> int:
+    """A loopback port free now, for a server a test starts by its number (a process given
+    `--port`). The server binds it a moment later, and meanwhile the port must not be handed
+    to anyone else: a port from the ephemeral range (bind to 0) could go to another test
+    process's server, or to any client connection, in that moment, and a callback was then
+    answered by another test's API. So the port comes from a block of this test process's own
+    below the ephemeral range, each in turn; free when checked here."""
+    if _BLOCK is not None:
+        for _ in range(PORTS_PER_PROCESS):
+            port = _BLOCK + next(_NEXT) % PORTS_PER_PROCESS
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # in use (a server of this process's earlier tests): the next
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 @contextlib.asynccontextmanager

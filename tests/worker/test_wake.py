@@ -158,8 +158,12 @@ async def test_a_look_asks_redis_only_about_jobs_the_worker_does_not_run(
     assert sorted(ran) == list(range(jobs))
     stats = await redis.info("commandstats")
     # One claim (a script: `wake._CLAIM`) per job started, where arq sends WATCH, EXISTS,
-    # ZSCORE and MULTI/PSETEX/EXEC. (Redis counts the commands a script runs too.)
-    assert stats["cmdstat_eval"]["calls"] == jobs
+    # ZSCORE and MULTI/PSETEX/EXEC. (Redis counts the commands a script runs too.) A job that
+    # ends between a look's read of the queue and its claim is claimed in vain (the script finds
+    # it gone): on a busy machine, one or two. Claiming the running jobs too at every look, as
+    # arq checks them, made twice as many here (81).
+    claims = stats["cmdstat_eval"]["calls"]
+    assert jobs <= claims < jobs * 3 // 2
     assert "cmdstat_watch" not in stats
 
 
