@@ -7,6 +7,7 @@ Receivers deduplicate by `webhook-id`: the same on every attempt of a delivery.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import ssl
@@ -30,6 +31,17 @@ from aiohttp.resolver import DefaultResolver
 from app.changes.schemas import ChangeOut
 from app.core.db import utcnow
 from app.core.models import RegistrationChange, Subscription
+from app.subscriptions.http import (
+    ADDRESS_REFUSED,
+    ANSWER_KEPT_BYTES,
+    ANSWER_READ_BYTES,
+    AddressRefused,
+    DeliveryClient,
+    Disconnected,
+    InvalidAnswer,
+    Network,
+    address_allowed,
+)
 from app.subscriptions.rules import UrlRefused, check_url, signature
 from app.subscriptions.schemas import PingData
 
@@ -138,8 +150,8 @@ def signed_headers(secrets: list[str], message: str, at: datetime, body: str) ->
     }
 
 
-async def _answer_text(response: aiohttp.ClientResponse) -> str:
-    """The first `ANSWER_KEPT_BYTES` of the answer as text. Reads up to `ANSWER_READ_BYTES` so
+async def _answer_text(response: aiohttp.ClientResponse) -> bytes:
+    """The first `ANSWER_KEPT_BYTES` of a proxied answer. Reads up to `ANSWER_READ_BYTES` so
     that the connection can serve the next delivery, and drops a connection whose answer goes
     on."""
     kept = bytearray()
@@ -153,7 +165,7 @@ async def _answer_text(response: aiohttp.ClientResponse) -> str:
             kept += chunk[: ANSWER_KEPT_BYTES - len(kept)]
     if not response.content.at_eof():
         response.close()
-    return kept.decode("utf-8", errors="replace")
+    return bytes(kept)
 
 
 @lru_cache(maxsize=64)
@@ -163,8 +175,11 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=seconds)
 
 
+CLOSED_EARLY = "the receiver closed the connection without an answer"
+
+
 async def post(
-    http: aiohttp.ClientSession,
+    http: Http,
     url: str,
     secrets: list[str],
     message: str,
@@ -174,7 +189,7 @@ async def post(
     proxy: str | None = None,
 ) -> Attempt:
     """One POST of `body` as message `message` (`webhook-id`: `message_id` of a delivery), given
-    `seconds` in all (connecting, sending, the answer's head), through `proxy` when one is given
+    `seconds` in all (connecting, sending, the answer), through `proxy` when one is given
     (`proxy_for`). Redirects are not followed (a 3xx is a failure): the URL checked at creation is
     the only place the service calls. Errors name their kind, never the URL (it may carry a token
     in its query). The attempt keeps the headers sent and the first 4 KiB of the answer."""
@@ -186,8 +201,61 @@ async def post(
         latency = (time.monotonic() - started) * 1000
         return Attempt(None, error, at=at, request_headers=headers, latency_ms=latency)
 
+    if proxy is not None:
+        return await _post_proxied(http, url, headers, body, seconds, proxy, failed, at, started)
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     try:
-        async with http.post(
+        async with asyncio.timeout(seconds):
+            answer = await http.direct.post(url, lines.encode(), body.encode())
+    except TimeoutError:  # before OSError: it is one
+        return failed(f"no answer within {seconds:g} s")
+    except AddressRefused:
+        return failed(ADDRESS_REFUSED)
+    except Disconnected:
+        return failed(CLOSED_EARLY)
+    except InvalidAnswer as exc:
+        return failed(f"could not deliver ({exc})")
+    except OSError:
+        return failed("could not connect")
+    latency_ms = (answer.head_at - started) * 1000
+    return _answered(answer.status, answer.retry_after, answer.body, latency_ms, at, headers)
+
+
+def _answered(
+    status: int,
+    retry_after: str | None,
+    body: bytes,
+    latency_ms: float,
+    at: datetime,
+    headers: dict[str, str],
+) -> Attempt:
+    """The attempt of a POST the receiver answered `status`."""
+    ok = 200 <= status < 300
+    return Attempt(
+        status,
+        None if ok else f"answered {status}",
+        None if ok else retry_after_seconds(retry_after, utcnow()),
+        at=at,
+        request_headers=headers,
+        response_body=body.decode("utf-8", errors="replace"),
+        latency_ms=latency_ms,
+    )
+
+
+async def _post_proxied(
+    http: Http,
+    url: str,
+    headers: dict[str, str],
+    body: str,
+    seconds: float,
+    proxy: str,
+    failed: Callable[[str], Attempt],
+    at: datetime,
+    started: float,
+) -> Attempt:
+    """`post` through `proxy`, by aiohttp (which speaks to proxies: CONNECT, credentials)."""
+    try:
+        async with http.proxied().post(
             url,
             data=body.encode(),
             headers=headers,
@@ -206,28 +274,15 @@ async def post(
             return failed(ADDRESS_REFUSED)
         return failed("could not connect")
     except aiohttp.ServerDisconnectedError:
-        return failed("the receiver closed the connection without an answer")
+        return failed(CLOSED_EARLY)
     except aiohttp.ClientError as exc:
         return failed(f"could not deliver ({type(exc).__name__})")
-    ok = 200 <= status < 300
-    return Attempt(
-        status,
-        None if ok else f"answered {status}",
-        None if ok else retry_after_seconds(retry_after, utcnow()),
-        at=at,
-        request_headers=headers,
-        response_body=answer,
-        latency_ms=latency_ms,
-    )
+    return _answered(status, retry_after, answer, latency_ms, at, headers)
 
 
 CONCURRENCY = 32
 """POSTs in flight at once for one subscription (one job per subscription at a time): the size
 of its job's connection pool."""
-ANSWER_READ_BYTES = 64 * 1024
-"""How much of a receiver's answer is read before its connection is reused."""
-ANSWER_KEPT_BYTES = 4 * 1024
-"""How much of a receiver's answer an attempt keeps (the attempts log)."""
 
 
 def tls_context() -> ssl.SSLContext:
@@ -236,37 +291,11 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-ADDRESS_REFUSED = (
-    "not sent: the URL's host resolves to an address not allowed (loopback, private, link-local "
-    "or otherwise not public; SUBSCRIPTION_ALLOWED_NETWORKS)"
-)
-
-
-class AddressRefused(OSError):
-    """A destination's address is not one the service may call (`address_allowed`)."""
-
-
-def address_allowed(address: str, allowed: Sequence[Network]) -> bool:
-    """Whether the service may POST to `address`: one of `allowed` (SUBSCRIPTION_ALLOWED_NETWORKS)
-    holds it, or it is a public unicast address (not loopback, private, link-local, shared,
-    reserved, unspecified nor multicast). An IPv4 address mapped into IPv6 is judged as IPv4."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if any(ip in network for network in allowed if network.version == ip.version):
-        return True
-    return ip.is_global and not ip.is_multicast
-
-
 def refusal(url: str, allowed_hosts: Sequence[str], allowed: Sequence[Network]) -> str | None:
     """Why a delivery to `url` must not be sent now, or None: its host is not allowed by the
     settings as they stand (they may have narrowed since the subscription was made), or it is an
     address not allowed. A host NAME's addresses are checked when it is resolved
-    (`GuardedResolver`). Never echoes the URL."""
+    (`DeliveryClient`, `GuardedResolver`). Never echoes the URL."""
     try:
         check_url(url, allowed_hosts)
     except UrlRefused as exc:
@@ -314,24 +343,46 @@ def _proxy_hosts() -> frozenset[str]:
     return frozenset(hosts)
 
 
-def delivery_client(tls: ssl.SSLContext, allowed: Sequence[Network]) -> aiohttp.ClientSession:
-    """The HTTP client of one subscription's job: a pool of its own, `CONCURRENCY` connections,
-    so that one subscriber's slowness never takes a connection another subscriber or Sinch's
-    client needs. aiohttp, not httpx: httpx's pool spent ten times the CPU per POST with 16 in
-    flight (docs/architecture.md, "Deliveries"). The environment's proxies are passed to each
-    POST (`proxy_for`), not read by aiohttp (`trust_env`): it read them, and `~/.netrc`, for
-    every request, in a thread, a third of the worker's CPU at 1,000 POSTs/s. The caller closes
-    it; create it inside the running event loop. Names are resolved by a `GuardedResolver`
-    allowing the private `allowed` networks (SUBSCRIPTION_ALLOWED_NETWORKS). It keeps no
-    cookies."""
-    resolver: Any = GuardedResolver(allowed, _proxy_hosts())
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            limit=CONCURRENCY, ssl=tls, keepalive_timeout=30, resolver=resolver
-        ),
-        # A receiver's cookies are never sent back: a delivery carries only its own headers.
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
+class Http:
+    """The HTTP of one subscription's job (or of one test message): its own connections, at most
+    `CONCURRENCY`, so that one subscriber's slowness never takes a connection another subscriber
+    or Sinch's client needs. Direct POSTs go by `direct` (app/subscriptions/http.py); those
+    through a proxy by an aiohttp session made when the first is sent (`proxied`). The caller
+    closes it; create it inside the running event loop."""
+
+    def __init__(self, tls: ssl.SSLContext, allowed: Sequence[Network]) -> None:
+        self._tls = tls
+        self._allowed = allowed
+        self.direct = DeliveryClient(tls, allowed, CONCURRENCY)
+        self._proxied: aiohttp.ClientSession | None = None
+
+    def proxied(self) -> aiohttp.ClientSession:
+        """The aiohttp session for POSTs through a proxy. The environment's proxies are passed to
+        each POST (`proxy_for`), not read by aiohttp (`trust_env`): it read them, and `~/.netrc`,
+        for every request, in a thread. Names are resolved by a `GuardedResolver`. It keeps no
+        cookies."""
+        if self._proxied is None:
+            resolver: Any = GuardedResolver(self._allowed, _proxy_hosts())
+            self._proxied = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=CONCURRENCY, ssl=self._tls, keepalive_timeout=30, resolver=resolver
+                ),
+                # A receiver's cookies are never sent back: a delivery carries only its own
+                # headers.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._proxied
+
+    async def close(self) -> None:
+        await self.direct.close()
+        if self._proxied is not None:
+            await self._proxied.close()
+
+
+def delivery_client(tls: ssl.SSLContext, allowed: Sequence[Network]) -> Http:
+    """The HTTP client of one subscription's job (`Http`), allowing the private `allowed`
+    networks (SUBSCRIPTION_ALLOWED_NETWORKS)."""
+    return Http(tls, allowed)
 
 
 def proxy_for(url: str) -> str | None:

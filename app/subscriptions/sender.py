@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
-import aiohttp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes import outbox
@@ -44,6 +43,7 @@ from app.subscriptions.delivery import (
     CONCURRENCY,
     Attempt,
     Bodies,
+    Http,
     delivery_client,
     message_id,
     post,
@@ -190,7 +190,7 @@ async def wait_for_batch(flying: dict[asyncio.Task[Attempt], Due], until: float)
 
 
 def _start(
-    http: aiohttp.ClientSession,
+    http: Http,
     sending: Sending,
     subscription: Subscription,
     batch: list[Due],
