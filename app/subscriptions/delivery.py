@@ -388,7 +388,7 @@ def delivery_client(tls: ssl.SSLContext, allowed: Sequence[Network]) -> Http:
 def proxy_for(url: str) -> str | None:
     """The proxy the environment names for `url` (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, in
     either case), None when there is none or `NO_PROXY` exempts its host: what Sinch's client
-    (httpx) honours too. Cheap enough for each sending cycle, not for each POST."""
+    (httpx) honours too. Read once per job and URL (`sender.Route`), not for each POST."""
     parts = urlsplit(url)
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")

@@ -104,6 +104,7 @@ async def deliver_subscription(
     finished: Finished = []
     active = True
     idle_since: float | None = None
+    route: Route | None = None
     http = delivery_client(sending.tls, settings.subscription_allowed_networks)
     try:
         while True:
@@ -139,7 +140,9 @@ async def deliver_subscription(
                     )
             finished = []
             if subscription is not None and batch:
-                _start(http, sending, subscription, batch, flying)
+                if route is None or route.url != subscription.url:
+                    route = Route.to(subscription.url, settings)
+                _start(http, sending, subscription, route, batch, flying)
             if flying or batch:
                 idle_since = None
             elif not active or time.monotonic() - (idle_since or began) >= LINGER_SECONDS:
@@ -189,41 +192,53 @@ async def wait_for_batch(flying: dict[asyncio.Task[Attempt], Due], until: float)
         await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How a job sends to its subscription's URL, worked out when the job first sends and again
+    when the URL changes (the environment and the settings do not change while a process runs):
+    the proxy (`proxy_for`), and why nothing may be sent there (`refusal`), or None."""
+
+    url: str
+    proxy: str | None
+    refused: str | None
+
+    @classmethod
+    def to(cls, url: str, settings: Settings) -> Route:
+        why = refusal(
+            url, settings.subscription_allowed_hosts, settings.subscription_allowed_networks
+        )
+        return cls(url, proxy_for(url), why)
+
+
 def _start(
     http: Http,
     sending: Sending,
     subscription: Subscription,
+    route: Route,
     batch: list[Due],
     flying: dict[asyncio.Task[Attempt], Due],
 ) -> None:
     """Start a POST for each delivery of `batch` whose registration has none in flight; when the
-    URL may not be called now (`refusal`: the settings narrowed since it was made, or it names an
-    address not allowed), an attempt that sends nothing and fails saying why."""
+    URL may not be called (`route.refused`: the settings narrowed since it was made, or it names
+    an address not allowed), an attempt that sends nothing and fails saying why."""
     busy = {delivery.registration_id for delivery in flying.values()}
     secrets = signing_secrets(subscription, utcnow())
-    proxy = proxy_for(subscription.url)
-    settings = sending.settings
-    why = refusal(
-        subscription.url,
-        settings.subscription_allowed_hosts,
-        settings.subscription_allowed_networks,
-    )
     for delivery in batch:
         if delivery.registration_id in busy:
             continue
         busy.add(delivery.registration_id)
-        if why is not None:
-            flying[asyncio.ensure_future(_not_sent(why))] = delivery
+        if route.refused is not None:
+            flying[asyncio.ensure_future(_not_sent(route.refused))] = delivery
             continue
         task = asyncio.ensure_future(
             post(
                 http,
-                subscription.url,
+                route.url,
                 secrets,
                 message_id(delivery.id),
                 sending.bodies.of(delivery.change_id, delivery.change),
                 seconds=sending.settings.delivery_timeout_seconds,
-                proxy=proxy,
+                proxy=route.proxy,
             )
         )
         flying[task] = delivery
