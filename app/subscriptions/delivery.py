@@ -217,6 +217,8 @@ async def post(
         return failed(f"could not deliver ({exc})")
     except OSError:
         return failed("could not connect")
+    except ValueError:  # UnicodeError: a host IDNA cannot encode (`a..example.com`)
+        return failed("could not deliver (the URL's host is not a valid name)")
     latency_ms = (answer.head_at - started) * 1000
     return _answered(answer.status, answer.retry_after, answer.body, latency_ms, at, headers)
 

@@ -42,6 +42,8 @@ ANSWER_KEPT_BYTES: Final = 4 * 1024
 """How much of a receiver's answer an attempt keeps (the attempts log)."""
 KEEPALIVE_SECONDS: Final = 30.0
 """An idle connection older than this is closed rather than used (receivers close theirs too)."""
+ATTEMPT_SECONDS: Final = 2.0
+"""How long connecting to one of a name's addresses may take while others remain to be tried."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ADDRESS_REFUSED = (
@@ -109,6 +111,15 @@ def _target(url: str) -> _Target:
     return _Target((parts.scheme, host, port), host, port, parts.scheme == "https", head.encode())
 
 
+def _interleaved(addresses: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """`addresses` (resolver order) with their families alternating, the first family first
+    (RFC 8305): a family that does not answer delays the other by one attempt at most."""
+    first = [a for a in addresses if a[0] == addresses[0][0]] if addresses else []
+    other = [a for a in addresses if a not in first]
+    mixed = [a for pair in zip(first, other, strict=False) for a in pair]
+    return mixed + first[len(mixed) // 2 :] + other[len(mixed) // 2 :]
+
+
 class _Connection(asyncio.Protocol):
     """One connection to a receiver: one POST at a time, its answer parsed as it comes."""
 
@@ -140,6 +151,9 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # not an HttpParserError
+            self._settle(exception=InvalidAnswer("the receiver switched protocols"))
+            self.close()
         except httptools.HttpParserError:
             self._settle(exception=InvalidAnswer("not an HTTP/1.1 answer"))
             self.close()
@@ -155,12 +169,20 @@ class _Connection(asyncio.Protocol):
             self._settle(exception=Disconnected())
 
     # --- llhttp's callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._waiter is not None and self._waiter.done():
+            # An answer after the answer, in the same read: bytes nobody asked for. Left there,
+            # they would be taken for the next POST's answer.
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"retry-after":
             self._retry_after = value.decode("latin-1")
-        elif name in (b"content-length", b"transfer-encoding"):
-            self._framed = True
+        elif name == b"content-length" or (
+            name == b"transfer-encoding" and value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+        ):
+            self._framed = True  # another transfer coding runs to the connection's end
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
@@ -255,23 +277,30 @@ class DeliveryClient:
 
     async def _open(self, target: _Target) -> _Connection:
         loop = asyncio.get_running_loop()
-        answers = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        answers = await loop.getaddrinfo(
+            target.host, target.port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
+        )
         if not answers or not all(
             address_allowed(str(sockaddr[0]), self._allowed) for *_, sockaddr in answers
         ):
             raise AddressRefused(ADDRESS_REFUSED)
+        addresses = _interleaved([(family, str(sockaddr[0])) for family, *_, sockaddr in answers])
         failure: OSError | None = None
-        for family, _, _, _, sockaddr in answers:
+        for index, (family, address) in enumerate(addresses):
+            last = index == len(addresses) - 1
             try:
-                _, connection = await loop.create_connection(
-                    _Connection,
-                    host=str(sockaddr[0]),
-                    port=target.port,
-                    family=family,
-                    ssl=self._tls if target.tls else None,
-                    server_hostname=target.host if target.tls else None,
-                )
-            except OSError as exc:
+                # Each address but the last gets `ATTEMPT_SECONDS`: a receiver whose IPv6 path
+                # drops packets is reached over IPv4 instead of the whole POST's time spent there.
+                async with asyncio.timeout(None if last else ATTEMPT_SECONDS):
+                    _, connection = await loop.create_connection(
+                        _Connection,
+                        host=address,
+                        port=target.port,
+                        family=family,
+                        ssl=self._tls if target.tls else None,
+                        server_hostname=target.host.rstrip(".") if target.tls else None,
+                    )
+            except OSError as exc:  # TimeoutError too
                 failure = exc
                 continue
             return connection

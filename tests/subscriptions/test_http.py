@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from app.subscriptions.delivery import Attempt, delivery_client, post, tls_context
-from app.subscriptions.http import ANSWER_KEPT_BYTES, ANSWER_READ_BYTES
+from app.subscriptions.delivery import CONCURRENCY, Attempt, delivery_client, post, tls_context
+from app.subscriptions.http import ANSWER_KEPT_BYTES, ANSWER_READ_BYTES, _interleaved
 
 LOOPBACK = [ip_network("127.0.0.0/8")]
 SECRET = "whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
@@ -159,6 +159,8 @@ async def test_a_receiver_that_closes_or_answers_at_length_gets_a_new_connection
         (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 200, "ok"),
         # No length: the body runs to the connection's end.
         (b"HTTP/1.0 200 OK\r\n\r\nto the end", 200, "to the end"),
+        # Another transfer coding than chunked runs to the connection's end, as no length does.
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw", 200, "raw"),
         # Bytes that are not UTF-8 are kept replaced.
         (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\n\xff!", 400, "\ufffd!"),
     ],
@@ -166,7 +168,7 @@ async def test_a_receiver_that_closes_or_answers_at_length_gets_a_new_connection
 async def test_answers_are_read_however_they_are_framed(
     serve: Callable[..., Awaitable[Receiver]], raw: bytes, status: int, body: str
 ) -> None:
-    receiver = await serve(answer(raw, keep=b"HTTP/1.0" not in raw))
+    receiver = await serve(answer(raw, keep=b"HTTP/1.0" not in raw and b"gzip" not in raw))
     attempt = await send(f"http://127.0.0.1:{receiver.port}/")
     assert (attempt.status_code, attempt.response_body) == (status, body)
     assert attempt.succeeded == (200 <= status < 300)
@@ -196,9 +198,15 @@ async def hang(reader: asyncio.StreamReader, _: asyncio.StreamWriter, __: bytes)
             "could not deliver (the answer was cut short)",
         ),
         (answer(b"SMTP ready\r\n\r\n", keep=False), "could not deliver (not an HTTP/1.1 answer)"),
+        (
+            answer(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n"
+            ),
+            "could not deliver (the receiver switched protocols)",
+        ),
         (hang, "no answer within 0.3 s"),
     ],
-    ids=["closed", "cut-short", "not-http", "silent"],
+    ids=["closed", "cut-short", "not-http", "upgrade", "silent"],
 )
 async def test_each_failure_is_named_in_the_attempt(
     serve: Callable[..., Awaitable[Receiver]], answering: Answering, error: str
@@ -212,6 +220,62 @@ async def test_each_failure_is_named_in_the_attempt(
 async def test_nobody_listening_is_could_not_connect() -> None:
     attempt = await send("http://127.0.0.1:9/")  # the discard port: nothing listens on loopback
     assert (attempt.status_code, attempt.error) == (None, "could not connect")
+    # A name IDNA cannot encode fails as an attempt, not as the job.
+    attempt = await send("http://a..example.com/")
+    assert attempt.error == "could not deliver (the URL's host is not a valid name)"
+
+
+async def test_an_answer_after_the_answer_is_not_taken_for_the_next_one(
+    serve: Callable[..., Awaitable[Receiver]],
+) -> None:
+    extra = b"HTTP/1.1 500 Extra\r\nContent-Length: 5\r\n\r\nab"  # in the same write
+    receiver = await serve(answer(OK + extra))
+    http = delivery_client(tls_context(), LOOPBACK)
+    try:
+        url = f"http://127.0.0.1:{receiver.port}/"
+        attempts = [await post(http, url, [SECRET], "msg_1", BODY, seconds=5) for _ in range(2)]
+    finally:
+        await http.close()
+    assert [(a.status_code, a.response_body) for a in attempts] == [(200, "ok"), (200, "ok")]
+    assert receiver.connections == 2  # the first was not trusted again
+
+
+async def test_posts_that_ran_out_of_time_give_their_connections_back(
+    serve: Callable[..., Awaitable[Receiver]],
+) -> None:
+    ended = asyncio.Event()
+    closed = 0
+
+    async def silent(reader: asyncio.StreamReader, _: asyncio.StreamWriter, __: bytes) -> bool:
+        nonlocal closed
+        await reader.read()  # until the client closes its end
+        closed += 1
+        if closed == CONCURRENCY + 1:
+            ended.set()
+        return False
+
+    quiet, ok = await serve(silent), await serve(answer(OK))
+    http = delivery_client(tls_context(), LOOPBACK)
+    try:
+        for _ in range(CONCURRENCY + 1):  # more than the client's connections
+            attempt = await post(
+                http, f"http://127.0.0.1:{quiet.port}/", [SECRET], "msg_1", BODY, seconds=0.05
+            )
+            assert attempt.error == "no answer within 0.05 s"
+        async with asyncio.timeout(10):
+            await ended.wait()  # each connection given up was closed
+        attempt = await post(http, f"http://127.0.0.1:{ok.port}/", [SECRET], "m", BODY, seconds=5)
+    finally:
+        await http.close()
+    assert attempt.status_code == 200
+
+
+def test_a_names_addresses_are_tried_families_alternating() -> None:
+    v6, v4 = 10, 2
+    addresses = [(v6, "a"), (v6, "b"), (v6, "c"), (v4, "x"), (v4, "y")]
+    assert _interleaved(addresses) == [(v6, "a"), (v4, "x"), (v6, "b"), (v4, "y"), (v6, "c")]
+    assert _interleaved([(v4, "x")]) == [(v4, "x")]
+    assert _interleaved([]) == []
 
 
 def certificate(tmp_path: Path) -> tuple[Path, Path]:

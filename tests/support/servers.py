@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -42,7 +43,9 @@ def _block_start() -> int | None:
 
 
 _BLOCK = _block_start()
-_NEXT = itertools.count()
+# From a point of the block drawn per process: two test sessions at once (a run of some tests
+# beside `make test`) have the same blocks, and would otherwise walk them in step.
+_NEXT = itertools.count(random.randrange(PORTS_PER_PROCESS))
 
 
 def free_port() -> int:
