@@ -278,26 +278,32 @@ def test_a_names_addresses_are_tried_families_alternating() -> None:
     assert _interleaved([]) == []
 
 
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+def certificate(tmp_path: Path, name: str | None = None) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` (None: 127.0.0.1 and `localhost`) and its key, as PEM
+    files."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "receiver")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "receiver")])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(subject)
+        .issuer_name(subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=1))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ip_network("127.0.0.1/32")[0])]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName(name)]
+                if name
+                else [x509.IPAddress(ip_network("127.0.0.1/32")[0]), x509.DNSName("localhost")]
+            ),
             critical=False,
         )
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    stem = name or "receiver"
+    cert_path, key_path = tmp_path / f"{stem}-cert.pem", tmp_path / f"{stem}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
@@ -324,3 +330,23 @@ async def test_https_is_verified_against_the_authorities_the_client_trusts(
     refused = await send(url)
     assert (refused.status_code, refused.error) == (None, "could not connect")
     assert len(receiver.requests) == 1
+    # By name: the certificate (for `localhost` alone) is checked against the URL's name, not
+    # the address connected to. `localhost` may resolve to ::1 too, where nothing listens: the
+    # next address is tried.
+    named_cert, named_key = certificate(tmp_path, name="localhost")
+    named_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    named_tls.load_cert_chain(named_cert, named_key)
+    named = await serve(answer(OK), named_tls)
+    trusting_named = ssl.create_default_context(cafile=str(named_cert))
+    http = delivery_client(trusting_named, [ip_network("127.0.0.0/8"), ip_network("::1/128")])
+    try:
+        by_name = await post(
+            http, f"https://localhost:{named.port}/", [SECRET], "msg_2", BODY, seconds=5
+        )
+    finally:
+        await http.close()
+    assert (by_name.status_code, by_name.response_body) == (200, "ok")
+    # The same certificate for a URL naming the address: refused, nothing sent.
+    mismatch = await send(f"https://127.0.0.1:{named.port}/", tls=trusting_named)
+    assert (mismatch.status_code, mismatch.error) == (None, "could not connect")
+    assert len(named.requests) == 1
