@@ -296,8 +296,8 @@ def tls_context() -> ssl.SSLContext:
 def refusal(url: str, allowed_hosts: Sequence[str], allowed: Sequence[Network]) -> str | None:
     """Why a delivery to `url` must not be sent now, or None: its host is not allowed by the
     settings as they stand (they may have narrowed since the subscription was made), or it is an
-    address not allowed. A host NAME's addresses are checked when it is resolved
-    (`DeliveryClient`, `GuardedResolver`). Never echoes the URL."""
+    address not allowed. A host NAME's addresses are checked when a connection to it is opened
+    (`DeliveryClient`). Never echoes the URL."""
     try:
         check_url(url, allowed_hosts)
     except UrlRefused as exc:
@@ -306,16 +306,17 @@ def refusal(url: str, allowed_hosts: Sequence[str], allowed: Sequence[Network]) 
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
-        return None  # a name: checked by the resolver
+        return None  # a name: checked when a connection is opened
     return None if address_allowed(host, allowed) else ADDRESS_REFUSED
 
 
 class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver, refusing (`AddressRefused`) a name any of whose addresses is not
-    allowed (`address_allowed`): a name that resolves to 127.0.0.1 or 169.254.169.254 is never
-    called. The proxies' own names (`exempt`, from the environment) are resolved unchecked: the
-    proxy, not the service, reaches the destination then. aiohttp connects to the addresses
-    answered here, so a name cannot resolve one way for the check and another for the call."""
+    """The resolver of the aiohttp session that sends through proxies (`Http.proxied`): the
+    proxies' own names (`exempt`, from the environment) are resolved unchecked, as the proxy,
+    not the service, reaches the destination and resolves its name. Any other name aiohttp
+    would resolve itself is refused (`AddressRefused`) when one of its addresses is not allowed
+    (`address_allowed`), as the direct client (`DeliveryClient`) does: a safety net, since
+    with a proxy aiohttp resolves only the proxy's name."""
 
     def __init__(self, allowed: Sequence[Network], exempt: frozenset[str]) -> None:
         self._inner = DefaultResolver()

@@ -43,7 +43,11 @@ ANSWER_KEPT_BYTES: Final = 4 * 1024
 KEEPALIVE_SECONDS: Final = 30.0
 """An idle connection older than this is closed rather than used (receivers close theirs too)."""
 ATTEMPT_SECONDS: Final = 2.0
-"""How long connecting to one of a name's addresses may take while others remain to be tried."""
+"""How long connecting to one of a name's addresses (its TLS handshake included) may take while
+others remain to be tried."""
+HEAD_BYTES: Final = 64 * 1024
+"""The most an answer's status line and headers may take: a receiver sending more (a header
+without end) fails the attempt instead of filling the worker's memory."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 ADDRESS_REFUSED = (
@@ -111,6 +115,14 @@ def _target(url: str) -> _Target:
     return _Target((parts.scheme, host, port), host, port, parts.scheme == "https", head.encode())
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 def _interleaved(addresses: list[tuple[int, str]]) -> list[tuple[int, str]]:
     """`addresses` (resolver order) with their families alternating, the first family first
     (RFC 8305): a family that does not answer delays the other by one attempt at most."""
@@ -128,6 +140,13 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = time.monotonic()
         self._parser = httptools.HttpResponseParser(self)
+        # As lenient as aiohttp's parser was: receivers that end lines with a bare LF, or put
+        # odd bytes in a header or spaces after a chunk's size, are answered as before.
+        self._parser.set_dangerous_leniencies(
+            lenient_headers=True,
+            lenient_optional_cr_before_lf=True,
+            lenient_spaces_after_chunk_size=True,
+        )
         self._waiter: asyncio.Future[Answer] | None = None
         self._keep_alive = False
         self._reset()
@@ -139,6 +158,7 @@ class _Connection(asyncio.Protocol):
         """Its length is given (Content-Length, chunks): an end before it is a cut."""
         self._body = bytearray()
         self._read = 0
+        self._head_read = 0
         self._head_at = 0.0
 
     # --- the connection ------------------------------------------------------------------------
@@ -154,9 +174,16 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:  # not an HttpParserError
             self._settle(exception=InvalidAnswer("the receiver switched protocols"))
             self.close()
+            return
         except httptools.HttpParserError:
             self._settle(exception=InvalidAnswer("not an HTTP/1.1 answer"))
             self.close()
+            return
+        if not self._head_at:  # the head still goes on after this read
+            self._head_read += len(data)
+            if self._head_read > HEAD_BYTES:
+                self._settle(exception=InvalidAnswer("the answer's head is too long"))
+                self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -277,8 +304,11 @@ class DeliveryClient:
 
     async def _open(self, target: _Target) -> _Connection:
         loop = asyncio.get_running_loop()
+        # A name's addresses of a family this machine has no address of are left out
+        # (AI_ADDRCONFIG); an address given as the host is taken as it is.
+        flags = 0 if _is_address(target.host) else socket.AI_ADDRCONFIG
         answers = await loop.getaddrinfo(
-            target.host, target.port, type=socket.SOCK_STREAM, flags=socket.AI_ADDRCONFIG
+            target.host, target.port, type=socket.SOCK_STREAM, flags=flags
         )
         if not answers or not all(
             address_allowed(str(sockaddr[0]), self._allowed) for *_, sockaddr in answers
