@@ -8,7 +8,6 @@ Receivers deduplicate by `webhook-id`: the same on every attempt of a delivery.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 import time
@@ -41,6 +40,7 @@ from app.subscriptions.http import (
     InvalidAnswer,
     Network,
     address_allowed,
+    is_address,
 )
 from app.subscriptions.rules import UrlRefused, check_url, signature
 from app.subscriptions.schemas import PingData
@@ -303,9 +303,7 @@ def refusal(url: str, allowed_hosts: Sequence[str], allowed: Sequence[Network]) 
     except UrlRefused as exc:
         return f"not sent: {exc}"
     host = urlsplit(url).hostname or ""
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    if not is_address(host):
         return None  # a name: checked when a connection is opened
     return None if address_allowed(host, allowed) else ADDRESS_REFUSED
 

@@ -115,7 +115,8 @@ def _target(url: str) -> _Target:
     return _Target((parts.scheme, host, port), host, port, parts.scheme == "https", head.encode())
 
 
-def _is_address(host: str) -> bool:
+def is_address(host: str) -> bool:
+    """Whether `host` is an IP address (a zone `%eth0` allowed), not a name."""
     try:
         ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -306,7 +307,7 @@ class DeliveryClient:
         loop = asyncio.get_running_loop()
         # A name's addresses of a family this machine has no address of are left out
         # (AI_ADDRCONFIG); an address given as the host is taken as it is.
-        flags = 0 if _is_address(target.host) else socket.AI_ADDRCONFIG
+        flags = 0 if is_address(target.host) else socket.AI_ADDRCONFIG
         answers = await loop.getaddrinfo(
             target.host, target.port, type=socket.SOCK_STREAM, flags=flags
         )
